@@ -1,0 +1,73 @@
+// The Backend interface: runs the model over state slots. Prefill consumes chunks of several
+// requests in one call (each continuing from its slot's state); Decode consumes one token per
+// slot. Both return last-token logits and leave each slot's state after its last token.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/checkpoint.h"
+#include "engine/model_config.h"
+#include "engine/types.h"
+#include "kernels/dtype.h"
+
+namespace mamba::engine {
+
+// The dtype weights are used in for compute; activations and the recurrent state stay fp32.
+enum class ComputeDType { kAuto, kFloat32, kBFloat16, kFloat16 };
+absl::StatusOr<ComputeDType> ParseComputeDType(std::string_view name);  // auto|float32|bfloat16|float16
+const char* Name(ComputeDType t);
+
+struct BackendOptions {
+  std::string device = "auto";   // auto | cpu | cuda[:N]
+  ComputeDType dtype = ComputeDType::kAuto;  // auto = the checkpoint's stored dtype
+  int num_threads = 0;           // CPU threads; 0 = all cores
+  int num_slots = 16;            // state slots (concurrent sequences)
+  int64_t max_step_tokens = 2048;  // scratch size; larger calls are split internally
+  bool profile = false;          // accumulate time per op (see Backend::OpSeconds)
+};
+
+struct ChunkInput {
+  SlotId slot;
+  std::span<const TokenId> tokens;  // at least one
+  bool start = false;               // a new sequence: zero the slot's state first
+  bool want_logits = true;          // return the last token's logits (false mid-prompt)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual std::string Describe() const = 0;  // e.g. "cpu: bfloat16, 2 threads, AVX-512"
+  virtual kernels::DType compute_dtype() const = 0;
+  virtual int num_slots() const = 0;
+
+  // Runs every chunk; logits gets one row per chunk with want_logits, in order. Slots must be
+  // distinct within a call; token ids must be in [0, vocab_size).
+  virtual absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) = 0;
+  // One token for each slot (distinct); logits gets one row per slot, in order.
+  virtual absl::Status Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                              Logits* logits) = 0;
+  virtual absl::Status ResetSlot(SlotId slot) = 0;
+  // Copies a whole state (all layers), e.g. to fork a prompt for n > 1 completions.
+  virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;
+
+  // Seconds spent per op since creation, when created with profile = true.
+  virtual std::vector<std::pair<std::string, double>> OpSeconds() const { return {}; }
+};
+
+// Checks a Prefill call's arguments against the slot count and vocabulary.
+absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, int64_t vocab_size);
+
+// Picks and creates the backend for options.device ("auto": CUDA when a usable device exists,
+// else CPU; the choice and the reason are logged).
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Checkpoint> checkpoint,
+                                                       const BackendOptions& options);
+
+}  // namespace mamba::engine

@@ -1,0 +1,178 @@
+#include "engine/checkpoint.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/status_macros.h"
+
+namespace mamba::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+}  // namespace
+
+absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON"));
+  return j;
+}
+
+absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Open(const fs::path& dir) {
+  std::shared_ptr<Checkpoint> c(new Checkpoint());
+  c->dir_ = dir;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(dir.string(), ": not a model directory"));
+  }
+  MAMBA_ASSIGN_OR_RETURN(json cfg, ReadJsonFile(dir / "config.json"));
+  absl::StatusOr<ModelConfig> config = ModelConfig::FromJson(cfg);
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat((dir / "").string(), config.status().message()));
+  }
+  c->config_ = *config;
+  if (fs::exists(dir / "generation_config.json")) {
+    MAMBA_ASSIGN_OR_RETURN(json gen, ReadJsonFile(dir / "generation_config.json"));
+    json merged = cfg;
+    for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+      if (gen.is_object() && gen.contains(key)) merged[key] = gen[key];
+    }
+    absl::StatusOr<ModelConfig> with_gen = ModelConfig::FromJson(merged);
+    if (!with_gen.ok()) {
+      return absl::Status(with_gen.status().code(),
+                          absl::StrCat((dir / "generation_config.json").string(), ": ",
+                                       with_gen.status().message()));
+    }
+    c->config_ = *with_gen;
+  }
+  MAMBA_RETURN_IF_ERROR(c->LoadFiles());
+  MAMBA_RETURN_IF_ERROR(c->Bind());
+  return std::shared_ptr<const Checkpoint>(std::move(c));
+}
+
+absl::Status Checkpoint::LoadFiles() {
+  std::vector<fs::path> paths;
+  std::unordered_map<std::string, std::string> index;  // tensor -> shard file name
+  if (fs::exists(dir_ / "model.safetensors")) {
+    paths.push_back(dir_ / "model.safetensors");
+  } else if (fs::exists(dir_ / "model.safetensors.index.json")) {
+    const fs::path index_path = dir_ / "model.safetensors.index.json";
+    MAMBA_ASSIGN_OR_RETURN(json j, ReadJsonFile(index_path));
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": no weight_map object"));
+    }
+    std::set<std::string> shards;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string() || it.value().get<std::string>().find('/') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path.string(), ": bad shard name for tensor '", it.key(), "'"));
+      }
+      index[it.key()] = it.value().get<std::string>();
+      shards.insert(it.value().get<std::string>());
+    }
+    for (const std::string& s : shards) paths.push_back(dir_ / s);
+  } else {
+    const bool has_bin = fs::exists(dir_ / "pytorch_model.bin");
+    return absl::NotFoundError(absl::StrCat(
+        dir_.string(), ": no model.safetensors or model.safetensors.index.json",
+        has_bin ? " (pytorch_model.bin is not supported: convert it to safetensors)" : ""));
+  }
+  for (const fs::path& p : paths) {
+    MAMBA_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(p));
+    files_.push_back(std::move(file));
+    const SafetensorsFile* f = files_.back().get();
+    for (const TensorInfo& t : f->tensors()) {
+      const std::string fname = p.filename().string();
+      if (!index.empty() && index.count(t.name) && index[t.name] != fname) {
+        return absl::InvalidArgumentError(absl::StrCat(fname, ": tensor '", t.name,
+                                                       "' is indexed in ", index[t.name]));
+      }
+      if (!by_name_.emplace(t.name, std::make_pair(&t, f)).second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(fname, ": tensor '", t.name, "' appears in more than one file"));
+      }
+    }
+  }
+  for (const auto& [name, shard] : index) {
+    if (!by_name_.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          shard, ": tensor '", name, "' is listed in model.safetensors.index.json but missing"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Checkpoint::Bind() {
+  const ModelConfig& c = config_;
+  const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
+  std::set<std::string> used;
+  // Finds `name` (trying aliases in order) and checks its shape; optional ones may be absent.
+  auto get = [&](std::vector<std::string> names, std::vector<int64_t> shape, bool required,
+                 const TensorInfo** out) -> absl::Status {
+    for (const std::string& name : names) {
+      auto it = by_name_.find(name);
+      if (it == by_name_.end()) continue;
+      const TensorInfo& t = *it->second.first;
+      if (t.shape != shape) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(it->second.second->path().filename().string(), ": tensor '", name,
+                         "' has shape ", ShapeStr(t.shape), ", config.json implies ", ShapeStr(shape)));
+      }
+      used.insert(name);
+      *out = &t;
+      return absl::OkStatus();
+    }
+    if (!required) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat(dir_.filename().string(), ": missing tensor '",
+                                            names.front(), "' ", ShapeStr(shape)));
+  };
+  MAMBA_RETURN_IF_ERROR(get({"backbone.embeddings.weight", "backbone.embedding.weight"},
+                            {c.vocab_size, d}, true, &embedding_));
+  MAMBA_RETURN_IF_ERROR(get({"backbone.norm_f.weight"}, {d}, true, &norm_f_));
+  MAMBA_RETURN_IF_ERROR(get({"lm_head.weight"}, {c.vocab_size, d}, false, &lm_head_));
+  layers_.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    LayerTensors& L = layers_[static_cast<size_t>(i)];
+    const std::string p = absl::StrCat("backbone.layers.", i, ".");
+    const std::string m = p + "mixer.";
+    MAMBA_RETURN_IF_ERROR(get({p + "norm.weight"}, {d}, true, &L.norm));
+    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.weight"}, {2 * e, d}, true, &L.in_proj));
+    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.bias"}, {2 * e}, c.use_bias, &L.in_proj_bias));
+    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.weight"}, {e, 1, c.conv_kernel}, true, &L.conv));
+    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.bias"}, {e}, c.use_conv_bias, &L.conv_bias));
+    MAMBA_RETURN_IF_ERROR(get({m + "x_proj.weight"}, {r + 2 * n, e}, true, &L.x_proj));
+    MAMBA_RETURN_IF_ERROR(get({m + "dt_proj.weight"}, {e, r}, true, &L.dt_proj));
+    MAMBA_RETURN_IF_ERROR(get({m + "dt_proj.bias"}, {e}, true, &L.dt_proj_bias));
+    MAMBA_RETURN_IF_ERROR(get({m + "A_log"}, {e, n}, true, &L.a_log));
+    MAMBA_RETURN_IF_ERROR(get({m + "D"}, {e}, true, &L.d));
+    MAMBA_RETURN_IF_ERROR(get({m + "out_proj.weight"}, {d, e}, true, &L.out_proj));
+    MAMBA_RETURN_IF_ERROR(get({m + "out_proj.bias"}, {d}, c.use_bias, &L.out_proj_bias));
+  }
+  for (const auto& [name, where] : by_name_) {
+    if (!used.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where.second->path().filename().string(), ": unexpected tensor '", name,
+          "' (not part of a Mamba model with ", c.num_hidden_layers, " layers and this config)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t Checkpoint::stored_bytes() const {
+  int64_t total = 0;
+  for (const auto& [name, where] : by_name_) total += static_cast<int64_t>(where.first->nbytes);
+  return total;
+}
+
+}  // namespace mamba::engine

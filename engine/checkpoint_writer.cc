@@ -1,0 +1,185 @@
+#include "engine/checkpoint_writer.h"
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/safetensors.h"
+#include "engine/status_macros.h"
+
+namespace mamba::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using kernels::DType;
+using nlohmann::json;
+
+// A named tensor being generated, in fp32 until it is encoded to the target dtype.
+struct Pending {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> bytes;
+};
+
+class Generator {
+ public:
+  Generator(uint64_t seed, DType dtype) : rng_(seed), dtype_(dtype) {}
+
+  void Normal(Pending& t, float std) {
+    std::normal_distribution<float> dist(0.0f, std);
+    Fill(t, [&](int64_t) { return dist(rng_); });
+  }
+  void Uniform(Pending& t, float bound) {
+    std::uniform_real_distribution<float> dist(-bound, bound);
+    Fill(t, [&](int64_t) { return dist(rng_); });
+  }
+  void Constant(Pending& t, float v, float noise) {
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    Fill(t, [&](int64_t) { return noise > 0 ? v + noise * dist(rng_) : v; });
+  }
+  template <typename F>
+  void Fill(Pending& t, F&& value) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    t.bytes.resize(static_cast<size_t>(n) * kernels::SizeOf(dtype_));
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = value(i);
+      if (dtype_ == DType::kF32) {
+        std::memcpy(t.bytes.data() + i * 4, &v, 4);
+      } else {
+        const uint16_t h = dtype_ == DType::kBF16 ? kernels::F32ToBf16(v) : kernels::F32ToF16(v);
+        std::memcpy(t.bytes.data() + i * 2, &h, 2);
+      }
+    }
+  }
+  std::mt19937_64& rng() { return rng_; }
+
+ private:
+  std::mt19937_64 rng_;
+  DType dtype_;
+};
+
+std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
+  const ModelConfig& c = o.config;
+  const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
+  const float noise = o.perturb_constants ? 0.1f : 0.0f;
+  Generator g(o.seed, o.dtype);
+  std::vector<Pending> out;
+  auto add = [&](std::string name, std::vector<int64_t> shape) -> Pending& {
+    out.push_back(Pending{std::move(name), std::move(shape), {}});
+    return out.back();
+  };
+  g.Normal(add(o.mamba_ssm_layout ? "backbone.embedding.weight" : "backbone.embeddings.weight",
+               {c.vocab_size, d}),
+           0.02f);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = absl::StrCat("backbone.layers.", i, ".");
+    const std::string m = p + "mixer.";
+    g.Constant(add(p + "norm.weight", {d}), 1.0f, noise);
+    g.Uniform(add(m + "in_proj.weight", {2 * e, d}), 1.0f / std::sqrt(static_cast<float>(d)));
+    if (c.use_bias) g.Constant(add(m + "in_proj.bias", {2 * e}), 0.0f, noise);
+    const float conv_bound = 1.0f / std::sqrt(static_cast<float>(c.conv_kernel));
+    g.Uniform(add(m + "conv1d.weight", {e, 1, c.conv_kernel}), conv_bound);
+    if (c.use_conv_bias) g.Uniform(add(m + "conv1d.bias", {e}), conv_bound);
+    g.Uniform(add(m + "x_proj.weight", {r + 2 * n, e}), 1.0f / std::sqrt(static_cast<float>(e)));
+    g.Uniform(add(m + "dt_proj.weight", {e, r}), 1.0f / std::sqrt(static_cast<float>(r)));
+    // dt = exp(U(log 1e-3, log 1e-1)), bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+    std::uniform_real_distribution<float> log_dt(std::log(1e-3f), std::log(1e-1f));
+    g.Fill(add(m + "dt_proj.bias", {e}), [&](int64_t) {
+      const float dt = std::max(std::exp(log_dt(g.rng())), 1e-4f);
+      return dt + std::log(-std::expm1(-dt));
+    });
+    g.Fill(add(m + "A_log", {e, n}), [&](int64_t k) { return std::log(static_cast<float>(k % n + 1)); });
+    g.Constant(add(m + "D", {e}), 1.0f, noise);
+    g.Uniform(add(m + "out_proj.weight", {d, e}),
+              1.0f / std::sqrt(static_cast<float>(e * c.num_hidden_layers)));
+    if (c.use_bias) g.Constant(add(m + "out_proj.bias", {d}), 0.0f, noise);
+  }
+  g.Constant(add("backbone.norm_f.weight", {d}), 1.0f, noise);
+  if (o.untied_head) g.Normal(add("lm_head.weight", {c.vocab_size, d}), 0.02f);
+  return out;
+}
+
+json MambaSsmConfig(const ModelConfig& c) {
+  return json{{"d_model", c.hidden_size},
+              {"n_layer", c.num_hidden_layers},
+              {"vocab_size", c.vocab_size},
+              {"ssm_cfg",
+               {{"d_state", c.state_size},
+                {"d_conv", c.conv_kernel},
+                {"expand", c.intermediate_size / c.hidden_size},
+                {"dt_rank", c.time_step_rank},
+                {"conv_bias", c.use_conv_bias},
+                {"bias", c.use_bias}}},
+              {"rms_norm", true},
+              {"residual_in_fp32", c.residual_in_fp32},
+              {"fused_add_norm", true},
+              {"pad_vocab_size_multiple", 8},
+              {"tie_embeddings", c.tie_word_embeddings}};
+}
+
+absl::Status WriteJson(const fs::path& path, const json& j) {
+  std::ofstream out(path);
+  out << j.dump(2) << "\n";
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
+  return absl::OkStatus();
+}
+
+absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pending>& tensors,
+                         const fs::path& dir) {
+  auto view = [&](const Pending& p) {
+    return TensorToWrite{p.name, o.dtype, p.shape, std::span<const std::byte>(p.bytes)};
+  };
+  if (o.shards <= 1) {
+    std::vector<TensorToWrite> all;
+    for (const Pending& p : tensors) all.push_back(view(p));
+    return WriteSafetensors(dir / "model.safetensors", all);
+  }
+  int64_t total = 0;
+  for (const Pending& p : tensors) total += static_cast<int64_t>(p.bytes.size());
+  json weight_map = json::object();
+  size_t next = 0;
+  int64_t written = 0;
+  for (int s = 0; s < o.shards; ++s) {
+    const std::string name = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.shards);
+    std::vector<TensorToWrite> part;
+    int64_t bytes = 0;
+    const int64_t budget = total * (s + 1) / o.shards;
+    while (next < tensors.size() && (s == o.shards - 1 || written + bytes < budget || part.empty())) {
+      part.push_back(view(tensors[next]));
+      weight_map[tensors[next].name] = name;
+      bytes += static_cast<int64_t>(tensors[next].bytes.size());
+      ++next;
+    }
+    written += bytes;
+    MAMBA_RETURN_IF_ERROR(WriteSafetensors(dir / name, part));
+  }
+  return WriteJson(dir / "model.safetensors.index.json",
+                   json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
+}
+
+}  // namespace
+
+absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::path& dir) {
+  MAMBA_RETURN_IF_ERROR(o.config.Validate());
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()));
+  ModelConfig config = o.config;
+  config.tie_word_embeddings = !o.untied_head;
+  json cfg = o.mamba_ssm_layout ? MambaSsmConfig(config) : config.ToJson();
+  if (!o.mamba_ssm_layout) cfg["torch_dtype"] = std::string(kernels::Name(o.dtype));
+  MAMBA_RETURN_IF_ERROR(WriteJson(dir / "config.json", cfg));
+  MAMBA_RETURN_IF_ERROR(WriteShards(o, MakeTensors(o), dir));
+  if (!o.tokenizer_json.empty()) {
+    fs::copy_file(o.tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat(o.tokenizer_json.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mamba::engine

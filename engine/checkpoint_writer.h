@@ -1,0 +1,31 @@
+// Writes seeded random-weight Mamba checkpoints in the exact Hugging Face layout (or the original
+// mamba_ssm one), for tests, benchmarks and the built-in demo. Initialised like the real models
+// so activations stay finite.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "engine/model_config.h"
+#include "kernels/dtype.h"
+
+namespace mamba::engine {
+
+struct RandomCheckpointOptions {
+  ModelConfig config;
+  kernels::DType dtype = kernels::DType::kF32;
+  uint64_t seed = 0;
+  int shards = 1;             // > 1 writes model-0000i-of-0000n.safetensors + index
+  bool untied_head = false;   // write a separate lm_head.weight
+  bool mamba_ssm_layout = false;  // original config.json keys and backbone.embedding.weight
+  // Randomise the weights real initialisation leaves constant (norm weights, D, biases), so
+  // tests notice a kernel that ignores them.
+  bool perturb_constants = false;
+  std::filesystem::path tokenizer_json;  // copied into the directory when set
+};
+
+absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& options,
+                                   const std::filesystem::path& dir);
+
+}  // namespace mamba::engine

@@ -1,0 +1,258 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+#include "kernels/cpu/causal_conv.h"
+#include "kernels/cpu/rms_norm.h"
+#include "kernels/cpu/selective_scan.h"
+#include "kernels/cpu/threading.h"
+#include "spdlog/spdlog.h"
+
+namespace mamba::engine::cpu {
+namespace {
+
+using kernels::DType;
+using kernels::SeqChunk;
+namespace kc = kernels::cpu;
+
+// Times a scope into a slot of op_seconds_ when profiling.
+class OpTimer {
+ public:
+  OpTimer(bool on, double* slot) : slot_(on ? slot : nullptr) {
+    if (slot_) start_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (slot_) *slot_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  double* slot_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
+  DType stored = ckpt.weight_dtype();
+  DType dtype = want == ComputeDType::kFloat32    ? DType::kF32
+                : want == ComputeDType::kBFloat16 ? DType::kBF16
+                : want == ComputeDType::kFloat16  ? DType::kF16
+                                                  : stored;
+  std::string impl;
+  if (dtype != DType::kF32 && !kc::GemmHasFastPath(dtype, &impl)) {
+    if (want == ComputeDType::kFloat16) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "float16 compute is not supported on this CPU (oneDNN offers only ", impl,
+          "); use --dtype float32 or bfloat16"));
+    }
+    spdlog::warn("cpu: this CPU has no fast {} matmul (oneDNN: {}); computing in float32",
+                 kernels::Name(dtype), impl);
+    dtype = DType::kF32;
+  }
+  return dtype;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options) {
+  if (options.num_slots < 1) return absl::InvalidArgumentError("num_slots must be >= 1");
+  if (options.max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
+  kc::SetNumThreads(options.num_threads);
+  MAMBA_ASSIGN_OR_RETURN(DType dtype, ResolveDType(*checkpoint, options.dtype));
+  MAMBA_ASSIGN_OR_RETURN(auto weights, PrepareCpuWeights(*checkpoint, dtype));
+  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(checkpoint), options, std::move(weights)));
+}
+
+CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
+                       std::unique_ptr<CpuWeights> weights)
+    : checkpoint_(std::move(checkpoint)), options_(options), weights_(std::move(weights)) {
+  const ModelConfig& c = config();
+  const int64_t e = c.intermediate_size, L = c.num_hidden_layers, S = options_.num_slots;
+  conv_slot_floats_ = (c.conv_kernel - 1) * e;
+  ssm_slot_floats_ = c.state_size * e;
+  conv_state_.assign(static_cast<size_t>(L * S * conv_slot_floats_), 0.0f);
+  ssm_state_.assign(static_cast<size_t>(L * S * ssm_slot_floats_), 0.0f);
+  const auto T = static_cast<size_t>(options_.max_step_tokens);
+  residual_.resize(T * c.hidden_size);
+  normed_.resize(T * c.hidden_size);
+  xz_.resize(T * 2 * e);
+  xc_.resize(T * e);
+  dbc_.resize(T * (c.time_step_rank + 2 * c.state_size));
+  dt_.resize(T * e);
+  y_.resize(T * e);
+}
+
+std::string CpuBackend::Describe() const {
+  return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights, ", kc::NumThreads(),
+                      " threads, ", options_.num_slots, " state slots");
+}
+
+absl::Status CpuBackend::CheckSlot(SlotId slot) const {
+  if (slot.value < 0 || slot.value >= options_.num_slots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slot ", slot.value, " out of range [0, ", options_.num_slots, ")"));
+  }
+  return absl::OkStatus();
+}
+
+void CpuBackend::ZeroSlot(int32_t slot) {
+  const int64_t S = options_.num_slots;
+  for (int64_t l = 0; l < config().num_hidden_layers; ++l) {
+    std::fill_n(conv_state_.begin() + (l * S + slot) * conv_slot_floats_, conv_slot_floats_, 0.0f);
+    std::fill_n(ssm_state_.begin() + (l * S + slot) * ssm_slot_floats_, ssm_slot_floats_, 0.0f);
+  }
+}
+
+absl::Status CpuBackend::ResetSlot(SlotId slot) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  ZeroSlot(slot.value);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopySlot(SlotId from, SlotId to) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(from));
+  MAMBA_RETURN_IF_ERROR(CheckSlot(to));
+  if (from == to) return absl::OkStatus();
+  const int64_t S = options_.num_slots;
+  for (int64_t l = 0; l < config().num_hidden_layers; ++l) {
+    std::copy_n(conv_state_.begin() + (l * S + from.value) * conv_slot_floats_, conv_slot_floats_,
+                conv_state_.begin() + (l * S + to.value) * conv_slot_floats_);
+    std::copy_n(ssm_state_.begin() + (l * S + from.value) * ssm_slot_floats_, ssm_slot_floats_,
+                ssm_state_.begin() + (l * S + to.value) * ssm_slot_floats_);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                                Logits* logits) {
+  if (slots.size() != tokens.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("Decode: ", slots.size(), " slots but ",
+                                                   tokens.size(), " tokens"));
+  }
+  std::vector<ChunkInput> chunks(slots.size());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    chunks[i] = ChunkInput{slots[i], tokens.subspan(i, 1), false, true};
+  }
+  return Prefill(chunks, logits);
+}
+
+absl::Status CpuBackend::Prefill(std::span<const ChunkInput> chunks, Logits* logits) {
+  MAMBA_RETURN_IF_ERROR(ValidateChunks(chunks, options_.num_slots, config().vocab_size));
+  int64_t rows = 0;
+  for (const ChunkInput& c : chunks) rows += c.want_logits ? 1 : 0;
+  logits->Resize(rows, config().vocab_size);
+  // Pack chunks into passes of at most max_step_tokens tokens; a chunk that does not fit is
+  // split, its later pieces continuing from the state the earlier ones left.
+  const int64_t budget = options_.max_step_tokens;
+  std::vector<SeqChunk> pass;
+  std::vector<TokenId> pass_tokens;
+  std::vector<int> logit_chunks;
+  int64_t row = 0, first_row = 0;
+  auto flush = [&]() -> absl::Status {
+    if (pass.empty()) return absl::OkStatus();
+    absl::Status s = Forward(pass, pass_tokens, logit_chunks, logits, first_row);
+    first_row = row;
+    pass.clear();
+    pass_tokens.clear();
+    logit_chunks.clear();
+    return s;
+  };
+  for (const ChunkInput& c : chunks) {
+    if (c.start) ZeroSlot(c.slot.value);
+    int64_t done = 0;
+    const auto n = static_cast<int64_t>(c.tokens.size());
+    while (done < n) {
+      if (static_cast<int64_t>(pass_tokens.size()) == budget) MAMBA_RETURN_IF_ERROR(flush());
+      const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass_tokens.size()));
+      pass.push_back(SeqChunk{static_cast<int64_t>(pass_tokens.size()), take, c.slot.value});
+      pass_tokens.insert(pass_tokens.end(), c.tokens.begin() + done, c.tokens.begin() + done + take);
+      done += take;
+      if (done == n && c.want_logits) {
+        logit_chunks.push_back(static_cast<int>(pass.size() - 1));
+        ++row;
+      }
+    }
+  }
+  return flush();
+}
+
+absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<const TokenId> tokens,
+                                 std::span<const int> logit_chunks, Logits* logits,
+                                 int64_t first_row) {
+  const ModelConfig& c = config();
+  const int64_t T = static_cast<int64_t>(tokens.size()), d = c.hidden_size;
+  {
+    OpTimer timer(options_.profile, &op_seconds_[kEmbed]);
+    const TensorInfo& emb = *weights_->embedding;
+    const size_t row_bytes = static_cast<size_t>(d) * kernels::SizeOf(emb.dtype);
+    for (int64_t t = 0; t < T; ++t) {
+      kernels::ConvertToF32(emb.data + tokens[t] * row_bytes, emb.dtype, residual_.data() + t * d, d);
+    }
+  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) MAMBA_RETURN_IF_ERROR(RunLayer(l, chunks, T));
+  if (logit_chunks.empty()) return absl::OkStatus();
+  OpTimer timer(options_.profile, &op_seconds_[kHead]);
+  const auto R = static_cast<int64_t>(logit_chunks.size());
+  for (int64_t i = 0; i < R; ++i) {
+    const SeqChunk& ch = chunks[static_cast<size_t>(logit_chunks[i])];
+    std::memcpy(xc_.data() + i * d, residual_.data() + (ch.begin + ch.length - 1) * d,
+                static_cast<size_t>(d) * 4);
+  }
+  kc::RmsNorm({xc_.data(), d, weights_->norm_f.data(), normed_.data(), d, R, d, c.layer_norm_epsilon});
+  return kc::Gemm({normed_.data(), d, weights_->lm_head, nullptr,
+                   logits->data.data() + first_row * c.vocab_size, c.vocab_size, R, false});
+}
+
+absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
+  const ModelConfig& c = config();
+  const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
+  const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size,
+                r = c.time_step_rank, S = options_.num_slots;
+  const int64_t dbc_width = r + 2 * n;
+  const bool prof = options_.profile;
+  auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
+  {
+    OpTimer timer(prof, &op_seconds_[kNorm]);
+    kc::RmsNorm({residual_.data(), d, w.norm.data(), normed_.data(), d, T, d, c.layer_norm_epsilon});
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kInProj]);
+    MAMBA_RETURN_IF_ERROR(
+        kc::Gemm({normed_.data(), d, w.in_proj, bias(w.in_proj_bias), xz_.data(), 2 * e, T, false}));
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kConv]);
+    kc::CausalConv({xz_.data(), 2 * e, w.conv.data(), bias(w.conv_bias),
+                    conv_state_.data() + l * S * conv_slot_floats_, xc_.data(), e, e,
+                    static_cast<int>(c.conv_kernel), chunks});
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kXProj]);
+    MAMBA_RETURN_IF_ERROR(kc::Gemm({xc_.data(), e, w.x_proj, nullptr, dbc_.data(), dbc_width, T, false}));
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kDtProj]);
+    MAMBA_RETURN_IF_ERROR(kc::Gemm({dbc_.data(), dbc_width, w.dt_proj, nullptr, dt_.data(), e, T, false}));
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kScan]);
+    kc::SelectiveScan({xc_.data(), e, dt_.data(), e, w.dt_bias.data(), w.a.data(), dbc_.data() + r,
+                       dbc_.data() + r + n, dbc_width, w.d.data(), xz_.data() + e, 2 * e,
+                       ssm_state_.data() + l * S * ssm_slot_floats_, y_.data(), e, e, n, chunks});
+  }
+  OpTimer timer(prof, &op_seconds_[kOutProj]);
+  return kc::Gemm({y_.data(), e, w.out_proj, bias(w.out_proj_bias), residual_.data(), d, T, true});
+}
+
+std::vector<std::pair<std::string, double>> CpuBackend::OpSeconds() const {
+  static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
+                                                  "dt_proj", "scan", "out_proj", "head"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int i = 0; i < kNumOps; ++i) out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
+  return out;
+}
+
+}  // namespace mamba::engine::cpu

@@ -1,0 +1,59 @@
+// The CPU engine: HF MambaForCausalLM's math over packed chunks of several requests, with oneDNN
+// GEMMs and the vectorized conv/scan kernels; a decode step is the same path with 1-token chunks.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cpu/cpu_weights.h"
+#include "kernels/packed_chunks.h"
+
+namespace mamba::engine::cpu {
+
+class CpuBackend : public Backend {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(
+      std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options);
+
+  const ModelConfig& config() const override { return checkpoint_->config(); }
+  std::string Describe() const override;
+  kernels::DType compute_dtype() const override { return weights_->compute; }
+  int num_slots() const override { return options_.num_slots; }
+  absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) override;
+  absl::Status Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                      Logits* logits) override;
+  absl::Status ResetSlot(SlotId slot) override;
+  absl::Status CopySlot(SlotId from, SlotId to) override;
+  std::vector<std::pair<std::string, double>> OpSeconds() const override;
+
+  int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }
+
+ private:
+  enum Op { kEmbed, kNorm, kInProj, kConv, kXProj, kDtProj, kScan, kOutProj, kHead, kNumOps };
+
+  CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
+             std::unique_ptr<CpuWeights> weights);
+  // One pass over at most max_step_tokens tokens: `chunks` index rows of `tokens`; logits for
+  // the chunks listed in `logit_chunks` are appended to `logits` starting at row `first_row`.
+  absl::Status Forward(std::span<const kernels::SeqChunk> chunks, std::span<const TokenId> tokens,
+                       std::span<const int> logit_chunks, Logits* logits, int64_t first_row);
+  absl::Status RunLayer(int64_t layer, std::span<const kernels::SeqChunk> chunks, int64_t tokens);
+  void ZeroSlot(int32_t slot);
+  absl::Status CheckSlot(SlotId slot) const;
+
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  BackendOptions options_;
+  std::unique_ptr<CpuWeights> weights_;
+  // State pools, per layer: conv [slots, d_conv-1, d_inner] and ssm [slots, d_state, d_inner].
+  std::vector<float> conv_state_;
+  std::vector<float> ssm_state_;
+  int64_t conv_slot_floats_ = 0;  // per layer per slot
+  int64_t ssm_slot_floats_ = 0;
+  // Per-step scratch, sized for max_step_tokens rows.
+  std::vector<float> residual_, normed_, xz_, xc_, dbc_, dt_, y_;
+  std::array<double, kNumOps> op_seconds_{};
+};
+
+}  // namespace mamba::engine::cpu

@@ -1,0 +1,47 @@
+// The CPU engine's view of a checkpoint: GEMM weights in the compute dtype (zero-copy from the
+// memory-mapped file when the stored dtype already matches) and the small per-channel tensors
+// in fp32, laid out for the kernels.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/checkpoint.h"
+#include "kernels/cpu/gemm.h"
+
+namespace mamba::engine::cpu {
+
+struct CpuLayerWeights {
+  kernels::cpu::GemmWeight in_proj;   // [2*d_inner, d_model]
+  kernels::cpu::GemmWeight x_proj;    // [dt_rank + 2*d_state, d_inner]
+  kernels::cpu::GemmWeight dt_proj;   // [d_inner, dt_rank]
+  kernels::cpu::GemmWeight out_proj;  // [d_model, d_inner]
+  std::vector<float> norm;            // [d_model]
+  std::vector<float> in_proj_bias;    // [2*d_inner] or empty
+  std::vector<float> out_proj_bias;   // [d_model] or empty
+  std::vector<float> conv;            // [d_conv, d_inner] (transposed from [d_inner, 1, d_conv])
+  std::vector<float> conv_bias;       // [d_inner] or empty
+  std::vector<float> dt_bias;         // [d_inner]
+  std::vector<float> a;               // [d_state, d_inner] = -exp(A_log)^T
+  std::vector<float> d;               // [d_inner]
+};
+
+struct CpuWeights {
+  kernels::DType compute = kernels::DType::kF32;
+  const TensorInfo* embedding = nullptr;  // any stored dtype; rows converted on lookup
+  kernels::cpu::GemmWeight lm_head;       // [vocab, d_model]
+  std::vector<float> norm_f;              // [d_model]
+  std::vector<CpuLayerWeights> layers;
+  int64_t gemm_bytes = 0;                 // bytes of GEMM weights read per token
+  int64_t owned_bytes = 0;                // bytes converted into memory we own
+
+  // Converted copies live here (weights used zero-copy point into the checkpoint's mapping).
+  std::vector<std::unique_ptr<std::byte[]>> storage;
+};
+
+absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& checkpoint,
+                                                               kernels::DType compute);
+
+}  // namespace mamba::engine::cpu

@@ -1,0 +1,251 @@
+#include "engine/model_config.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/status_macros.h"
+
+namespace mamba::engine {
+namespace {
+
+using nlohmann::json;
+
+// Reads an optional integer field; error when present with another type.
+absl::Status ReadInt(const json& j, const char* key, int64_t* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number_integer()) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: '", key,
+                                                   "' must be an integer, got ", it->dump()));
+  }
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(const json& j, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: '", key, "' must be true or false, got ", it->dump()));
+  }
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status ReadDouble(const json& j, const char* key, double* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_number()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: '", key, "' must be a number, got ", it->dump()));
+  }
+  *out = it->get<double>();
+  return absl::OkStatus();
+}
+
+// eos_token_id may be an integer or a list of integers.
+absl::Status ReadIdList(const json& j, const char* key, std::vector<int64_t>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  std::vector<int64_t> ids;
+  if (it->is_number_integer()) {
+    ids.push_back(it->get<int64_t>());
+  } else if (it->is_array()) {
+    for (const json& v : *it) {
+      if (!v.is_number_integer()) {
+        return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must hold integers"));
+      }
+      ids.push_back(v.get<int64_t>());
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must be an integer or a list"));
+  }
+  *out = std::move(ids);
+  return absl::OkStatus();
+}
+
+// time_step_rank: an integer or "auto" = ceil(hidden / 16).
+absl::Status ReadRank(const json& j, const char* key, int64_t hidden, int64_t* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null() || (it->is_string() && it->get<std::string>() == "auto")) {
+    *out = (hidden + 15) / 16;
+    return absl::OkStatus();
+  }
+  if (!it->is_number_integer()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: '", key, "' must be an integer or \"auto\", got ", it->dump()));
+  }
+  *out = it->get<int64_t>();
+  return absl::OkStatus();
+}
+
+
+absl::StatusOr<ModelConfig> FromMambaSsm(const json& j) {
+  ModelConfig c;
+  c.source_format = "mamba_ssm";
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "d_model", &c.hidden_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "n_layer", &c.num_hidden_layers));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "vocab_size", &c.vocab_size));
+  int64_t multiple = 8;
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "pad_vocab_size_multiple", &multiple));
+  if (multiple > 1 && c.vocab_size % multiple != 0) {
+    c.vocab_size += multiple - c.vocab_size % multiple;
+  }
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "residual_in_fp32", &c.residual_in_fp32));
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "tie_embeddings", &c.tie_word_embeddings));
+  bool rms_norm = true;
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "rms_norm", &rms_norm));
+  if (!rms_norm) return absl::InvalidArgumentError("config.json: rms_norm=false (LayerNorm) is not supported");
+  json ssm = j.value("ssm_cfg", json::object());
+  if (!ssm.is_object()) return absl::InvalidArgumentError("config.json: 'ssm_cfg' must be an object");
+  if (ssm.contains("layer") && ssm["layer"] != "Mamba1") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: ssm_cfg.layer ", ssm["layer"].dump(), " is not supported (Mamba1 only)"));
+  }
+  MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "d_state", &c.state_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "d_conv", &c.conv_kernel));
+  int64_t expand = 2;
+  MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "expand", &expand));
+  c.intermediate_size = expand * c.hidden_size;
+  MAMBA_RETURN_IF_ERROR(ReadRank(ssm, "dt_rank", c.hidden_size, &c.time_step_rank));
+  MAMBA_RETURN_IF_ERROR(ReadBool(ssm, "conv_bias", &c.use_conv_bias));
+  MAMBA_RETURN_IF_ERROR(ReadBool(ssm, "bias", &c.use_bias));
+  c.layer_norm_epsilon = 1e-5;
+  MAMBA_RETURN_IF_ERROR(ReadDouble(j, "norm_epsilon", &c.layer_norm_epsilon));
+  return c;
+}
+
+absl::StatusOr<ModelConfig> FromHf(const json& j) {
+  ModelConfig c;
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "vocab_size", &c.vocab_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "hidden_size", &c.hidden_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "state_size", &c.state_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "num_hidden_layers", &c.num_hidden_layers));
+  MAMBA_RETURN_IF_ERROR(ReadDouble(j, "layer_norm_epsilon", &c.layer_norm_epsilon));
+  int64_t expand = 2;
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "expand", &expand));
+  c.intermediate_size = expand * c.hidden_size;
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "intermediate_size", &c.intermediate_size));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "conv_kernel", &c.conv_kernel));
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "use_bias", &c.use_bias));
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "use_conv_bias", &c.use_conv_bias));
+  MAMBA_RETURN_IF_ERROR(ReadRank(j, "time_step_rank", c.hidden_size, &c.time_step_rank));
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "residual_in_fp32", &c.residual_in_fp32));
+  MAMBA_RETURN_IF_ERROR(ReadBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
+  if (auto it = j.find("hidden_act"); it != j.end()) {
+    if (!it->is_string()) return absl::InvalidArgumentError("config.json: 'hidden_act' must be a string");
+    c.hidden_act = it->get<std::string>();
+  }
+  return c;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j) {
+  if (!j.is_object()) return absl::InvalidArgumentError("config.json: top level must be an object");
+  if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "mamba") {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: model_type ", it->dump(),
+                                                   " is not supported (only \"mamba\")"));
+  }
+  const bool mamba_ssm = j.contains("d_model") && !j.contains("hidden_size");
+  absl::StatusOr<ModelConfig> c = mamba_ssm ? FromMambaSsm(j) : FromHf(j);
+  if (!c.ok()) return c;
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "bos_token_id", &c->bos_token_id));
+  MAMBA_RETURN_IF_ERROR(ReadIdList(j, "eos_token_id", &c->eos_token_ids));
+  MAMBA_RETURN_IF_ERROR(ReadInt(j, "pad_token_id", &c->pad_token_id));
+  MAMBA_RETURN_IF_ERROR(c->Validate());
+  return c;
+}
+
+absl::Status ModelConfig::Validate() const {
+  auto positive = [](const char* name, int64_t v, int64_t max) -> absl::Status {
+    if (v <= 0 || v > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: '", name, "' must be in [1, ", max, "], got ", v));
+    }
+    return absl::OkStatus();
+  };
+  MAMBA_RETURN_IF_ERROR(positive("vocab_size", vocab_size, int64_t{1} << 24));
+  MAMBA_RETURN_IF_ERROR(positive("hidden_size", hidden_size, 1 << 16));
+  MAMBA_RETURN_IF_ERROR(positive("state_size", state_size, 256));
+  MAMBA_RETURN_IF_ERROR(positive("num_hidden_layers", num_hidden_layers, 1024));
+  MAMBA_RETURN_IF_ERROR(positive("intermediate_size", intermediate_size, 1 << 18));
+  MAMBA_RETURN_IF_ERROR(positive("conv_kernel", conv_kernel, 8));
+  MAMBA_RETURN_IF_ERROR(positive("time_step_rank", time_step_rank, 1 << 16));
+  if (!(layer_norm_epsilon > 0) || !std::isfinite(layer_norm_epsilon)) {
+    return absl::InvalidArgumentError("config.json: 'layer_norm_epsilon' must be positive");
+  }
+  if (hidden_act != "silu" && hidden_act != "swish") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: hidden_act '", hidden_act, "' is not supported (only silu)"));
+  }
+  for (int64_t id : eos_token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: eos_token_id ", id, " outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+nlohmann::json ModelConfig::ToJson() const {
+  json eos = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
+  return json{{"model_type", "mamba"},
+              {"architectures", {"MambaForCausalLM"}},
+              {"vocab_size", vocab_size},
+              {"hidden_size", hidden_size},
+              {"state_size", state_size},
+              {"num_hidden_layers", num_hidden_layers},
+              {"layer_norm_epsilon", layer_norm_epsilon},
+              {"expand", intermediate_size / hidden_size},
+              {"intermediate_size", intermediate_size},
+              {"conv_kernel", conv_kernel},
+              {"use_bias", use_bias},
+              {"use_conv_bias", use_conv_bias},
+              {"hidden_act", hidden_act},
+              {"time_step_rank", time_step_rank},
+              {"residual_in_fp32", residual_in_fp32},
+              {"tie_word_embeddings", tie_word_embeddings},
+              {"bos_token_id", bos_token_id},
+              {"eos_token_id", eos},
+              {"pad_token_id", pad_token_id}};
+}
+
+int64_t ModelConfig::StateBytesPerSequence() const {
+  return num_hidden_layers * intermediate_size * ((conv_kernel - 1) + state_size) * 4;
+}
+
+int64_t ModelConfig::NumParameters(bool untied_head) const {
+  const int64_t d = hidden_size, e = intermediate_size, n = state_size, r = time_step_rank;
+  int64_t layer = d + 2 * e * d + e * conv_kernel + (use_conv_bias ? e : 0) + (r + 2 * n) * e +
+                  e * r + e + e * n + e + d * e;
+  if (use_bias) layer += 2 * e + d;
+  return vocab_size * d * (untied_head ? 2 : 1) + num_hidden_layers * layer + d;
+}
+
+absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
+  struct Preset {
+    const char* name;
+    int64_t d_model, layers, vocab;
+  };
+  static constexpr Preset kPresets[] = {{"tiny", 64, 2, 512},     {"130m", 768, 24, 50280},
+                                        {"370m", 1024, 48, 50280}, {"790m", 1536, 48, 50280},
+                                        {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280}};
+  for (const Preset& p : kPresets) {
+    if (name != p.name) continue;
+    ModelConfig c;
+    c.hidden_size = p.d_model;
+    c.num_hidden_layers = p.layers;
+    c.vocab_size = p.vocab;
+    c.intermediate_size = 2 * p.d_model;
+    c.time_step_rank = (p.d_model + 15) / 16;
+    return c;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown preset '", name, "' (known: ",
+                                                 absl::StrJoin(PresetNames(), ", "), ")"));
+}
+
+std::vector<std::string> PresetNames() { return {"tiny", "130m", "370m", "790m", "1.4b", "2.8b"}; }
+
+}  // namespace mamba::engine

@@ -1,0 +1,34 @@
+// Flags and set-up shared by the offline tools: engine options, sampling options, model loading.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/sampling.h"
+
+namespace mamba::engine::tools {
+
+struct EngineFlags {
+  std::string model_dir = MAMBA_DEFAULT_MODEL_DIR;
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int threads = 0;
+  int slots = 16;
+  int64_t max_step_tokens = 2048;
+  std::string log_level = "info";
+};
+
+void AddEngineFlags(CLI::App& app, EngineFlags* f);
+void AddSamplingFlags(CLI::App& app, SamplingParams* p);
+
+// Sets the log level, opens the checkpoint and creates the backend.
+absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const EngineFlags& f, bool profile = false);
+
+// "1,2,3" -> ids.
+absl::StatusOr<std::vector<TokenId>> ParseIdList(const std::string& s);
+
+}  // namespace mamba::engine::tools

@@ -1,0 +1,68 @@
+#include "kernels/cpu/selective_scan.h"
+
+#include <algorithm>
+
+#include "kernels/cpu/threading.h"
+#include "kernels/cpu/vec.h"
+
+namespace mamba::kernels::cpu {
+namespace {
+
+MAMBA_INLINE VecF LoadN(const float* p, int n) {
+  if (n == kLanes) return Load(p);
+  VecF v = Splat(0.0f);
+  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(n));
+  return v;
+}
+MAMBA_INLINE void StoreN(float* p, VecF v, int n) {
+  if (n == kLanes) return Store(p, v);
+  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(n));
+}
+
+// One chunk, channels [d0, d0 + n): the block's state (d_state vectors of 16 channels) stays in
+// L1 for the whole chunk; each token costs d_state vector exps and two FMAs per state.
+MAMBA_CPU_CLONES void ScanBlock(const SelectiveScanArgs& a, const SeqChunk& ch, int64_t d0, int n) {
+  const int64_t ns = a.d_state;
+  float* state = a.state + static_cast<int64_t>(ch.slot) * ns * a.dim + d0;
+  VecF h[kMaxStateSize];
+  for (int64_t s = 0; s < ns; ++s) h[s] = LoadN(state + s * a.dim, n);
+  const VecF dt_bias = LoadN(a.dt_bias + d0, n);
+  const VecF d_skip = LoadN(a.d_skip + d0, n);
+  for (int64_t t = ch.begin; t < ch.begin + ch.length; ++t) {
+    const VecF dt = Softplus(LoadN(a.dt + t * a.dt_stride + d0, n) + dt_bias);
+    const VecF x = LoadN(a.x + t * a.x_stride + d0, n);
+    const VecF dtx = dt * x;
+    const float* b = a.b + t * a.bc_stride;
+    const float* c = a.c + t * a.bc_stride;
+    VecF y = Splat(0.0f);
+    for (int64_t s = 0; s < ns; ++s) {
+      const VecF decay = Exp(dt * LoadN(a.a + s * a.dim + d0, n));
+      h[s] = decay * h[s] + dtx * b[s];
+      y += h[s] * c[s];
+    }
+    const VecF z = LoadN(a.z + t * a.z_stride + d0, n);
+    StoreN(a.out + t * a.out_stride + d0, (y + d_skip * x) * Silu(z), n);
+  }
+  for (int64_t s = 0; s < ns; ++s) StoreN(state + s * a.dim, h[s], n);
+}
+
+}  // namespace
+
+void SelectiveScan(const SelectiveScanArgs& a) {
+  const int64_t blocks = (a.dim + kLanes - 1) / kLanes;
+  const int64_t items = blocks * static_cast<int64_t>(a.chunks.size());
+  int64_t tokens = 0;
+  for (const SeqChunk& c : a.chunks) tokens += c.length;
+  auto run_item = [&](int64_t i) {
+    const SeqChunk& c = a.chunks[static_cast<size_t>(i / blocks)];
+    const int64_t d0 = (i % blocks) * kLanes;
+    ScanBlock(a, c, d0, static_cast<int>(std::min<int64_t>(kLanes, a.dim - d0)));
+  };
+  if (tokens * a.dim * a.d_state < 65536) {
+    for (int64_t i = 0; i < items; ++i) run_item(i);
+  } else {
+    ParallelForDynamic(items, run_item);
+  }
+}
+
+}  // namespace mamba::kernels::cpu

@@ -1,0 +1,36 @@
+// A float64 re-statement of HF MambaForCausalLM's slow path, token by token, written
+// independently of the engine's kernels: the reference every engine path is compared with.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "engine/checkpoint.h"
+#include "engine/types.h"
+
+namespace mamba::engine::testing {
+
+class ReferenceModel {
+ public:
+  explicit ReferenceModel(const Checkpoint& checkpoint);
+
+  // Feeds tokens after the current state; returns the logits after the last one.
+  std::vector<double> Forward(std::span<const TokenId> tokens);
+  void Reset();
+  const ModelConfig& config() const { return c_; }
+
+ private:
+  struct Layer {
+    std::vector<double> norm, in_proj, in_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, a_log,
+        d, out_proj, out_bias;
+    std::vector<double> conv_state;  // [d_inner, d_conv]: last d_conv inputs, oldest first
+    std::vector<double> ssm_state;   // [d_inner, d_state]
+  };
+  std::vector<double> Step(TokenId token);
+
+  ModelConfig c_;
+  std::vector<double> embedding_, norm_f_, lm_head_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace mamba::engine::testing
