@@ -1,5 +1,7 @@
 #include "kernels/dtype.h"
 
+#include <cmath>
+
 namespace mamba::kernels {
 
 const char* Name(DType t) {
@@ -44,15 +46,12 @@ uint16_t F32ToF16(float f) {
   const uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: inf
-  if (abs < 0x38800000u) {  // result is subnormal or zero in fp16
-    if (abs < 0x33000000u) return sign;
-    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(abs >> 23) + 14;  // bits to drop
-    uint32_t r = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1);
-    const uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (r & 1u))) ++r;
-    return sign | static_cast<uint16_t>(r);
+  if (abs < 0x38800000u) {
+    // Subnormal (or zero) in fp16: the value in units of 2^-24, rounded to nearest even by the
+    // default FP rounding mode (the scaling by 2^24 is exact).
+    float v;
+    std::memcpy(&v, &abs, 4);
+    return sign | static_cast<uint16_t>(std::nearbyint(v * 16777216.0f));
   }
   uint32_t r = ((abs - 0x38000000u) >> 13);  // rebias exponent 127 -> 15
   const uint32_t rem = abs & 0x1fffu;

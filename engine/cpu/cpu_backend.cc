@@ -41,7 +41,7 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
                 : want == ComputeDType::kFloat16  ? DType::kF16
                                                   : stored;
   std::string impl;
-  if (dtype != DType::kF32 && !kc::GemmHasFastPath(dtype, &impl)) {
+  if (dtype != DType::kF32 && !kc::PackedGemmSupported(dtype) && !kc::GemmHasFastPath(dtype, &impl)) {
     if (want == ComputeDType::kFloat16) {
       return absl::FailedPreconditionError(absl::StrCat(
           "float16 compute is not supported on this CPU (oneDNN offers only ", impl,
@@ -86,7 +86,8 @@ CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const Backe
 }
 
 std::string CpuBackend::Describe() const {
-  return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights, ", kc::NumThreads(),
+  return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights (",
+                      weights_->packed ? "AVX-512 packed GEMM" : "oneDNN GEMM", "), ", kc::NumThreads(),
                       " threads, ", options_.num_slots, " state slots");
 }
 
@@ -202,8 +203,9 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
                 static_cast<size_t>(d) * 4);
   }
   kc::RmsNorm({xc_.data(), d, weights_->norm_f.data(), normed_.data(), d, R, d, c.layer_norm_epsilon});
-  return kc::Gemm({normed_.data(), d, weights_->lm_head, nullptr,
-                   logits->data.data() + first_row * c.vocab_size, c.vocab_size, R, false});
+  return weights_->lm_head.MatMul(normed_.data(), d, nullptr,
+                                  logits->data.data() + first_row * c.vocab_size, c.vocab_size, R,
+                                  false);
 }
 
 absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
@@ -221,7 +223,7 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   {
     OpTimer timer(prof, &op_seconds_[kInProj]);
     MAMBA_RETURN_IF_ERROR(
-        kc::Gemm({normed_.data(), d, w.in_proj, bias(w.in_proj_bias), xz_.data(), 2 * e, T, false}));
+        w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(), 2 * e, T, false));
   }
   {
     OpTimer timer(prof, &op_seconds_[kConv]);
@@ -231,11 +233,11 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   }
   {
     OpTimer timer(prof, &op_seconds_[kXProj]);
-    MAMBA_RETURN_IF_ERROR(kc::Gemm({xc_.data(), e, w.x_proj, nullptr, dbc_.data(), dbc_width, T, false}));
+    MAMBA_RETURN_IF_ERROR(w.x_proj.MatMul(xc_.data(), e, nullptr, dbc_.data(), dbc_width, T, false));
   }
   {
     OpTimer timer(prof, &op_seconds_[kDtProj]);
-    MAMBA_RETURN_IF_ERROR(kc::Gemm({dbc_.data(), dbc_width, w.dt_proj, nullptr, dt_.data(), e, T, false}));
+    MAMBA_RETURN_IF_ERROR(w.dt_proj.MatMul(dbc_.data(), dbc_width, nullptr, dt_.data(), e, T, false));
   }
   {
     OpTimer timer(prof, &op_seconds_[kScan]);
@@ -244,7 +246,7 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
                        ssm_state_.data() + l * S * ssm_slot_floats_, y_.data(), e, e, n, chunks});
   }
   OpTimer timer(prof, &op_seconds_[kOutProj]);
-  return kc::Gemm({y_.data(), e, w.out_proj, bias(w.out_proj_bias), residual_.data(), d, T, true});
+  return w.out_proj.MatMul(y_.data(), e, bias(w.out_proj_bias), residual_.data(), d, T, true);
 }
 
 std::vector<std::pair<std::string, double>> CpuBackend::OpSeconds() const {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/status_macros.h"
 #include "kernels/cpu/threading.h"
 
 namespace mamba::engine::cpu {
@@ -18,11 +19,10 @@ std::vector<float> ToF32(const TensorInfo* t) {
   return v;
 }
 
-// A [n, k] matrix in `compute`: the mapped bytes when the dtype matches, else a converted copy.
+// Row-major [n, k] in `compute` for oneDNN: zero-copy when the stored dtype matches.
 GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
   const int64_t n = t.shape[0];
   const int64_t k = t.NumElements() / n;
-  w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
   if (t.dtype == compute) return GemmWeight{compute, t.data, n, k};
   const int64_t count = t.NumElements();
   const size_t bytes = static_cast<size_t>(count) * kernels::SizeOf(compute);
@@ -48,6 +48,24 @@ GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
   return GemmWeight{compute, data, n, k};
 }
 
+// A [n, k] matrix in `compute`: packed for our kernel when the CPU runs it; else, for oneDNN,
+// the mapped bytes when the dtype matches, or a converted copy.
+absl::StatusOr<CpuMatrix> MakeMatrix(const TensorInfo& t, DType compute, CpuWeights* w) {
+  const int64_t n = t.shape[0];
+  const int64_t k = t.NumElements() / n;
+  w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
+  CpuMatrix m;
+  if (w->packed) {
+    absl::StatusOr<kernels::cpu::PackedWeight> p = kernels::cpu::PackWeight(t.data, t.dtype, n, k, compute);
+    if (!p.ok()) return p.status();
+    w->owned_bytes += p->bytes;
+    m.packed = std::move(*p);
+    return m;
+  }
+  m.plain = MakeGemmWeight(t, compute, w);
+  return m;
+}
+
 // [rows, cols] -> [cols, rows] with f applied.
 template <typename F>
 std::vector<float> Transpose(const std::vector<float>& in, int64_t rows, int64_t cols, F f) {
@@ -60,22 +78,30 @@ std::vector<float> Transpose(const std::vector<float>& in, int64_t rows, int64_t
 
 }  // namespace
 
+absl::Status CpuMatrix::MatMul(const float* x, int64_t ldx, const float* bias, float* y,
+                               int64_t ldy, int64_t m, bool accumulate) const {
+  if (packed.data) return kernels::cpu::PackedGemm({x, ldx, &packed, bias, y, ldy, m, accumulate});
+  return kernels::cpu::Gemm({x, ldx, plain, bias, y, ldy, m, accumulate});
+}
+
 absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& ckpt,
                                                                DType compute) {
   const ModelConfig& c = ckpt.config();
   auto w = std::make_unique<CpuWeights>();
   w->compute = compute;
+  w->packed = kernels::cpu::PackedGemmSupported(compute);
   w->embedding = &ckpt.embedding();
-  w->lm_head = MakeGemmWeight(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute, w.get());
+  MAMBA_ASSIGN_OR_RETURN(w->lm_head,
+                         MakeMatrix(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute, w.get()));
   w->norm_f = ToF32(&ckpt.norm_f());
   const int64_t e = c.intermediate_size, n = c.state_size;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CpuLayerWeights L;
-    L.in_proj = MakeGemmWeight(*t.in_proj, compute, w.get());
-    L.x_proj = MakeGemmWeight(*t.x_proj, compute, w.get());
-    L.dt_proj = MakeGemmWeight(*t.dt_proj, compute, w.get());
-    L.out_proj = MakeGemmWeight(*t.out_proj, compute, w.get());
+    MAMBA_ASSIGN_OR_RETURN(L.in_proj, MakeMatrix(*t.in_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(*t.x_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(*t.dt_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.out_proj, MakeMatrix(*t.out_proj, compute, w.get()));
     L.norm = ToF32(t.norm);
     L.in_proj_bias = ToF32(t.in_proj_bias);
     L.out_proj_bias = ToF32(t.out_proj_bias);

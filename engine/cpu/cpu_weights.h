@@ -10,14 +10,26 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/packed_gemm.h"
 
 namespace mamba::engine::cpu {
 
+// A weight matrix [n, k] in the compute dtype: packed for our AVX-512 kernel where the CPU has
+// it, else plain row-major for oneDNN.
+struct CpuMatrix {
+  kernels::cpu::PackedWeight packed;  // used when packed.data is set
+  kernels::cpu::GemmWeight plain;
+
+  // y[m, n] (+)= x[m, k] W^T (+ bias)
+  absl::Status MatMul(const float* x, int64_t ldx, const float* bias, float* y, int64_t ldy,
+                      int64_t m, bool accumulate) const;
+};
+
 struct CpuLayerWeights {
-  kernels::cpu::GemmWeight in_proj;   // [2*d_inner, d_model]
-  kernels::cpu::GemmWeight x_proj;    // [dt_rank + 2*d_state, d_inner]
-  kernels::cpu::GemmWeight dt_proj;   // [d_inner, dt_rank]
-  kernels::cpu::GemmWeight out_proj;  // [d_model, d_inner]
+  CpuMatrix in_proj;   // [2*d_inner, d_model]
+  CpuMatrix x_proj;    // [dt_rank + 2*d_state, d_inner]
+  CpuMatrix dt_proj;   // [d_inner, dt_rank]
+  CpuMatrix out_proj;  // [d_model, d_inner]
   std::vector<float> norm;            // [d_model]
   std::vector<float> in_proj_bias;    // [2*d_inner] or empty
   std::vector<float> out_proj_bias;   // [d_model] or empty
@@ -30,8 +42,9 @@ struct CpuLayerWeights {
 
 struct CpuWeights {
   kernels::DType compute = kernels::DType::kF32;
+  bool packed = false;                    // our AVX-512 GEMM (else oneDNN)
   const TensorInfo* embedding = nullptr;  // any stored dtype; rows converted on lookup
-  kernels::cpu::GemmWeight lm_head;       // [vocab, d_model]
+  CpuMatrix lm_head;                      // [vocab, d_model]
   std::vector<float> norm_f;              // [d_model]
   std::vector<CpuLayerWeights> layers;
   int64_t gemm_bytes = 0;                 // bytes of GEMM weights read per token
