@@ -189,7 +189,8 @@ absl::Status PackedGemm(const PackedGemmArgs& a) {
         }
       }
     };
-    if (mb * w.n * w.k < (1 << 16)) {
+    // Waking the second thread costs more than a small product (dt_proj, x_proj at decode).
+    if (mb * w.n * w.k < (1 << 18)) {
       run(0, groups);
     } else {
       ParallelFor(groups, run);

@@ -34,14 +34,16 @@ MAMBA_CPU_CLONES void ScanBlock(const SelectiveScanArgs& a, const SeqChunk& ch, 
     const VecF dtx = dt * x;
     const float* b = a.b + t * a.bc_stride;
     const float* c = a.c + t * a.bc_stride;
-    VecF y = Splat(0.0f);
+    // Four partial sums of C.h: one chain of d_state dependent adds would bound the loop by
+    // FMA latency rather than throughput.
+    VecF y[4] = {Splat(0.0f), Splat(0.0f), Splat(0.0f), Splat(0.0f)};
     for (int64_t s = 0; s < ns; ++s) {
-      const VecF decay = Exp(dt * LoadN(a.a + s * a.dim + d0, n));
+      const VecF decay = ExpNonPositive(dt * LoadN(a.a + s * a.dim + d0, n));
       h[s] = decay * h[s] + dtx * b[s];
-      y += h[s] * c[s];
+      y[s & 3] += h[s] * c[s];
     }
     const VecF z = LoadN(a.z + t * a.z_stride + d0, n);
-    StoreN(a.out + t * a.out_stride + d0, (y + d_skip * x) * Silu(z), n);
+    StoreN(a.out + t * a.out_stride + d0, ((y[0] + y[1]) + (y[2] + y[3]) + d_skip * x) * Silu(z), n);
   }
   for (int64_t s = 0; s < ns; ++s) StoreN(state + s * a.dim, h[s], n);
 }

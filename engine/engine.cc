@@ -1,0 +1,175 @@
+#include "engine/engine.h"
+
+#include "engine/engine_internal.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+#include "spdlog/spdlog.h"
+
+namespace mamba::engine {
+namespace {
+
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopStringBytes = 256;
+
+}  // namespace
+
+const char* Name(Finish f) {
+  switch (f) {
+    case Finish::kStop: return "stop";
+    case Finish::kLength: return "length";
+    case Finish::kCancelled: return "cancelled";
+    case Finish::kDeadline: return "deadline";
+    case Finish::kError: return "error";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> backend,
+                                                       std::shared_ptr<const Tokenizer> tokenizer,
+                                                       const EngineOptions& options,
+                                                       EngineObserver* observer) {
+  if (!backend) return absl::InvalidArgumentError("no backend");
+  if (options.max_step_tokens < 1 || options.max_queue < 0 || options.max_prompt_tokens < 1) {
+    return absl::InvalidArgumentError("engine options: budgets must be positive");
+  }
+  std::unique_ptr<Engine> e(new Engine(std::move(backend), std::move(tokenizer), options, observer));
+  e->thread_ = std::thread([p = e.get()] { p->Loop(); });
+  return e;
+}
+
+Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
+               const EngineOptions& options, EngineObserver* observer)
+    : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), options_(options), observer_(observer) {
+  for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(SlotId(s));
+  stats_.slots_total = backend_->num_slots();
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status Engine::Validate(const Request& r) const {
+  const int64_t vocab = backend_->config().vocab_size;
+  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (static_cast<int64_t>(r.prompt.size()) > options_.max_prompt_tokens) {
+    return absl::OutOfRangeError(absl::StrCat("the prompt has ", r.prompt.size(),
+                                              " tokens; the limit is ", options_.max_prompt_tokens));
+  }
+  for (TokenId t : r.prompt) {
+    if (t < 0 || t >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  MAMBA_RETURN_IF_ERROR(r.params.Validate(vocab));
+  if (r.params.max_new_tokens > options_.max_new_tokens_limit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", r.params.max_new_tokens,
+                                                   " exceeds the limit ", options_.max_new_tokens_limit));
+  }
+  if (r.n < 1 || r.n > backend_->num_slots()) {
+    return absl::InvalidArgumentError(absl::StrCat("n must be in [1, ", backend_->num_slots(), "], got ", r.n));
+  }
+  if (r.stop_strings.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
+  }
+  for (const std::string& s : r.stop_strings) {
+    if (s.empty() || s.size() > kMaxStopStringBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop strings must have 1 to ", kMaxStopStringBytes, " bytes"));
+    }
+  }
+  if (!r.stop_strings.empty() && !tokenizer_) {
+    return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<RequestSink> sink) {
+  absl::Status s = Validate(request);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (s.ok() && (draining_ || stop_)) s = absl::UnavailableError("the server is shutting down");
+  if (s.ok() && queued_ >= options_.max_queue) {
+    s = absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_queue, " waiting requests)"));
+  }
+  if (!s.ok()) {
+    lock.unlock();
+    if (observer_) observer_->OnRejected(s.code());
+    return s;
+  }
+  auto live = std::make_unique<Live>();
+  live->id = RequestId(next_id_++);
+  live->req = std::move(request);
+  live->sink = std::move(sink);
+  live->submitted = Clock::now();
+  const RequestId id = live->id;
+  inbox_.push_back(std::move(live));
+  ++queued_;
+  lock.unlock();
+  cv_.notify_one();
+  return id;
+}
+
+void Engine::Cancel(RequestId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_one();
+}
+
+void Engine::StartDrain() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+  stats_.draining = true;
+}
+
+bool Engine::WaitIdle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto idle = [&] { return queued_ == 0 && stats_.running == 0 && inbox_.empty(); };
+  if (idle_cv_.wait_for(lock, timeout, idle)) return true;
+  cancel_all_ = true;
+  cv_.notify_one();
+  idle_cv_.wait_for(lock, std::chrono::seconds(10), idle);
+  return false;
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  EngineStats s = stats_;
+  s.waiting = queued_;
+  return s;
+}
+
+void Engine::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !waiting_.empty() ||
+               !running_.empty();
+      });
+      if (stop_) break;
+    }
+    Step();
+  }
+  // Shutting down: everything still known ends as cancelled.
+  TakeInbox();
+  for (auto& live : waiting_) running_.push_back(std::move(live));
+  waiting_.clear();
+  for (auto& live : running_) {
+    for (int i = 0; i < live->req.n; ++i) {
+      FinishCompletion(*live, i, Finish::kCancelled, absl::CancelledError("the engine stopped"));
+    }
+  }
+  running_.clear();
+}
+
+}  // namespace mamba::engine

@@ -1,0 +1,129 @@
+// The serving engine: one scheduler thread owns every request and the backend. Front ends talk
+// to it only through Submit and Cancel; results flow back through each request's RequestSink.
+// Each step it plans, under a token budget, decode tokens for running requests and prompt
+// chunks for new ones (chunked prefill), admitting waiting requests first-come first-served
+// while state slots are free.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/request.h"
+#include "engine/stop_matcher.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace mamba::engine {
+
+struct EngineOptions {
+  int64_t max_step_tokens = 512;     // token budget of one step (decode tokens + prompt chunks)
+  int max_queue = 256;               // waiting requests beyond this are refused at once
+  int64_t max_prompt_tokens = 65536;  // longer prompts are refused
+  int32_t max_new_tokens_limit = 16384;  // upper bound on a request's max_new_tokens
+  int64_t prefill_chunk = 0;         // max prompt tokens of one request per step (0 = budget)
+};
+
+// Point-in-time view for health, metrics and model info.
+struct EngineStats {
+  int64_t waiting = 0;
+  int64_t running = 0;      // requests holding slots
+  int64_t slots_used = 0;
+  int64_t slots_total = 0;
+  int64_t steps = 0;
+  bool draining = false;
+};
+
+// Observations for metrics; called on the scheduler thread, must not block.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  struct Step {
+    int batch_size = 0;        // chunks in the step
+    int64_t prefill_tokens = 0;
+    int64_t decode_tokens = 0;
+    double seconds = 0;
+  };
+  virtual void OnStep(const Step& step) = 0;
+  virtual void OnTokenGap(double seconds) = 0;  // between two tokens of one completion
+  virtual void OnFinish(const FinishEvent& event) = 0;
+  virtual void OnRejected(absl::StatusCode code) = 0;  // a Submit refused
+};
+
+class Engine {
+ public:
+  // Starts the scheduler thread. `tokenizer` may be null (then stop strings and text are off).
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<Backend> backend,
+                                                        std::shared_ptr<const Tokenizer> tokenizer,
+                                                        const EngineOptions& options,
+                                                        EngineObserver* observer = nullptr);
+  ~Engine();  // cancels everything still running and joins the thread
+
+  // Validates and queues. InvalidArgument: bad parameters or token ids; ResourceExhausted: the
+  // queue is full; Unavailable: draining or stopped.
+  absl::StatusOr<RequestId> Submit(Request request, std::shared_ptr<RequestSink> sink);
+  // Ends a request (every completion) with kCancelled within one step; unknown ids are ignored.
+  void Cancel(RequestId id);
+  // Refuses new requests from now on; running and queued ones continue.
+  void StartDrain();
+  // Waits until nothing is queued or running, up to `timeout`; then cancels what is left
+  // (kCancelled, "server shutting down"). Returns true if everything finished by itself.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+
+  EngineStats Stats() const;
+  const Backend& backend() const { return *backend_; }
+  const Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  struct Completion;
+  struct Live;
+  Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
+         const EngineOptions& options, EngineObserver* observer);
+  absl::Status Validate(const Request& r) const;
+  void Loop();
+  bool Step();  // one scheduling step; false when idle
+  void TakeInbox();
+  void ExpireAndCancel();
+  void Admit();
+  void SampleAndEmit(Live& live, int index, std::span<float> logits);
+  void FinishCompletion(Live& live, int index, Finish reason, absl::Status status);
+  void FailStep(const absl::Status& status);
+  void Retire();  // drops finished requests, returning their slots
+
+  std::unique_ptr<Backend> backend_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  EngineOptions options_;
+  EngineObserver* observer_;
+
+  // Shared with front-end threads.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::deque<std::unique_ptr<Live>> inbox_;
+  std::vector<RequestId> cancels_;
+  std::vector<RequestId> pending_cancels_;  // scheduler-side copy being applied
+  uint64_t next_id_ = 1;
+  int64_t queued_ = 0;  // inbox + waiting, for admission control
+  bool draining_ = false;
+  bool stop_ = false;
+  bool cancel_all_ = false;  // set by WaitIdle when the drain timeout passes
+  EngineStats stats_;
+
+  // Scheduler-thread state.
+  std::deque<std::unique_ptr<Live>> waiting_;
+  std::vector<std::unique_ptr<Live>> running_;
+  std::vector<SlotId> free_slots_;
+  Logits logits_;
+  std::vector<float> scratch_;
+  std::thread thread_;
+};
+
+}  // namespace mamba::engine

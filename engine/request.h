@@ -1,0 +1,70 @@
+// What a front end submits to the Engine and what it gets back: a request (prompt ids, sampling,
+// stop strings, n, deadline) and a sink that receives each completion's tokens and its end.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/sampling.h"
+#include "engine/types.h"
+
+namespace mamba::engine {
+
+using Clock = std::chrono::steady_clock;
+
+struct Request {
+  std::vector<TokenId> prompt;            // at least one token, all < vocab_size
+  SamplingParams params;
+  std::vector<std::string> stop_strings;  // generation ends at the first match; text excludes it
+  int n = 1;                              // completions of this prompt (prefilled once, state copied)
+  std::optional<Clock::time_point> deadline;  // unfinished by then -> kDeadline
+  bool skip_special_tokens = true;        // in the streamed text
+};
+
+enum class Finish {
+  kStop,       // eos, a stop token id or a stop string
+  kLength,     // max_new_tokens
+  kCancelled,  // the client went away or cancelled
+  kDeadline,   // the request's deadline passed
+  kError,      // an engine failure; status says what
+};
+const char* Name(Finish f);
+
+struct TokenEvent {
+  int index = 0;        // which of the n completions
+  SampledToken token;   // id, log-prob and alternatives (when asked)
+  std::string text;     // newly final text (stop strings cut; may be empty)
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;  // this completion's generated tokens
+};
+
+struct FinishEvent {
+  int index = 0;
+  Finish reason = Finish::kLength;
+  absl::Status status;             // OK unless kCancelled / kDeadline / kError
+  std::string text;                // final text still held back (flushed), if any
+  std::string matched_stop;        // the stop string that ended it, if one did
+  std::optional<TokenId> stop_token;  // the eos / stop id that ended it, if one did
+  Usage usage;
+  double queue_seconds = 0;        // submit -> first scheduled
+  double ttft_seconds = 0;         // submit -> first token (0 if none)
+  double e2e_seconds = 0;          // submit -> finish
+};
+
+// Receives a request's events on the engine's scheduler thread, in order, per completion index:
+// OnToken* then exactly one OnFinish. Implementations must not block (queue and return); a
+// slow client is the front end's to bound, by cancelling.
+class RequestSink {
+ public:
+  virtual ~RequestSink() = default;
+  virtual void OnToken(const TokenEvent& event) = 0;
+  virtual void OnFinish(const FinishEvent& event) = 0;
+};
+
+}  // namespace mamba::engine

@@ -1,0 +1,271 @@
+// tokenizer.json parsing with nlohmann::json. Its exceptions (parse and type errors) are
+// caught here and never leave this file.
+#include "engine/tokenizer/tokenizer_json.h"
+
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "engine/tokenizer/utf8.h"
+
+namespace mamba::engine {
+namespace {
+
+using Json = nlohmann::json;
+
+absl::Status Unsupported(const std::string& what) {
+  return absl::UnimplementedError(absl::StrCat("tokenizer.json uses ", what,
+                                               ", which is not supported"));
+}
+
+absl::Status Malformed(const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("malformed tokenizer.json: ", what));
+}
+
+// The "type" member of a component object.
+absl::StatusOr<std::string> TypeOf(const Json& j, const std::string& where) {
+  if (!j.is_object()) return Malformed(absl::StrCat(where, " is not an object"));
+  auto it = j.find("type");
+  if (it == j.end() || !it->is_string()) {
+    return Malformed(absl::StrCat(where, " has no \"type\""));
+  }
+  return it->get<std::string>();
+}
+
+// An optional boolean member; `fallback` when absent or null.
+absl::StatusOr<bool> BoolMember(const Json& j, const char* key, bool fallback,
+                                const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) return Malformed(absl::StrCat(where, ".", key, " is not a boolean"));
+  return it->get<bool>();
+}
+
+absl::Status ParseNormalizer(const Json& j, const std::string& where,
+                             std::vector<NormalizerStep>* steps) {
+  if (j.is_null()) return absl::OkStatus();
+  absl::StatusOr<std::string> type = TypeOf(j, where);
+  if (!type.ok()) return type.status();
+  using Kind = NormalizerStep::Kind;
+  if (*type == "Sequence") {
+    auto it = j.find("normalizers");
+    if (it == j.end() || !it->is_array()) return Malformed(absl::StrCat(where, ".normalizers"));
+    for (size_t i = 0; i < it->size(); ++i) {
+      absl::Status s = ParseNormalizer((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"),
+                                       steps);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  if (*type == "Prepend") {
+    auto it = j.find("prepend");
+    if (it == j.end() || !it->is_string()) return Malformed(absl::StrCat(where, ".prepend"));
+    steps->push_back({Kind::kPrepend, it->get<std::string>()});
+    return absl::OkStatus();
+  }
+  static const std::pair<const char*, Kind> kSimple[] = {
+      {"NFC", Kind::kNfc}, {"NFD", Kind::kNfd}, {"NFKC", Kind::kNfkc},
+      {"NFKD", Kind::kNfkd}, {"Lowercase", Kind::kLowercase}};
+  for (const auto& [name, kind] : kSimple) {
+    if (*type == name) {
+      steps->push_back({kind, ""});
+      return absl::OkStatus();
+    }
+  }
+  return Unsupported(absl::StrCat("normalizer type \"", *type, "\" (", where, ")"));
+}
+
+absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options) {
+  if (j.is_null()) return Unsupported("no pre_tokenizer (only ByteLevel is implemented)");
+  absl::StatusOr<std::string> type = TypeOf(j, "pre_tokenizer");
+  if (!type.ok()) return type.status();
+  const Json* byte_level = &j;
+  if (*type == "Sequence") {
+    auto it = j.find("pretokenizers");
+    if (it == j.end() || !it->is_array()) return Malformed("pre_tokenizer.pretokenizers");
+    std::vector<std::string> types;
+    for (const Json& p : *it) {
+      absl::StatusOr<std::string> t = TypeOf(p, "pre_tokenizer.pretokenizers[]");
+      if (!t.ok()) return t.status();
+      types.push_back(*t);
+    }
+    if (types.size() != 1 || types[0] != "ByteLevel") {
+      return Unsupported(absl::StrCat("pre_tokenizer Sequence [", absl::StrJoin(types, ", "),
+                                      "] (only a lone ByteLevel is implemented)"));
+    }
+    byte_level = &(*it)[0];
+  } else if (*type != "ByteLevel") {
+    return Unsupported(absl::StrCat("pre_tokenizer type \"", *type, "\""));
+  }
+  if (!byte_level->contains("add_prefix_space")) {
+    return Malformed("pre_tokenizer ByteLevel has no add_prefix_space");
+  }
+  absl::StatusOr<bool> prefix =
+      BoolMember(*byte_level, "add_prefix_space", false, "pre_tokenizer");
+  absl::StatusOr<bool> regex = BoolMember(*byte_level, "use_regex", true, "pre_tokenizer");
+  if (!prefix.ok()) return prefix.status();
+  if (!regex.ok()) return regex.status();
+  options->add_prefix_space = *prefix;
+  options->use_regex = *regex;
+  return absl::OkStatus();
+}
+
+// Decoder and post-processor: only what leaves byte-level ids and text alone.
+absl::Status CheckDecoderAndPostProcessor(const Json& root) {
+  const Json decoder = root.value("decoder", Json());
+  if (decoder.is_null()) return Unsupported("no decoder (HF would join tokens with spaces)");
+  absl::StatusOr<std::string> type = TypeOf(decoder, "decoder");
+  if (!type.ok()) return type.status();
+  if (*type != "ByteLevel") return Unsupported(absl::StrCat("decoder type \"", *type, "\""));
+  const Json post = root.value("post_processor", Json());
+  if (post.is_null()) return absl::OkStatus();
+  type = TypeOf(post, "post_processor");
+  if (!type.ok()) return type.status();
+  if (*type != "ByteLevel") {
+    return Unsupported(absl::StrCat("post_processor type \"", *type, "\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseMerges(const Json& merges, BpeSpec* spec) {
+  if (!merges.is_array()) return Malformed("model.merges is not an array");
+  spec->merges.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const Json& m = merges[i];
+    if (m.is_string()) {
+      // HF's convert_merges_to_hashmap: skip "#version" lines, then exactly "a b".
+      const std::string& line = m.get_ref<const std::string&>();
+      if (line.rfind("#version", 0) == 0) continue;
+      std::vector<std::string> parts = absl::StrSplit(line, ' ');
+      if (parts.size() != 2) return Malformed(absl::StrCat("model.merges[", i, "] \"", line, "\""));
+      spec->merges.emplace_back(std::move(parts[0]), std::move(parts[1]));
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      spec->merges.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+    } else {
+      return Malformed(absl::StrCat("model.merges[", i, "] is neither \"a b\" nor [\"a\", \"b\"]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseVocab(const Json& vocab, BpeSpec* spec) {
+  if (!vocab.is_object()) return Malformed("model.vocab is not an object");
+  spec->vocab.reserve(vocab.size());
+  for (const auto& [token, id] : vocab.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() > std::numeric_limits<TokenId>::max()) {
+      return Malformed(absl::StrCat("model.vocab[\"", token, "\"] is not a valid id"));
+    }
+    spec->vocab.emplace_back(token, static_cast<TokenId>(id.get<int64_t>()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseModel(const Json& model, BpeSpec* spec) {
+  if (!model.is_object()) return Malformed("model is not an object");
+  const std::string type = model.value("type", std::string(model.contains("merges") ? "BPE" : ""));
+  if (type != "BPE") return Unsupported(absl::StrCat("model type \"", type, "\""));
+  if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
+    if (!it->is_number() || it->get<double>() != 0.0) return Unsupported("model.dropout (BPE dropout)");
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    auto it = model.find(key);
+    if (it != model.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty())) {
+      return Unsupported(absl::StrCat("model.", key));
+    }
+  }
+  absl::StatusOr<bool> byte_fallback = BoolMember(model, "byte_fallback", false, "model");
+  absl::StatusOr<bool> fuse_unk = BoolMember(model, "fuse_unk", false, "model");
+  absl::StatusOr<bool> ignore_merges = BoolMember(model, "ignore_merges", false, "model");
+  for (const auto* s : {&byte_fallback, &fuse_unk, &ignore_merges}) {
+    if (!s->ok()) return s->status();
+  }
+  if (*byte_fallback) return Unsupported("model.byte_fallback");
+  spec->fuse_unk = *fuse_unk;
+  spec->ignore_merges = *ignore_merges;
+  if (auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
+    if (!it->is_string()) return Malformed("model.unk_token is not a string");
+    spec->unk_token = it->get<std::string>();
+  }
+  auto vocab = model.find("vocab");
+  auto merges = model.find("merges");
+  if (vocab == model.end() || merges == model.end()) return Malformed("model lacks vocab/merges");
+  if (absl::Status s = ParseVocab(*vocab, spec); !s.ok()) return s;
+  return ParseMerges(*merges, spec);
+}
+
+absl::Status ParseAddedTokens(const Json& tokens, std::vector<AddedTokenSpec>* out) {
+  if (tokens.is_null()) return absl::OkStatus();
+  if (!tokens.is_array()) return Malformed("added_tokens is not an array");
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const Json& t = tokens[i];
+    const std::string where = absl::StrCat("added_tokens[", i, "]");
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
+        !t.contains("content") || !t["content"].is_string()) {
+      return Malformed(absl::StrCat(where, " needs an integer id and a string content"));
+    }
+    AddedTokenSpec spec;
+    spec.id = static_cast<TokenId>(t["id"].get<int64_t>());
+    spec.content = t["content"].get<std::string>();
+    absl::StatusOr<bool> special = BoolMember(t, "special", false, where);
+    if (!special.ok()) return special.status();
+    spec.special = *special;
+    absl::StatusOr<bool> flags[] = {BoolMember(t, "single_word", false, where),
+                                    BoolMember(t, "lstrip", false, where),
+                                    BoolMember(t, "rstrip", false, where),
+                                    BoolMember(t, "normalized", !spec.special, where)};
+    for (const auto& f : flags) {
+      if (!f.ok()) return f.status();
+    }
+    spec.single_word = *flags[0];
+    spec.lstrip = *flags[1];
+    spec.rstrip = *flags[2];
+    spec.normalized = *flags[3];
+    out->push_back(std::move(spec));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TokenizerSpec> ParseRoot(const Json& root) {
+  if (!root.is_object()) return Malformed("the top level is not an object");
+  for (const char* key : {"truncation", "padding"}) {
+    if (root.contains(key) && !root[key].is_null()) return Unsupported(key);
+  }
+  TokenizerSpec spec;
+  if (absl::Status s = ParseNormalizer(root.value("normalizer", Json()), "normalizer",
+                                       &spec.normalizer);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = ParsePreTokenizer(root.value("pre_tokenizer", Json()), &spec.pre_tokenizer);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckDecoderAndPostProcessor(root); !s.ok()) return s;
+  if (!root.contains("model")) return Malformed("no model");
+  if (absl::Status s = ParseModel(root["model"], &spec.model); !s.ok()) return s;
+  if (absl::Status s = ParseAddedTokens(root.value("added_tokens", Json()), &spec.added_tokens);
+      !s.ok()) {
+    return s;
+  }
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenizerSpec> ParseTokenizerJson(std::string_view json_text) {
+  // serde_json (HF) rejects invalid UTF-8; nlohmann would pass it through into token strings.
+  if (absl::Status s = utf8::Validate(json_text); !s.ok()) {
+    return Malformed(std::string(s.message()));
+  }
+  try {
+    const Json root = Json::parse(json_text.begin(), json_text.end());
+    return ParseRoot(root);
+  } catch (const Json::exception& e) {
+    return Malformed(e.what());
+  }
+}
+
+}  // namespace mamba::engine

@@ -1,0 +1,287 @@
+// The serving engine: continuous batching must not change any request's result; cancellation,
+// deadlines, overload, draining and stop strings behave as promised.
+#include "engine/engine.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/generate.h"
+#include "gtest/gtest.h"
+#include "tests/engine/test_support.h"
+
+namespace mamba::engine {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+// Records every event; Wait blocks (bounded) until all completions finished.
+class Collector : public RequestSink {
+ public:
+  explicit Collector(int n = 1) : n_(n), tokens_(static_cast<size_t>(n)), text_(static_cast<size_t>(n)) {}
+  void OnToken(const TokenEvent& e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    tokens_[static_cast<size_t>(e.index)].push_back(e.token.id);
+    text_[static_cast<size_t>(e.index)] += e.text;
+    cv_.notify_all();
+  }
+  void OnFinish(const FinishEvent& e) override {
+    std::lock_guard<std::mutex> l(mu_);
+    text_[static_cast<size_t>(e.index)] += e.text;
+    finishes_[e.index] = e;
+    cv_.notify_all();
+  }
+  bool Wait(std::chrono::milliseconds t = 60s) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, t, [&] { return static_cast<int>(finishes_.size()) == n_; });
+  }
+  bool WaitTokens(size_t k, std::chrono::milliseconds t = 60s) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, t, [&] { return tokens_[0].size() >= k; });
+  }
+  std::vector<TokenId> tokens(int i = 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    return tokens_[static_cast<size_t>(i)];
+  }
+  std::string text(int i = 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    return text_[static_cast<size_t>(i)];
+  }
+  FinishEvent finish(int i = 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    return finishes_.at(i);
+  }
+
+ private:
+  int n_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::vector<TokenId>> tokens_;
+  std::vector<std::string> text_;
+  std::map<int, FinishEvent> finishes_;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    RandomCheckpointOptions o;
+    o.config = testing::SmallConfig();
+    o.config.vocab_size = 50280;  // the real tokenizer's ids must fit
+    o.config.num_hidden_layers = 1;
+    o.perturb_constants = true;
+    auto ck = Checkpoint::Open(testing::WriteModel(*dir_, "m", o));
+    ASSERT_TRUE(ck.ok()) << ck.status();
+    checkpoint_ = new std::shared_ptr<const Checkpoint>(*ck);
+    auto tok = Tokenizer::FromFile(testing::SourceDir() / "models/gpt-neox-20b/tokenizer.json");
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tokenizer_ = new std::shared_ptr<const Tokenizer>(std::move(*tok));
+  }
+  static void TearDownTestSuite() {
+    delete checkpoint_;
+    delete tokenizer_;
+    delete dir_;
+  }
+  std::unique_ptr<Backend> MakeBackend(int slots) {
+    BackendOptions bo;
+    bo.num_slots = slots;
+    auto b = cpu::CpuBackend::Create(*checkpoint_, bo);
+    EXPECT_TRUE(b.ok());
+    return std::move(*b);
+  }
+  std::unique_ptr<Engine> MakeEngine(int slots, EngineOptions eo = {}) {
+    auto e = Engine::Create(MakeBackend(slots), *tokenizer_, eo);
+    EXPECT_TRUE(e.ok()) << e.status();
+    return std::move(*e);
+  }
+  // Sinks hear OnFinish inside the step; the slot returns at its end: wait (bounded) for that.
+  static bool SlotsFree(const Engine& e) {
+    for (int i = 0; i < 200 && e.Stats().slots_used != 0; ++i) std::this_thread::sleep_for(10ms);
+    return e.Stats().slots_used == 0;
+  }
+  static Request Greedy(std::vector<TokenId> prompt, int max_new) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.params.temperature = 0;
+    r.params.max_new_tokens = max_new;
+    r.params.ignore_eos = true;
+    return r;
+  }
+  static TempDir* dir_;
+  static std::shared_ptr<const Checkpoint>* checkpoint_;
+  static std::shared_ptr<const Tokenizer>* tokenizer_;
+};
+TempDir* EngineTest::dir_ = nullptr;
+std::shared_ptr<const Checkpoint>* EngineTest::checkpoint_ = nullptr;
+std::shared_ptr<const Tokenizer>* EngineTest::tokenizer_ = nullptr;
+
+// 64 concurrent greedy and seeded requests of mixed lengths, arriving at random times into 8
+// slots with a small step budget (chunked prefill, queueing): each equals offline generation alone.
+TEST_F(EngineTest, ContinuousBatchingDoesNotChangeResults) {
+  std::mt19937_64 rng(3);
+  std::vector<Request> reqs;
+  for (int i = 0; i < 64; ++i) {
+    std::vector<TokenId> p(1 + rng() % 150);
+    for (auto& t : p) t = static_cast<TokenId>(rng() % 50000);
+    Request r = Greedy(p, 1 + static_cast<int>(rng() % 24));
+    if (i % 3 == 0) {
+      r.params.temperature = 0.8f;
+      r.params.seed = 77 + i;
+    }
+    reqs.push_back(r);
+  }
+  auto solo = MakeBackend(1);
+  std::vector<std::vector<TokenId>> want;
+  for (const Request& r : reqs) {
+    GenerationRequest g{r.prompt, r.params, 0};
+    auto out = Generate(*solo, {&g, 1});
+    ASSERT_TRUE(out.ok());
+    std::vector<TokenId> ids;
+    for (auto& t : (*out)[0].tokens) ids.push_back(t.id);
+    want.push_back(ids);
+  }
+  EngineOptions eo;
+  eo.max_step_tokens = 48;
+  eo.max_queue = 64;
+  auto engine = MakeEngine(8, eo);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (const Request& r : reqs) {
+    sinks.push_back(std::make_shared<Collector>());
+    ASSERT_TRUE(engine->Submit(r, sinks.back()).ok());
+    if (rng() % 4 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 5));
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->Wait()) << i;
+    EXPECT_EQ(sinks[i]->tokens(), want[i]) << "request " << i;
+    EXPECT_EQ(sinks[i]->finish().usage.completion_tokens, static_cast<int64_t>(want[i].size()));
+  }
+  EXPECT_TRUE(SlotsFree(*engine));
+}
+
+TEST_F(EngineTest, NCompletionsShareThePrompt) {
+  auto engine = MakeEngine(4);
+  auto one = std::make_shared<Collector>(1);
+  ASSERT_TRUE(engine->Submit(Greedy({10, 20, 30}, 8), one).ok());
+  Request r = Greedy({10, 20, 30}, 8);
+  r.n = 3;
+  auto three = std::make_shared<Collector>(3);
+  ASSERT_TRUE(engine->Submit(r, three).ok());
+  ASSERT_TRUE(one->Wait() && three->Wait());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(three->tokens(i), one->tokens());
+  r.params.temperature = 1.0f;
+  r.params.seed = 5;
+  auto sampled = std::make_shared<Collector>(3);
+  ASSERT_TRUE(engine->Submit(r, sampled).ok());
+  ASSERT_TRUE(sampled->Wait());
+  EXPECT_FALSE(sampled->tokens(0) == sampled->tokens(1) && sampled->tokens(1) == sampled->tokens(2));
+  r.n = 5;
+  EXPECT_EQ(engine->Submit(r, sampled).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, CancelFreesTheSlotWithinAStep) {
+  auto engine = MakeEngine(2);
+  auto sink = std::make_shared<Collector>();
+  auto id = engine->Submit(Greedy({1, 2, 3}, 16000), sink);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(sink->WaitTokens(3));
+  EXPECT_EQ(engine->Stats().slots_used, 1);
+  engine->Cancel(*id);
+  ASSERT_TRUE(sink->Wait(5s));
+  EXPECT_EQ(sink->finish().reason, Finish::kCancelled);
+  EXPECT_EQ(sink->finish().status.code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(SlotsFree(*engine));
+}
+
+TEST_F(EngineTest, DeadlineEndsRunningAndWaitingRequests) {
+  auto engine = MakeEngine(1);
+  Request r = Greedy({1, 2}, 16000);
+  r.deadline = Clock::now() + 150ms;
+  auto running = std::make_shared<Collector>(), waiting = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, running).ok());
+  ASSERT_TRUE(engine->Submit(r, waiting).ok());
+  ASSERT_TRUE(running->Wait(10s) && waiting->Wait(10s));
+  EXPECT_EQ(running->finish().reason, Finish::kDeadline);
+  EXPECT_EQ(waiting->finish().reason, Finish::kDeadline);
+  EXPECT_EQ(waiting->finish().usage.completion_tokens, 0);
+}
+
+TEST_F(EngineTest, FullQueueIsRefusedAtOnce) {
+  EngineOptions eo;
+  eo.max_queue = 2;
+  auto engine = MakeEngine(1, eo);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  int refused = 0;
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 6; ++i) {
+    sinks.push_back(std::make_shared<Collector>());
+    auto id = engine->Submit(Greedy({1, 2}, 16000), sinks.back());
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      ++refused;
+    } else {
+      ids.push_back(*id);
+    }
+  }
+  EXPECT_GE(refused, 3);  // 1 running + 2 queued at most
+  for (RequestId id : ids) engine->Cancel(id);
+}
+
+TEST_F(EngineTest, DrainRefusesNewWorkAndFinishesOrCancelsOld) {
+  auto engine = MakeEngine(2);
+  auto quick = std::make_shared<Collector>(), slow = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy({4, 5}, 5), quick).ok());
+  engine->StartDrain();
+  EXPECT_EQ(engine->Submit(Greedy({4, 5}, 5), quick).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(engine->WaitIdle(30s));
+  EXPECT_EQ(quick->finish().reason, Finish::kLength);
+  auto engine2 = MakeEngine(2);
+  ASSERT_TRUE(engine2->Submit(Greedy({4, 5}, 16000), slow).ok());
+  engine2->StartDrain();
+  EXPECT_FALSE(engine2->WaitIdle(200ms));
+  ASSERT_TRUE(slow->Wait(5s));
+  EXPECT_EQ(slow->finish().reason, Finish::kCancelled);
+}
+
+TEST_F(EngineTest, StopStringsCutTheText) {
+  auto engine = MakeEngine(2);
+  const auto prompt = *(*tokenizer_)->Encode("The quick brown fox");
+  auto full = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(prompt, 40), full).ok());
+  ASSERT_TRUE(full->Wait());
+  const std::string text = full->text();
+  ASSERT_EQ(text, *(*tokenizer_)->Decode(full->tokens(), true));
+  ASSERT_GE(text.size(), 6u);
+  const std::string stop = text.substr(3, 3);  // somewhere inside the output
+  Request r = Greedy(prompt, 40);
+  r.stop_strings = {stop};
+  auto cut = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, cut).ok());
+  ASSERT_TRUE(cut->Wait());
+  EXPECT_EQ(cut->text(), text.substr(0, text.find(stop)));
+  EXPECT_EQ(cut->finish().reason, Finish::kStop);
+  EXPECT_EQ(cut->finish().matched_stop, stop);
+}
+
+TEST_F(EngineTest, InvalidRequests) {
+  EngineOptions eo;
+  eo.max_prompt_tokens = 10;
+  auto engine = MakeEngine(2, eo);
+  auto sink = std::make_shared<Collector>();
+  EXPECT_EQ(engine->Submit(Greedy({}, 5), sink).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy({50280}, 5), sink).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy(std::vector<TokenId>(11, 1), 5), sink).status().code(),
+            absl::StatusCode::kOutOfRange);
+  Request r = Greedy({1}, 5);
+  r.params.top_k = -1;
+  EXPECT_EQ(engine->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);
+  r = Greedy({1}, 5);
+  r.stop_strings = {""};
+  EXPECT_EQ(engine->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace mamba::engine
