@@ -14,6 +14,7 @@ namespace {
 
 constexpr int kMr = 8;          // rows per micro-tile
 constexpr int kNr = 2;          // 16-column blocks per micro-tile
+constexpr int kNrSmallM = 4;    // for m <= kMr/2: more weight streams in flight per thread
 constexpr int64_t kMBlock = 128;  // rows whose activations stay in L2 while a panel streams
 
 #define MAMBA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
@@ -165,27 +166,30 @@ absl::Status PackedGemm(const PackedGemmArgs& a) {
   thread_local std::vector<uint32_t> buf;
   const void* xs = PrepareActivations(a, &buf);
   const int64_t blocks = (w.n + kPackCols - 1) / kPackCols;
-  const int64_t groups = (blocks + kNr - 1) / kNr;
   const int64_t panel_stride = w.k_packed * kPackCols * 4;  // bytes per column block
   const auto* base = w.data.get();
   for (int64_t m0 = 0; m0 < a.m; m0 += kMBlock) {
     const int64_t mb = std::min(kMBlock, a.m - m0);
     const auto* xm = reinterpret_cast<const std::byte*>(xs) + m0 * w.k_packed * 4;
+    const int nr_max = mb <= kMr / 2 ? kNrSmallM : kNr;
+    const int64_t groups = (blocks + nr_max - 1) / nr_max;
     auto run = [&](int64_t g0, int64_t g1) {
       for (int64_t g = g0; g < g1; ++g) {
-        const int64_t b = g * kNr;
-        const int nr = static_cast<int>(std::min<int64_t>(kNr, blocks - b));
+        const int64_t b = g * nr_max;
+        const int nr = static_cast<int>(std::min<int64_t>(nr_max, blocks - b));
         const int64_t col = b * kPackCols;
         const int last_cols = static_cast<int>(std::min<int64_t>(16, w.n - (b + nr - 1) * kPackCols));
         const float* bias = a.bias ? a.bias + col : nullptr;
         float* y = a.y + m0 * a.ldy + col;
         const std::byte* wp = base + b * panel_stride;
-        if (w.dtype == DType::kBF16) {
-          if (nr == 2) RowTiles<2, true>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols);
-          else RowTiles<1, true>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols);
-        } else {
-          if (nr == 2) RowTiles<2, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols);
-          else RowTiles<1, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols);
+        const bool bf16 = w.dtype == DType::kBF16;
+        switch (nr * 2 + (bf16 ? 1 : 0)) {
+#define MAMBA_NR(NR)                                                                              \
+  case NR * 2 + 1: RowTiles<NR, true>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols); break; \
+  case NR * 2: RowTiles<NR, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols); break;
+          MAMBA_NR(1) MAMBA_NR(2) MAMBA_NR(3) MAMBA_NR(4)
+#undef MAMBA_NR
+          default: break;
         }
       }
     };

@@ -23,10 +23,10 @@ MAMBA_INLINE VecF Splat(float x) { return VecF{} + x; }
 MAMBA_INLINE VecF Max(VecF a, VecF b) { return a > b ? a : b; }
 MAMBA_INLINE VecF Min(VecF a, VecF b) { return a < b ? a : b; }
 
-// exp(x) without the upper clamp (valid for x <= 88.37): the scan's decay exp(dt * A) has
-// dt > 0 and A < 0, so it saves an instruction in the hottest loop.
-MAMBA_INLINE VecF ExpNonPositive(VecF x) {
-  x = Max(x, Splat(-87.3f));
+// exp(x), relative error ~2 ulp on [-87, 88]; inputs beyond clamp to the range ends
+// (exp(-87.3) ~ 1e-38, so underflow gives tiny normals instead of zero, harmless here).
+MAMBA_INLINE VecF Exp(VecF x) {
+  x = Min(Max(x, Splat(-87.3f)), Splat(88.37f));
   const VecF t = x * 1.44269504088896341f;
   // Round to nearest by the 1.5*2^23 trick (exact for |t| < 2^22).
   const VecF n = (t + 12582912.0f) - 12582912.0f;
@@ -43,9 +43,23 @@ MAMBA_INLINE VecF ExpNonPositive(VecF x) {
   return p * __builtin_bit_cast(VecF, e);
 }
 
-// exp(x), relative error ~2 ulp on [-87, 88]; inputs beyond clamp to the range ends
-// (exp(-87.3) ~ 1e-38, so underflow gives tiny normals instead of zero, harmless here).
-MAMBA_INLINE VecF Exp(VecF x) { return ExpNonPositive(Min(x, Splat(88.37f))); }
+// 2^t for t <= 127.5 (Cephes exp2f polynomial, relative error ~2e-7); t < -126 flushes to the
+// smallest normal's neighbourhood like Exp. The scan folds log2(e) into dt once per token, so
+// each of its d_state decays costs one multiply less than Exp and no Cody-Waite split.
+MAMBA_INLINE VecF Exp2(VecF t) {
+  t = Max(t, Splat(-126.0f));
+  const VecF n = (t + 12582912.0f) - 12582912.0f;
+  const VecF r = t - n;  // exact, in [-0.5, 0.5]
+  VecF p = Splat(1.535336188319500e-4f);
+  p = p * r + 1.339887440266574e-3f;
+  p = p * r + 9.618437357674640e-3f;
+  p = p * r + 5.550332471162809e-2f;
+  p = p * r + 2.402264791363012e-1f;
+  p = p * r + 6.931472028550421e-1f;
+  p = p * r + 1.0f;
+  const VecI e = (__builtin_convertvector(n, VecI) + 127) << 23;
+  return p * __builtin_bit_cast(VecF, e);
+}
 
 // log(x) for x > 0 normal (cephes logf), relative error ~1 ulp.
 MAMBA_INLINE VecF Log(VecF x) {

@@ -1,0 +1,98 @@
+#include "server/server_config.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace mamba::server {
+
+namespace fs = std::filesystem;
+
+void AddServerFlags(CLI::App& app, ServerConfig* c) {
+  app.set_config("--config", "", "Read options from a TOML/INI file (keys = long flag names)");
+  app.add_option("--model", c->model_dir, "Model directory (HF layout); default: the bundled demo model");
+  app.add_option("--model-name", c->model_name, "Name reported by the APIs (default: directory name)");
+  app.add_option("--host", c->host, "Address to bind")->capture_default_str();
+  app.add_option("--http-port", c->http_port, "HTTP port (0 = any free, -1 = off)")->capture_default_str();
+  app.add_option("--grpc-port", c->grpc_port, "gRPC port (0 = any free, -1 = off)")->capture_default_str();
+  app.add_option("--device", c->device, "auto | cpu | cuda[:N]")->capture_default_str();
+  app.add_option("--dtype", c->dtype, "auto | float32 | bfloat16 | float16")->capture_default_str();
+  app.add_option("--threads", c->threads, "Compute threads (0 = all cores)")->capture_default_str();
+  app.add_option("--slots", c->slots, "State slots = max concurrent sequences")->capture_default_str();
+  app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")->capture_default_str();
+  app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")->capture_default_str();
+  app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")->capture_default_str();
+  app.add_option("--max-queue", c->max_queue, "Waiting requests beyond this get 429 / RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", c->drain_timeout_s, "Seconds running requests get on SIGTERM")->capture_default_str();
+  app.add_option("--request-timeout", c->request_timeout_s, "Default per-request deadline in seconds (0 = none)")
+      ->capture_default_str();
+  app.add_option("--http-threads", c->http_threads, "HTTP I/O threads")->capture_default_str();
+  app.add_option("--max-body-bytes", c->max_body_bytes, "Largest HTTP request body")->capture_default_str();
+  app.add_option("--api-key", c->api_key, "Require this Bearer token (HTTP) / authorization metadata (gRPC)")
+      ->envname("MAMBA_API_KEY");
+  app.add_option("--tls-cert", c->tls_cert_file, "TLS certificate (PEM) for both front ends");
+  app.add_option("--tls-key", c->tls_key_file, "TLS private key (PEM)");
+  app.add_option("--log-level", c->log_level, "trace | debug | info | warn | error")->capture_default_str();
+  app.add_flag("--log-json", c->log_json, "One JSON object per log line");
+  app.add_option("--ready-file", c->ready_file, "Write {\"http_port\", \"grpc_port\"} here once serving");
+}
+
+absl::Status ValidateConfig(const ServerConfig& c) {
+  auto port_ok = [](int p) { return p >= -1 && p <= 65535; };
+  if (!port_ok(c.http_port) || !port_ok(c.grpc_port)) return absl::InvalidArgumentError("ports must be in [-1, 65535]");
+  if (c.http_port < 0 && c.grpc_port < 0) return absl::InvalidArgumentError("both front ends are disabled");
+  if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  }
+  if (c.slots < 1 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
+      c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1) {
+    return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
+  }
+  return absl::OkStatus();
+}
+
+std::string DefaultModelDir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path installed = exe.parent_path().parent_path() / "share/mamba-serve/models/kjv-mamba-4x192";
+    if (fs::exists(installed / "config.json")) return installed.string();
+  }
+  return MAMBA_DEFAULT_MODEL_DIR;
+}
+
+engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype) {
+  engine::BackendOptions o;
+  o.device = c.device;
+  o.dtype = dtype;
+  o.num_threads = c.threads;
+  o.num_slots = c.slots;
+  o.max_step_tokens = std::max<int64_t>(c.max_step_tokens, c.slots);
+  return o;
+}
+
+engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
+  engine::EngineOptions o;
+  o.max_step_tokens = c.max_step_tokens;
+  o.max_queue = c.max_queue;
+  o.max_prompt_tokens = c.max_prompt_tokens;
+  o.max_new_tokens_limit = c.max_new_tokens_limit;
+  return o;
+}
+
+FrontEndOptions ToFrontEndOptions(const ServerConfig& c, int port) {
+  FrontEndOptions o;
+  o.host = c.host;
+  o.port = port;
+  o.api_key = c.api_key;
+  o.tls_cert_file = c.tls_cert_file;
+  o.tls_key_file = c.tls_key_file;
+  o.max_body_bytes = c.max_body_bytes;
+  o.request_timeout_ms = static_cast<int64_t>(c.request_timeout_s * 1000);
+  return o;
+}
+
+}  // namespace mamba::server

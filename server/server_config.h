@@ -1,0 +1,55 @@
+// The server's configuration: every flag (and config-file key) in one place, turned into each
+// component's options struct here and nowhere else.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/engine.h"
+#include "server/serving_state.h"
+
+namespace mamba::server {
+
+struct ServerConfig {
+  std::string model_dir;   // empty: the bundled demo model
+  std::string model_name;  // empty: the model directory's name
+  std::string host = "127.0.0.1";
+  int http_port = 8000;    // 0 picks a free port; -1 disables HTTP
+  int grpc_port = 50051;   // 0 picks a free port; -1 disables gRPC
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int threads = 0;
+  int slots = 16;
+  int64_t max_step_tokens = 512;
+  int64_t max_prompt_tokens = 65536;
+  int32_t max_new_tokens_limit = 16384;
+  int max_queue = 256;
+  double drain_timeout_s = 30;
+  double request_timeout_s = 0;
+  int http_threads = 2;
+  int64_t max_body_bytes = 8 << 20;
+  std::string api_key;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string log_level = "info";
+  bool log_json = false;
+  std::string ready_file;  // written with the bound ports once serving (for scripts and tests)
+};
+
+// Registers every option on `app` (also readable from --config FILE, TOML/INI).
+void AddServerFlags(CLI::App& app, ServerConfig* config);
+
+// Checks values that CLI11 cannot (ports, TLS pairs, timeouts).
+absl::Status ValidateConfig(const ServerConfig& c);
+
+// The bundled demo model's directory: next to the installed binary, else in the source tree.
+std::string DefaultModelDir();
+
+engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype);
+engine::EngineOptions ToEngineOptions(const ServerConfig& c);
+FrontEndOptions ToFrontEndOptions(const ServerConfig& c, int port);
+
+}  // namespace mamba::server
