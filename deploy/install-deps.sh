@@ -10,8 +10,11 @@ packages=(
   libboost-dev libdnnl-dev ocl-icd-opencl-dev
   libpcre2-dev libutf8proc-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl
+  curl gnuplot-nox
 )
+# Extra packages for special builds (e.g. ccache in the Docker build stage).
+read -r -a extra <<<"${MAMBA_EXTRA_PACKAGES:-}"
+packages+=("${extra[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Builds and tests the Docker images for real, on this machine (called from .ci/run):
+#  - CPU image: run it, wait for health, a generate request over HTTP and over gRPC with the
+#    client tools inside the image, a short bounded load test from the compose load-generator
+#    service, then `docker stop` and check the exit was a clean drain within the timeout;
+#  - CUDA image: compile and link; at start it must fall back to the CPU engine (no GPU here)
+#    and say so in its log;
+#  - report the image sizes.
+# Only 127.0.0.1 is contacted (--network host, server bound to 127.0.0.1). Every container,
+# the daemon and temporary directories are removed at the end, even when a step fails; the
+# image cache in $MAMBA_DOCKER_ROOT (default /var/tmp/mamba-docker) is kept to speed up reruns.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/docker/lib.sh
+
+tmp=$(mktemp -d /tmp/mamba-docker-ci.XXXXXX)
+containers=()
+cleanup() {
+  local rc=$?
+  for c in "${containers[@]}"; do "$DOCKER" rm -f "$c" >/dev/null 2>&1 || true; done
+  if [ -n "${COMPOSE_PROJECT:-}" ]; then
+    docker-compose -p "$COMPOSE_PROJECT" -f deploy/docker-compose.yml -f deploy/docker-compose.ci.yml \
+      down --remove-orphans >/dev/null 2>&1 || true
+  fi
+  stop_daemon
+  rm -rf "$tmp"
+  [ $rc -eq 0 ] && log "docker CI passed" || log "docker CI FAILED (exit $rc)"
+}
+trap cleanup EXIT
+
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 20000))
+    ss -ltn "sport = :$p" | grep -q LISTEN || { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+build() {  # target tag
+  log "building $2 (target $1)"
+  local t0=$SECONDS
+  DOCKER_BUILDKIT=1 "$DOCKER" build --network host -f deploy/Dockerfile --target "$1" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg CUDA_IMAGE="$CUDA_IMAGE" \
+    --progress plain -t "$2" . >"$tmp/build-$1.log" 2>&1 || { tail -40 "$tmp/build-$1.log"; return 1; }
+  log "built $2 in $((SECONDS - t0)) s"
+}
+
+wait_healthy() {  # container timeout_s
+  local state
+  for _ in $(seq 1 "$2"); do
+    state=$("$DOCKER" inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null || echo gone)
+    [ "$state" = healthy ] && return 0
+    [ "$state" = gone ] && break
+    if [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$1")" != true ]; then break; fi
+    sleep 1
+  done
+  log "$1 not healthy (state: $state); its log:"
+  "$DOCKER" logs --tail 30 "$1" >&2 || true
+  return 1
+}
+
+# Starts an image bound to 127.0.0.1 on free ports; sets CTR, HTTP_PORT, GRPC_PORT.
+run_server() {  # image name [env...]
+  HTTP_PORT=$(free_port)
+  GRPC_PORT=$(free_port)
+  CTR="$2-$$"
+  containers+=("$CTR")
+  shift 2
+  "$DOCKER" run -d --name "$CTR" --network host -e MAMBA_HOST=127.0.0.1 \
+    -e MAMBA_HTTP_PORT="$HTTP_PORT" -e MAMBA_GRPC_PORT="$GRPC_PORT" -e MAMBA_DRAIN_TIMEOUT=20 \
+    "$@" "$IMAGE" >/dev/null
+}
+
+stop_and_check_drain() {  # container
+  local t0=$SECONDS
+  "$DOCKER" stop -t 40 "$1" >/dev/null
+  local code
+  code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$1")
+  log "$1 stopped in $((SECONDS - t0)) s with exit code $code"
+  [ "$code" = 0 ] || { "$DOCKER" logs --tail 30 "$1" >&2; return 1; }
+  "$DOCKER" logs "$1" 2>&1 | grep -q "drained\|drain timeout" || { log "no drain in the log"; return 1; }
+}
+
+ensure_packages
+start_daemon
+ensure_base_image
+ensure_cuda_image
+
+# ---- CPU image ----
+build runtime-cpu mamba-serve:cpu
+IMAGE=mamba-serve:cpu run_server mamba-serve:cpu mamba-ci-cpu
+wait_healthy "$CTR" 180
+log "healthy; HTTP $HTTP_PORT, gRPC $GRPC_PORT"
+"$DOCKER" exec "$CTR" mamba-client generate --target "http://127.0.0.1:$HTTP_PORT" \
+  --prompt "And God said" --max-tokens 12 --temperature 0 | tee "$tmp/http.txt"
+grep -q "unto" "$tmp/http.txt"
+"$DOCKER" exec "$CTR" mamba-client generate --target "grpc://127.0.0.1:$GRPC_PORT" \
+  --prompt "And God said" --max-tokens 12 --temperature 0 | tee "$tmp/grpc.txt"
+cmp -s "$tmp/http.txt" "$tmp/grpc.txt" || { log "HTTP and gRPC answers differ"; exit 1; }
+# The compose file's load-generator service, bounded, against the running server.
+COMPOSE_PROJECT="mambaci$$"
+MAMBA_IMAGE=mamba-serve:cpu MAMBA_HTTP_PORT=$HTTP_PORT MAMBA_GRPC_PORT=$GRPC_PORT \
+  docker-compose -p "$COMPOSE_PROJECT" -f deploy/docker-compose.yml -f deploy/docker-compose.ci.yml \
+  run --rm --no-deps loadgen | tee "$tmp/loadgen.txt"
+grep -qi "successful requests" "$tmp/loadgen.txt"
+stop_and_check_drain "$CTR"
+
+# ---- CUDA image: builds, links, and falls back to the CPU engine here ----
+build runtime-cuda mamba-serve:cuda
+IMAGE=mamba-serve:cuda run_server mamba-serve:cuda mamba-ci-cuda
+wait_healthy "$CTR" 180
+"$DOCKER" logs "$CTR" 2>&1 | grep -i "engine: cpu" | grep -qi "cuda" ||
+  { log "the CUDA image did not log its CPU fallback"; "$DOCKER" logs "$CTR" >&2; exit 1; }
+log "CUDA image fell back to the CPU engine: $("$DOCKER" logs "$CTR" 2>&1 | grep -i 'engine: cpu' | head -1)"
+stop_and_check_drain "$CTR"
+
+"$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep mamba-serve | sed 's/^/image size: /'
