@@ -10,7 +10,7 @@ packages=(
   libboost-dev libdnnl-dev ocl-icd-opencl-dev
   libpcre2-dev libutf8proc-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl gnuplot-nox
+  curl gnuplot-nox ccache
 )
 # Extra packages for special builds (e.g. ccache in the Docker build stage).
 read -r -a extra <<<"${MAMBA_EXTRA_PACKAGES:-}"

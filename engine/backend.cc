@@ -5,7 +5,9 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #include "spdlog/spdlog.h"
-#ifdef MAMBA_HAVE_CUDA
+#ifdef MAMBA_HAVE_CUDA_ENGINE  // defined by linking mamba_engine_cuda (engine/cuda/)
+#include "absl/strings/numbers.h"
+#include "engine/cuda/cuda_backend.h"
 #include "kernels/cuda/device.h"
 #endif
 
@@ -61,18 +63,37 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
   }
   std::string why = "requested";
   if (dev == "auto") {
-#ifdef MAMBA_HAVE_CUDA
+#if defined(MAMBA_HAVE_CUDA_ENGINE)
     std::string err;
-    const int n = kernels::cuda::DeviceCount(&err);
-    why = n > 0 ? absl::StrCat(n, " CUDA device(s) found, but the CUDA engine is not part of this "
-                                  "build yet")
-                : absl::StrCat("no usable CUDA device (", err, ")");
+    if (kernels::cuda::UsableDeviceCount(&err) > 0) {
+      auto b = cuda::CudaBackend::Create(checkpoint, options, 0);
+      if (b.ok()) {
+        spdlog::info("engine: {} (auto: a usable CUDA device exists)", (*b)->Describe());
+        return std::unique_ptr<Backend>(std::move(*b));
+      }
+      why = absl::StrCat("CUDA device 0 could not be used: ", b.status().ToString());
+      spdlog::warn("engine: {}; falling back to the CPU", why);
+    } else {
+      why = absl::StrCat("no usable CUDA device (", err, ")");
+    }
 #else
     why = "built without CUDA";
 #endif
   } else if (dev != "cpu") {
+#if defined(MAMBA_HAVE_CUDA_ENGINE)
+    int index = 0;
+    if (dev != "cuda" && (dev.rfind("cuda:", 0) != 0 || !absl::SimpleAtoi(dev.substr(5), &index) ||
+                          index < 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
+    }
+    auto b = cuda::CudaBackend::Create(std::move(checkpoint), options, index);
+    if (!b.ok()) return b.status();
+    spdlog::info("engine: {} ({})", (*b)->Describe(), why);
+    return std::unique_ptr<Backend>(std::move(*b));
+#else
     return absl::UnimplementedError(
         absl::StrCat("device '", dev, "': the CUDA engine is not available in this build; use cpu"));
+#endif
   }
   absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> b = cpu::CpuBackend::Create(std::move(checkpoint), options);
   if (!b.ok()) return b.status();

@@ -17,8 +17,8 @@ namespace {
 // Rust regex \s: the Unicode White_Space property.
 bool IsWhiteSpace(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // Rust regex \w: Alphabetic, marks, decimal digits, connector punctuation, join controls.
@@ -26,8 +26,7 @@ bool IsWhiteSpace(char32_t c) {
 // are the circled / squared Latin letters listed here.
 bool IsWordChar(char32_t c) {
   if (c < 0x80) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
   }
   if (c == 0x200C || c == 0x200D || (c >= 0x24B6 && c <= 0x24E9) ||
       (c >= 0x1F130 && c <= 0x1F149) || (c >= 0x1F150 && c <= 0x1F169) ||
@@ -35,10 +34,17 @@ bool IsWordChar(char32_t c) {
     return true;
   }
   switch (utf8proc_category(static_cast<int32_t>(c))) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
-    case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_PC:
       return true;
     default:
       return false;
@@ -72,13 +78,17 @@ size_t LeadingSpaceLength(std::string_view text) {
 // A byte trie over the patterns; finds the leftmost, then longest, match.
 class AddedVocabulary::Matcher {
  public:
-  Matcher() : nodes_(1) { root_.fill(-1); }
+  Matcher() : nodes_(1), bigrams_(65536 / 64, 0) { root_.fill(-1); }
 
   bool empty() const { return nodes_.size() == 1; }
 
   // The first pattern added wins over an identical later one, as in aho-corasick.
   void Add(std::string_view pattern, int token_index) {
     if (pattern.empty()) return;
+    if (pattern.size() >= 2) {
+      const unsigned bigram = Bigram(pattern[0], pattern[1]);
+      bigrams_[bigram / 64] |= uint64_t{1} << (bigram % 64);
+    }
     int32_t node = ChildOrNew(0, static_cast<unsigned char>(pattern[0]));
     for (size_t i = 1; i < pattern.size(); ++i) {
       node = ChildOrNew(node, static_cast<unsigned char>(pattern[i]));
@@ -98,6 +108,13 @@ class AddedVocabulary::Matcher {
     for (size_t pos = from; pos < text.size(); ++pos) {
       int32_t node = root_[p[pos]];
       if (node < 0) continue;
+      // Most candidates fail on the second byte (" x" for the space-run tokens): test the
+      // first two bytes against a bitmap before walking.
+      if (nodes_[node].token < 0) {
+        if (pos + 1 >= text.size()) continue;
+        const unsigned bigram = Bigram(text[pos], text[pos + 1]);
+        if (!((bigrams_[bigram / 64] >> (bigram % 64)) & 1)) continue;
+      }
       Match best;
       for (size_t j = pos + 1;; ++j) {
         if (nodes_[node].token >= 0) best = {pos, j, nodes_[node].token};
@@ -136,8 +153,13 @@ class AddedVocabulary::Matcher {
     return found;
   }
 
+  static unsigned Bigram(char a, char b) {
+    return static_cast<unsigned char>(a) << 8 | static_cast<unsigned char>(b);
+  }
+
   std::vector<Node> nodes_;
   std::array<int32_t, 256> root_;  // children of the root, dense for a fast scan
+  std::vector<uint64_t> bigrams_;  // first two bytes of the patterns, one bit each
 };
 
 AddedVocabulary::AddedVocabulary()
@@ -155,12 +177,12 @@ absl::StatusOr<std::unique_ptr<AddedVocabulary>> AddedVocabulary::Create(
   const auto model_size = static_cast<TokenId>(model.size());
   for (const AddedTokenSpec& token : tokens) {
     if (token.content.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("added_tokens: token ", token.id,
-                                                     " has empty content"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("added_tokens: token ", token.id, " has empty content"));
     }
     if (added_ids.contains(token.content)) {
-      return absl::UnimplementedError(absl::StrCat("added_tokens: \"", token.content,
-                                                   "\" is listed twice; not supported"));
+      return absl::UnimplementedError(
+          absl::StrCat("added_tokens: \"", token.content, "\" is listed twice; not supported"));
     }
     TokenId id;
     if (std::optional<TokenId> known = model.TokenToId(token.content)) {
@@ -171,9 +193,9 @@ absl::StatusOr<std::unique_ptr<AddedVocabulary>> AddedVocabulary::Create(
       id = (max_added >= model_size || model_size == 0) ? max_added + 1 : model_size;
     }
     if (id != token.id) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "added_tokens: \"", token.content, "\" has id ", token.id,
-          " in the file but Hugging Face tokenizers would assign id ", id));
+      return absl::InvalidArgumentError(
+          absl::StrCat("added_tokens: \"", token.content, "\" has id ", token.id,
+                       " in the file but Hugging Face tokenizers would assign id ", id));
     }
     added_ids.emplace(token.content, id);
     max_added = std::max(max_added, id);
@@ -235,8 +257,7 @@ void AddedVocabulary::SplitRaw(std::string_view text, std::vector<TextPiece>* pi
   Split(*raw_, text, pieces);
 }
 
-void AddedVocabulary::SplitNormalized(std::string_view text,
-                                      std::vector<TextPiece>* pieces) const {
+void AddedVocabulary::SplitNormalized(std::string_view text, std::vector<TextPiece>* pieces) const {
   Split(*normalized_, text, pieces);
 }
 

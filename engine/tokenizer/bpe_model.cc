@@ -3,7 +3,7 @@
 // entry can never pass its staleness check, so the result is exactly "repeatedly merge the
 // lowest-ranked adjacent pair, leftmost first". Short words do that with a linear scan over a
 // few registers' worth of ids; long ones use the heap (never quadratic). A per-thread
-// direct-mapped cache remembers short words, without locks or allocation.
+// direct-mapped cache remembers words up to 48 bytes, without locks or allocation.
 #include "engine/tokenizer/bpe_model.h"
 
 #include <algorithm>
@@ -11,6 +11,8 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "engine/tokenizer/byte_level.h"
@@ -23,16 +25,17 @@ constexpr uint32_t kNoRank = std::numeric_limits<uint32_t>::max();
 
 std::atomic<uint64_t> next_serial{1};  // 0 marks an empty cache slot
 
-// One cache entry: a word of up to 22 bytes and its (at most 8) ids, one cache line.
+// One cache entry: a word of up to 48 bytes (zero-padded, so that it compares as six words)
+// and its ids (at most 16), in two cache lines. Longer words are rare and not cached.
 struct CacheSlot {
   uint64_t tag;  // serial of the model that wrote it
   uint8_t key_len;
   uint8_t num_ids;
-  char key[22];
-  TokenId ids[8];
+  uint64_t key[6];
+  TokenId ids[16];
 };
-static_assert(sizeof(CacheSlot) == 64);
-constexpr size_t kCacheSlots = size_t{1} << 13;  // 512 KiB per thread
+static_assert(sizeof(CacheSlot) == 128);
+constexpr size_t kCacheSlots = size_t{1} << 13;  // 1 MiB per thread
 constexpr size_t kMaxCachedKey = sizeof(CacheSlot::key);
 constexpr size_t kMaxCachedIds = std::size(CacheSlot{}.ids);
 
@@ -41,23 +44,24 @@ CacheSlot* ThreadCache() {
   return slots.get();
 }
 
-inline uint64_t HashWord(std::string_view word, uint64_t seed) {
-  uint64_t h = seed ^ (word.size() * 0x9E3779B97F4A7C15ULL);
-  size_t i = 0;
-  for (; i + 8 <= word.size(); i += 8) {
-    uint64_t chunk;
-    std::memcpy(&chunk, word.data() + i, 8);
-    h = (h ^ chunk) * 0xBF58476D1CE4E5B9ULL;
-    h ^= h >> 31;
+// A word of at most kMaxCachedKey bytes, zero-padded to whole words, and its hash.
+struct CacheKey {
+  uint64_t words[6] = {};
+  size_t num_words = 0;
+  uint64_t hash = 0;
+
+  CacheKey(std::string_view word, uint64_t seed) {
+    std::memcpy(words, word.data(), word.size());
+    num_words = (word.size() + 7) / 8;
+    uint64_t h = seed ^ (word.size() * 0x9E3779B97F4A7C15ULL);
+    for (size_t i = 0; i < num_words; ++i) {
+      h = (h ^ words[i]) * 0xBF58476D1CE4E5B9ULL;
+      h ^= h >> 31;
+    }
+    hash = h * 0x94D049BB133111EBULL;
   }
-  if (i < word.size()) {
-    uint64_t chunk = 0;
-    std::memcpy(&chunk, word.data() + i, word.size() - i);
-    h = (h ^ chunk) * 0x94D049BB133111EBULL;
-    h ^= h >> 29;
-  }
-  return h * 0x9E3779B97F4A7C15ULL;
-}
+  CacheSlot& Slot() const { return ThreadCache()[(hash >> 40) & (kCacheSlots - 1)]; }
+};
 
 }  // namespace
 
@@ -111,7 +115,7 @@ struct BpeModel::Symbol {
 BpeModel::~BpeModel() = default;
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const BpeSpec& spec,
-                                                          const BpeOptions& options) {
+                                                           const BpeOptions& options) {
   std::unique_ptr<BpeModel> model(new BpeModel());
   model->options_ = options;
   model->serial_ = next_serial.fetch_add(1);
@@ -155,8 +159,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const BpeSpec& spec,
                                                        "\" is not in the vocabulary"));
       }
     }
-    model->merges_->Insert(model->vocab_.at(a), model->vocab_.at(b),
-                           static_cast<uint32_t>(rank), model->vocab_.at(merged));
+    model->merges_->Insert(model->vocab_.at(a), model->vocab_.at(b), static_cast<uint32_t>(rank),
+                           model->vocab_.at(merged));
   }
   return model;
 }
@@ -279,10 +283,11 @@ void BpeModel::MergeWord(std::string_view word, std::vector<TokenId>* ids) const
 }
 
 bool BpeModel::CacheLookup(std::string_view word, std::vector<TokenId>* ids) const {
-  const CacheSlot& slot = ThreadCache()[HashWord(word, serial_) & (kCacheSlots - 1)];
-  if (slot.tag != serial_ || slot.key_len != word.size() ||
-      std::memcmp(slot.key, word.data(), word.size()) != 0) {
-    return false;
+  const CacheKey key(word, serial_);
+  const CacheSlot& slot = key.Slot();
+  if (slot.tag != serial_ || slot.key_len != word.size()) return false;
+  for (size_t i = 0; i < key.num_words; ++i) {
+    if (slot.key[i] != key.words[i]) return false;
   }
   ids->insert(ids->end(), slot.ids, slot.ids + slot.num_ids);
   return true;
@@ -290,11 +295,12 @@ bool BpeModel::CacheLookup(std::string_view word, std::vector<TokenId>* ids) con
 
 void BpeModel::CacheStore(std::string_view word, const TokenId* ids, size_t n) const {
   if (n > kMaxCachedIds) return;
-  CacheSlot& slot = ThreadCache()[HashWord(word, serial_) & (kCacheSlots - 1)];
+  const CacheKey key(word, serial_);
+  CacheSlot& slot = key.Slot();
   slot.tag = serial_;
   slot.key_len = static_cast<uint8_t>(word.size());
   slot.num_ids = static_cast<uint8_t>(n);
-  std::memcpy(slot.key, word.data(), word.size());
+  std::copy(key.words, key.words + 6, slot.key);
   std::copy(ids, ids + n, slot.ids);
 }
 

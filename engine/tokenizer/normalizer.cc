@@ -7,6 +7,7 @@
 #include <utf8proc.h>
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "engine/tokenizer/utf8.h"
@@ -24,15 +25,16 @@ constexpr char32_t kFirstMaybeUnstable = 0x300;
 // compose across them. utf8proc (Unicode 15) must never see them. Found by comparing every
 // code point with HF (see tokenizer_differential_test.cc).
 constexpr char32_t kInertForHf[][2] = {
-    {0x07FD, 0x07FD}, {0x0898, 0x089F}, {0x08CA, 0x08D3}, {0x09FE, 0x09FE}, {0x0C3C, 0x0C3C},
-    {0x0D3B, 0x0D3C}, {0x0EBA, 0x0EBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA},
-    {0xA82C, 0xA82C}, {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF},
-    {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x1133B, 0x1133B},
-    {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x11930, 0x11930}, {0x1193D, 0x1193E},
-    {0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47},
-    {0x11A99, 0x11A99}, {0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97},
-    {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136},
-    {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}};
+    {0x07FD, 0x07FD},   {0x0898, 0x089F},   {0x08CA, 0x08D3},   {0x09FE, 0x09FE},
+    {0x0C3C, 0x0C3C},   {0x0D3B, 0x0D3C},   {0x0EBA, 0x0EBA},   {0x1715, 0x1715},
+    {0x1ABF, 0x1ACE},   {0x1DF6, 0x1DFA},   {0xA82C, 0xA82C},   {0x10D24, 0x10D27},
+    {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85},
+    {0x11070, 0x11070}, {0x1133B, 0x1133B}, {0x1145E, 0x1145E}, {0x11839, 0x1183A},
+    {0x11930, 0x11930}, {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0},
+    {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99}, {0x11D42, 0x11D42},
+    {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1},
+    {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF},
+    {0x1E4EC, 0x1E4EF}};
 
 // Two bits per code point: whether it is NOT an NFC-stable starter, and whether it is inert
 // for HF (then it is stable, but a span to normalize must not include it).
@@ -102,6 +104,8 @@ void AppendUtf8proc(std::string_view text, utf8proc_option_t options, std::strin
   for (utf8proc_ssize_t i = 0; i < n; ++i) {
     utf8::AppendCodePoint(static_cast<char32_t>(buffer[i]), out);
   }
+  // Do not keep a huge buffer alive on this thread after one huge text.
+  if (buffer.size() > (size_t{1} << 20)) std::vector<int32_t>().swap(buffer);
 }
 
 // Rust's char::to_lowercase (what HF's Lowercase normalizer applies per character): the simple
@@ -119,8 +123,7 @@ void AppendLowercase(std::string_view text, std::string* out) {
     if (cp == 0x130) {
       out->append("i\xCC\x87");
     } else {
-      utf8::AppendCodePoint(static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(cp))),
-                            out);
+      utf8::AppendCodePoint(static_cast<char32_t>(utf8proc_tolower(static_cast<int32_t>(cp))), out);
     }
   }
 }
@@ -135,13 +138,17 @@ bool IsAscii(std::string_view text) {
 void ApplyStep(const NormalizerStep& step, std::string_view in, std::string* out) {
   using Kind = NormalizerStep::Kind;
   switch (step.kind) {
-    case Kind::kNfc: return normalization::AppendNfc(in, out);
-    case Kind::kNfd: return AppendUtf8proc(in, Options(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE), out);
+    case Kind::kNfc:
+      return normalization::AppendNfc(in, out);
+    case Kind::kNfd:
+      return AppendUtf8proc(in, Options(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE), out);
     case Kind::kNfkc:
       return AppendUtf8proc(in, Options(UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT), out);
     case Kind::kNfkd:
-      return AppendUtf8proc(in, Options(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT), out);
-    case Kind::kLowercase: return AppendLowercase(in, out);
+      return AppendUtf8proc(in, Options(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT),
+                            out);
+    case Kind::kLowercase:
+      return AppendLowercase(in, out);
     case Kind::kPrepend:
       if (!in.empty()) out->append(step.prepend);  // HF prepends only to non-empty text
       out->append(in);
@@ -153,12 +160,16 @@ void ApplyStep(const NormalizerStep& step, std::string_view in, std::string* out
 bool IsNoOp(const NormalizerStep& step, std::string_view in) {
   using Kind = NormalizerStep::Kind;
   switch (step.kind) {
-    case Kind::kNfc: return normalization::IsObviouslyNfc(in);
+    case Kind::kNfc:
+      return normalization::IsObviouslyNfc(in);
     case Kind::kNfd:
     case Kind::kNfkc:
-    case Kind::kNfkd: return IsAscii(in);
-    case Kind::kLowercase: return false;
-    case Kind::kPrepend: return in.empty();
+    case Kind::kNfkd:
+      return IsAscii(in);
+    case Kind::kLowercase:
+      return false;
+    case Kind::kPrepend:
+      return in.empty();
   }
   return false;
 }
@@ -173,6 +184,12 @@ bool IsObviouslyNfc(std::string_view text) {
   const UnstableTable& table = Unstable();
   size_t pos = 0;
   while (pos < text.size()) {
+    uint64_t chunk;  // skip ASCII eight bytes at a time
+    if (pos + 8 <= text.size() &&
+        (std::memcpy(&chunk, text.data() + pos, 8), (chunk & 0x8080808080808080ULL) == 0)) {
+      pos += 8;
+      continue;
+    }
     const auto lead = static_cast<unsigned char>(text[pos]);
     if (lead < 0xCC) {  // U+0000..U+02FF: one or two bytes, always stable
       pos += lead < 0x80 ? 1 : 2;

@@ -72,9 +72,9 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
       ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
   if (!pre.ok()) return pre.status();
   pre_tokenizer_ = std::move(*pre);
-  absl::StatusOr<std::unique_ptr<BpeModel>> model = BpeModel::Create(
-      spec->model, {.enable_cache = options.enable_word_cache,
-                    .linear_merge_max_symbols = options.linear_merge_max_symbols});
+  absl::StatusOr<std::unique_ptr<BpeModel>> model =
+      BpeModel::Create(spec->model, {.enable_cache = options.enable_word_cache,
+                                     .linear_merge_max_symbols = options.linear_merge_max_symbols});
   if (!model.ok()) return model.status();
   model_ = std::move(*model);
   absl::StatusOr<std::unique_ptr<AddedVocabulary>> added =
@@ -169,7 +169,12 @@ absl::StatusOr<std::vector<TokenId>> Tokenizer::Encode(std::string_view text) co
   }
   std::vector<TokenId> ids;
   ids.reserve(text.size() / 4 + 8);
-  if (absl::Status s = EncodeInto(text, &ids); !s.ok()) return s;
+  absl::Status status = EncodeInto(text, &ids);
+  // Do not keep a copy of a huge text alive on this thread.
+  if (std::string& normalized = Scratch().normalized; normalized.capacity() > (size_t{1} << 20)) {
+    std::string().swap(normalized);
+  }
+  if (!status.ok()) return status;
   return ids;
 }
 

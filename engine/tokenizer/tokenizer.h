@@ -24,7 +24,7 @@ class ByteLevelPreTokenizer;
 class Normalizer;
 
 struct TokenizerOptions {
-  bool enable_word_cache = true;     // per-thread cache of recently seen words
+  bool enable_word_cache = true;      // per-thread cache of recently seen words
   int linear_merge_max_symbols = 16;  // words up to this many bytes merge by linear scan
 };
 

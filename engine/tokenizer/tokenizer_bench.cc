@@ -1,11 +1,12 @@
-// mamba-tokenizer-bench: encoding throughput of the tokenizer in MB/s on one thread (and,
-// for reference, EncodeBatch on several), on generated texts and/or given files. With
-// --write-inputs the generated texts are saved so that
-// tests/engine/tokenizer/data/bench_npm.js can time Hugging Face's library on the same bytes.
+// mamba-tokenizer-bench: encoding throughput of the tokenizer in MB/s on one thread, of each
+// input whole and cut into documents (and, with --threads, EncodeBatch of the documents), on
+// generated texts and/or given files. With --write-inputs the generated texts are saved so
+// that tests/engine/tokenizer/data/bench_npm.js times Hugging Face's library on the same bytes.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -39,20 +40,134 @@ struct Rng {
   double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 };
 
-constexpr const char* kWords[] = {
-    "the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "was", "with", "be",
-    "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have",
-    "an", "had", "they", "you", "were", "their", "one", "all", "we", "can", "her", "has",
-    "there", "been", "if", "more", "when", "will", "would", "who", "so", "no", "she", "other",
-    "its", "may", "these", "what", "them", "than", "some", "him", "time", "into", "only", "do",
-    "could", "new", "about", "two", "first", "then", "also", "any", "like", "our", "over",
-    "such", "people", "years", "most", "state", "world", "model", "language", "sequence",
-    "memory", "training", "inference", "server", "request", "token", "between", "through",
-    "because", "however", "government", "information", "development", "understanding",
-    "particularly", "significant", "distribution", "approximately", "experimental",
-    "architecture", "selective", "efficient", "throughput", "latency", "hardware", "scan",
-    "don't", "it's", "can't", "they're", "we've", "I'll", "she'd", "I'm", "London", "Paris",
-    "Mamba", "Transformer", "GPU", "CPU", "January", "Monday", "Professor", "Dr.", "U.S."};
+constexpr const char* kWords[] = {"the",
+                                  "of",
+                                  "and",
+                                  "to",
+                                  "a",
+                                  "in",
+                                  "is",
+                                  "that",
+                                  "for",
+                                  "it",
+                                  "as",
+                                  "was",
+                                  "with",
+                                  "be",
+                                  "by",
+                                  "on",
+                                  "not",
+                                  "he",
+                                  "this",
+                                  "are",
+                                  "or",
+                                  "his",
+                                  "from",
+                                  "at",
+                                  "which",
+                                  "but",
+                                  "have",
+                                  "an",
+                                  "had",
+                                  "they",
+                                  "you",
+                                  "were",
+                                  "their",
+                                  "one",
+                                  "all",
+                                  "we",
+                                  "can",
+                                  "her",
+                                  "has",
+                                  "there",
+                                  "been",
+                                  "if",
+                                  "more",
+                                  "when",
+                                  "will",
+                                  "would",
+                                  "who",
+                                  "so",
+                                  "no",
+                                  "she",
+                                  "other",
+                                  "its",
+                                  "may",
+                                  "these",
+                                  "what",
+                                  "them",
+                                  "than",
+                                  "some",
+                                  "him",
+                                  "time",
+                                  "into",
+                                  "only",
+                                  "do",
+                                  "could",
+                                  "new",
+                                  "about",
+                                  "two",
+                                  "first",
+                                  "then",
+                                  "also",
+                                  "any",
+                                  "like",
+                                  "our",
+                                  "over",
+                                  "such",
+                                  "people",
+                                  "years",
+                                  "most",
+                                  "state",
+                                  "world",
+                                  "model",
+                                  "language",
+                                  "sequence",
+                                  "memory",
+                                  "training",
+                                  "inference",
+                                  "server",
+                                  "request",
+                                  "token",
+                                  "between",
+                                  "through",
+                                  "because",
+                                  "however",
+                                  "government",
+                                  "information",
+                                  "development",
+                                  "understanding",
+                                  "particularly",
+                                  "significant",
+                                  "distribution",
+                                  "approximately",
+                                  "experimental",
+                                  "architecture",
+                                  "selective",
+                                  "efficient",
+                                  "throughput",
+                                  "latency",
+                                  "hardware",
+                                  "scan",
+                                  "don't",
+                                  "it's",
+                                  "can't",
+                                  "they're",
+                                  "we've",
+                                  "I'll",
+                                  "she'd",
+                                  "I'm",
+                                  "London",
+                                  "Paris",
+                                  "Mamba",
+                                  "Transformer",
+                                  "GPU",
+                                  "CPU",
+                                  "January",
+                                  "Monday",
+                                  "Professor",
+                                  "Dr.",
+                                  "U.S."};
 
 // English-like prose: Zipf-distributed words, sentences, punctuation, numbers, paragraphs.
 std::string GenerateEnglish(size_t bytes, uint64_t seed) {
@@ -82,10 +197,33 @@ std::string GenerateEnglish(size_t bytes, uint64_t seed) {
 // Whitespace runs of all kinds and lengths, emoji (ZWJ sequences, flags, skin tones), CJK,
 // accents (composed and decomposed) and a little ASCII.
 std::string GenerateWhitespaceEmoji(size_t bytes, uint64_t seed) {
-  static const char* kPieces[] = {
-      "😀", "🎉", "👩‍💻", "👨‍👩‍👧‍👦", "🇯🇵", "🇺🇸", "👍🏽", "❤️", "🔥", "🚀",
-      "日本語", "中文字符", "한국어", "Ελληνικά", "русский", "العربية", "café", "cafe\u0301",
-      "naïve", "x", "def f():", "{", "}", "=>", "€100", "½", "…"};
+  static const char* kPieces[] = {"😀",
+                                  "🎉",
+                                  "👩‍💻",
+                                  "👨‍👩‍👧‍👦",
+                                  "🇯🇵",
+                                  "🇺🇸",
+                                  "👍🏽",
+                                  "❤️",
+                                  "🔥",
+                                  "🚀",
+                                  "日本語",
+                                  "中文字符",
+                                  "한국어",
+                                  "Ελληνικά",
+                                  "русский",
+                                  "العربية",
+                                  "café",
+                                  "cafe\u0301",
+                                  "naïve",
+                                  "x",
+                                  "def f():",
+                                  "{",
+                                  "}",
+                                  "=>",
+                                  "€100",
+                                  "½",
+                                  "…"};
   static const char* kSpaces[] = {" ", "\t", "\n", "\r\n", "\u00a0", "\u3000"};
   Rng rng{seed};
   std::string out;
@@ -123,35 +261,70 @@ std::pair<double, double> Measure(size_t bytes, double min_seconds, Fn&& fn) {
   return {rates.back(), rates[rates.size() / 2]};
 }
 
-int Run(const std::string& tokenizer_path, std::vector<Input> inputs, double min_seconds,
-        int threads) {
-  auto tok = Tokenizer::FromFile(tokenizer_path);
+// The text cut into documents of about `doc_bytes` bytes, at the next character boundary
+// (bench_npm.js cuts the same way).
+std::vector<std::string> SplitDocs(const std::string& text, size_t doc_bytes) {
+  std::vector<std::string> docs;
+  for (size_t i = 0; i < text.size();) {
+    size_t j = std::min(text.size(), i + doc_bytes);
+    while (j < text.size() && (static_cast<unsigned char>(text[j]) & 0xC0) == 0x80) ++j;
+    docs.push_back(text.substr(i, j - i));
+    i = j;
+  }
+  return docs;
+}
+
+struct RunOptions {
+  std::string tokenizer_path;
+  double min_seconds = 3.0;
+  size_t doc_bytes = 4096;
+  int threads = 1;
+};
+
+int Run(const RunOptions& options, const std::vector<Input>& inputs) {
+  auto tok = Tokenizer::FromFile(options.tokenizer_path);
   if (!tok.ok()) {
     std::fprintf(stderr, "%s\n", tok.status().ToString().c_str());
     return 1;
   }
-  std::printf("%-22s %10s %10s %12s %12s %12s\n", "input", "bytes", "tokens", "encode MB/s",
-              "(median)", "decode MB/s");
+  std::printf("%-22s %9s %9s %11s %9s %11s %9s %11s %11s\n", "input", "bytes", "tokens",
+              "whole MB/s", "(median)", "docs MB/s", "(median)", "decode MB/s", "stream MB/s");
   for (const Input& in : inputs) {
     auto ids = (*tok)->Encode(in.text);
     if (!ids.ok()) {
       std::fprintf(stderr, "%s: %s\n", in.name.c_str(), ids.status().ToString().c_str());
       return 1;
     }
-    auto [best, median] = Measure(in.text.size(), min_seconds, [&] { (void)(*tok)->Encode(in.text); });
-    auto [decode_best, unused] = Measure(in.text.size(), min_seconds / 4,
-                                         [&] { (void)(*tok)->Decode(*ids); });
-    std::printf("%-22s %10zu %10zu %12.1f %12.1f %12.1f\n", in.name.c_str(), in.text.size(),
-                ids->size(), best, median, decode_best);
-    if (threads > 1) {
-      // The same bytes as a batch of ~64 KiB documents, encoded on `threads` threads.
-      std::vector<std::string> docs;
-      for (size_t i = 0; i < in.text.size(); i += 65536) docs.push_back(in.text.substr(i, 65536));
-      auto [batch_best, batch_median] = Measure(in.text.size(), min_seconds, [&] {
-        (void)(*tok)->EncodeBatch(docs, threads);
+    const std::vector<std::string> docs = SplitDocs(in.text, options.doc_bytes);
+    auto [best, median] =
+        Measure(in.text.size(), options.min_seconds, [&] { (void)(*tok)->Encode(in.text); });
+    auto [docs_best, docs_median] = Measure(in.text.size(), options.min_seconds, [&] {
+      for (const std::string& d : docs) (void)(*tok)->Encode(d);
+    });
+    auto [decode_best, unused] =
+        Measure(in.text.size(), options.min_seconds / 4, [&] { (void)(*tok)->Decode(*ids); });
+    // Streaming: one IncrementalDetokenizer::Add per id, as the serving loop does.
+    auto [stream_best, unused2] = Measure(in.text.size(), options.min_seconds / 4, [&] {
+      mamba::engine::IncrementalDetokenizer detok(**tok);
+      size_t bytes = 0;
+      for (TokenId id : *ids) bytes += detok.Add(id).size();
+      bytes += detok.Flush().size();
+      if (bytes == 0) std::abort();
+    });
+    std::printf("%-22s %9zu %9zu %11.1f %9.1f %11.1f %9.1f %11.1f %11.1f\n", in.name.c_str(),
+                in.text.size(), ids->size(), best, median, docs_best, docs_median, decode_best,
+                stream_best);
+    if (options.threads > 1) {
+      auto batch = (*tok)->EncodeBatch(docs, options.threads);
+      if (!batch.ok()) {
+        std::fprintf(stderr, "%s\n", batch.status().ToString().c_str());
+        return 1;
+      }
+      auto [batch_best, batch_median] = Measure(in.text.size(), options.min_seconds, [&] {
+        (void)(*tok)->EncodeBatch(docs, options.threads);
       });
-      std::printf("%-22s %10s %10s %12.1f %12.1f   (EncodeBatch, %d threads)\n", "", "", "",
-                  batch_best, batch_median, threads);
+      std::printf("%-22s %9s %9s %11s %9s %11.1f %9.1f   (EncodeBatch, %d threads)\n", "", "", "",
+                  "", "", batch_best, batch_median, options.threads);
     }
   }
   return 0;
@@ -161,18 +334,18 @@ int Run(const std::string& tokenizer_path, std::vector<Input> inputs, double min
 
 int main(int argc, char** argv) {
   CLI::App app{"Tokenizer encoding throughput (single thread unless --threads)."};
-  std::string tokenizer_path = "models/gpt-neox-20b/tokenizer.json";
+  RunOptions options;
+  options.tokenizer_path = "models/gpt-neox-20b/tokenizer.json";
   std::vector<std::string> files;
   std::string write_inputs;
   size_t generated_bytes = 4 << 20;
-  double min_seconds = 3.0;
-  int threads = 1;
-  app.add_option("--tokenizer", tokenizer_path, "tokenizer.json");
+  app.add_option("--tokenizer", options.tokenizer_path, "tokenizer.json");
   app.add_option("--file", files, "extra input texts (UTF-8)");
   app.add_option("--generated-bytes", generated_bytes, "size of each generated text (0: none)");
   app.add_option("--write-inputs", write_inputs, "write the generated texts to this folder");
-  app.add_option("--min-seconds", min_seconds, "time spent per input");
-  app.add_option("--threads", threads, "also time EncodeBatch on this many threads");
+  app.add_option("--min-seconds", options.min_seconds, "time spent per measurement");
+  app.add_option("--doc-bytes", options.doc_bytes, "document size of the 'docs' column");
+  app.add_option("--threads", options.threads, "also time EncodeBatch of the documents");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Input> inputs;
@@ -196,5 +369,5 @@ int main(int argc, char** argv) {
     text << file.rdbuf();
     inputs.push_back({std::filesystem::path(f).filename().string(), text.str()});
   }
-  return Run(tokenizer_path, std::move(inputs), min_seconds, threads);
+  return Run(options, inputs);
 }

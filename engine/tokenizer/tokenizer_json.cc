@@ -16,8 +16,8 @@ namespace {
 using Json = nlohmann::json;
 
 absl::Status Unsupported(const std::string& what) {
-  return absl::UnimplementedError(absl::StrCat("tokenizer.json uses ", what,
-                                               ", which is not supported"));
+  return absl::UnimplementedError(
+      absl::StrCat("tokenizer.json uses ", what, ", which is not supported"));
 }
 
 absl::Status Malformed(const std::string& what) {
@@ -53,8 +53,8 @@ absl::Status ParseNormalizer(const Json& j, const std::string& where,
     auto it = j.find("normalizers");
     if (it == j.end() || !it->is_array()) return Malformed(absl::StrCat(where, ".normalizers"));
     for (size_t i = 0; i < it->size(); ++i) {
-      absl::Status s = ParseNormalizer((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"),
-                                       steps);
+      absl::Status s =
+          ParseNormalizer((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"), steps);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
@@ -65,9 +65,11 @@ absl::Status ParseNormalizer(const Json& j, const std::string& where,
     steps->push_back({Kind::kPrepend, it->get<std::string>()});
     return absl::OkStatus();
   }
-  static const std::pair<const char*, Kind> kSimple[] = {
-      {"NFC", Kind::kNfc}, {"NFD", Kind::kNfd}, {"NFKC", Kind::kNfkc},
-      {"NFKD", Kind::kNfkd}, {"Lowercase", Kind::kLowercase}};
+  static const std::pair<const char*, Kind> kSimple[] = {{"NFC", Kind::kNfc},
+                                                         {"NFD", Kind::kNfd},
+                                                         {"NFKC", Kind::kNfkc},
+                                                         {"NFKD", Kind::kNfkd},
+                                                         {"Lowercase", Kind::kLowercase}};
   for (const auto& [name, kind] : kSimple) {
     if (*type == name) {
       steps->push_back({kind, ""});
@@ -102,8 +104,7 @@ absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options) {
   if (!byte_level->contains("add_prefix_space")) {
     return Malformed("pre_tokenizer ByteLevel has no add_prefix_space");
   }
-  absl::StatusOr<bool> prefix =
-      BoolMember(*byte_level, "add_prefix_space", false, "pre_tokenizer");
+  absl::StatusOr<bool> prefix = BoolMember(*byte_level, "add_prefix_space", false, "pre_tokenizer");
   absl::StatusOr<bool> regex = BoolMember(*byte_level, "use_regex", true, "pre_tokenizer");
   if (!prefix.ok()) return prefix.status();
   if (!regex.ok()) return regex.status();
@@ -168,11 +169,13 @@ absl::Status ParseModel(const Json& model, BpeSpec* spec) {
   const std::string type = model.value("type", std::string(model.contains("merges") ? "BPE" : ""));
   if (type != "BPE") return Unsupported(absl::StrCat("model type \"", type, "\""));
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
-    if (!it->is_number() || it->get<double>() != 0.0) return Unsupported("model.dropout (BPE dropout)");
+    if (!it->is_number() || it->get<double>() != 0.0)
+      return Unsupported("model.dropout (BPE dropout)");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     auto it = model.find(key);
-    if (it != model.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty())) {
+    if (it != model.end() && !it->is_null() &&
+        !(it->is_string() && it->get<std::string>().empty())) {
       return Unsupported(absl::StrCat("model.", key));
     }
   }
@@ -212,10 +215,9 @@ absl::Status ParseAddedTokens(const Json& tokens, std::vector<AddedTokenSpec>* o
     absl::StatusOr<bool> special = BoolMember(t, "special", false, where);
     if (!special.ok()) return special.status();
     spec.special = *special;
-    absl::StatusOr<bool> flags[] = {BoolMember(t, "single_word", false, where),
-                                    BoolMember(t, "lstrip", false, where),
-                                    BoolMember(t, "rstrip", false, where),
-                                    BoolMember(t, "normalized", !spec.special, where)};
+    absl::StatusOr<bool> flags[] = {
+        BoolMember(t, "single_word", false, where), BoolMember(t, "lstrip", false, where),
+        BoolMember(t, "rstrip", false, where), BoolMember(t, "normalized", !spec.special, where)};
     for (const auto& f : flags) {
       if (!f.ok()) return f.status();
     }
@@ -234,8 +236,8 @@ absl::StatusOr<TokenizerSpec> ParseRoot(const Json& root) {
     if (root.contains(key) && !root[key].is_null()) return Unsupported(key);
   }
   TokenizerSpec spec;
-  if (absl::Status s = ParseNormalizer(root.value("normalizer", Json()), "normalizer",
-                                       &spec.normalizer);
+  if (absl::Status s =
+          ParseNormalizer(root.value("normalizer", Json()), "normalizer", &spec.normalizer);
       !s.ok()) {
     return s;
   }

@@ -22,11 +22,16 @@ struct Step {
 // Allowed range of the second byte after a given lead byte; later bytes are 80..BF.
 inline bool SecondByteOk(unsigned char lead, unsigned char b) {
   switch (lead) {
-    case 0xE0: return b >= 0xA0 && b <= 0xBF;  // no overlongs
-    case 0xED: return b >= 0x80 && b <= 0x9F;  // no surrogates
-    case 0xF0: return b >= 0x90 && b <= 0xBF;  // no overlongs
-    case 0xF4: return b >= 0x80 && b <= 0x8F;  // nothing above U+10FFFF
-    default: return b >= 0x80 && b <= 0xBF;
+    case 0xE0:
+      return b >= 0xA0 && b <= 0xBF;  // no overlongs
+    case 0xED:
+      return b >= 0x80 && b <= 0x9F;  // no surrogates
+    case 0xF0:
+      return b >= 0x90 && b <= 0xBF;  // no overlongs
+    case 0xF4:
+      return b >= 0x80 && b <= 0x8F;  // nothing above U+10FFFF
+    default:
+      return b >= 0x80 && b <= 0xBF;
   }
 }
 
@@ -107,10 +112,9 @@ size_t FindInvalid(std::string_view bytes) {
 absl::Status Validate(std::string_view bytes) {
   const size_t bad = FindInvalid(bytes);
   if (bad == kAllValid) return absl::OkStatus();
-  return absl::InvalidArgumentError(
-      absl::StrCat("input text is not valid UTF-8: invalid byte 0x",
-                   absl::Hex(static_cast<unsigned char>(bytes[bad]), absl::kZeroPad2),
-                   " at byte offset ", bad));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "input text is not valid UTF-8: invalid byte 0x",
+      absl::Hex(static_cast<unsigned char>(bytes[bad]), absl::kZeroPad2), " at byte offset ", bad));
 }
 
 void AppendLossy(std::string_view bytes, std::string* out) { DecodeLossy(bytes, false, out); }

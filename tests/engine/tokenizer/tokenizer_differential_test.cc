@@ -41,10 +41,10 @@ std::vector<Reference> EncodeWithHuggingFace(const std::vector<std::string>& tex
     std::ofstream in(in_path, std::ios::binary);
     for (const std::string& t : texts) in << Json(t).dump() << "\n";
   }
-  const std::string command = absl::StrCat(
-      "NODE_PATH='", std::getenv("MAMBA_TOKENIZERS_NODE_PATH"), "' node '", SourceDir(),
-      "/tests/engine/tokenizer/data/encode_jsonl.js' '", NeoxJsonPath(), "' '", in_path, "' '",
-      out_path, "'");
+  const std::string command =
+      absl::StrCat("NODE_PATH='", std::getenv("MAMBA_TOKENIZERS_NODE_PATH"), "' node '",
+                   SourceDir(), "/tests/engine/tokenizer/data/encode_jsonl.js' '", NeoxJsonPath(),
+                   "' '", in_path, "' '", out_path, "'");
   if (std::system(command.c_str()) != 0) {
     ADD_FAILURE() << "failed: " << command;
     return {};
@@ -87,17 +87,19 @@ TEST(TokenizerDifferentialTest, RandomStrings) {
   std::mt19937 rng(2024);
   // Mostly from interesting ranges, sometimes any scalar value.
   const std::pair<char32_t, char32_t> ranges[] = {
-      {0x20, 0x7E}, {0x09, 0x0D}, {0x20, 0x20}, {0xA0, 0x17F}, {0x300, 0x36F}, {0x370, 0x4FF},
-      {0x590, 0x6FF}, {0x900, 0x97F}, {0xE00, 0xE7F}, {0x1100, 0x11FF}, {0x2000, 0x206F},
-      {0x3000, 0x30FF}, {0x4E00, 0x4E80}, {0xAC00, 0xAC40}, {0xFE00, 0xFFFD},
-      {0x1F300, 0x1F64F}, {0x1F900, 0x1F9FF}, {0x1D400, 0x1D4FF}, {0xE0000, 0xE007F}};
+      {0x20, 0x7E},       {0x09, 0x0D},       {0x20, 0x20},      {0xA0, 0x17F},
+      {0x300, 0x36F},     {0x370, 0x4FF},     {0x590, 0x6FF},    {0x900, 0x97F},
+      {0xE00, 0xE7F},     {0x1100, 0x11FF},   {0x2000, 0x206F},  {0x3000, 0x30FF},
+      {0x4E00, 0x4E80},   {0xAC00, 0xAC40},   {0xFE00, 0xFFFD},  {0x1F300, 0x1F64F},
+      {0x1F900, 0x1F9FF}, {0x1D400, 0x1D4FF}, {0xE0000, 0xE007F}};
   std::vector<std::string> texts;
   for (int i = 0; i < 20000; ++i) {
     std::string s;
     for (int n = 1 + rng() % 24; n > 0; --n) {
       char32_t c;
       if (rng() % 10 == 0) {
-        do c = rng() % 0x110000; while (c >= 0xD800 && c <= 0xDFFF);
+        do c = rng() % 0x110000;
+        while (c >= 0xD800 && c <= 0xDFFF);
       } else {
         const auto& [lo, hi] = ranges[rng() % std::size(ranges)];
         c = lo + rng() % (hi - lo + 1);
@@ -179,8 +181,7 @@ TEST(TokenizerDifferentialTest, PerCodePointClassesAndNfc) {
   const std::string out_path = ::testing::TempDir() + "/tokenizer_unicode_probe.txt";
   const std::string command = absl::StrCat(
       "NODE_PATH='", std::getenv("MAMBA_TOKENIZERS_NODE_PATH"), "' node '", SourceDir(),
-      "/tests/engine/tokenizer/data/hf_unicode_probe.js' '", NeoxJsonPath(), "' '", out_path,
-      "'");
+      "/tests/engine/tokenizer/data/hf_unicode_probe.js' '", NeoxJsonPath(), "' '", out_path, "'");
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   auto pre = ByteLevelPreTokenizer::Create({});
   ASSERT_TRUE(pre.ok());
@@ -201,8 +202,8 @@ TEST(TokenizerDifferentialTest, PerCodePointClassesAndNfc) {
                  c);
     }
     std::string scratch;
-    const std::string probe = "a" + s + "\xCC\x81" + s + "\xCC\xA3" + s + "\xE1\x85\xA1" + s +
-                              "\xCC\x80";
+    const std::string probe =
+        "a" + s + "\xCC\x81" + s + "\xCC\xA3" + s + "\xE1\x85\xA1" + s + "\xCC\x80";
     if (nfc.Normalize(probe, &scratch) != hf_nfc) report.Add("NFC differs (kInertForHf)", c);
   }
   EXPECT_EQ(lines, 0x110000 - 1 - 0x800);

@@ -106,8 +106,8 @@ TEST(TokenizerLoadTest, MalformedModelsAreInvalidArgument) {
 TEST(TokenizerLoadTest, AddedTokenIdsMustBeTheOnesHuggingFaceAssigns) {
   Json json = TinyJson();
   const int64_t size = static_cast<int64_t>(json["model"]["vocab"].size());
-  json["added_tokens"].push_back({{"id", size + 5}, {"content", "<new>"}, {"special", true},
-                                  {"normalized", false}});
+  json["added_tokens"].push_back(
+      {{"id", size + 5}, {"content", "<new>"}, {"special", true}, {"normalized", false}});
   ExpectError(LoadStatus(json), absl::StatusCode::kInvalidArgument, "would assign id");
   json["added_tokens"].back()["id"] = size;
   EXPECT_TRUE(LoadStatus(json).ok());

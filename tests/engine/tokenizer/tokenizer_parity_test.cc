@@ -41,8 +41,8 @@ void ExpectAllEncode(TokFor tok_for, const std::string& label) {
     absl::StatusOr<std::vector<TokenId>> ids = tok_for(v).Encode(v.text);
     ASSERT_TRUE(ids.ok()) << ids.status();
     if (*ids != v.ids && ++failures <= 10) {
-      ADD_FAILURE() << label << " [" << v.tokenizer << "/" << v.name << "] "
-                    << Printable(v.text) << "\n  got:  " << ::testing::PrintToString(*ids)
+      ADD_FAILURE() << label << " [" << v.tokenizer << "/" << v.name << "] " << Printable(v.text)
+                    << "\n  got:  " << ::testing::PrintToString(*ids)
                     << "\n  want: " << ::testing::PrintToString(v.ids);
     }
   }
@@ -64,8 +64,7 @@ TEST(TokenizerParityTest, DecodeMatchesHuggingFace) {
     if ((*text != v.decoded || *skip != v.decoded_skip) && ++failures <= 10) {
       ADD_FAILURE() << "[" << v.tokenizer << "/" << v.name << "] " << Printable(v.text)
                     << "\n  decode got " << Printable(*text) << " want " << Printable(v.decoded)
-                    << "\n  skip got " << Printable(*skip) << " want "
-                    << Printable(v.decoded_skip);
+                    << "\n  skip got " << Printable(*skip) << " want " << Printable(v.decoded_skip);
     }
   }
   EXPECT_EQ(failures, 0);

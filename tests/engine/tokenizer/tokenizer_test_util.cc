@@ -54,8 +54,7 @@ std::string PatchedNeox(const Json& record) {
 
 VectorFile LoadVectors() {
   VectorFile file;
-  std::istringstream in(
-      ReadFileOrDie(SourceDir() + "/tests/engine/tokenizer/data/vectors.jsonl"));
+  std::istringstream in(ReadFileOrDie(SourceDir() + "/tests/engine/tokenizer/data/vectors.jsonl"));
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     const Json record = Json::parse(line);

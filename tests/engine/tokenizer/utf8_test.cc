@@ -32,22 +32,22 @@ TEST(Utf8Test, FindInvalid) {
   EXPECT_EQ(utf8::FindInvalid("xy\xED\xA0\x80"), 2u);                     // surrogate U+D800
   EXPECT_EQ(utf8::FindInvalid("\xF4\x90\x80\x80"), 0u);                   // above U+10FFFF
   EXPECT_EQ(utf8::FindInvalid("abc\xF5"), 3u);
-  EXPECT_EQ(utf8::FindInvalid("abcdefgh\xE4\xB8"), 8u);                   // truncated at end
-  EXPECT_EQ(utf8::FindInvalid("0123456789abcdef\xFF"), 16u);              // after a fast run
+  EXPECT_EQ(utf8::FindInvalid("abcdefgh\xE4\xB8"), 8u);       // truncated at end
+  EXPECT_EQ(utf8::FindInvalid("0123456789abcdef\xFF"), 16u);  // after a fast run
 }
 
 // Expected strings are what Rust's String::from_utf8_lossy returns.
 TEST(Utf8Test, LossyMatchesRust) {
   EXPECT_EQ(Lossy("hello"), "hello");
   EXPECT_EQ(Lossy("a\x80z"), std::string("a") + kR + "z");
-  EXPECT_EQ(Lossy("\xF0\x90\x80"), kR);                          // incomplete: one U+FFFD
+  EXPECT_EQ(Lossy("\xF0\x90\x80"), kR);  // incomplete: one U+FFFD
   EXPECT_EQ(Lossy("\xF0\x90\x80z"), std::string(kR) + "z");
-  EXPECT_EQ(Lossy("\xE0\x80"), std::string(kR) + kR);            // E0 80 is not a prefix
-  EXPECT_EQ(Lossy("\xED\xA0\x80"), std::string(kR) + kR + kR);   // surrogates: 3 replacements
+  EXPECT_EQ(Lossy("\xE0\x80"), std::string(kR) + kR);           // E0 80 is not a prefix
+  EXPECT_EQ(Lossy("\xED\xA0\x80"), std::string(kR) + kR + kR);  // surrogates: 3 replacements
   EXPECT_EQ(Lossy("\xC2"), kR);
   EXPECT_EQ(Lossy("\xC2\xC2\xA9"), std::string(kR) + "©");
   EXPECT_EQ(Lossy("\xFF\xFE"), std::string(kR) + kR);
-  EXPECT_EQ(Lossy("\xF4\x90"), std::string(kR) + kR);            // F4 90 exceeds U+10FFFF
+  EXPECT_EQ(Lossy("\xF4\x90"), std::string(kR) + kR);  // F4 90 exceeds U+10FFFF
   EXPECT_EQ(Lossy("\xE4\xB8\xAD\xE4\xB8"), std::string("中") + kR);
 }
 
@@ -67,9 +67,9 @@ TEST(Utf8Test, CompletePrefixKeepsOnlyAnUnfinishedCharacter) {
 // same text as decoding them at once.
 TEST(Utf8Test, PiecewiseLossyEqualsWholeLossy) {
   std::mt19937 rng(7);
-  const std::string alphabet[] = {"a", "\x80", "\xBF", "\xC2", "\xC3\xA9", "\xE4", "\xB8",
-                                  "\xAD", "\xED", "\xA0", "\xF0", "\x9F", "\x98", "\xF4",
-                                  "\x90", "\xFF", "\xE0"};
+  const std::string alphabet[] = {"a",    "\x80", "\xBF", "\xC2", "\xC3\xA9", "\xE4",
+                                  "\xB8", "\xAD", "\xED", "\xA0", "\xF0",     "\x9F",
+                                  "\x98", "\xF4", "\x90", "\xFF", "\xE0"};
   for (int trial = 0; trial < 20000; ++trial) {
     std::string bytes;
     for (int i = rng() % 12; i >= 0; --i) bytes += alphabet[rng() % std::size(alphabet)];

@@ -1,0 +1,414 @@
+// CudaBackend set-up, state slots, error handling and device-side greedy sampling; the passes
+// themselves are in cuda_forward.cc.
+#include "engine/cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+#include "kernels/cuda/causal_conv.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/packed_chunks.h"
+#include "kernels/cuda/sampling.h"
+#include "kernels/cuda/selective_scan.h"
+#include "spdlog/spdlog.h"
+
+namespace mamba::engine::cuda {
+namespace {
+
+using kernels::DType;
+namespace kc = kernels::cuda;
+
+static_assert(kc::kMaxTopN == kMaxTopLogprobs, "GPU top-n limit must match the API's");
+
+// Decode batch sizes that get a graph (a batch runs in the smallest bucket that holds it).
+constexpr int kBucketSizes[] = {1,   2,   4,   8,   16,  24,  32,  40,  48,  56,  64,  80,  96, 112,
+                                128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024};
+
+// Headroom left free when sizing the slot pool from free memory: graphs, cuBLAS, fragmentation.
+constexpr size_t kAutoSlotReserve = size_t{512} << 20;
+
+size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+DType ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
+  switch (want) {
+    case ComputeDType::kFloat32: return DType::kF32;
+    case ComputeDType::kBFloat16: return DType::kBF16;
+    case ComputeDType::kFloat16: return DType::kF16;
+    case ComputeDType::kAuto: break;
+  }
+  return ckpt.weight_dtype();
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options, int device,
+    const CudaBackendOptions& cuda_options) {
+  if (options.num_slots < 0) {
+    return absl::InvalidArgumentError("num_slots must be >= 0 (0 = as many as fit in memory)");
+  }
+  if (options.max_step_tokens < 1 || options.max_step_tokens > (int64_t{1} << 24)) {
+    return absl::InvalidArgumentError("max_step_tokens must be in [1, 16777216]");
+  }
+  if (cuda_options.max_graph_batch < 0 || cuda_options.max_auto_slots < 1 ||
+      !(cuda_options.state_memory_fraction > 0 && cuda_options.state_memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        "CudaBackendOptions: max_graph_batch >= 0, max_auto_slots >= 1, state_memory_fraction in (0, 1]");
+  }
+  const ModelConfig& c = checkpoint->config();
+  if (c.conv_kernel < 1 || c.conv_kernel > kc::kMaxConvWidth || c.state_size < 1 ||
+      c.state_size > kc::kMaxStateSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the CUDA engine supports conv_kernel 1..", kc::kMaxConvWidth, " and state_size 1..",
+        kc::kMaxStateSize, " (model: ", c.conv_kernel, ", ", c.state_size, ")"));
+  }
+  std::string why;
+  const int count = kc::DeviceCount(&why);
+  if (count == 0) return absl::FailedPreconditionError(absl::StrCat("no CUDA device: ", why));
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA device ", device, " does not exist (", count, " device(s))"));
+  }
+  int major = 0, minor = 0;
+  MAMBA_RETURN_IF_ERROR(CudaStatus(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute"));
+  MAMBA_RETURN_IF_ERROR(CudaStatus(
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute"));
+  if (major * 10 + minor < kc::kMinComputeCapability) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda:", device, " (", kc::DeviceDescription(device), ") has compute capability ", major,
+        ".", minor, "; the CUDA engine needs 8.0 or newer"));
+  }
+  const DType dtype = ResolveDType(*checkpoint, options.dtype);
+  std::unique_ptr<CudaBackend> b(new CudaBackend(std::move(checkpoint), options, cuda_options, device));
+  MAMBA_RETURN_IF_ERROR(b->Init(dtype));
+  return b;
+}
+
+CudaBackend::CudaBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
+                         const CudaBackendOptions& cuda_options, int device)
+    : checkpoint_(std::move(checkpoint)), options_(options), cuda_options_(cuda_options), device_(device) {}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (CUgraphExec_st* g : graphs_) {
+    if (g) cudaGraphExecDestroy(g);
+  }
+  gemm_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+  cudaGetLastError();
+  // Device buffers are freed by their destructors, on this device.
+}
+
+absl::Status CudaBackend::Init(DType dtype) {
+  MAMBA_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), absl::StrCat("cudaSetDevice(", device_, ")")));
+  device_name_ = kc::DeviceDescription(device_);
+  cudaStream_t stream = nullptr;
+  MAMBA_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+                                   "cudaStreamCreateWithFlags"));
+  stream_ = stream;
+  MAMBA_ASSIGN_OR_RETURN(gemm_, kc::CublasGemm::Create(stream_));
+  const double t0 = Now();
+  MAMBA_ASSIGN_OR_RETURN(weights_, UploadCudaWeights(*checkpoint_, dtype));
+  const ModelConfig& c = config();
+  conv_layer_floats_ = (c.conv_kernel - 1) * c.intermediate_size;
+  ssm_layer_floats_ = c.state_size * c.intermediate_size;
+  conv_slot_floats_ = conv_layer_floats_ * c.num_hidden_layers;
+  ssm_slot_floats_ = ssm_layer_floats_ * c.num_hidden_layers;
+  max_tokens_ = options_.max_step_tokens;
+  MAMBA_RETURN_IF_ERROR(AllocateScratch());
+  MAMBA_RETURN_IF_ERROR(AllocateSlotsAndLogits());
+  graphs_enabled_ = cuda_options_.cuda_graphs && !options_.profile && !cuda_options_.sync_each_kernel &&
+                    !buckets_.empty();
+  graphs_.assign(buckets_.size(), nullptr);
+  MAMBA_RETURN_IF_ERROR(Sync("initialization"));
+  spdlog::info("cuda:{}: {} MiB of weights uploaded in {:.2f} s; {} slots x {:.1f} MiB of state",
+               device_, weights_->arena.bytes() >> 20, Now() - t0, num_slots_,
+               static_cast<double>(state_bytes_per_slot()) / (1 << 20));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::AllocateScratch() {
+  const ModelConfig& c = config();
+  const size_t T = static_cast<size_t>(max_tokens_), d = static_cast<size_t>(c.hidden_size),
+               e = static_cast<size_t>(c.intermediate_size),
+               dbc = static_cast<size_t>(c.time_step_rank + 2 * c.state_size);
+  const size_t ws = kernels::SizeOf(weights_->compute);
+  struct Want {
+    DeviceBuffer* buf;
+    size_t bytes;
+    const char* what;
+  };
+  const Want wants[] = {
+      {&residual_, T * d * 4, "residual stream"},
+      {&delta_, T * d * 4, "out_proj output"},
+      {&normed_, T * d * ws, "normed activations"},
+      {&xz_, T * 2 * e * 4, "in_proj output"},
+      {&xc_, T * e * 4, "conv output"},
+      {&xc_lowp_, weights_->compute == DType::kF32 ? 0 : T * e * ws, "conv output (GEMM input)"},
+      {&dbc_, T * dbc * 4, "x_proj output"},
+      {&dt_, T * e * 4, "dt_proj output"},
+      {&y_, T * e * ws, "scan output"},
+      {&tokens_dev_, T * 4, "token ids"},
+      {&slots_dev_, T * 4, "decode slots"},
+      {&chunks_dev_, T * sizeof(kc::ChunkDesc), "chunk table"},
+      {&rows_dev_, T * 4, "logit rows"},
+  };
+  for (const Want& w : wants) {
+    MAMBA_ASSIGN_OR_RETURN(*w.buf, DeviceBuffer::Allocate(w.bytes, w.what));
+  }
+  stage_tokens_ = 0;
+  stage_slots_ = AlignUp(T * 4, 64);
+  stage_chunks_ = stage_slots_ + AlignUp(T * 4, 64);
+  stage_rows_ = stage_chunks_ + AlignUp(T * sizeof(kc::ChunkDesc), 64);
+  MAMBA_ASSIGN_OR_RETURN(staging_, PinnedBuffer::Allocate(stage_rows_ + T * 4, "input staging"));
+  return absl::OkStatus();
+}
+
+void CudaBackend::ChooseBuckets() {
+  buckets_.clear();
+  const int64_t cap = std::min<int64_t>(max_tokens_, cuda_options_.max_graph_batch);
+  for (int b : kBucketSizes) {
+    if (b > cap) break;
+    buckets_.push_back(b);
+    if (b >= num_slots_) break;
+  }
+}
+
+absl::Status CudaBackend::AllocateSlotsAndLogits() {
+  const ModelConfig& c = config();
+  const size_t ws = kernels::SizeOf(weights_->compute);
+  const size_t vocab = static_cast<size_t>(c.vocab_size), d = static_cast<size_t>(c.hidden_size);
+  int64_t slots = options_.num_slots;
+  if (slots == 0) {
+    size_t free_bytes = 0, total = 0;
+    MAMBA_RETURN_IF_ERROR(CudaStatus(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo"));
+    // Per slot: its state, plus the logits row and head input it may need at most.
+    const size_t per_slot = static_cast<size_t>(state_bytes_per_slot()) + vocab * 4 + d * ws;
+    const double usable = free_bytes > kAutoSlotReserve
+                              ? static_cast<double>(free_bytes - kAutoSlotReserve) *
+                                    cuda_options_.state_memory_fraction
+                              : 0.0;
+    slots = std::min<int64_t>(cuda_options_.max_auto_slots,
+                              static_cast<int64_t>(usable / static_cast<double>(per_slot)));
+    if (slots < 1) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no device memory left for a state slot (", free_bytes >> 20,
+          " MiB free after weights and scratch; a slot needs ", per_slot >> 20, " MiB)"));
+    }
+    spdlog::info("cuda:{}: {} state slots fit in {} MiB free", device_, slots, free_bytes >> 20);
+  }
+  num_slots_ = static_cast<int>(slots);
+  ChooseBuckets();
+  max_logit_rows_ = std::min<int64_t>(
+      max_tokens_, std::max<int64_t>(num_slots_, buckets_.empty() ? 0 : buckets_.back()));
+  const size_t R = static_cast<size_t>(max_logit_rows_);
+  MAMBA_ASSIGN_OR_RETURN(head_in_, DeviceBuffer::Allocate(R * d * ws, "LM head input"));
+  MAMBA_ASSIGN_OR_RETURN(logits_, DeviceBuffer::Allocate(R * vocab * 4, "logits"));
+  const size_t sample_bytes = R * (2 + 2 * kc::kMaxTopN) * 4;
+  MAMBA_ASSIGN_OR_RETURN(sample_dev_, DeviceBuffer::Allocate(sample_bytes, "greedy sampling output"));
+  MAMBA_ASSIGN_OR_RETURN(sample_host_, PinnedBuffer::Allocate(sample_bytes, "greedy sampling output"));
+  const size_t S = static_cast<size_t>(num_slots_);
+  MAMBA_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer::Allocate(S * static_cast<size_t>(conv_slot_floats_) * 4,
+                                                             "conv state pool"));
+  MAMBA_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer::Allocate(S * static_cast<size_t>(ssm_slot_floats_) * 4,
+                                                            "SSM state pool"));
+  for (DeviceBuffer* b : {&conv_state_, &ssm_state_}) {
+    if (b->bytes() == 0) continue;
+    MAMBA_RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(b->get(), 0, b->bytes(), stream_), "cudaMemsetAsync"));
+  }
+  return absl::OkStatus();
+}
+
+std::string CudaBackend::Describe() const {
+  const std::string graphs =
+      graphs_enabled_ ? absl::StrCat("CUDA graphs for decode batches up to ", buckets_.back())
+                      : std::string("no CUDA graphs");
+  return absl::StrCat("cuda:", device_, " (", device_name_, "): ", kernels::Name(weights_->compute),
+                      " weights (cuBLAS GEMMs), ", num_slots_, " state slots of ",
+                      absl::StrFormat("%.1f", static_cast<double>(state_bytes_per_slot()) / (1 << 20)),
+                      " MiB, ", graphs);
+}
+
+int CudaBackend::graphs_captured() const {
+  return static_cast<int>(std::count_if(graphs_.begin(), graphs_.end(), [](auto* g) { return g != nullptr; }));
+}
+
+// ---- Errors ----
+
+absl::Status CudaBackend::Ready() {
+  if (!broken_.ok()) return broken_;
+  return CudaStatus(cudaSetDevice(device_), absl::StrCat("cudaSetDevice(", device_, ")"));
+}
+
+absl::Status CudaBackend::Fail(absl::Status s) {
+  if (capturing_) return s;  // CaptureGraph reports it and falls back to eager steps
+  spdlog::error("cuda:{}: {}", device_, std::string(s.message()));
+  cudaGetLastError();  // clear a non-sticky error
+  // A sticky error (e.g. an illegal address) makes every later call fail: remember it.
+  if (const cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
+    broken_ = absl::InternalError(absl::StrCat("the CUDA engine on device ", device_,
+                                               " is unusable after an earlier error (",
+                                               cudaGetErrorName(e), "): ", s.message()));
+    spdlog::error("cuda:{}: device context lost; every later step will fail", device_);
+  }
+  return s;
+}
+
+absl::Status CudaBackend::Launched(int cuda_error, const char* kernel, int64_t layer, Op op) {
+  auto what = [&] {
+    return layer >= 0 ? absl::StrCat("kernel ", kernel, " (layer ", layer, ")")
+                      : absl::StrCat("kernel ", kernel);
+  };
+  if (cuda_error != 0) return Fail(CudaStatus(cuda_error, what()));
+  if ((cuda_options_.sync_each_kernel || options_.profile) && !capturing_) {
+    if (const cudaError_t e = cudaStreamSynchronize(stream_); e != cudaSuccess) {
+      return Fail(CudaStatus(e, what()));
+    }
+    if (options_.profile && op < kNumOps) {
+      const double now = Now();
+      op_seconds_[op] += now - profile_mark_;
+      profile_mark_ = now;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Sync(const std::string& what) {
+  if (const cudaError_t e = cudaStreamSynchronize(stream_); e != cudaSuccess) {
+    return Fail(CudaStatus(
+        e, cuda_options_.sync_each_kernel
+               ? what
+               : absl::StrCat(what, " (a kernel of this step failed; run with "
+                                    "CudaBackendOptions::sync_each_kernel to name it)")));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Slots ----
+
+absl::Status CudaBackend::CheckSlot(SlotId slot) const {
+  if (slot.value < 0 || slot.value >= num_slots_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("slot ", slot.value, " out of range [0, ", num_slots_, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ZeroSlotAsync(int32_t slot) {
+  if (conv_slot_floats_ > 0) {
+    MAMBA_RETURN_IF_ERROR(Launched(
+        cudaMemsetAsync(conv_state_.as<float>() + slot * conv_slot_floats_, 0,
+                        static_cast<size_t>(conv_slot_floats_) * 4, stream_),
+        "cudaMemsetAsync(conv state)", -1, kNumOps));
+  }
+  return Launched(cudaMemsetAsync(ssm_state_.as<float>() + slot * ssm_slot_floats_, 0,
+                                  static_cast<size_t>(ssm_slot_floats_) * 4, stream_),
+                  "cudaMemsetAsync(ssm state)", -1, kNumOps);
+}
+
+absl::Status CudaBackend::ResetSlot(SlotId slot) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  MAMBA_RETURN_IF_ERROR(Ready());
+  MAMBA_RETURN_IF_ERROR(ZeroSlotAsync(slot.value));
+  return Sync(absl::StrCat("reset of slot ", slot.value));
+}
+
+absl::Status CudaBackend::CopySlot(SlotId from, SlotId to) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(from));
+  MAMBA_RETURN_IF_ERROR(CheckSlot(to));
+  if (from == to) return absl::OkStatus();
+  MAMBA_RETURN_IF_ERROR(Ready());
+  if (conv_slot_floats_ > 0) {
+    float* base = conv_state_.as<float>();
+    MAMBA_RETURN_IF_ERROR(Launched(
+        cudaMemcpyAsync(base + to.value * conv_slot_floats_, base + from.value * conv_slot_floats_,
+                        static_cast<size_t>(conv_slot_floats_) * 4, cudaMemcpyDeviceToDevice, stream_),
+        "cudaMemcpyAsync(conv state)", -1, kNumOps));
+  }
+  float* base = ssm_state_.as<float>();
+  MAMBA_RETURN_IF_ERROR(Launched(
+      cudaMemcpyAsync(base + to.value * ssm_slot_floats_, base + from.value * ssm_slot_floats_,
+                      static_cast<size_t>(ssm_slot_floats_) * 4, cudaMemcpyDeviceToDevice, stream_),
+      "cudaMemcpyAsync(ssm state)", -1, kNumOps));
+  return Sync(absl::StrCat("copy of slot ", from.value, " to ", to.value));
+}
+
+// ---- Greedy sampling on the device ----
+
+absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out) {
+  if (top_n < 0 || top_n > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_n must be in [0, ", kMaxTopLogprobs, "], got ", top_n));
+  }
+  if (last_logit_rows_ < 0) {
+    return absl::FailedPreconditionError(
+        "SampleGreedy needs the logits of the last Decode or single-pass Prefill");
+  }
+  MAMBA_RETURN_IF_ERROR(Ready());
+  out->clear();
+  const int64_t R = last_logit_rows_, cap = max_logit_rows_;
+  if (R == 0) return absl::OkStatus();
+  auto* dev = sample_dev_.as<std::byte>();
+  auto* host = sample_host_.as<std::byte>();
+  // Layout (both sides): token [cap] | logprob [cap] | top ids [cap, top_n] | top logprobs.
+  const size_t tok_at = 0, lp_at = static_cast<size_t>(cap) * 4,
+               ids_at = static_cast<size_t>(cap) * 8,
+               tlp_at = ids_at + static_cast<size_t>(cap * kc::kMaxTopN) * 4;
+  kc::GreedyArgs g;
+  g.logits = logits_.as<float>();
+  g.logits_stride = config().vocab_size;
+  g.rows = R;
+  g.vocab = config().vocab_size;
+  g.top_n = top_n;
+  g.token = reinterpret_cast<int32_t*>(dev + tok_at);
+  g.logprob = reinterpret_cast<float*>(dev + lp_at);
+  g.top_ids = reinterpret_cast<int32_t*>(dev + ids_at);
+  g.top_logprobs = reinterpret_cast<float*>(dev + tlp_at);
+  MAMBA_RETURN_IF_ERROR(Launched(kc::GreedySample(g, stream_), "greedy_sample", -1, kNumOps));
+  const size_t n4 = static_cast<size_t>(R) * 4, top4 = static_cast<size_t>(R * top_n) * 4;
+  const std::pair<size_t, size_t> copies[] = {{tok_at, n4}, {lp_at, n4}, {ids_at, top4}, {tlp_at, top4}};
+  for (const auto& [at, bytes] : copies) {
+    if (bytes == 0) continue;
+    MAMBA_RETURN_IF_ERROR(Launched(
+        cudaMemcpyAsync(host + at, dev + at, bytes, cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync(sampled tokens)", -1, kNumOps));
+  }
+  MAMBA_RETURN_IF_ERROR(Sync("greedy sampling"));
+  const auto* tok = reinterpret_cast<const int32_t*>(host + tok_at);
+  const auto* lp = reinterpret_cast<const float*>(host + lp_at);
+  const auto* ids = reinterpret_cast<const int32_t*>(host + ids_at);
+  const auto* tlp = reinterpret_cast<const float*>(host + tlp_at);
+  out->resize(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r) {
+    SampledToken& s = (*out)[static_cast<size_t>(r)];
+    s.id = tok[r];
+    s.logprob = lp[r];
+    for (int k = 0; k < top_n; ++k) {
+      const int32_t id = ids[r * top_n + k];
+      if (id >= 0) s.top.push_back(TokenLogprob{id, tlp[r * top_n + k]});
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, double>> CudaBackend::OpSeconds() const {
+  static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
+                                                  "dt_proj", "scan", "out_proj", "head"};
+  std::vector<std::pair<std::string, double>> out;
+  for (int i = 0; i < kNumOps; ++i) out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
+  return out;
+}
+
+}  // namespace mamba::engine::cuda

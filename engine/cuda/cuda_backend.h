@@ -1,0 +1,156 @@
+// The CUDA engine: the CPU engine's passes over packed chunks (engine/cpu/cpu_backend.h) on one
+// GPU, with cuBLAS GEMMs and our kernels (kernels/cuda/), the state pool in device memory and
+// decode steps replayed from CUDA graphs captured per bucketed batch size.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/cuda/cuda_util.h"
+#include "engine/cuda/cuda_weights.h"
+#include "engine/sampling.h"
+#include "kernels/packed_chunks.h"
+
+struct CUstream_st;
+struct CUgraphExec_st;
+
+namespace mamba::kernels::cuda {
+class CublasGemm;
+struct GemmArgs;
+}
+
+namespace mamba::engine::cuda {
+
+// CUDA-only knobs (BackendOptions covers the rest). num_slots == 0 in BackendOptions means:
+// as many slots as fit in state_memory_fraction of the memory left after weights and scratch.
+struct CudaBackendOptions {
+  bool cuda_graphs = true;             // replay decode steps from captured graphs
+  int max_graph_batch = 256;           // largest decode batch bucket that gets a graph
+  double state_memory_fraction = 0.9;  // auto slots: share of the free memory for states
+  int max_auto_slots = 1024;           // auto slots: upper bound
+  bool sync_each_kernel = false;       // debugging: an asynchronous error names its kernel
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Errors: InvalidArgument (options, device index), FailedPrecondition (no usable device),
+  // ResourceExhausted (device memory), Internal (CUDA/cuBLAS failures).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
+      std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options, int device,
+      const CudaBackendOptions& cuda_options = {});
+  ~CudaBackend() override;
+
+  const ModelConfig& config() const override { return checkpoint_->config(); }
+  std::string Describe() const override;
+  kernels::DType compute_dtype() const override { return weights_->compute; }
+  int num_slots() const override { return num_slots_; }
+  // A CUDA error fails the call with Internal naming the kernel (or the step, for errors found
+  // at synchronization); an error that leaves the device unusable fails every later call too.
+  absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) override;
+  absl::Status Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                      Logits* logits) override;
+  absl::Status ResetSlot(SlotId slot) override;
+  absl::Status CopySlot(SlotId from, SlotId to) override;
+  std::vector<std::pair<std::string, double>> OpSeconds() const override;
+
+  // Decode that leaves the logits on the device for SampleGreedy (no [batch, vocab] copy to
+  // the host): with SampleGreedy, the device-side sampling path proposed for the Backend
+  // interface. The batch must fit one pass (<= max_step_tokens rows).
+  absl::Status DecodeOnDevice(std::span<const SlotId> slots, std::span<const TokenId> tokens);
+
+  // Greedy tokens with log-probs computed on the device from the logits rows of the last
+  // Decode (or single-pass Prefill): argmax (ties -> lowest id), its log-prob and the top_n
+  // (0..kMaxTopLogprobs) log-probs, best first, as Sampler reports them for temperature 0.
+  // Only [rows, 1 + top_n] values are copied back. (Sampling with temperature, top-k/p, min-p
+  // or penalties still needs the host row and engine/sampling.h's Sampler.)
+  absl::Status SampleGreedy(int top_n, std::vector<SampledToken>* out);
+
+  int device() const { return device_; }
+  int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }
+  int64_t state_bytes_per_slot() const { return (conv_slot_floats_ + ssm_slot_floats_) * 4; }
+  // Decode batch sizes that get a graph, and how many graphs were captured so far.
+  const std::vector<int>& graph_buckets() const { return buckets_; }
+  int graphs_captured() const;
+
+ private:
+  enum Op { kEmbed, kNorm, kInProj, kConv, kXProj, kDtProj, kScan, kOutProj, kHead, kNumOps };
+  // One pass over `tokens` rows. Decode: row i is a token of slot slots_dev_[i] (-1: padding),
+  // logits for every row. Prefill: chunk table in chunks_dev_, logits for the rows listed in
+  // rows_dev_.
+  struct PassShape {
+    int64_t tokens = 0;
+    bool decode = false;
+    int num_chunks = 0;
+    int64_t logit_rows = 0;
+  };
+
+  CudaBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
+              const CudaBackendOptions& cuda_options, int device);
+  absl::Status Init(kernels::DType dtype);
+  absl::Status AllocateScratch();
+  absl::Status AllocateSlotsAndLogits();
+  void ChooseBuckets();
+
+  absl::Status EnqueueForward(const PassShape& p);
+  absl::Status EnqueueLayer(int64_t l, const PassShape& p);
+  absl::Status EnqueueHead(const PassShape& p);
+  absl::Status RunPrefillPass(std::span<const kernels::SeqChunk> chunks,
+                              std::span<const TokenId> tokens, std::span<const int> logit_chunks,
+                              Logits* logits, int64_t first_row);
+  // Validates a decode batch; *chunks receives it as 1-token chunks.
+  absl::Status CheckDecode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                           std::vector<ChunkInput>* chunks);
+  // One decode pass; logits == nullptr leaves them on the device only.
+  absl::Status DecodeStep(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                          Logits* logits);
+  void CaptureGraph(size_t bucket);
+
+  // Error plumbing: Launched checks one enqueued op (and times it when profiling, unless op is
+  // kNumOps); Gemm does the same for a cuBLAS call; Sync
+  // waits for the stream; Fail logs, and marks the engine broken when the context is lost.
+  absl::Status Launched(int cuda_error, const char* kernel, int64_t layer, Op op);
+  absl::Status Gemm(const kernels::cuda::GemmArgs& args, const char* name, int64_t layer, Op op);
+  absl::Status Sync(const std::string& what);
+  absl::Status Fail(absl::Status s);
+  absl::Status Ready();  // broken_ or cudaSetDevice failure
+  absl::Status CheckSlot(SlotId slot) const;
+  absl::Status ZeroSlotAsync(int32_t slot);
+
+  std::shared_ptr<const Checkpoint> checkpoint_;
+  BackendOptions options_;
+  CudaBackendOptions cuda_options_;
+  int device_ = 0;
+  std::string device_name_;
+  int num_slots_ = 0;
+  CUstream_st* stream_ = nullptr;
+  std::unique_ptr<kernels::cuda::CublasGemm> gemm_;
+  std::unique_ptr<CudaWeights> weights_;
+  // State pool, slot-major so that one slot's whole state is one contiguous block (cheap
+  // reset, copy and future snapshots): conv [slots, layers, d_conv-1, d_inner] and
+  // ssm [slots, layers, d_state, d_inner], fp32.
+  DeviceBuffer conv_state_, ssm_state_;
+  int64_t conv_layer_floats_ = 0, ssm_layer_floats_ = 0;  // one layer of one slot
+  int64_t conv_slot_floats_ = 0, ssm_slot_floats_ = 0;    // all layers of one slot
+  // Per-pass scratch for max_tokens_ rows ("lowp" = compute dtype: GEMM inputs).
+  int64_t max_tokens_ = 0, max_logit_rows_ = 0;
+  DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, y_, head_in_, logits_;
+  DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
+  PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
+  size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets
+  DeviceBuffer sample_dev_;
+  PinnedBuffer sample_host_;
+  // Decode graphs: buckets_[i] rows, graphs_[i] null until captured.
+  std::vector<int> buckets_;
+  std::vector<CUgraphExec_st*> graphs_;
+  bool graphs_enabled_ = false;
+  bool capturing_ = false;
+  int64_t last_logit_rows_ = -1;  // rows of logits_ valid for SampleGreedy; -1 = none
+  absl::Status broken_;
+  std::array<double, kNumOps> op_seconds_{};
+  double profile_mark_ = 0;  // profiling: when the previous op finished (steady clock, s)
+};
+
+}  // namespace mamba::engine::cuda
