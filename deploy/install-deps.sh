@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libgrpc++-dev libprotobuf-dev protobuf-compiler-grpc grpc-proto
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  libboost-dev libdnnl-dev ocl-icd-opencl-dev
+  libboost-dev libssl-dev libdnnl-dev ocl-icd-opencl-dev
   libpcre2-dev libutf8proc-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl gnuplot-nox ccache

@@ -112,6 +112,7 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
   const RequestId id = live->id;
   inbox_.push_back(std::move(live));
   ++queued_;
+  ++outstanding_;
   lock.unlock();
   cv_.notify_one();
   return id;
@@ -133,7 +134,7 @@ void Engine::StartDrain() {
 
 bool Engine::WaitIdle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  auto idle = [&] { return queued_ == 0 && stats_.running == 0 && inbox_.empty(); };
+  auto idle = [&] { return outstanding_ == 0; };
   if (idle_cv_.wait_for(lock, timeout, idle)) return true;
   cancel_all_ = true;
   cv_.notify_one();

@@ -111,7 +111,8 @@ class Engine {
   std::vector<RequestId> cancels_;
   std::vector<RequestId> pending_cancels_;  // scheduler-side copy being applied
   uint64_t next_id_ = 1;
-  int64_t queued_ = 0;  // inbox + waiting, for admission control
+  int64_t queued_ = 0;       // inbox + waiting, for admission control
+  int64_t outstanding_ = 0;  // submitted and not yet finished and retired (for WaitIdle)
   bool draining_ = false;
   bool stop_ = false;
   bool cancel_all_ = false;  // set by WaitIdle when the drain timeout passes

@@ -73,6 +73,7 @@ void Engine::ExpireAndCancel() {
   if (dropped) {
     std::lock_guard<std::mutex> lock(mu_);
     queued_ -= dropped;
+    outstanding_ -= dropped;
   }
 }
 
@@ -244,8 +245,10 @@ void Engine::FailStep(const absl::Status& status) {
 }
 
 void Engine::Retire() {
+  int64_t retired = 0;
   for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->Done()) {
+      ++retired;
       for (const Completion& c : (*it)->completions) {
         if (c.slot.value >= 0) free_slots_.push_back(c.slot);
       }
@@ -255,10 +258,11 @@ void Engine::Retire() {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
+  outstanding_ -= retired;
   stats_.running = static_cast<int64_t>(running_.size());
   stats_.slots_used = stats_.slots_total - static_cast<int64_t>(free_slots_.size());
   ++stats_.steps;
-  if (queued_ == 0 && running_.empty() && inbox_.empty()) idle_cv_.notify_all();
+  if (outstanding_ == 0) idle_cv_.notify_all();
 }
 
 }  // namespace mamba::engine

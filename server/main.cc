@@ -64,7 +64,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   state.engine = eng->get();
   state.tokenizer = tokenizer.get();
   state.model_name = c.model_name.empty() ? fs::path(dir).filename().string() : c.model_name;
-  state.device = device;
+  state.device = device.substr(0, device.find(':'));  // "cpu" or "cuda"
 
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<GrpcServer> grpc;
@@ -74,7 +74,10 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
     http = std::move(*h);
   }
   if (c.grpc_port >= 0) {
-    auto g = GrpcServer::Start(&state, ToFrontEndOptions(c, c.grpc_port));
+    auto g = GrpcServer::Start(&state, ToFrontEndOptions(c, c.grpc_port),
+                               [&metrics](std::string_view method, int code) {
+                                 metrics.OnResponse("grpc", method, code);
+                               });
     if (!g.ok()) return Fail("cannot start gRPC", g.status());
     grpc = std::move(*g);
   }

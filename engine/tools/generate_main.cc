@@ -9,9 +9,7 @@
 #include "engine/generate.h"
 #include "engine/tools/tool_common.h"
 #include "nlohmann/json.hpp"
-#ifdef MAMBA_HAVE_TOKENIZER
 #include "engine/tokenizer/tokenizer.h"
-#endif
 
 namespace {
 
@@ -42,27 +40,22 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   std::vector<TokenId> ids;
-#ifdef MAMBA_HAVE_TOKENIZER
   std::unique_ptr<Tokenizer> tok;
   if (auto t = Tokenizer::FromFile(std::filesystem::path(ef.model_dir) / "tokenizer.json"); t.ok()) {
     tok = std::move(*t);
   }
-#endif
   if (!prompt_ids.empty()) {
     auto parsed = tools::ParseIdList(prompt_ids);
     if (!parsed.ok()) return Fail(parsed.status());
     ids = *parsed;
   } else if (!prompt.empty()) {
-#ifdef MAMBA_HAVE_TOKENIZER
     if (!tok) return Fail(absl::FailedPreconditionError("no usable tokenizer.json in " + ef.model_dir));
     auto enc = tok->Encode(prompt);
     if (!enc.ok()) return Fail(enc.status());
     ids = *enc;
-#else
-    return Fail(absl::UnimplementedError("built without the tokenizer; use --prompt-ids"));
-#endif
   } else {
     ids = {1898, 2656, 753};  // "And God said", for the bundled KJV model
+    if (tok) std::cout << "prompt: And God said\n";
   }
   auto backend = tools::LoadBackend(ef);
   if (!backend.ok()) return Fail(backend.status());
@@ -78,11 +71,9 @@ int main(int argc, char** argv) {
     std::vector<TokenId> out;
     for (const SampledToken& t : r.tokens) out.push_back(t.id);
     std::string text;
-#ifdef MAMBA_HAVE_TOKENIZER
     if (tok) {
       if (auto d = tok->Decode(out); d.ok()) text = *d;
     }
-#endif
     if (json_out) {
       nlohmann::json j{{"prompt_ids", ids}, {"ids", out}, {"text", text},
                        {"finish_reason", Name(r.finish)}};

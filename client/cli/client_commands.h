@@ -1,0 +1,42 @@
+// The mamba-client subcommands: each takes parsed options, talks to the target and returns the
+// process exit code (0 success, 1 any failure, with the reason on stderr).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "client/generation.h"
+
+namespace mamba::client::cli {
+
+struct GlobalOptions {
+  std::string target = "grpc://127.0.0.1:50051";
+  std::string api_key;
+  std::string tls_ca;
+  std::string tls_server_name;
+  std::string http_api = "openai";  // HTTP generation endpoint: openai or tgi
+  std::string model;                // OpenAI "model" field
+  double timeout_s = 600;
+};
+
+// Where the prompt comes from: an argument, a file, or stdin ("-" as either).
+struct PromptSource {
+  std::string text;
+  std::string file;
+  std::string token_ids;  // "1,2,3": send ids instead of text
+};
+
+struct GenerateOptions {
+  PromptSource prompt;
+  SamplingOptions sampling;
+  bool json = false;
+  bool stats = false;
+};
+
+int RunGenerate(const GlobalOptions& g, const GenerateOptions& o);
+int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_tokens, bool json);
+int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, bool skip_special, bool json);
+int RunInfo(const GlobalOptions& g, bool json);
+int RunHealth(const GlobalOptions& g, const std::string& service);
+
+}  // namespace mamba::client::cli

@@ -1,0 +1,250 @@
+#include "server/grpc/convert.h"
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/tokenizer/utf8.h"
+#include "google/protobuf/unknown_field_set.h"
+#include "kernels/dtype.h"
+
+namespace mamba::server {
+namespace {
+
+constexpr int32_t kDefaultMaxNewTokens = 16;
+
+absl::Status CheckUtf8(const std::string& text, const char* what) {
+  const size_t bad = engine::utf8::FindInvalid(text);
+  if (bad == engine::utf8::kAllValid) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(what, " is not valid UTF-8 (byte ", bad, ")"));
+}
+
+// Fills request.prompt (and the echo) from the oneof.
+absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
+                       PreparedRequest* out) {
+  std::vector<engine::TokenId>& prompt = out->request.prompt;
+  switch (in.prompt_case()) {
+    case v1::GenerateRequest::kText: {
+      if (state.tokenizer == nullptr) {
+        return absl::FailedPreconditionError("a text prompt needs a tokenizer; none is loaded");
+      }
+      if (absl::Status s = CheckUtf8(in.text(), "prompt text"); !s.ok()) return s;
+      absl::StatusOr<std::vector<engine::TokenId>> ids = state.tokenizer->Encode(in.text());
+      if (!ids.ok()) {
+        return absl::Status(ids.status().code(),
+                            absl::StrCat("prompt text: ", std::string(ids.status().message())));
+      }
+      prompt = *std::move(ids);
+      if (out->echo) out->prompt.set_text(in.text());
+      break;
+    }
+    case v1::GenerateRequest::kTokenIds: {
+      const auto& ids = in.token_ids().ids();
+      prompt.assign(ids.begin(), ids.end());
+      if (out->echo && state.tokenizer != nullptr) {
+        // Out-of-range ids are the engine's to reject, with its message; echo what decodes.
+        absl::StatusOr<std::string> text =
+            state.tokenizer->Decode(prompt, out->request.skip_special_tokens);
+        if (text.ok()) out->prompt.set_text(*text);
+      }
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("prompt: set text or token_ids");
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  const int64_t limit = state.engine->options().max_prompt_tokens;
+  if (static_cast<int64_t>(prompt.size()) > limit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the prompt has ", prompt.size(), " tokens; the limit is ", limit));
+  }
+  if (out->echo) out->prompt.mutable_token_ids()->Add(prompt.begin(), prompt.end());
+  return absl::OkStatus();
+}
+
+void SetSampling(const v1::SamplingParameters& s, engine::SamplingParams* p) {
+  if (s.has_temperature()) p->temperature = s.temperature();
+  p->top_k = s.top_k();
+  if (s.has_top_p()) p->top_p = s.top_p();
+  p->min_p = s.min_p();
+  if (s.has_repetition_penalty()) p->repetition_penalty = s.repetition_penalty();
+  p->presence_penalty = s.presence_penalty();
+  p->frequency_penalty = s.frequency_penalty();
+  if (s.has_seed()) p->seed = s.seed();
+}
+
+}  // namespace
+
+absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
+                                               const ServingState& state,
+                                               std::optional<engine::Clock::time_point> deadline) {
+  PreparedRequest out;
+  engine::Request& r = out.request;
+  out.echo = in.echo();
+  r.skip_special_tokens = in.has_skip_special_tokens() ? in.skip_special_tokens() : true;
+  if (absl::Status s = SetPrompt(in, state, &out); !s.ok()) return s;
+
+  engine::SamplingParams& p = r.params;
+  SetSampling(in.sampling(), &p);
+  const v1::StoppingCriteria& stop = in.stopping();
+  p.max_new_tokens = stop.has_max_new_tokens() ? stop.max_new_tokens() : kDefaultMaxNewTokens;
+  p.min_new_tokens = stop.min_new_tokens();
+  p.ignore_eos = stop.ignore_eos();
+  p.stop_token_ids.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
+  for (const std::string& s : stop.stop()) {
+    if (absl::Status st = CheckUtf8(s, "a stop string"); !st.ok()) return st;
+    r.stop_strings.push_back(s);
+  }
+  if (!r.stop_strings.empty() && state.tokenizer == nullptr) {
+    return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
+  }
+
+  p.top_logprobs = in.top_logprobs();
+  p.logprobs = in.logprobs() || in.top_logprobs() > 0;
+  out.token_details = p.logprobs;
+
+  if (in.n() < 0) return absl::InvalidArgumentError(absl::StrCat("n must be >= 1, got ", in.n()));
+  r.n = in.n() == 0 ? 1 : in.n();
+  r.deadline = deadline;
+  return out;
+}
+
+std::optional<engine::Clock::time_point> EngineDeadline(
+    std::chrono::system_clock::time_point client_deadline, int64_t default_timeout_ms) {
+  const engine::Clock::time_point now = engine::Clock::now();
+  std::optional<engine::Clock::time_point> deadline;
+  // gRPC reports "no deadline" as a time far in the future; a year is as good as none.
+  const auto left = client_deadline - std::chrono::system_clock::now();
+  if (left < std::chrono::hours(24 * 365)) {
+    deadline = now + std::chrono::duration_cast<engine::Clock::duration>(left);
+  }
+  if (!deadline && default_timeout_ms > 0)
+    deadline = now + std::chrono::milliseconds(default_timeout_ms);
+  return deadline;
+}
+
+::grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return ::grpc::Status::OK;
+  return ::grpc::Status(static_cast<::grpc::StatusCode>(status.code()),
+                        std::string(status.message()));
+}
+
+absl::Status ParseRequest(const ::grpc::ByteBuffer& buffer, google::protobuf::MessageLite* out) {
+  std::vector<::grpc::Slice> slices;
+  std::string bytes;
+  if (buffer.Valid()) {
+    if (!buffer.Dump(&slices).ok()) return absl::InvalidArgumentError("unreadable request");
+    bytes.reserve(buffer.Length());
+    for (const ::grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  if (out->ParseFromString(bytes)) return absl::OkStatus();
+  // The wire format alone (no schema, no UTF-8 check) parses: then a string field was the fault.
+  google::protobuf::UnknownFieldSet fields;
+  if (fields.ParseFromString(bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        out->GetTypeName(), ": a string field is not valid UTF-8 (send text as UTF-8)"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("malformed ", out->GetTypeName()));
+}
+
+void SerializeToBuffer(const google::protobuf::MessageLite& message, ::grpc::ByteBuffer* out) {
+  ::grpc::Slice slice(message.SerializeAsString());
+  ::grpc::ByteBuffer buffer(&slice, 1);
+  out->Swap(&buffer);
+}
+
+v1::FinishReason ToProto(engine::Finish reason) {
+  switch (reason) {
+    case engine::Finish::kStop:
+      return v1::FINISH_REASON_STOP;
+    case engine::Finish::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case engine::Finish::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+    case engine::Finish::kDeadline:
+      return v1::FINISH_REASON_DEADLINE;
+    case engine::Finish::kError:
+      return v1::FINISH_REASON_ERROR;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void FillToken(const engine::SampledToken& token, bool details, const engine::Tokenizer* tokenizer,
+               v1::Token* out) {
+  out->set_id(token.id);
+  if (!details) return;
+  out->set_logprob(token.logprob);
+  auto bytes_of = [&](engine::TokenId id) -> std::string {
+    if (tokenizer == nullptr) return {};
+    absl::StatusOr<std::string_view> b = tokenizer->TokenBytes(id);
+    return b.ok() ? std::string(*b) : std::string();
+  };
+  out->set_token_bytes(bytes_of(token.id));
+  for (const engine::TokenLogprob& alt : token.top) {
+    v1::TopLogprob* t = out->add_top_logprobs();
+    t->set_token_id(alt.id);
+    t->set_logprob(alt.logprob);
+    t->set_token_bytes(bytes_of(alt.id));
+  }
+}
+
+void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out) {
+  out->set_finish_reason(ToProto(event.reason));
+  out->set_matched_stop(event.matched_stop);
+  if (event.stop_token) out->set_stop_token_id(*event.stop_token);
+  v1::Usage* u = out->mutable_usage();
+  u->set_prompt_tokens(event.usage.prompt_tokens);
+  u->set_completion_tokens(event.usage.completion_tokens);
+  u->set_total_tokens(event.usage.prompt_tokens + event.usage.completion_tokens);
+  v1::Timing* t = out->mutable_timing();
+  t->set_queue_seconds(event.queue_seconds);
+  t->set_ttft_seconds(event.ttft_seconds);
+  t->set_e2e_seconds(event.e2e_seconds);
+}
+
+void FillModelInfo(const ServingState& state, v1::ModelInfo* out) {
+  const engine::Engine& e = *state.engine;
+  const engine::ModelConfig& c = e.backend().config();
+  out->set_model_name(state.model_name);
+  v1::ModelConfig* pc = out->mutable_config();
+  pc->set_vocab_size(c.vocab_size);
+  pc->set_hidden_size(c.hidden_size);
+  pc->set_state_size(c.state_size);
+  pc->set_num_hidden_layers(c.num_hidden_layers);
+  pc->set_intermediate_size(c.intermediate_size);
+  pc->set_conv_kernel(c.conv_kernel);
+  pc->set_time_step_rank(c.time_step_rank);
+  pc->set_layer_norm_epsilon(c.layer_norm_epsilon);
+  pc->set_use_bias(c.use_bias);
+  pc->set_use_conv_bias(c.use_conv_bias);
+  pc->set_residual_in_fp32(c.residual_in_fp32);
+  pc->set_tie_word_embeddings(c.tie_word_embeddings);
+  pc->set_hidden_act(c.hidden_act);
+  pc->set_bos_token_id(c.bos_token_id);
+  for (int64_t id : c.eos_token_ids) pc->add_eos_token_ids(id);
+  pc->set_pad_token_id(c.pad_token_id);
+
+  out->set_dtype(kernels::Name(e.backend().compute_dtype()));
+  out->set_device(state.device);
+  out->set_backend(e.backend().Describe());
+  out->set_num_parameters(c.NumParameters(!c.tie_word_embeddings));
+  out->set_state_bytes_per_sequence(c.StateBytesPerSequence());
+  out->set_has_tokenizer(state.tokenizer != nullptr);
+  out->set_tokenizer_vocab_size(state.tokenizer ? state.tokenizer->vocab_size() : 0);
+
+  const engine::EngineOptions& o = e.options();
+  const engine::EngineStats s = e.Stats();
+  out->set_slots_total(static_cast<int32_t>(s.slots_total));
+  out->set_max_prompt_tokens(o.max_prompt_tokens);
+  out->set_max_new_tokens_limit(o.max_new_tokens_limit);
+  out->set_max_queue(o.max_queue);
+  out->set_max_step_tokens(o.max_step_tokens);
+  out->set_slots_used(static_cast<int32_t>(s.slots_used));
+  out->set_requests_waiting(s.waiting);
+  out->set_requests_running(s.running);
+  out->set_draining(s.draining);
+}
+
+}  // namespace mamba::server

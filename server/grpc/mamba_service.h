@@ -1,0 +1,49 @@
+// mamba.v1.MambaService over the callback API: checks the API key, then hands Generate and
+// GenerateStream to their reactors (generate_calls.h) and answers the small RPCs inline. The
+// calls whose requests carry text take raw bytes and parse them themselves, so that invalid
+// UTF-8 is INVALID_ARGUMENT rather than gRPC's bare UNIMPLEMENTED for an unparsable message.
+#pragma once
+
+#include "absl/status/status.h"
+#include "mamba/v1/mamba.grpc.pb.h"
+#include "server/serving_state.h"
+
+namespace mamba::server {
+
+using MambaServiceBase = v1::MambaService::WithRawCallbackMethod_Generate<
+    v1::MambaService::WithRawCallbackMethod_GenerateStream<
+        v1::MambaService::WithRawCallbackMethod_Tokenize<v1::MambaService::CallbackService>>>;
+
+class MambaServiceImpl final : public MambaServiceBase {
+ public:
+  // `state` (and its engine) must outlive the service.
+  MambaServiceImpl(ServingState* state, const FrontEndOptions& options);
+
+  // Raw: v1::GenerateRequest -> v1::GenerateResponse / stream of v1::GenerateStreamResponse.
+  ::grpc::ServerUnaryReactor* Generate(::grpc::CallbackServerContext* context,
+                                       const ::grpc::ByteBuffer* request,
+                                       ::grpc::ByteBuffer* response) override;
+  ::grpc::ServerWriteReactor<::grpc::ByteBuffer>* GenerateStream(
+      ::grpc::CallbackServerContext* context, const ::grpc::ByteBuffer* request) override;
+  // Raw: v1::TokenizeRequest -> v1::TokenizeResponse.
+  ::grpc::ServerUnaryReactor* Tokenize(::grpc::CallbackServerContext* context,
+                                       const ::grpc::ByteBuffer* request,
+                                       ::grpc::ByteBuffer* response) override;
+  ::grpc::ServerUnaryReactor* Detokenize(::grpc::CallbackServerContext* context,
+                                         const v1::DetokenizeRequest* request,
+                                         v1::DetokenizeResponse* response) override;
+  ::grpc::ServerUnaryReactor* GetModelInfo(::grpc::CallbackServerContext* context,
+                                           const v1::GetModelInfoRequest* request,
+                                           v1::ModelInfo* response) override;
+
+ private:
+  // Unauthenticated (API key set, `authorization` metadata not "Bearer <key>") or Unavailable
+  // (no engine; for generation also while draining).
+  absl::Status Admit(const ::grpc::CallbackServerContext& context, bool generation) const;
+
+  ServingState* state_;
+  FrontEndOptions options_;
+  std::string expected_authorization_;  // "Bearer <key>", empty when no key is required
+};
+
+}  // namespace mamba::server

@@ -1,0 +1,240 @@
+// POST /v1/completions: runs a CompletionSpec and answers in OpenAI's text_completion shape,
+// whole or as SSE chunks (`data: {...}\n\n` ... `data: [DONE]\n\n`).
+#include "server/http/completions.h"
+
+#include <ctime>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace mamba::server::http {
+namespace {
+
+// OpenAI's logprobs object; the arrays grow token by token.
+struct Logprobs {
+  OrderedJson tokens = OrderedJson::array();
+  OrderedJson token_logprobs = OrderedJson::array();
+  OrderedJson top_logprobs = OrderedJson::array();
+  OrderedJson text_offset = OrderedJson::array();
+
+  OrderedJson ToJson() const {
+    return {{"tokens", tokens}, {"token_logprobs", token_logprobs},
+            {"top_logprobs", top_logprobs}, {"text_offset", text_offset}};
+  }
+};
+
+std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
+
+class CompletionCall : public GenerationCall {
+ public:
+  CompletionCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, CompletionSpec spec)
+      : GenerationCall(ctx, std::move(exchange)),
+        spec_(std::move(spec)),
+        id_(RandomId("cmpl-")),
+        created_(static_cast<int64_t>(std::time(nullptr))) {
+    choices_.resize(spec_.prompts.size() * static_cast<size_t>(spec_.request.n));
+  }
+
+  void Run(engine::Engine* engine) {
+    for (size_t p = 0; p < spec_.prompts.size(); ++p) {
+      engine::Request r = spec_.request;
+      r.prompt = spec_.prompts[p].ids;
+      if (std::optional<ApiError> e = Submit(engine, std::move(r), static_cast<int>(p))) {
+        Fail(*e);
+        return;
+      }
+      prompt_tokens_ += static_cast<int64_t>(spec_.prompts[p].ids.size());
+    }
+    for (size_t c = 0; c < choices_.size(); ++c) StartChoice(c);
+    if (!spec_.stream) return;
+    exchange_->StartStream();
+    if (!spec_.echo) return;
+    // The prompt text first, as its own chunk per choice.
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      if (!WriteOrCancel(Sse(Chunk(c, choices_[c].text, spec_.logprobs ? &choices_[c].lp : nullptr,
+                                   nullptr)))) {
+        return;
+      }
+      choices_[c].text.clear();
+      choices_[c].lp = Logprobs();
+    }
+  }
+
+ private:
+  struct Choice {
+    std::string text;   // unary: everything so far; stream: echo only
+    Logprobs lp;        // unary: everything so far
+    int64_t offset = 0;  // text_offset of the next token, in characters
+    const char* finish = nullptr;
+    bool done = false;
+  };
+
+  const Prompt& PromptOf(size_t choice) const {
+    return spec_.prompts[choice / static_cast<size_t>(spec_.request.n)];
+  }
+
+  // Echo puts the prompt (and, with logprobs, its tokens, whose log-probs we do not compute:
+  // null) in front of the choice.
+  void StartChoice(size_t c) {
+    if (!spec_.echo) return;
+    Choice& ch = choices_[c];
+    const Prompt& p = PromptOf(c);
+    const engine::Tokenizer* tok = ctx_.state->tokenizer;
+    if (p.text) {
+      ch.text = *p.text;
+    } else if (tok) {
+      // Ids the tokenizer lacks (an embedding's padding rows) decode to nothing, as in HF.
+      std::vector<engine::TokenId> known;
+      for (engine::TokenId id : p.ids) {
+        if (tok->IdToToken(id)) known.push_back(id);
+      }
+      ch.text = tok->Decode(known).value_or("");
+    }
+    if (!spec_.logprobs) {
+      ch.offset = CountCodePoints(ch.text);
+      return;
+    }
+    for (engine::TokenId id : p.ids) {
+      std::string t = TokenText(ctx_.state->tokenizer, id);
+      ch.lp.text_offset.push_back(ch.offset);
+      ch.offset += CountCodePoints(t);
+      ch.lp.tokens.push_back(std::move(t));
+      ch.lp.token_logprobs.push_back(nullptr);
+      ch.lp.top_logprobs.push_back(nullptr);
+    }
+    // Generated tokens' offsets continue from the echoed text itself.
+    ch.offset = CountCodePoints(ch.text);
+  }
+
+  void AddLogprob(Choice& ch, const engine::SampledToken& tok, Logprobs* lp) {
+    std::string t = TokenText(ctx_.state->tokenizer, tok.id);
+    lp->text_offset.push_back(ch.offset);
+    ch.offset += CountCodePoints(t);
+    lp->tokens.push_back(std::move(t));
+    lp->token_logprobs.push_back(tok.logprob);
+    OrderedJson top = OrderedJson::object();
+    for (const engine::TokenLogprob& alt : tok.top) {
+      top[TokenText(ctx_.state->tokenizer, alt.id)] = alt.logprob;
+    }
+    lp->top_logprobs.push_back(std::move(top));
+  }
+
+  OrderedJson Chunk(size_t c, const std::string& text, const Logprobs* lp, const char* finish) const {
+    OrderedJson choice = {{"index", c}, {"text", text}};
+    choice["logprobs"] = lp ? lp->ToJson() : OrderedJson(nullptr);
+    choice["finish_reason"] = finish ? OrderedJson(finish) : OrderedJson(nullptr);
+    OrderedJson j = Envelope();
+    j["choices"] = OrderedJson::array({std::move(choice)});
+    if (spec_.include_usage) j["usage"] = nullptr;
+    return j;
+  }
+
+  OrderedJson Envelope() const {
+    return {{"id", id_}, {"object", "text_completion"}, {"created", created_},
+            {"model", ctx_.state->model_name}};
+  }
+
+  OrderedJson Usage() const {
+    return {{"prompt_tokens", prompt_tokens_},
+            {"completion_tokens", completion_tokens_},
+            {"total_tokens", prompt_tokens_ + completion_tokens_}};
+  }
+
+  size_t ChoiceIndex(int prompt_index, int index) const {
+    return static_cast<size_t>(prompt_index) * static_cast<size_t>(spec_.request.n) +
+           static_cast<size_t>(index);
+  }
+
+  void OnToken(int prompt_index, const engine::TokenEvent& ev) override {
+    const size_t c = ChoiceIndex(prompt_index, ev.index);
+    Choice& ch = choices_[c];
+    if (!spec_.stream) {
+      ch.text += ev.text;
+      if (spec_.logprobs) AddLogprob(ch, ev.token, &ch.lp);
+      return;
+    }
+    if (!spec_.logprobs) {
+      if (!ev.text.empty()) WriteOrCancel(Sse(Chunk(c, ev.text, nullptr, nullptr)));
+      return;
+    }
+    Logprobs lp;
+    AddLogprob(ch, ev.token, &lp);
+    WriteOrCancel(Sse(Chunk(c, ev.text, &lp, nullptr)));
+  }
+
+  void OnFinish(int prompt_index, const engine::FinishEvent& ev) override {
+    const size_t c = ChoiceIndex(prompt_index, ev.index);
+    Choice& ch = choices_[c];
+    ch.done = true;
+    completion_tokens_ += ev.usage.completion_tokens;
+    const bool ok = ev.reason == engine::Finish::kStop || ev.reason == engine::Finish::kLength;
+    if (!ok && !spec_.stream) return Fail(FinishError(ev.status));
+    if (ok) ch.finish = ev.reason == engine::Finish::kStop ? "stop" : "length";
+    if (spec_.stream) {
+      // A completion that ended badly mid-stream: an error event in its place (as vLLM does).
+      OrderedJson event = ok ? Chunk(c, ev.text, nullptr, ch.finish) : ErrorBody(FinishError(ev.status));
+      if (!WriteOrCancel(Sse(event))) return;
+    } else {
+      ch.text += ev.text;
+    }
+    if (++finished_ == choices_.size()) Complete();
+  }
+
+  void Complete() {
+    done_ = true;
+    if (spec_.stream) {
+      if (spec_.include_usage) {
+        OrderedJson j = Envelope();
+        j["choices"] = OrderedJson::array();
+        j["usage"] = Usage();
+        if (!WriteOrCancel(Sse(j))) return;
+      }
+      if (WriteOrCancel("data: [DONE]\n\n")) exchange_->EndStream();
+      return;
+    }
+    OrderedJson choices = OrderedJson::array();
+    for (size_t c = 0; c < choices_.size(); ++c) {
+      OrderedJson choice = {{"index", c}, {"text", std::move(choices_[c].text)}};
+      choice["logprobs"] = spec_.logprobs ? choices_[c].lp.ToJson() : OrderedJson(nullptr);
+      choice["finish_reason"] = choices_[c].finish;
+      choices.push_back(std::move(choice));
+    }
+    OrderedJson j = Envelope();
+    j["choices"] = std::move(choices);
+    j["usage"] = Usage();
+    exchange_->Respond({200, "application/json", Dump(j), {}});
+  }
+
+  CompletionSpec spec_;
+  std::string id_;
+  int64_t created_;
+  std::vector<Choice> choices_;
+  size_t finished_ = 0;
+  int64_t prompt_tokens_ = 0;
+  int64_t completion_tokens_ = 0;
+};
+
+}  // namespace
+
+std::string RandomId(std::string_view prefix) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return absl::StrFormat("%s%012x%012x", std::string(prefix), rng() & 0xFFFFFFFFFFFFull,
+                         rng() & 0xFFFFFFFFFFFFull);
+}
+
+void HandleCompletions(const HandlerContext& ctx, const HttpRequest& request,
+                       std::shared_ptr<Exchange> exchange) {
+  absl::StatusOr<engine::Engine*> engine = ServingEngine(ctx);
+  if (!engine.ok()) return exchange->Respond(ErrorResponse(ParseError(engine.status())));
+  absl::StatusOr<Json> body = ParseObject(request.body);
+  if (!body.ok()) return exchange->Respond(ErrorResponse(ParseError(body.status())));
+  CompletionSpec spec;
+  if (absl::Status s = ParseCompletionRequest(*body, ctx, &spec); !s.ok()) {
+    return exchange->Respond(ErrorResponse(ParseError(s)));
+  }
+  auto call = std::make_shared<CompletionCall>(ctx, std::move(exchange), std::move(spec));
+  call->Run(*engine);
+}
+
+}  // namespace mamba::server::http

@@ -1,0 +1,39 @@
+// OpenAI's legacy completions endpoint, POST /v1/completions: the request parsed into engine
+// requests (one per prompt, each with n completions), answered at once or as SSE chunks.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/http/exchange.h"
+#include "server/http/generation_call.h"
+#include "server/http/json_util.h"
+
+namespace mamba::server::http {
+
+struct CompletionSpec {
+  std::vector<Prompt> prompts;  // choices are indexed prompt_index * n + i
+  engine::Request request;      // everything but the prompt; n in request.n
+  bool stream = false;
+  bool include_usage = false;   // stream_options.include_usage
+  bool echo = false;
+  std::optional<int> logprobs;  // OpenAI `logprobs`: alternatives per token, when set
+};
+
+// Fields (OpenAI): model, prompt (string | [string] | [int] | [[int]]), max_tokens (16),
+// temperature, top_p, n, best_of (== n only), stream, stream_options.include_usage, stop,
+// seed, logprobs, echo, presence_penalty, frequency_penalty, user (ignored); extensions:
+// top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
+// skip_special_tokens, stop_token_ids, timeout (seconds). Unknown fields are ignored; suffix
+// and logit_bias are refused when given. Errors follow api_error.h (400 type, 422 range).
+absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx, CompletionSpec* out);
+
+void HandleCompletions(const HandlerContext& ctx, const HttpRequest& request,
+                       std::shared_ptr<Exchange> exchange);
+
+// "cmpl-" / "gen-" + 24 random hex digits.
+std::string RandomId(std::string_view prefix);
+
+}  // namespace mamba::server::http

@@ -1,0 +1,88 @@
+// The shared machinery of an HTTP call that runs engine requests: submitting with sinks that
+// hop each event onto the connection's strand (the engine thread never blocks or formats),
+// cancelling every request when the client goes away or falls too far behind, and turning
+// Submit refusals into HTTP errors. The OpenAI and TGI handlers derive from it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/engine.h"
+#include "server/http/api_error.h"
+#include "server/http/exchange.h"
+#include "server/serving_state.h"
+
+namespace mamba::server {
+class Metrics;
+}
+
+namespace mamba::server::http {
+
+// What every handler may use; outlives the server's I/O threads.
+struct HandlerContext {
+  ServingState* state = nullptr;
+  Metrics* metrics = nullptr;
+  FrontEndOptions options;
+};
+
+// A prompt as the client gave it: ids always, the text when it came as text.
+struct Prompt {
+  std::vector<engine::TokenId> ids;
+  std::optional<std::string> text;
+};
+
+// The deadline of a request: the server's request_timeout_ms and a per-request `timeout` in
+// seconds (0 = none), whichever ends first.
+std::optional<engine::Clock::time_point> Deadline(const FrontEndOptions& options, double timeout_s);
+
+// Text of one token for logprobs and TGI token lists (the token's bytes lossily decoded; a
+// special token's content). Empty for ids without a token.
+std::string TokenText(const engine::Tokenizer* tokenizer, engine::TokenId id);
+
+// Encodes a text prompt. InvalidArgument (-> 400) without a tokenizer or for invalid UTF-8;
+// ResourceExhausted (-> 413) beyond the engine's max_prompt_tokens; InvalidArgument for an
+// empty prompt.
+absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, Prompt* out);
+// Checks a token-id prompt's length the same way.
+absl::Status CheckPromptLength(const HandlerContext& ctx, const Prompt& prompt);
+
+// An engine that accepts requests, or Unavailable (-> 503) while starting or draining.
+absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx);
+
+class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
+ public:
+  GenerationCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange);
+  virtual ~GenerationCall() = default;
+
+ protected:
+  // Submits one engine request whose events arrive at OnToken / OnFinish with `prompt_index`,
+  // on the strand. On refusal returns the error (nothing was submitted for it). The first
+  // successful Submit registers the client-gone hook.
+  std::optional<ApiError> Submit(engine::Engine* engine, engine::Request request, int prompt_index);
+  // Cancels every submitted request (idempotent per request; the engine ignores finished ids).
+  void CancelAll();
+  // Ends the exchange with an error response and cancels whatever was submitted.
+  void Fail(const ApiError& error);
+  // Writes stream bytes; when the client is too slow or gone, cancels everything, aborts the
+  // connection and returns false.
+  bool WriteOrCancel(std::string data);
+
+  virtual void OnToken(int prompt_index, const engine::TokenEvent& event) = 0;
+  virtual void OnFinish(int prompt_index, const engine::FinishEvent& event) = 0;
+
+  const HandlerContext& ctx_;
+  std::shared_ptr<Exchange> exchange_;
+  engine::Engine* engine_ = nullptr;
+  bool done_ = false;  // the response is complete or abandoned: later events are ignored
+
+ private:
+  class Sink;
+  std::vector<engine::RequestId> submitted_;
+};
+
+}  // namespace mamba::server::http

@@ -1,0 +1,171 @@
+#include "server/http/router.h"
+
+#include <array>
+#include <ctime>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/http/api_error.h"
+#include "server/http/completions.h"
+#include "server/http/json_util.h"
+#include "server/http/tgi.h"
+#include "server/metrics.h"
+
+namespace mamba::server::http {
+namespace {
+
+enum class Route {
+  kHealth, kMetrics, kModels, kModel, kCompletions, kGenerate, kGenerateStream, kTokenize,
+  kDetokenize, kNone
+};
+
+struct RouteInfo {
+  Route route;
+  const char* method;
+};
+
+RouteInfo Find(std::string_view path) {
+  if (path == "/health") return {Route::kHealth, "GET"};
+  if (path == "/metrics") return {Route::kMetrics, "GET"};
+  if (path == "/v1/models") return {Route::kModels, "GET"};
+  if (path.starts_with("/v1/models/")) return {Route::kModel, "GET"};
+  if (path == "/v1/completions") return {Route::kCompletions, "POST"};
+  if (path == "/generate") return {Route::kGenerate, "POST"};
+  if (path == "/generate_stream") return {Route::kGenerateStream, "POST"};
+  if (path == "/tokenize") return {Route::kTokenize, "POST"};
+  if (path == "/detokenize") return {Route::kDetokenize, "POST"};
+  return {Route::kNone, ""};
+}
+
+HttpResponse JsonResponse(const OrderedJson& j, int status = 200) {
+  return {status, "application/json", Dump(j), {}};
+}
+
+// Compares in time independent of where the strings differ.
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() != b.size();
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(b.size(), 1)];
+  return diff == 0;
+}
+
+HttpResponse Health(const HandlerContext& ctx) {
+  switch (ctx.state->health.load()) {
+    case Health::kServing: return JsonResponse({{"status", "ok"}});
+    case Health::kStarting: {
+      OrderedJson j = ErrorBody({503, "the server is starting"});
+      j["status"] = "starting";
+      return JsonResponse(j, 503);
+    }
+    case Health::kDraining: break;
+  }
+  OrderedJson j = ErrorBody({503, "the server is shutting down"});
+  j["status"] = "draining";
+  return JsonResponse(j, 503);
+}
+
+HttpResponse MetricsText(const HandlerContext& ctx) {
+  if (!ctx.metrics) return ErrorResponse({404, "metrics are not enabled"});
+  engine::EngineStats stats;
+  if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
+    stats = ctx.state->engine->Stats();
+  }
+  return {200, "text/plain; version=0.0.4; charset=utf-8", ctx.metrics->Render(stats), {}};
+}
+
+OrderedJson ModelCard(const HandlerContext& ctx, int64_t created) {
+  OrderedJson m = {{"id", ctx.state->model_name}, {"object", "model"}, {"created", created},
+                   {"owned_by", "mambaserve"}};
+  if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
+    m["max_prompt_tokens"] = ctx.state->engine->options().max_prompt_tokens;
+  }
+  return m;
+}
+
+HttpResponse Tokenize(const HandlerContext& ctx, const HttpRequest& request) {
+  absl::StatusOr<Json> body = ParseObject(request.body);
+  if (!body.ok()) return ErrorResponse(ParseError(body.status()));
+  auto it = body->find("prompt");
+  if (it == body->end() || !it->is_string()) {
+    return ErrorResponse({400, "'prompt' is required and must be a string"});
+  }
+  if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
+  absl::StatusOr<std::vector<engine::TokenId>> ids = ctx.state->tokenizer->Encode(it->get<std::string>());
+  if (!ids.ok()) return ErrorResponse({400, std::string(ids.status().message())});
+  return JsonResponse({{"tokens", *ids}, {"count", ids->size()}});
+}
+
+HttpResponse Detokenize(const HandlerContext& ctx, const HttpRequest& request) {
+  absl::StatusOr<Json> body = ParseObject(request.body);
+  if (!body.ok()) return ErrorResponse(ParseError(body.status()));
+  auto it = body->find("tokens");
+  if (it == body->end()) return ErrorResponse({400, "'tokens' is required"});
+  std::vector<engine::TokenId> ids;
+  if (absl::Status s = ReadTokenIds(*it, "tokens", &ids); !s.ok()) return ErrorResponse(ParseError(s));
+  if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
+  absl::StatusOr<std::string> text = ctx.state->tokenizer->Decode(ids);
+  if (!text.ok()) return ErrorResponse({422, std::string(text.status().message())});
+  return JsonResponse({{"prompt", *text}});
+}
+
+}  // namespace
+
+Router::Router(HandlerContext ctx) : ctx_(std::move(ctx)), created_(std::time(nullptr)) {}
+
+std::string_view Router::EndpointLabel(std::string_view path) {
+  const Route r = Find(path).route;
+  if (r == Route::kNone) return "other";
+  if (r == Route::kModel) return "/v1/models/{id}";
+  return path;
+}
+
+bool Router::Authorized(const HttpRequest& request) const {
+  if (ctx_.options.api_key.empty()) return true;
+  std::string_view auth = request.authorization;
+  constexpr std::string_view kBearer = "bearer ";
+  if (auth.size() < kBearer.size() || !absl::EqualsIgnoreCase(std::string(auth.substr(0, kBearer.size())), "bearer ")) {
+    return false;
+  }
+  auth.remove_prefix(kBearer.size());
+  while (!auth.empty() && auth.front() == ' ') auth.remove_prefix(1);
+  return ConstantTimeEquals(auth, ctx_.options.api_key);
+}
+
+void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchange) {
+  const RouteInfo info = Find(request.path);
+  if (info.route != Route::kHealth && !Authorized(request)) {
+    return exchange->Respond(ErrorResponse({401, "a valid API key is required (Authorization: Bearer <key>)"}));
+  }
+  if (info.route == Route::kNone) {
+    return exchange->Respond(ErrorResponse({404, absl::StrCat("no route for ", request.path)}));
+  }
+  if (request.method != info.method) {
+    HttpResponse r = ErrorResponse(
+        {405, absl::StrCat(request.path, " accepts ", info.method, ", not ", request.method)});
+    r.headers.emplace_back("Allow", info.method);
+    return exchange->Respond(std::move(r));
+  }
+  switch (info.route) {
+    case Route::kHealth: return exchange->Respond(Health(ctx_));
+    case Route::kMetrics: return exchange->Respond(MetricsText(ctx_));
+    case Route::kModels: {
+      OrderedJson list = {{"object", "list"},
+                          {"data", OrderedJson::array({ModelCard(ctx_, created_)})}};
+      return exchange->Respond(JsonResponse(list));
+    }
+    case Route::kModel: {
+      const std::string_view id = std::string_view(request.path).substr(std::string_view("/v1/models/").size());
+      if (id != ctx_.state->model_name) {
+        return exchange->Respond(ErrorResponse({404, absl::StrCat("the model '", std::string(id), "' does not exist")}));
+      }
+      return exchange->Respond(JsonResponse(ModelCard(ctx_, created_)));
+    }
+    case Route::kCompletions: return HandleCompletions(ctx_, request, std::move(exchange));
+    case Route::kGenerate: return HandleTgiGenerate(ctx_, request, std::move(exchange), false);
+    case Route::kGenerateStream: return HandleTgiGenerate(ctx_, request, std::move(exchange), true);
+    case Route::kTokenize: return exchange->Respond(Tokenize(ctx_, request));
+    case Route::kDetokenize: return exchange->Respond(Detokenize(ctx_, request));
+    case Route::kNone: break;
+  }
+}
+
+}  // namespace mamba::server::http

@@ -1,0 +1,224 @@
+#include "server/http/tgi.h"
+
+#include <algorithm>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace mamba::server::http {
+namespace {
+
+constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
+constexpr int32_t kDefaultMaxNewTokens = 100;  // TGI's default
+
+std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
+
+absl::Status ParseParameters(const Json& p, TgiSpec* out) {
+  engine::SamplingParams& sp = out->request.params;
+  sp.max_new_tokens = kDefaultMaxNewTokens;
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "max_new_tokens", 1, kIntMax, &sp.max_new_tokens));
+  MAMBA_RETURN_IF_ERROR(ReadBool(p, "do_sample", &out->sampling));
+  MAMBA_RETURN_IF_ERROR(ReadFloat(p, "temperature", &sp.temperature));
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_k", 0, kIntMax, &sp.top_k));
+  MAMBA_RETURN_IF_ERROR(ReadFloat(p, "top_p", &sp.top_p));
+  MAMBA_RETURN_IF_ERROR(ReadFloat(p, "repetition_penalty", &sp.repetition_penalty));
+  MAMBA_RETURN_IF_ERROR(ReadFloat(p, "frequency_penalty", &sp.frequency_penalty));
+  MAMBA_RETURN_IF_ERROR(ReadUint64(p, "seed", &sp.seed));
+  MAMBA_RETURN_IF_ERROR(ReadBool(p, "ignore_eos", &sp.ignore_eos));  // extension
+  MAMBA_RETURN_IF_ERROR(ReadStringList(p, "stop", &out->request.stop_strings));
+  std::erase_if(out->request.stop_strings, [](const std::string& s) { return s.empty(); });
+  MAMBA_RETURN_IF_ERROR(ReadBool(p, "details", &out->details));
+  MAMBA_RETURN_IF_ERROR(ReadBool(p, "decoder_input_details", &out->decoder_input_details));
+  MAMBA_RETURN_IF_ERROR(ReadBool(p, "return_full_text", &out->return_full_text));
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_n_tokens", 0, engine::kMaxTopLogprobs, &out->top_n_tokens));
+  int32_t best_of = 1;
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "best_of", 1, kIntMax, &best_of));
+  if (best_of != 1) return absl::InvalidArgumentError("'best_of' > 1 is not supported");
+  if (sp.temperature <= 0 && p.contains("temperature") && !p["temperature"].is_null()) {
+    return absl::OutOfRangeError("'temperature' must be strictly positive");  // as TGI
+  }
+  if (!out->sampling) {
+    sp.temperature = 0;  // greedy, whatever else was asked
+    sp.seed.reset();
+  } else if (!sp.seed) {
+    sp.seed = std::random_device{}() * uint64_t{0x9E3779B97F4A7C15} ^ std::random_device{}();
+  }
+  // Every TGI token carries its log-prob.
+  sp.logprobs = true;
+  sp.top_logprobs = out->top_n_tokens;
+  return absl::OkStatus();
+}
+
+class TgiCall : public GenerationCall {
+ public:
+  TgiCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, TgiSpec spec, bool stream)
+      : GenerationCall(ctx, std::move(exchange)), spec_(std::move(spec)), stream_(stream) {}
+
+  void Run(engine::Engine* engine) {
+    const auto& eos = engine->backend().config().eos_token_ids;
+    eos_.assign(eos.begin(), eos.end());
+    engine::Request r = spec_.request;
+    r.prompt = spec_.prompt.ids;
+    if (std::optional<ApiError> e = Submit(engine, std::move(r), 0)) return Fail(*e);
+    if (stream_) exchange_->StartStream();
+  }
+
+ private:
+  OrderedJson Token(engine::TokenId id, float logprob, std::string text) const {
+    const engine::Tokenizer* tok = ctx_.state->tokenizer;
+    return {{"id", id}, {"text", std::move(text)}, {"logprob", logprob},
+            {"special", tok != nullptr && tok->IsSpecial(id)}};
+  }
+
+  OrderedJson TopTokens(const engine::SampledToken& t) const {
+    OrderedJson top = OrderedJson::array();
+    for (const engine::TokenLogprob& alt : t.top) {
+      top.push_back(Token(alt.id, alt.logprob, TokenText(ctx_.state->tokenizer, alt.id)));
+    }
+    return top;
+  }
+
+  // A token's text: the engine's text delta (so a stream's texts add up to the answer); for a
+  // special token, which adds no text, its content, with "special": true as in TGI.
+  std::string TextOf(const engine::TokenEvent& ev) const {
+    const engine::Tokenizer* tok = ctx_.state->tokenizer;
+    if (ev.text.empty() && tok && tok->IsSpecial(ev.token.id)) return TokenText(tok, ev.token.id);
+    return ev.text;
+  }
+
+  void OnToken(int, const engine::TokenEvent& ev) override {
+    text_ += ev.text;
+    if (!stream_) {
+      tokens_.push_back(Token(ev.token.id, ev.token.logprob, TextOf(ev)));
+      if (spec_.top_n_tokens > 0) top_tokens_.push_back(TopTokens(ev.token));
+      return;
+    }
+    // Held back one event: the last token's event carries the answer and the details.
+    if (held_ && !WriteOrCancel(Sse(StreamEvent(*held_, nullptr)))) return;
+    held_ = ev;
+    held_->text = TextOf(ev);
+  }
+
+  OrderedJson StreamEvent(const engine::TokenEvent& ev, const OrderedJson* final_details) {
+    OrderedJson j = {{"index", ++index_}, {"token", Token(ev.token.id, ev.token.logprob, ev.text)}};
+    if (spec_.top_n_tokens > 0) j["top_tokens"] = TopTokens(ev.token);
+    j["generated_text"] = final_details ? OrderedJson(FullText()) : OrderedJson(nullptr);
+    j["details"] = final_details && spec_.details ? *final_details : OrderedJson(nullptr);
+    return j;
+  }
+
+  std::string FullText() const {
+    return spec_.return_full_text && spec_.prompt.text ? *spec_.prompt.text + text_ : text_;
+  }
+
+  const char* FinishReason(const engine::FinishEvent& ev) const {
+    if (ev.reason == engine::Finish::kLength) return "length";
+    if (ev.stop_token && std::find(eos_.begin(), eos_.end(), *ev.stop_token) != eos_.end()) {
+      return "eos_token";
+    }
+    return "stop_sequence";
+  }
+
+  void OnFinish(int, const engine::FinishEvent& ev) override {
+    const bool ok = ev.reason == engine::Finish::kStop || ev.reason == engine::Finish::kLength;
+    if (!ok) {
+      if (!stream_) return Fail(FinishError(ev.status));
+      done_ = true;
+      if (WriteOrCancel(Sse(ErrorBody(FinishError(ev.status))))) exchange_->EndStream();
+      return;
+    }
+    done_ = true;
+    // TGI's answer includes the stop sequence that ended it; the engine's text stops before.
+    const std::string tail = ev.text + ev.matched_stop;
+    text_ += tail;
+    OrderedJson details = {{"finish_reason", FinishReason(ev)},
+                           {"generated_tokens", ev.usage.completion_tokens},
+                           {"seed", spec_.request.params.seed ? OrderedJson(*spec_.request.params.seed)
+                                                              : OrderedJson(nullptr)}};
+    if (stream_) {
+      if (!held_) {  // no token at all (cannot happen for a finished request, but be safe)
+        held_ = engine::TokenEvent{0, engine::SampledToken{0, 0.0f, {}}, ""};
+      }
+      held_->text += tail;
+      if (WriteOrCancel(Sse(StreamEvent(*held_, &details)))) exchange_->EndStream();
+      return;
+    }
+    if (!tokens_.empty() && !tail.empty()) {
+      (*tokens_.rbegin())["text"] = (*tokens_.rbegin())["text"].get<std::string>() + tail;
+    }
+    OrderedJson j = {{"generated_text", FullText()}};
+    if (spec_.details) {
+      details["prefill"] = Prefill();
+      details["tokens"] = std::move(tokens_);
+      if (spec_.top_n_tokens > 0) details["top_tokens"] = std::move(top_tokens_);
+      j["details"] = std::move(details);
+    }
+    exchange_->Respond({200, "application/json", Dump(j), {}});
+  }
+
+  OrderedJson Prefill() const {
+    OrderedJson prefill = OrderedJson::array();
+    if (!spec_.decoder_input_details) return prefill;
+    for (engine::TokenId id : spec_.prompt.ids) {
+      prefill.push_back({{"id", id}, {"text", TokenText(ctx_.state->tokenizer, id)}, {"logprob", nullptr}});
+    }
+    return prefill;
+  }
+
+  TgiSpec spec_;
+  bool stream_;
+  std::vector<engine::TokenId> eos_;
+  std::string text_;
+  OrderedJson tokens_ = OrderedJson::array();
+  OrderedJson top_tokens_ = OrderedJson::array();
+  std::optional<engine::TokenEvent> held_;
+  int64_t index_ = 0;
+};
+
+}  // namespace
+
+absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out) {
+  auto it = body.find("inputs");
+  if (it == body.end() || it->is_null()) return absl::InvalidArgumentError("'inputs' is required");
+  if (!it->is_string()) return absl::InvalidArgumentError("'inputs' must be a string");
+  if (auto p = body.find("parameters"); p != body.end() && !p->is_null()) {
+    if (!p->is_object()) return absl::InvalidArgumentError("'parameters' must be an object");
+    MAMBA_RETURN_IF_ERROR(ParseParameters(*p, out));
+    float timeout = 0;
+    MAMBA_RETURN_IF_ERROR(ReadFloat(*p, "timeout", &timeout));
+    if (timeout < 0) return absl::OutOfRangeError("'timeout' must be >= 0 seconds");
+    out->request.deadline = Deadline(ctx.options, timeout);
+  } else {
+    MAMBA_RETURN_IF_ERROR(ParseParameters(Json::object(), out));
+    out->request.deadline = Deadline(ctx.options, 0);
+  }
+  if (const engine::Engine* e = ctx.state->engine) {
+    const engine::SamplingParams& sp = out->request.params;
+    if (absl::Status s = sp.Validate(e->backend().config().vocab_size); !s.ok()) {
+      return absl::OutOfRangeError(s.message());
+    }
+    if (sp.max_new_tokens > e->options().max_new_tokens_limit) {
+      return absl::OutOfRangeError(absl::StrCat("'max_new_tokens' must be at most ",
+                                                e->options().max_new_tokens_limit));
+    }
+  }
+  return TokenizePrompt(ctx, it->get<std::string>(), &out->prompt);
+}
+
+void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
+                       std::shared_ptr<Exchange> exchange, bool stream) {
+  absl::StatusOr<engine::Engine*> engine = ServingEngine(ctx);
+  if (!engine.ok()) return exchange->Respond(ErrorResponse(ParseError(engine.status())));
+  absl::StatusOr<Json> body = ParseObject(request.body);
+  if (!body.ok()) return exchange->Respond(ErrorResponse(ParseError(body.status())));
+  TgiSpec spec;
+  if (absl::Status s = ParseTgiRequest(*body, ctx, &spec); !s.ok()) {
+    return exchange->Respond(ErrorResponse(ParseError(s)));
+  }
+  auto call = std::make_shared<TgiCall>(ctx, std::move(exchange), std::move(spec), stream);
+  call->Run(*engine);
+}
+
+}  // namespace mamba::server::http

@@ -1,0 +1,34 @@
+// Hugging Face text-generation-inference's API: POST /generate (one JSON answer) and
+// POST /generate_stream (SSE token events), with TGI's `details` and `top_tokens` shapes.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "server/http/exchange.h"
+#include "server/http/generation_call.h"
+#include "server/http/json_util.h"
+
+namespace mamba::server::http {
+
+struct TgiSpec {
+  Prompt prompt;
+  engine::Request request;   // everything but the prompt
+  bool details = false;
+  bool decoder_input_details = false;  // prefill tokens in details (log-probs null: not computed)
+  bool return_full_text = false;
+  int32_t top_n_tokens = 0;
+  bool sampling = false;     // do_sample: the seed is reported only then
+};
+
+// {"inputs": str, "parameters": {max_new_tokens (100), do_sample (false = greedy whatever the
+// temperature), temperature, top_k, top_p, repetition_penalty, frequency_penalty, stop, seed,
+// details, decoder_input_details, top_n_tokens, return_full_text; extensions: timeout
+// (seconds), ignore_eos}}. A sampled request
+// without a seed gets a random one, reported in details as TGI does.
+absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out);
+
+void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
+                       std::shared_ptr<Exchange> exchange, bool stream);
+
+}  // namespace mamba::server::http

@@ -1,0 +1,77 @@
+// Prometheus metrics of the serving process: what the engine observes (as its EngineObserver),
+// engine state sampled at scrape time, and the front ends' responses. Every name starts with
+// `mamba_`; rendered in the text exposition format by prometheus-cpp's TextSerializer.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "engine/engine.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace mamba::server {
+
+// Thread-safe. The observer methods run on the engine's scheduler thread and only touch
+// atomics or a histogram's short lock.
+class Metrics : public engine::EngineObserver {
+ public:
+  Metrics();
+  ~Metrics() override;
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // engine::EngineObserver.
+  void OnStep(const Step& step) override;
+  void OnTokenGap(double seconds) override;
+  void OnFinish(const engine::FinishEvent& event) override;  // one per completion
+  void OnRejected(absl::StatusCode code) override;
+
+  // A front end answered a call: protocol "http" or "grpc", endpoint a fixed route name (never
+  // a raw client path, to bound the label set), code the HTTP status or gRPC code number.
+  void OnResponse(std::string_view protocol, std::string_view endpoint, int code);
+  // Open client connections of a front end.
+  void OnConnectionOpened(std::string_view protocol);
+  void OnConnectionClosed(std::string_view protocol);
+
+  // The exposition text (format 0.0.4), with the engine gauges set from `stats` first.
+  std::string Render(const engine::EngineStats& stats);
+
+  // For front ends that want to add their own families.
+  prometheus::Registry& registry() { return *registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+
+  prometheus::Family<prometheus::Counter>& finished_;
+  prometheus::Counter* finished_by_reason_[5];  // indexed by engine::Finish
+  prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Counter>& responses_;
+  prometheus::Family<prometheus::Gauge>& connections_;
+  prometheus::Counter& prompt_tokens_;
+  prometheus::Counter& generated_tokens_;
+  prometheus::Counter& steps_;
+  prometheus::Counter& step_prefill_tokens_;
+  prometheus::Counter& step_decode_tokens_;
+
+  prometheus::Gauge& queue_length_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& slots_used_;
+  prometheus::Gauge& slots_total_;
+  prometheus::Gauge& draining_;
+
+  prometheus::Histogram& ttft_;
+  prometheus::Histogram& inter_token_;
+  prometheus::Histogram& e2e_;
+  prometheus::Histogram& queue_wait_;
+  prometheus::Histogram& step_seconds_;
+  prometheus::Histogram& batch_size_;
+  prometheus::Histogram& generated_per_completion_;
+};
+
+}  // namespace mamba::server
