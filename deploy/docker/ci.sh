@@ -92,11 +92,11 @@ build runtime-cpu mamba-serve:cpu
 IMAGE=mamba-serve:cpu run_server mamba-serve:cpu mamba-ci-cpu
 wait_healthy "$CTR" 180
 log "healthy; HTTP $HTTP_PORT, gRPC $GRPC_PORT"
-"$DOCKER" exec "$CTR" mamba-client generate --target "http://127.0.0.1:$HTTP_PORT" \
-  --prompt "And God said" --max-tokens 12 --temperature 0 | tee "$tmp/http.txt"
+"$DOCKER" exec "$CTR" mamba-client --target "http://127.0.0.1:$HTTP_PORT" generate "And God said" \
+  --max-tokens 12 --temperature 0 | tee "$tmp/http.txt"
 grep -q "unto" "$tmp/http.txt"
-"$DOCKER" exec "$CTR" mamba-client generate --target "grpc://127.0.0.1:$GRPC_PORT" \
-  --prompt "And God said" --max-tokens 12 --temperature 0 | tee "$tmp/grpc.txt"
+"$DOCKER" exec "$CTR" mamba-client --target "grpc://127.0.0.1:$GRPC_PORT" generate "And God said" \
+  --max-tokens 12 --temperature 0 | tee "$tmp/grpc.txt"
 cmp -s "$tmp/http.txt" "$tmp/grpc.txt" || { log "HTTP and gRPC answers differ"; exit 1; }
 # The compose file's load-generator service, bounded, against the running server.
 COMPOSE_PROJECT="mambaci$$"
