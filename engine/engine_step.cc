@@ -185,6 +185,8 @@ bool Engine::Step() {
                        Seconds(Clock::now() - t0)});
   }
   Retire();
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.steps;
   return true;
 }
 
@@ -261,7 +263,6 @@ void Engine::Retire() {
   outstanding_ -= retired;
   stats_.running = static_cast<int64_t>(running_.size());
   stats_.slots_used = stats_.slots_total - static_cast<int64_t>(free_slots_.size());
-  ++stats_.steps;
   if (outstanding_ == 0) idle_cv_.notify_all();
 }
 
