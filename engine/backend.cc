@@ -55,6 +55,38 @@ absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, i
   return absl::OkStatus();
 }
 
+absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
+                         const std::function<absl::Status(const Pass&)>& run) {
+  Pass pass;
+  int64_t row = 0;
+  auto flush = [&]() -> absl::Status {
+    if (pass.chunks.empty()) return absl::OkStatus();
+    absl::Status s = run(pass);
+    pass.chunks.clear();
+    pass.tokens.clear();
+    pass.logit_chunks.clear();
+    pass.first_row = row;
+    return s;
+  };
+  for (const ChunkInput& c : chunks) {
+    const auto n = static_cast<int64_t>(c.tokens.size());
+    for (int64_t done = 0; done < n;) {
+      if (static_cast<int64_t>(pass.tokens.size()) == budget) {
+        if (absl::Status s = flush(); !s.ok()) return s;
+      }
+      const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass.tokens.size()));
+      pass.chunks.push_back({static_cast<int64_t>(pass.tokens.size()), take, c.slot.value});
+      pass.tokens.insert(pass.tokens.end(), c.tokens.begin() + done, c.tokens.begin() + done + take);
+      done += take;
+      if (done == n && c.want_logits) {
+        pass.logit_chunks.push_back(static_cast<int>(pass.chunks.size() - 1));
+        ++row;
+      }
+    }
+  }
+  return flush();
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Checkpoint> checkpoint,
                                                        const BackendOptions& options) {
   const std::string& dev = options.device;

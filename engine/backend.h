@@ -3,6 +3,7 @@
 // slot. Both return last-token logits and leave each slot's state after its last token.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -15,6 +16,7 @@
 #include "engine/model_config.h"
 #include "engine/types.h"
 #include "kernels/dtype.h"
+#include "kernels/packed_chunks.h"
 
 namespace mamba::engine {
 
@@ -64,6 +66,19 @@ class Backend {
 
 // Checks a Prefill call's arguments against the slot count and vocabulary.
 absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, int64_t vocab_size);
+
+// One pass of a backend: several chunks' tokens packed back to back ("varlen").
+struct Pass {
+  std::vector<kernels::SeqChunk> chunks;  // index rows of `tokens`
+  std::vector<TokenId> tokens;
+  std::vector<int> logit_chunks;  // chunks whose last token's logits the caller wants...
+  int64_t first_row = 0;          // ...written to these rows of the output, in order
+};
+
+// Packs a Prefill call into passes of at most `budget` tokens and runs them in order. A chunk
+// that does not fit is split: its later pieces continue from the state the earlier ones left.
+absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
+                         const std::function<absl::Status(const Pass&)>& run);
 
 // Picks and creates the backend for options.device ("auto": CUDA when a usable device exists,
 // else CPU; the choice and the reason are logged).

@@ -145,39 +145,12 @@ absl::Status CpuBackend::Prefill(std::span<const ChunkInput> chunks, Logits* log
   int64_t rows = 0;
   for (const ChunkInput& c : chunks) rows += c.want_logits ? 1 : 0;
   logits->Resize(rows, config().vocab_size);
-  // Pack chunks into passes of at most max_step_tokens tokens; a chunk that does not fit is
-  // split, its later pieces continuing from the state the earlier ones left.
-  const int64_t budget = options_.max_step_tokens;
-  std::vector<SeqChunk> pass;
-  std::vector<TokenId> pass_tokens;
-  std::vector<int> logit_chunks;
-  int64_t row = 0, first_row = 0;
-  auto flush = [&]() -> absl::Status {
-    if (pass.empty()) return absl::OkStatus();
-    absl::Status s = Forward(pass, pass_tokens, logit_chunks, logits, first_row);
-    first_row = row;
-    pass.clear();
-    pass_tokens.clear();
-    logit_chunks.clear();
-    return s;
-  };
   for (const ChunkInput& c : chunks) {
-    if (c.start) ZeroSlot(c.slot.value);
-    int64_t done = 0;
-    const auto n = static_cast<int64_t>(c.tokens.size());
-    while (done < n) {
-      if (static_cast<int64_t>(pass_tokens.size()) == budget) MAMBA_RETURN_IF_ERROR(flush());
-      const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass_tokens.size()));
-      pass.push_back(SeqChunk{static_cast<int64_t>(pass_tokens.size()), take, c.slot.value});
-      pass_tokens.insert(pass_tokens.end(), c.tokens.begin() + done, c.tokens.begin() + done + take);
-      done += take;
-      if (done == n && c.want_logits) {
-        logit_chunks.push_back(static_cast<int>(pass.size() - 1));
-        ++row;
-      }
-    }
+    if (c.start) ZeroSlot(c.slot.value);  // slots are distinct, so zeroing up front is safe
   }
-  return flush();
+  return ForEachPass(chunks, options_.max_step_tokens, [&](const Pass& pass) {
+    return Forward(pass.chunks, pass.tokens, pass.logit_chunks, logits, pass.first_row);
+  });
 }
 
 absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<const TokenId> tokens,

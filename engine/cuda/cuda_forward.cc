@@ -54,41 +54,12 @@ absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
   for (const ChunkInput& c : chunks) {
     if (c.start) MAMBA_RETURN_IF_ERROR(ZeroSlotAsync(c.slot.value));
   }
-  // Pack chunks into passes of at most max_step_tokens tokens; a chunk that does not fit is
-  // split, its later pieces continuing from the state the earlier ones left. A pass holds at
-  // most one piece per slot, so its logit rows never exceed max_logit_rows_.
-  const int64_t budget = max_tokens_;
-  std::vector<SeqChunk> pass;
-  std::vector<TokenId> pass_tokens;
-  std::vector<int> logit_chunks;
-  int64_t row = 0, first_row = 0;
+  // A pass holds at most one piece per slot, so its logit rows never exceed max_logit_rows_.
   int passes = 0;
-  auto flush = [&]() -> absl::Status {
-    if (pass.empty()) return absl::OkStatus();
+  MAMBA_RETURN_IF_ERROR(ForEachPass(chunks, max_tokens_, [&](const Pass& pass) {
     ++passes;
-    absl::Status s = RunPrefillPass(pass, pass_tokens, logit_chunks, logits, first_row);
-    first_row = row;
-    pass.clear();
-    pass_tokens.clear();
-    logit_chunks.clear();
-    return s;
-  };
-  for (const ChunkInput& c : chunks) {
-    int64_t done = 0;
-    const auto n = static_cast<int64_t>(c.tokens.size());
-    while (done < n) {
-      if (static_cast<int64_t>(pass_tokens.size()) == budget) MAMBA_RETURN_IF_ERROR(flush());
-      const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass_tokens.size()));
-      pass.push_back(SeqChunk{static_cast<int64_t>(pass_tokens.size()), take, c.slot.value});
-      pass_tokens.insert(pass_tokens.end(), c.tokens.begin() + done, c.tokens.begin() + done + take);
-      done += take;
-      if (done == n && c.want_logits) {
-        logit_chunks.push_back(static_cast<int>(pass.size() - 1));
-        ++row;
-      }
-    }
-  }
-  MAMBA_RETURN_IF_ERROR(flush());
+    return RunPrefillPass(pass.chunks, pass.tokens, pass.logit_chunks, logits, pass.first_row);
+  }));
   if (passes <= 1) last_logit_rows_ = rows;
   return absl::OkStatus();
 }

@@ -8,18 +8,6 @@
 namespace mamba::kernels::cpu {
 namespace {
 
-// Lanes [0, n) of p; the rest zero.
-MAMBA_INLINE VecF LoadN(const float* p, int n) {
-  if (n == kLanes) return Load(p);
-  VecF v = Splat(0.0f);
-  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(n));
-  return v;
-}
-MAMBA_INLINE void StoreN(float* p, VecF v, int n) {
-  if (n == kLanes) return Store(p, v);
-  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(n));
-}
-
 // One chunk, channels [d0, d0 + n): the window of the last width-1 inputs lives in registers.
 MAMBA_CPU_CLONES void ConvBlock(const CausalConvArgs& a, const SeqChunk& c, int64_t d0, int n) {
   const int hist = a.width - 1;

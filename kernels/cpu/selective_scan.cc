@@ -8,17 +8,6 @@
 namespace mamba::kernels::cpu {
 namespace {
 
-MAMBA_INLINE VecF LoadN(const float* p, int n) {
-  if (n == kLanes) return Load(p);
-  VecF v = Splat(0.0f);
-  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(n));
-  return v;
-}
-MAMBA_INLINE void StoreN(float* p, VecF v, int n) {
-  if (n == kLanes) return Store(p, v);
-  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(n));
-}
-
 // One chunk, channels [d0, d0 + n): the block's state (d_state vectors of 16 channels) stays in
 // L1 for the whole chunk; each token costs d_state vector exps and two FMAs per state.
 MAMBA_CPU_CLONES void ScanBlock(const SelectiveScanArgs& a, const SeqChunk& ch, int64_t d0, int n) {

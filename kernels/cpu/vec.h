@@ -20,6 +20,17 @@ MAMBA_INLINE VecF Load(const float* p) {
 }
 MAMBA_INLINE void Store(float* p, VecF v) { std::memcpy(p, &v, sizeof(v)); }
 MAMBA_INLINE VecF Splat(float x) { return VecF{} + x; }
+// Lanes [0, n) of p, the rest zero; and its store counterpart (channel-count tails).
+MAMBA_INLINE VecF LoadN(const float* p, int n) {
+  if (n == kLanes) return Load(p);
+  VecF v = Splat(0.0f);
+  std::memcpy(&v, p, sizeof(float) * static_cast<size_t>(n));
+  return v;
+}
+MAMBA_INLINE void StoreN(float* p, VecF v, int n) {
+  if (n == kLanes) return Store(p, v);
+  std::memcpy(p, &v, sizeof(float) * static_cast<size_t>(n));
+}
 MAMBA_INLINE VecF Max(VecF a, VecF b) { return a > b ? a : b; }
 MAMBA_INLINE VecF Min(VecF a, VecF b) { return a < b ? a : b; }
 

@@ -77,6 +77,8 @@ OrderedJson ModelCard(const HandlerContext& ctx, int64_t created) {
                    {"owned_by", "mambaserve"}};
   if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
     m["max_prompt_tokens"] = ctx.state->engine->options().max_prompt_tokens;
+    // Extension: lets clients (mamba-loadgen) draw valid random token-id prompts.
+    m["vocab_size"] = ctx.state->engine->backend().config().vocab_size;
   }
   return m;
 }
