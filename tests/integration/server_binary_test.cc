@@ -102,7 +102,8 @@ TEST(ServerBinary, DemoModelGivesItsReferenceText) {
 TEST(ServerBinary, SigtermDrainsRunningRequestsAndRefusesNewOnes) {
   auto server = ServerProcess::Start({"--drain-timeout", "60"});
   ASSERT_TRUE(server);
-  const int fd = StartStream(server->http_port(), 300);
+  // Long enough (seconds) that the drain is still running while we probe health.
+  const int fd = StartStream(server->http_port(), 4000);
   ASSERT_GE(fd, 0);
   kill(server->pid(), SIGTERM);
   ASSERT_TRUE(WaitFor([&] {
