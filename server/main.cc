@@ -14,6 +14,7 @@
 #include "server/http/http_server.h"
 #include "server/metrics.h"
 #include "server/server_config.h"
+#include "spdlog/pattern_formatter.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -21,10 +22,37 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// %* in a log pattern: the message as a JSON string body (quotes, backslashes and control
+// characters escaped), so that --log-json lines always parse.
+class JsonMessageFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    for (char ch : std::string_view(msg.payload.data(), msg.payload.size())) {
+      const auto u = static_cast<unsigned char>(ch);
+      if (ch == '"' || ch == '\\') {
+        dest.push_back('\\');
+        dest.push_back(ch);
+      } else if (u < 0x20) {
+        char esc[8];
+        std::snprintf(esc, sizeof(esc), "\\u%04x", u);
+        dest.append(esc, esc + 6);
+      } else {
+        dest.push_back(ch);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonMessageFlag>();
+  }
+};
+
 void SetUpLogging(const ServerConfig& c) {
   spdlog::set_level(spdlog::level::from_str(c.log_level));
   if (c.log_json) {
-    spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","pid":%P,"msg":"%v"})", spdlog::pattern_time_type::utc);
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","logger":"%n","pid":%P,"msg":"%*"})");
+    spdlog::set_formatter(std::move(formatter));
   }
 }
 

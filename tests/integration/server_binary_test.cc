@@ -168,6 +168,25 @@ TEST(ServerBinary, MissingOrCorruptModelFailsClearly) {
   fs::remove_all(dir);
 }
 
+TEST(ServerBinary, JsonLogLinesAlwaysParse) {
+  auto server = ServerProcess::Start({"--log-json", "--model-name", "quote\"and\\back"});
+  ASSERT_TRUE(server);
+  auto r = HttpRequest(server->http_port(), "GET", "/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(server->Terminate(), 0);
+  std::istringstream in(server->Log());
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    ++lines;
+    const json j = json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << "not JSON: " << line;
+    EXPECT_TRUE(j.contains("msg") && j.contains("level")) << line;
+  }
+  EXPECT_GE(lines, 3);
+}
+
 TEST(ServerBinary, BadFlagsExitWithUsageError) {
   const std::string bin = BinaryPath("mamba-server").string();
   EXPECT_NE(std::system((bin + " --slots abc > /dev/null 2>&1").c_str()), 0);
