@@ -19,25 +19,11 @@ status=0
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || log "nvidia-smi not found"
 
-# ---- configure (adding the CUDA folders by hand if the tree does not include them yet) ----
-configure() {
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBA_CUDA=ON \
-    -DMAMBA_CUDA_ARCHITECTURES="$arch" -DMAMBA_SKIP_TOKENIZER_TESTS=ON \
-    -DMAMBA_EXTRA_SUBDIRS="$1" >"$res/configure.log" 2>&1
-}
+# ---- configure ----
 mkdir -p "$res" "$models"
 log "configure ($arch)"
-configure "" || { tail -20 "$res/configure.log"; exit 1; }
-targets=$(cmake --build "$build" --target help 2>/dev/null)
-extra=()
-grep -q 'mamba_engine_cuda' <<<"$targets" || extra+=(engine/cuda)
-grep -q 'cuda_kernels_test' <<<"$targets" || extra+=(tests/kernels/cuda)
-grep -q 'cuda_backend_test' <<<"$targets" || extra+=(tests/engine/cuda)
-if ((${#extra[@]})); then
-  log "WARNING: not yet part of the tree, added via MAMBA_EXTRA_SUBDIRS: ${extra[*]}"
-  [[ " ${extra[*]} " == *" engine/cuda "* ]] && log "WARNING: mamba_engine does not link the CUDA engine: --device auto stays on the CPU"
-  configure "$(IFS=';'; echo "${extra[*]}")" || { tail -20 "$res/configure.log"; exit 1; }
-fi
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBA_CUDA=ON \
+  -DMAMBA_CUDA_ARCHITECTURES="$arch" >"$res/configure.log" 2>&1 || { tail -20 "$res/configure.log"; exit 1; }
 
 # ---- checkpoints, written in the background while the rest builds ----
 log "build mamba-make-checkpoint"
