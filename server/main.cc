@@ -131,6 +131,10 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   } else {
     spdlog::warn("drain timeout: cancelled the requests still running");
   }
+  // The engine is idle, but a slow reader may not have received the end of its stream yet.
+  if (http && !http->WaitForPendingOutput(std::chrono::seconds(10))) {
+    spdlog::warn("some HTTP clients did not read their last bytes within 10 s");
+  }
   if (http) http->Shutdown();
   if (grpc) grpc->Shutdown(std::chrono::seconds(2));
   eng->reset();

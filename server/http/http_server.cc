@@ -86,6 +86,7 @@ struct IoCore {
   std::mutex mu;  // held while posting from outside the I/O threads, and to set `stopped`
   bool stopped = false;
   std::atomic<int> sessions{0};
+  std::atomic<int64_t> pending_output{0};  // bytes queued on any connection, not yet written
   std::mutex live_mu;
   std::vector<std::weak_ptr<SessionBase>> live;
 };
@@ -253,6 +254,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void Queue(std::string bytes) {
     pending_bytes_ += static_cast<int64_t>(bytes.size());
+    core_->pending_output += static_cast<int64_t>(bytes.size());
     out_.push_back(std::move(bytes));
     DoWrite();
   }
@@ -275,6 +277,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (ec) return Close();
     for (size_t i = 0; i < in_write_; ++i) {
       pending_bytes_ -= static_cast<int64_t>(out_.front().size());
+      core_->pending_output -= static_cast<int64_t>(out_.front().size());
       out_.pop_front();
     }
     in_write_ = 0;
@@ -333,6 +336,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Close() {
     if (closed_) return;
     closed_ = true;
+    core_->pending_output -= pending_bytes_;  // never to be written now
+    pending_bytes_ = 0;
     timer_.cancel();
     if (InFlight()) exchange_->ClientGone();
     exchange_.reset();
@@ -615,6 +620,16 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() { Shutdown(); }
 
 int HttpServer::port() const { return impl_->port; }
+
+bool HttpServer::WaitForPendingOutput(std::chrono::milliseconds timeout) {
+  if (!impl_) return true;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (impl_->core->pending_output.load() > 0) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 void HttpServer::Shutdown() {
   if (!impl_ || impl_->shut_down) return;

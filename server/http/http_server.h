@@ -3,6 +3,7 @@
 // keep-alive (Boost.Beast), optionally TLS. Routes are in router.h; this owns sockets and threads.
 #pragma once
 
+#include <chrono>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,9 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const;  // the bound port
+  // Waits until every byte already queued to clients has been written (finished responses of a
+  // drain reach slow readers before Shutdown closes their connections). False on timeout.
+  bool WaitForPendingOutput(std::chrono::milliseconds timeout);
   // Stops accepting, closes every connection (cancelling their engine requests), joins the
   // I/O threads. Idempotent.
   void Shutdown();
