@@ -87,6 +87,9 @@ struct IoCore {
   bool stopped = false;
   std::atomic<int> sessions{0};
   std::atomic<int64_t> pending_output{0};  // bytes queued on any connection, not yet written
+  // Engine events posted to a session and not yet run: their bytes are about to be queued.
+  // A drain waits for both, because the engine is idle as soon as its last event is posted.
+  std::atomic<int64_t> pending_tasks{0};
   std::mutex live_mu;
   std::vector<std::weak_ptr<SessionBase>> live;
 };
@@ -455,7 +458,12 @@ class Session<Stream>::ExchangeImpl : public http::Exchange,
     if (core_->stopped) return;
     std::shared_ptr<Session> s = weak_.lock();
     if (!s) return;
+    ++core_->pending_tasks;
     asio::post(s->executor_, [self = this->shared_from_this(), task = std::move(task)] {
+      struct Done {
+        IoCore* core;
+        ~Done() { --core->pending_tasks; }
+      } done{self->core_.get()};
       if (self->ended_) return;
       try {
         task();
@@ -624,7 +632,7 @@ int HttpServer::port() const { return impl_->port; }
 bool HttpServer::WaitForPendingOutput(std::chrono::milliseconds timeout) {
   if (!impl_) return true;
   const auto until = std::chrono::steady_clock::now() + timeout;
-  while (impl_->core->pending_output.load() > 0) {
+  while (impl_->core->pending_tasks.load() > 0 || impl_->core->pending_output.load() > 0) {
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -116,9 +116,12 @@ TEST(ServerBinary, SigtermDrainsRunningRequestsAndRefusesNewOnes) {
   EXPECT_EQ(refused->status, 503);
   const std::string rest = ReadRest(fd, 60s);
   close(fd);
-  EXPECT_NE(rest.find("\"finish_reason\":\"length\""), std::string::npos) << "the running stream must finish";
+  EXPECT_NE(rest.find("\"finish_reason\":\"length\""), std::string::npos)
+      << "the running stream must finish; it ended with:\n"
+      << rest.substr(rest.size() > 600 ? rest.size() - 600 : 0);
   EXPECT_NE(rest.find("data: [DONE]"), std::string::npos);
   EXPECT_EQ(server->Terminate(), 0);
+  if (::testing::Test::HasFailure()) ADD_FAILURE() << "server log:\n" << server->Log();
   EXPECT_NE(server->Log().find("drained"), std::string::npos);
 }
 
