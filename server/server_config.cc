@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,13 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
       ->capture_default_str();
   app.add_option("--http-threads", c->http_threads, "HTTP I/O threads")->envname("MAMBA_HTTP_THREADS")->capture_default_str();
   app.add_option("--max-body-bytes", c->max_body_bytes, "Largest HTTP request body")->envname("MAMBA_MAX_BODY_BYTES")->capture_default_str();
+  app.add_option("--http-idle-timeout", c->http_idle_timeout_s,
+                 "Seconds an HTTP connection may take to send a request (idle keep-alive included) or "
+                 "leave a response unread before it is closed")
+      ->envname("MAMBA_HTTP_IDLE_TIMEOUT")->capture_default_str();
+  app.add_option("--max-stream-buffer-bytes", c->max_stream_buffer_bytes,
+                 "A streaming client this many bytes behind is disconnected and its request cancelled")
+      ->envname("MAMBA_MAX_STREAM_BUFFER_BYTES")->capture_default_str();
   app.add_option("--api-key", c->api_key, "Require this Bearer token (HTTP) / authorization metadata (gRPC)")
       ->envname("MAMBA_API_KEY");
   app.add_option("--tls-cert", c->tls_cert_file, "TLS certificate (PEM) for both front ends")->envname("MAMBA_TLS_CERT");
@@ -49,7 +57,8 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
   if (c.slots < 1 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
-      c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1) {
+      c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
+      c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
   }
   return absl::OkStatus();
@@ -93,6 +102,8 @@ FrontEndOptions ToFrontEndOptions(const ServerConfig& c, int port) {
   o.tls_key_file = c.tls_key_file;
   o.max_body_bytes = c.max_body_bytes;
   o.request_timeout_ms = static_cast<int64_t>(c.request_timeout_s * 1000);
+  o.idle_timeout_ms = std::max<int64_t>(1, static_cast<int64_t>(c.http_idle_timeout_s * 1000));
+  o.max_stream_buffer_bytes = c.max_stream_buffer_bytes;
   return o;
 }
 

@@ -31,6 +31,8 @@ struct ServerConfig {
   double request_timeout_s = 0;
   int http_threads = 2;
   int64_t max_body_bytes = 8 << 20;
+  double http_idle_timeout_s = 60;
+  int64_t max_stream_buffer_bytes = 4 << 20;
   std::string api_key;
   std::string tls_cert_file;
   std::string tls_key_file;

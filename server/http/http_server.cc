@@ -9,6 +9,8 @@
 
 #include "server/http/http_server.h"
 
+#include <algorithm>
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -52,7 +54,6 @@ using SslStream = asio::ssl::stream<tcp::socket>;
 using http::HttpRequest;
 using http::HttpResponse;
 
-constexpr auto kIdleTimeout = std::chrono::seconds(60);       // waiting for (the rest of) a request
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);  // TLS
 constexpr auto kLingerTimeout = std::chrono::seconds(2);      // draining input before a close
 constexpr size_t kHeaderLimit = 64 * 1024;
@@ -118,7 +119,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       : core_(std::move(core)),
         stream_(std::forward<StreamArgs>(args)...),
         executor_(stream_.get_executor()),
-        timer_(executor_) {
+        timer_(executor_),
+        write_timer_(executor_) {
     ++core_->sessions;
     if (Metrics* m = core_->metrics()) m->OnConnectionOpened("http");
   }
@@ -152,6 +154,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   tcp::socket& Socket() { return beast::get_lowest_layer(stream_); }
 
+  // FrontEndOptions::idle_timeout_ms: for (the rest of) a request, and for a write to progress.
+  std::chrono::milliseconds IdleTimeout() const {
+    return std::chrono::milliseconds(std::max<int64_t>(core_->options().idle_timeout_ms, 1));
+  }
+
   void ArmTimer(std::chrono::steady_clock::duration d) {
     timer_.expires_after(d);
     timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
@@ -166,7 +173,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_.emplace();
     parser_->body_limit(static_cast<uint64_t>(std::max<int64_t>(core_->options().max_body_bytes, 0)));
     parser_->header_limit(kHeaderLimit);
-    ArmTimer(kIdleTimeout);
+    ArmTimer(IdleTimeout());
     reading_ = true;
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = this->shared_from_this()](beast::error_code ec, size_t) {
@@ -269,6 +276,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::vector<asio::const_buffer> bufs;
     bufs.reserve(in_write_);
     for (size_t i = 0; i < in_write_; ++i) bufs.emplace_back(out_[i].data(), out_[i].size());
+    // A client that stops reading holds at most the stream buffer, and only this long.
+    write_timer_.expires_after(IdleTimeout());
+    const uint64_t write = ++write_seq_;
+    write_timer_.async_wait([self = this->shared_from_this(), write](beast::error_code ec) {
+      // An expiry that raced with the write's completion finds another (or no) write.
+      if (ec || self->closed_ || !self->writing_ || self->write_seq_ != write) return;
+      Log()->info("closing a connection: the client read nothing for {} ms", self->IdleTimeout().count());
+      self->Close();
+    });
     asio::async_write(stream_, bufs, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       self->OnWrite(ec);
     });
@@ -276,6 +292,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void OnWrite(beast::error_code ec) {
     writing_ = false;
+    write_timer_.cancel();
     if (closed_) return;
     if (ec) return Close();
     for (size_t i = 0; i < in_write_; ++i) {
@@ -296,7 +313,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     exchange_.reset();
     if (reading_) {
       want_parse_ = true;  // the read-ahead is pending: it starts the parse when bytes come
-      ArmTimer(kIdleTimeout);
+      ArmTimer(IdleTimeout());
     } else {
       DoRead();
     }
@@ -310,7 +327,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Queue(absl::StrCat(Head(r.status, r.content_type, false, r.headers),
                        "Content-Length: ", r.body.size(), "\r\n\r\n", r.body));
     timer_.cancel();
-    ArmTimer(kIdleTimeout);  // a client that never reads cannot hold the connection
+    ArmTimer(IdleTimeout());  // a client that never reads cannot hold the connection
   }
 
   // Stops sending, then drains what the client still sends (so that closing does not reset
@@ -342,6 +359,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     core_->pending_output -= pending_bytes_;  // never to be written now
     pending_bytes_ = 0;
     timer_.cancel();
+    write_timer_.cancel();
     if (InFlight()) exchange_->ClientGone();
     exchange_.reset();
     beast::error_code ec;
@@ -423,11 +441,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::shared_ptr<IoCore> core_;
   Stream stream_;
   const asio::any_io_executor executor_;  // the connection's strand
-  asio::steady_timer timer_;
+  asio::steady_timer timer_;        // reading a request, TLS handshake, lingering
+  asio::steady_timer write_timer_;  // a write under way must progress
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::deque<std::string> out_;
   size_t in_write_ = 0;       // entries of out_ in the write under way
+  uint64_t write_seq_ = 0;    // numbers the writes, for the write timer
   int64_t pending_bytes_ = 0;  // queued and not yet written
   std::shared_ptr<ExchangeImpl> exchange_;
   std::string endpoint_;      // metrics label of the current request

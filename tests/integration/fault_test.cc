@@ -1,0 +1,301 @@
+// Client faults against the real mamba-server binary: a client that stops reading its stream
+// (cut off at the stream buffer limit, its slot freed, other clients served meanwhile), headers
+// or a body that never finish (closed after the idle timeout), 10 000 idle connections opened
+// and dropped (served meanwhile, every descriptor returned), oversized headers and bodies
+// (431 / 413), and SIGTERM under heavy load (every accepted request finishes, later ones are
+// refused explicitly, exit code 0). Corrupt and missing model directories are in
+// server_binary_test.cc.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <sstream>
+#include <thread>
+
+#include "client/endpoint.h"
+#include "client/errors.h"
+#include "client/openai_api.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/server_process.h"
+
+namespace mamba::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+const char* kReference =
+    " unto him, Go, and let us go.\nAnd he said unto him, Go, and say, I will not be a man of the";
+
+double Metric(int port, const std::string& name) {
+  auto r = HttpRequest(port, "GET", "/metrics", "", {}, 10s);
+  if (!r || r->status != 200) return -1;
+  std::istringstream in(r->body);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+bool SendAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// True once the server has closed `fd` (EOF or reset), waiting at most `timeout`.
+bool ClosedByServer(int fd, std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  timeval tv{0, 200'000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < end) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
+  }
+  return false;
+}
+
+std::string CompletionRequest(const json& body) {
+  const std::string b = body.dump();
+  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(b.size()) + "\r\n\r\n" + b;
+}
+
+bool ServesReferenceText(int port) {
+  auto r = HttpRequest(port, "POST", "/v1/completions",
+                       json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump(), {}, 60s);
+  return r && r->status == 200 && json::parse(r->body)["choices"][0]["text"] == kReference;
+}
+
+TEST(Faults, ClientThatStopsReadingIsCutOffWhileOthersAreServed) {
+  auto server = ServerProcess::Start({"--dtype", "float32", "--max-stream-buffer-bytes", "65536"});
+  ASSERT_TRUE(server);
+  // A small receive buffer, so that the kernel holds little of what the server sends.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server->http_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  // Long, with five alternatives per token (~600 bytes per event): megabytes, never read.
+  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
+                                             {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
+  ASSERT_TRUE(WaitFor([&] { return Metric(server->http_port(), "mamba_running_requests") == 1; }, 10s));
+  // Meanwhile another client gets its exact answer.
+  EXPECT_TRUE(ServesReferenceText(server->http_port()));
+  // The stalled stream is cut at the buffer limit: its request cancelled, its slot freed.
+  EXPECT_TRUE(WaitFor([&] {
+    return Metric(server->http_port(), "mamba_running_requests") == 0 &&
+           Metric(server->http_port(), "mamba_state_slots_used") == 0;
+  }, 120s)) << server->Log();
+  EXPECT_NE(server->Log().find("bytes behind"), std::string::npos) << server->Log();
+  EXPECT_LT(Metric(server->http_port(), "mamba_generated_tokens_total"), 16000)
+      << "the stream must be cut long before it ends";
+  close(fd);
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
+TEST(Faults, RequestsThatNeverFinishArriving) {
+  auto server = ServerProcess::Start({"--http-idle-timeout", "1"});
+  ASSERT_TRUE(server);
+  const int port = server->http_port();
+  // Slowloris: headers that never end.
+  const int headers = Connect(port);
+  ASSERT_GE(headers, 0);
+  ASSERT_TRUE(SendAll(headers, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+  // A body sent a byte at a time, far slower than the timeout allows for the whole request.
+  const int body = Connect(port);
+  ASSERT_GE(body, 0);
+  ASSERT_TRUE(SendAll(body, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"));
+  std::atomic<bool> body_closed{false};
+  std::thread trickle([&] {
+    for (int i = 0; i < 100 && !body_closed; ++i) {
+      if (!SendAll(body, " ")) break;
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  // A connection that sends nothing at all.
+  const int idle = Connect(port);
+  ASSERT_GE(idle, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(ClosedByServer(headers, 10s));
+  EXPECT_TRUE(ClosedByServer(body, 10s));
+  body_closed = true;
+  EXPECT_TRUE(ClosedByServer(idle, 10s));
+  trickle.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  // A kept-alive connection that goes quiet after a request is closed too.
+  const int keep = Connect(port);
+  ASSERT_TRUE(SendAll(keep, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  EXPECT_TRUE(ClosedByServer(keep, 10s));
+  for (int fd : {headers, body, idle, keep}) close(fd);
+  auto health = HttpRequest(port, "GET", "/health", "", {}, 10s);
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
+TEST(Faults, TenThousandIdleConnectionsOpenedAndDropped) {
+  constexpr int kConnections = 10000;
+  rlimit lim{};
+  getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < kConnections + 200) {
+    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max << " is below " << kConnections + 200;
+  }
+  lim.rlim_cur = std::max<rlim_t>(lim.rlim_cur, kConnections + 200);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);  // the server inherits it
+  auto server = ServerProcess::Start({"--dtype", "float32"});
+  ASSERT_TRUE(server);
+  const int port = server->http_port();
+  ASSERT_TRUE(ServesReferenceText(port));
+  const int fds_before = server->OpenFds();
+  const long rss_before = server->RssKb();
+  std::vector<int> fds;
+  fds.reserve(kConnections);
+  for (int i = 0; i < kConnections; ++i) {
+    const int fd = Connect(port);
+    ASSERT_GE(fd, 0) << "connection " << i << ": " << strerror(errno);
+    fds.push_back(fd);
+  }
+  // All held by the server, which still serves.
+  EXPECT_TRUE(WaitFor([&] { return server->OpenFds() >= fds_before + kConnections; }, 30s))
+      << server->OpenFds() << " descriptors open";
+  EXPECT_TRUE(ServesReferenceText(port));
+  const long rss_held = server->RssKb();
+  for (int fd : fds) close(fd);
+  EXPECT_TRUE(WaitFor([&] { return server->OpenFds() <= fds_before + 1; }, 30s))
+      << "descriptors: " << fds_before << " before, " << server->OpenFds() << " after the connections closed";
+  EXPECT_TRUE(ServesReferenceText(port));
+  std::printf("10k idle connections: %d fds before, RSS %ld kB before, %ld kB while held, %ld kB after\n",
+              fds_before, rss_before, rss_held, server->RssKb());
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
+TEST(Faults, OversizedHeadersAndBodies) {
+  auto server = ServerProcess::Start({"--max-body-bytes", "65536"});
+  ASSERT_TRUE(server);
+  const int port = server->http_port();
+  auto big_header = HttpRequest(port, "GET", "/health", "", {"X-Big: " + std::string(100'000, 'a')}, 10s);
+  ASSERT_TRUE(big_header);
+  EXPECT_EQ(big_header->status, 431);
+  auto big_url = HttpRequest(port, "GET", "/health?" + std::string(100'000, 'a'), "", {}, 10s);
+  ASSERT_TRUE(big_url);
+  EXPECT_EQ(big_url->status, 431);
+  auto big_body = HttpRequest(port, "POST", "/v1/completions",
+                              json{{"prompt", std::string(100'000, 'a')}}.dump(), {}, 10s);
+  ASSERT_TRUE(big_body);
+  EXPECT_EQ(big_body->status, 413);
+  // Declared far beyond the limit: refused from the headers, before any body arrives.
+  const int fd = Connect(port);
+  ASSERT_TRUE(SendAll(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"));
+  char buf[512];
+  const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+  ASSERT_GT(n, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 413", 0), 0u);
+  close(fd);
+  // A chunked body that grows past the limit.
+  const int chunked = Connect(port);
+  std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 20; ++i) req += "1000\r\n" + std::string(4096, 'a') + "\r\n";
+  SendAll(chunked, req);  // the server may close before all is sent
+  const ssize_t m = recv(chunked, buf, sizeof(buf), 0);
+  ASSERT_GT(m, 0);
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(m)).rfind("HTTP/1.1 413", 0), 0u);
+  close(chunked);
+  auto health = HttpRequest(port, "GET", "/health", "", {}, 10s);
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
+TEST(Faults, SigtermUnderHeavyLoadDropsNothing) {
+  constexpr int kClients = 40;
+  constexpr int kTokens = 120;
+  auto server = ServerProcess::Start({"--dtype", "float32", "--slots", "8", "--max-queue", "64",
+                                      "--drain-timeout", "120"});
+  ASSERT_TRUE(server);
+  client::Endpoint http;
+  http.protocol = client::Protocol::kHttp;
+  http.host = "127.0.0.1";
+  http.port = server->http_port();
+  client::GenerateSpec spec;
+  spec.prompt = client::PromptInput::Text("And God said");
+  spec.sampling.max_tokens = kTokens;
+  spec.sampling.temperature = 0;
+  spec.sampling.ignore_eos = true;
+  spec.timeout_s = 300;
+  std::string reference;
+  {
+    client::OpenAiGenerator g(http, "");
+    auto r = g.Stream(spec, [](const auto&) {}, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    reference = r->completions.at(0).text;
+  }
+  std::atomic<int> started{0};
+  std::vector<absl::StatusOr<client::GenerateResult>> results(kClients, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      client::OpenAiGenerator g(http, "");
+      bool first = true;
+      results[static_cast<size_t>(i)] = g.Stream(spec, [&](const client::StreamEvent&) {
+        if (first) ++started, first = false;
+      }, nullptr);
+    });
+  }
+  // Every request submitted: streaming already (8 slots) or waiting in the queue.
+  ASSERT_TRUE(WaitFor([&] {
+    return started.load() >= 8 && started.load() + Metric(server->http_port(), "mamba_queue_length") >= kClients;
+  }, 60s));
+  kill(server->pid(), SIGTERM);
+  ASSERT_TRUE(WaitFor([&] {
+    auto h = HttpRequest(server->http_port(), "GET", "/health", "", {}, 2s);
+    return !h || h->status == 503;
+  }, 10s));
+  // From then on new requests are refused explicitly (503, or no connection once it is gone).
+  int refused = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto r = HttpRequest(server->http_port(), "POST", "/v1/completions",
+                         json{{"prompt", "x"}, {"max_tokens", 2}}.dump(), {}, 10s);
+    if (!r || r->status == 503) ++refused;
+  }
+  EXPECT_EQ(refused, 5);
+  for (auto& t : threads) t.join();
+  int finished = 0;
+  for (int i = 0; i < kClients; ++i) {
+    const auto& r = results[static_cast<size_t>(i)];
+    ASSERT_TRUE(r.ok()) << "request " << i << " was dropped: " << r.status() << "\n" << server->Log();
+    EXPECT_EQ(r->completions.at(0).text, reference) << "request " << i;
+    EXPECT_EQ(r->completions.at(0).finish_reason, "length");
+    ++finished;
+  }
+  EXPECT_EQ(finished, kClients);
+  EXPECT_EQ(server->Terminate(), 0);
+  EXPECT_NE(server->Log().find("drained"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mamba::testing
