@@ -3,16 +3,40 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 namespace mamba::kernels::cpu {
 
+// libgomp is not built with ThreadSanitizer, so TSan cannot see the happens-before edges of its
+// barriers and reports every parallel region as a race. TSan builds therefore run the kernels
+// on one thread: ParallelFor* then call fn inline and never enter an OpenMP region (oneDNN follows
+// omp_get_max_threads; the TSan tests also set OMP_NUM_THREADS=1 for threads that never call this).
+#ifdef __SANITIZE_THREAD__
+constexpr bool kForceOneThread = true;
+#else
+constexpr bool kForceOneThread = false;
+#endif
+
+// OpenMP's thread count (nthreads-var) belongs to the thread that sets it: a count set where the
+// backend is created would not reach the engine's loop thread. The count is therefore kept here
+// for the whole process and applied to each calling thread, for oneDNN's regions too.
+std::atomic<int> g_num_threads{0};  // 0: not set, OpenMP's default (OMP_NUM_THREADS or all cores)
+
 void SetNumThreads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (kForceOneThread) n = 1;
+  g_num_threads = n;
   omp_set_num_threads(n);
 }
 
-int NumThreads() { return omp_get_max_threads(); }
+int NumThreads() {
+  if (kForceOneThread) return 1;
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  if (n <= 0) return omp_get_max_threads();
+  if (omp_get_max_threads() != n) omp_set_num_threads(n);
+  return n;
+}
 
 void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   const int threads = static_cast<int>(std::min<int64_t>(NumThreads(), n));

@@ -6,7 +6,8 @@
 
 namespace mamba::kernels::cpu {
 
-// Sets the number of threads used by the CPU kernels and oneDNN; <= 0 means all cores.
+// Sets the number of threads used by the CPU kernels and oneDNN, in every thread that calls
+// them; <= 0 means all cores.
 void SetNumThreads(int n);
 int NumThreads();
 

@@ -105,6 +105,11 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
 
   if (in.n() < 0) return absl::InvalidArgumentError(absl::StrCat("n must be >= 1, got ", in.n()));
   r.n = in.n() == 0 ? 1 : in.n();
+  // Checked here, not only at Submit: the unary call sizes its reply (n Completions) first.
+  const int slots = state.engine->backend().num_slots();
+  if (r.n > slots) {
+    return absl::InvalidArgumentError(absl::StrCat("n must be in [1, ", slots, "], got ", r.n));
+  }
   r.deadline = deadline;
   return out;
 }

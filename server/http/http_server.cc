@@ -39,6 +39,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/http/api_error.h"
+#include "server/http/http_limits.h"
 #include "server/http/router.h"
 #include "server/metrics.h"
 #include "spdlog/spdlog.h"
@@ -56,7 +57,7 @@ using http::HttpResponse;
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);  // TLS
 constexpr auto kLingerTimeout = std::chrono::seconds(2);      // draining input before a close
-constexpr size_t kHeaderLimit = 64 * 1024;
+constexpr size_t kHeaderLimit = http::kMaxHeaderBytes;
 constexpr size_t kWatchChunk = 4096;
 
 std::shared_ptr<spdlog::logger> Log() {

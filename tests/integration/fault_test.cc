@@ -118,6 +118,31 @@ TEST(Faults, ClientThatStopsReadingIsCutOffWhileOthersAreServed) {
   EXPECT_EQ(server->Terminate(), 0);
 }
 
+// Below the buffer limit a write that makes no progress for the idle timeout closes the
+// connection too.
+TEST(Faults, ClientThatReadsNothingIsClosedAfterTheIdleTimeout) {
+  auto server = ServerProcess::Start({"--dtype", "float32", "--http-idle-timeout", "1",
+                                      "--max-stream-buffer-bytes", "1000000000"});
+  ASSERT_TRUE(server);
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(server->http_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
+                                             {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
+  EXPECT_TRUE(WaitFor([&] {
+    return server->Log().find("read nothing for") != std::string::npos &&
+           Metric(server->http_port(), "mamba_running_requests") == 0;
+  }, 120s)) << server->Log();
+  EXPECT_LT(Metric(server->http_port(), "mamba_generated_tokens_total"), 16000);
+  close(fd);
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
 TEST(Faults, RequestsThatNeverFinishArriving) {
   auto server = ServerProcess::Start({"--http-idle-timeout", "1"});
   ASSERT_TRUE(server);

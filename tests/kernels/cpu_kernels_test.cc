@@ -4,7 +4,10 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
+
+#include <omp.h>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/causal_conv.h"
@@ -243,6 +246,21 @@ TEST(Threading, ParallelForCoversRangeOnce) {
   std::vector<int> dyn(777, 0);
   ParallelForDynamic(777, [&](int64_t i) { dyn[static_cast<size_t>(i)]++; });
   EXPECT_TRUE(std::all_of(dyn.begin(), dyn.end(), [](int h) { return h == 1; }));
+}
+
+// The count set where the backend is created must reach the engine's loop thread (OpenMP keeps
+// its count per thread). Under ThreadSanitizer the kernels always run on one thread.
+TEST(Threading, CountReachesOtherThreads) {
+  const int before = NumThreads();
+  SetNumThreads(1);
+  int seen = -1, regions = -1;
+  std::thread([&] {
+    seen = NumThreads();
+    regions = omp_get_max_threads();
+  }).join();
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(regions, 1) << "oneDNN follows OpenMP's count in the calling thread";
+  SetNumThreads(before);
 }
 
 }  // namespace

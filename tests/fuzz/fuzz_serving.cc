@@ -1,0 +1,87 @@
+#include "tests/fuzz/fuzz_serving.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "engine/engine.h"
+#include "engine/model_config.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace mamba::fuzz {
+namespace {
+
+[[noreturn]] void Die(const std::string& what) {
+  std::fprintf(stderr, "fuzz setup: %s\n", what.c_str());
+  std::abort();
+}
+
+// Holds the model's shape and slot count; any compute is an error (the engine never gets that
+// far: with max_queue 0 every valid request is refused as queue-full).
+class StubBackend : public engine::Backend {
+ public:
+  explicit StubBackend(engine::ModelConfig config) : config_(std::move(config)) {}
+  const engine::ModelConfig& config() const override { return config_; }
+  std::string Describe() const override { return "fuzz stub (no compute)"; }
+  kernels::DType compute_dtype() const override { return kernels::DType::kF32; }
+  int num_slots() const override { return kFuzzSlots; }
+  absl::Status Prefill(std::span<const engine::ChunkInput>, engine::Logits*) override {
+    return absl::UnimplementedError("fuzz stub backend: no compute");
+  }
+  absl::Status Decode(std::span<const engine::SlotId>, std::span<const engine::TokenId>,
+                      engine::Logits*) override {
+    return absl::UnimplementedError("fuzz stub backend: no compute");
+  }
+  absl::Status ResetSlot(engine::SlotId) override { return absl::OkStatus(); }
+  absl::Status CopySlot(engine::SlotId, engine::SlotId) override { return absl::OkStatus(); }
+
+ private:
+  engine::ModelConfig config_;
+};
+
+server::ServingState* Build() {
+  std::ifstream in(SourcePath("models/kjv-mamba-4x192/config.json"));
+  if (!in) Die("cannot open models/kjv-mamba-4x192/config.json (set MAMBA_SOURCE_DIR)");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto json = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) Die("config.json is not JSON");
+  absl::StatusOr<engine::ModelConfig> config = engine::ModelConfig::FromJson(json);
+  if (!config.ok()) Die(std::string(config.status().message()));
+
+  auto tok = engine::Tokenizer::FromFile(SourcePath("models/gpt-neox-20b/tokenizer.json"));
+  if (!tok.ok()) Die(std::string(tok.status().message()));
+  std::shared_ptr<const engine::Tokenizer> tokenizer(std::move(*tok));
+
+  engine::EngineOptions options;
+  options.max_queue = 0;  // validate, then refuse: nothing is ever generated
+  options.max_prompt_tokens = kFuzzMaxPromptTokens;
+  options.max_new_tokens_limit = kFuzzMaxNewTokensLimit;
+  auto engine = engine::Engine::Create(std::make_unique<StubBackend>(*std::move(config)),
+                                       tokenizer, options);
+  if (!engine.ok()) Die(std::string(engine.status().message()));
+
+  auto* state = new server::ServingState;
+  state->engine = engine->release();
+  state->tokenizer = tokenizer.get();  // the engine keeps it alive
+  state->model_name = "kjv-mamba-4x192";
+  state->device = "cpu";
+  state->health.store(server::Health::kServing);
+  return state;
+}
+
+}  // namespace
+
+std::string SourcePath(const std::string& relative) {
+  const char* dir = std::getenv("MAMBA_SOURCE_DIR");
+  return std::string(dir ? dir : ".") + "/" + relative;
+}
+
+server::ServingState& FuzzServingState() {
+  static server::ServingState* state = Build();
+  return *state;
+}
+
+}  // namespace mamba::fuzz
