@@ -5,15 +5,12 @@
 // (431 / 413), and SIGTERM under heavy load (every accepted request finishes, later ones are
 // refused explicitly, exit code 0). Corrupt and missing model directories are in
 // server_binary_test.cc.
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
-#include <sstream>
 #include <thread>
 
 #include "client/endpoint.h"
@@ -31,26 +28,6 @@ using nlohmann::json;
 
 const char* kReference =
     " unto him, Go, and let us go.\nAnd he said unto him, Go, and say, I will not be a man of the";
-
-double Metric(int port, const std::string& name) {
-  auto r = HttpRequest(port, "GET", "/metrics", "", {}, 10s);
-  if (!r || r->status != 200) return -1;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  }
-  return -1;
-}
-
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 bool SendAll(int fd, const std::string& data) {
   size_t off = 0;
@@ -82,6 +59,11 @@ std::string CompletionRequest(const json& body) {
          std::to_string(b.size()) + "\r\n\r\n" + b;
 }
 
+bool Healthy(int port) {
+  auto health = HttpRequest(port, "GET", "/health", "", {}, 10s);
+  return health && health->status == 200;
+}
+
 bool ServesReferenceText(int port) {
   auto r = HttpRequest(port, "POST", "/v1/completions",
                        json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump(), {}, 60s);
@@ -92,14 +74,8 @@ TEST(Faults, ClientThatStopsReadingIsCutOffWhileOthersAreServed) {
   auto server = ServerProcess::Start({"--dtype", "float32", "--max-stream-buffer-bytes", "65536"});
   ASSERT_TRUE(server);
   // A small receive buffer, so that the kernel holds little of what the server sends.
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(server->http_port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = Connect(server->http_port(), 4096);
+  ASSERT_GE(fd, 0);
   // Long, with five alternatives per token (~600 bytes per event): megabytes, never read.
   ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
                                              {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
@@ -124,14 +100,8 @@ TEST(Faults, ClientThatReadsNothingIsClosedAfterTheIdleTimeout) {
   auto server = ServerProcess::Start({"--dtype", "float32", "--http-idle-timeout", "1",
                                       "--max-stream-buffer-bytes", "1000000000"});
   ASSERT_TRUE(server);
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(server->http_port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = Connect(server->http_port(), 4096);
+  ASSERT_GE(fd, 0);
   ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
                                              {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
   EXPECT_TRUE(WaitFor([&] {
@@ -177,9 +147,7 @@ TEST(Faults, RequestsThatNeverFinishArriving) {
   ASSERT_TRUE(SendAll(keep, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
   EXPECT_TRUE(ClosedByServer(keep, 10s));
   for (int fd : {headers, body, idle, keep}) close(fd);
-  auto health = HttpRequest(port, "GET", "/health", "", {}, 10s);
-  ASSERT_TRUE(health);
-  EXPECT_EQ(health->status, 200);
+  EXPECT_TRUE(Healthy(port));
   EXPECT_EQ(server->Terminate(), 0);
 }
 
@@ -200,14 +168,20 @@ TEST(Faults, TenThousandIdleConnectionsOpenedAndDropped) {
   const long rss_before = server->RssKb();
   std::vector<int> fds;
   fds.reserve(kConnections);
+  // In batches that the accept queue holds (net.core.somaxconn may be 128): a connection the
+  // full queue dropped looks open to the client, but the server learns of it only when the
+  // handshake is retried, seconds later.
+  constexpr int kBatch = 100;
   for (int i = 0; i < kConnections; ++i) {
     const int fd = Connect(port);
     ASSERT_GE(fd, 0) << "connection " << i << ": " << strerror(errno);
     fds.push_back(fd);
+    if ((i + 1) % kBatch == 0) {
+      ASSERT_TRUE(WaitFor([&] { return server->OpenFds() >= fds_before + i + 1; }, 30s))
+          << "the server holds " << server->OpenFds() - fds_before << " of " << i + 1 << " connections";
+    }
   }
   // All held by the server, which still serves.
-  EXPECT_TRUE(WaitFor([&] { return server->OpenFds() >= fds_before + kConnections; }, 30s))
-      << server->OpenFds() << " descriptors open";
   EXPECT_TRUE(ServesReferenceText(port));
   const long rss_held = server->RssKb();
   for (int fd : fds) close(fd);
@@ -250,9 +224,7 @@ TEST(Faults, OversizedHeadersAndBodies) {
   ASSERT_GT(m, 0);
   EXPECT_EQ(std::string(buf, static_cast<size_t>(m)).rfind("HTTP/1.1 413", 0), 0u);
   close(chunked);
-  auto health = HttpRequest(port, "GET", "/health", "", {}, 10s);
-  ASSERT_TRUE(health);
-  EXPECT_EQ(health->status, 200);
+  EXPECT_TRUE(Healthy(port));
   EXPECT_EQ(server->Terminate(), 0);
 }
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <functional>
 #include <sstream>
 #include <fstream>
 #include <thread>
@@ -25,27 +24,6 @@ namespace fs = std::filesystem;
 
 const char* kReference =
     " unto him, Go, and let us go.\nAnd he said unto him, Go, and say, I will not be a man of the";
-
-// The value of an unlabelled Prometheus sample, or -1.
-double Metric(int port, const std::string& name) {
-  auto r = HttpRequest(port, "GET", "/metrics", "", {}, 10s);
-  if (!r || r->status != 200) return -1;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  }
-  return -1;
-}
-
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 // Opens a streaming completion on a raw socket and waits for its first bytes; returns the fd.
 int StartStream(int port, int max_tokens) {

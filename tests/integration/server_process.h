@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,7 +60,14 @@ std::optional<HttpResponse> HttpRequest(int port, const std::string& method, con
                                         const std::vector<std::string>& headers = {},
                                         std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
-// A raw TCP connection to 127.0.0.1:port (for fault tests); -1 on failure.
-int Connect(int port);
+// A raw TCP connection to 127.0.0.1:port (for fault tests); -1 on failure. A positive
+// `receive_buffer` sets SO_RCVBUF before connecting (a client whose kernel holds little).
+int Connect(int port, int receive_buffer = 0);
+
+// The value of an unlabelled Prometheus sample from GET /metrics, or -1.
+double Metric(int port, const std::string& name);
+
+// Polls `pred` every 20 ms until it holds or `timeout` passes; returns its last value.
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
 }  // namespace mamba::testing

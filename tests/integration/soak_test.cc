@@ -20,7 +20,6 @@
 #include <map>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -163,17 +162,6 @@ class Tally {
   std::vector<std::string> failures_;
   int64_t num_failures_ = 0;
 };
-
-double Metric(int port, const std::string& name) {
-  auto r = HttpRequest(port, "GET", "/metrics", "", {}, 10s);
-  if (!r || r->status != 200) return -1;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  }
-  return -1;
-}
 
 class Soak {
  public:
