@@ -22,7 +22,9 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--device", c->device, "auto | cpu | cuda[:N]")->envname("MAMBA_DEVICE")->capture_default_str();
   app.add_option("--dtype", c->dtype, "auto | float32 | bfloat16 | float16")->envname("MAMBA_DTYPE")->capture_default_str();
   app.add_option("--threads", c->threads, "Compute threads (0 = all cores)")->envname("MAMBA_THREADS")->capture_default_str();
-  app.add_option("--slots", c->slots, "State slots = max concurrent sequences")->envname("MAMBA_SLOTS")->capture_default_str();
+  app.add_option("--slots", c->slots,
+                 "State slots = max concurrent sequences (0 = automatic: CUDA fills the memory left after "
+                 "the weights, the CPU engine takes 16)")->envname("MAMBA_SLOTS")->capture_default_str();
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")->envname("MAMBA_MAX_STEP_TOKENS")->capture_default_str();
   app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")->envname("MAMBA_MAX_PROMPT_TOKENS")->capture_default_str();
   app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")->envname("MAMBA_MAX_NEW_TOKENS_LIMIT")->capture_default_str();
@@ -56,7 +58,7 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
-  if (c.slots < 1 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
+  if (c.slots < 0 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
       c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
       c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");

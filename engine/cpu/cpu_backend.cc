@@ -58,12 +58,16 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
     std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options) {
-  if (options.num_slots < 1) return absl::InvalidArgumentError("num_slots must be >= 1");
+  if (options.num_slots < 0) {
+    return absl::InvalidArgumentError("num_slots must be >= 0 (0 = automatic)");
+  }
   if (options.max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
-  kc::SetNumThreads(options.num_threads);
-  MAMBA_ASSIGN_OR_RETURN(DType dtype, ResolveDType(*checkpoint, options.dtype));
+  BackendOptions resolved = options;
+  if (resolved.num_slots == 0) resolved.num_slots = kDefaultCpuSlots;
+  kc::SetNumThreads(resolved.num_threads);
+  MAMBA_ASSIGN_OR_RETURN(DType dtype, ResolveDType(*checkpoint, resolved.dtype));
   MAMBA_ASSIGN_OR_RETURN(auto weights, PrepareCpuWeights(*checkpoint, dtype));
-  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(checkpoint), options, std::move(weights)));
+  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(checkpoint), resolved, std::move(weights)));
 }
 
 CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,

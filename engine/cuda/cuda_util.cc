@@ -3,7 +3,6 @@
 #include <cuda_runtime.h>
 
 #include <string>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -16,11 +15,9 @@ absl::Status CudaStatus(int cuda_error, std::string_view what) {
                                           ": ", cudaGetErrorString(e)));
 }
 
-absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes, std::string_view what) {
-  DeviceBuffer b;
-  if (bytes == 0) return b;
-  if (const cudaError_t e = cudaMalloc(&b.ptr_, bytes); e != cudaSuccess) {
-    b.ptr_ = nullptr;
+absl::StatusOr<void*> DeviceMemory::Allocate(size_t bytes, std::string_view what) {
+  void* ptr = nullptr;
+  if (const cudaError_t e = cudaMalloc(&ptr, bytes); e != cudaSuccess) {
     cudaGetLastError();  // out-of-memory is not sticky; do not leave it for the next check
     size_t free_bytes = 0, total = 0;
     cudaMemGetInfo(&free_bytes, &total);
@@ -30,54 +27,22 @@ absl::StatusOr<DeviceBuffer> DeviceBuffer::Allocate(size_t bytes, std::string_vi
                      cudaGetErrorString(e), "; ", free_bytes >> 20, " MiB free of ", total >> 20,
                      " MiB)"));
   }
-  b.bytes_ = bytes;
-  return b;
+  return ptr;
 }
 
-DeviceBuffer::~DeviceBuffer() {
-  if (ptr_) cudaFree(ptr_);
-}
+void DeviceMemory::Free(void* ptr) { cudaFree(ptr); }
 
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
-    : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr_) cudaFree(ptr_);
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-absl::StatusOr<PinnedBuffer> PinnedBuffer::Allocate(size_t bytes, std::string_view what) {
-  PinnedBuffer b;
-  if (bytes == 0) return b;
-  if (const cudaError_t e = cudaMallocHost(&b.ptr_, bytes); e != cudaSuccess) {
-    b.ptr_ = nullptr;
+absl::StatusOr<void*> PinnedMemory::Allocate(size_t bytes, std::string_view what) {
+  void* ptr = nullptr;
+  if (const cudaError_t e = cudaMallocHost(&ptr, bytes); e != cudaSuccess) {
     cudaGetLastError();
     return absl::ResourceExhaustedError(absl::StrCat("cudaMallocHost of ", bytes, " bytes for ",
                                                      std::string(what), " failed: ",
                                                      cudaGetErrorString(e)));
   }
-  b.bytes_ = bytes;
-  return b;
+  return ptr;
 }
 
-PinnedBuffer::~PinnedBuffer() {
-  if (ptr_) cudaFreeHost(ptr_);
-}
-
-PinnedBuffer::PinnedBuffer(PinnedBuffer&& o) noexcept
-    : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& o) noexcept {
-  if (this != &o) {
-    if (ptr_) cudaFreeHost(ptr_);
-    ptr_ = std::exchange(o.ptr_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
+void PinnedMemory::Free(void* ptr) { cudaFreeHost(ptr); }
 
 }  // namespace mamba::engine::cuda

@@ -225,8 +225,12 @@ TEST_F(CpuBackendErrors, BadCallsAreInvalidArgument) {
 
 TEST_F(CpuBackendErrors, UnsupportedOptions) {
   BackendOptions bo;
-  bo.num_slots = 0;
+  bo.num_slots = -1;
   EXPECT_FALSE(cpu::CpuBackend::Create(checkpoint_, bo).ok());
+  bo.num_slots = 0;  // automatic
+  auto automatic = cpu::CpuBackend::Create(checkpoint_, bo);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ((*automatic)->num_slots(), kDefaultCpuSlots);
   bo.num_slots = 1;
   bo.device = "tpu";
   EXPECT_EQ(CreateBackend(checkpoint_, bo).status().code(), absl::StatusCode::kInvalidArgument);

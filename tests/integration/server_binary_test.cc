@@ -172,6 +172,15 @@ TEST(ServerBinary, BadFlagsExitWithUsageError) {
   const std::string bin = BinaryPath("mamba-server").string();
   EXPECT_NE(std::system((bin + " --slots abc > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --tls-cert only.pem > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((bin + " --slots -1 > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((bin + " --http-idle-timeout 0 > /dev/null 2>&1").c_str()), 0);
+}
+
+TEST(ServerBinary, ZeroSlotsMeansAutomatic) {
+  auto server = ServerProcess::Start({"--slots", "0"});
+  ASSERT_TRUE(server);
+  EXPECT_EQ(Metric(server->http_port(), "mamba_state_slots_total"), 16) << "the CPU engine's automatic count";
+  EXPECT_EQ(server->Terminate(), 0);
 }
 
 }  // namespace
