@@ -3,7 +3,6 @@
 #include "engine/cpu/cpu_backend.h"
 
 #include <cstring>
-#include <random>
 
 #include "gtest/gtest.h"
 #include "tests/engine/reference_model.h"
@@ -14,50 +13,15 @@ namespace {
 
 using kernels::DType;
 using testing::AllClose;
+using testing::Dec;
+using testing::RandomPrompt;
 using testing::TempDir;
-
-struct Variant {
-  const char* name;
-  DType stored = DType::kF32;
-  ComputeDType compute = ComputeDType::kAuto;
-  bool use_bias = false, no_conv_bias = false, untied = false, mamba_ssm = false;
-  int shards = 1;
-  int64_t hidden = 32, d_state = 16, dt_rank = 4, conv = 4, layers = 2;
-};
-
-// Decode with braced lists (std::span has no initializer_list constructor in C++20).
-absl::Status Dec(Backend& b, std::vector<SlotId> slots, std::vector<TokenId> tokens, Logits* l) {
-  return b.Decode(slots, tokens, l);
-}
-
-std::vector<TokenId> RandomPrompt(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<TokenId> t(static_cast<size_t>(n));
-  for (auto& v : t) v = static_cast<TokenId>(rng() % static_cast<uint64_t>(vocab));
-  return t;
-}
+using Variant = testing::BackendVariant;
 
 class CpuBackendTest : public ::testing::TestWithParam<Variant> {
  protected:
   void SetUp() override {
-    const Variant& v = GetParam();
-    RandomCheckpointOptions o;
-    o.config = testing::SmallConfig();
-    o.config.hidden_size = v.hidden;
-    o.config.intermediate_size = 2 * v.hidden;
-    o.config.state_size = v.d_state;
-    o.config.time_step_rank = v.dt_rank;
-    o.config.conv_kernel = v.conv;
-    o.config.num_hidden_layers = v.layers;
-    o.config.use_bias = v.use_bias;
-    o.config.use_conv_bias = !v.no_conv_bias;
-    o.dtype = v.stored;
-    o.untied_head = v.untied;
-    o.mamba_ssm_layout = v.mamba_ssm;
-    o.shards = v.shards;
-    o.perturb_constants = true;
-    o.seed = 42;
-    auto ck = Checkpoint::Open(testing::WriteModel(dir_, "m", o));
+    auto ck = testing::OpenVariantModel(dir_, GetParam());
     ASSERT_TRUE(ck.ok()) << ck.status();
     checkpoint_ = *ck;
     reference_ = std::make_unique<testing::ReferenceModel>(*checkpoint_);

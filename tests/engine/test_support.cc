@@ -45,6 +45,38 @@ fs::path WriteModel(const TempDir& dir, const std::string& name,
   return p;
 }
 
+absl::StatusOr<std::shared_ptr<const Checkpoint>> OpenVariantModel(const TempDir& dir,
+                                                                   const BackendVariant& v) {
+  RandomCheckpointOptions o;
+  o.config = SmallConfig();
+  o.config.hidden_size = v.hidden;
+  o.config.intermediate_size = 2 * v.hidden;
+  o.config.state_size = v.d_state;
+  o.config.time_step_rank = v.dt_rank;
+  o.config.conv_kernel = v.conv;
+  o.config.num_hidden_layers = v.layers;
+  o.config.use_bias = v.use_bias;
+  o.config.use_conv_bias = !v.no_conv_bias;
+  o.dtype = v.stored;
+  o.untied_head = v.untied;
+  o.mamba_ssm_layout = v.mamba_ssm;
+  o.shards = v.shards;
+  o.perturb_constants = true;
+  o.seed = 42;
+  return Checkpoint::Open(WriteModel(dir, "m", o));
+}
+
+std::vector<TokenId> RandomPrompt(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<TokenId> t(static_cast<size_t>(n));
+  for (auto& v : t) v = static_cast<TokenId>(rng() % static_cast<uint64_t>(vocab));
+  return t;
+}
+
+absl::Status Dec(Backend& b, std::vector<SlotId> slots, std::vector<TokenId> tokens, Logits* l) {
+  return b.Decode(slots, tokens, l);
+}
+
 ::testing::AssertionResult AllClose(std::span<const float> got, std::span<const double> want,
                                     double atol, double rtol) {
   if (got.size() != want.size()) {
