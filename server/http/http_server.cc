@@ -277,23 +277,31 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     std::vector<asio::const_buffer> bufs;
     bufs.reserve(in_write_);
     for (size_t i = 0; i < in_write_; ++i) bufs.emplace_back(out_[i].data(), out_[i].size());
-    // A client that stops reading holds at most the stream buffer, and only this long.
-    write_timer_.expires_after(IdleTimeout());
-    const uint64_t write = ++write_seq_;
-    write_timer_.async_wait([self = this->shared_from_this(), write](beast::error_code ec) {
-      // An expiry that raced with the write's completion finds another (or no) write.
-      if (ec || self->closed_ || !self->writing_ || self->write_seq_ != write) return;
-      Log()->info("closing a connection: the client read nothing for {} ms", self->IdleTimeout().count());
-      self->Close();
-    });
+    write_started_ = std::chrono::steady_clock::now();
+    if (!write_timer_armed_) ArmWriteTimer(IdleTimeout());
     asio::async_write(stream_, bufs, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       self->OnWrite(ec);
     });
   }
 
+  // A client that stops reading holds at most the stream buffer, and only until a write has
+  // waited IdleTimeout(). The timer is not re-armed per write (a stream writes every token): when
+  // it fires it checks the write under way, if any, and waits out the rest of its time.
+  void ArmWriteTimer(std::chrono::steady_clock::duration d) {
+    write_timer_armed_ = true;
+    write_timer_.expires_after(d);
+    write_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      self->write_timer_armed_ = false;
+      if (ec || self->closed_ || !self->writing_) return;
+      const auto waited = std::chrono::steady_clock::now() - self->write_started_;
+      if (waited < self->IdleTimeout()) return self->ArmWriteTimer(self->IdleTimeout() - waited);
+      Log()->info("closing a connection: the client read nothing for {} ms", self->IdleTimeout().count());
+      self->Close();
+    });
+  }
+
   void OnWrite(beast::error_code ec) {
     writing_ = false;
-    write_timer_.cancel();
     if (closed_) return;
     if (ec) return Close();
     for (size_t i = 0; i < in_write_; ++i) {
@@ -443,12 +451,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   Stream stream_;
   const asio::any_io_executor executor_;  // the connection's strand
   asio::steady_timer timer_;        // reading a request, TLS handshake, lingering
-  asio::steady_timer write_timer_;  // a write under way must progress
+  asio::steady_timer write_timer_;  // a write under way must progress (ArmWriteTimer)
+  bool write_timer_armed_ = false;
+  std::chrono::steady_clock::time_point write_started_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::deque<std::string> out_;
   size_t in_write_ = 0;       // entries of out_ in the write under way
-  uint64_t write_seq_ = 0;    // numbers the writes, for the write timer
   int64_t pending_bytes_ = 0;  // queued and not yet written
   std::shared_ptr<ExchangeImpl> exchange_;
   std::string endpoint_;      // metrics label of the current request
