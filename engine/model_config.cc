@@ -82,6 +82,16 @@ absl::Status ReadRank(const json& j, const char* key, int64_t hidden, int64_t* o
 }
 
 
+// intermediate_size = expand * hidden size. Validate() bounds the result, but the raw values
+// may be anything a file holds: the product must not overflow first (found by safetensors_fuzz).
+absl::Status ExpandedSize(int64_t expand, int64_t hidden, int64_t* out) {
+  if (__builtin_mul_overflow(expand, hidden, out)) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: 'expand' (", expand, ") times the hidden size (",
+                                                   hidden, ") overflows"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ModelConfig> FromMambaSsm(const json& j) {
   ModelConfig c;
   c.source_format = "mamba_ssm";
@@ -108,7 +118,7 @@ absl::StatusOr<ModelConfig> FromMambaSsm(const json& j) {
   MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "d_conv", &c.conv_kernel));
   int64_t expand = 2;
   MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "expand", &expand));
-  c.intermediate_size = expand * c.hidden_size;
+  MAMBA_RETURN_IF_ERROR(ExpandedSize(expand, c.hidden_size, &c.intermediate_size));
   MAMBA_RETURN_IF_ERROR(ReadRank(ssm, "dt_rank", c.hidden_size, &c.time_step_rank));
   MAMBA_RETURN_IF_ERROR(ReadBool(ssm, "conv_bias", &c.use_conv_bias));
   MAMBA_RETURN_IF_ERROR(ReadBool(ssm, "bias", &c.use_bias));
@@ -126,7 +136,7 @@ absl::StatusOr<ModelConfig> FromHf(const json& j) {
   MAMBA_RETURN_IF_ERROR(ReadDouble(j, "layer_norm_epsilon", &c.layer_norm_epsilon));
   int64_t expand = 2;
   MAMBA_RETURN_IF_ERROR(ReadInt(j, "expand", &expand));
-  c.intermediate_size = expand * c.hidden_size;
+  MAMBA_RETURN_IF_ERROR(ExpandedSize(expand, c.hidden_size, &c.intermediate_size));
   MAMBA_RETURN_IF_ERROR(ReadInt(j, "intermediate_size", &c.intermediate_size));
   MAMBA_RETURN_IF_ERROR(ReadInt(j, "conv_kernel", &c.conv_kernel));
   MAMBA_RETURN_IF_ERROR(ReadBool(j, "use_bias", &c.use_bias));

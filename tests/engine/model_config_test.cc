@@ -70,6 +70,9 @@ TEST(ModelConfig, RejectsBadFieldsNamingThem) {
       {R"({"eos_token_id": 99999999})", "eos_token_id"},
       {R"({"d_model": 64, "ssm_cfg": {"layer": "Mamba2"}})", "Mamba2"},
       {R"([1, 2])", "object"},
+      // expand * hidden overflows int64 before any range check (UB; UBSan stage catches it).
+      {R"({"hidden_size": 5966666666666666662})", "overflows"},
+      {R"({"d_model": 5966666666666666662, "ssm_cfg": {"expand": 4}})", "overflows"},
   };
   for (const Case& k : cases) {
     auto c = ModelConfig::FromJson(json::parse(k.json));
