@@ -59,8 +59,8 @@ server::ServingState* Build() {
   options.max_queue = 0;  // validate, then refuse: nothing is ever generated
   options.max_prompt_tokens = kFuzzMaxPromptTokens;
   options.max_new_tokens_limit = kFuzzMaxNewTokensLimit;
-  auto engine = engine::Engine::Create(std::make_unique<StubBackend>(*std::move(config)),
-                                       tokenizer, options);
+  auto engine =
+      engine::Engine::Create(std::make_unique<StubBackend>(*std::move(config)), tokenizer, options);
   if (!engine.ok()) Die(std::string(engine.status().message()));
 
   auto* state = new server::ServingState;

@@ -71,7 +71,8 @@ void Generate(const ::grpc::ByteBuffer& buffer) {
     Check(c == StatusCode::kInvalidArgument || c == StatusCode::kFailedPrecondition,
           "PrepareRequest: an undocumented code");
     Check(static_cast<int>(mamba::server::ToGrpcStatus(prepared.status()).error_code()) ==
-              static_cast<int>(c), "ToGrpcStatus changed the code");
+              static_cast<int>(c),
+          "ToGrpcStatus changed the code");
     return;
   }
   const mamba::engine::Request& r = prepared->request;
@@ -86,7 +87,8 @@ void Generate(const ::grpc::ByteBuffer& buffer) {
     const auto& echoed = prepared->prompt.token_ids();
     Check(std::equal(echoed.begin(), echoed.end(), r.prompt.begin(), r.prompt.end()),
           "the echo's ids differ from the prompt");
-    if (request.has_text()) Check(prepared->prompt.text() == request.text(), "the echo's text differs");
+    if (request.has_text())
+      Check(prepared->prompt.text() == request.text(), "the echo's text differs");
   }
   if (request.has_text()) {
     for (mamba::engine::TokenId id : r.prompt) {
@@ -134,7 +136,8 @@ void Detokenize(const ::grpc::ByteBuffer& buffer) {
     return CheckParseError(s);
   }
   const mamba::engine::Tokenizer& tok = *mamba::fuzz::FuzzServingState().tokenizer;
-  const std::vector<mamba::engine::TokenId> ids(request.token_ids().begin(), request.token_ids().end());
+  const std::vector<mamba::engine::TokenId> ids(request.token_ids().begin(),
+                                                request.token_ids().end());
   absl::StatusOr<std::string> text = tok.Decode(ids, request.skip_special_tokens());
   if (!text.ok()) {
     Check(text.status().code() == StatusCode::kInvalidArgument, "Decode: not InvalidArgument");
@@ -161,9 +164,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ::grpc::ByteBuffer buffer = ToBuffer(data + 1, size - 1, parts);
   switch (data[0] & 3) {
     case 0:
-    case 1: Generate(buffer); break;
-    case 2: Tokenize(buffer); break;
-    case 3: Detokenize(buffer); break;
+    case 1:
+      Generate(buffer);
+      break;
+    case 2:
+      Tokenize(buffer);
+      break;
+    case 3:
+      Detokenize(buffer);
+      break;
   }
   return 0;
 }

@@ -111,7 +111,15 @@ Fixture& F() {
 
 bool Documented(int status) {
   switch (status) {
-    case 200: case 400: case 401: case 404: case 405: case 413: case 422: case 429: case 503:
+    case 200:
+    case 400:
+    case 401:
+    case 404:
+    case 405:
+    case 413:
+    case 422:
+    case 429:
+    case 503:
       return true;
     default:
       return false;  // 500 would be a handler bug; 504 needs a running request
@@ -126,7 +134,8 @@ void Dispatch(mamba::server::http::Router& router, const HttpRequest& request) {
   Check(!exchange->streamed(), "a stream started though the engine accepted nothing");
   const HttpResponse& r = exchange->response();
   Check(Documented(r.status), "undocumented HTTP status");
-  F().metrics.OnResponse("http", mamba::server::http::Router::EndpointLabel(request.path), r.status);
+  F().metrics.OnResponse("http", mamba::server::http::Router::EndpointLabel(request.path),
+                         r.status);
   if (r.content_type != "application/json") return;
   Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
   Check(j.is_object(), "a JSON response that is not a JSON object");
@@ -156,7 +165,8 @@ void CheckPrompt(const mamba::server::http::Prompt& p) {
 void CheckRequest(const mamba::engine::Request& r) {
   const mamba::engine::Engine& e = *F().state.engine;
   Check(r.params.Validate(e.backend().config().vocab_size).ok(), "accepted invalid sampling");
-  Check(r.params.max_new_tokens <= e.options().max_new_tokens_limit, "accepted max tokens over the limit");
+  Check(r.params.max_new_tokens <= e.options().max_new_tokens_limit,
+        "accepted max tokens over the limit");
   Check(r.n >= 1 && r.n <= e.backend().num_slots(), "accepted n outside [1, slots]");
   for (const std::string& s : r.stop_strings) Check(!s.empty(), "kept an empty stop string");
 }
@@ -171,7 +181,8 @@ void CheckParsers(const std::string& body) {
   using namespace mamba::server::http;
   absl::StatusOr<Json> j = ParseObject(body);
   if (!j.ok()) {
-    Check(j.status().code() == absl::StatusCode::kInvalidArgument, "ParseObject: not InvalidArgument");
+    Check(j.status().code() == absl::StatusCode::kInvalidArgument,
+          "ParseObject: not InvalidArgument");
     return;
   }
   CompletionSpec spec;
@@ -179,7 +190,9 @@ void CheckParsers(const std::string& body) {
     Check(!spec.prompts.empty() && spec.prompts.size() <= 1024, "completions: prompt count");
     for (const Prompt& p : spec.prompts) CheckPrompt(p);
     CheckRequest(spec.request);
-    if (spec.logprobs) Check(*spec.logprobs >= 0 && *spec.logprobs <= mamba::engine::kMaxTopLogprobs, "logprobs range");
+    if (spec.logprobs)
+      Check(*spec.logprobs >= 0 && *spec.logprobs <= mamba::engine::kMaxTopLogprobs,
+            "logprobs range");
   } else {
     Check(ParseStatusOk(s), "completions: unexpected error code");
   }
@@ -204,7 +217,8 @@ void Serve(const bhttp::request<bhttp::string_body>& msg) {
   req.authorization = std::string(msg[bhttp::field::authorization]);
   Dispatch(F().open, req);
   Dispatch(F().keyed, req);
-  for (const char* path : {"/v1/completions", "/generate", "/generate_stream", "/tokenize", "/detokenize"}) {
+  for (const char* path :
+       {"/v1/completions", "/generate", "/generate_stream", "/tokenize", "/detokenize"}) {
     if (req.path == path && req.method == "POST") continue;  // done above
     Dispatch(F().open, HttpRequest{"POST", path, req.body, ""});
   }
@@ -218,8 +232,8 @@ std::optional<size_t> ParseOne(std::string_view in, size_t step,
   bhttp::request_parser<bhttp::string_body> parser;
   parser.eager(true);
   parser.header_limit(mamba::server::http::kMaxHeaderBytes);
-  parser.body_limit(static_cast<uint64_t>(
-      std::max<int64_t>(mamba::server::FrontEndOptions{}.max_body_bytes, 0)));
+  parser.body_limit(
+      static_cast<uint64_t>(std::max<int64_t>(mamba::server::FrontEndOptions{}.max_body_bytes, 0)));
   size_t used = 0;
   size_t avail = std::min(step, in.size());
   beast::error_code ec;

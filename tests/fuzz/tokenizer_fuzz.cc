@@ -64,7 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (plain != *whole) std::abort();
   // The stop-cut stream is a prefix of the full text, and ends right before the match.
   if (whole->compare(0, streamed.size(), streamed) != 0) std::abort();
-  if (stops.matched() && whole->compare(streamed.size(), stops.matched_stop().size(), stops.matched_stop()) != 0) {
+  if (stops.matched() &&
+      whole->compare(streamed.size(), stops.matched_stop().size(), stops.matched_stop()) != 0) {
     std::abort();
   }
   return 0;

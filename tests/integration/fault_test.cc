@@ -55,7 +55,8 @@ bool ClosedByServer(int fd, std::chrono::milliseconds timeout) {
 
 std::string CompletionRequest(const json& body) {
   const std::string b = body.dump();
-  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+         "application/json\r\nContent-Length: " +
          std::to_string(b.size()) + "\r\n\r\n" + b;
 }
 
@@ -65,8 +66,9 @@ bool Healthy(int port) {
 }
 
 bool ServesReferenceText(int port) {
-  auto r = HttpRequest(port, "POST", "/v1/completions",
-                       json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump(), {}, 60s);
+  auto r = HttpRequest(
+      port, "POST", "/v1/completions",
+      json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump(), {}, 60s);
   return r && r->status == 200 && json::parse(r->body)["choices"][0]["text"] == kReference;
 }
 
@@ -77,16 +79,23 @@ TEST(Faults, ClientThatStopsReadingIsCutOffWhileOthersAreServed) {
   const int fd = Connect(server->http_port(), 4096);
   ASSERT_GE(fd, 0);
   // Long, with five alternatives per token (~600 bytes per event): megabytes, never read.
-  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
-                                             {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
-  ASSERT_TRUE(WaitFor([&] { return Metric(server->http_port(), "mamba_running_requests") == 1; }, 10s));
+  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"},
+                                             {"max_tokens", 16000},
+                                             {"ignore_eos", true},
+                                             {"stream", true},
+                                             {"logprobs", 5}})));
+  ASSERT_TRUE(
+      WaitFor([&] { return Metric(server->http_port(), "mamba_running_requests") == 1; }, 10s));
   // Meanwhile another client gets its exact answer.
   EXPECT_TRUE(ServesReferenceText(server->http_port()));
   // The stalled stream is cut at the buffer limit: its request cancelled, its slot freed.
-  EXPECT_TRUE(WaitFor([&] {
-    return Metric(server->http_port(), "mamba_running_requests") == 0 &&
-           Metric(server->http_port(), "mamba_state_slots_used") == 0;
-  }, 120s)) << server->Log();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return Metric(server->http_port(), "mamba_running_requests") == 0 &&
+               Metric(server->http_port(), "mamba_state_slots_used") == 0;
+      },
+      120s))
+      << server->Log();
   EXPECT_NE(server->Log().find("bytes behind"), std::string::npos) << server->Log();
   EXPECT_LT(Metric(server->http_port(), "mamba_generated_tokens_total"), 16000)
       << "the stream must be cut long before it ends";
@@ -102,12 +111,18 @@ TEST(Faults, ClientThatReadsNothingIsClosedAfterTheIdleTimeout) {
   ASSERT_TRUE(server);
   const int fd = Connect(server->http_port(), 4096);
   ASSERT_GE(fd, 0);
-  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"}, {"max_tokens", 16000},
-                                             {"ignore_eos", true}, {"stream", true}, {"logprobs", 5}})));
-  EXPECT_TRUE(WaitFor([&] {
-    return server->Log().find("read nothing for") != std::string::npos &&
-           Metric(server->http_port(), "mamba_running_requests") == 0;
-  }, 120s)) << server->Log();
+  ASSERT_TRUE(SendAll(fd, CompletionRequest({{"prompt", "And God said"},
+                                             {"max_tokens", 16000},
+                                             {"ignore_eos", true},
+                                             {"stream", true},
+                                             {"logprobs", 5}})));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return server->Log().find("read nothing for") != std::string::npos &&
+               Metric(server->http_port(), "mamba_running_requests") == 0;
+      },
+      120s))
+      << server->Log();
   EXPECT_LT(Metric(server->http_port(), "mamba_generated_tokens_total"), 16000);
   close(fd);
   EXPECT_EQ(server->Terminate(), 0);
@@ -124,7 +139,8 @@ TEST(Faults, RequestsThatNeverFinishArriving) {
   // A body sent a byte at a time, far slower than the timeout allows for the whole request.
   const int body = Connect(port);
   ASSERT_GE(body, 0);
-  ASSERT_TRUE(SendAll(body, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"));
+  ASSERT_TRUE(
+      SendAll(body, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"));
   std::atomic<bool> body_closed{false};
   std::thread trickle([&] {
     for (int i = 0; i < 100 && !body_closed; ++i) {
@@ -156,7 +172,8 @@ TEST(Faults, TenThousandIdleConnectionsOpenedAndDropped) {
   rlimit lim{};
   getrlimit(RLIMIT_NOFILE, &lim);
   if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < kConnections + 200) {
-    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max << " is below " << kConnections + 200;
+    GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max << " is below "
+                 << kConnections + 200;
   }
   lim.rlim_cur = std::max<rlim_t>(lim.rlim_cur, kConnections + 200);
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);  // the server inherits it
@@ -178,7 +195,8 @@ TEST(Faults, TenThousandIdleConnectionsOpenedAndDropped) {
     fds.push_back(fd);
     if ((i + 1) % kBatch == 0) {
       ASSERT_TRUE(WaitFor([&] { return server->OpenFds() >= fds_before + i + 1; }, 30s))
-          << "the server holds " << server->OpenFds() - fds_before << " of " << i + 1 << " connections";
+          << "the server holds " << server->OpenFds() - fds_before << " of " << i + 1
+          << " connections";
     }
   }
   // All held by the server, which still serves.
@@ -186,10 +204,12 @@ TEST(Faults, TenThousandIdleConnectionsOpenedAndDropped) {
   const long rss_held = server->RssKb();
   for (int fd : fds) close(fd);
   EXPECT_TRUE(WaitFor([&] { return server->OpenFds() <= fds_before + 1; }, 30s))
-      << "descriptors: " << fds_before << " before, " << server->OpenFds() << " after the connections closed";
+      << "descriptors: " << fds_before << " before, " << server->OpenFds()
+      << " after the connections closed";
   EXPECT_TRUE(ServesReferenceText(port));
-  std::printf("10k idle connections: %d fds before, RSS %ld kB before, %ld kB while held, %ld kB after\n",
-              fds_before, rss_before, rss_held, server->RssKb());
+  std::printf(
+      "10k idle connections: %d fds before, RSS %ld kB before, %ld kB while held, %ld kB after\n",
+      fds_before, rss_before, rss_held, server->RssKb());
   EXPECT_EQ(server->Terminate(), 0);
 }
 
@@ -197,7 +217,8 @@ TEST(Faults, OversizedHeadersAndBodies) {
   auto server = ServerProcess::Start({"--max-body-bytes", "65536"});
   ASSERT_TRUE(server);
   const int port = server->http_port();
-  auto big_header = HttpRequest(port, "GET", "/health", "", {"X-Big: " + std::string(100'000, 'a')}, 10s);
+  auto big_header =
+      HttpRequest(port, "GET", "/health", "", {"X-Big: " + std::string(100'000, 'a')}, 10s);
   ASSERT_TRUE(big_header);
   EXPECT_EQ(big_header->status, 431);
   auto big_url = HttpRequest(port, "GET", "/health?" + std::string(100'000, 'a'), "", {}, 10s);
@@ -209,7 +230,8 @@ TEST(Faults, OversizedHeadersAndBodies) {
   EXPECT_EQ(big_body->status, 413);
   // Declared far beyond the limit: refused from the headers, before any body arrives.
   const int fd = Connect(port);
-  ASSERT_TRUE(SendAll(fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"));
+  ASSERT_TRUE(SendAll(
+      fd, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"));
   char buf[512];
   const ssize_t n = recv(fd, buf, sizeof(buf), 0);
   ASSERT_GT(n, 0);
@@ -217,7 +239,8 @@ TEST(Faults, OversizedHeadersAndBodies) {
   close(fd);
   // A chunked body that grows past the limit.
   const int chunked = Connect(port);
-  std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
   for (int i = 0; i < 20; ++i) req += "1000\r\n" + std::string(4096, 'a') + "\r\n";
   SendAll(chunked, req);  // the server may close before all is sent
   const ssize_t m = recv(chunked, buf, sizeof(buf), 0);
@@ -231,8 +254,8 @@ TEST(Faults, OversizedHeadersAndBodies) {
 TEST(Faults, SigtermUnderHeavyLoadDropsNothing) {
   constexpr int kClients = 40;
   constexpr int kTokens = 120;
-  auto server = ServerProcess::Start({"--dtype", "float32", "--slots", "8", "--max-queue", "64",
-                                      "--drain-timeout", "120"});
+  auto server = ServerProcess::Start(
+      {"--dtype", "float32", "--slots", "8", "--max-queue", "64", "--drain-timeout", "120"});
   ASSERT_TRUE(server);
   client::Endpoint http;
   http.protocol = client::Protocol::kHttp;
@@ -247,31 +270,41 @@ TEST(Faults, SigtermUnderHeavyLoadDropsNothing) {
   std::string reference;
   {
     client::OpenAiGenerator g(http, "");
-    auto r = g.Stream(spec, [](const auto&) {}, nullptr);
+    auto r = g.Stream(
+        spec, [](const auto&) {}, nullptr);
     ASSERT_TRUE(r.ok()) << r.status();
     reference = r->completions.at(0).text;
   }
   std::atomic<int> started{0};
-  std::vector<absl::StatusOr<client::GenerateResult>> results(kClients, absl::UnknownError("not run"));
+  std::vector<absl::StatusOr<client::GenerateResult>> results(kClients,
+                                                              absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < kClients; ++i) {
     threads.emplace_back([&, i] {
       client::OpenAiGenerator g(http, "");
       bool first = true;
-      results[static_cast<size_t>(i)] = g.Stream(spec, [&](const client::StreamEvent&) {
-        if (first) ++started, first = false;
-      }, nullptr);
+      results[static_cast<size_t>(i)] = g.Stream(
+          spec,
+          [&](const client::StreamEvent&) {
+            if (first) ++started, first = false;
+          },
+          nullptr);
     });
   }
   // Every request submitted: streaming already (8 slots) or waiting in the queue.
-  ASSERT_TRUE(WaitFor([&] {
-    return started.load() >= 8 && started.load() + Metric(server->http_port(), "mamba_queue_length") >= kClients;
-  }, 60s));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return started.load() >= 8 &&
+               started.load() + Metric(server->http_port(), "mamba_queue_length") >= kClients;
+      },
+      60s));
   kill(server->pid(), SIGTERM);
-  ASSERT_TRUE(WaitFor([&] {
-    auto h = HttpRequest(server->http_port(), "GET", "/health", "", {}, 2s);
-    return !h || h->status == 503;
-  }, 10s));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto h = HttpRequest(server->http_port(), "GET", "/health", "", {}, 2s);
+        return !h || h->status == 503;
+      },
+      10s));
   // From then on new requests are refused explicitly (503, or no connection once it is gone).
   int refused = 0;
   for (int i = 0; i < 5; ++i) {
@@ -284,7 +317,8 @@ TEST(Faults, SigtermUnderHeavyLoadDropsNothing) {
   int finished = 0;
   for (int i = 0; i < kClients; ++i) {
     const auto& r = results[static_cast<size_t>(i)];
-    ASSERT_TRUE(r.ok()) << "request " << i << " was dropped: " << r.status() << "\n" << server->Log();
+    ASSERT_TRUE(r.ok()) << "request " << i << " was dropped: " << r.status() << "\n"
+                        << server->Log();
     EXPECT_EQ(r->completions.at(0).text, reference) << "request " << i;
     EXPECT_EQ(r->completions.at(0).finish_reason, "length");
     ++finished;

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <sstream>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -29,11 +29,16 @@ const char* kReference =
 int StartStream(int port, int max_tokens) {
   const int fd = Connect(port);
   if (fd < 0) return -1;
-  const std::string body = json{{"prompt", "And God said"}, {"max_tokens", max_tokens},
-                                {"temperature", 0}, {"stream", true}, {"ignore_eos", true}}
-                               .dump();
-  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string body = json{
+      {"prompt", "And God said"},
+      {"max_tokens", max_tokens},
+      {"temperature", 0},
+      {"stream", true},
+      {"ignore_eos", true}}.dump();
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   send(fd, req.data(), req.size(), MSG_NOSIGNAL);
   char buf[4096];
   if (recv(fd, buf, sizeof(buf), 0) <= 0) {
@@ -65,15 +70,17 @@ TEST(ServerBinary, DemoModelGivesItsReferenceText) {
   auto health = HttpRequest(server->http_port(), "GET", "/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
-  auto r = HttpRequest(server->http_port(), "POST", "/v1/completions",
-                       json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump());
+  auto r =
+      HttpRequest(server->http_port(), "POST", "/v1/completions",
+                  json{{"prompt", "And God said"}, {"max_tokens", 30}, {"temperature", 0}}.dump());
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   const json j = json::parse(r->body);
   EXPECT_EQ(j["choices"][0]["text"], kReference);
   EXPECT_EQ(j["usage"]["prompt_tokens"], 3);
   EXPECT_EQ(j["usage"]["completion_tokens"], 30);
-  EXPECT_NE(server->Log().find("DEMO model"), std::string::npos) << "the demo model must be announced";
+  EXPECT_NE(server->Log().find("DEMO model"), std::string::npos)
+      << "the demo model must be announced";
   EXPECT_EQ(server->Terminate(), 0);
 }
 
@@ -84,10 +91,14 @@ TEST(ServerBinary, SigtermDrainsRunningRequestsAndRefusesNewOnes) {
   const int fd = StartStream(server->http_port(), 4000);
   ASSERT_GE(fd, 0);
   kill(server->pid(), SIGTERM);
-  ASSERT_TRUE(WaitFor([&] {
-    auto h = HttpRequest(server->http_port(), "GET", "/health", "", {}, 2s);
-    return h && h->status == 503;
-  }, 10s)) << "health must turn 503 while draining; server log:\n" << server->Log();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto h = HttpRequest(server->http_port(), "GET", "/health", "", {}, 2s);
+        return h && h->status == 503;
+      },
+      10s))
+      << "health must turn 503 while draining; server log:\n"
+      << server->Log();
   auto refused = HttpRequest(server->http_port(), "POST", "/v1/completions",
                              json{{"prompt", "x"}, {"max_tokens", 2}}.dump(), {}, 10s);
   ASSERT_TRUE(refused);
@@ -120,9 +131,11 @@ TEST(ServerBinary, DisconnectedClientFreesItsSlot) {
   ASSERT_TRUE(server);
   const int fd = StartStream(server->http_port(), 16000);
   ASSERT_GE(fd, 0);
-  EXPECT_TRUE(WaitFor([&] { return Metric(server->http_port(), "mamba_state_slots_used") == 1; }, 10s));
+  EXPECT_TRUE(
+      WaitFor([&] { return Metric(server->http_port(), "mamba_state_slots_used") == 1; }, 10s));
   close(fd);
-  EXPECT_TRUE(WaitFor([&] { return Metric(server->http_port(), "mamba_state_slots_used") == 0; }, 10s))
+  EXPECT_TRUE(
+      WaitFor([&] { return Metric(server->http_port(), "mamba_state_slots_used") == 0; }, 10s))
       << "the slot of a client that went away must be freed";
   EXPECT_EQ(server->Terminate(), 0);
 }
@@ -139,8 +152,9 @@ TEST(ServerBinary, MissingOrCorruptModelFailsClearly) {
   fs::copy(model, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
   fs::resize_file(dir / "model.safetensors", 1000000);
   // Run directly to see the exit code and the message.
-  const std::string cmd = BinaryPath("mamba-server").string() + " --http-port 0 --grpc-port 0 --model " +
-                          dir.string() + " > " + (dir / "log").string() + " 2>&1";
+  const std::string cmd = BinaryPath("mamba-server").string() +
+                          " --http-port 0 --grpc-port 0 --model " + dir.string() + " > " +
+                          (dir / "log").string() + " 2>&1";
   const int rc = std::system(cmd.c_str());
   std::ifstream in(dir / "log");
   const std::string log((std::istreambuf_iterator<char>(in)), {});
@@ -179,7 +193,8 @@ TEST(ServerBinary, BadFlagsExitWithUsageError) {
 TEST(ServerBinary, ZeroSlotsMeansAutomatic) {
   auto server = ServerProcess::Start({"--slots", "0"});
   ASSERT_TRUE(server);
-  EXPECT_EQ(Metric(server->http_port(), "mamba_state_slots_total"), 16) << "the CPU engine's automatic count";
+  EXPECT_EQ(Metric(server->http_port(), "mamba_state_slots_total"), 16)
+      << "the CPU engine's automatic count";
   EXPECT_EQ(server->Terminate(), 0);
 }
 

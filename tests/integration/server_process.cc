@@ -30,7 +30,8 @@ fs::path BinaryPath(const std::string& name) {
   return fs::read_symlink("/proc/self/exe").parent_path() / name;
 }
 
-std::optional<ServerProcess> ServerProcess::Start(std::vector<std::string> args, std::chrono::seconds timeout) {
+std::optional<ServerProcess> ServerProcess::Start(std::vector<std::string> args,
+                                                  std::chrono::seconds timeout) {
   ServerProcess p;
   std::random_device rd;
   p.dir_ = fs::temp_directory_path() / ("mamba-server-" + std::to_string(rd()));
@@ -152,7 +153,8 @@ int ServerProcess::OpenFds() const {
 int Connect(int port, int receive_buffer) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  if (receive_buffer > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+  if (receive_buffer > 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -202,15 +204,17 @@ std::string Dechunk(const std::string& body) {
 
 }  // namespace
 
-std::optional<HttpResponse> HttpRequest(int port, const std::string& method, const std::string& path,
-                                        const std::string& body, const std::vector<std::string>& headers,
+std::optional<HttpResponse> HttpRequest(int port, const std::string& method,
+                                        const std::string& path, const std::string& body,
+                                        const std::vector<std::string>& headers,
                                         std::chrono::milliseconds timeout) {
   const int fd = Connect(port);
   if (fd < 0) return std::nullopt;
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   for (const auto& h : headers) req += h + "\r\n";
   if (!body.empty() || method == "POST") {
-    req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   req += "\r\n" + body;
   if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
@@ -221,7 +225,8 @@ std::optional<HttpResponse> HttpRequest(int port, const std::string& method, con
   const auto end = Clock::now() + timeout;
   char buf[65536];
   while (true) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
     if (left <= 0) {
       close(fd);
       return std::nullopt;

@@ -17,8 +17,8 @@ class ServerProcess {
  public:
   // Starts build/bin/mamba-server (MAMBA_SERVER_BIN overrides) with `args` plus host, ports and
   // ready file. Returns nullopt (and says why on stderr) if it does not become ready in time.
-  static std::optional<ServerProcess> Start(std::vector<std::string> args,
-                                            std::chrono::seconds timeout = std::chrono::seconds(60));
+  static std::optional<ServerProcess> Start(
+      std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60));
   ServerProcess(ServerProcess&& other) noexcept;
   ~ServerProcess();  // SIGKILL if still running
 
@@ -55,10 +55,10 @@ struct HttpResponse {
 
 // One HTTP/1.1 request over a fresh connection to 127.0.0.1:port ("Connection: close"), with a
 // deadline. Returns nullopt on connection failure or timeout.
-std::optional<HttpResponse> HttpRequest(int port, const std::string& method, const std::string& path,
-                                        const std::string& body = "",
-                                        const std::vector<std::string>& headers = {},
-                                        std::chrono::milliseconds timeout = std::chrono::seconds(60));
+std::optional<HttpResponse> HttpRequest(
+    int port, const std::string& method, const std::string& path, const std::string& body = "",
+    const std::vector<std::string>& headers = {},
+    std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
 // A raw TCP connection to 127.0.0.1:port (for fault tests); -1 on failure. A positive
 // `receive_buffer` sets SO_RCVBUF before connecting (a client whose kernel holds little).

@@ -42,7 +42,7 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
-constexpr int kMaxTokens = 32;   // greedy references are this long; requests ask for a prefix
+constexpr int kMaxTokens = 32;  // greedy references are this long; requests ask for a prefix
 constexpr int kSlots = 8;
 constexpr int kMaxQueue = 24;
 constexpr int kMaxPromptTokens = 256;
@@ -223,8 +223,8 @@ class Soak {
     }
     if (!same) {
       tally_->Count(kind, "wrong_answer");
-      return tally_->Fail(absl::StrCat(kind, ": prompt ", prompt, " tokens ", tokens, " gave '", c.text,
-                                       "' (", c.finish_reason, "), want '", want, "'"));
+      return tally_->Fail(absl::StrCat(kind, ": prompt ", prompt, " tokens ", tokens, " gave '",
+                                       c.text, "' (", c.finish_reason, "), want '", want, "'"));
     }
     tally_->Count(kind, "ok");
   }
@@ -251,7 +251,8 @@ class Soak {
       }
       CheckGreedy("http_unary", prompt, tokens, r, false);
     } else if (pick < 32) {  // OpenAI SSE stream
-      CheckGreedy("http_stream", prompt, tokens, openai.Stream(Greedy(prompt, tokens), ignore, nullptr), false);
+      CheckGreedy("http_stream", prompt, tokens,
+                  openai.Stream(Greedy(prompt, tokens), ignore, nullptr), false);
     } else if (pick < 48) {  // gRPC unary
       auto resp = grpc_client.Generate(client::ToGenerateRequest(Greedy(prompt, tokens)), 120);
       absl::StatusOr<client::GenerateResult> r = absl::UnknownError("");
@@ -269,7 +270,8 @@ class Soak {
       }
       CheckGreedy("grpc_unary", prompt, tokens, r, true);
     } else if (pick < 64) {  // gRPC stream
-      CheckGreedy("grpc_stream", prompt, tokens, grpc.Stream(Greedy(prompt, tokens), ignore, nullptr), true);
+      CheckGreedy("grpc_stream", prompt, tokens,
+                  grpc.Stream(Greedy(prompt, tokens), ignore, nullptr), true);
     } else if (pick < 70) {  // sampled, seeded: any answer of the right length
       client::GenerateSpec spec = Greedy(prompt, tokens);
       spec.sampling.temperature = 0.9f;
@@ -297,14 +299,16 @@ class Soak {
       auto on_event = [&](const client::StreamEvent& e) {
         if (e.tokens > 0 && ++events == after) cancel.Cancel();
       };
-      auto r = use_grpc ? grpc.Stream(spec, on_event, &cancel) : openai.Stream(spec, on_event, &cancel);
+      auto r =
+          use_grpc ? grpc.Stream(spec, on_event, &cancel) : openai.Stream(spec, on_event, &cancel);
       const std::string kind = use_grpc ? "grpc_cancel" : "http_disconnect";
       const std::string e = r.ok() ? "finished" : client::ErrorKind(r.status());
       if (e == "cancelled" || e == "http_429" || e == "grpc_resource_exhausted") {
         tally_->Count(kind, e);
       } else {
         tally_->Count(kind, "unexpected");
-        tally_->Fail(absl::StrCat(kind, ": ", r.ok() ? "finished although cancelled" : r.status().ToString()));
+        tally_->Fail(absl::StrCat(kind, ": ",
+                                  r.ok() ? "finished although cancelled" : r.status().ToString()));
       }
     } else if (pick < 88) {  // deadline far shorter than the answer takes
       const bool use_grpc = rng() % 2;
@@ -315,12 +319,16 @@ class Soak {
         auto r = grpc_client.Generate(client::ToGenerateRequest(spec), 0.02);
         e = r.ok() ? "finished" : client::ErrorKind(r.status());
       } else {
-        const json body = {{"prompt", kPrompts[prompt]}, {"max_tokens", 1000}, {"ignore_eos", true},
-                           {"temperature", 0}, {"timeout", 0.02}};
+        const json body = {{"prompt", kPrompts[prompt]},
+                           {"max_tokens", 1000},
+                           {"ignore_eos", true},
+                           {"temperature", 0},
+                           {"timeout", 0.02}};
         auto r = HttpRequest(server_->http_port(), "POST", "/v1/completions", body.dump(), {}, 60s);
         e = r ? absl::StrCat("http_", r->status) : "no answer";
       }
-      if (e == "grpc_deadline_exceeded" || e == "http_504" || e == "http_429" || e == "grpc_resource_exhausted") {
+      if (e == "grpc_deadline_exceeded" || e == "http_504" || e == "http_429" ||
+          e == "grpc_resource_exhausted") {
         tally_->Count(kind, e);
       } else {
         tally_->Count(kind, "unexpected");
@@ -360,7 +368,8 @@ class Soak {
         tally_->Count(std::string("http_invalid_") + c.name, absl::StrCat("http_", got));
       } else {
         tally_->Count(std::string("http_invalid_") + c.name, "unexpected");
-        tally_->Fail(absl::StrCat("invalid HTTP request ", c.name, " answered ", got, r ? r->body : ""));
+        tally_->Fail(
+            absl::StrCat("invalid HTTP request ", c.name, " answered ", got, r ? r->body : ""));
       }
       return;
     }
@@ -396,10 +405,16 @@ class Soak {
         while (ready.load() < n) std::this_thread::yield();
         if (i % 2) {
           client::GrpcGenerator grpc(channel_, "");
-          CheckGreedy("burst_grpc", prompt, kMaxTokens, grpc.Stream(spec, [](const auto&) {}, nullptr), true);
+          CheckGreedy("burst_grpc", prompt, kMaxTokens,
+                      grpc.Stream(
+                          spec, [](const auto&) {}, nullptr),
+                      true);
         } else {
           client::OpenAiGenerator openai(http_, "");
-          CheckGreedy("burst_http", prompt, kMaxTokens, openai.Stream(spec, [](const auto&) {}, nullptr), false);
+          CheckGreedy("burst_http", prompt, kMaxTokens,
+                      openai.Stream(
+                          spec, [](const auto&) {}, nullptr),
+                      false);
         }
       });
     }
@@ -417,8 +432,8 @@ class Soak {
 bool SettlesIdle(int port) {
   const auto end = std::chrono::steady_clock::now() + 30s;
   while (std::chrono::steady_clock::now() < end) {
-    if (Metric(port, "mamba_state_slots_used") == 0 && Metric(port, "mamba_running_requests") == 0 &&
-        Metric(port, "mamba_queue_length") == 0) {
+    if (Metric(port, "mamba_state_slots_used") == 0 &&
+        Metric(port, "mamba_running_requests") == 0 && Metric(port, "mamba_queue_length") == 0) {
       return true;
     }
     std::this_thread::sleep_for(50ms);
@@ -432,10 +447,10 @@ TEST(Soak, ThousandsOfRequestsLeaveNoTrace) {
   ASSERT_EQ(refs.ids.size(), kPrompts.size());
   for (const auto& r : refs.ids) ASSERT_EQ(r.size(), static_cast<size_t>(kMaxTokens));
 
-  auto server = ServerProcess::Start({"--model", model.string(), "--dtype", "float32",
-                                      "--slots", std::to_string(kSlots), "--max-queue", std::to_string(kMaxQueue),
-                                      "--max-step-tokens", "64", "--max-prompt-tokens", std::to_string(kMaxPromptTokens),
-                                      "--max-new-tokens-limit", "1000", "--http-threads", "2"});
+  auto server = ServerProcess::Start(
+      {"--model", model.string(), "--dtype", "float32", "--slots", std::to_string(kSlots),
+       "--max-queue", std::to_string(kMaxQueue), "--max-step-tokens", "64", "--max-prompt-tokens",
+       std::to_string(kMaxPromptTokens), "--max-new-tokens-limit", "1000", "--http-threads", "2"});
   ASSERT_TRUE(server);
   const char* env = std::getenv("MAMBA_SOAK_REQUESTS");
   const int per_round = env ? std::max(10, std::atoi(env)) : 1000;
@@ -450,20 +465,24 @@ TEST(Soak, ThousandsOfRequestsLeaveNoTrace) {
   for (int round = 0; round < rounds; ++round) {
     const auto r0 = std::chrono::steady_clock::now();
     soak.Round(per_round, static_cast<uint64_t>(round + 1));
-    ASSERT_TRUE(SettlesIdle(server->http_port())) << "requests or slots still held after round " << round
-                                                 << ":\n" << server->Log();
+    ASSERT_TRUE(SettlesIdle(server->http_port()))
+        << "requests or slots still held after round " << round << ":\n"
+        << server->Log();
     const long rss = server->RssKb();
     const int fds = server->OpenFds();
     if (round == 0) rss_warm = rss, fds_warm = fds;
     rss_last = rss, fds_last = fds;
     rss_max = std::max(rss_max, rss);
-    rounds_json.push_back({{"round", round},
-                           {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count()},
-                           {"rss_kb", rss},
-                           {"open_fds", fds}});
-    std::printf("round %d: %.1f s, RSS %ld kB, %d fds\n", round, rounds_json.back()["seconds"].get<double>(), rss, fds);
+    rounds_json.push_back(
+        {{"round", round},
+         {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count()},
+         {"rss_kb", rss},
+         {"open_fds", fds}});
+    std::printf("round %d: %.1f s, RSS %ld kB, %d fds\n", round,
+                rounds_json.back()["seconds"].get<double>(), rss, fds);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const json report = {
       {"requests", tally.Total("")},
       {"seconds", seconds},
@@ -477,7 +496,8 @@ TEST(Soak, ThousandsOfRequestsLeaveNoTrace) {
       {"slots_used_after", Metric(server->http_port(), "mamba_state_slots_used")},
   };
   std::printf("%s\n", report.dump(2).c_str());
-  if (const char* path = std::getenv("MAMBA_SOAK_REPORT")) std::ofstream(path) << report.dump(2) << "\n";
+  if (const char* path = std::getenv("MAMBA_SOAK_REPORT"))
+    std::ofstream(path) << report.dump(2) << "\n";
 
   for (const std::string& f : tally.failure_list()) ADD_FAILURE() << f;
   EXPECT_EQ(tally.failures(), 0);
@@ -488,10 +508,13 @@ TEST(Soak, ThousandsOfRequestsLeaveNoTrace) {
   EXPECT_GT(tally.Total("grpc_deadline_exceeded") + tally.Total("http_504"), 0);
   // Memory after the last round is back at its level after warm-up: a leak of even a few bytes
   // per request shows over thousands of requests; allocator noise stays within a few MB.
-#ifndef MAMBA_SANITIZER_BUILD  // ASan's quarantine keeps freed memory on purpose; LSan checks leaks there
-  EXPECT_LT(rss_last - rss_warm, 8 * 1024) << "RSS grew from " << rss_warm << " kB to " << rss_last << " kB";
+#ifndef MAMBA_SANITIZER_BUILD  // ASan's quarantine keeps freed memory on purpose; LSan checks leaks
+                               // there
+  EXPECT_LT(rss_last - rss_warm, 8 * 1024)
+      << "RSS grew from " << rss_warm << " kB to " << rss_last << " kB";
 #endif
-  EXPECT_LE(fds_last, fds_warm + 2) << "file descriptors: " << fds_warm << " after warm-up, " << fds_last << " at the end";
+  EXPECT_LE(fds_last, fds_warm + 2)
+      << "file descriptors: " << fds_warm << " after warm-up, " << fds_last << " at the end";
   EXPECT_EQ(server->Terminate(), 0);
 }
 
