@@ -35,18 +35,18 @@ MAMBA_CPU_CLONES void ConvBlock(const CausalConvArgs& a, const SeqChunk& c, int6
 
 void CausalConv(const CausalConvArgs& a) {
   const int64_t blocks = (a.dim + kLanes - 1) / kLanes;
-  const int64_t items = blocks * static_cast<int64_t>(a.chunks.size());
   int64_t tokens = 0;
   for (const SeqChunk& c : a.chunks) tokens += c.length;
-  auto run_item = [&](int64_t i) {
-    const SeqChunk& c = a.chunks[static_cast<size_t>(i / blocks)];
-    const int64_t d0 = (i % blocks) * kLanes;
+  auto run_item = [&](const SeqChunk& c, int64_t block) {
+    const int64_t d0 = block * kLanes;
     ConvBlock(a, c, d0, static_cast<int>(std::min<int64_t>(kLanes, a.dim - d0)));
   };
   if (tokens * a.dim < 32768) {
-    for (int64_t i = 0; i < items; ++i) run_item(i);
+    for (const SeqChunk& c : a.chunks) {
+      for (int64_t b = 0; b < blocks; ++b) run_item(c, b);
+    }
   } else {
-    ParallelForDynamic(items, run_item);
+    ParallelForChunkBlocks(a.chunks, blocks, run_item);
   }
 }
 

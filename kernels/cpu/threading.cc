@@ -53,15 +53,42 @@ void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
   }
 }
 
-void ParallelForDynamic(int64_t n, const std::function<void(int64_t)>& fn) {
-  const int threads = static_cast<int>(std::min<int64_t>(NumThreads(), n));
+namespace {
+
+// The first (chunk, block) item that starts at or after token-weighted position `pos`.
+int64_t FirstItemAt(SeqChunks chunks, int64_t blocks, int64_t pos) {
+  int64_t acc = 0;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    const int64_t len = std::max<int64_t>(1, chunks[c].length);
+    if (pos < acc + len * blocks) {
+      return static_cast<int64_t>(c) * blocks + (pos - acc + len - 1) / len;
+    }
+    acc += len * blocks;
+  }
+  return static_cast<int64_t>(chunks.size()) * blocks;
+}
+
+}  // namespace
+
+void ParallelForChunkBlocks(SeqChunks chunks, int64_t blocks,
+                            const std::function<void(const SeqChunk&, int64_t)>& fn) {
+  const int64_t items = static_cast<int64_t>(chunks.size()) * blocks;
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) fn(chunks[static_cast<size_t>(i / blocks)], i % blocks);
+  };
+  const int threads = static_cast<int>(std::min<int64_t>(NumThreads(), items));
   if (threads <= 1) {
-    for (int64_t i = 0; i < n; ++i) fn(i);
+    run(0, items);
     return;
   }
-  const int64_t grain = std::max<int64_t>(1, n / (threads * 8));
-#pragma omp parallel for num_threads(threads) schedule(dynamic, grain)
-  for (int64_t i = 0; i < n; ++i) fn(i);
+  int64_t total = 0;
+  for (const SeqChunk& c : chunks) total += std::max<int64_t>(1, c.length) * blocks;
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    run(FirstItemAt(chunks, blocks, total * t / threads),
+        FirstItemAt(chunks, blocks, total * (t + 1) / threads));
+  }
 }
 
 }  // namespace mamba::kernels::cpu

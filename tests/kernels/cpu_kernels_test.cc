@@ -1,8 +1,11 @@
 // Every CPU kernel against its float64 reference on random inputs of several shapes: odd channel
 // counts (vector tails), chunk boundaries, many slots in shuffled order.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -243,9 +246,42 @@ TEST(Threading, ParallelForCoversRangeOnce) {
     for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
   });
   EXPECT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
-  std::vector<int> dyn(777, 0);
-  ParallelForDynamic(777, [&](int64_t i) { dyn[static_cast<size_t>(i)]++; });
-  EXPECT_TRUE(std::all_of(dyn.begin(), dyn.end(), [](int h) { return h == 1; }));
+}
+
+// Every (chunk, block) pair exactly once, whatever the mix of lengths, thread count and block
+// count; and with one long chunk among short ones, no thread gets most of the tokens.
+TEST(Threading, ChunkBlocksCoverEveryPairOnceAndBalanceTokens) {
+  const int before = NumThreads();
+  for (int threads : {1, 2, 3, 7}) {
+    SetNumThreads(threads);
+    for (const std::vector<int64_t>& lengths :
+         std::vector<std::vector<int64_t>>{{1}, {512}, {512, 1, 1, 1, 1}, {1, 1, 300, 1, 17, 2}, {}}) {
+      for (int64_t blocks : {1, 3, 96}) {
+        std::vector<SeqChunk> chunks;
+        int64_t begin = 0;
+        for (size_t i = 0; i < lengths.size(); ++i) {
+          chunks.push_back({begin, lengths[i], static_cast<int32_t>(i)});
+          begin += lengths[i];
+        }
+        std::vector<std::atomic<int>> hits(chunks.size() * static_cast<size_t>(blocks));
+        std::mutex mu;
+        std::map<std::thread::id, int64_t> tokens_by_thread;
+        ParallelForChunkBlocks(chunks, blocks, [&](const SeqChunk& c, int64_t b) {
+          hits[static_cast<size_t>(c.slot * blocks + b)]++;
+          std::lock_guard lock(mu);
+          tokens_by_thread[std::this_thread::get_id()] += c.length;
+        });
+        for (const auto& h : hits) EXPECT_EQ(h.load(), 1) << threads << " threads, " << blocks << " blocks";
+        if (blocks == 96 && threads > 1 && begin > 1) {
+          int64_t most = 0;
+          for (const auto& [id, t] : tokens_by_thread) most = std::max(most, t);
+          // Balanced within one block of the longest chunk.
+          EXPECT_LE(most, begin * blocks / threads + 512) << threads << " threads";
+        }
+      }
+    }
+  }
+  SetNumThreads(before);
 }
 
 // The count set where the backend is created must reach the engine's loop thread (OpenMP keeps
