@@ -140,7 +140,11 @@ absl::Status Checkpoint::Bind() {
   MAMBA_RETURN_IF_ERROR(get({"backbone.embeddings.weight", "backbone.embedding.weight"},
                             {c.vocab_size, d}, true, &embedding_));
   MAMBA_RETURN_IF_ERROR(get({"backbone.norm_f.weight"}, {d}, true, &norm_f_));
-  MAMBA_RETURN_IF_ERROR(get({"lm_head.weight"}, {c.vocab_size, d}, false, &lm_head_));
+  // Present, lm_head.weight unties the head (whatever the config says, as the issue of record
+  // and HF's loading of such files agree); absent, the head is the embedding, which an untied
+  // config forbids: silently reusing the embedding would compute a different model.
+  MAMBA_RETURN_IF_ERROR(
+      get({"lm_head.weight"}, {c.vocab_size, d}, !c.tie_word_embeddings, &lm_head_));
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LayerTensors& L = layers_[static_cast<size_t>(i)];

@@ -96,7 +96,11 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
   absl::Status s = Validate(request);
   std::unique_lock<std::mutex> lock(mu_);
   if (s.ok() && (draining_ || stop_)) s = absl::UnavailableError("the server is shutting down");
-  if (s.ok() && queued_ >= options_.max_queue) {
+  // Requests not yet admitted (inbox + waiting) may fill the free slots plus max_queue: a burst
+  // into an idle server is not refused just because the loop has not admitted it yet, and
+  // max_queue 0 means "run now or refuse".
+  const int64_t free_slots = stats_.slots_total - stats_.slots_used;
+  if (s.ok() && queued_ >= options_.max_queue + free_slots) {
     s = absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_queue, " waiting requests)"));
   }
   if (!s.ok()) {

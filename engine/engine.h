@@ -25,7 +25,7 @@ namespace mamba::engine {
 
 struct EngineOptions {
   int64_t max_step_tokens = 512;     // token budget of one step (decode tokens + prompt chunks)
-  int max_queue = 256;               // waiting requests beyond this are refused at once
+  int max_queue = 256;               // requests waiting for a slot beyond this are refused at once
   int64_t max_prompt_tokens = 65536;  // longer prompts are refused
   int32_t max_new_tokens_limit = 16384;  // upper bound on a request's max_new_tokens
   int64_t prefill_chunk = 0;         // max prompt tokens of one request per step (0 = budget)

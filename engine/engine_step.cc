@@ -104,6 +104,7 @@ void Engine::Admit() {
   if (admitted) {
     std::lock_guard<std::mutex> lock(mu_);
     queued_ -= admitted;
+    stats_.slots_used = stats_.slots_total - static_cast<int64_t>(free_slots_.size());
   }
 }
 

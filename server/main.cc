@@ -92,7 +92,9 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   state.engine = eng->get();
   state.tokenizer = tokenizer.get();
   state.model_name = c.model_name.empty() ? fs::path(dir).filename().string() : c.model_name;
-  state.device = device.substr(0, device.find(':'));  // "cpu" or "cuda"
+  // "cpu" or "cuda:N": Describe() starts "cpu: ..." or "cuda:N (name): ...".
+  state.device = device.substr(0, device.find(' '));
+  if (!state.device.empty() && state.device.back() == ':') state.device.pop_back();
 
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<GrpcServer> grpc;

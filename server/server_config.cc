@@ -28,7 +28,7 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")->envname("MAMBA_MAX_STEP_TOKENS")->capture_default_str();
   app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")->envname("MAMBA_MAX_PROMPT_TOKENS")->capture_default_str();
   app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")->envname("MAMBA_MAX_NEW_TOKENS_LIMIT")->capture_default_str();
-  app.add_option("--max-queue", c->max_queue, "Waiting requests beyond this get 429 / RESOURCE_EXHAUSTED")->envname("MAMBA_MAX_QUEUE")
+  app.add_option("--max-queue", c->max_queue, "Requests waiting for a state slot beyond this get 429 / RESOURCE_EXHAUSTED (0: run now or refuse)")->envname("MAMBA_MAX_QUEUE")
       ->capture_default_str();
   app.add_option("--drain-timeout", c->drain_timeout_s, "Seconds running requests get on SIGTERM")->envname("MAMBA_DRAIN_TIMEOUT")->capture_default_str();
   app.add_option("--request-timeout", c->request_timeout_s, "Default per-request deadline in seconds (0 = none)")->envname("MAMBA_REQUEST_TIMEOUT")

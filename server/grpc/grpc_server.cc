@@ -90,6 +90,7 @@ void GrpcServer::SetServing(bool serving) {
   health->SetServingStatus(serving);  // every registered service, "" included
   health->SetServingStatus("", serving);
   health->SetServingStatus(kServiceName, serving);
+  health->SetServingStatus(kLivenessService, true);
 }
 
 void GrpcServer::Shutdown(std::chrono::milliseconds grace) {

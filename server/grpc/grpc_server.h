@@ -42,8 +42,11 @@ class GrpcServer {
   int port() const { return port_; }
 
   // grpc.health.v1 status SERVING / NOT_SERVING for the overall server ("") and for
-  // "mamba.v1.MambaService". Ignored after Shutdown (everything then reads NOT_SERVING).
+  // "mamba.v1.MambaService" (readiness). The service kLivenessService stays SERVING while the
+  // process serves at all, draining included, so a liveness probe never turns a graceful drain
+  // into a restart. Ignored after Shutdown (everything then reads NOT_SERVING).
   void SetServing(bool serving);
+  static constexpr char kLivenessService[] = "liveness";
 
   // Stops accepting calls, lets running ones finish for up to `grace`, then cancels them, and
   // waits until every call is done. Idempotent; thread-safe.

@@ -39,8 +39,12 @@ absl::Status ParseParameters(const Json& p, TgiSpec* out) {
   if (sp.temperature <= 0 && p.contains("temperature") && !p["temperature"].is_null()) {
     return absl::OutOfRangeError("'temperature' must be strictly positive");  // as TGI
   }
+  // As TGI: a warper (temperature other than 1, top_k, top_p below 1) samples even without
+  // do_sample; with none of them and do_sample false (the default), decoding is greedy.
+  const bool warpers = sp.temperature != 1.0f || sp.top_k > 0 || sp.top_p < 1.0f;
+  out->sampling = out->sampling || warpers;
   if (!out->sampling) {
-    sp.temperature = 0;  // greedy, whatever else was asked
+    sp.temperature = 0;  // greedy
     sp.seed.reset();
   } else if (!sp.seed) {
     sp.seed = std::random_device{}() * uint64_t{0x9E3779B97F4A7C15} ^ std::random_device{}();

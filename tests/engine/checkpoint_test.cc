@@ -132,6 +132,22 @@ TEST_F(CheckpointTest, MissingExtraAndMisshapenTensors) {
   }
 }
 
+// tie_word_embeddings: false needs its own head; it must not silently reuse the embedding.
+TEST_F(CheckpointTest, UntiedConfigWithoutHeadIsAnError) {
+  RandomCheckpointOptions o;
+  o.untied_head = true;
+  fs::path m = Model(o);
+  ASSERT_TRUE(Checkpoint::Open(m).ok());
+  auto [h, data] = Split(m / "model.safetensors");
+  h.erase("lm_head.weight");
+  Join(m / "model.safetensors", h, data);
+  ExpectError(m, {"missing tensor", "lm_head.weight"});
+  json cfg = json::parse(ReadAll(m / "config.json"));
+  cfg["tie_word_embeddings"] = true;
+  WriteAll(m / "config.json", cfg.dump());
+  EXPECT_TRUE(Checkpoint::Open(m).ok());
+}
+
 TEST_F(CheckpointTest, BadDtypes) {
   fs::path m = Model();
   auto [h, data] = Split(m / "model.safetensors");

@@ -226,8 +226,37 @@ TEST_F(EngineTest, FullQueueIsRefusedAtOnce) {
       ids.push_back(*id);
     }
   }
-  EXPECT_GE(refused, 3);  // 1 running + 2 queued at most
+  EXPECT_EQ(refused, 3);  // 1 running + 2 queued, however far the loop has got
   for (RequestId id : ids) engine->Cancel(id);
+}
+
+// A burst into an idle engine fills every free slot before anything counts as queued; with
+// max_queue 0 a request runs now or is refused.
+TEST_F(EngineTest, BurstFillsFreeSlotsBeforeTheQueue) {
+  for (int max_queue : {0, 2}) {
+    EngineOptions eo;
+    eo.max_queue = max_queue;
+    auto engine = MakeEngine(4, eo);
+    std::vector<std::shared_ptr<Collector>> sinks;
+    std::vector<RequestId> ids;
+    int refused = 0;
+    for (int i = 0; i < 10; ++i) {
+      sinks.push_back(std::make_shared<Collector>());
+      auto id = engine->Submit(Greedy({1, 2}, 16000), sinks.back());
+      if (id.ok()) {
+        ids.push_back(*id);
+      } else {
+        EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+        sinks.pop_back();
+        ++refused;
+      }
+    }
+    EXPECT_EQ(ids.size(), static_cast<size_t>(4 + max_queue)) << "max_queue " << max_queue;
+    EXPECT_EQ(refused, 6 - max_queue);
+    for (RequestId id : ids) engine->Cancel(id);
+    for (auto& s : sinks) EXPECT_TRUE(s->Wait(10s));
+    EXPECT_TRUE(SlotsFree(*engine));
+  }
 }
 
 TEST_F(EngineTest, DrainRefusesNewWorkAndFinishesOrCancelsOld) {

@@ -370,6 +370,10 @@ TEST(GrpcErrorsTest, HealthStartsNotServingUntilSet) {
   ::grpc::health::v1::HealthCheckResponse h;
   ASSERT_TRUE(health->Check(Context().get(), {}, &h).ok());
   EXPECT_EQ(h.status(), ::grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  ::grpc::health::v1::HealthCheckRequest live;
+  live.set_service("liveness");  // loading is alive too
+  ASSERT_TRUE(health->Check(Context().get(), live, &h).ok());
+  EXPECT_EQ(h.status(), ::grpc::health::v1::HealthCheckResponse::SERVING);
   server->server().SetServing(true);
   ASSERT_TRUE(health->Check(Context().get(), {}, &h).ok());
   EXPECT_EQ(h.status(), ::grpc::health::v1::HealthCheckResponse::SERVING);

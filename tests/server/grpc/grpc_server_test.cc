@@ -281,9 +281,11 @@ TEST_F(GrpcServerTest, HealthFollowsSetServing) {
   using ::grpc::health::v1::HealthCheckResponse;
   EXPECT_EQ(check(""), HealthCheckResponse::SERVING);
   EXPECT_EQ(check("mamba.v1.MambaService"), HealthCheckResponse::SERVING);
+  EXPECT_EQ(check("liveness"), HealthCheckResponse::SERVING);
   server_->server().SetServing(false);
   EXPECT_EQ(check(""), HealthCheckResponse::NOT_SERVING);
   EXPECT_EQ(check("mamba.v1.MambaService"), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(check("liveness"), HealthCheckResponse::SERVING);  // draining is alive
   server_->server().SetServing(true);
   EXPECT_EQ(check(""), HealthCheckResponse::SERVING);
   EXPECT_EQ(check("mamba.v1.MambaService"), HealthCheckResponse::SERVING);

@@ -293,7 +293,7 @@ TEST_F(HttpServerTest, TgiGenerateWithDetails) {
   const std::string prompt = "TGI says";
   json req = {{"inputs", prompt},
               {"parameters", {{"max_new_tokens", 7}, {"details", true}, {"top_n_tokens", 2},
-                              {"temperature", 0.5}, {"decoder_input_details", true}}}};
+                              {"decoder_input_details", true}}}};
   json r = Post("/generate", req);
   ASSERT_TRUE(r["generated_text"].is_string()) << r.dump();
   const json& d = r["details"];
@@ -334,6 +334,24 @@ TEST_F(HttpServerTest, TgiSamplingReportsSeed) {
   req["parameters"].erase("seed");
   json b = Post("/generate", req);
   EXPECT_TRUE(b["details"]["seed"].is_number_unsigned() || b["details"]["seed"].is_number_integer());
+}
+
+// As TGI: temperature (other than 1), top_k or top_p below 1 sample even without do_sample.
+TEST_F(HttpServerTest, TgiWarpersSampleWithoutDoSample) {
+  json req = {{"inputs", "Warped"},
+              {"parameters", {{"max_new_tokens", 8}, {"temperature", 1.5}, {"seed", 7}, {"details", true}}}};
+  json a = Post("/generate", req);
+  EXPECT_EQ(a["details"]["seed"], 7) << a.dump();
+  req["parameters"]["do_sample"] = true;
+  EXPECT_EQ(Post("/generate", req)["generated_text"], a["generated_text"]);
+  for (json p : {json{{"top_k", 5}}, json{{"top_p", 0.9}}}) {
+    p["details"] = true;
+    json d = Post("/generate", {{"inputs", "Warped"}, {"parameters", p}});
+    EXPECT_TRUE(d["details"]["seed"].is_number()) << p.dump() << " did not sample: " << d.dump();
+  }
+  // temperature 1 is no warper: greedy, no seed.
+  json g = Post("/generate", {{"inputs", "Warped"}, {"parameters", {{"temperature", 1.0}, {"details", true}}}});
+  EXPECT_TRUE(g["details"]["seed"].is_null());
 }
 
 TEST_F(HttpServerTest, TgiStreamMatchesGenerate) {
