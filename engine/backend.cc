@@ -90,6 +90,12 @@ absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Checkpoint> checkpoint,
                                                        const BackendOptions& options) {
   const std::string& dev = options.device;
+  if (checkpoint && !checkpoint->config().residual_in_fp32) {
+    // Both engines keep every activation, the residual stream included, in fp32 whatever the
+    // weight dtype: HF's float32 result exactly; in 16-bit, a rounding HF does and we do not.
+    spdlog::warn("config.json sets residual_in_fp32 = false: the residual stream stays in fp32 (as in HF "
+                 "float32; HF in bfloat16/float16 would round it to 16 bits after every layer)");
+  }
   if (dev != "auto" && dev != "cpu" && dev.rfind("cuda", 0) != 0) {
     return absl::InvalidArgumentError(absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
   }

@@ -145,6 +145,7 @@ absl::Status Checkpoint::Bind() {
   // config forbids: silently reusing the embedding would compute a different model.
   MAMBA_RETURN_IF_ERROR(
       get({"lm_head.weight"}, {c.vocab_size, d}, !c.tie_word_embeddings, &lm_head_));
+  if (lm_head_ != nullptr) config_.tie_word_embeddings = false;  // what is computed (model info)
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LayerTensors& L = layers_[static_cast<size_t>(i)];

@@ -104,6 +104,8 @@ std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
 }
 
 json MambaSsmConfig(const ModelConfig& c) {
+  // The layout has no intermediate_size: WriteRandomCheckpoint refuses a d_inner that is not a
+  // whole multiple of d_model rather than truncating it here.
   return json{{"d_model", c.hidden_size},
               {"n_layer", c.num_hidden_layers},
               {"vocab_size", c.vocab_size},
@@ -166,6 +168,11 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
 
 absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::path& dir) {
   MAMBA_RETURN_IF_ERROR(o.config.Validate());
+  if (o.mamba_ssm_layout && o.config.intermediate_size % o.config.hidden_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the mamba_ssm layout stores an integer expand: intermediate_size ", o.config.intermediate_size,
+        " is not a multiple of hidden_size ", o.config.hidden_size));
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir.string(), ": ", ec.message()));

@@ -138,11 +138,15 @@ bool Engine::Step() {
       ++decode_tokens;
     }
   }
+  // When the decodes alone use the whole budget (more running completions than
+  // max_step_tokens), the oldest prompt still gets a small chunk: admitted requests never wait
+  // for others to finish.
+  constexpr int64_t kMinPromptChunk = 16;
   for (auto& live : running_) {
     if (!live->InPrefill() || live->Done()) continue;
-    if (budget <= 0 && !chunks.empty()) break;
+    if (budget <= 0 && prefill_tokens > 0) break;
     const int64_t left = static_cast<int64_t>(live->req.prompt.size()) - live->consumed;
-    int64_t take = std::min(left, std::max<int64_t>(budget, 1));
+    int64_t take = std::min(left, budget > 0 ? budget : kMinPromptChunk);
     if (options_.prefill_chunk > 0) take = std::min(take, options_.prefill_chunk);
     chunks.push_back({live->completions[0].slot,
                       std::span<const TokenId>(live->req.prompt).subspan(static_cast<size_t>(live->consumed),

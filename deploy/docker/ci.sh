@@ -23,7 +23,7 @@ cleanup() {
       down --remove-orphans >/dev/null 2>&1 || true
   fi
   stop_daemon
-  rm -rf "$tmp"
+  rm -rf "$tmp" "${LIB_TMP_DIRS[@]}"
   [ $rc -eq 0 ] && log "docker CI passed" || log "docker CI FAILED (exit $rc)"
 }
 trap cleanup EXIT
@@ -72,14 +72,38 @@ run_server() {  # image name [env...]
     "$@" "$IMAGE" >/dev/null
 }
 
+# SIGTERM (docker stop) while a long stream is in flight, from a separate client container: the
+# stream must run to its end (all tokens, finish "length"), the server must log a clean drain
+# (not the drain timeout) and exit 0 well within MAMBA_DRAIN_TIMEOUT.
+DRAIN_TOKENS=8000  # ~6 s on 2 cores: the stream is still running when the stop comes
 stop_and_check_drain() {  # container
+  local client="$1-client"
+  containers+=("$client")
+  "$DOCKER" run -d --name "$client" --network host --entrypoint mamba-client "$IMAGE" \
+    --target "http://127.0.0.1:$HTTP_PORT" generate "In the beginning" --max-tokens "$DRAIN_TOKENS" \
+    --ignore-eos --temperature 0 --stats >/dev/null
+  local running=0
+  for _ in $(seq 1 100); do  # until the stream is running (bounded: 10 s)
+    if curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | grep -q '^mamba_running_requests [1-9]'; then
+      running=1
+      break
+    fi
+    sleep 0.1
+  done
+  [ $running = 1 ] || { log "the drain-test stream never started"; "$DOCKER" logs "$client" >&2; return 1; }
   local t0=$SECONDS
   "$DOCKER" stop -t 40 "$1" >/dev/null
-  local code
+  local took=$((SECONDS - t0)) code client_code
   code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$1")
-  log "$1 stopped in $((SECONDS - t0)) s with exit code $code"
+  client_code=$(timeout 30 "$DOCKER" wait "$client" || echo timeout)
+  log "$1 stopped in $took s with exit code $code; the in-flight stream's client exited $client_code"
   [ "$code" = 0 ] || { "$DOCKER" logs --tail 30 "$1" >&2; return 1; }
-  "$DOCKER" logs "$1" 2>&1 | grep -q "drained\|drain timeout" || { log "no drain in the log"; return 1; }
+  [ "$took" -lt 20 ] || { log "the drain took $took s, not under MAMBA_DRAIN_TIMEOUT (20 s)"; return 1; }
+  "$DOCKER" logs "$1" 2>&1 | grep -q "drained" || { log "no clean drain in the log"; "$DOCKER" logs --tail 30 "$1" >&2; return 1; }
+  ! "$DOCKER" logs "$1" 2>&1 | grep -q "drain timeout" || { log "the drain timed out"; return 1; }
+  "$DOCKER" logs "$client" >"$tmp/drain-client.txt" 2>&1
+  [ "$client_code" = 0 ] && grep -q "\[$DRAIN_TOKENS generated tokens, finish: length" "$tmp/drain-client.txt" ||
+    { log "the in-flight stream did not finish whole:"; tail -c 600 "$tmp/drain-client.txt" >&2; return 1; }
 }
 
 ensure_packages

@@ -7,6 +7,8 @@ MAMBA_DOCKER_ROOT=${MAMBA_DOCKER_ROOT:-/var/tmp/mamba-docker}  # image cache, ke
 BASE_IMAGE=${BASE_IMAGE:-local/bookworm:12}
 CUDA_IMAGE=${CUDA_IMAGE:-local/cuda-toolkit:13.0}
 
+LIB_TMP_DIRS=()  # temporary directories made here, for the caller's EXIT trap to remove
+
 log() { printf '[docker-ci %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 ensure_packages() {
@@ -55,6 +57,7 @@ ensure_base_image() {
   "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1 && return 0
   local rootfs
   rootfs=$(mktemp -d /var/tmp/mamba-rootfs.XXXXXX)
+  LIB_TMP_DIRS+=("$rootfs")  # the caller's cleanup removes it, even when a step fails
   log "debootstrap bookworm -> $BASE_IMAGE"
   debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/dev/null
   tar -C "$rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" >/dev/null

@@ -10,7 +10,10 @@ int main(int argc, char** argv) {
   CLI::App app{"Write a seeded random-weight Mamba checkpoint (HF layout)"};
   std::string out, preset = "tiny", dtype = "float32", tokenizer;
   RandomCheckpointOptions o;
-  int64_t layers = 0, d_model = 0, vocab = 0, d_state = 0, d_conv = 0, dt_rank = 0;
+  int64_t layers = 0, d_model = 0, vocab = 0, d_state = 0, d_conv = 0, dt_rank = 0, expand = 0,
+          d_inner = 0;
+  double eps = 0;
+  bool no_conv_bias = false, residual_16bit = false;
   app.add_option("--out", out, "Output directory")->required();
   app.add_option("--preset", preset, absl::StrJoin(PresetNames(), " | "))->capture_default_str();
   app.add_option("--dtype", dtype, "float32 | bfloat16 | float16")->capture_default_str();
@@ -22,6 +25,11 @@ int main(int argc, char** argv) {
   app.add_option("--d-state", d_state, "Override state_size");
   app.add_option("--d-conv", d_conv, "Override conv_kernel");
   app.add_option("--dt-rank", dt_rank, "Override time_step_rank");
+  app.add_option("--expand", expand, "Override expand (d_inner = expand x d_model)");
+  app.add_option("--d-inner", d_inner, "Override intermediate_size (written explicitly)");
+  app.add_option("--layer-norm-epsilon", eps, "Override layer_norm_epsilon");
+  app.add_flag("--no-conv-bias", no_conv_bias, "use_conv_bias = false (no conv1d.bias tensors)");
+  app.add_flag("--no-residual-in-fp32", residual_16bit, "residual_in_fp32 = false in config.json");
   app.add_flag("--untied-head", o.untied_head, "Write a separate lm_head.weight");
   app.add_flag("--use-bias", o.config.use_bias, "in_proj/out_proj biases");
   app.add_flag("--mamba-ssm-layout", o.mamba_ssm_layout, "Original mamba_ssm config and names");
@@ -47,6 +55,12 @@ int main(int argc, char** argv) {
   if (d_state) o.config.state_size = d_state;
   if (d_conv) o.config.conv_kernel = d_conv;
   if (dt_rank) o.config.time_step_rank = dt_rank;
+  if (expand) o.config.intermediate_size = expand * o.config.hidden_size;
+  if (d_inner) o.config.intermediate_size = d_inner;
+  if (eps > 0) o.config.layer_norm_epsilon = eps;
+  if (no_conv_bias) o.config.use_conv_bias = false;
+  if (residual_16bit) o.config.residual_in_fp32 = false;
+
   if (dtype == "float32") {
     o.dtype = mamba::kernels::DType::kF32;
   } else if (dtype == "bfloat16") {

@@ -137,7 +137,18 @@ TEST_F(CheckpointTest, UntiedConfigWithoutHeadIsAnError) {
   RandomCheckpointOptions o;
   o.untied_head = true;
   fs::path m = Model(o);
-  ASSERT_TRUE(Checkpoint::Open(m).ok());
+  {
+    // lm_head.weight unties even where the config says tied; the config then says so too.
+    json cfg = json::parse(ReadAll(m / "config.json"));
+    cfg["tie_word_embeddings"] = true;
+    WriteAll(m / "config.json", cfg.dump());
+    auto c = Checkpoint::Open(m);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_NE((*c)->lm_head(), nullptr);
+    EXPECT_FALSE((*c)->config().tie_word_embeddings);
+    cfg["tie_word_embeddings"] = false;
+    WriteAll(m / "config.json", cfg.dump());
+  }
   auto [h, data] = Split(m / "model.safetensors");
   h.erase("lm_head.weight");
   Join(m / "model.safetensors", h, data);

@@ -39,6 +39,10 @@ class Collector : public RequestSink {
     std::unique_lock<std::mutex> l(mu_);
     return cv_.wait_for(l, t, [&] { return static_cast<int>(finishes_.size()) == n_; });
   }
+  bool Done() {
+    std::lock_guard<std::mutex> l(mu_);
+    return static_cast<int>(finishes_.size()) == n_;
+  }
   bool WaitTokens(size_t k, std::chrono::milliseconds t = 60s) {
     std::unique_lock<std::mutex> l(mu_);
     return cv_.wait_for(l, t, [&] { return tokens_[0].size() >= k; });
@@ -257,6 +261,30 @@ TEST_F(EngineTest, BurstFillsFreeSlotsBeforeTheQueue) {
     for (auto& s : sinks) EXPECT_TRUE(s->Wait(10s));
     EXPECT_TRUE(SlotsFree(*engine));
   }
+}
+
+// More running completions than max_step_tokens: decodes alone would fill every step, yet a
+// newly admitted prompt still makes progress and gets its tokens while the others run on.
+TEST_F(EngineTest, PromptsProgressWhenDecodesFillTheBudget) {
+  EngineOptions eo;
+  eo.max_step_tokens = 4;
+  auto engine = MakeEngine(8, eo);
+  std::vector<std::shared_ptr<Collector>> long_sinks;
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 6; ++i) {
+    long_sinks.push_back(std::make_shared<Collector>());
+    auto id = engine->Submit(Greedy({1, 2, 3}, 16000), long_sinks.back());
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  for (auto& s : long_sinks) ASSERT_TRUE(s->WaitTokens(2));
+  auto late = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(Greedy(testing::RandomPrompt(40, 1000, 5), 3), late).ok());
+  EXPECT_TRUE(late->Wait(20s)) << "the late prompt starved behind the decodes";
+  EXPECT_EQ(late->finish().reason, Finish::kLength);
+  for (auto& s : long_sinks) EXPECT_FALSE(s->Done());  // they were still running meanwhile
+  for (RequestId id : ids) engine->Cancel(id);
+  for (auto& s : long_sinks) EXPECT_TRUE(s->Wait(10s));
 }
 
 TEST_F(EngineTest, DrainRefusesNewWorkAndFinishesOrCancelsOld) {

@@ -67,6 +67,7 @@ VectorFile LoadVectors() {
       file.vocab_block = record.at("block");
       file.vocab_fnv = record.at("fnv").get<std::vector<uint32_t>>();
       file.vocab_fnv_skip = record.at("fnv_skip").get<std::vector<uint32_t>>();
+      file.vocab_fnv_roundtrip = record.at("fnv_roundtrip").get<std::vector<uint32_t>>();
     } else {
       Vector v;
       v.tokenizer = record.at("tokenizer");

@@ -38,6 +38,7 @@ struct VectorFile {
   int vocab_block = 0;
   std::vector<uint32_t> vocab_fnv;
   std::vector<uint32_t> vocab_fnv_skip;
+  std::vector<uint32_t> vocab_fnv_roundtrip;  // of encode(decode([id])) as "i1,i2,...;"
 };
 
 // data/vectors.jsonl, parsed once (generated texts rebuilt).

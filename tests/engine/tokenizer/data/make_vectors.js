@@ -16,8 +16,10 @@
 //       text = concat over i < C of pieces[(i*S) % pieces.length] + i + (i%8==7 ? "\n" : " ");
 //       such a case has no "decoded": it decodes to the text itself, and with
 //       skip_special_tokens to the text without its "<|endoftext|>"s
-//   {"kind":"vocab_decode","tokenizer":"neox","block":64,"fnv":[..],"fnv_skip":[..]}
-//       FNV-1a (32-bit) of the UTF-8 of decode([id]) + "\0", chained over each block of 64 ids
+//   {"kind":"vocab_decode","tokenizer":"neox","block":64,"fnv":[..],"fnv_skip":[..],
+//    "fnv_roundtrip":[..]}
+//       FNV-1a (32-bit) of the UTF-8 of decode([id]) + "\0", chained over each block of 64 ids;
+//       fnv_roundtrip: the same over encode(decode([id])) written as "i1,i2,...;" (ASCII)
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -253,17 +255,21 @@ async function main() {
   if (Buffer.byteLength(longText) < 100000) throw new Error('long document too short');
   emit(longRec);
 
-  const block = 64; const fnv = []; const fnvSkip = [];
+  const block = 64; const fnv = []; const fnvSkip = []; const fnvRound = [];
   const vocabSize = neox.getVocabSize(true);
   for (let start = 0; start < vocabSize; start += block) {
-    let h = 2166136261; let hs = 2166136261;
+    let h = 2166136261; let hs = 2166136261; let hr = 2166136261;
     for (let id = start; id < Math.min(vocabSize, start + block); ++id) {
-      h = fnv1a(h, Buffer.concat([Buffer.from(await neox.decode([id], false), 'utf8'), Buffer.from([0])]));
+      const text = await neox.decode([id], false);
+      h = fnv1a(h, Buffer.concat([Buffer.from(text, 'utf8'), Buffer.from([0])]));
       hs = fnv1a(hs, Buffer.concat([Buffer.from(await neox.decode([id], true), 'utf8'), Buffer.from([0])]));
+      const again = (await neox.encode(text, null, { addSpecialTokens: false })).getIds();
+      hr = fnv1a(hr, Buffer.from(again.join(',') + ';', 'ascii'));
     }
-    fnv.push(h); fnvSkip.push(hs);
+    fnv.push(h); fnvSkip.push(hs); fnvRound.push(hr);
   }
-  emit({ kind: 'vocab_decode', tokenizer: 'neox', vocab_size: vocabSize, block, fnv, fnv_skip: fnvSkip });
+  emit({ kind: 'vocab_decode', tokenizer: 'neox', vocab_size: vocabSize, block, fnv, fnv_skip: fnvSkip,
+         fnv_roundtrip: fnvRound });
 
   for (const [name, patch] of Object.entries(variants)) {
     const pairs = name === 'pair_merges';
