@@ -1,5 +1,6 @@
-// The CPU engine: HF MambaForCausalLM's math over packed chunks of several requests, with oneDNN
-// GEMMs and the vectorized conv/scan kernels; a decode step is the same path with 1-token chunks.
+// The CPU engine: HF MambaForCausalLM's math over packed chunks of several requests, with our
+// AVX-512 packed GEMM (oneDNN where AVX-512 or the dtype's kernel is missing) and the vectorized
+// conv/scan kernels; a decode step is the same path with 1-token chunks.
 #pragma once
 
 #include <array>

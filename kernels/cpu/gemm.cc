@@ -12,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 
 // Why fixed-m primitives: oneDNN's brgemm kernels, created for a fixed m with plain (untransformed)
-// weights, give every row of y bitwise the same value whatever m is, which makes a request's
-// logits independent of what else is batched. Runtime-m primitives use another kernel
+// weights, give every row of y bitwise the same value whatever m is in the shapes we measured,
+// which makes a request's logits independent of what else is batched; oneDNN does not promise
+// it (for small shapes it may pick another kernel by m), so the engine prefers the packed
+// kernel wherever AVX-512 exists and this path is the fallback. Runtime-m primitives use another kernel
 // (gemm:jit) that does not have this property. Plain weights also let bf16 checkpoints be used
 // straight from the memory-mapped file. Primitives are cached per shape in a small LRU.
 

@@ -1,5 +1,6 @@
 // y = x W^T (+ bias) with W stored [n, k] row-major like torch.nn.Linear.weight; oneDNN matmul
-// with fp32 accumulation. Rows of y are bitwise independent of m (see gemm.cc).
+// with fp32 accumulation. Rows of y are meant to be bitwise independent of m (see gemm.cc),
+// which oneDNN does not promise for every shape; the packed kernel (packed_gemm.h) does.
 #pragma once
 
 #include <cstdint>

@@ -83,8 +83,9 @@ TEST_P(CpuBackendTest, AnyChunkingEqualsTokenByToken) {
   }
 }
 
-// A request's logits do not depend on what else is in the step: bitwise, since every kernel
-// computes a row the same way whatever the batch (see kernels/cpu/gemm.cc).
+// A request's logits do not depend on what else is in the step: bitwise with the packed GEMM,
+// which computes a row the same way whatever the batch; within tolerance on the oneDNN fallback,
+// which does not promise it (kernels/cpu/gemm.cc).
 TEST_P(CpuBackendTest, ResultsIndependentOfBatch) {
   auto solo = MakeBackend(8, 2048), busy = MakeBackend(8, 2048);
   const auto prompt = RandomPrompt(13, vocab(), 4);
@@ -99,13 +100,18 @@ TEST_P(CpuBackendTest, ResultsIndependentOfBatch) {
   batch.push_back({SlotId(7), others[4], true, true});
   ASSERT_TRUE(busy->Prefill(batch, &b).ok());
   ASSERT_EQ(b.rows, 4);
-  EXPECT_EQ(0, std::memcmp(a.Row(0).data(), b.Row(2).data(), a.Row(0).size_bytes()));
+  const bool packed = solo->Describe().find("packed") != std::string::npos;
+  auto same = [&](std::span<const float> x, std::span<const float> y) {
+    if (packed) return std::memcmp(x.data(), y.data(), x.size_bytes()) == 0;
+    return static_cast<bool>(AllClose(x, std::vector<double>(y.begin(), y.end()), 1e-4, 1e-4));
+  };
+  EXPECT_TRUE(same(a.Row(0), b.Row(2)));
   // Decode: alone vs among 6.
   TokenId next = 17 % static_cast<TokenId>(vocab());
   ASSERT_TRUE(Dec(*solo, {SlotId(5)}, {next}, &a).ok());
   ASSERT_TRUE(Dec(*busy, {SlotId(0), SlotId(1), SlotId(2), SlotId(5), SlotId(7)},
                            {1, 2, 3, next, 4}, &b).ok());
-  EXPECT_EQ(0, std::memcmp(a.Row(0).data(), b.Row(3).data(), a.Row(0).size_bytes()));
+  EXPECT_TRUE(same(a.Row(0), b.Row(3)));
 }
 
 TEST_P(CpuBackendTest, StepsLargerThanScratchAreSplit) {
