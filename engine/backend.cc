@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 #ifdef MAMBA_HAVE_CUDA_ENGINE  // defined by linking mamba_engine_cuda (engine/cuda/)
 #include "absl/strings/numbers.h"
@@ -93,7 +94,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
   if (checkpoint && !checkpoint->config().residual_in_fp32) {
     // Both engines keep every activation, the residual stream included, in fp32 whatever the
     // weight dtype: HF's float32 result exactly; in 16-bit, a rounding HF does and we do not.
-    spdlog::warn("config.json sets residual_in_fp32 = false: the residual stream stays in fp32 (as in HF "
+    NamedLogger("engine")->warn("config.json sets residual_in_fp32 = false: the residual stream stays in fp32 (as in HF "
                  "float32; HF in bfloat16/float16 would round it to 16 bits after every layer)");
   }
   if (dev != "auto" && dev != "cpu" && dev.rfind("cuda", 0) != 0) {
@@ -106,11 +107,11 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
     if (kernels::cuda::UsableDeviceCount(&err) > 0) {
       auto b = cuda::CudaBackend::Create(checkpoint, options, 0);
       if (b.ok()) {
-        spdlog::info("engine: {} (auto: a usable CUDA device exists)", (*b)->Describe());
+        NamedLogger("engine")->info("engine: {} (auto: a usable CUDA device exists)", (*b)->Describe());
         return std::unique_ptr<Backend>(std::move(*b));
       }
       why = absl::StrCat("CUDA device 0 could not be used: ", b.status().ToString());
-      spdlog::warn("engine: {}; falling back to the CPU", why);
+      NamedLogger("engine")->warn("engine: {}; falling back to the CPU", why);
     } else {
       why = absl::StrCat("no usable CUDA device (", err, ")");
     }
@@ -126,7 +127,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
     }
     auto b = cuda::CudaBackend::Create(std::move(checkpoint), options, index);
     if (!b.ok()) return b.status();
-    spdlog::info("engine: {} ({})", (*b)->Describe(), why);
+    NamedLogger("engine")->info("engine: {} ({})", (*b)->Describe(), why);
     return std::unique_ptr<Backend>(std::move(*b));
 #else
     return absl::UnimplementedError(
@@ -135,7 +136,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
   }
   absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> b = cpu::CpuBackend::Create(std::move(checkpoint), options);
   if (!b.ok()) return b.status();
-  spdlog::info("engine: {} ({})", (*b)->Describe(), why);
+  NamedLogger("engine")->info("engine: {} ({})", (*b)->Describe(), why);
   return std::unique_ptr<Backend>(std::move(*b));
 }
 

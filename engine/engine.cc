@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -47,6 +48,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
     : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), options_(options), observer_(observer) {
   for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(SlotId(s));
   stats_.slots_total = backend_->num_slots();
+  log_ = NamedLogger("engine");
 }
 
 Engine::~Engine() {
@@ -157,13 +159,21 @@ void Engine::Loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
+      auto work = [&] {
         return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !waiting_.empty() ||
                !running_.empty();
-      });
+      };
+      if (tally_.steps == 0) {
+        cv_.wait(lock, work);
+      } else if (!cv_.wait_until(lock, tally_.since + kSummaryPeriod, work)) {
+        lock.unlock();
+        LogSummaryIfDue(true);  // the last period of a burst, once the engine is idle
+        continue;
+      }
       if (stop_) break;
     }
     Step();
+    LogSummaryIfDue(false);
   }
   // Shutting down: everything still known ends as cancelled.
   TakeInbox();
@@ -175,6 +185,22 @@ void Engine::Loop() {
     }
   }
   running_.clear();
+}
+
+// One line per period with work, at info level (the hot loop itself logs at debug only).
+void Engine::LogSummaryIfDue(bool force) {
+  if (tally_.steps == 0) return;
+  const Clock::time_point now = Clock::now();
+  if (!force && now - tally_.since < kSummaryPeriod) return;
+  const double period = std::chrono::duration<double>(now - tally_.since).count();
+  const EngineStats s = Stats();
+  log_->info(
+      "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens ({:.1f} tok/s out), "
+      "{} running, {} waiting, slots {}/{}",
+      tally_.steps, period, 100.0 * tally_.busy_seconds / period, tally_.decode_tokens,
+      tally_.prompt_tokens, static_cast<double>(tally_.decode_tokens) / period, s.running, s.waiting,
+      s.slots_used, s.slots_total);
+  tally_ = Tally{};
 }
 
 }  // namespace mamba::engine

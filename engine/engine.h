@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
+#include "engine/logging.h"
 #include "engine/request.h"
 #include "engine/stop_matcher.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -97,6 +98,7 @@ class Engine {
   void FinishCompletion(Live& live, int index, Finish reason, absl::Status status);
   void FailStep(const absl::Status& status);
   void Retire();  // drops finished requests, returning their slots
+  void LogSummaryIfDue(bool force);
 
   std::unique_ptr<Backend> backend_;
   std::shared_ptr<const Tokenizer> tokenizer_;
@@ -122,6 +124,14 @@ class Engine {
   std::deque<std::unique_ptr<Live>> waiting_;
   std::vector<std::unique_ptr<Live>> running_;
   std::vector<SlotId> free_slots_;
+  static constexpr std::chrono::seconds kSummaryPeriod{10};
+  std::shared_ptr<spdlog::logger> log_;  // "engine"
+  // Since the last periodic summary line (logged every kSummaryPeriod while there is work).
+  struct Tally {
+    int64_t steps = 0, decode_tokens = 0, prompt_tokens = 0;
+    double busy_seconds = 0;
+    Clock::time_point since;
+  } tally_;
   Logits logits_;
   std::vector<float> scratch_;
   std::thread thread_;

@@ -8,6 +8,7 @@
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -185,10 +186,16 @@ bool Engine::Step() {
       if (!c.finished) SampleAndEmit(live, i, scratch_);
     }
   }
+  const double step_seconds = Seconds(Clock::now() - t0);
   if (observer_) {
-    observer_->OnStep({static_cast<int>(chunks.size()), prefill_tokens, decode_tokens,
-                       Seconds(Clock::now() - t0)});
+    observer_->OnStep({static_cast<int>(chunks.size()), prefill_tokens, decode_tokens, step_seconds});
   }
+  if (tally_.steps++ == 0) tally_.since = t0;
+  tally_.decode_tokens += decode_tokens;
+  tally_.prompt_tokens += prefill_tokens;
+  tally_.busy_seconds += step_seconds;
+  log_->debug("step: {} chunks, {} decode + {} prompt tokens, {:.2f} ms",
+                               chunks.size(), decode_tokens, prefill_tokens, 1e3 * step_seconds);
   Retire();
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.steps;
@@ -243,7 +250,7 @@ void Engine::FinishCompletion(Live& live, int index, Finish reason, absl::Status
 }
 
 void Engine::FailStep(const absl::Status& status) {
-  spdlog::error("engine: step failed, ending its {} requests: {}", running_.size(), status.ToString());
+  log_->error("engine: step failed, ending its {} requests: {}", running_.size(), status.ToString());
   const absl::Status internal = absl::InternalError(absl::StrCat("engine failure: ", status.message()));
   for (auto& live : running_) {
     for (int i = 0; i < live->req.n; ++i) FinishCompletion(*live, i, Finish::kError, internal);

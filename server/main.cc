@@ -15,6 +15,7 @@
 #include "server/metrics.h"
 #include "server/server_config.h"
 #include "spdlog/pattern_formatter.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -46,6 +47,9 @@ class JsonMessageFlag : public spdlog::custom_flag_formatter {
   }
 };
 
+// The server's own lines (start-up, ports, drain); made after SetUpLogging, like every layer's.
+std::shared_ptr<spdlog::logger> Log() { return engine::NamedLogger("server"); }
+
 void SetUpLogging(const ServerConfig& c) {
   spdlog::set_level(spdlog::level::from_str(c.log_level));
   if (c.log_json) {
@@ -57,7 +61,7 @@ void SetUpLogging(const ServerConfig& c) {
 }
 
 int Fail(const std::string& what, const absl::Status& s) {
-  spdlog::critical("{}: {}", what, s.ToString());
+  Log()->critical("{}: {}", what, s.ToString());
   return 1;
 }
 
@@ -65,7 +69,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   const bool demo = c.model_dir.empty();
   const std::string dir = demo ? DefaultModelDir() : c.model_dir;
   if (demo) {
-    spdlog::warn("No --model given: serving the bundled DEMO model '{}' — a 10.7M-parameter Mamba trained "
+    Log()->warn("No --model given: serving the bundled DEMO model '{}' — a 10.7M-parameter Mamba trained "
                  "only on the King James Bible, not a general assistant. To serve a real checkpoint: "
                  "mamba-server --model /path/to/mamba-130m-hf (config.json, model.safetensors, tokenizer.json).",
                  fs::path(dir).filename().string());
@@ -78,7 +82,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
     if (!t.ok()) return Fail("cannot load tokenizer.json", t.status());
     tokenizer = std::move(*t);
   } else {
-    spdlog::warn("no tokenizer.json in {}: only token-id prompts are accepted", dir);
+    Log()->warn("no tokenizer.json in {}: only token-id prompts are accepted", dir);
   }
   auto dtype = engine::ParseComputeDType(c.dtype);
   if (!dtype.ok()) return Fail("bad --dtype", dtype.status());
@@ -118,29 +122,29 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   }
   state.health = Health::kServing;
   if (grpc) grpc->SetServing(true);
-  spdlog::info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, device, c.host, http_port,
+  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, device, c.host, http_port,
                c.host, grpc_port);
 
   int sig = 0;
   sigwait(&signals, &sig);
-  spdlog::info("received {}: draining (up to {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", c.drain_timeout_s);
+  Log()->info("received {}: draining (up to {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", c.drain_timeout_s);
   state.health = Health::kDraining;
   if (grpc) grpc->SetServing(false);
   (*eng)->StartDrain();
   const bool clean = (*eng)->WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.drain_timeout_s * 1000)));
   if (clean) {
-    spdlog::info("drained: every request finished");
+    Log()->info("drained: every request finished");
   } else {
-    spdlog::warn("drain timeout: cancelled the requests still running");
+    Log()->warn("drain timeout: cancelled the requests still running");
   }
   // The engine is idle, but a slow reader may not have received the end of its stream yet.
   if (http && !http->WaitForPendingOutput(std::chrono::seconds(10))) {
-    spdlog::warn("some HTTP clients did not read their last bytes within 10 s");
+    Log()->warn("some HTTP clients did not read their last bytes within 10 s");
   }
   if (http) http->Shutdown();
   if (grpc) grpc->Shutdown(std::chrono::seconds(2));
   eng->reset();
-  spdlog::info("stopped");
+  Log()->info("stopped");
   return 0;
 }
 

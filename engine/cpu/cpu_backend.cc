@@ -10,6 +10,7 @@
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/selective_scan.h"
 #include "kernels/cpu/threading.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cpu {
@@ -47,7 +48,7 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
           "float16 compute is not supported on this CPU (oneDNN offers only ", impl,
           "); use --dtype float32 or bfloat16"));
     }
-    spdlog::warn("cpu: this CPU has no fast {} matmul (oneDNN: {}); computing in float32",
+    NamedLogger("engine")->warn("cpu: this CPU has no fast {} matmul (oneDNN: {}); computing in float32",
                  kernels::Name(dtype), impl);
     dtype = DType::kF32;
   }

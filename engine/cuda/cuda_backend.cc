@@ -16,6 +16,7 @@
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/selective_scan.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cuda {
@@ -133,7 +134,7 @@ absl::Status CudaBackend::Init(DType dtype) {
                     !buckets_.empty();
   graphs_.assign(buckets_.size(), nullptr);
   MAMBA_RETURN_IF_ERROR(Sync("initialization"));
-  spdlog::info("cuda:{}: {} MiB of weights uploaded in {:.2f} s; {} slots x {:.1f} MiB of state",
+  engine::NamedLogger("cuda")->info("cuda:{}: {} MiB of weights uploaded in {:.2f} s; {} slots x {:.1f} MiB of state",
                device_, weights_->arena.bytes() >> 20, Now() - t0, num_slots_,
                static_cast<double>(state_bytes_per_slot()) / (1 << 20));
   return absl::OkStatus();
@@ -207,7 +208,7 @@ absl::Status CudaBackend::AllocateSlotsAndLogits() {
           "no device memory left for a state slot (", free_bytes >> 20,
           " MiB free after weights and scratch; a slot needs ", per_slot >> 20, " MiB)"));
     }
-    spdlog::info("cuda:{}: {} state slots fit in {} MiB free", device_, slots, free_bytes >> 20);
+    engine::NamedLogger("cuda")->info("cuda:{}: {} state slots fit in {} MiB free", device_, slots, free_bytes >> 20);
   }
   num_slots_ = static_cast<int>(slots);
   ChooseBuckets();
@@ -254,14 +255,14 @@ absl::Status CudaBackend::Ready() {
 
 absl::Status CudaBackend::Fail(absl::Status s) {
   if (capturing_) return s;  // CaptureGraph reports it and falls back to eager steps
-  spdlog::error("cuda:{}: {}", device_, std::string(s.message()));
+  engine::NamedLogger("cuda")->error("cuda:{}: {}", device_, std::string(s.message()));
   cudaGetLastError();  // clear a non-sticky error
   // A sticky error (e.g. an illegal address) makes every later call fail: remember it.
   if (const cudaError_t e = cudaDeviceSynchronize(); e != cudaSuccess) {
     broken_ = absl::InternalError(absl::StrCat("the CUDA engine on device ", device_,
                                                " is unusable after an earlier error (",
                                                cudaGetErrorName(e), "): ", s.message()));
-    spdlog::error("cuda:{}: device context lost; every later step will fail", device_);
+    engine::NamedLogger("cuda")->error("cuda:{}: device context lost; every later step will fail", device_);
   }
   return s;
 }

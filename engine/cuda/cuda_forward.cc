@@ -16,6 +16,7 @@
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/selective_scan.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cuda {
@@ -215,7 +216,7 @@ void CudaBackend::CaptureGraph(size_t bucket) {
   auto give_up = [&](const std::string& why) {
     cudaGetLastError();
     graphs_enabled_ = false;
-    spdlog::warn("cuda:{}: capturing the decode graph for batch {} failed ({}); decode steps run "
+    engine::NamedLogger("cuda")->warn("cuda:{}: capturing the decode graph for batch {} failed ({}); decode steps run "
                  "without CUDA graphs",
                  device_, T, why);
   };
@@ -236,7 +237,7 @@ void CudaBackend::CaptureGraph(size_t bucket) {
   if (end != cudaSuccess) return give_up(cudaGetErrorString(end));
   if (inst != cudaSuccess) return give_up(cudaGetErrorString(inst));
   graphs_[bucket] = exec;
-  spdlog::debug("cuda:{}: captured the decode graph for batch {}", device_, T);
+  engine::NamedLogger("cuda")->debug("cuda:{}: captured the decode graph for batch {}", device_, T);
 }
 
 // ---- The model ----

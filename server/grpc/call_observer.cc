@@ -3,6 +3,7 @@
 #include <string_view>
 #include <utility>
 
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -21,10 +22,10 @@ class CallObserver final : public ::grpc::experimental::Interceptor {
       const ::grpc::Status status = methods->GetSendStatus();
       const ::grpc::StatusCode code = status.error_code();
       if (code == ::grpc::StatusCode::INTERNAL || code == ::grpc::StatusCode::UNKNOWN) {
-        spdlog::error("grpc: {} failed ({}): {}", method_, static_cast<int>(code),
+        engine::NamedLogger("grpc")->error("grpc: {} failed ({}): {}", method_, static_cast<int>(code),
                       status.error_message());
       } else if (code != ::grpc::StatusCode::OK) {
-        spdlog::debug("grpc: {} -> {}: {}", method_, static_cast<int>(code),
+        engine::NamedLogger("grpc")->debug("grpc: {} -> {}: {}", method_, static_cast<int>(code),
                       status.error_message());
       }
       if (*observer_) (*observer_)(method_, static_cast<int>(code));

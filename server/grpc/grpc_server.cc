@@ -10,6 +10,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/grpc/call_observer.h"
 #include "server/grpc/mamba_service.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -76,7 +77,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingState* stat
     return absl::UnavailableError(absl::StrCat("gRPC: cannot listen on ", address));
   }
   server->SetServing(state->health.load() == Health::kServing);
-  spdlog::info("grpc: listening on {}:{}{}{}", options.host, server->port_,
+  engine::NamedLogger("grpc")->info("grpc: listening on {}:{}{}{}", options.host, server->port_,
                options.tls_cert_file.empty() ? "" : " (TLS)",
                options.api_key.empty() ? "" : " (API key required)");
   return server;
@@ -102,7 +103,7 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
   }
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
-  spdlog::info("grpc: stopped");
+  engine::NamedLogger("grpc")->info("grpc: stopped");
 }
 
 }  // namespace mamba::server

@@ -42,6 +42,7 @@
 #include "server/http/http_limits.h"
 #include "server/http/router.h"
 #include "server/metrics.h"
+#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -61,12 +62,7 @@ constexpr size_t kHeaderLimit = http::kMaxHeaderBytes;
 constexpr size_t kWatchChunk = 4096;
 
 std::shared_ptr<spdlog::logger> Log() {
-  static std::shared_ptr<spdlog::logger> log = [] {
-    if (auto l = spdlog::get("http")) return l;
-    auto l = spdlog::default_logger()->clone("http");
-    spdlog::register_logger(l);
-    return l;
-  }();
+  static const std::shared_ptr<spdlog::logger> log = engine::NamedLogger("http");
   return log;
 }
 
