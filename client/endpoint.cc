@@ -14,7 +14,8 @@ std::string Endpoint::Authority() const {
 }
 
 std::string Endpoint::ToString() const {
-  const char* scheme = protocol == Protocol::kHttp ? "http" : (tls ? "grpcs" : "grpc");
+  const char* scheme =
+      protocol == Protocol::kHttp ? (tls ? "https" : "http") : (tls ? "grpcs" : "grpc");
   return absl::StrCat(scheme, "://", Authority(), base_path);
 }
 
@@ -23,9 +24,10 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
   std::string_view rest = url;
   int default_port = 50051;
   auto bad = [&](std::string_view why) {
-    return absl::InvalidArgumentError(absl::StrCat("bad target '", AV(url), "': ", AV(why),
-                                                   " (expected grpc://HOST:PORT, grpcs://HOST:PORT "
-                                                   "or http://HOST:PORT)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad target '", AV(url), "': ", AV(why),
+                     " (expected grpc://HOST:PORT, grpcs://HOST:PORT, "
+                     "http://HOST:PORT or https://HOST:PORT)"));
   };
   if (absl::StartsWithIgnoreCase(AV(rest), "grpc://")) {
     rest.remove_prefix(7);
@@ -38,7 +40,10 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
     e.protocol = Protocol::kHttp;
     default_port = 80;
   } else if (absl::StartsWithIgnoreCase(AV(rest), "https://")) {
-    return bad("HTTPS is not supported by this client; use http:// or grpcs://");
+    rest.remove_prefix(8);
+    e.protocol = Protocol::kHttp;
+    e.tls = true;
+    default_port = 443;
   } else if (rest.find("://") != std::string_view::npos) {
     return bad("unknown scheme");
   }

@@ -30,9 +30,10 @@ Api DefaultApi(const Endpoint& endpoint) {
 absl::Status CheckApi(Api api, const Endpoint& endpoint) {
   const bool http = endpoint.protocol == Protocol::kHttp;
   if ((api == Api::kGrpc) == http) {
-    return absl::InvalidArgumentError(absl::StrCat("the ", ApiName(api), " API needs a ",
-                                                   api == Api::kGrpc ? "grpc://" : "http://",
-                                                   " target, not ", endpoint.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the ", ApiName(api), " API needs a ",
+                     api == Api::kGrpc ? "grpc:// or grpcs://" : "http:// or https://",
+                     " target, not ", endpoint.ToString()));
   }
   return absl::OkStatus();
 }
@@ -62,8 +63,12 @@ absl::StatusOr<std::unique_ptr<Generator>> GeneratorFactory::Make(int worker) {
       if (!c.ok()) return c.status();
       return std::unique_ptr<Generator>(new GrpcGenerator(*std::move(c), options_.api_key));
     }
-    case Api::kOpenAi: return std::unique_ptr<Generator>(new OpenAiGenerator(endpoint_, options_.api_key));
-    case Api::kTgi: return std::unique_ptr<Generator>(new TgiGenerator(endpoint_, options_.api_key));
+    case Api::kOpenAi:
+      return std::unique_ptr<Generator>(
+          new OpenAiGenerator(endpoint_, options_.api_key, options_.http));
+    case Api::kTgi:
+      return std::unique_ptr<Generator>(
+          new TgiGenerator(endpoint_, options_.api_key, options_.http));
   }
   return absl::InternalError("unknown API");
 }

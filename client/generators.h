@@ -12,6 +12,7 @@
 #include "client/endpoint.h"
 #include "client/generation.h"
 #include "client/grpc_api.h"
+#include "client/http_client.h"
 
 namespace mamba::client {
 
@@ -20,7 +21,7 @@ enum class Api { kGrpc, kOpenAi, kTgi };
 // "grpc", "openai", "tgi".
 absl::StatusOr<Api> ParseApi(std::string_view name);
 const char* ApiName(Api api);
-// The API a target implies when none is named: gRPC for grpc(s)://, OpenAI for http://.
+// The API a target implies when none is named: gRPC for grpc(s)://, OpenAI for http(s)://.
 Api DefaultApi(const Endpoint& endpoint);
 // Whether the API fits the endpoint's protocol.
 absl::Status CheckApi(Api api, const Endpoint& endpoint);
@@ -28,6 +29,7 @@ absl::Status CheckApi(Api api, const Endpoint& endpoint);
 struct ConnectOptions {
   std::string api_key;
   GrpcOptions grpc;        // grpc.api_key is taken from api_key
+  HttpClientOptions http;  // HTTP generators; http.tls: roots and name for https://
   int grpc_channels = 1;   // gRPC connections the generators are spread over
 };
 

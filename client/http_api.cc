@@ -14,8 +14,19 @@ Clock::time_point DeadlineAfter(double timeout_s) {
   return Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6));
 }
 
+namespace {
+
+HttpClientOptions WithTlsOf(const Endpoint& endpoint, HttpClientOptions options) {
+  options.tls.enabled = endpoint.tls;
+  return options;
+}
+
+}  // namespace
+
 HttpApi::HttpApi(const Endpoint& endpoint, std::string api_key, HttpClientOptions options)
-    : endpoint_(endpoint), api_key_(std::move(api_key)), client_(endpoint.host, endpoint.port, options) {}
+    : endpoint_(endpoint),
+      api_key_(std::move(api_key)),
+      client_(endpoint.host, endpoint.port, WithTlsOf(endpoint, std::move(options))) {}
 
 HttpCall HttpApi::MakeCall(std::string method, std::string_view path, std::string body,
                            double timeout_s) const {

@@ -20,6 +20,7 @@ using Json = nlohmann::json;
 // Not thread-safe (one connection); make one per thread.
 class HttpApi {
  public:
+  // TLS when the endpoint is https:// (options.tls gives the roots and the name to check).
   HttpApi(const Endpoint& endpoint, std::string api_key, HttpClientOptions options = {});
 
   // A call to base_path + path with the Authorization header and, for a body, a JSON content

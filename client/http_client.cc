@@ -63,6 +63,8 @@ HttpClient::~HttpClient() { Close(); }
 
 void HttpClient::Close() {
   std::lock_guard<std::mutex> lock(mu_);
+  if (stream_) stream_->Shutdown();
+  stream_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   buffer_.clear();
@@ -87,6 +89,61 @@ absl::Status HttpClient::TransportError(std::string_view what, int err) {
   }
   return WithKind(absl::UnavailableError(absl::StrCat(where, ": ", AV(what), ": ", std::strerror(err))),
                   "connection_closed");
+}
+
+absl::Status HttpClient::StreamError(std::string_view what, const Io& io) {
+  if (io.message.empty()) return TransportError(what, io.err);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (aborted_) return WithKind(absl::CancelledError("cancelled by the client"), "cancelled");
+  }
+  return WithKind(absl::UnavailableError(absl::StrCat(Authority(host_, port_), ": TLS error (",
+                                                      AV(what), "): ", io.message)),
+                  "tls");
+}
+
+absl::StatusOr<bool> HttpClient::WaitReady(bool write, Clock::time_point deadline) {
+  for (;;) {
+    const int ms = RemainingMs(deadline);
+    if (ms == 0) return false;
+    pollfd p{fd_, static_cast<short>(write ? POLLOUT : POLLIN), 0};
+    const int r = ::poll(&p, 1, ms);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return TransportError("poll", errno);
+  }
+}
+
+absl::Status HttpClient::StartStream(Clock::time_point deadline) {
+  if (!options_.tls.enabled) {
+    stream_ = MakePlainStream(fd_);
+    return absl::OkStatus();
+  }
+  if (!tls_) {
+    MAMBA_ASSIGN_OR_RETURN(tls_, TlsContext::Create(options_.tls));
+  }
+  const std::string& name = options_.tls.server_name.empty() ? host_ : options_.tls.server_name;
+  MAMBA_ASSIGN_OR_RETURN(stream_, tls_->Wrap(fd_, name));
+  const std::string where = Authority(host_, port_);
+  for (;;) {
+    const Io io = stream_->Handshake();
+    if (io.status == Io::kDone) return absl::OkStatus();
+    if (io.status == Io::kWantRead || io.status == Io::kWantWrite) {
+      MAMBA_ASSIGN_OR_RETURN(bool ready, WaitReady(io.status == Io::kWantWrite, deadline));
+      if (!ready) {
+        return WithKind(absl::DeadlineExceededError(
+                            absl::StrCat(where, ": the TLS handshake did not complete in time")),
+                        "timeout");
+      }
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (aborted_) return WithKind(absl::CancelledError("cancelled by the client"), "cancelled");
+    }
+    return WithKind(absl::UnavailableError(absl::StrCat(
+                        where, ": TLS handshake failed: ", stream_->DescribeFailure(io))),
+                    "tls");
+  }
 }
 
 absl::Status HttpClient::Connect(Clock::time_point deadline) {
@@ -137,7 +194,9 @@ absl::Status HttpClient::Connect(Clock::time_point deadline) {
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       ++connections_opened_;
       freeaddrinfo(found);
-      return absl::OkStatus();
+      absl::Status started = StartStream(deadline);
+      if (!started.ok()) Close();
+      return started;
     }
     last_err = err;
     std::lock_guard<std::mutex> lock(mu_);
@@ -156,20 +215,17 @@ absl::Status HttpClient::Connect(Clock::time_point deadline) {
 
 absl::Status HttpClient::WriteAll(std::string_view data, Clock::time_point deadline) {
   while (!data.empty()) {
-    const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(static_cast<size_t>(n));
+    const Io io = stream_->Write(data.data(), data.size());
+    if (io.status == Io::kDone) {
+      data.remove_prefix(io.bytes);
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const int ms = RemainingMs(deadline);
-      if (ms == 0) break;
-      pollfd p{fd_, POLLOUT, 0};
-      if (::poll(&p, 1, ms) == 0) break;
+    if (io.status == Io::kWantRead || io.status == Io::kWantWrite) {  // TLS may need to read
+      MAMBA_ASSIGN_OR_RETURN(bool ready, WaitReady(io.status == Io::kWantWrite, deadline));
+      if (!ready) break;
       continue;
     }
-    return TransportError("send", errno);
+    return StreamError("send", io);  // kEof: the server ended the TLS session
   }
   if (!data.empty()) {
     return WithKind(absl::DeadlineExceededError(absl::StrCat(Authority(host_, port_),
@@ -180,33 +236,35 @@ absl::Status HttpClient::WriteAll(std::string_view data, Clock::time_point deadl
 }
 
 absl::StatusOr<HttpClient::ReadResult> HttpClient::Fill(Clock::time_point deadline) {
+  auto timed_out = [&] {
+    return WithKind(absl::DeadlineExceededError(absl::StrCat(
+                        Authority(host_, port_), ": no complete answer within the deadline")),
+                    "timeout");
+  };
+  // Checked before reading, so that a server that never stops sending still meets the deadline.
+  if (RemainingMs(deadline) == 0) return timed_out();
   char chunk[64 * 1024];
   for (;;) {
-    const int ms = RemainingMs(deadline);
-    if (ms == 0) {
-      return WithKind(absl::DeadlineExceededError(absl::StrCat(
-                          Authority(host_, port_), ": no complete answer within the deadline")),
-                      "timeout");
+    // Read first, wait after: TLS may hold decrypted bytes that poll() cannot see.
+    const Io io = stream_->Read(chunk, sizeof(chunk));
+    switch (io.status) {
+      case Io::kDone:
+        buffer_.append(chunk, io.bytes);
+        return ReadResult::kData;
+      case Io::kEof: {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (aborted_) return WithKind(absl::CancelledError("cancelled by the client"), "cancelled");
+        return ReadResult::kEof;
+      }
+      case Io::kWantRead:
+      case Io::kWantWrite: {
+        MAMBA_ASSIGN_OR_RETURN(bool ready, WaitReady(io.status == Io::kWantWrite, deadline));
+        if (!ready) return timed_out();
+        continue;
+      }
+      case Io::kError:
+        return StreamError("recv", io);
     }
-    pollfd p{fd_, POLLIN, 0};
-    const int r = ::poll(&p, 1, ms);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return TransportError("poll", errno);
-    }
-    if (r == 0) continue;  // the deadline check above reports it
-    const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), 0);
-    if (n > 0) {
-      buffer_.append(chunk, static_cast<size_t>(n));
-      return ReadResult::kData;
-    }
-    if (n == 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (aborted_) return WithKind(absl::CancelledError("cancelled by the client"), "cancelled");
-      return ReadResult::kEof;
-    }
-    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-    return TransportError("recv", errno);
   }
 }
 

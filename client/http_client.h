@@ -1,18 +1,21 @@
 // A small blocking HTTP/1.1 client on POSIX sockets: one keep-alive connection to one server,
-// Content-Length, chunked and close-delimited bodies, a response body streamed to a callback as
-// it arrives (for SSE), a deadline per call, and cancellation from another thread. No TLS, no
-// proxies, no redirects: it talks only to the address it is given.
+// plain or TLS (https://, the server's certificate always verified), Content-Length, chunked and
+// close-delimited bodies, a response body streamed to a callback as it arrives (for SSE), a
+// deadline per call, and cancellation from another thread. No proxies, no redirects: it talks
+// only to the address it is given.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/byte_stream.h"
 #include "client/cancel.h"
 
 namespace mamba::client {
@@ -46,8 +49,9 @@ struct HttpResult {
 };
 
 struct HttpClientOptions {
-  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::milliseconds connect_timeout{10000};  // TCP connect plus the TLS handshake
   size_t max_body_bytes = size_t{256} << 20;  // a collected body larger than this is an error
+  TlsOptions tls;                             // tls.enabled: HTTPS
 };
 
 // Not thread-safe except for cancellation through HttpCall::cancel: one call at a time.
@@ -59,7 +63,8 @@ class HttpClient {
   HttpClient& operator=(const HttpClient&) = delete;
 
   // Sends the call and reads the whole response. Transport failures are errors with kinds
-  // "connect", "timeout", "connection_closed", "protocol", "cancelled"; an HTTP error status is
+  // "connect", "tls" (a failed handshake: the certificate refused, no TLS on the port; or a TLS
+  // error later), "timeout", "connection_closed", "protocol", "cancelled"; an HTTP error status is
   // NOT an error here (the caller reads HttpResult::status). A reused keep-alive connection that
   // the server closed while idle is replaced and the call retried once, when no byte of the
   // response had arrived.
@@ -74,6 +79,10 @@ class HttpClient {
   enum class ReadResult { kData, kEof, kError };
 
   absl::Status Connect(Clock::time_point deadline);
+  // The byte stream over the connected fd_: plain, or TLS after a handshake.
+  absl::Status StartStream(Clock::time_point deadline);
+  // Waits until the socket can be read (or written); false when the deadline passed first.
+  absl::StatusOr<bool> WaitReady(bool write, Clock::time_point deadline);
   absl::StatusOr<HttpResult> SendOnce(const HttpCall& call, bool* nothing_received);
   absl::Status WriteAll(std::string_view data, Clock::time_point deadline);
   // Appends what arrives to buffer_; waits until the deadline.
@@ -84,6 +93,7 @@ class HttpClient {
   absl::Status ReadChunked(const HttpCall& call, const std::function<bool(std::string_view)>& sink,
                            bool* stopped);
   absl::Status TransportError(std::string_view what, int err);
+  absl::Status StreamError(std::string_view what, const Io& io);  // a socket or TLS failure
   void AbortSocket();
 
   std::string host_;
@@ -91,6 +101,8 @@ class HttpClient {
   HttpClientOptions options_;
   std::mutex mu_;        // guards fd_ against AbortSocket from another thread
   int fd_ = -1;
+  std::unique_ptr<ByteStream> stream_;  // over fd_, from StartStream
+  std::shared_ptr<TlsContext> tls_;     // made at the first HTTPS connection, kept for the next
   bool aborted_ = false;  // AbortSocket ran during the current call
   std::string buffer_;   // received, not yet consumed bytes
   int connections_opened_ = 0;

@@ -16,7 +16,8 @@ Json CompletionBody(const GenerateSpec& spec, bool stream);
 
 class OpenAiGenerator : public Generator {
  public:
-  OpenAiGenerator(const Endpoint& endpoint, std::string api_key) : api_(endpoint, std::move(api_key)) {}
+  OpenAiGenerator(const Endpoint& endpoint, std::string api_key, HttpClientOptions options = {})
+      : api_(endpoint, std::move(api_key), std::move(options)) {}
   // A chunk counts as carrying tokens when it has non-empty text or no finish_reason (a token
   // that completes no character); logprobs.tokens, when present, gives the exact count.
   absl::StatusOr<GenerateResult> Stream(const GenerateSpec& spec, const EventCallback& on_event,

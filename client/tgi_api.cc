@@ -14,16 +14,15 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec) {
   const SamplingOptions& s = spec.sampling;
   Json p = Json::object();
   if (s.max_tokens) p["max_new_tokens"] = *s.max_tokens;
+  // Greedy is do_sample false with no warper: TGI samples whenever temperature, top_k or top_p
+  // is set, so a greedy request sends none of them.
+  const bool greedy = s.temperature && *s.temperature < 1e-5f;
   if (s.temperature) {
-    if (*s.temperature < 1e-5f) {
-      p["do_sample"] = false;
-    } else {
-      p["do_sample"] = true;
-      p["temperature"] = *s.temperature;
-    }
+    p["do_sample"] = !greedy;
+    if (!greedy) p["temperature"] = *s.temperature;
   }
-  if (s.top_k && *s.top_k > 0) p["top_k"] = *s.top_k;
-  if (s.top_p && *s.top_p < 1.0f) p["top_p"] = *s.top_p;
+  if (!greedy && s.top_k && *s.top_k > 0) p["top_k"] = *s.top_k;
+  if (!greedy && s.top_p && *s.top_p < 1.0f) p["top_p"] = *s.top_p;
   if (s.repetition_penalty) p["repetition_penalty"] = *s.repetition_penalty;
   if (s.frequency_penalty) p["frequency_penalty"] = *s.frequency_penalty;
   if (s.seed) p["seed"] = *s.seed;

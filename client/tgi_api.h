@@ -15,7 +15,8 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec);
 
 class TgiGenerator : public Generator {
  public:
-  TgiGenerator(const Endpoint& endpoint, std::string api_key) : api_(endpoint, std::move(api_key)) {}
+  TgiGenerator(const Endpoint& endpoint, std::string api_key, HttpClientOptions options = {})
+      : api_(endpoint, std::move(api_key), std::move(options)) {}
   absl::StatusOr<GenerateResult> Stream(const GenerateSpec& spec, const EventCallback& on_event,
                                         CancelToken* cancel) override;
   const char* api_name() const override { return "tgi"; }

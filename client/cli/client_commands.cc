@@ -27,7 +27,7 @@ using Clock = std::chrono::steady_clock;
 
 void PrintError(const absl::Status& s, const GlobalOptions& g) {
   std::string hint;
-  if (s.code() == absl::StatusCode::kUnavailable && HttpStatusOf(s) == 0) {
+  if (s.code() == absl::StatusCode::kUnavailable && HttpStatusOf(s) == 0 && ErrorKind(s) != "tls") {
     hint = absl::StrCat(" (is a server listening at ", g.target, "?)");
   } else if (s.code() == absl::StatusCode::kUnauthenticated) {
     hint = " (give the server's key with --api-key or MAMBA_API_KEY)";
@@ -115,12 +115,19 @@ absl::StatusOr<Target> ResolveTarget(const GlobalOptions& g) {
     if (!api.ok()) return api.status();
     if (*api == Api::kGrpc) return absl::InvalidArgumentError("--http-api is openai or tgi");
     t.api = *api;
-    if (!g.tls_ca.empty()) return absl::InvalidArgumentError("--tls-ca applies to gRPC targets only (no HTTPS)");
+    // gRPC takes --tls-ca as a request for TLS; over HTTP the scheme says it. (A server name,
+    // which may come from the environment, is simply unused over plain HTTP.)
+    if (!t.endpoint.tls && !g.tls_ca.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls-ca needs a TLS target: use https://",
+                                                     t.endpoint.Authority(), t.endpoint.base_path));
+    }
   }
   t.connect.api_key = g.api_key;
   t.connect.grpc.api_key = g.api_key;
   t.connect.grpc.tls_ca_file = g.tls_ca;
   t.connect.grpc.tls_server_name = g.tls_server_name;
+  t.connect.http.tls.ca_file = g.tls_ca;
+  t.connect.http.tls.server_name = g.tls_server_name;
   return t;
 }
 
@@ -154,7 +161,7 @@ int GenerateJson(const Target& t, const GlobalOptions& g, const GenerateSpec& sp
     return 0;
   }
   if (t.api == Api::kOpenAi) {
-    OpenAiGenerator gen(t.endpoint, t.connect.api_key);
+    OpenAiGenerator gen(t.endpoint, t.connect.api_key, t.connect.http);
     absl::StatusOr<Json> r = gen.Complete(spec);
     if (!r.ok()) return Fail(r.status(), g);
     PrintJson(*r);
@@ -162,7 +169,7 @@ int GenerateJson(const Target& t, const GlobalOptions& g, const GenerateSpec& sp
   }
   absl::StatusOr<Json> body = TgiBody(spec);
   if (!body.ok()) return Fail(body.status(), g);
-  HttpApi api(t.endpoint, t.connect.api_key);
+  HttpApi api(t.endpoint, t.connect.api_key, t.connect.http);
   absl::StatusOr<Json> r = api.JsonCall("POST", "/generate", &*body, spec.timeout_s);
   if (!r.ok()) return Fail(r.status(), g);
   PrintJson(*r);
@@ -261,7 +268,7 @@ int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_to
     ids.assign(r->token_ids().begin(), r->token_ids().end());
     tokens.assign(r->tokens().begin(), r->tokens().end());
   } else {
-    HttpApi api(t->endpoint, t->connect.api_key);
+    HttpApi api(t->endpoint, t->connect.api_key, t->connect.http);
     absl::StatusOr<std::vector<int32_t>> r = api.Tokenize(*text, g.timeout_s);
     if (!r.ok()) return Fail(r.status(), g);
     ids = *std::move(r);
@@ -300,7 +307,7 @@ int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& args, 
     text = r->text();
   } else {
     if (skip_special) std::fprintf(stderr, "mamba-client: note: --skip-special is not sent over HTTP\n");
-    HttpApi api(t->endpoint, t->connect.api_key);
+    HttpApi api(t->endpoint, t->connect.api_key, t->connect.http);
     absl::StatusOr<std::string> r = api.Detokenize(*ids, g.timeout_s);
     if (!r.ok()) return Fail(r.status(), g);
     text = *std::move(r);
@@ -318,7 +325,7 @@ int RunInfo(const GlobalOptions& g, bool json) {
   absl::StatusOr<Target> t = ResolveTarget(g);
   if (!t.ok()) return Fail(t.status(), g);
   if (t->endpoint.protocol == Protocol::kHttp) {
-    HttpApi api(t->endpoint, t->connect.api_key);
+    HttpApi api(t->endpoint, t->connect.api_key, t->connect.http);
     absl::StatusOr<Json> r = api.JsonCall("GET", "/v1/models", nullptr, g.timeout_s);
     if (!r.ok()) return Fail(r.status(), g);
     PrintJson(*r);
@@ -357,7 +364,7 @@ int RunHealth(const GlobalOptions& g, const std::string& service) {
   absl::StatusOr<Target> t = ResolveTarget(g);
   if (!t.ok()) return Fail(t.status(), g);
   if (t->endpoint.protocol == Protocol::kHttp) {
-    HttpApi api(t->endpoint, t->connect.api_key);
+    HttpApi api(t->endpoint, t->connect.api_key, t->connect.http);
     absl::StatusOr<HttpResult> r = api.Health(g.timeout_s);
     if (!r.ok()) return Fail(r.status(), g);
     std::string body = r->body;

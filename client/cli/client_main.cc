@@ -46,16 +46,24 @@ void AddPrompt(CLI::App* cmd, PromptSource* p) {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"mamba-client: generate text, tokenize and inspect a MambaServe server (gRPC or HTTP)"};
+  CLI::App app{"mamba-client: generate text, tokenize and inspect a MambaServe server (gRPC or HTTP, either\n"
+               "with TLS: grpcs:// or https://, the server's certificate verified against --tls-ca or the\n"
+               "system's trusted roots)"};
   app.require_subcommand(1);
   GlobalOptions g;
   if (const char* t = std::getenv("MAMBA_TARGET")) g.target = t;
   app.add_option("--target,-t", g.target,
-                 "grpc://HOST:PORT, grpcs://HOST:PORT (TLS) or http://HOST:PORT (env MAMBA_TARGET)")
+                 "grpc://HOST:PORT, grpcs://HOST:PORT (TLS), http://HOST:PORT or https://HOST:PORT (TLS) "
+                 "(env MAMBA_TARGET)")
       ->capture_default_str();
   app.add_option("--api-key", g.api_key, "Sent as 'Authorization: Bearer KEY'")->envname("MAMBA_API_KEY");
-  app.add_option("--tls-ca", g.tls_ca, "PEM root certificates for a TLS gRPC target (implies TLS)");
-  app.add_option("--tls-server-name", g.tls_server_name, "Name to check the server certificate against");
+  app.add_option("--tls-ca", g.tls_ca,
+                 "PEM root certificates to verify a grpcs:// or https:// server with (default: the system's; "
+                 "implies TLS for gRPC)");
+  app.add_option("--tls-server-name", g.tls_server_name,
+                 "Name to check the server certificate against (default: the target's host; https:// also "
+                 "sends it as SNI)")
+      ->envname("MAMBA_TLS_SERVER_NAME");
   app.add_option("--http-api", g.http_api, "HTTP generation endpoint: openai (/v1/completions) or tgi (/generate_stream)")
       ->check(CLI::IsMember({"openai", "tgi"}))
       ->capture_default_str();

@@ -119,8 +119,11 @@ ServerFacts Probe(const Flags& f, GeneratorFactory& factory) {
     }
     return facts;
   }
-  HttpApi api(factory.endpoint(), f.api_key);
+  HttpApi api(factory.endpoint(), f.api_key, factory.options().http);
   absl::StatusOr<Json> models = api.JsonCall("GET", "/v1/models", nullptr, 10);
+  if (!models.ok() && HttpStatusOf(models.status()) == 0) {  // not reachable (a TGI server may answer 404)
+    std::fprintf(stderr, "mamba-loadgen: note: GET /v1/models failed (%s)\n", std::string(models.status().message()).c_str());
+  }
   if (models.ok() && models->contains("data") && (*models)["data"].is_array() && !(*models)["data"].empty()) {
     const Json& m = (*models)["data"][0];
     if (m.contains("id") && m["id"].is_string()) facts.model = m["id"].get<std::string>();
@@ -148,12 +151,13 @@ LoadOptions WarmupOptions(const Flags& f) {
 void AddFlags(CLI::App& app, Flags* f) {
   LoadOptions& L = f->load;
   WorkloadOptions& W = f->workload;
-  app.add_option("--target,-t", f->target, "grpc://HOST:PORT, grpcs://HOST:PORT or http://HOST:PORT")->capture_default_str();
+  app.add_option("--target,-t", f->target, "grpc://HOST:PORT, grpcs://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
+      ->capture_default_str();
   app.add_option("--api", f->api, "grpc, openai (/v1/completions) or tgi (/generate_stream); default from the target")
       ->check(CLI::IsMember({"grpc", "openai", "tgi"}));
   app.add_option("--api-key", f->api_key, "Bearer key")->envname("MAMBA_API_KEY");
-  app.add_option("--tls-ca", f->tls_ca, "PEM roots for a TLS gRPC target");
-  app.add_option("--tls-server-name", f->tls_server_name, "Name checked against the server certificate");
+  app.add_option("--tls-ca", f->tls_ca, "PEM roots to verify a grpcs:// or https:// server with (default: the system's)");
+  app.add_option("--tls-server-name", f->tls_server_name, "Name checked against the server certificate (https://: also SNI)");
   app.add_option("--model", f->model, "OpenAI 'model' (default: the first of /v1/models)");
   app.add_option("--grpc-channels", f->grpc_channels, "gRPC connections to spread the load over")->capture_default_str();
 
@@ -217,6 +221,11 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
     MAMBA_ASSIGN_OR_RETURN(ctx->api, ParseApi(f.api));
   }
   MAMBA_RETURN_IF_ERROR(CheckApi(ctx->api, ctx->endpoint));
+  // gRPC takes --tls-ca as a request for TLS; over HTTP the scheme says it.
+  if (ctx->endpoint.protocol == Protocol::kHttp && !ctx->endpoint.tls && !f.tls_ca.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-ca needs a TLS target: use https://",
+                                                   ctx->endpoint.Authority(), ctx->endpoint.base_path));
+  }
   MAMBA_ASSIGN_OR_RETURN(ctx->percentiles, ParseNumbers(f.percentiles, "percentile"));
   for (double p : ctx->percentiles) {
     if (p <= 0 || p > 100) return absl::InvalidArgumentError("percentiles are in (0, 100]");
@@ -236,6 +245,8 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   connect.api_key = f.api_key;
   connect.grpc.tls_ca_file = f.tls_ca;
   connect.grpc.tls_server_name = f.tls_server_name;
+  connect.http.tls.ca_file = f.tls_ca;
+  connect.http.tls.server_name = f.tls_server_name;
   connect.grpc_channels = f.grpc_channels;
   ctx->factory = std::make_unique<GeneratorFactory>(ctx->endpoint, ctx->api, connect);
   ctx->make_generator = [factory = ctx->factory.get()](int worker) { return factory->Make(worker); };
@@ -255,7 +266,7 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   }
   if (W.text_prompts) {
     if (ctx->endpoint.protocol == Protocol::kHttp) {
-      ctx->detok_api = std::make_unique<HttpApi>(ctx->endpoint, f.api_key);
+      ctx->detok_api = std::make_unique<HttpApi>(ctx->endpoint, f.api_key, connect.http);
       ctx->detokenize = [api = ctx->detok_api.get()](const std::vector<int32_t>& ids) { return api->Detokenize(ids, 60); };
     } else {
       MAMBA_ASSIGN_OR_RETURN(std::shared_ptr<::grpc::Channel> channel, ctx->factory->Channel(0));

@@ -1,7 +1,7 @@
 // mamba-client and mamba-loadgen against the real mamba-server on 127.0.0.1 (the bundled demo
-// model): every CLI command over gRPC and HTTP, every load-generator mode with small counts,
-// token counts against the server's own counters, 429 accounting, and cancellation freeing the
-// server's state slots. Skipped when the server binary is not built.
+// model): every CLI command over gRPC and HTTP (plain and TLS), every load-generator mode with
+// small counts, token counts against the server's own counters, 429 accounting, and cancellation
+// freeing the server's state slots. Skipped when the server binary is not built.
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,22 +32,37 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-double Metric(const std::string& http, const std::string& name, const std::string& labels = "") {
-  HttpApi api(ParseEndpoint(http).value(), "");
+// `http` may be https:// (with options.tls.ca_file).
+double Metric(const std::string& http, const std::string& name, const std::string& labels = "",
+              const HttpClientOptions& options = {}) {
+  HttpApi api(ParseEndpoint(http).value(), "", options);
   absl::StatusOr<std::string> text = api.Metrics(10);
   if (!text.ok()) return -1;
   return PrometheusValue(*text, name, labels).value_or(-1);
 }
 
 // Polls until the server's slots-used gauge is 0 (at most 15 s); returns the last value.
-double WaitForFreeSlots(const std::string& http) {
+double WaitForFreeSlots(const std::string& http, const HttpClientOptions& options = {}) {
   double used = -1;
   for (int i = 0; i < 300; ++i) {
-    used = Metric(http, "mamba_state_slots_used");
+    used = Metric(http, "mamba_state_slots_used", "", options);
     if (used == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return used;
+}
+
+// A self-signed certificate for `san` ("DNS:localhost,IP:127.0.0.1") in dir/<name>.pem, its key
+// in dir/<name>-key.pem. "" on success, else why not.
+std::string MakeCertificate(const std::string& dir, const std::string& name,
+                            const std::string& san) {
+  if (access("/usr/bin/openssl", X_OK) != 0) return "no openssl to make a test certificate";
+  ProcessResult r =
+      RunProcess({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                  "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san, "-keyout",
+                  dir + "/" + name + "-key.pem", "-out", dir + "/" + name + ".pem"},
+                 "", std::chrono::seconds(60));
+  return r.exit_code == 0 ? "" : "openssl req failed: " + r.err;
 }
 
 class ClientServerTest : public ::testing::Test {
@@ -256,9 +271,13 @@ TEST_F(ClientServerTest, EveryErrorIsReportedWithANonZeroExit) {
   ProcessResult no_prompt = Client(server_->grpc(), {"generate"});
   EXPECT_EQ(no_prompt.exit_code, 1);
   EXPECT_NE(no_prompt.err.find("no prompt"), std::string::npos);
-  ProcessResult bad_target = Client("https://127.0.0.1:1", {"health"});
+  ProcessResult bad_target = Client("ftp://127.0.0.1:1", {"health"});
   EXPECT_EQ(bad_target.exit_code, 1);
-  EXPECT_NE(bad_target.err.find("HTTPS is not supported"), std::string::npos);
+  EXPECT_NE(bad_target.err.find("unknown scheme"), std::string::npos) << bad_target.err;
+  ProcessResult nobody =
+      Client("https://127.0.0.1:" + std::to_string(testing::UnusedPort()), {"health"});
+  EXPECT_EQ(nobody.exit_code, 1);
+  EXPECT_NE(nobody.err.find("cannot connect"), std::string::npos) << nobody.err;
   ProcessResult bad_flag = Client(server_->grpc(), {"generate", "hi", "--max-tokens", "many"});
   EXPECT_NE(bad_flag.exit_code, 0);
 }
@@ -397,6 +416,166 @@ TEST_F(ClientServerTest, LoadgenCancellationFreesTheSlots) {
   }
 }
 
+// ---- HTTPS: the same commands against a second server with --tls-cert ------------------------
+
+class ClientHttpsTest : public ClientServerTest {
+ protected:
+  static void SetUpTestSuite() {
+    ClientServerTest::SetUpTestSuite();  // the plain server, to compare with
+    tls_dir_ = new std::string(testing::TempDir());
+    std::string made = MakeCertificate(*tls_dir_, "server", "DNS:localhost,IP:127.0.0.1");
+    // Another self-signed certificate for the same names: a CA that did not sign the server's.
+    if (made.empty()) made = MakeCertificate(*tls_dir_, "other", "DNS:localhost,IP:127.0.0.1");
+    if (!made.empty()) {
+      *error_ = made;
+      return;
+    }
+    // A short idle timeout, so that a test can see the server close a kept-alive TLS connection.
+    tls_server_ = ServerProcess::Start({"--slots", "8", "--http-idle-timeout", "2", "--tls-cert",
+                                        Ca(), "--tls-key", *tls_dir_ + "/server-key.pem"},
+                                       error_)
+                      .release();
+  }
+  static void TearDownTestSuite() {
+    delete tls_server_;
+    tls_server_ = nullptr;
+    std::filesystem::remove_all(*tls_dir_);
+    delete tls_dir_;
+    ClientServerTest::TearDownTestSuite();
+  }
+  void SetUp() override {
+    if (server_ == nullptr || tls_server_ == nullptr) GTEST_SKIP() << *error_;
+  }
+
+  static std::string Ca() { return *tls_dir_ + "/server.pem"; }
+  static std::string OtherCa() { return *tls_dir_ + "/other.pem"; }
+  static HttpClientOptions TlsOptions() {
+    HttpClientOptions options;
+    options.tls.ca_file = Ca();
+    return options;
+  }
+  static std::string Https() {
+    return "https://127.0.0.1:" + std::to_string(tls_server_->http_port());
+  }
+
+  static ServerProcess* tls_server_;
+  static std::string* tls_dir_;
+};
+
+ServerProcess* ClientHttpsTest::tls_server_ = nullptr;
+std::string* ClientHttpsTest::tls_dir_ = nullptr;
+
+TEST_F(ClientHttpsTest, CommandsAnswerAsOverPlainHttp) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"health"},
+      // Streamed: OpenAI and TGI server-sent events.
+      {"generate", kPrompt, "--max-tokens", "12", "--temperature", "0"},
+      {"--http-api", "tgi", "generate", kPrompt, "--max-tokens", "12", "--temperature", "0"},
+      {"generate", kPrompt, "--max-tokens", "4", "--temperature", "0", "-n", "2", "--logprobs"},
+      {"tokenize", kPrompt},
+      {"detokenize", "688", "253", "5068"},
+  };
+  for (const std::vector<std::string>& args : commands) {
+    const std::string what = absl::StrJoin(args, " ");
+    ProcessResult plain = Client(server_->http(), args);
+    std::vector<std::string> tls_args = {"--tls-ca", Ca()};
+    tls_args.insert(tls_args.end(), args.begin(), args.end());
+    ProcessResult tls = Client(Https(), tls_args);
+    EXPECT_EQ(plain.exit_code, 0) << what << ": " << plain.err;
+    EXPECT_EQ(tls.exit_code, 0) << what << ": " << tls.err;
+    EXPECT_FALSE(tls.out.empty()) << what;
+    EXPECT_EQ(tls.out, plain.out) << what;
+  }
+  // JSON answers carry ids and times: compare what was generated.
+  const std::vector<std::string> json_args = {"generate",      kPrompt, "--max-tokens", "12",
+                                              "--temperature", "0",     "--json"};
+  ProcessResult plain = Client(server_->http(), json_args);
+  std::vector<std::string> tls_args = {"--tls-ca", Ca()};
+  tls_args.insert(tls_args.end(), json_args.begin(), json_args.end());
+  ProcessResult tls = Client(Https(), tls_args);
+  ASSERT_EQ(tls.exit_code, 0) << tls.err;
+  json p = json::parse(plain.out, nullptr, false), t = json::parse(tls.out, nullptr, false);
+  ASSERT_TRUE(t.is_object()) << tls.out;
+  EXPECT_EQ(t["choices"], p["choices"]);
+  EXPECT_EQ(t["usage"], p["usage"]);
+  ProcessResult info = Client(Https(), {"--tls-ca", Ca(), "info"});
+  EXPECT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_EQ(json::parse(info.out, nullptr, false)["data"][0]["id"], "kjv-mamba-4x192") << info.out;
+  // The name checked (and sent as SNI) can differ from the address dialled.
+  ProcessResult by_name =
+      Client(Https(), {"--tls-ca", Ca(), "--tls-server-name", "localhost", "health"});
+  EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
+}
+
+TEST_F(ClientHttpsTest, RefusesServersItCannotVerify) {
+  auto expect_failure = [&](const std::string& target, std::vector<std::string> args,
+                            const std::string& message) {
+    ProcessResult r = Client(target, args);
+    EXPECT_EQ(r.exit_code, 1) << absl::StrJoin(args, " ") << ": " << r.out;
+    EXPECT_EQ(r.out, "") << absl::StrJoin(args, " ");
+    EXPECT_NE(r.err.find(message), std::string::npos) << absl::StrJoin(args, " ") << ": " << r.err;
+  };
+  const std::string rejected =
+      "TLS handshake failed: the server's certificate was not accepted: self-signed certificate";
+  expect_failure(Https(), {"--tls-ca", OtherCa(), "generate", kPrompt, "--max-tokens", "4"},
+                 rejected + " (checked against the roots in");
+  expect_failure(Https(), {"--tls-ca", OtherCa(), "tokenize", kPrompt}, rejected);
+  expect_failure(Https(), {"health"},
+                 rejected + " (checked against the system's trusted roots");  // no --tls-ca
+  expect_failure(Https(), {"--tls-ca", Ca(), "--tls-server-name", "example.org", "health"},
+                 "the server's certificate is not valid for 'example.org'");
+  expect_failure(Https(), {"--tls-ca", *tls_dir_ + "/missing.pem", "health"},
+                 "cannot read the TLS CA file");
+  // TLS to the plain server, plain HTTP with TLS options.
+  const std::string plain_as_https = "https://127.0.0.1:" + std::to_string(server_->http_port());
+  expect_failure(plain_as_https, {"--tls-ca", Ca(), "health"}, "TLS handshake failed");
+  expect_failure(server_->http(), {"--tls-ca", Ca(), "health"},
+                 "--tls-ca needs a TLS target: use https://");
+  ProcessResult lg_usage =
+      RunProcess({MAMBA_LOADGEN_BIN, "--target", server_->http(), "--tls-ca", Ca(), "-n", "1"}, "",
+                 std::chrono::seconds(60));
+  EXPECT_EQ(lg_usage.exit_code, 1);
+  EXPECT_NE(lg_usage.err.find("--tls-ca needs a TLS target"), std::string::npos) << lg_usage.err;
+  // The load generator counts such failures as "tls".
+  ProcessResult lg =
+      RunProcess({MAMBA_LOADGEN_BIN, "--target", Https(), "--tls-ca", OtherCa(), "-n", "2",
+                  "--input-len", "8", "--output-len", "4", "--vocab-size", "100", "--no-progress"},
+                 "", std::chrono::seconds(120));
+  EXPECT_EQ(lg.exit_code, 1) << lg.out << lg.err;
+  EXPECT_NE(lg.out.find("errors tls"), std::string::npos) << lg.out;
+}
+
+TEST_F(ClientHttpsTest, LoadgenStreamsOverHttps) {
+  for (const std::string api : {"openai", "tgi"}) {
+    json j = Loadgen(Https(), {"--tls-ca", Ca(), "--api", api, "-n", "6", "-c", "2", "--input-len",
+                               "16", "--output-len", "8"});
+    EXPECT_EQ(j["completed"], 6) << api << j["errors"];
+    EXPECT_EQ(j["failed"], 0) << api;
+    EXPECT_TRUE(j["errors_by_code"].empty()) << api << j["errors_by_code"];
+    EXPECT_EQ(Sum(j["output_lens"]), 6 * 8) << api;
+  }
+  // Multi-turn OpenAI conversations also detokenize over HTTPS first.
+  json turns = Loadgen(Https(), {"--tls-ca", Ca(), "-n", "4", "-c", "2", "--turns", "2",
+                                 "--input-len", "8", "--output-len", "4"});
+  EXPECT_EQ(turns["completed"], 4) << turns["errors"];
+  EXPECT_EQ(WaitForFreeSlots(Https(), TlsOptions()), 0);
+}
+
+TEST_F(ClientHttpsTest, KeepsTheConnectionAndReconnectsAfterTheServerClosedIt) {
+  HttpApi api(ParseEndpoint(Https()).value(), "", TlsOptions());
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::vector<int32_t>> ids = api.Tokenize(kPrompt, 30);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_FALSE(ids->empty());
+  }
+  EXPECT_EQ(api.client().connections_opened(), 1);
+  // The server closes idle connections after 2 s; the next call notices and reconnects once.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  absl::StatusOr<std::string> text = api.Detokenize({688, 253, 5068}, 30);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(api.client().connections_opened(), 2);
+}
+
 // ---- servers with other settings ------------------------------------------------------------
 
 TEST(ClientServerLimitsTest, RejectionsAreCountedByCode) {
@@ -458,15 +637,13 @@ TEST(ClientServerLimitsTest, ApiKeys) {
 }
 
 TEST(ClientServerLimitsTest, GrpcOverTls) {
-  if (access("/usr/bin/openssl", X_OK) != 0) GTEST_SKIP() << "no openssl to make a test certificate";
   const std::string dir = testing::TempDir();
-  ProcessResult cert = RunProcess({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                                   "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                                   "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"});
-  ASSERT_EQ(cert.exit_code, 0) << cert.err;
+  if (std::string why = MakeCertificate(dir, "cert", "DNS:localhost,IP:127.0.0.1"); !why.empty()) {
+    GTEST_SKIP() << why;
+  }
   std::string error;
-  std::unique_ptr<ServerProcess> server =
-      ServerProcess::Start({"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/key.pem"}, &error);
+  std::unique_ptr<ServerProcess> server = ServerProcess::Start(
+      {"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/cert-key.pem"}, &error);
   if (!server) GTEST_SKIP() << error;
   const std::string target = "grpcs://localhost:" + std::to_string(server->grpc_port());
   ProcessResult ok = RunProcess({MAMBA_CLIENT_BIN, "--target", target, "--tls-ca", dir + "/cert.pem", "generate", "hi",

@@ -1,7 +1,15 @@
 // The HTTP/1.1 client, the SSE parser, target parsing and error helpers, against a scripted
-// server on 127.0.0.1.
+// server on 127.0.0.1 (the TLS failures that need no TLS server: HTTPS end to end is in
+// client_server_test).
 #include "client/http_client.h"
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "client/endpoint.h"
@@ -50,8 +58,17 @@ TEST(EndpointTest, ParsesTargets) {
   EXPECT_TRUE(tls->tls);
   EXPECT_EQ(tls->port, 443);
   EXPECT_EQ(ParseEndpoint("http://h").value().port, 80);
-  for (const char* bad : {"https://x:1", "ftp://x", "http://:80", "http://h:0", "http://h:99999", "grpc://h:1/path",
-                          "http://h:abc", "::1:80"}) {
+  auto https = ParseEndpoint("https://example.org/v1proxy");
+  ASSERT_TRUE(https.ok());
+  EXPECT_EQ(https->protocol, Protocol::kHttp);
+  EXPECT_TRUE(https->tls);
+  EXPECT_EQ(https->port, 443);
+  EXPECT_EQ(https->base_path, "/v1proxy");
+  EXPECT_EQ(https->ToString(), "https://example.org:443/v1proxy");
+  EXPECT_EQ(ParseEndpoint("HTTPS://[::1]:8443").value().ToString(), "https://[::1]:8443");
+  EXPECT_EQ(ParseEndpoint("http://h:1").value().ToString(), "http://h:1");
+  for (const char* bad : {"https://:443", "https://h:0", "ftp://x", "http://:80", "http://h:0",
+                          "http://h:99999", "grpc://h:1/path", "http://h:abc", "::1:80"}) {
     EXPECT_FALSE(ParseEndpoint(bad).ok()) << bad;
   }
 }
@@ -297,6 +314,129 @@ TEST(HttpClientTest, CancelFromAnotherThread) {
   auto again = client.Send(call);
   EXPECT_EQ(ErrorKind(again.status()), "cancelled");
   EXPECT_EQ(server.requests(), before);
+}
+
+// ---- HTTPS failures ---------------------------------------------------------------------------
+
+HttpClientOptions Https(std::string ca_file = "") {
+  HttpClientOptions o;
+  o.tls.enabled = true;
+  o.tls.ca_file = std::move(ca_file);
+  return o;
+}
+
+// Accepts one connection, waits (at most 5 s) for the client's first bytes, answers `reply` and
+// closes: a plain HTTP server seen by a TLS client.
+class OneReplyServer {
+ public:
+  explicit OneReplyServer(std::string reply) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 1) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on 127.0.0.1";
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this, reply = std::move(reply)] {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 5000) != 1) return;
+      const int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      pollfd q{c, POLLIN, 0};
+      char buf[4096];
+      if (::poll(&q, 1, 5000) == 1) (void)::recv(c, buf, sizeof(buf), 0);
+      testing::WriteAll(c, reply);
+      ::close(c);
+    });
+  }
+  ~OneReplyServer() {
+    if (thread_.joinable()) thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+TEST(HttpsClientTest, APlainHttpServerFailsTheHandshakeClearly) {
+  OneReplyServer server(
+      "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  HttpClient client("127.0.0.1", server.port(), Https());
+  const Clock::time_point start = Clock::now();
+  auto r = client.Send(Get("/health"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "tls") << r.status();
+  EXPECT_NE(r.status().message().find("TLS handshake failed"), absl::string_view::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find("does not speak TLS"), absl::string_view::npos) << r.status();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST(HttpsClientTest, AServerThatClosesDuringTheHandshake) {
+  OneReplyServer server("");
+  HttpClient client("127.0.0.1", server.port(), Https());
+  auto r = client.Send(Get("/health"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "tls") << r.status();
+  EXPECT_NE(r.status().message().find("the server closed the connection"), absl::string_view::npos)
+      << r.status();
+}
+
+TEST(HttpsClientTest, TheHandshakeIsBoundedAndCancellable) {
+  // The scripted server waits for an HTTP head that a TLS client never sends.
+  FakeHttpServer server([](const FakeRequest&, int) { return false; });
+  HttpClientOptions options = Https();
+  options.connect_timeout = std::chrono::milliseconds(300);
+  HttpClient client("127.0.0.1", server.port(), options);
+  Clock::time_point start = Clock::now();
+  auto r = client.Send(Get("/"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "timeout") << r.status();
+  EXPECT_NE(r.status().message().find("TLS handshake"), absl::string_view::npos) << r.status();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
+
+  HttpClient patient("127.0.0.1", server.port(), Https());
+  CancelToken token;
+  HttpCall call = Get("/");
+  call.cancel = &token;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    token.Cancel();
+  });
+  start = Clock::now();
+  r = patient.Send(call);
+  canceller.join();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "cancelled") << r.status();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(3));
+}
+
+TEST(HttpsClientTest, UnusableCaFiles) {
+  FakeHttpServer server([](const FakeRequest&, int) { return false; });
+  const std::string dir = testing::TempDir();
+  const std::string missing = dir + "/missing.pem", junk = dir + "/junk.pem";
+  { std::ofstream(junk) << "not a certificate\n"; }
+  HttpClient a("127.0.0.1", server.port(), Https(missing));
+  auto r = a.Send(Get("/"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "tls");
+  EXPECT_NE(r.status().message().find("cannot read the TLS CA file " + missing),
+            absl::string_view::npos)
+      << r.status();
+  HttpClient b("127.0.0.1", server.port(), Https(junk));
+  r = b.Send(Get("/"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ErrorKind(r.status()), "tls");
+  EXPECT_NE(r.status().message().find("holds no usable PEM certificate"), absl::string_view::npos)
+      << r.status();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(HttpApiTest, JsonCallsAndHelpers) {
