@@ -1,6 +1,7 @@
 // mamba-client: talk to a MambaServe server (or any server with the same gRPC / OpenAI / TGI
 // API) from a terminal: generate (streamed), tokenize, detokenize, info, health.
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <optional>
@@ -119,7 +120,17 @@ int main(int argc, char** argv) {
   CLI::App* health = app.add_subcommand("health", "Is the server ready? Exit 0 if serving, 1 if not");
   health->add_option("--service", service, "gRPC health service name (default: the whole server)");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // The same shape as every other failure, with the usage-error exit status.
+    std::fprintf(stderr, "mamba-client: error: %s\nRun with --help for more information.\n", e.what());
+    return 2;
+  }
   opt.Apply();
 
   if (*generate) return mamba::client::cli::RunGenerate(g, gen);

@@ -279,7 +279,11 @@ TEST_F(ClientServerTest, EveryErrorIsReportedWithANonZeroExit) {
   EXPECT_EQ(nobody.exit_code, 1);
   EXPECT_NE(nobody.err.find("cannot connect"), std::string::npos) << nobody.err;
   ProcessResult bad_flag = Client(server_->grpc(), {"generate", "hi", "--max-tokens", "many"});
-  EXPECT_NE(bad_flag.exit_code, 0);
+  EXPECT_EQ(bad_flag.exit_code, 2);  // a command line it cannot parse
+  EXPECT_NE(bad_flag.err.find("mamba-client: error:"), std::string::npos) << bad_flag.err;
+  ProcessResult no_command = Client(server_->grpc(), {});
+  EXPECT_EQ(no_command.exit_code, 2);
+  EXPECT_NE(no_command.err.find("mamba-client: error:"), std::string::npos) << no_command.err;
 }
 
 // ---- mamba-loadgen --------------------------------------------------------------------------
