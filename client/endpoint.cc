@@ -78,7 +78,8 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
   if (!port_text.empty()) {
     int port = 0;
     auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-    if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 1 || port > 65535) {
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 1 ||
+        port > 65535) {
       return bad("the port must be a number in [1, 65535]");
     }
     e.port = port;

@@ -13,10 +13,10 @@ enum class Protocol { kGrpc, kHttp };
 
 struct Endpoint {
   Protocol protocol = Protocol::kGrpc;
-  bool tls = false;          // grpcs:// or https://
-  std::string host;          // without brackets for IPv6 literals
+  bool tls = false;  // grpcs:// or https://
+  std::string host;  // without brackets for IPv6 literals
   int port = 0;
-  std::string base_path;     // HTTP only: prefix of every path, "" or "/something" (no trailing /)
+  std::string base_path;  // HTTP only: prefix of every path, "" or "/something" (no trailing /)
 
   // "host:port", bracketing IPv6 literals (what gRPC channels and Host headers want).
   std::string Authority() const;

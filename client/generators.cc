@@ -11,14 +11,18 @@ absl::StatusOr<Api> ParseApi(std::string_view name) {
   if (name == "grpc") return Api::kGrpc;
   if (name == "openai") return Api::kOpenAi;
   if (name == "tgi") return Api::kTgi;
-  return absl::InvalidArgumentError(absl::StrCat("unknown API '", AV(name), "' (grpc, openai or tgi)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown API '", AV(name), "' (grpc, openai or tgi)"));
 }
 
 const char* ApiName(Api api) {
   switch (api) {
-    case Api::kGrpc: return "grpc";
-    case Api::kOpenAi: return "openai";
-    case Api::kTgi: return "tgi";
+    case Api::kGrpc:
+      return "grpc";
+    case Api::kOpenAi:
+      return "openai";
+    case Api::kTgi:
+      return "tgi";
   }
   return "?";
 }
@@ -49,7 +53,8 @@ absl::StatusOr<std::shared_ptr<::grpc::Channel>> GeneratorFactory::Channel(int i
   if (channels_.empty()) channels_.resize(options_.grpc_channels);
   const size_t i = static_cast<size_t>(index) % channels_.size();
   if (!channels_[i]) {
-    absl::StatusOr<std::shared_ptr<::grpc::Channel>> c = MakeGrpcChannel(endpoint_, options_.grpc, static_cast<int>(i));
+    absl::StatusOr<std::shared_ptr<::grpc::Channel>> c =
+        MakeGrpcChannel(endpoint_, options_.grpc, static_cast<int>(i));
     if (!c.ok()) return c.status();
     channels_[i] = *std::move(c);
   }

@@ -35,7 +35,8 @@ HttpCall HttpApi::MakeCall(std::string method, std::string_view path, std::strin
   call.path = absl::StrCat(endpoint_.base_path, AV(path));
   if (!body.empty()) call.headers.push_back({"Content-Type", "application/json"});
   call.body = std::move(body);
-  if (!api_key_.empty()) call.headers.push_back({"Authorization", absl::StrCat("Bearer ", api_key_)});
+  if (!api_key_.empty())
+    call.headers.push_back({"Authorization", absl::StrCat("Bearer ", api_key_)});
   call.deadline = DeadlineAfter(timeout_s);
   return call;
 }
@@ -48,7 +49,8 @@ absl::StatusOr<Json> HttpApi::JsonCall(std::string method, std::string_view path
   if (r->status / 100 != 2) return HttpError(r->status, ErrorMessageFromBody(r->body));
   Json j = Json::parse(r->body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return WithKind(absl::InternalError(absl::StrCat(AV(path), " did not answer with JSON")), "protocol");
+    return WithKind(absl::InternalError(absl::StrCat(AV(path), " did not answer with JSON")),
+                    "protocol");
   }
   return j;
 }
@@ -63,7 +65,8 @@ absl::StatusOr<std::vector<int32_t>> HttpApi::Tokenize(const std::string& text, 
   }
   std::vector<int32_t> ids;
   for (const Json& t : *it) {
-    if (!t.is_number_integer()) return WithKind(absl::InternalError("/tokenize: a token is not an integer"), "protocol");
+    if (!t.is_number_integer())
+      return WithKind(absl::InternalError("/tokenize: a token is not an integer"), "protocol");
     ids.push_back(t.get<int32_t>());
   }
   return ids;
@@ -101,7 +104,8 @@ absl::StatusOr<std::string> HttpApi::FirstModelId(double timeout_s) {
   return first["id"].get<std::string>();
 }
 
-std::optional<double> PrometheusValue(std::string_view text, std::string_view name, std::string_view labels) {
+std::optional<double> PrometheusValue(std::string_view text, std::string_view name,
+                                      std::string_view labels) {
   for (absl::string_view line : absl::StrSplit(AV(text), '\n')) {
     if (line.empty() || line.front() == '#') continue;
     if (!absl::ConsumePrefix(&line, AV(name))) continue;

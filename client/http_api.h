@@ -25,12 +25,14 @@ class HttpApi {
 
   // A call to base_path + path with the Authorization header and, for a body, a JSON content
   // type; the deadline from timeout_s (0 = none).
-  HttpCall MakeCall(std::string method, std::string_view path, std::string body, double timeout_s) const;
+  HttpCall MakeCall(std::string method, std::string_view path, std::string body,
+                    double timeout_s) const;
   // Sends it; a transport failure is an error, an HTTP error status is not.
   absl::StatusOr<HttpResult> Send(const HttpCall& call) { return client_.Send(call); }
   // Sends a JSON request (body may be null for GET) and parses a JSON answer; an HTTP error
   // status becomes HttpError with the server's message.
-  absl::StatusOr<Json> JsonCall(std::string method, std::string_view path, const Json* body, double timeout_s);
+  absl::StatusOr<Json> JsonCall(std::string method, std::string_view path, const Json* body,
+                                double timeout_s);
 
   // POST /tokenize {"prompt"} -> tokens.
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, double timeout_s);

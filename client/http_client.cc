@@ -83,12 +83,13 @@ absl::Status HttpClient::TransportError(std::string_view what, int err) {
   }
   const std::string where = Authority(host_, port_);
   if (err == ECONNRESET || err == EPIPE || err == 0) {
-    return WithKind(absl::UnavailableError(absl::StrCat(where, ": the server closed the connection (",
-                                                        AV(what), ")")),
+    return WithKind(absl::UnavailableError(
+                        absl::StrCat(where, ": the server closed the connection (", AV(what), ")")),
                     "connection_closed");
   }
-  return WithKind(absl::UnavailableError(absl::StrCat(where, ": ", AV(what), ": ", std::strerror(err))),
-                  "connection_closed");
+  return WithKind(
+      absl::UnavailableError(absl::StrCat(where, ": ", AV(what), ": ", std::strerror(err))),
+      "connection_closed");
 }
 
 absl::Status HttpClient::StreamError(std::string_view what, const Io& io) {
@@ -155,12 +156,14 @@ absl::Status HttpClient::Connect(Clock::time_point deadline) {
   addrinfo* found = nullptr;
   const std::string port = absl::StrCat(port_);
   if (int rc = getaddrinfo(host_.c_str(), port.c_str(), &hints, &found); rc != 0) {
-    return WithKind(absl::UnavailableError(absl::StrCat("cannot resolve ", host_, ": ", gai_strerror(rc))),
-                    "connect");
+    return WithKind(
+        absl::UnavailableError(absl::StrCat("cannot resolve ", host_, ": ", gai_strerror(rc))),
+        "connect");
   }
   int last_err = ECONNREFUSED;
   for (addrinfo* ai = found; ai != nullptr; ai = ai->ai_next) {
-    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    const int fd =
+        ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0) {
       last_err = errno;
       continue;
@@ -208,8 +211,8 @@ absl::Status HttpClient::Connect(Clock::time_point deadline) {
     std::lock_guard<std::mutex> lock(mu_);
     if (aborted_) return WithKind(absl::CancelledError("cancelled by the client"), "cancelled");
   }
-  return WithKind(absl::UnavailableError(absl::StrCat("cannot connect to ", where, ": ",
-                                                      std::strerror(last_err))),
+  return WithKind(absl::UnavailableError(
+                      absl::StrCat("cannot connect to ", where, ": ", std::strerror(last_err))),
                   "connect");
 }
 
@@ -228,8 +231,8 @@ absl::Status HttpClient::WriteAll(std::string_view data, Clock::time_point deadl
     return StreamError("send", io);  // kEof: the server ended the TLS session
   }
   if (!data.empty()) {
-    return WithKind(absl::DeadlineExceededError(absl::StrCat(Authority(host_, port_),
-                                                             ": timed out sending the request")),
+    return WithKind(absl::DeadlineExceededError(
+                        absl::StrCat(Authority(host_, port_), ": timed out sending the request")),
                     "timeout");
   }
   return absl::OkStatus();
@@ -314,7 +317,8 @@ absl::Status HttpClient::ReadHead(HttpResult* result, Clock::time_point deadline
 }
 
 absl::Status HttpClient::ReadChunked(const HttpCall& call,
-                                     const std::function<bool(std::string_view)>& sink, bool* stopped) {
+                                     const std::function<bool(std::string_view)>& sink,
+                                     bool* stopped) {
   auto need = [&](size_t bytes) -> absl::Status {
     while (buffer_.size() < bytes) {
       MAMBA_ASSIGN_OR_RETURN(ReadResult r, Fill(call.deadline));
@@ -325,7 +329,8 @@ absl::Status HttpClient::ReadChunked(const HttpCall& call,
   auto read_line = [&](std::string* line) -> absl::Status {
     size_t eol;
     while ((eol = buffer_.find("\r\n")) == std::string::npos) {
-      if (buffer_.size() > 8192) return WithKind(absl::InternalError("a chunk line is too long"), "protocol");
+      if (buffer_.size() > 8192)
+        return WithKind(absl::InternalError("a chunk line is too long"), "protocol");
       MAMBA_RETURN_IF_ERROR(need(buffer_.size() + 1));
     }
     line->assign(buffer_, 0, eol);
@@ -339,7 +344,8 @@ absl::Status HttpClient::ReadChunked(const HttpCall& call,
     size_text = size_text.substr(0, size_text.find(';'));
     size_text = absl::StripAsciiWhitespace(size_text);
     uint64_t size = 0;
-    auto [ptr, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+    auto [ptr, ec] =
+        std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
     if (ec != std::errc() || ptr != size_text.data() + size_text.size()) {
       return WithKind(absl::InternalError(absl::StrCat("bad chunk size '", line, "'")), "protocol");
     }
@@ -415,8 +421,8 @@ absl::Status HttpClient::ReadBody(const HttpCall& call, HttpResult* result, bool
     }
   }
   if (too_big) {
-    return WithKind(absl::ResourceExhaustedError(absl::StrCat(
-                        "the response body is over ", options_.max_body_bytes, " bytes")),
+    return WithKind(absl::ResourceExhaustedError(absl::StrCat("the response body is over ",
+                                                              options_.max_body_bytes, " bytes")),
                     "protocol");
   }
   if (stopped) *keep_alive = false;
@@ -427,11 +433,13 @@ absl::StatusOr<HttpResult> HttpClient::SendOnce(const HttpCall& call, bool* noth
   *nothing_received = true;
   if (fd_ < 0) MAMBA_RETURN_IF_ERROR(Connect(call.deadline));
   buffer_.clear();
-  std::string request = absl::StrCat(call.method, " ", call.path, " HTTP/1.1\r\nHost: ",
-                                     Authority(host_, port_), "\r\nUser-Agent: mamba-client/0.1\r\n");
+  std::string request =
+      absl::StrCat(call.method, " ", call.path, " HTTP/1.1\r\nHost: ", Authority(host_, port_),
+                   "\r\nUser-Agent: mamba-client/0.1\r\n");
   if (!HasHeader(call.headers, "Accept")) request += "Accept: */*\r\n";
   for (const HttpHeader& h : call.headers) absl::StrAppend(&request, h.name, ": ", h.value, "\r\n");
-  if (!call.body.empty() || call.method == "POST" || call.method == "PUT" || call.method == "PATCH") {
+  if (!call.body.empty() || call.method == "POST" || call.method == "PUT" ||
+      call.method == "PATCH") {
     absl::StrAppend(&request, "Content-Length: ", call.body.size(), "\r\n");
   }
   request += "\r\n";

@@ -99,12 +99,12 @@ class HttpClient {
   std::string host_;
   int port_;
   HttpClientOptions options_;
-  std::mutex mu_;        // guards fd_ against AbortSocket from another thread
+  std::mutex mu_;  // guards fd_ against AbortSocket from another thread
   int fd_ = -1;
   std::unique_ptr<ByteStream> stream_;  // over fd_, from StartStream
   std::shared_ptr<TlsContext> tls_;     // made at the first HTTPS connection, kept for the next
-  bool aborted_ = false;  // AbortSocket ran during the current call
-  std::string buffer_;   // received, not yet consumed bytes
+  bool aborted_ = false;                // AbortSocket ran during the current call
+  std::string buffer_;                  // received, not yet consumed bytes
   int connections_opened_ = 0;
 };
 

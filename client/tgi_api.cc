@@ -10,7 +10,8 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec) {
   if (spec.prompt.use_ids) {
     return absl::InvalidArgumentError("the TGI API takes text prompts, not token ids");
   }
-  if (spec.sampling.n != 1) return absl::InvalidArgumentError("the TGI API generates one completion (n = 1)");
+  if (spec.sampling.n != 1)
+    return absl::InvalidArgumentError("the TGI API generates one completion (n = 1)");
   const SamplingOptions& s = spec.sampling;
   Json p = Json::object();
   if (s.max_tokens) p["max_new_tokens"] = *s.max_tokens;
@@ -34,7 +35,8 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec) {
   return Json{{"inputs", spec.prompt.text}, {"parameters", p}};
 }
 
-absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec, const EventCallback& on_event,
+absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec,
+                                                    const EventCallback& on_event,
                                                     CancelToken* cancel) {
   absl::StatusOr<Json> body = TgiBody(spec);
   if (!body.ok()) return body.status();
@@ -75,8 +77,9 @@ absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec, co
       std::vector<Alternative> alts;
       for (const Json& a : *tops) {
         if (!a.is_object()) continue;
-        alts.push_back({a.value("id", -1), a.value("text", std::string()),
-                        a.contains("logprob") && a["logprob"].is_number() ? a["logprob"].get<float>() : 0.0f});
+        alts.push_back(
+            {a.value("id", -1), a.value("text", std::string()),
+             a.contains("logprob") && a["logprob"].is_number() ? a["logprob"].get<float>() : 0.0f});
       }
       event.top_logprobs.push_back(std::move(alts));
     }
@@ -105,7 +108,8 @@ absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec, co
   if (r->status / 100 != 2) return HttpError(r->status, ErrorMessageFromBody(r->body));
   if (!stream_error) parser.Finish(on_sse);
   if (stream_error) {
-    return WithKind(absl::InternalError(absl::StrCat("error in the stream: ", *stream_error)), "stream_error");
+    return WithKind(absl::InternalError(absl::StrCat("error in the stream: ", *stream_error)),
+                    "stream_error");
   }
   if (!finished) {
     return WithKind(absl::DataLossError("the stream ended without a final event"), "incomplete");

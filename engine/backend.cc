@@ -20,16 +20,20 @@ absl::StatusOr<ComputeDType> ParseComputeDType(std::string_view name) {
   if (name == "float32" || name == "fp32" || name == "f32") return ComputeDType::kFloat32;
   if (name == "bfloat16" || name == "bf16") return ComputeDType::kBFloat16;
   if (name == "float16" || name == "fp16" || name == "f16") return ComputeDType::kFloat16;
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", std::string(name),
-                                                 "' (auto, float32, bfloat16, float16)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", std::string(name), "' (auto, float32, bfloat16, float16)"));
 }
 
 const char* Name(ComputeDType t) {
   switch (t) {
-    case ComputeDType::kAuto: return "auto";
-    case ComputeDType::kFloat32: return "float32";
-    case ComputeDType::kBFloat16: return "bfloat16";
-    case ComputeDType::kFloat16: return "float16";
+    case ComputeDType::kAuto:
+      return "auto";
+    case ComputeDType::kFloat32:
+      return "float32";
+    case ComputeDType::kBFloat16:
+      return "bfloat16";
+    case ComputeDType::kFloat16:
+      return "float16";
   }
   return "?";
 }
@@ -78,7 +82,8 @@ absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
       }
       const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass.tokens.size()));
       pass.chunks.push_back({static_cast<int64_t>(pass.tokens.size()), take, c.slot.value});
-      pass.tokens.insert(pass.tokens.end(), c.tokens.begin() + done, c.tokens.begin() + done + take);
+      pass.tokens.insert(pass.tokens.end(), c.tokens.begin() + done,
+                         c.tokens.begin() + done + take);
       done += take;
       if (done == n && c.want_logits) {
         pass.logit_chunks.push_back(static_cast<int>(pass.chunks.size() - 1));
@@ -95,11 +100,13 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
   if (checkpoint && !checkpoint->config().residual_in_fp32) {
     // Both engines keep every activation, the residual stream included, in fp32 whatever the
     // weight dtype: HF's float32 result exactly; in 16-bit, a rounding HF does and we do not.
-    NamedLogger("engine")->warn("config.json sets residual_in_fp32 = false: the residual stream stays in fp32 (as in HF "
-                 "float32; HF in bfloat16/float16 would round it to 16 bits after every layer)");
+    NamedLogger("engine")->warn(
+        "config.json sets residual_in_fp32 = false: the residual stream stays in fp32 (as in HF "
+        "float32; HF in bfloat16/float16 would round it to 16 bits after every layer)");
   }
   if (dev != "auto" && dev != "cpu" && dev.rfind("cuda", 0) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
   }
   std::string why = "requested";
   if (dev == "auto") {
@@ -108,7 +115,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
     if (kernels::cuda::UsableDeviceCount(&err) > 0) {
       auto b = cuda::CudaBackend::Create(checkpoint, options, 0);
       if (b.ok()) {
-        NamedLogger("engine")->info("engine: {} (auto: a usable CUDA device exists)", (*b)->Describe());
+        NamedLogger("engine")->info("engine: {} (auto: a usable CUDA device exists)",
+                                    (*b)->Describe());
         return std::unique_ptr<Backend>(std::move(*b));
       }
       why = absl::StrCat("CUDA device 0 could not be used: ", b.status().ToString());
@@ -122,17 +130,18 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
   } else if (dev != "cpu") {
 #if defined(MAMBA_HAVE_CUDA_ENGINE)
     int index = 0;
-    if (dev != "cuda" && (dev.rfind("cuda:", 0) != 0 || !absl::SimpleAtoi(dev.substr(5), &index) ||
-                          index < 0)) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
+    if (dev != "cuda" &&
+        (dev.rfind("cuda:", 0) != 0 || !absl::SimpleAtoi(dev.substr(5), &index) || index < 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown device '", dev, "' (auto, cpu, cuda[:N])"));
     }
     auto b = cuda::CudaBackend::Create(std::move(checkpoint), options, index);
     if (!b.ok()) return b.status();
     NamedLogger("engine")->info("engine: {} ({})", (*b)->Describe(), why);
     return std::unique_ptr<Backend>(std::move(*b));
 #else
-    return absl::UnimplementedError(
-        absl::StrCat("device '", dev, "': the CUDA engine is not available in this build; use cpu"));
+    return absl::UnimplementedError(absl::StrCat(
+        "device '", dev, "': the CUDA engine is not available in this build; use cpu"));
 #endif
   }
   // Weights are packed with OpenMP. libgomp keeps a thread pool per thread that opens a parallel

@@ -14,7 +14,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string ShapeStr(const std::vector<int64_t>& s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
+}
 
 }  // namespace
 
@@ -24,7 +26,8 @@ absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON"));
+  if (j.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON"));
   return j;
 }
 
@@ -70,7 +73,8 @@ absl::Status Checkpoint::LoadFiles() {
     const fs::path index_path = dir_ / "model.safetensors.index.json";
     MAMBA_ASSIGN_OR_RETURN(json j, ReadJsonFile(index_path));
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": no weight_map object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": no weight_map object"));
     }
     std::set<std::string> shards;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
@@ -95,8 +99,8 @@ absl::Status Checkpoint::LoadFiles() {
     for (const TensorInfo& t : f->tensors()) {
       const std::string fname = p.filename().string();
       if (!index.empty() && index.count(t.name) && index[t.name] != fname) {
-        return absl::InvalidArgumentError(absl::StrCat(fname, ": tensor '", t.name,
-                                                       "' is indexed in ", index[t.name]));
+        return absl::InvalidArgumentError(
+            absl::StrCat(fname, ": tensor '", t.name, "' is indexed in ", index[t.name]));
       }
       if (!by_name_.emplace(t.name, std::make_pair(&t, f)).second) {
         return absl::InvalidArgumentError(
@@ -125,9 +129,9 @@ absl::Status Checkpoint::Bind() {
       if (it == by_name_.end()) continue;
       const TensorInfo& t = *it->second.first;
       if (t.shape != shape) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(it->second.second->path().filename().string(), ": tensor '", name,
-                         "' has shape ", ShapeStr(t.shape), ", config.json implies ", ShapeStr(shape)));
+        return absl::InvalidArgumentError(absl::StrCat(
+            it->second.second->path().filename().string(), ": tensor '", name, "' has shape ",
+            ShapeStr(t.shape), ", config.json implies ", ShapeStr(shape)));
       }
       used.insert(name);
       *out = &t;

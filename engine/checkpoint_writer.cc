@@ -92,7 +92,8 @@ std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
       const float dt = std::max(std::exp(log_dt(g.rng())), 1e-4f);
       return dt + std::log(-std::expm1(-dt));
     });
-    g.Fill(add(m + "A_log", {e, n}), [&](int64_t k) { return std::log(static_cast<float>(k % n + 1)); });
+    g.Fill(add(m + "A_log", {e, n}),
+           [&](int64_t k) { return std::log(static_cast<float>(k % n + 1)); });
     g.Constant(add(m + "D", {e}), 1.0f, noise);
     g.Uniform(add(m + "out_proj.weight", {d, e}),
               1.0f / std::sqrt(static_cast<float>(e * c.num_hidden_layers)));
@@ -151,7 +152,8 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
     std::vector<TensorToWrite> part;
     int64_t bytes = 0;
     const int64_t budget = total * (s + 1) / o.shards;
-    while (next < tensors.size() && (s == o.shards - 1 || written + bytes < budget || part.empty())) {
+    while (next < tensors.size() &&
+           (s == o.shards - 1 || written + bytes < budget || part.empty())) {
       part.push_back(view(tensors[next]));
       weight_map[tensors[next].name] = name;
       bytes += static_cast<int64_t>(tensors[next].bytes.size());
@@ -170,8 +172,8 @@ absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::p
   MAMBA_RETURN_IF_ERROR(o.config.Validate());
   if (o.mamba_ssm_layout && o.config.intermediate_size % o.config.hidden_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the mamba_ssm layout stores an integer expand: intermediate_size ", o.config.intermediate_size,
-        " is not a multiple of hidden_size ", o.config.hidden_size));
+        "the mamba_ssm layout stores an integer expand: intermediate_size ",
+        o.config.intermediate_size, " is not a multiple of hidden_size ", o.config.hidden_size));
   }
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -183,7 +185,8 @@ absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::p
   MAMBA_RETURN_IF_ERROR(WriteJson(dir / "config.json", cfg));
   MAMBA_RETURN_IF_ERROR(WriteShards(o, MakeTensors(o), dir));
   if (!o.tokenizer_json.empty()) {
-    fs::copy_file(o.tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing, ec);
+    fs::copy_file(o.tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing,
+                  ec);
     if (ec) return absl::InternalError(absl::StrCat(o.tokenizer_json.string(), ": ", ec.message()));
   }
   return absl::OkStatus();

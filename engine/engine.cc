@@ -1,14 +1,13 @@
 #include "engine/engine.h"
 
-#include "engine/engine_internal.h"
-
 #include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "engine/engine_internal.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -21,11 +20,16 @@ constexpr size_t kMaxStopStringBytes = 256;
 
 const char* Name(Finish f) {
   switch (f) {
-    case Finish::kStop: return "stop";
-    case Finish::kLength: return "length";
-    case Finish::kCancelled: return "cancelled";
-    case Finish::kDeadline: return "deadline";
-    case Finish::kError: return "error";
+    case Finish::kStop:
+      return "stop";
+    case Finish::kLength:
+      return "length";
+    case Finish::kCancelled:
+      return "cancelled";
+    case Finish::kDeadline:
+      return "deadline";
+    case Finish::kError:
+      return "error";
   }
   return "?";
 }
@@ -38,14 +42,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
   if (options.max_step_tokens < 1 || options.max_queue < 0 || options.max_prompt_tokens < 1) {
     return absl::InvalidArgumentError("engine options: budgets must be positive");
   }
-  std::unique_ptr<Engine> e(new Engine(std::move(backend), std::move(tokenizer), options, observer));
+  std::unique_ptr<Engine> e(
+      new Engine(std::move(backend), std::move(tokenizer), options, observer));
   e->thread_ = std::thread([p = e.get()] { p->Loop(); });
   return e;
 }
 
 Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
                const EngineOptions& options, EngineObserver* observer)
-    : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), options_(options), observer_(observer) {
+    : backend_(std::move(backend)),
+      tokenizer_(std::move(tokenizer)),
+      options_(options),
+      observer_(observer) {
   for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(SlotId(s));
   stats_.slots_total = backend_->num_slots();
   log_ = NamedLogger("engine");
@@ -64,28 +72,32 @@ absl::Status Engine::Validate(const Request& r) const {
   const int64_t vocab = backend_->config().vocab_size;
   if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   if (static_cast<int64_t>(r.prompt.size()) > options_.max_prompt_tokens) {
-    return absl::OutOfRangeError(absl::StrCat("the prompt has ", r.prompt.size(),
-                                              " tokens; the limit is ", options_.max_prompt_tokens));
+    return absl::OutOfRangeError(absl::StrCat(
+        "the prompt has ", r.prompt.size(), " tokens; the limit is ", options_.max_prompt_tokens));
   }
   for (TokenId t : r.prompt) {
     if (t < 0 || t >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   MAMBA_RETURN_IF_ERROR(r.params.Validate(vocab));
   if (r.params.max_new_tokens > options_.max_new_tokens_limit) {
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", r.params.max_new_tokens,
-                                                   " exceeds the limit ", options_.max_new_tokens_limit));
+                                                   " exceeds the limit ",
+                                                   options_.max_new_tokens_limit));
   }
   if (r.n < 1 || r.n > backend_->num_slots()) {
-    return absl::InvalidArgumentError(absl::StrCat("n must be in [1, ", backend_->num_slots(), "], got ", r.n));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n must be in [1, ", backend_->num_slots(), "], got ", r.n));
   }
   if (r.stop_strings.size() > kMaxStopStrings) {
     return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
   }
   for (const std::string& s : r.stop_strings) {
     if (s.empty() || s.size() > kMaxStopStringBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stop strings must have 1 to ", kMaxStopStringBytes, " bytes"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop strings must have 1 to ", kMaxStopStringBytes, " bytes"));
     }
   }
   if (!r.stop_strings.empty() && !tokenizer_) {
@@ -103,7 +115,8 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
   // max_queue 0 means "run now or refuse".
   const int64_t free_slots = stats_.slots_total - stats_.slots_used;
   if (s.ok() && queued_ >= options_.max_queue + free_slots) {
-    s = absl::ResourceExhaustedError(absl::StrCat("the queue is full (", options_.max_queue, " waiting requests)"));
+    s = absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full (", options_.max_queue, " waiting requests)"));
   }
   if (!s.ok()) {
     lock.unlock();
@@ -195,11 +208,12 @@ void Engine::LogSummaryIfDue(bool force) {
   const double period = std::chrono::duration<double>(now - tally_.since).count();
   const EngineStats s = Stats();
   log_->info(
-      "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens ({:.1f} tok/s out), "
+      "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens ({:.1f} tok/s "
+      "out), "
       "{} running, {} waiting, slots {}/{}",
       tally_.steps, period, 100.0 * tally_.busy_seconds / period, tally_.decode_tokens,
-      tally_.prompt_tokens, static_cast<double>(tally_.decode_tokens) / period, s.running, s.waiting,
-      s.slots_used, s.slots_total);
+      tally_.prompt_tokens, static_cast<double>(tally_.decode_tokens) / period, s.running,
+      s.waiting, s.slots_used, s.slots_total);
   tally_ = Tally{};
 }
 

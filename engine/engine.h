@@ -25,17 +25,17 @@
 namespace mamba::engine {
 
 struct EngineOptions {
-  int64_t max_step_tokens = 512;     // token budget of one step (decode tokens + prompt chunks)
-  int max_queue = 256;               // requests waiting for a slot beyond this are refused at once
+  int64_t max_step_tokens = 512;      // token budget of one step (decode tokens + prompt chunks)
+  int max_queue = 256;                // requests waiting for a slot beyond this are refused at once
   int64_t max_prompt_tokens = 65536;  // longer prompts are refused
   int32_t max_new_tokens_limit = 16384;  // upper bound on a request's max_new_tokens
-  int64_t prefill_chunk = 0;         // max prompt tokens of one request per step (0 = budget)
+  int64_t prefill_chunk = 0;             // max prompt tokens of one request per step (0 = budget)
 };
 
 // Point-in-time view for health, metrics and model info.
 struct EngineStats {
   int64_t waiting = 0;
-  int64_t running = 0;      // requests holding slots
+  int64_t running = 0;  // requests holding slots
   int64_t slots_used = 0;
   int64_t slots_total = 0;
   int64_t steps = 0;
@@ -47,7 +47,7 @@ class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   struct Step {
-    int batch_size = 0;        // chunks in the step
+    int batch_size = 0;  // chunks in the step
     int64_t prefill_tokens = 0;
     int64_t decode_tokens = 0;
     double seconds = 0;

@@ -7,8 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
-#include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/logging.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -93,9 +93,11 @@ void Engine::Admit() {
       SamplingParams p = live->req.params;
       // n > 1 with one seed must still give n different completions.
       if (p.seed && i > 0) p.seed = *p.seed + static_cast<uint64_t>(i);
-      c.sampler = std::make_unique<Sampler>(p, eos, live->req.prompt, live->id.value * 1000003u + i);
+      c.sampler =
+          std::make_unique<Sampler>(p, eos, live->req.prompt, live->id.value * 1000003u + i);
       if (tokenizer_) {
-        c.detok = std::make_unique<IncrementalDetokenizer>(*tokenizer_, live->req.skip_special_tokens);
+        c.detok =
+            std::make_unique<IncrementalDetokenizer>(*tokenizer_, live->req.skip_special_tokens);
       }
       c.stops = StopMatcher(live->req.stop_strings);
     }
@@ -150,8 +152,8 @@ bool Engine::Step() {
     int64_t take = std::min(left, budget > 0 ? budget : kMinPromptChunk);
     if (options_.prefill_chunk > 0) take = std::min(take, options_.prefill_chunk);
     chunks.push_back({live->completions[0].slot,
-                      std::span<const TokenId>(live->req.prompt).subspan(static_cast<size_t>(live->consumed),
-                                                                          static_cast<size_t>(take)),
+                      std::span<const TokenId>(live->req.prompt)
+                          .subspan(static_cast<size_t>(live->consumed), static_cast<size_t>(take)),
                       live->consumed == 0, take == left});
     plan.push_back({live.get(), -1});
     budget -= take;
@@ -188,14 +190,15 @@ bool Engine::Step() {
   }
   const double step_seconds = Seconds(Clock::now() - t0);
   if (observer_) {
-    observer_->OnStep({static_cast<int>(chunks.size()), prefill_tokens, decode_tokens, step_seconds});
+    observer_->OnStep(
+        {static_cast<int>(chunks.size()), prefill_tokens, decode_tokens, step_seconds});
   }
   if (tally_.steps++ == 0) tally_.since = t0;
   tally_.decode_tokens += decode_tokens;
   tally_.prompt_tokens += prefill_tokens;
   tally_.busy_seconds += step_seconds;
-  log_->debug("step: {} chunks, {} decode + {} prompt tokens, {:.2f} ms",
-                               chunks.size(), decode_tokens, prefill_tokens, 1e3 * step_seconds);
+  log_->debug("step: {} chunks, {} decode + {} prompt tokens, {:.2f} ms", chunks.size(),
+              decode_tokens, prefill_tokens, 1e3 * step_seconds);
   Retire();
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.steps;
@@ -250,8 +253,10 @@ void Engine::FinishCompletion(Live& live, int index, Finish reason, absl::Status
 }
 
 void Engine::FailStep(const absl::Status& status) {
-  log_->error("engine: step failed, ending its {} requests: {}", running_.size(), status.ToString());
-  const absl::Status internal = absl::InternalError(absl::StrCat("engine failure: ", status.message()));
+  log_->error("engine: step failed, ending its {} requests: {}", running_.size(),
+              status.ToString());
+  const absl::Status internal =
+      absl::InternalError(absl::StrCat("engine failure: ", status.message()));
   for (auto& live : running_) {
     for (int i = 0; i < live->req.n; ++i) FinishCompletion(*live, i, Finish::kError, internal);
   }

@@ -10,12 +10,12 @@
 
 #include "CLI/CLI.hpp"
 #include "engine/checkpoint.h"
+#include "engine/logging.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/metrics.h"
 #include "server/server_config.h"
 #include "spdlog/pattern_formatter.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -27,7 +27,8 @@ namespace fs = std::filesystem;
 // characters escaped), so that --log-json lines always parse.
 class JsonMessageFlag : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     for (char ch : std::string_view(msg.payload.data(), msg.payload.size())) {
       const auto u = static_cast<unsigned char>(ch);
       if (ch == '"' || ch == '\\') {
@@ -69,10 +70,12 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   const bool demo = c.model_dir.empty();
   const std::string dir = demo ? DefaultModelDir() : c.model_dir;
   if (demo) {
-    Log()->warn("No --model given: serving the bundled DEMO model '{}' — a 10.7M-parameter Mamba trained "
-                 "only on the King James Bible, not a general assistant. To serve a real checkpoint: "
-                 "mamba-server --model /path/to/mamba-130m-hf (config.json, model.safetensors, tokenizer.json).",
-                 fs::path(dir).filename().string());
+    Log()->warn(
+        "No --model given: serving the bundled DEMO model '{}' — a 10.7M-parameter Mamba trained "
+        "only on the King James Bible, not a general assistant. To serve a real checkpoint: "
+        "mamba-server --model /path/to/mamba-130m-hf (config.json, model.safetensors, "
+        "tokenizer.json).",
+        fs::path(dir).filename().string());
   }
   auto checkpoint = engine::Checkpoint::Open(dir);
   if (!checkpoint.ok()) return Fail("cannot load the model", checkpoint.status());
@@ -117,21 +120,24 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   }
   const int http_port = http ? http->port() : -1, grpc_port = grpc ? grpc->port() : -1;
   if (!c.ready_file.empty()) {
-    std::ofstream(c.ready_file) << "{\"http_port\": " << http_port << ", \"grpc_port\": " << grpc_port
-                                << ", \"pid\": " << getpid() << "}\n";
+    std::ofstream(c.ready_file) << "{\"http_port\": " << http_port
+                                << ", \"grpc_port\": " << grpc_port << ", \"pid\": " << getpid()
+                                << "}\n";
   }
   state.health = Health::kServing;
   if (grpc) grpc->SetServing(true);
-  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, device, c.host, http_port,
-               c.host, grpc_port);
+  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, device, c.host,
+              http_port, c.host, grpc_port);
 
   int sig = 0;
   sigwait(&signals, &sig);
-  Log()->info("received {}: draining (up to {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT", c.drain_timeout_s);
+  Log()->info("received {}: draining (up to {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+              c.drain_timeout_s);
   state.health = Health::kDraining;
   if (grpc) grpc->SetServing(false);
   (*eng)->StartDrain();
-  const bool clean = (*eng)->WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.drain_timeout_s * 1000)));
+  const bool clean =
+      (*eng)->WaitIdle(std::chrono::milliseconds(static_cast<int64_t>(c.drain_timeout_s * 1000)));
   if (clean) {
     Log()->info("drained: every request finished");
   } else {

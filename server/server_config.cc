@@ -14,47 +14,95 @@ namespace fs = std::filesystem;
 // Every option can also come from the environment: --http-port <-> MAMBA_HTTP_PORT.
 void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.set_config("--config", "", "Read options from a TOML/INI file (keys = long flag names)");
-  app.add_option("--model", c->model_dir, "Model directory (HF layout); default: the bundled demo model")->envname("MAMBA_MODEL");
-  app.add_option("--model-name", c->model_name, "Name reported by the APIs (default: directory name)")->envname("MAMBA_MODEL_NAME");
-  app.add_option("--host", c->host, "Address to bind")->envname("MAMBA_HOST")->capture_default_str();
-  app.add_option("--http-port", c->http_port, "HTTP port (0 = any free, -1 = off)")->envname("MAMBA_HTTP_PORT")->capture_default_str();
-  app.add_option("--grpc-port", c->grpc_port, "gRPC port (0 = any free, -1 = off)")->envname("MAMBA_GRPC_PORT")->capture_default_str();
-  app.add_option("--device", c->device, "auto | cpu | cuda[:N]")->envname("MAMBA_DEVICE")->capture_default_str();
-  app.add_option("--dtype", c->dtype, "auto | float32 | bfloat16 | float16")->envname("MAMBA_DTYPE")->capture_default_str();
-  app.add_option("--threads", c->threads, "Compute threads (0 = all cores)")->envname("MAMBA_THREADS")->capture_default_str();
-  app.add_option("--slots", c->slots,
-                 "State slots = max concurrent sequences (0 = automatic: CUDA fills the memory left after "
-                 "the weights, the CPU engine takes 16)")->envname("MAMBA_SLOTS")->capture_default_str();
-  app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")->envname("MAMBA_MAX_STEP_TOKENS")->capture_default_str();
-  app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")->envname("MAMBA_MAX_PROMPT_TOKENS")->capture_default_str();
-  app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")->envname("MAMBA_MAX_NEW_TOKENS_LIMIT")->capture_default_str();
-  app.add_option("--max-queue", c->max_queue, "Requests waiting for a state slot beyond this get 429 / RESOURCE_EXHAUSTED (0: run now or refuse)")->envname("MAMBA_MAX_QUEUE")
+  app.add_option("--model", c->model_dir,
+                 "Model directory (HF layout); default: the bundled demo model")
+      ->envname("MAMBA_MODEL");
+  app.add_option("--model-name", c->model_name,
+                 "Name reported by the APIs (default: directory name)")
+      ->envname("MAMBA_MODEL_NAME");
+  app.add_option("--host", c->host, "Address to bind")
+      ->envname("MAMBA_HOST")
       ->capture_default_str();
-  app.add_option("--drain-timeout", c->drain_timeout_s, "Seconds running requests get on SIGTERM")->envname("MAMBA_DRAIN_TIMEOUT")->capture_default_str();
-  app.add_option("--request-timeout", c->request_timeout_s, "Default per-request deadline in seconds (0 = none)")->envname("MAMBA_REQUEST_TIMEOUT")
+  app.add_option("--http-port", c->http_port, "HTTP port (0 = any free, -1 = off)")
+      ->envname("MAMBA_HTTP_PORT")
       ->capture_default_str();
-  app.add_option("--http-threads", c->http_threads, "HTTP I/O threads")->envname("MAMBA_HTTP_THREADS")->capture_default_str();
-  app.add_option("--max-body-bytes", c->max_body_bytes, "Largest HTTP request body")->envname("MAMBA_MAX_BODY_BYTES")->capture_default_str();
-  app.add_option("--http-idle-timeout", c->http_idle_timeout_s,
-                 "Seconds an HTTP connection may take to send a request (idle keep-alive included) or "
-                 "leave a response unread before it is closed")
-      ->envname("MAMBA_HTTP_IDLE_TIMEOUT")->capture_default_str();
-  app.add_option("--max-stream-buffer-bytes", c->max_stream_buffer_bytes,
-                 "A streaming client this many bytes behind is disconnected and its request cancelled")
-      ->envname("MAMBA_MAX_STREAM_BUFFER_BYTES")->capture_default_str();
-  app.add_option("--api-key", c->api_key, "Require this Bearer token (HTTP) / authorization metadata (gRPC)")
+  app.add_option("--grpc-port", c->grpc_port, "gRPC port (0 = any free, -1 = off)")
+      ->envname("MAMBA_GRPC_PORT")
+      ->capture_default_str();
+  app.add_option("--device", c->device, "auto | cpu | cuda[:N]")
+      ->envname("MAMBA_DEVICE")
+      ->capture_default_str();
+  app.add_option("--dtype", c->dtype, "auto | float32 | bfloat16 | float16")
+      ->envname("MAMBA_DTYPE")
+      ->capture_default_str();
+  app.add_option("--threads", c->threads, "Compute threads (0 = all cores)")
+      ->envname("MAMBA_THREADS")
+      ->capture_default_str();
+  app.add_option(
+         "--slots", c->slots,
+         "State slots = max concurrent sequences (0 = automatic: CUDA fills the memory left after "
+         "the weights, the CPU engine takes 16)")
+      ->envname("MAMBA_SLOTS")
+      ->capture_default_str();
+  app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")
+      ->envname("MAMBA_MAX_STEP_TOKENS")
+      ->capture_default_str();
+  app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")
+      ->envname("MAMBA_MAX_PROMPT_TOKENS")
+      ->capture_default_str();
+  app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")
+      ->envname("MAMBA_MAX_NEW_TOKENS_LIMIT")
+      ->capture_default_str();
+  app.add_option("--max-queue", c->max_queue,
+                 "Requests waiting for a state slot beyond this get 429 / RESOURCE_EXHAUSTED (0: "
+                 "run now or refuse)")
+      ->envname("MAMBA_MAX_QUEUE")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", c->drain_timeout_s, "Seconds running requests get on SIGTERM")
+      ->envname("MAMBA_DRAIN_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--request-timeout", c->request_timeout_s,
+                 "Default per-request deadline in seconds (0 = none)")
+      ->envname("MAMBA_REQUEST_TIMEOUT")
+      ->capture_default_str();
+  app.add_option("--http-threads", c->http_threads, "HTTP I/O threads")
+      ->envname("MAMBA_HTTP_THREADS")
+      ->capture_default_str();
+  app.add_option("--max-body-bytes", c->max_body_bytes, "Largest HTTP request body")
+      ->envname("MAMBA_MAX_BODY_BYTES")
+      ->capture_default_str();
+  app.add_option(
+         "--http-idle-timeout", c->http_idle_timeout_s,
+         "Seconds an HTTP connection may take to send a request (idle keep-alive included) or "
+         "leave a response unread before it is closed")
+      ->envname("MAMBA_HTTP_IDLE_TIMEOUT")
+      ->capture_default_str();
+  app.add_option(
+         "--max-stream-buffer-bytes", c->max_stream_buffer_bytes,
+         "A streaming client this many bytes behind is disconnected and its request cancelled")
+      ->envname("MAMBA_MAX_STREAM_BUFFER_BYTES")
+      ->capture_default_str();
+  app.add_option("--api-key", c->api_key,
+                 "Require this Bearer token (HTTP) / authorization metadata (gRPC)")
       ->envname("MAMBA_API_KEY");
-  app.add_option("--tls-cert", c->tls_cert_file, "TLS certificate (PEM) for both front ends")->envname("MAMBA_TLS_CERT");
+  app.add_option("--tls-cert", c->tls_cert_file, "TLS certificate (PEM) for both front ends")
+      ->envname("MAMBA_TLS_CERT");
   app.add_option("--tls-key", c->tls_key_file, "TLS private key (PEM)")->envname("MAMBA_TLS_KEY");
-  app.add_option("--log-level", c->log_level, "trace | debug | info | warn | error")->envname("MAMBA_LOG_LEVEL")->capture_default_str();
-  app.add_flag("--log-json", c->log_json, "One JSON object per log line")->envname("MAMBA_LOG_JSON");
-  app.add_option("--ready-file", c->ready_file, "Write {\"http_port\", \"grpc_port\"} here once serving");
+  app.add_option("--log-level", c->log_level, "trace | debug | info | warn | error")
+      ->envname("MAMBA_LOG_LEVEL")
+      ->capture_default_str();
+  app.add_flag("--log-json", c->log_json, "One JSON object per log line")
+      ->envname("MAMBA_LOG_JSON");
+  app.add_option("--ready-file", c->ready_file,
+                 "Write {\"http_port\", \"grpc_port\"} here once serving");
 }
 
 absl::Status ValidateConfig(const ServerConfig& c) {
   auto port_ok = [](int p) { return p >= -1 && p <= 65535; };
-  if (!port_ok(c.http_port) || !port_ok(c.grpc_port)) return absl::InvalidArgumentError("ports must be in [-1, 65535]");
-  if (c.http_port < 0 && c.grpc_port < 0) return absl::InvalidArgumentError("both front ends are disabled");
+  if (!port_ok(c.http_port) || !port_ok(c.grpc_port))
+    return absl::InvalidArgumentError("ports must be in [-1, 65535]");
+  if (c.http_port < 0 && c.grpc_port < 0)
+    return absl::InvalidArgumentError("both front ends are disabled");
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
@@ -70,7 +118,8 @@ std::string DefaultModelDir() {
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    const fs::path installed = exe.parent_path().parent_path() / "share/mamba-serve/models/kjv-mamba-4x192";
+    const fs::path installed =
+        exe.parent_path().parent_path() / "share/mamba-serve/models/kjv-mamba-4x192";
     if (fs::exists(installed / "config.json")) return installed.string();
   }
   return MAMBA_DEFAULT_MODEL_DIR;

@@ -32,7 +32,8 @@ void PrintError(const absl::Status& s, const GlobalOptions& g) {
   } else if (s.code() == absl::StatusCode::kUnauthenticated) {
     hint = " (give the server's key with --api-key or MAMBA_API_KEY)";
   }
-  std::fprintf(stderr, "mamba-client: error: %s%s\n", std::string(s.message()).c_str(), hint.c_str());
+  std::fprintf(stderr, "mamba-client: error: %s%s\n", std::string(s.message()).c_str(),
+               hint.c_str());
 }
 
 int Fail(const absl::Status& s, const GlobalOptions& g) {
@@ -49,7 +50,8 @@ absl::StatusOr<std::string> ReadAll(std::istream& in, const std::string& what) {
 
 absl::StatusOr<std::string> ReadPromptText(const PromptSource& p) {
   if (!p.text.empty() && !p.file.empty()) {
-    return absl::InvalidArgumentError("give the prompt either as an argument or with --prompt-file, not both");
+    return absl::InvalidArgumentError(
+        "give the prompt either as an argument or with --prompt-file, not both");
   }
   if (p.text == "-" || p.file == "-") return ReadAll(std::cin, "stdin");
   if (!p.file.empty()) {
@@ -58,7 +60,8 @@ absl::StatusOr<std::string> ReadPromptText(const PromptSource& p) {
     return ReadAll(in, p.file);
   }
   if (p.text.empty()) {
-    return absl::InvalidArgumentError("no prompt: give it as an argument, with --prompt-file FILE, or '-' for stdin");
+    return absl::InvalidArgumentError(
+        "no prompt: give it as an argument, with --prompt-file FILE, or '-' for stdin");
   }
   return p.text;
 }
@@ -67,7 +70,8 @@ absl::StatusOr<std::string> ReadPromptText(const PromptSource& p) {
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::vector<std::string>& parts) {
   std::vector<int32_t> ids;
   for (const std::string& part : parts) {
-    for (absl::string_view piece : absl::StrSplit(part, absl::ByAnyChar(", \t\r\n[]"), absl::SkipEmpty())) {
+    for (absl::string_view piece :
+         absl::StrSplit(part, absl::ByAnyChar(", \t\r\n[]"), absl::SkipEmpty())) {
       int32_t id = 0;
       if (!absl::SimpleAtoi(piece, &id) || id < 0) {
         return absl::InvalidArgumentError(absl::StrCat("'", piece, "' is not a token id"));
@@ -132,7 +136,8 @@ absl::StatusOr<Target> ResolveTarget(const GlobalOptions& g) {
 }
 
 absl::StatusOr<GrpcClient> GrpcFor(const Target& t) {
-  absl::StatusOr<std::shared_ptr<::grpc::Channel>> channel = MakeGrpcChannel(t.endpoint, t.connect.grpc);
+  absl::StatusOr<std::shared_ptr<::grpc::Channel>> channel =
+      MakeGrpcChannel(t.endpoint, t.connect.grpc);
   if (!channel.ok()) return channel.status();
   return GrpcClient(*std::move(channel), t.connect.api_key);
 }
@@ -146,10 +151,14 @@ std::string ToJson(const google::protobuf::Message& m) {
   return out;
 }
 
-void PrintJson(const Json& j) { std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n"; }
+void PrintJson(const Json& j) {
+  std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+}
 
 // A token's text for display: JSON-escaped (keeps spaces and control bytes visible).
-std::string Quoted(const std::string& s) { return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string Quoted(const std::string& s) {
+  return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
 
 int GenerateJson(const Target& t, const GlobalOptions& g, const GenerateSpec& spec) {
   if (t.api == Api::kGrpc) {
@@ -177,14 +186,17 @@ int GenerateJson(const Target& t, const GlobalOptions& g, const GenerateSpec& sp
 }
 
 // After a stream: each completion when there were several, and the log-probs when asked for.
-void PrintCompletions(const GenerateResult& r, const std::vector<std::vector<StreamEvent>>& per_token, int n,
+void PrintCompletions(const GenerateResult& r,
+                      const std::vector<std::vector<StreamEvent>>& per_token, int n,
                       bool want_logprobs) {
   for (const CompletionResult& c : r.completions) {
     if (n > 1) {
-      std::printf("--- completion %d (%s) ---\n%s\n", c.index, c.finish_reason.c_str(), c.text.c_str());
+      std::printf("--- completion %d (%s) ---\n%s\n", c.index, c.finish_reason.c_str(),
+                  c.text.c_str());
     }
     if (want_logprobs && c.index < n) {
-      std::printf("--- logprobs%s ---\n", n > 1 ? absl::StrCat(" of completion ", c.index).c_str() : "");
+      std::printf("--- logprobs%s ---\n",
+                  n > 1 ? absl::StrCat(" of completion ", c.index).c_str() : "");
       for (const StreamEvent& e : per_token[c.index]) {
         for (size_t i = 0; i < e.logprobs.size(); ++i) {
           std::string line = absl::StrCat(
@@ -192,7 +204,8 @@ void PrintCompletions(const GenerateResult& r, const std::vector<std::vector<Str
               i < e.token_texts.size() ? Quoted(e.token_texts[i]) : "?", "\t", e.logprobs[i]);
           if (i < e.top_logprobs.size() && !e.top_logprobs[i].empty()) {
             line += "\ttop:";
-            for (const Alternative& a : e.top_logprobs[i]) absl::StrAppend(&line, " ", Quoted(a.text), "=", a.logprob);
+            for (const Alternative& a : e.top_logprobs[i])
+              absl::StrAppend(&line, " ", Quoted(a.text), "=", a.logprob);
           }
           std::printf("%s\n", line.c_str());
         }
@@ -244,11 +257,13 @@ int RunGenerate(const GlobalOptions& g, const GenerateOptions& o) {
     const int64_t out = r->OutputTokens();
     std::string prompt_part;
     if (auto p = r->PromptTokens()) prompt_part = absl::StrCat(*p, " prompt + ");
-    const double ttft_ms = first ? std::chrono::duration<double, std::milli>(*first - start).count() : 0;
-    std::fprintf(stderr, "[%s%lld generated tokens, finish: %s, %.3f s, TTFT %.1f ms, %.1f tok/s]\n",
+    const double ttft_ms =
+        first ? std::chrono::duration<double, std::milli>(*first - start).count() : 0;
+    std::fprintf(stderr,
+                 "[%s%lld generated tokens, finish: %s, %.3f s, TTFT %.1f ms, %.1f tok/s]\n",
                  prompt_part.c_str(), static_cast<long long>(out),
-                 r->completions.empty() ? "?" : r->completions[0].finish_reason.c_str(), seconds, ttft_ms,
-                 seconds > 0 ? static_cast<double>(out) / seconds : 0.0);
+                 r->completions.empty() ? "?" : r->completions[0].finish_reason.c_str(), seconds,
+                 ttft_ms, seconds > 0 ? static_cast<double>(out) / seconds : 0.0);
   }
   return 0;
 }
@@ -278,7 +293,8 @@ int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_to
     if (!tokens.empty()) j["token_strings"] = tokens;
     PrintJson(j);
   } else if (show_tokens && tokens.size() == ids.size() && !tokens.empty()) {
-    for (size_t i = 0; i < ids.size(); ++i) std::printf("%d\t%s\n", ids[i], Quoted(tokens[i]).c_str());
+    for (size_t i = 0; i < ids.size(); ++i)
+      std::printf("%d\t%s\n", ids[i], Quoted(tokens[i]).c_str());
   } else {
     std::string line;
     for (size_t i = 0; i < ids.size(); ++i) absl::StrAppend(&line, i ? " " : "", ids[i]);
@@ -287,7 +303,8 @@ int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_to
   return 0;
 }
 
-int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& args, bool skip_special, bool json) {
+int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& args, bool skip_special,
+                  bool json) {
   absl::StatusOr<Target> t = ResolveTarget(g);
   if (!t.ok()) return Fail(t.status(), g);
   std::vector<std::string> parts = args;
@@ -306,7 +323,8 @@ int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& args, 
     if (!r.ok()) return Fail(r.status(), g);
     text = r->text();
   } else {
-    if (skip_special) std::fprintf(stderr, "mamba-client: note: --skip-special is not sent over HTTP\n");
+    if (skip_special)
+      std::fprintf(stderr, "mamba-client: note: --skip-special is not sent over HTTP\n");
     HttpApi api(t->endpoint, t->connect.api_key, t->connect.http);
     absl::StatusOr<std::string> r = api.Detokenize(*ids, g.timeout_s);
     if (!r.ok()) return Fail(r.status(), g);
@@ -345,18 +363,25 @@ int RunInfo(const GlobalOptions& g, bool json) {
   std::printf("dtype          %s\n", r->dtype().c_str());
   if (r->backend() != r->device()) std::printf("backend        %s\n", r->backend().c_str());
   std::printf("parameters     %lld\n", static_cast<long long>(r->num_parameters()));
-  std::printf("architecture   %lld layers, d_model %lld, d_inner %lld, d_state %lld, d_conv %lld, vocab %lld\n",
-              static_cast<long long>(m.num_hidden_layers()), static_cast<long long>(m.hidden_size()),
-              static_cast<long long>(m.intermediate_size()), static_cast<long long>(m.state_size()),
-              static_cast<long long>(m.conv_kernel()), static_cast<long long>(m.vocab_size()));
-  std::printf("state          %lld bytes per sequence\n", static_cast<long long>(r->state_bytes_per_sequence()));
-  std::printf("tokenizer      %s\n", r->has_tokenizer() ? absl::StrCat(r->tokenizer_vocab_size(), " tokens").c_str() : "none");
-  std::printf("limits         %d slots, max prompt %lld tokens, max new tokens %d, queue %d, step %lld tokens\n",
-              r->slots_total(), static_cast<long long>(r->max_prompt_tokens()), r->max_new_tokens_limit(),
-              r->max_queue(), static_cast<long long>(r->max_step_tokens()));
+  std::printf(
+      "architecture   %lld layers, d_model %lld, d_inner %lld, d_state %lld, d_conv %lld, vocab "
+      "%lld\n",
+      static_cast<long long>(m.num_hidden_layers()), static_cast<long long>(m.hidden_size()),
+      static_cast<long long>(m.intermediate_size()), static_cast<long long>(m.state_size()),
+      static_cast<long long>(m.conv_kernel()), static_cast<long long>(m.vocab_size()));
+  std::printf("state          %lld bytes per sequence\n",
+              static_cast<long long>(r->state_bytes_per_sequence()));
+  std::printf(
+      "tokenizer      %s\n",
+      r->has_tokenizer() ? absl::StrCat(r->tokenizer_vocab_size(), " tokens").c_str() : "none");
+  std::printf(
+      "limits         %d slots, max prompt %lld tokens, max new tokens %d, queue %d, step %lld "
+      "tokens\n",
+      r->slots_total(), static_cast<long long>(r->max_prompt_tokens()), r->max_new_tokens_limit(),
+      r->max_queue(), static_cast<long long>(r->max_step_tokens()));
   std::printf("load           %d slots used, %lld running, %lld waiting%s\n", r->slots_used(),
-              static_cast<long long>(r->requests_running()), static_cast<long long>(r->requests_waiting()),
-              r->draining() ? ", DRAINING" : "");
+              static_cast<long long>(r->requests_running()),
+              static_cast<long long>(r->requests_waiting()), r->draining() ? ", DRAINING" : "");
   return 0;
 }
 

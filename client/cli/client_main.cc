@@ -47,61 +47,78 @@ void AddPrompt(CLI::App* cmd, PromptSource* p) {
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"mamba-client: generate text, tokenize and inspect a MambaServe server (gRPC or HTTP, either\n"
-               "with TLS: grpcs:// or https://, the server's certificate verified against --tls-ca or the\n"
-               "system's trusted roots)"};
+  CLI::App app{
+      "mamba-client: generate text, tokenize and inspect a MambaServe server (gRPC or HTTP, "
+      "either\n"
+      "with TLS: grpcs:// or https://, the server's certificate verified against --tls-ca or the\n"
+      "system's trusted roots)"};
   app.require_subcommand(1);
   GlobalOptions g;
   if (const char* t = std::getenv("MAMBA_TARGET")) g.target = t;
-  app.add_option("--target,-t", g.target,
-                 "grpc://HOST:PORT, grpcs://HOST:PORT (TLS), http://HOST:PORT or https://HOST:PORT (TLS) "
-                 "(env MAMBA_TARGET)")
+  app.add_option(
+         "--target,-t", g.target,
+         "grpc://HOST:PORT, grpcs://HOST:PORT (TLS), http://HOST:PORT or https://HOST:PORT (TLS) "
+         "(env MAMBA_TARGET)")
       ->capture_default_str();
-  app.add_option("--api-key", g.api_key, "Sent as 'Authorization: Bearer KEY'")->envname("MAMBA_API_KEY");
-  app.add_option("--tls-ca", g.tls_ca,
-                 "PEM root certificates to verify a grpcs:// or https:// server with (default: the system's; "
-                 "implies TLS for gRPC)");
-  app.add_option("--tls-server-name", g.tls_server_name,
-                 "Name to check the server certificate against (default: the target's host; https:// also "
-                 "sends it as SNI)")
+  app.add_option("--api-key", g.api_key, "Sent as 'Authorization: Bearer KEY'")
+      ->envname("MAMBA_API_KEY");
+  app.add_option(
+      "--tls-ca", g.tls_ca,
+      "PEM root certificates to verify a grpcs:// or https:// server with (default: the system's; "
+      "implies TLS for gRPC)");
+  app.add_option(
+         "--tls-server-name", g.tls_server_name,
+         "Name to check the server certificate against (default: the target's host; https:// also "
+         "sends it as SNI)")
       ->envname("MAMBA_TLS_SERVER_NAME");
-  app.add_option("--http-api", g.http_api, "HTTP generation endpoint: openai (/v1/completions) or tgi (/generate_stream)")
+  app.add_option("--http-api", g.http_api,
+                 "HTTP generation endpoint: openai (/v1/completions) or tgi (/generate_stream)")
       ->check(CLI::IsMember({"openai", "tgi"}))
       ->capture_default_str();
   app.add_option("--model", g.model, "OpenAI 'model' field (our server accepts none)");
-  app.add_option("--timeout", g.timeout_s, "Seconds before a call is abandoned (0: never)")->capture_default_str();
+  app.add_option("--timeout", g.timeout_s, "Seconds before a call is abandoned (0: never)")
+      ->capture_default_str();
 
   // generate
   GenerateOptions gen;
   Optionals opt;
   CLI::App* generate = app.add_subcommand("generate", "Generate text; streams it as it arrives");
   AddPrompt(generate, &gen.prompt);
-  generate->add_option("--token-ids", gen.prompt.token_ids, "Send these token ids as the prompt (\"1,2,3\", - for stdin)");
+  generate->add_option("--token-ids", gen.prompt.token_ids,
+                       "Send these token ids as the prompt (\"1,2,3\", - for stdin)");
   SamplingOptions& s = gen.sampling;
   opt.Add(generate, "--max-tokens,-m", &s.max_tokens, "Tokens to generate at most");
-  opt.Add(generate, "--min-tokens", &s.min_tokens, "Tokens to generate at least (EOS masked until then)");
+  opt.Add(generate, "--min-tokens", &s.min_tokens,
+          "Tokens to generate at least (EOS masked until then)");
   opt.Add(generate, "--temperature", &s.temperature, "0 = greedy");
   opt.Add(generate, "--top-k", &s.top_k, "Keep the k most likely tokens (0 = off)");
   opt.Add(generate, "--top-p", &s.top_p, "Nucleus sampling mass, in (0, 1]");
   opt.Add(generate, "--min-p", &s.min_p, "Drop tokens below min_p times the top probability");
-  opt.Add(generate, "--repetition-penalty", &s.repetition_penalty, "Hugging Face repetition penalty (1 = off)");
-  opt.Add(generate, "--presence-penalty", &s.presence_penalty, "OpenAI presence penalty, in [-2, 2]");
-  opt.Add(generate, "--frequency-penalty", &s.frequency_penalty, "OpenAI frequency penalty, in [-2, 2]");
+  opt.Add(generate, "--repetition-penalty", &s.repetition_penalty,
+          "Hugging Face repetition penalty (1 = off)");
+  opt.Add(generate, "--presence-penalty", &s.presence_penalty,
+          "OpenAI presence penalty, in [-2, 2]");
+  opt.Add(generate, "--frequency-penalty", &s.frequency_penalty,
+          "OpenAI frequency penalty, in [-2, 2]");
   opt.Add(generate, "--seed", &s.seed, "Seed of the random draws");
   generate->add_option("--stop", s.stop, "Stop string (repeatable)");
   generate->add_flag("--logprobs", s.logprobs, "Show each generated token's log-probability");
-  generate->add_option("--top-logprobs", s.top_logprobs, "Also show this many alternatives per token");
-  generate->add_flag("--ignore-eos", s.ignore_eos, "Keep generating after the end-of-sequence token");
+  generate->add_option("--top-logprobs", s.top_logprobs,
+                       "Also show this many alternatives per token");
+  generate->add_flag("--ignore-eos", s.ignore_eos,
+                     "Keep generating after the end-of-sequence token");
   generate->add_option("-n,--n", s.n, "Completions of the prompt")->check(CLI::Range(1, 1024));
   generate->add_flag("--json", gen.json, "Print the server's whole (non-streamed) answer as JSON");
-  generate->add_flag("--stats", gen.stats, "Print token counts and timing to stderr (default when it is a terminal)");
+  generate->add_flag("--stats", gen.stats,
+                     "Print token counts and timing to stderr (default when it is a terminal)");
 
   // tokenize
   PromptSource tok_prompt;
   bool show_tokens = false, tok_json = false;
   CLI::App* tokenize = app.add_subcommand("tokenize", "Text -> token ids");
   AddPrompt(tokenize, &tok_prompt);
-  tokenize->add_flag("--show-tokens", show_tokens, "Also show each token's vocabulary spelling (gRPC)");
+  tokenize->add_flag("--show-tokens", show_tokens,
+                     "Also show each token's vocabulary spelling (gRPC)");
   tokenize->add_flag("--json", tok_json, "Print {\"tokens\", \"count\"}");
 
   // detokenize
@@ -117,7 +134,8 @@ int main(int argc, char** argv) {
   CLI::App* info = app.add_subcommand("info", "The served model, its limits and current load");
   info->add_flag("--json", info_json, "Print JSON");
   std::string service;
-  CLI::App* health = app.add_subcommand("health", "Is the server ready? Exit 0 if serving, 1 if not");
+  CLI::App* health =
+      app.add_subcommand("health", "Is the server ready? Exit 0 if serving, 1 if not");
   health->add_option("--service", service, "gRPC health service name (default: the whole server)");
 
   try {
@@ -128,7 +146,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // The same shape as every other failure, with the usage-error exit status.
-    std::fprintf(stderr, "mamba-client: error: %s\nRun with --help for more information.\n", e.what());
+    std::fprintf(stderr, "mamba-client: error: %s\nRun with --help for more information.\n",
+                 e.what());
     return 2;
   }
   opt.Apply();

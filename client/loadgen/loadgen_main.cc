@@ -60,7 +60,8 @@ absl::StatusOr<std::vector<double>> ParseNumbers(const std::string& text, const 
   std::vector<double> out;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     double v = 0;
-    if (!absl::SimpleAtod(part, &v)) return absl::InvalidArgumentError(absl::StrCat("bad ", what, " '", part, "'"));
+    if (!absl::SimpleAtod(part, &v))
+      return absl::InvalidArgumentError(absl::StrCat("bad ", what, " '", part, "'"));
     out.push_back(v);
   }
   return out;
@@ -77,16 +78,19 @@ absl::StatusOr<Sweep> ParseSweep(const std::string& text) {
   const size_t eq = text.find('=');
   s.parameter = text.substr(0, eq);
   if (s.parameter != "concurrency" && s.parameter != "request-rate" && s.parameter != "context") {
-    return absl::InvalidArgumentError("--sweep is concurrency=..., request-rate=... or context=...");
+    return absl::InvalidArgumentError(
+        "--sweep is concurrency=..., request-rate=... or context=...");
   }
   std::string list = eq == std::string::npos ? "" : text.substr(eq + 1);
   if (list.empty()) {
-    if (s.parameter != "context") return absl::InvalidArgumentError(absl::StrCat("--sweep ", s.parameter, "=V1,V2,..."));
+    if (s.parameter != "context")
+      return absl::InvalidArgumentError(absl::StrCat("--sweep ", s.parameter, "=V1,V2,..."));
     list = "128,256,512,1024,2048,4096,8192,16384";
   }
   for (absl::string_view v : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
     double x = 0;
-    if (!absl::SimpleAtod(v, &x) || x <= 0) return absl::InvalidArgumentError(absl::StrCat("bad sweep value '", v, "'"));
+    if (!absl::SimpleAtod(v, &x) || x <= 0)
+      return absl::InvalidArgumentError(absl::StrCat("bad sweep value '", v, "'"));
     s.values.emplace_back(v);
   }
   return s;
@@ -109,22 +113,28 @@ ServerFacts Probe(const Flags& f, GeneratorFactory& factory) {
       absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo(10);
       if (info.ok()) {
         facts.model = info->model_name();
-        facts.vocab = info->tokenizer_vocab_size() > 0 ? std::min(info->tokenizer_vocab_size(), info->config().vocab_size())
-                                                       : info->config().vocab_size();
-        for (int64_t id : info->config().eos_token_ids()) facts.eos.push_back(static_cast<int32_t>(id));
+        facts.vocab = info->tokenizer_vocab_size() > 0
+                          ? std::min(info->tokenizer_vocab_size(), info->config().vocab_size())
+                          : info->config().vocab_size();
+        for (int64_t id : info->config().eos_token_ids())
+          facts.eos.push_back(static_cast<int32_t>(id));
         facts.max_prompt_tokens = info->max_prompt_tokens();
       } else {
-        std::fprintf(stderr, "mamba-loadgen: note: GetModelInfo failed (%s)\n", std::string(info.status().message()).c_str());
+        std::fprintf(stderr, "mamba-loadgen: note: GetModelInfo failed (%s)\n",
+                     std::string(info.status().message()).c_str());
       }
     }
     return facts;
   }
   HttpApi api(factory.endpoint(), f.api_key, factory.options().http);
   absl::StatusOr<Json> models = api.JsonCall("GET", "/v1/models", nullptr, 10);
-  if (!models.ok() && HttpStatusOf(models.status()) == 0) {  // not reachable (a TGI server may answer 404)
-    std::fprintf(stderr, "mamba-loadgen: note: GET /v1/models failed (%s)\n", std::string(models.status().message()).c_str());
+  if (!models.ok() &&
+      HttpStatusOf(models.status()) == 0) {  // not reachable (a TGI server may answer 404)
+    std::fprintf(stderr, "mamba-loadgen: note: GET /v1/models failed (%s)\n",
+                 std::string(models.status().message()).c_str());
   }
-  if (models.ok() && models->contains("data") && (*models)["data"].is_array() && !(*models)["data"].empty()) {
+  if (models.ok() && models->contains("data") && (*models)["data"].is_array() &&
+      !(*models)["data"].empty()) {
     const Json& m = (*models)["data"][0];
     if (m.contains("id") && m["id"].is_string()) facts.model = m["id"].get<std::string>();
     for (const char* key : {"vocab_size", "tokenizer_vocab_size"}) {
@@ -139,8 +149,9 @@ LoadOptions WarmupOptions(const Flags& f) {
   w.num_requests = f.warmup;
   w.duration_s = 0;
   w.request_rate = 0;
-  const int c = f.load.request_rate > 0 ? (f.load.max_concurrency > 0 ? f.load.max_concurrency : f.warmup)
-                                        : f.load.concurrency;
+  const int c = f.load.request_rate > 0
+                    ? (f.load.max_concurrency > 0 ? f.load.max_concurrency : f.warmup)
+                    : f.load.concurrency;
   w.concurrency = std::max(1, std::min(c, f.warmup));
   w.cancel_fraction = 0;
   w.progress = false;
@@ -151,48 +162,74 @@ LoadOptions WarmupOptions(const Flags& f) {
 void AddFlags(CLI::App& app, Flags* f) {
   LoadOptions& L = f->load;
   WorkloadOptions& W = f->workload;
-  app.add_option("--target,-t", f->target, "grpc://HOST:PORT, grpcs://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
+  app.add_option("--target,-t", f->target,
+                 "grpc://HOST:PORT, grpcs://HOST:PORT, http://HOST:PORT or https://HOST:PORT")
       ->capture_default_str();
-  app.add_option("--api", f->api, "grpc, openai (/v1/completions) or tgi (/generate_stream); default from the target")
+  app.add_option(
+         "--api", f->api,
+         "grpc, openai (/v1/completions) or tgi (/generate_stream); default from the target")
       ->check(CLI::IsMember({"grpc", "openai", "tgi"}));
   app.add_option("--api-key", f->api_key, "Bearer key")->envname("MAMBA_API_KEY");
-  app.add_option("--tls-ca", f->tls_ca, "PEM roots to verify a grpcs:// or https:// server with (default: the system's)");
-  app.add_option("--tls-server-name", f->tls_server_name, "Name checked against the server certificate (https://: also SNI)");
+  app.add_option("--tls-ca", f->tls_ca,
+                 "PEM roots to verify a grpcs:// or https:// server with (default: the system's)");
+  app.add_option("--tls-server-name", f->tls_server_name,
+                 "Name checked against the server certificate (https://: also SNI)");
   app.add_option("--model", f->model, "OpenAI 'model' (default: the first of /v1/models)");
-  app.add_option("--grpc-channels", f->grpc_channels, "gRPC connections to spread the load over")->capture_default_str();
+  app.add_option("--grpc-channels", f->grpc_channels, "gRPC connections to spread the load over")
+      ->capture_default_str();
 
-  app.add_option("--concurrency,-c", L.concurrency, "Closed loop: requests in flight")->capture_default_str();
-  app.add_option("--request-rate,-r", L.request_rate, "Open loop: arrivals per second (0: closed loop)");
-  app.add_option("--burstiness", L.burstiness, "Gamma shape of the arrival gaps (1 = Poisson)")->capture_default_str();
+  app.add_option("--concurrency,-c", L.concurrency, "Closed loop: requests in flight")
+      ->capture_default_str();
+  app.add_option("--request-rate,-r", L.request_rate,
+                 "Open loop: arrivals per second (0: closed loop)");
+  app.add_option("--burstiness", L.burstiness, "Gamma shape of the arrival gaps (1 = Poisson)")
+      ->capture_default_str();
   app.add_option("--max-concurrency", L.max_concurrency, "Open loop: cap on requests in flight");
-  app.add_option("--num-requests,-n", L.num_requests, "Requests to send (turns count; 0 with --duration = no count limit)")
+  app.add_option("--num-requests,-n", L.num_requests,
+                 "Requests to send (turns count; 0 with --duration = no count limit)")
       ->capture_default_str();
   app.add_option("--duration", L.duration_s, "Seconds after which no request starts");
   app.add_option("--warmup", f->warmup, "Requests sent (and not measured) before the run");
-  app.add_option("--seed", L.seed, "Seed of prompts, arrivals and cancellations")->capture_default_str();
+  app.add_option("--seed", L.seed, "Seed of prompts, arrivals and cancellations")
+      ->capture_default_str();
   app.add_option("--cancel-fraction", L.cancel_fraction, "Fraction of requests the client cancels");
   app.add_option("--cancel-after-ms", L.cancel_after_ms, "... this long after sending them");
-  app.add_option("--request-timeout", L.request_timeout_s, "Seconds before a request is abandoned")->capture_default_str();
+  app.add_option("--request-timeout", L.request_timeout_s, "Seconds before a request is abandoned")
+      ->capture_default_str();
 
-  app.add_option("--input-len", W.input_len, "Random prompt tokens (per turn)")->capture_default_str();
-  app.add_option("--output-len", W.output_len, "Tokens to generate per request")->capture_default_str();
-  app.add_option("--range-ratio", W.range_ratio, "Lengths uniform in [len*(1-r), len*(1+r)]")->capture_default_str();
-  app.add_option("--shared-prefix-len", W.shared_prefix_len, "Tokens of a prefix shared by every prompt");
-  app.add_option("--num-prefixes", W.num_prefixes, "Distinct shared prefixes")->capture_default_str();
-  app.add_option("--dataset", W.dataset, "JSONL file: {\"prompt\": text or ids, \"max_tokens\": optional}");
-  app.add_option("--turns", W.turns, "Turns per conversation (each resends the history and the answer)")->capture_default_str();
+  app.add_option("--input-len", W.input_len, "Random prompt tokens (per turn)")
+      ->capture_default_str();
+  app.add_option("--output-len", W.output_len, "Tokens to generate per request")
+      ->capture_default_str();
+  app.add_option("--range-ratio", W.range_ratio, "Lengths uniform in [len*(1-r), len*(1+r)]")
+      ->capture_default_str();
+  app.add_option("--shared-prefix-len", W.shared_prefix_len,
+                 "Tokens of a prefix shared by every prompt");
+  app.add_option("--num-prefixes", W.num_prefixes, "Distinct shared prefixes")
+      ->capture_default_str();
+  app.add_option("--dataset", W.dataset,
+                 "JSONL file: {\"prompt\": text or ids, \"max_tokens\": optional}");
+  app.add_option("--turns", W.turns,
+                 "Turns per conversation (each resends the history and the answer)")
+      ->capture_default_str();
   app.add_option("--think-time-ms", L.think_time_ms, "Pause between the turns of a conversation");
-  app.add_option("--vocab-size", f->vocab_size, "Random token ids below this (default: from the server)");
-  app.add_flag("--respect-eos", f->respect_eos, "Random prompts: stop at end-of-sequence (default: ignore it)");
+  app.add_option("--vocab-size", f->vocab_size,
+                 "Random token ids below this (default: from the server)");
+  app.add_flag("--respect-eos", f->respect_eos,
+               "Random prompts: stop at end-of-sequence (default: ignore it)");
   app.add_flag("--ignore-eos", f->ignore_eos, "Dataset prompts: ignore end-of-sequence");
-  app.add_option("--temperature", f->temperature, "Sampling temperature (0 = greedy)")->capture_default_str();
+  app.add_option("--temperature", f->temperature, "Sampling temperature (0 = greedy)")
+      ->capture_default_str();
 
   app.add_option("--percentiles", f->percentiles, "Percentiles to report")->capture_default_str();
   app.add_option("--goodput", f->goodput, "SLOs in ms: ttft:MS tpot:MS e2el:MS")->expected(1, 3);
-  app.add_option("--json", f->json_path, "Write the results (vLLM-compatible keys, per-request details) here");
+  app.add_option("--json", f->json_path,
+                 "Write the results (vLLM-compatible keys, per-request details) here");
   app.add_flag("--save-texts", f->save_texts, "Include the generated texts in --json");
-  app.add_option("--sweep", f->sweep, "concurrency=1,2,4 | request-rate=1,2,4 | context[=128,...,16384]");
-  app.add_option("--chart", f->chart_path, "Sweep chart file (.svg or .png; default next to --json)");
+  app.add_option("--sweep", f->sweep,
+                 "concurrency=1,2,4 | request-rate=1,2,4 | context[=128,...,16384]");
+  app.add_option("--chart", f->chart_path,
+                 "Sweep chart file (.svg or .png; default next to --json)");
   app.add_flag("--no-chart", f->no_chart, "Do not draw the sweep chart");
   app.add_flag("--no-progress", f->no_progress, "No live progress line");
 }
@@ -224,7 +261,8 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   // gRPC takes --tls-ca as a request for TLS; over HTTP the scheme says it.
   if (ctx->endpoint.protocol == Protocol::kHttp && !ctx->endpoint.tls && !f.tls_ca.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("--tls-ca needs a TLS target: use https://",
-                                                   ctx->endpoint.Authority(), ctx->endpoint.base_path));
+                                                   ctx->endpoint.Authority(),
+                                                   ctx->endpoint.base_path));
   }
   MAMBA_ASSIGN_OR_RETURN(ctx->percentiles, ParseNumbers(f.percentiles, "percentile"));
   for (double p : ctx->percentiles) {
@@ -249,36 +287,46 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   connect.http.tls.server_name = f.tls_server_name;
   connect.grpc_channels = f.grpc_channels;
   ctx->factory = std::make_unique<GeneratorFactory>(ctx->endpoint, ctx->api, connect);
-  ctx->make_generator = [factory = ctx->factory.get()](int worker) { return factory->Make(worker); };
+  ctx->make_generator = [factory = ctx->factory.get()](int worker) {
+    return factory->Make(worker);
+  };
   ctx->facts = Probe(f, *ctx->factory);
 
   WorkloadOptions& W = f.workload;
   W.seed = L.seed;
   // Text where ids cannot go: TGI; conversations whose answers come back as text (OpenAI) or
   // whose dataset may mix text and ids.
-  W.text_prompts = ctx->api == Api::kTgi || (W.turns > 1 && (ctx->api == Api::kOpenAi || !W.dataset.empty()));
+  W.text_prompts =
+      ctx->api == Api::kTgi || (W.turns > 1 && (ctx->api == Api::kOpenAi || !W.dataset.empty()));
   W.avoid_ids = ctx->facts.eos;
   W.vocab_size = f.vocab_size > 0 ? f.vocab_size : ctx->facts.vocab;
   if (W.vocab_size <= 0 && W.dataset.empty()) {
     W.vocab_size = 32000;
-    std::fprintf(stderr, "mamba-loadgen: note: the server did not say its vocabulary size; drawing token ids "
-                         "below 32000 (set --vocab-size)\n");
+    std::fprintf(
+        stderr,
+        "mamba-loadgen: note: the server did not say its vocabulary size; drawing token ids "
+        "below 32000 (set --vocab-size)\n");
   }
   if (W.text_prompts) {
     if (ctx->endpoint.protocol == Protocol::kHttp) {
       ctx->detok_api = std::make_unique<HttpApi>(ctx->endpoint, f.api_key, connect.http);
-      ctx->detokenize = [api = ctx->detok_api.get()](const std::vector<int32_t>& ids) { return api->Detokenize(ids, 60); };
+      ctx->detokenize = [api = ctx->detok_api.get()](const std::vector<int32_t>& ids) {
+        return api->Detokenize(ids, 60);
+      };
     } else {
       MAMBA_ASSIGN_OR_RETURN(std::shared_ptr<::grpc::Channel> channel, ctx->factory->Channel(0));
       ctx->detok_grpc = std::make_unique<GrpcClient>(channel, f.api_key);
-      ctx->detokenize = [client = ctx->detok_grpc.get()](const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
+      ctx->detokenize = [client = ctx->detok_grpc.get()](
+                            const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
         MAMBA_ASSIGN_OR_RETURN(v1::DetokenizeResponse r, client->Detokenize(ids, false, 60));
         return r.text();
       };
     }
     if (absl::StatusOr<std::string> probe = ctx->detokenize({1, 2, 3}); !probe.ok()) {
-      std::fprintf(stderr, "mamba-loadgen: note: the server cannot detokenize (%s); text prompts are random words\n",
-                   std::string(probe.status().message()).c_str());
+      std::fprintf(
+          stderr,
+          "mamba-loadgen: note: the server cannot detokenize (%s); text prompts are random words\n",
+          std::string(probe.status().message()).c_str());
       ctx->detokenize = nullptr;
     }
   }
@@ -318,7 +366,8 @@ absl::Status Warmup(const Flags& f, const Context& ctx) {
   ww.seed = Mix(f.workload.seed ^ 0x7a3b);
   ww.turns = 1;
   MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<Workload> wl, Workload::Create(ww, ctx.detokenize));
-  MAMBA_ASSIGN_OR_RETURN(RunResult r, RunLoad(WarmupOptions(f), ctx.base, wl.get(), ctx.make_generator));
+  MAMBA_ASSIGN_OR_RETURN(RunResult r,
+                         RunLoad(WarmupOptions(f), ctx.base, wl.get(), ctx.make_generator));
   int64_t errors = 0;
   std::string first_error;
   for (const RequestRecord& rec : r.requests) {
@@ -349,11 +398,13 @@ absl::StatusOr<PointResult> RunPoint(const Flags& f, const Context& ctx, const s
   } else if (parameter == "context") {
     wo.input_len = std::stoi(value);
     if (ctx.facts.max_prompt_tokens > 0 && wo.input_len * wo.turns > ctx.facts.max_prompt_tokens) {
-      std::fprintf(stderr, "mamba-loadgen: note: context %s is over the server's max_prompt_tokens %lld\n",
+      std::fprintf(stderr,
+                   "mamba-loadgen: note: context %s is over the server's max_prompt_tokens %lld\n",
                    value.c_str(), static_cast<long long>(ctx.facts.max_prompt_tokens));
     }
   }
-  if (!value.empty()) std::fprintf(stderr, "mamba-loadgen: %s = %s\n", parameter.c_str(), value.c_str());
+  if (!value.empty())
+    std::fprintf(stderr, "mamba-loadgen: %s = %s\n", parameter.c_str(), value.c_str());
   MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<Workload> wl, Workload::Create(wo, ctx.detokenize));
   MAMBA_ASSIGN_OR_RETURN(RunResult run, RunLoad(lo, ctx.base, wl.get(), ctx.make_generator));
   PointResult out;
@@ -374,11 +425,14 @@ absl::StatusOr<PointResult> RunPoint(const Flags& f, const Context& ctx, const s
 void DrawChart(const Flags& f, const Context& ctx, const std::vector<SweepPoint>& points) {
   std::string chart = f.chart_path;
   if (chart.empty()) {
-    chart = f.json_path.empty() ? "mamba-loadgen-sweep.svg" : f.json_path.substr(0, f.json_path.rfind('.')) + ".svg";
+    chart = f.json_path.empty() ? "mamba-loadgen-sweep.svg"
+                                : f.json_path.substr(0, f.json_path.rfind('.')) + ".svg";
   }
   std::optional<std::string> gnuplot = FindGnuplot();
   if (!gnuplot) {
-    std::fprintf(stderr, "mamba-loadgen: no chart: gnuplot is not installed (apt-get install gnuplot-nox)\n");
+    std::fprintf(
+        stderr,
+        "mamba-loadgen: no chart: gnuplot is not installed (apt-get install gnuplot-nox)\n");
     return;
   }
   absl::Status s = WriteSweepChart(*gnuplot, ctx.sweep.parameter, points, chart);
@@ -390,7 +444,8 @@ void DrawChart(const Flags& f, const Context& ctx, const std::vector<SweepPoint>
 }
 
 int Main(int argc, char** argv) {
-  CLI::App app{"mamba-loadgen: load-test an inference server (gRPC mamba.v1, OpenAI completions, TGI)"};
+  CLI::App app{
+      "mamba-loadgen: load-test an inference server (gRPC mamba.v1, OpenAI completions, TGI)"};
   Flags f;
   if (const char* t = std::getenv("MAMBA_TARGET")) f.target = t;
   f.workload.input_len = 256;
@@ -399,12 +454,14 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   Context ctx;
-  if (absl::Status s = Setup(f, app.get_option("--num-requests")->count() > 0, &ctx); !s.ok()) return Fail(s);
+  if (absl::Status s = Setup(f, app.get_option("--num-requests")->count() > 0, &ctx); !s.ok())
+    return Fail(s);
   if (f.warmup > 0) {
     if (absl::Status s = Warmup(f, ctx); !s.ok()) return Fail(s);
   }
   const bool sweeping = !ctx.sweep.values.empty();
-  const std::vector<std::string> values = sweeping ? ctx.sweep.values : std::vector<std::string>{""};
+  const std::vector<std::string> values =
+      sweeping ? ctx.sweep.values : std::vector<std::string>{""};
   std::vector<SweepPoint> points;
   Json results = Json::array();
   int64_t total_ok = 0, total_failed = 0;
@@ -421,9 +478,11 @@ int Main(int argc, char** argv) {
   if (sweeping) std::cout << "\n" << FormatSweepTable(ctx.sweep.parameter, points, ctx.percentiles);
 
   if (!f.json_path.empty() && !results.empty()) {
-    Json out = sweeping ? Json{{"sweep", {{"parameter", ctx.sweep.parameter}, {"values", ctx.sweep.values}}},
-                               {"results", results}}
-                        : results[0];
+    Json out =
+        sweeping
+            ? Json{{"sweep", {{"parameter", ctx.sweep.parameter}, {"values", ctx.sweep.values}}},
+                   {"results", results}}
+            : results[0];
     std::ofstream file(f.json_path);
     file << out.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     if (!file) return Fail(absl::InternalError(absl::StrCat("cannot write ", f.json_path)));

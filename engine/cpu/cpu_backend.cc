@@ -5,12 +5,12 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/causal_conv.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/selective_scan.h"
 #include "kernels/cpu/threading.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cpu {
@@ -27,7 +27,8 @@ class OpTimer {
     if (slot_) start_ = std::chrono::steady_clock::now();
   }
   ~OpTimer() {
-    if (slot_) *slot_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    if (slot_)
+      *slot_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
  private:
@@ -42,14 +43,16 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
                 : want == ComputeDType::kFloat16  ? DType::kF16
                                                   : stored;
   std::string impl;
-  if (dtype != DType::kF32 && !kc::PackedGemmSupported(dtype) && !kc::GemmHasFastPath(dtype, &impl)) {
+  if (dtype != DType::kF32 && !kc::PackedGemmSupported(dtype) &&
+      !kc::GemmHasFastPath(dtype, &impl)) {
     if (want == ComputeDType::kFloat16) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "float16 compute is not supported on this CPU (oneDNN offers only ", impl,
-          "); use --dtype float32 or bfloat16"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("float16 compute is not supported on this CPU (oneDNN offers only ", impl,
+                       "); use --dtype float32 or bfloat16"));
     }
-    NamedLogger("engine")->warn("cpu: this CPU has no fast {} matmul (oneDNN: {}); computing in float32",
-                 kernels::Name(dtype), impl);
+    NamedLogger("engine")->warn(
+        "cpu: this CPU has no fast {} matmul (oneDNN: {}); computing in float32",
+        kernels::Name(dtype), impl);
     dtype = DType::kF32;
   }
   return dtype;
@@ -62,13 +65,15 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
   if (options.num_slots < 0) {
     return absl::InvalidArgumentError("num_slots must be >= 0 (0 = automatic)");
   }
-  if (options.max_step_tokens < 1) return absl::InvalidArgumentError("max_step_tokens must be >= 1");
+  if (options.max_step_tokens < 1)
+    return absl::InvalidArgumentError("max_step_tokens must be >= 1");
   BackendOptions resolved = options;
   if (resolved.num_slots == 0) resolved.num_slots = kDefaultCpuSlots;
   kc::SetNumThreads(resolved.num_threads);
   MAMBA_ASSIGN_OR_RETURN(DType dtype, ResolveDType(*checkpoint, resolved.dtype));
   MAMBA_ASSIGN_OR_RETURN(auto weights, PrepareCpuWeights(*checkpoint, dtype));
-  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(checkpoint), resolved, std::move(weights)));
+  return std::unique_ptr<CpuBackend>(
+      new CpuBackend(std::move(checkpoint), resolved, std::move(weights)));
 }
 
 CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
@@ -92,8 +97,8 @@ CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const Backe
 
 std::string CpuBackend::Describe() const {
   return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights (",
-                      weights_->packed ? "AVX-512 packed GEMM" : "oneDNN GEMM", "), ", kc::NumThreads(),
-                      " threads, ", options_.num_slots, " state slots");
+                      weights_->packed ? "AVX-512 packed GEMM" : "oneDNN GEMM", "), ",
+                      kc::NumThreads(), " threads, ", options_.num_slots, " state slots");
 }
 
 absl::Status CpuBackend::CheckSlot(SlotId slot) const {
@@ -135,8 +140,8 @@ absl::Status CpuBackend::CopySlot(SlotId from, SlotId to) {
 absl::Status CpuBackend::Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
                                 Logits* logits) {
   if (slots.size() != tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("Decode: ", slots.size(), " slots but ",
-                                                   tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Decode: ", slots.size(), " slots but ", tokens.size(), " tokens"));
   }
   std::vector<ChunkInput> chunks(slots.size());
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -168,7 +173,8 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
     const TensorInfo& emb = *weights_->embedding;
     const size_t row_bytes = static_cast<size_t>(d) * kernels::SizeOf(emb.dtype);
     for (int64_t t = 0; t < T; ++t) {
-      kernels::ConvertToF32(emb.data + tokens[t] * row_bytes, emb.dtype, residual_.data() + t * d, d);
+      kernels::ConvertToF32(emb.data + tokens[t] * row_bytes, emb.dtype, residual_.data() + t * d,
+                            d);
     }
   }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) MAMBA_RETURN_IF_ERROR(RunLayer(l, chunks, T));
@@ -180,7 +186,8 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
     std::memcpy(xc_.data() + i * d, residual_.data() + (ch.begin + ch.length - 1) * d,
                 static_cast<size_t>(d) * 4);
   }
-  kc::RmsNorm({xc_.data(), d, weights_->norm_f.data(), normed_.data(), d, R, d, c.layer_norm_epsilon});
+  kc::RmsNorm(
+      {xc_.data(), d, weights_->norm_f.data(), normed_.data(), d, R, d, c.layer_norm_epsilon});
   return weights_->lm_head.MatMul(normed_.data(), d, nullptr,
                                   logits->data.data() + first_row * c.vocab_size, c.vocab_size, R,
                                   false);
@@ -189,14 +196,15 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
 absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
   const ModelConfig& c = config();
   const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
-  const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size,
-                r = c.time_step_rank, S = options_.num_slots;
+  const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank,
+                S = options_.num_slots;
   const int64_t dbc_width = r + 2 * n;
   const bool prof = options_.profile;
   auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
   {
     OpTimer timer(prof, &op_seconds_[kNorm]);
-    kc::RmsNorm({residual_.data(), d, w.norm.data(), normed_.data(), d, T, d, c.layer_norm_epsilon});
+    kc::RmsNorm(
+        {residual_.data(), d, w.norm.data(), normed_.data(), d, T, d, c.layer_norm_epsilon});
   }
   {
     OpTimer timer(prof, &op_seconds_[kInProj]);
@@ -211,11 +219,13 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   }
   {
     OpTimer timer(prof, &op_seconds_[kXProj]);
-    MAMBA_RETURN_IF_ERROR(w.x_proj.MatMul(xc_.data(), e, nullptr, dbc_.data(), dbc_width, T, false));
+    MAMBA_RETURN_IF_ERROR(
+        w.x_proj.MatMul(xc_.data(), e, nullptr, dbc_.data(), dbc_width, T, false));
   }
   {
     OpTimer timer(prof, &op_seconds_[kDtProj]);
-    MAMBA_RETURN_IF_ERROR(w.dt_proj.MatMul(dbc_.data(), dbc_width, nullptr, dt_.data(), e, T, false));
+    MAMBA_RETURN_IF_ERROR(
+        w.dt_proj.MatMul(dbc_.data(), dbc_width, nullptr, dt_.data(), e, T, false));
   }
   {
     OpTimer timer(prof, &op_seconds_[kScan]);
@@ -231,7 +241,8 @@ std::vector<std::pair<std::string, double>> CpuBackend::OpSeconds() const {
   static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
                                                   "dt_proj", "scan", "out_proj", "head"};
   std::vector<std::pair<std::string, double>> out;
-  for (int i = 0; i < kNumOps; ++i) out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
+  for (int i = 0; i < kNumOps; ++i)
+    out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
   return out;
 }
 

@@ -4,9 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <vector>
-
 #include <oneapi/dnnl/dnnl.hpp>
+#include <vector>
 
 #include "kernels/cpu/memory.h"
 
@@ -59,13 +58,16 @@ double MeasureOneDnnGemmSeconds(int64_t m, int64_t n, int64_t k, kernels::DType 
   dnnl::matmul mm(pd);
   memory x(x_md, eng), w_plain({{k, n}, dt, Tag::ba}, eng), w(pd.weights_desc(), eng), y(y_md, eng);
   std::fill_n(static_cast<uint8_t*>(x.get_data_handle()), x_md.get_size(), 0x3c);
-  std::fill_n(static_cast<uint8_t*>(w_plain.get_data_handle()), w_plain.get_desc().get_size(), 0x3c);
+  std::fill_n(static_cast<uint8_t*>(w_plain.get_data_handle()), w_plain.get_desc().get_size(),
+              0x3c);
   dnnl::reorder(w_plain, w).execute(s, w_plain, w);
-  const int iters = std::max<int64_t>(3, std::min<int64_t>(200, 2e9 / std::max<int64_t>(1, 2 * m * n * k)));
+  const int iters =
+      std::max<int64_t>(3, std::min<int64_t>(200, 2e9 / std::max<int64_t>(1, 2 * m * n * k)));
   double best = 1e30;
   for (int rep = 0; rep < 5; ++rep) {
     const double t0 = Now();
-    for (int i = 0; i < iters; ++i) mm.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}});
+    for (int i = 0; i < iters; ++i)
+      mm.execute(s, {{DNNL_ARG_SRC, x}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, y}});
     s.wait();
     best = std::min(best, (Now() - t0) / iters);
   }

@@ -2,12 +2,11 @@
 
 #include <list>
 #include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "absl/strings/str_cat.h"
 
@@ -15,9 +14,9 @@
 // weights, give every row of y bitwise the same value whatever m is in the shapes we measured,
 // which makes a request's logits independent of what else is batched; oneDNN does not promise
 // it (for small shapes it may pick another kernel by m), so the engine prefers the packed
-// kernel wherever AVX-512 exists and this path is the fallback. Runtime-m primitives use another kernel
-// (gemm:jit) that does not have this property. Plain weights also let bf16 checkpoints be used
-// straight from the memory-mapped file. Primitives are cached per shape in a small LRU.
+// kernel wherever AVX-512 exists and this path is the fallback. Runtime-m primitives use another
+// kernel (gemm:jit) that does not have this property. Plain weights also let bf16 checkpoints be
+// used straight from the memory-mapped file. Primitives are cached per shape in a small LRU.
 
 namespace mamba::kernels::cpu {
 namespace {
@@ -27,9 +26,12 @@ using Tag = memory::format_tag;
 
 memory::data_type ToDnnl(DType t) {
   switch (t) {
-    case DType::kF32: return memory::data_type::f32;
-    case DType::kF16: return memory::data_type::f16;
-    case DType::kBF16: return memory::data_type::bf16;
+    case DType::kF32:
+      return memory::data_type::f32;
+    case DType::kF16:
+      return memory::data_type::f16;
+    case DType::kBF16:
+      return memory::data_type::bf16;
   }
   return memory::data_type::undef;
 }
@@ -108,8 +110,7 @@ class PrimitiveCache {
         pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(x_md, w_md, b_md, y_md), attr,
                                           Ctx().engine);
       } else {
-        pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(x_md, w_md, y_md), attr,
-                                          Ctx().engine);
+        pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(x_md, w_md, y_md), attr, Ctx().engine);
       }
       e->primitive = dnnl::matmul(pd);
       e->x_md = x_md;
@@ -158,7 +159,7 @@ absl::Status Gemm(const GemmArgs& a) {
                                                    " k=", a.w.k, " ldx=", a.ldx, " ldy=", a.ldy));
   }
   const auto wdt = ToDnnl(a.w.dtype);
-  const Key key{a.m, a.w.n, a.w.k, a.ldx, a.ldy, static_cast<int>(wdt), a.bias != nullptr,
+  const Key key{a.m,         a.w.n, a.w.k, a.ldx, a.ldy, static_cast<int>(wdt), a.bias != nullptr,
                 a.accumulate};
   Entry e;
   if (absl::Status s = Cache().Get(key, &e); !s.ok()) return s;
@@ -170,9 +171,8 @@ absl::Status Gemm(const GemmArgs& a) {
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
   if (a.bias) {
-    args.emplace(DNNL_ARG_BIAS,
-                 memory({{1, a.w.n}, memory::data_type::f32, Tag::ab}, ctx.engine,
-                        const_cast<float*>(a.bias)));
+    args.emplace(DNNL_ARG_BIAS, memory({{1, a.w.n}, memory::data_type::f32, Tag::ab}, ctx.engine,
+                                       const_cast<float*>(a.bias)));
   }
   try {
     e.primitive.execute(ctx.stream, args);

@@ -18,14 +18,14 @@ struct GemmWeight {
 };
 
 struct GemmArgs {
-  const float* x = nullptr;     // [m, k], rows ldx apart
+  const float* x = nullptr;  // [m, k], rows ldx apart
   int64_t ldx = 0;
   GemmWeight w;
   const float* bias = nullptr;  // [n] or nullptr
   float* y = nullptr;           // [m, n], rows ldy apart
   int64_t ldy = 0;
   int64_t m = 0;
-  bool accumulate = false;      // y += x W^T (+ bias) instead of y = ...
+  bool accumulate = false;  // y += x W^T (+ bias) instead of y = ...
 };
 
 // Runs the product; errors (unsupported dtype, bad shapes) come back as Status.
@@ -37,8 +37,8 @@ bool GemmHasFastPath(DType dtype, std::string* impl = nullptr);
 
 // Plain reference, meant to run in float64; w is [n, k] in T.
 template <typename T>
-void GemmReference(const T* x, int64_t ldx, const T* w, const T* bias, T* y, int64_t ldy,
-                   int64_t m, int64_t n, int64_t k, bool accumulate) {
+void GemmReference(const T* x, int64_t ldx, const T* w, const T* bias, T* y, int64_t ldy, int64_t m,
+                   int64_t n, int64_t k, bool accumulate) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
       T acc = bias ? bias[j] : T(0);

@@ -13,9 +13,9 @@
 namespace mamba::kernels::cpu {
 namespace {
 
-constexpr int kMr = 8;          // rows per micro-tile
-constexpr int kNr = 2;          // 16-column blocks per micro-tile
-constexpr int kNrSmallM = 4;    // for m <= kMr/2: more weight streams in flight per thread
+constexpr int kMr = 8;            // rows per micro-tile
+constexpr int kNr = 2;            // 16-column blocks per micro-tile
+constexpr int kNrSmallM = 4;      // for m <= kMr/2: more weight streams in flight per thread
 constexpr int64_t kMBlock = 128;  // rows whose activations stay in L2 while a panel streams
 
 #define MAMBA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
@@ -47,7 +47,8 @@ MAMBA_AVX512 void MicroKernel(const void* xs, int64_t xs_ld, const std::byte* wp
       if constexpr (kBf16) {
         const __m512i xb = _mm512_set1_epi32(static_cast<const int32_t*>(xs)[r * xs_ld + kk]);
         for (int c = 0; c < NR; ++c) {
-          acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)xb, (__m512bh)_mm512_castps_si512(w[c]));
+          acc[r][c] =
+              _mm512_dpbf16_ps(acc[r][c], (__m512bh)xb, (__m512bh)_mm512_castps_si512(w[c]));
         }
       } else {
         const __m512 xb = _mm512_set1_ps(static_cast<const float*>(xs)[r * xs_ld + kk]);
@@ -76,11 +77,15 @@ MAMBA_AVX512 void RowTiles(const void* xs, int64_t xs_ld, int64_t m, const std::
   const auto* xr = static_cast<const std::byte*>(xs) + r * xs_ld * esz;
   float* yr = y + r * ldy;
   switch (m - r) {
-#define MAMBA_TAIL(R) \
-  case R: MicroKernel<R, NR, kBf16>(xr, xs_ld, wp, panel_stride, kp, yr, ldy, bias, accumulate, last_cols); break;
-    MAMBA_TAIL(1) MAMBA_TAIL(2) MAMBA_TAIL(3) MAMBA_TAIL(4) MAMBA_TAIL(5) MAMBA_TAIL(6) MAMBA_TAIL(7)
+#define MAMBA_TAIL(R)                                                                     \
+  case R:                                                                                 \
+    MicroKernel<R, NR, kBf16>(xr, xs_ld, wp, panel_stride, kp, yr, ldy, bias, accumulate, \
+                              last_cols);                                                 \
+    break;
+    MAMBA_TAIL(1)
+    MAMBA_TAIL(2) MAMBA_TAIL(3) MAMBA_TAIL(4) MAMBA_TAIL(5) MAMBA_TAIL(6) MAMBA_TAIL(7)
 #undef MAMBA_TAIL
-    default: break;
+        default : break;
   }
 }
 
@@ -125,7 +130,8 @@ absl::StatusOr<PackedWeight> PackWeight(const void* src, DType src_dtype, int64_
   w.k_packed = dtype == DType::kF32 ? k : (k + 1) / 2;
   const int64_t blocks = (n + kPackCols - 1) / kPackCols;
   w.bytes = blocks * w.k_packed * kPackCols * 4;
-  w.data = std::shared_ptr<std::byte[]>(AllocateStreamed(static_cast<size_t>(w.bytes)), FreeDeleter());
+  w.data =
+      std::shared_ptr<std::byte[]>(AllocateStreamed(static_cast<size_t>(w.bytes)), FreeDeleter());
   if (!w.data) return absl::ResourceExhaustedError("out of memory packing weights");
   const size_t src_row = static_cast<size_t>(k) * SizeOf(src_dtype);
   ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
@@ -135,7 +141,8 @@ absl::StatusOr<PackedWeight> PackWeight(const void* src, DType src_dtype, int64_
       for (int64_t c = 0; c < kPackCols; ++c) {
         const int64_t col = b * kPackCols + c;
         if (col < n) {
-          ConvertToF32(static_cast<const std::byte*>(src) + col * src_row, src_dtype, row.data(), k);
+          ConvertToF32(static_cast<const std::byte*>(src) + col * src_row, src_dtype, row.data(),
+                       k);
         } else {
           std::fill(row.begin(), row.end(), 0.0f);
         }
@@ -177,18 +184,26 @@ absl::Status PackedGemm(const PackedGemmArgs& a) {
         const int64_t b = g * nr_max;
         const int nr = static_cast<int>(std::min<int64_t>(nr_max, blocks - b));
         const int64_t col = b * kPackCols;
-        const int last_cols = static_cast<int>(std::min<int64_t>(16, w.n - (b + nr - 1) * kPackCols));
+        const int last_cols =
+            static_cast<int>(std::min<int64_t>(16, w.n - (b + nr - 1) * kPackCols));
         const float* bias = a.bias ? a.bias + col : nullptr;
         float* y = a.y + m0 * a.ldy + col;
         const std::byte* wp = base + b * panel_stride;
         const bool bf16 = w.dtype == DType::kBF16;
         switch (nr * 2 + (bf16 ? 1 : 0)) {
-#define MAMBA_NR(NR)                                                                              \
-  case NR * 2 + 1: RowTiles<NR, true>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols); break; \
-  case NR * 2: RowTiles<NR, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, a.accumulate, last_cols); break;
-          MAMBA_NR(1) MAMBA_NR(2) MAMBA_NR(3) MAMBA_NR(4)
+#define MAMBA_NR(NR)                                                                      \
+  case NR * 2 + 1:                                                                        \
+    RowTiles<NR, true>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias,  \
+                       a.accumulate, last_cols);                                          \
+    break;                                                                                \
+  case NR * 2:                                                                            \
+    RowTiles<NR, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, \
+                        a.accumulate, last_cols);                                         \
+    break;
+          MAMBA_NR(1)
+          MAMBA_NR(2) MAMBA_NR(3) MAMBA_NR(4)
 #undef MAMBA_NR
-          default: break;
+              default : break;
         }
       }
     };

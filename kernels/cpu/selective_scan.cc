@@ -42,7 +42,8 @@ MAMBA_CPU_CLONES void ScanBlock(const SelectiveScanArgs& a, const SeqChunk& ch, 
       y[s & 3] += h[s] * c[s];
     }
     const VecF z = LoadN(a.z + t * a.z_stride + d0, n);
-    StoreN(a.out + t * a.out_stride + d0, ((y[0] + y[1]) + (y[2] + y[3]) + d_skip * x) * Silu(z), n);
+    StoreN(a.out + t * a.out_stride + d0, ((y[0] + y[1]) + (y[2] + y[3]) + d_skip * x) * Silu(z),
+           n);
   }
   for (int64_t s = 0; s < ns; ++s) StoreN(state + s * a.dim, h[s], n);
 }

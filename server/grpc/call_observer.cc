@@ -22,11 +22,11 @@ class CallObserver final : public ::grpc::experimental::Interceptor {
       const ::grpc::Status status = methods->GetSendStatus();
       const ::grpc::StatusCode code = status.error_code();
       if (code == ::grpc::StatusCode::INTERNAL || code == ::grpc::StatusCode::UNKNOWN) {
-        engine::NamedLogger("grpc")->error("grpc: {} failed ({}): {}", method_, static_cast<int>(code),
-                      status.error_message());
+        engine::NamedLogger("grpc")->error("grpc: {} failed ({}): {}", method_,
+                                           static_cast<int>(code), status.error_message());
       } else if (code != ::grpc::StatusCode::OK) {
         engine::NamedLogger("grpc")->debug("grpc: {} -> {}: {}", method_, static_cast<int>(code),
-                      status.error_message());
+                                           status.error_message());
       }
       if (*observer_) (*observer_)(method_, static_cast<int>(code));
     }

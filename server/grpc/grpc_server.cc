@@ -5,12 +5,12 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/logging.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/grpc/call_observer.h"
 #include "server/grpc/mamba_service.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -78,8 +78,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingState* stat
   }
   server->SetServing(state->health.load() == Health::kServing);
   engine::NamedLogger("grpc")->info("grpc: listening on {}:{}{}{}", options.host, server->port_,
-               options.tls_cert_file.empty() ? "" : " (TLS)",
-               options.api_key.empty() ? "" : " (API key required)");
+                                    options.tls_cert_file.empty() ? "" : " (TLS)",
+                                    options.api_key.empty() ? "" : " (API key required)");
   return server;
 }
 

@@ -72,7 +72,9 @@ class TgiCall : public GenerationCall {
  private:
   OrderedJson Token(engine::TokenId id, float logprob, std::string text) const {
     const engine::Tokenizer* tok = ctx_.state->tokenizer;
-    return {{"id", id}, {"text", std::move(text)}, {"logprob", logprob},
+    return {{"id", id},
+            {"text", std::move(text)},
+            {"logprob", logprob},
             {"special", tok != nullptr && tok->IsSpecial(id)}};
   }
 
@@ -137,10 +139,11 @@ class TgiCall : public GenerationCall {
     // TGI's answer includes the stop sequence that ended it; the engine's text stops before.
     const std::string tail = ev.text + ev.matched_stop;
     text_ += tail;
-    OrderedJson details = {{"finish_reason", FinishReason(ev)},
-                           {"generated_tokens", ev.usage.completion_tokens},
-                           {"seed", spec_.request.params.seed ? OrderedJson(*spec_.request.params.seed)
-                                                              : OrderedJson(nullptr)}};
+    OrderedJson details = {
+        {"finish_reason", FinishReason(ev)},
+        {"generated_tokens", ev.usage.completion_tokens},
+        {"seed", spec_.request.params.seed ? OrderedJson(*spec_.request.params.seed)
+                                           : OrderedJson(nullptr)}};
     if (stream_) {
       if (!held_) {  // no token at all (cannot happen for a finished request, but be safe)
         held_ = engine::TokenEvent{0, engine::SampledToken{0, 0.0f, {}}, ""};
@@ -166,7 +169,8 @@ class TgiCall : public GenerationCall {
     OrderedJson prefill = OrderedJson::array();
     if (!spec_.decoder_input_details) return prefill;
     for (engine::TokenId id : spec_.prompt.ids) {
-      prefill.push_back({{"id", id}, {"text", TokenText(ctx_.state->tokenizer, id)}, {"logprob", nullptr}});
+      prefill.push_back(
+          {{"id", id}, {"text", TokenText(ctx_.state->tokenizer, id)}, {"logprob", nullptr}});
     }
     return prefill;
   }
@@ -204,8 +208,8 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
       return absl::OutOfRangeError(s.message());
     }
     if (sp.max_new_tokens > e->options().max_new_tokens_limit) {
-      return absl::OutOfRangeError(absl::StrCat("'max_new_tokens' must be at most ",
-                                                e->options().max_new_tokens_limit));
+      return absl::OutOfRangeError(
+          absl::StrCat("'max_new_tokens' must be at most ", e->options().max_new_tokens_limit));
     }
   }
   return TokenizePrompt(ctx, it->get<std::string>(), &out->prompt);

@@ -72,26 +72,34 @@ class ClientServerTest : public ::testing::Test {
     error_ = new std::string();
     server_ = ServerProcess::Start({"--slots", "8"}, error_).release();
   }
+  // Also run by ClientHttpsTest's suite, which sets everything up again: free it all here.
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
     std::filesystem::remove_all(*dir_);
+    delete dir_;
+    dir_ = nullptr;
+    delete error_;
+    error_ = nullptr;
   }
   void SetUp() override {
     if (server_ == nullptr) GTEST_SKIP() << *error_;
   }
 
-  static ProcessResult Client(const std::string& target, std::vector<std::string> args, const std::string& input = "") {
+  static ProcessResult Client(const std::string& target, std::vector<std::string> args,
+                              const std::string& input = "") {
     std::vector<std::string> argv = {MAMBA_CLIENT_BIN, "--target", target, "--timeout", "60"};
     argv.insert(argv.end(), args.begin(), args.end());
     return RunProcess(argv, input, std::chrono::seconds(120));
   }
 
   // Runs mamba-loadgen with --json; returns the parsed result (null on failure, reported).
-  static json Loadgen(const std::string& target, std::vector<std::string> args, ProcessResult* out = nullptr) {
+  static json Loadgen(const std::string& target, std::vector<std::string> args,
+                      ProcessResult* out = nullptr) {
     const std::string path = *dir_ + "/result-" + std::to_string(counter_++) + ".json";
-    std::vector<std::string> argv = {MAMBA_LOADGEN_BIN, "--target", target, "--json", path, "--seed", "1",
-                                     "--request-timeout", "60", "--no-progress"};
+    std::vector<std::string> argv = {
+        MAMBA_LOADGEN_BIN,   "--target", target,         "--json", path, "--seed", "1",
+        "--request-timeout", "60",       "--no-progress"};
     argv.insert(argv.end(), args.begin(), args.end());
     ProcessResult r = RunProcess(argv, "", std::chrono::seconds(180));
     if (out) *out = r;
@@ -170,8 +178,8 @@ TEST_F(ClientServerTest, TokenizeAndDetokenizeRoundTrip) {
 }
 
 TEST_F(ClientServerTest, GenerateStreamsTheSameGreedyTextOverEveryApi) {
-  const std::vector<std::string> args = {"generate", kPrompt, "--max-tokens", "8", "--temperature", "0",
-                                         "--ignore-eos", "--stats"};
+  const std::vector<std::string> args = {"generate",      kPrompt, "--max-tokens", "8",
+                                         "--temperature", "0",     "--ignore-eos", "--stats"};
   ProcessResult g = Client(server_->grpc(), args);
   ASSERT_EQ(g.exit_code, 0) << g.err;
   EXPECT_GT(g.out.size(), 1u);
@@ -188,8 +196,8 @@ TEST_F(ClientServerTest, GenerateStreamsTheSameGreedyTextOverEveryApi) {
 }
 
 TEST_F(ClientServerTest, GenerateJson) {
-  const std::vector<std::string> args = {"generate", kPrompt, "--max-tokens", "8", "--temperature", "0",
-                                         "--ignore-eos", "--json"};
+  const std::vector<std::string> args = {"generate",      kPrompt, "--max-tokens", "8",
+                                         "--temperature", "0",     "--ignore-eos", "--json"};
   ProcessResult g = Client(server_->grpc(), args);
   ASSERT_EQ(g.exit_code, 0) << g.err;
   json gj = json::parse(g.out);
@@ -208,11 +216,37 @@ TEST_F(ClientServerTest, GenerateJson) {
 }
 
 TEST_F(ClientServerTest, GenerateWithEverySamplingOption) {
-  const std::vector<std::string> args = {
-      "generate", kPrompt, "--max-tokens", "6", "--min-tokens", "2", "--temperature", "0.8", "--top-k", "20",
-      "--top-p", "0.9", "--min-p", "0.01", "--repetition-penalty", "1.1", "--presence-penalty", "0.5",
-      "--frequency-penalty", "0.5", "--seed", "42", "--stop", "\n\n", "--stop", "Amen", "-n", "2", "--logprobs",
-      "--top-logprobs", "2"};
+  const std::vector<std::string> args = {"generate",
+                                         kPrompt,
+                                         "--max-tokens",
+                                         "6",
+                                         "--min-tokens",
+                                         "2",
+                                         "--temperature",
+                                         "0.8",
+                                         "--top-k",
+                                         "20",
+                                         "--top-p",
+                                         "0.9",
+                                         "--min-p",
+                                         "0.01",
+                                         "--repetition-penalty",
+                                         "1.1",
+                                         "--presence-penalty",
+                                         "0.5",
+                                         "--frequency-penalty",
+                                         "0.5",
+                                         "--seed",
+                                         "42",
+                                         "--stop",
+                                         "\n\n",
+                                         "--stop",
+                                         "Amen",
+                                         "-n",
+                                         "2",
+                                         "--logprobs",
+                                         "--top-logprobs",
+                                         "2"};
   for (const std::string& target : {server_->grpc(), server_->http()}) {
     ProcessResult r = Client(target, args);
     ASSERT_EQ(r.exit_code, 0) << target << r.err;
@@ -222,9 +256,11 @@ TEST_F(ClientServerTest, GenerateWithEverySamplingOption) {
     ProcessResult again = Client(target, args);
     EXPECT_EQ(again.out, r.out) << "the same seed gives the same completions";
   }
-  ProcessResult ids = Client(server_->grpc(), {"generate", "--token-ids", "510,3302,273", "--max-tokens", "3"});
+  ProcessResult ids =
+      Client(server_->grpc(), {"generate", "--token-ids", "510,3302,273", "--max-tokens", "3"});
   EXPECT_EQ(ids.exit_code, 0) << ids.err;
-  ProcessResult http_ids = Client(server_->http(), {"generate", "--token-ids", "510 3302 273", "--max-tokens", "3"});
+  ProcessResult http_ids =
+      Client(server_->http(), {"generate", "--token-ids", "510 3302 273", "--max-tokens", "3"});
   EXPECT_EQ(http_ids.exit_code, 0) << http_ids.err;
 }
 
@@ -265,7 +301,8 @@ TEST_F(ClientServerTest, EveryErrorIsReportedWithANonZeroExit) {
   ProcessResult bad_id = Client(server_->grpc(), {"detokenize", "99999999"});
   EXPECT_EQ(bad_id.exit_code, 1);
   EXPECT_NE(bad_id.err.find("error:"), std::string::npos);
-  ProcessResult tgi_error = Client(server_->http(), {"--http-api", "tgi", "generate", "hi", "--max-tokens", "0"});
+  ProcessResult tgi_error =
+      Client(server_->http(), {"--http-api", "tgi", "generate", "hi", "--max-tokens", "0"});
   EXPECT_EQ(tgi_error.exit_code, 1);
   EXPECT_NE(tgi_error.err.find("HTTP 4"), std::string::npos) << tgi_error.err;
   ProcessResult no_prompt = Client(server_->grpc(), {"generate"});
@@ -293,7 +330,8 @@ TEST_F(ClientServerTest, LoadgenTokenCountsEqualTheServerCounters) {
     const std::string target = api == "grpc" ? server_->grpc() : server_->http();
     const double gen_before = Metric(server_->http(), "mamba_generated_tokens_total");
     const double prompt_before = Metric(server_->http(), "mamba_prompt_tokens_total");
-    json j = Loadgen(target, {"--api", api, "-n", "6", "-c", "3", "--input-len", "32", "--output-len", "8"});
+    json j = Loadgen(
+        target, {"--api", api, "-n", "6", "-c", "3", "--input-len", "32", "--output-len", "8"});
     ASSERT_TRUE(j.is_object()) << api;
     EXPECT_EQ(j["completed"], 6) << api;
     EXPECT_EQ(j["failed"], 0) << api << j["errors"];
@@ -313,40 +351,46 @@ TEST_F(ClientServerTest, LoadgenTokenCountsEqualTheServerCounters) {
       for (const json& gaps : j["itls"]) EXPECT_EQ(gaps.size(), 7u);  // one message per token
       EXPECT_TRUE(j.contains("mean_queue_ms"));
     }
-    for (const char* key : {"request_throughput", "output_throughput", "total_token_throughput", "mean_ttft_ms",
-                            "median_tpot_ms", "p99_itl_ms", "p90_e2el_ms", "std_ttft_ms", "min_itl_ms"}) {
+    for (const char* key :
+         {"request_throughput", "output_throughput", "total_token_throughput", "mean_ttft_ms",
+          "median_tpot_ms", "p99_itl_ms", "p90_e2el_ms", "std_ttft_ms", "min_itl_ms"}) {
       EXPECT_TRUE(j.contains(key)) << key;
     }
   }
 }
 
 TEST_F(ClientServerTest, LoadgenOpenLoop) {
-  json j = Loadgen(server_->grpc(), {"--request-rate", "20", "--burstiness", "0.5", "--max-concurrency", "2", "-n", "6",
-                                     "--input-len", "16", "--output-len", "8", "--percentiles", "50,99.9"});
+  json j = Loadgen(server_->grpc(),
+                   {"--request-rate", "20", "--burstiness", "0.5", "--max-concurrency", "2", "-n",
+                    "6", "--input-len", "16", "--output-len", "8", "--percentiles", "50,99.9"});
   EXPECT_EQ(j["completed"], 6);
   EXPECT_EQ(j["request_rate"], 20.0);
   EXPECT_EQ(j["burstiness"], 0.5);
   EXPECT_EQ(j["max_concurrency"], 2);
   EXPECT_LE(j["max_concurrent_requests"].get<int>(), 2);
   EXPECT_TRUE(j.contains("p99.9_ttft_ms"));
-  json unbounded = Loadgen(server_->http(), {"--request-rate", "50", "-n", "6", "--input-len", "16", "--output-len", "8"});
+  json unbounded = Loadgen(server_->http(), {"--request-rate", "50", "-n", "6", "--input-len", "16",
+                                             "--output-len", "8"});
   EXPECT_EQ(unbounded["completed"], 6);
   EXPECT_TRUE(unbounded["max_concurrency"].is_null());
 }
 
 TEST_F(ClientServerTest, LoadgenSharedPrefixDatasetAndGoodput) {
-  json prefix = Loadgen(server_->grpc(), {"-n", "6", "-c", "2", "--shared-prefix-len", "64", "--input-len", "16",
-                                          "--output-len", "8", "--goodput", "ttft:100000", "tpot:100000"});
+  json prefix = Loadgen(server_->grpc(),
+                        {"-n", "6", "-c", "2", "--shared-prefix-len", "64", "--input-len", "16",
+                         "--output-len", "8", "--goodput", "ttft:100000", "tpot:100000"});
   EXPECT_EQ(prefix["completed"], 6);
   for (const json& n : prefix["input_lens"]) EXPECT_EQ(n, 80);
-  EXPECT_DOUBLE_EQ(prefix["request_goodput"].get<double>(), prefix["request_throughput"].get<double>());
+  EXPECT_DOUBLE_EQ(prefix["request_goodput"].get<double>(),
+                   prefix["request_throughput"].get<double>());
   const std::string dataset = *dir_ + "/prompts.jsonl";
-  std::ofstream(dataset) << "{\"prompt\": \"In the beginning\", \"max_tokens\": 5}\n"
-                         << "{\"prompt\": \"And God said\"}\n{\"prompt\": [510, 3302, 273], \"max_tokens\": 4}\n";
+  std::ofstream(dataset)
+      << "{\"prompt\": \"In the beginning\", \"max_tokens\": 5}\n"
+      << "{\"prompt\": \"And God said\"}\n{\"prompt\": [510, 3302, 273], \"max_tokens\": 4}\n";
   for (const std::string api : {"grpc", "openai", "tgi"}) {
     const std::string target = api == "grpc" ? server_->grpc() : server_->http();
-    json j = Loadgen(target, {"--api", api, "--dataset", dataset, "-n", "6", "-c", "2", "--output-len", "7",
-                              "--ignore-eos", "--save-texts"});
+    json j = Loadgen(target, {"--api", api, "--dataset", dataset, "-n", "6", "-c", "2",
+                              "--output-len", "7", "--ignore-eos", "--save-texts"});
     EXPECT_EQ(j["completed"], 6) << api << j["errors"];
     EXPECT_EQ(j["output_lens"], json({5, 7, 4, 5, 7, 4})) << api;
     EXPECT_EQ(j["generated_texts"].size(), 6u);
@@ -354,13 +398,15 @@ TEST_F(ClientServerTest, LoadgenSharedPrefixDatasetAndGoodput) {
 }
 
 TEST_F(ClientServerTest, LoadgenConversationsGrowTheirHistory) {
-  json g = Loadgen(server_->grpc(), {"--turns", "3", "-n", "6", "-c", "2", "--input-len", "16", "--output-len", "8"});
+  json g = Loadgen(server_->grpc(), {"--turns", "3", "-n", "6", "-c", "2", "--input-len", "16",
+                                     "--output-len", "8"});
   EXPECT_EQ(g["completed"], 6);
   // Each turn resends the history: 16, 16 + 8 + 16, 40 + 8 + 16 prompt tokens.
   for (size_t i = 0; i < g["input_lens"].size(); ++i) {
     EXPECT_EQ(g["input_lens"][i], 16 + 24 * g["turns"][i].get<int>()) << i;
   }
-  json o = Loadgen(server_->http(), {"--turns", "3", "-n", "6", "-c", "2", "--input-len", "16", "--output-len", "8"});
+  json o = Loadgen(server_->http(), {"--turns", "3", "-n", "6", "-c", "2", "--input-len", "16",
+                                     "--output-len", "8"});
   EXPECT_EQ(o["completed"], 6);
   EXPECT_EQ(o["workload"]["text_prompts"], true);
   std::map<int64_t, std::vector<int64_t>> by_conversation;
@@ -376,7 +422,9 @@ TEST_F(ClientServerTest, LoadgenConversationsGrowTheirHistory) {
 
 TEST_F(ClientServerTest, LoadgenSweepsWriteATableAndAChart) {
   ProcessResult out;
-  json context = Loadgen(server_->grpc(), {"--sweep", "context=32,128", "-n", "4", "-c", "2", "--output-len", "8"}, &out);
+  json context =
+      Loadgen(server_->grpc(),
+              {"--sweep", "context=32,128", "-n", "4", "-c", "2", "--output-len", "8"}, &out);
   ASSERT_EQ(context["results"].size(), 2u);
   EXPECT_EQ(context["sweep"]["parameter"], "context");
   EXPECT_EQ(context["results"][1]["workload"]["input_len"], 128);
@@ -389,18 +437,23 @@ TEST_F(ClientServerTest, LoadgenSweepsWriteATableAndAChart) {
     EXPECT_NE(out.err.find("gnuplot is not installed"), std::string::npos) << out.err;
   }
   const std::string png = *dir_ + "/sweep.png";
-  json conc = Loadgen(server_->http(), {"--sweep", "concurrency=1,3", "-n", "3", "--input-len", "16", "--output-len",
-                                        "8", "--chart", png}, &out);
+  json conc = Loadgen(server_->http(),
+                      {"--sweep", "concurrency=1,3", "-n", "3", "--input-len", "16", "--output-len",
+                       "8", "--chart", png},
+                      &out);
   ASSERT_EQ(conc["results"].size(), 2u);
   EXPECT_EQ(conc["results"][1]["max_concurrency"], 3);
-  json rate = Loadgen(server_->grpc(), {"--sweep", "request-rate=10,40", "-n", "3", "--input-len", "16", "--output-len",
-                                        "8", "--no-chart"});
+  json rate = Loadgen(server_->grpc(), {"--sweep", "request-rate=10,40", "-n", "3", "--input-len",
+                                        "16", "--output-len", "8", "--no-chart"});
   EXPECT_EQ(rate["results"][1]["request_rate"], 40.0);
 }
 
 TEST_F(ClientServerTest, LoadgenDurationAndWarmup) {
   ProcessResult out;
-  json j = Loadgen(server_->grpc(), {"--duration", "1", "-c", "2", "--warmup", "2", "--input-len", "16", "--output-len", "8"}, &out);
+  json j = Loadgen(
+      server_->grpc(),
+      {"--duration", "1", "-c", "2", "--warmup", "2", "--input-len", "16", "--output-len", "8"},
+      &out);
   EXPECT_GT(j["completed"].get<int>(), 0);
   for (const json& t : j["start_times"]) EXPECT_LT(t.get<double>(), 1.05);
   EXPECT_NE(out.err.find("warm-up: 2 requests, 0 failed"), std::string::npos) << out.err;
@@ -409,13 +462,17 @@ TEST_F(ClientServerTest, LoadgenDurationAndWarmup) {
 TEST_F(ClientServerTest, LoadgenCancellationFreesTheSlots) {
   for (const std::string api : {"grpc", "openai", "tgi"}) {
     const std::string target = api == "grpc" ? server_->grpc() : server_->http();
-    const double cancelled_before = Metric(server_->http(), "mamba_request_completions_total", "{reason=\"cancelled\"}");
-    json j = Loadgen(target, {"--api", api, "-n", "4", "-c", "4", "--input-len", "16", "--output-len", "8000",
-                              "--cancel-fraction", "1", "--cancel-after-ms", "300"});
+    const double cancelled_before =
+        Metric(server_->http(), "mamba_request_completions_total", "{reason=\"cancelled\"}");
+    json j =
+        Loadgen(target, {"--api", api, "-n", "4", "-c", "4", "--input-len", "16", "--output-len",
+                         "8000", "--cancel-fraction", "1", "--cancel-after-ms", "300"});
     EXPECT_EQ(j["cancelled"], 4) << api << j["errors"];
     EXPECT_EQ(j["failed"], 0) << api;
     EXPECT_EQ(WaitForFreeSlots(server_->http()), 0) << api;
-    EXPECT_EQ(Metric(server_->http(), "mamba_request_completions_total", "{reason=\"cancelled\"}") - cancelled_before, 4)
+    EXPECT_EQ(Metric(server_->http(), "mamba_request_completions_total", "{reason=\"cancelled\"}") -
+                  cancelled_before,
+              4)
         << api;
   }
 }
@@ -584,15 +641,17 @@ TEST_F(ClientHttpsTest, KeepsTheConnectionAndReconnectsAfterTheServerClosedIt) {
 
 TEST(ClientServerLimitsTest, RejectionsAreCountedByCode) {
   std::string error;
-  std::unique_ptr<ServerProcess> server = ServerProcess::Start({"--slots", "1", "--max-queue", "1"}, &error);
+  std::unique_ptr<ServerProcess> server =
+      ServerProcess::Start({"--slots", "1", "--max-queue", "1"}, &error);
   if (!server) GTEST_SKIP() << error;
   const std::string dir = testing::TempDir();
   for (const std::string api : {"openai", "grpc", "tgi"}) {
     const std::string target = api == "grpc" ? server->grpc() : server->http();
     const std::string path = dir + "/r.json";
-    ProcessResult r = RunProcess({MAMBA_LOADGEN_BIN, "--target", target, "--api", api, "-n", "6", "-c", "6",
-                                  "--input-len", "16", "--output-len", "256", "--json", path, "--no-progress"},
-                                 "", std::chrono::seconds(180));
+    ProcessResult r =
+        RunProcess({MAMBA_LOADGEN_BIN, "--target", target, "--api", api, "-n", "6", "-c", "6",
+                    "--input-len", "16", "--output-len", "256", "--json", path, "--no-progress"},
+                   "", std::chrono::seconds(180));
     ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
     json j = json::parse(ReadFile(path));
     const std::string kind = api == "grpc" ? "grpc_resource_exhausted" : "http_429";
@@ -621,19 +680,22 @@ TEST(ClientServerLimitsTest, ApiKeys) {
   ProcessResult grpc_denied = client(server->grpc(), {"info"});
   EXPECT_EQ(grpc_denied.exit_code, 1);
   EXPECT_NE(grpc_denied.err.find("UNAUTHENTICATED"), std::string::npos) << grpc_denied.err;
-  EXPECT_EQ(client(server->http(), {"--api-key", "s3cret", "generate", "hi", "--max-tokens", "2"}).exit_code, 0);
+  EXPECT_EQ(client(server->http(), {"--api-key", "s3cret", "generate", "hi", "--max-tokens", "2"})
+                .exit_code,
+            0);
   EXPECT_EQ(client(server->grpc(), {"--api-key", "s3cret", "info"}).exit_code, 0);
   setenv("MAMBA_API_KEY", "s3cret", 1);
   EXPECT_EQ(client(server->grpc(), {"generate", "hi", "--max-tokens", "2"}).exit_code, 0);
   const std::string dir = testing::TempDir();
   const std::string path = dir + "/r.json";
-  ProcessResult lg = RunProcess({MAMBA_LOADGEN_BIN, "--target", server->grpc(), "-n", "2", "--input-len", "8",
-                                 "--output-len", "4", "--json", path, "--no-progress"});
+  ProcessResult lg =
+      RunProcess({MAMBA_LOADGEN_BIN, "--target", server->grpc(), "-n", "2", "--input-len", "8",
+                  "--output-len", "4", "--json", path, "--no-progress"});
   unsetenv("MAMBA_API_KEY");
   EXPECT_EQ(lg.exit_code, 0) << lg.err;
   EXPECT_EQ(json::parse(ReadFile(path))["completed"], 2);
-  ProcessResult lg_denied = RunProcess({MAMBA_LOADGEN_BIN, "--target", server->http(), "-n", "2", "--input-len", "8",
-                                        "--output-len", "4", "--no-progress"});
+  ProcessResult lg_denied = RunProcess({MAMBA_LOADGEN_BIN, "--target", server->http(), "-n", "2",
+                                        "--input-len", "8", "--output-len", "4", "--no-progress"});
   EXPECT_EQ(lg_denied.exit_code, 1);  // every request failed
   EXPECT_NE(lg_denied.out.find("errors http_401"), std::string::npos) << lg_denied.out;
   EXPECT_EQ(server->Stop(), 0);
@@ -650,10 +712,11 @@ TEST(ClientServerLimitsTest, GrpcOverTls) {
       {"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/cert-key.pem"}, &error);
   if (!server) GTEST_SKIP() << error;
   const std::string target = "grpcs://localhost:" + std::to_string(server->grpc_port());
-  ProcessResult ok = RunProcess({MAMBA_CLIENT_BIN, "--target", target, "--tls-ca", dir + "/cert.pem", "generate", "hi",
-                                 "--max-tokens", "3"});
+  ProcessResult ok = RunProcess({MAMBA_CLIENT_BIN, "--target", target, "--tls-ca",
+                                 dir + "/cert.pem", "generate", "hi", "--max-tokens", "3"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  ProcessResult plaintext = RunProcess({MAMBA_CLIENT_BIN, "--target", server->grpc(), "--timeout", "5", "info"});
+  ProcessResult plaintext =
+      RunProcess({MAMBA_CLIENT_BIN, "--target", server->grpc(), "--timeout", "5", "info"});
   EXPECT_EQ(plaintext.exit_code, 1);
   EXPECT_EQ(server->Stop(), 0);
   std::filesystem::remove_all(dir);

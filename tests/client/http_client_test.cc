@@ -82,7 +82,9 @@ TEST(ErrorsTest, KindsAndHttpStatuses) {
   EXPECT_EQ(ErrorKind(absl::UnavailableError("x")), "grpc_unavailable");
   EXPECT_EQ(ErrorKind(WithKind(absl::UnavailableError("x"), "connect")), "connect");
   EXPECT_EQ(ErrorKind(absl::OkStatus()), "");
-  EXPECT_EQ(ErrorMessageFromBody(R"({"error":{"message":"bad temperature","type":"x","code":422}})"), "bad temperature");
+  EXPECT_EQ(
+      ErrorMessageFromBody(R"({"error":{"message":"bad temperature","type":"x","code":422}})"),
+      "bad temperature");
   EXPECT_EQ(ErrorMessageFromBody(R"({"error":"Input validation error","error_type":"validation"})"),
             "Input validation error");
   EXPECT_EQ(ErrorMessageFromBody("plain text"), "plain text");
@@ -110,7 +112,9 @@ TEST(SseParserTest, SplitsEventsAcrossFeeds) {
     got.push_back(e);
     return true;
   };
-  const std::string stream = ": comment\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata:two\ndata: lines\n\ndata: [DONE]\r\rdata: tail";
+  const std::string stream =
+      ": comment\r\ndata: {\"a\":1}\r\n\r\nevent: x\ndata:two\ndata: lines\n\ndata: "
+      "[DONE]\r\rdata: tail";
   for (char c : stream) p.Feed(std::string_view(&c, 1), on);  // byte by byte
   ASSERT_EQ(got.size(), 3u);
   EXPECT_EQ(got[0].data, "{\"a\":1}");
@@ -131,7 +135,8 @@ TEST(SseParserTest, StopsWhenTheCallbackSaysSo) {
 
 TEST(HttpClientTest, ContentLengthAndKeepAlive) {
   FakeHttpServer server([](const FakeRequest& r, int fd) {
-    const std::string body = r.method + " " + r.path + " " + r.body + " auth=" + r.Header("Authorization");
+    const std::string body =
+        r.method + " " + r.path + " " + r.body + " auth=" + r.Header("Authorization");
     testing::WriteAll(fd, Response(200, body, "text/plain"));
     return true;
   });
@@ -155,7 +160,9 @@ TEST(HttpClientTest, ContentLengthAndKeepAlive) {
 
 TEST(HttpClientTest, ChunkedBodyStreamsAsItArrives) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n");
+    testing::WriteAll(
+        fd,
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n");
     testing::WriteAll(fd, Chunk("data: one\n\n"));
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
     testing::WriteAll(fd, Chunk("data: t") + Chunk("wo\n\n") + "0;ext=1\r\nTrailer: x\r\n\r\n");
@@ -187,8 +194,8 @@ TEST(HttpClientTest, ChunkedBodyStreamsAsItArrives) {
 
 TEST(HttpClientTest, ErrorBodiesAreCollectedEvenWhenStreaming) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, Response(429, R"({"error":{"message":"queue is full","code":429}})", "application/json",
-                                   "Retry-After: 1\r\n"));
+    testing::WriteAll(fd, Response(429, R"({"error":{"message":"queue is full","code":429}})",
+                                   "application/json", "Retry-After: 1\r\n"));
     return true;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -307,7 +314,8 @@ TEST(HttpClientTest, CancelFromAnotherThread) {
   EXPECT_EQ(ErrorKind(r.status()), "cancelled");
   EXPECT_GT(parts, 0);
   EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(1500));
-  for (int i = 0; i < 200 && !client_gone; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 200 && !client_gone; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_TRUE(client_gone.load());
   // A token cancelled before the call: nothing is sent.
   const int before = server.requests();
@@ -446,7 +454,8 @@ TEST(HttpApiTest, JsonCallsAndHelpers) {
     } else if (r.path == "/base/detokenize") {
       testing::WriteAll(fd, Response(200, R"({"prompt":"hello"})"));
     } else if (r.path == "/base/v1/models") {
-      testing::WriteAll(fd, Response(200, R"({"object":"list","data":[{"id":"demo","object":"model"}]})"));
+      testing::WriteAll(
+          fd, Response(200, R"({"object":"list","data":[{"id":"demo","object":"model"}]})"));
     } else if (r.path == "/base/health") {
       testing::WriteAll(fd, Response(503, "draining", "text/plain"));
     } else {

@@ -119,7 +119,8 @@ TEST_F(CheckpointTest, MissingExtraAndMisshapenTensors) {
   {
     fs::path m = Model();
     auto [h, data] = Split(m / "model.safetensors");
-    h["backbone.layers.7.mixer.D"] = {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {data.size(), data.size() + 16}}};
+    h["backbone.layers.7.mixer.D"] = {
+        {"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {data.size(), data.size() + 16}}};
     Join(m / "model.safetensors", h, data + std::string(16, '\0'));
     ExpectError(m, {"model.safetensors", "backbone.layers.7.mixer.D"});
   }
@@ -176,7 +177,8 @@ TEST_F(CheckpointTest, BadDtypes) {
 TEST_F(CheckpointTest, TruncatedFilesAndBadOffsets) {
   fs::path m = Model();
   const std::string full = ReadAll(m / "model.safetensors");
-  for (size_t keep : {size_t{0}, size_t{5}, size_t{8}, size_t{100}, full.size() / 2, full.size() - 1}) {
+  for (size_t keep :
+       {size_t{0}, size_t{5}, size_t{8}, size_t{100}, full.size() / 2, full.size() - 1}) {
     WriteAll(m / "model.safetensors", full.substr(0, keep));
     ExpectError(m, {"model.safetensors"});
   }
@@ -187,7 +189,8 @@ TEST_F(CheckpointTest, TruncatedFilesAndBadOffsets) {
   Join(m / "model.safetensors", bad, data);
   ExpectError(m, {"model.safetensors", "backbone.norm_f.weight", "outside"});
   bad = h;
-  bad["backbone.norm_f.weight"]["data_offsets"] = h["backbone.layers.0.norm.weight"]["data_offsets"];
+  bad["backbone.norm_f.weight"]["data_offsets"] =
+      h["backbone.layers.0.norm.weight"]["data_offsets"];
   Join(m / "model.safetensors", bad, data);
   ExpectError(m, {"overlap"});
   bad = h;

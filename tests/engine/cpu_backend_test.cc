@@ -70,8 +70,8 @@ TEST_P(CpuBackendTest, AnyChunkingEqualsTokenByToken) {
   for (TokenId t : prompt) ASSERT_TRUE(Dec(*backend_, {SlotId(0)}, {t}, &step).ok());
   by_token.assign(step.data.begin(), step.data.end());
   const std::vector<double> want(by_token.begin(), by_token.end());
-  for (std::vector<int64_t> pieces : {std::vector<int64_t>{29}, {1, 28}, {3, 3, 3, 20}, {7, 1, 21},
-                                      {16, 13}}) {
+  for (std::vector<int64_t> pieces :
+       {std::vector<int64_t>{29}, {1, 28}, {3, 3, 3, 20}, {7, 1, 21}, {16, 13}}) {
     int64_t at = 0;
     for (size_t i = 0; i < pieces.size(); ++i) {
       ChunkInput c{SlotId(1), std::span<const TokenId>(prompt).subspan(at, pieces[i]), i == 0,
@@ -95,7 +95,8 @@ TEST_P(CpuBackendTest, ResultsIndependentOfBatch) {
   std::vector<std::vector<TokenId>> others;
   for (int i = 0; i < 5; ++i) others.push_back(RandomPrompt(1 + 7 * i, vocab(), 10 + i));
   std::vector<ChunkInput> batch;
-  for (int i = 0; i < 3; ++i) batch.push_back({SlotId(i), others[static_cast<size_t>(i)], true, i != 1});
+  for (int i = 0; i < 3; ++i)
+    batch.push_back({SlotId(i), others[static_cast<size_t>(i)], true, i != 1});
   batch.push_back({SlotId(5), prompt, true, true});
   batch.push_back({SlotId(7), others[4], true, true});
   ASSERT_TRUE(busy->Prefill(batch, &b).ok());
@@ -109,8 +110,9 @@ TEST_P(CpuBackendTest, ResultsIndependentOfBatch) {
   // Decode: alone vs among 6.
   TokenId next = 17 % static_cast<TokenId>(vocab());
   ASSERT_TRUE(Dec(*solo, {SlotId(5)}, {next}, &a).ok());
-  ASSERT_TRUE(Dec(*busy, {SlotId(0), SlotId(1), SlotId(2), SlotId(5), SlotId(7)},
-                           {1, 2, 3, next, 4}, &b).ok());
+  ASSERT_TRUE(
+      Dec(*busy, {SlotId(0), SlotId(1), SlotId(2), SlotId(5), SlotId(7)}, {1, 2, 3, next, 4}, &b)
+          .ok());
   EXPECT_TRUE(same(a.Row(0), b.Row(3)));
 }
 
@@ -122,7 +124,8 @@ TEST_P(CpuBackendTest, StepsLargerThanScratchAreSplit) {
   ASSERT_TRUE(backend_->Prefill(chunks, &want).ok());
   ASSERT_TRUE(small->Prefill(chunks, &got).ok());
   ASSERT_EQ(got.rows, 2);
-  EXPECT_TRUE(AllClose(got.data, std::vector<double>(want.data.begin(), want.data.end()), 1e-4, 1e-4));
+  EXPECT_TRUE(
+      AllClose(got.data, std::vector<double>(want.data.begin(), want.data.end()), 1e-4, 1e-4));
 }
 
 TEST_P(CpuBackendTest, CopySlotForksAndResetClears) {
@@ -144,19 +147,19 @@ TEST_P(CpuBackendTest, CopySlotForksAndResetClears) {
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, CpuBackendTest,
-    ::testing::Values(Variant{"base"}, Variant{"bias", DType::kF32, ComputeDType::kAuto, true},
-                      Variant{"no_conv_bias", DType::kF32, ComputeDType::kAuto, false, true},
-                      Variant{"untied_sharded", DType::kF32, ComputeDType::kAuto, false, false, true,
-                              false, 3},
-                      Variant{"mamba_ssm", DType::kF32, ComputeDType::kAuto, false, false, false, true},
-                      Variant{"odd_dims", DType::kF32, ComputeDType::kAuto, false, false, false, false,
-                              1, 20, 5, 3, 2, 3},
-                      Variant{"conv3", DType::kF32, ComputeDType::kAuto, false, false, false, false,
-                              1, 48, 16, 3, 3},
-                      Variant{"bf16_as_f32", DType::kBF16, ComputeDType::kFloat32},
-                      Variant{"bf16", DType::kBF16, ComputeDType::kAuto, true},
-                      Variant{"f16_as_f32", DType::kF16, ComputeDType::kFloat32, false, false, true},
-                      Variant{"f32_as_bf16", DType::kF32, ComputeDType::kBFloat16}),
+    ::testing::Values(
+        Variant{"base"}, Variant{"bias", DType::kF32, ComputeDType::kAuto, true},
+        Variant{"no_conv_bias", DType::kF32, ComputeDType::kAuto, false, true},
+        Variant{"untied_sharded", DType::kF32, ComputeDType::kAuto, false, false, true, false, 3},
+        Variant{"mamba_ssm", DType::kF32, ComputeDType::kAuto, false, false, false, true},
+        Variant{"odd_dims", DType::kF32, ComputeDType::kAuto, false, false, false, false, 1, 20, 5,
+                3, 2, 3},
+        Variant{"conv3", DType::kF32, ComputeDType::kAuto, false, false, false, false, 1, 48, 16, 3,
+                3},
+        Variant{"bf16_as_f32", DType::kBF16, ComputeDType::kFloat32},
+        Variant{"bf16", DType::kBF16, ComputeDType::kAuto, true},
+        Variant{"f16_as_f32", DType::kF16, ComputeDType::kFloat32, false, false, true},
+        Variant{"f32_as_bf16", DType::kF32, ComputeDType::kBFloat16}),
     [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
 
 class CpuBackendErrors : public ::testing::Test {

@@ -22,7 +22,8 @@ using testing::TempDir;
 // Records every event; Wait blocks (bounded) until all completions finished.
 class Collector : public RequestSink {
  public:
-  explicit Collector(int n = 1) : n_(n), tokens_(static_cast<size_t>(n)), text_(static_cast<size_t>(n)) {}
+  explicit Collector(int n = 1)
+      : n_(n), tokens_(static_cast<size_t>(n)), text_(static_cast<size_t>(n)) {}
   void OnToken(const TokenEvent& e) override {
     std::lock_guard<std::mutex> l(mu_);
     tokens_[static_cast<size_t>(e.index)].push_back(e.token.id);
@@ -181,7 +182,8 @@ TEST_F(EngineTest, NCompletionsShareThePrompt) {
   auto sampled = std::make_shared<Collector>(3);
   ASSERT_TRUE(engine->Submit(r, sampled).ok());
   ASSERT_TRUE(sampled->Wait());
-  EXPECT_FALSE(sampled->tokens(0) == sampled->tokens(1) && sampled->tokens(1) == sampled->tokens(2));
+  EXPECT_FALSE(sampled->tokens(0) == sampled->tokens(1) &&
+               sampled->tokens(1) == sampled->tokens(2));
   r.n = 5;
   EXPECT_EQ(engine->Submit(r, sampled).status().code(), absl::StatusCode::kInvalidArgument);
 }
@@ -292,7 +294,8 @@ TEST_F(EngineTest, DrainRefusesNewWorkAndFinishesOrCancelsOld) {
   auto quick = std::make_shared<Collector>(), slow = std::make_shared<Collector>();
   ASSERT_TRUE(engine->Submit(Greedy({4, 5}, 5), quick).ok());
   engine->StartDrain();
-  EXPECT_EQ(engine->Submit(Greedy({4, 5}, 5), quick).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(engine->Submit(Greedy({4, 5}, 5), quick).status().code(),
+            absl::StatusCode::kUnavailable);
   EXPECT_TRUE(engine->WaitIdle(30s));
   EXPECT_EQ(quick->finish().reason, Finish::kLength);
   auto engine2 = MakeEngine(2);
@@ -328,8 +331,10 @@ TEST_F(EngineTest, InvalidRequests) {
   eo.max_prompt_tokens = 10;
   auto engine = MakeEngine(2, eo);
   auto sink = std::make_shared<Collector>();
-  EXPECT_EQ(engine->Submit(Greedy({}, 5), sink).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(engine->Submit(Greedy({50280}, 5), sink).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy({}, 5), sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Submit(Greedy({50280}, 5), sink).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Submit(Greedy(std::vector<TokenId>(11, 1), 5), sink).status().code(),
             absl::StatusCode::kOutOfRange);
   Request r = Greedy({1}, 5);

@@ -1,5 +1,7 @@
 // Every CPU kernel against its float64 reference on random inputs of several shapes: odd channel
 // counts (vector tails), chunk boundaries, many slots in shuffled order.
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -9,8 +11,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <omp.h>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/causal_conv.h"
@@ -39,14 +39,16 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
   for (size_t i = 0; i < got.size(); ++i) {
     const double err = std::fabs(got[i] - want[i]);
     if (!(err <= atol + rtol * std::fabs(want[i]))) {
-      if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
+      if (++bad <= 5)
+        ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
     }
   }
   EXPECT_EQ(bad, 0) << what;
 }
 
 // Random chunk lengths over shuffled distinct slots.
-std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots, uint64_t seed) {
+std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots,
+                                 uint64_t seed) {
   std::vector<int32_t> slots(static_cast<size_t>(num_slots));
   for (int i = 0; i < num_slots; ++i) slots[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(seed);
@@ -95,9 +97,10 @@ TEST_P(KernelTest, CausalConvMatchesReferenceAndUpdatesState) {
   std::vector<float> out(static_cast<size_t>(T * s.dim));
   auto xd = D(x), wd = D(w), bd = D(b), sd = D(state);
   std::vector<double> want(out.size());
-  CausalConv({x.data(), stride, w.data(), b.data(), state.data(), out.data(), s.dim, s.dim, s.width, chunks});
-  CausalConvReference<double>({xd.data(), stride, wd.data(), bd.data(), sd.data(), want.data(), s.dim,
-                               s.dim, s.width, chunks});
+  CausalConv({x.data(), stride, w.data(), b.data(), state.data(), out.data(), s.dim, s.dim, s.width,
+              chunks});
+  CausalConvReference<double>({xd.data(), stride, wd.data(), bd.data(), sd.data(), want.data(),
+                               s.dim, s.dim, s.width, chunks});
   ExpectClose(out, want, 1e-5, 1e-5, "conv out");
   ExpectClose(state, sd, 0, 0, "conv state");
 }
@@ -120,11 +123,11 @@ TEST_P(KernelTest, SelectiveScanMatchesReferenceAndUpdatesState) {
        sd = D(state);
   std::vector<double> want(out.size());
   SelectiveScan({x.data(), e, dt.data(), e, dt_bias.data(), a.data(), bcm.data() + 5,
-                 bcm.data() + 5 + n, bc, dsk.data(), z.data() + e, 2 * e, state.data(), out.data(), e,
-                 e, n, chunks});
-  SelectiveScanReference<double>({xd.data(), e, dtd.data(), e, dbd.data(), ad.data(), bcd.data() + 5,
-                                  bcd.data() + 5 + n, bc, dd.data(), zd.data() + e, 2 * e, sd.data(),
-                                  want.data(), e, e, n, chunks});
+                 bcm.data() + 5 + n, bc, dsk.data(), z.data() + e, 2 * e, state.data(), out.data(),
+                 e, e, n, chunks});
+  SelectiveScanReference<double>({xd.data(), e, dtd.data(), e, dbd.data(), ad.data(),
+                                  bcd.data() + 5, bcd.data() + 5 + n, bc, dd.data(), zd.data() + e,
+                                  2 * e, sd.data(), want.data(), e, e, n, chunks});
   ExpectClose(out, want, 2e-5, 2e-5, "scan out");
   ExpectClose(state, sd, 2e-5, 2e-5, "scan state");
 }
@@ -133,15 +136,33 @@ TEST_P(KernelTest, SelectiveScanMatchesReferenceAndUpdatesState) {
 TEST_P(KernelTest, ScanInTwoPiecesEqualsOnePass) {
   const Shape& s = GetParam();
   const int64_t e = s.dim, n = s.d_state, L = 23;
-  auto x = Random(static_cast<size_t>(L * e), 20), dt = Random(static_cast<size_t>(L * e), 21, -5, 1),
-       dtb = Random(static_cast<size_t>(e), 22), a = Random(static_cast<size_t>(n * e), 23, -4, -0.5f),
+  auto x = Random(static_cast<size_t>(L * e), 20),
+       dt = Random(static_cast<size_t>(L * e), 21, -5, 1), dtb = Random(static_cast<size_t>(e), 22),
+       a = Random(static_cast<size_t>(n * e), 23, -4, -0.5f),
        bc = Random(static_cast<size_t>(L * 2 * n), 24), dsk = Random(static_cast<size_t>(e), 25),
        z = Random(static_cast<size_t>(L * e), 26);
-  std::vector<float> s1(static_cast<size_t>(n * e), 0.0f), s2 = s1, o1(static_cast<size_t>(L * e)), o2 = o1;
+  std::vector<float> s1(static_cast<size_t>(n * e), 0.0f), s2 = s1, o1(static_cast<size_t>(L * e)),
+                                                           o2 = o1;
   auto run = [&](std::vector<float>& st, std::vector<float>& o, int64_t begin, int64_t len) {
     SeqChunk c{begin, len, 0};
-    SelectiveScan({x.data(), e, dt.data(), e, dtb.data(), a.data(), bc.data(), bc.data() + n, 2 * n,
-                   dsk.data(), z.data(), e, st.data(), o.data(), e, e, n, {&c, 1}});
+    SelectiveScan({x.data(),
+                   e,
+                   dt.data(),
+                   e,
+                   dtb.data(),
+                   a.data(),
+                   bc.data(),
+                   bc.data() + n,
+                   2 * n,
+                   dsk.data(),
+                   z.data(),
+                   e,
+                   st.data(),
+                   o.data(),
+                   e,
+                   e,
+                   n,
+                   {&c, 1}});
   };
   run(s1, o1, 0, L);
   run(s2, o2, 0, 7);
@@ -164,19 +185,21 @@ struct GemmCase {
 };
 
 bool Supported(const GemmCase& g) {
-  return g.packed ? PackedGemmSupported(g.dtype) : (g.dtype == DType::kF32 || GemmHasFastPath(g.dtype));
+  return g.packed ? PackedGemmSupported(g.dtype)
+                  : (g.dtype == DType::kF32 || GemmHasFastPath(g.dtype));
 }
 
 // Runs the case's implementation on x [m, k] (ldx) with W given in fp32 [n, k].
 absl::Status RunGemm(const GemmCase& g, const float* x, int64_t ldx, const std::vector<float>& w,
-                 const float* bias, float* y, int64_t ldy, int64_t m, bool accumulate) {
+                     const float* bias, float* y, int64_t ldy, int64_t m, bool accumulate) {
   if (g.packed) {
     auto p = PackWeight(w.data(), DType::kF32, g.n, g.k, g.dtype);
     if (!p.ok()) return p.status();
     return PackedGemm({x, ldx, &*p, bias, y, ldy, m, accumulate});
   }
   std::vector<uint16_t> w16(w.size());
-  for (size_t i = 0; i < w.size(); ++i) w16[i] = g.dtype == DType::kBF16 ? F32ToBf16(w[i]) : F32ToF16(w[i]);
+  for (size_t i = 0; i < w.size(); ++i)
+    w16[i] = g.dtype == DType::kBF16 ? F32ToBf16(w[i]) : F32ToF16(w[i]);
   const void* wp = g.dtype == DType::kF32 ? static_cast<const void*>(w.data()) : w16.data();
   return Gemm({x, ldx, {g.dtype, wp, g.n, g.k}, bias, y, ldy, m, accumulate});
 }
@@ -185,7 +208,9 @@ class GemmTest : public ::testing::TestWithParam<GemmCase> {};
 std::vector<double> Rounded(const std::vector<float>& v, DType t) {
   std::vector<double> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
-    out[i] = t == DType::kF32 ? v[i] : t == DType::kBF16 ? Bf16ToF32(F32ToBf16(v[i])) : F16ToF32(F32ToF16(v[i]));
+    out[i] = t == DType::kF32    ? v[i]
+             : t == DType::kBF16 ? Bf16ToF32(F32ToBf16(v[i]))
+                                 : F16ToF32(F32ToF16(v[i]));
   }
   return out;
 }
@@ -199,9 +224,11 @@ TEST_P(GemmTest, MatchesReference) {
   auto b = Random(static_cast<size_t>(g.n), 32);
   auto y = Random(static_cast<size_t>(g.m * ldy), 33);
   auto xd = Rounded(x, g.dtype), wd = Rounded(w, g.dtype), bd = D(b), yd = D(y);
-  ASSERT_TRUE(RunGemm(g, x.data(), ldx, w, g.bias ? b.data() : nullptr, y.data(), ldy, g.m, g.accumulate).ok());
-  GemmReference<double>(xd.data(), ldx, wd.data(), g.bias ? bd.data() : nullptr, yd.data(), ldy, g.m,
-                        g.n, g.k, g.accumulate);
+  ASSERT_TRUE(
+      RunGemm(g, x.data(), ldx, w, g.bias ? b.data() : nullptr, y.data(), ldy, g.m, g.accumulate)
+          .ok());
+  GemmReference<double>(xd.data(), ldx, wd.data(), g.bias ? bd.data() : nullptr, yd.data(), ldy,
+                        g.m, g.n, g.k, g.accumulate);
   const double tol = g.dtype == DType::kF32 ? 1e-5 : 1e-3;
   ExpectClose(y, yd, tol * std::sqrt(static_cast<double>(g.k)), tol, "gemm");
 }
@@ -211,7 +238,9 @@ TEST_P(GemmTest, MatchesReference) {
 TEST_P(GemmTest, RowsAreBitwiseIndependentOfM) {
   const GemmCase& g = GetParam();
   if (!Supported(g)) GTEST_SKIP() << "no fast path on this CPU";
-  if (!g.packed) GTEST_SKIP() << "oneDNN picks kernels by m for small shapes; only the packed kernel promises this";
+  if (!g.packed)
+    GTEST_SKIP()
+        << "oneDNN picks kernels by m for small shapes; only the packed kernel promises this";
   auto x = Random(static_cast<size_t>(200 * g.k), 40);
   auto w = Random(static_cast<size_t>(g.n * g.k), 41);
   std::vector<float> one(static_cast<size_t>(g.n)), many(static_cast<size_t>(200 * g.n));
@@ -222,23 +251,22 @@ TEST_P(GemmTest, RowsAreBitwiseIndependentOfM) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, GemmTest,
-    ::testing::Values(GemmCase{DType::kF32, 1, 96, 32, false, false},
-                      GemmCase{DType::kF32, 37, 200, 64, true, false},
-                      GemmCase{DType::kF32, 130, 72, 300, true, true},
-                      GemmCase{DType::kBF16, 1, 96, 32, false, false},
-                      GemmCase{DType::kBF16, 37, 200, 64, true, true},
-                      GemmCase{DType::kBF16, 129, 80, 768, false, true},
-                      GemmCase{DType::kF16, 17, 64, 64, true, false},
-                      GemmCase{DType::kF32, 1, 96, 32, false, false, true},
-                      GemmCase{DType::kF32, 37, 200, 64, true, false, true},
-                      GemmCase{DType::kF32, 130, 72, 300, true, true, true},
-                      GemmCase{DType::kF32, 300, 40, 1536, false, true, true},
-                      GemmCase{DType::kBF16, 1, 96, 32, false, false, true},
-                      GemmCase{DType::kBF16, 37, 200, 63, true, true, true},
-                      GemmCase{DType::kBF16, 129, 80, 768, false, true, true},
-                      GemmCase{DType::kBF16, 9, 3, 5, true, false, true}));
+INSTANTIATE_TEST_SUITE_P(Cases, GemmTest,
+                         ::testing::Values(GemmCase{DType::kF32, 1, 96, 32, false, false},
+                                           GemmCase{DType::kF32, 37, 200, 64, true, false},
+                                           GemmCase{DType::kF32, 130, 72, 300, true, true},
+                                           GemmCase{DType::kBF16, 1, 96, 32, false, false},
+                                           GemmCase{DType::kBF16, 37, 200, 64, true, true},
+                                           GemmCase{DType::kBF16, 129, 80, 768, false, true},
+                                           GemmCase{DType::kF16, 17, 64, 64, true, false},
+                                           GemmCase{DType::kF32, 1, 96, 32, false, false, true},
+                                           GemmCase{DType::kF32, 37, 200, 64, true, false, true},
+                                           GemmCase{DType::kF32, 130, 72, 300, true, true, true},
+                                           GemmCase{DType::kF32, 300, 40, 1536, false, true, true},
+                                           GemmCase{DType::kBF16, 1, 96, 32, false, false, true},
+                                           GemmCase{DType::kBF16, 37, 200, 63, true, true, true},
+                                           GemmCase{DType::kBF16, 129, 80, 768, false, true, true},
+                                           GemmCase{DType::kBF16, 9, 3, 5, true, false, true}));
 
 TEST(Threading, ParallelForCoversRangeOnce) {
   std::vector<int> hits(1000, 0);
@@ -254,8 +282,8 @@ TEST(Threading, ChunkBlocksCoverEveryPairOnceAndBalanceTokens) {
   const int before = NumThreads();
   for (int threads : {1, 2, 3, 7}) {
     SetNumThreads(threads);
-    for (const std::vector<int64_t>& lengths :
-         std::vector<std::vector<int64_t>>{{1}, {512}, {512, 1, 1, 1, 1}, {1, 1, 300, 1, 17, 2}, {}}) {
+    for (const std::vector<int64_t>& lengths : std::vector<std::vector<int64_t>>{
+             {1}, {512}, {512, 1, 1, 1, 1}, {1, 1, 300, 1, 17, 2}, {}}) {
       for (int64_t blocks : {1, 3, 96}) {
         std::vector<SeqChunk> chunks;
         int64_t begin = 0;
@@ -271,7 +299,8 @@ TEST(Threading, ChunkBlocksCoverEveryPairOnceAndBalanceTokens) {
           std::lock_guard lock(mu);
           tokens_by_thread[std::this_thread::get_id()] += c.length;
         });
-        for (const auto& h : hits) EXPECT_EQ(h.load(), 1) << threads << " threads, " << blocks << " blocks";
+        for (const auto& h : hits)
+          EXPECT_EQ(h.load(), 1) << threads << " threads, " << blocks << " blocks";
         if (blocks == 96 && threads > 1 && begin > 1) {
           int64_t most = 0;
           for (const auto& [id, t] : tokens_by_thread) most = std::max(most, t);

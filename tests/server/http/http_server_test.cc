@@ -48,7 +48,9 @@ class HttpServerTest : public ::testing::Test {
   }
 
   static json Greedy(json prompt, int max_tokens) {
-    return {{"prompt", std::move(prompt)}, {"max_tokens", max_tokens}, {"temperature", 0},
+    return {{"prompt", std::move(prompt)},
+            {"max_tokens", max_tokens},
+            {"temperature", 0},
             {"ignore_eos", true}};
   }
 
@@ -107,7 +109,8 @@ TEST_F(HttpServerTest, UnaryCompletionShape) {
   EXPECT_EQ(r["usage"]["completion_tokens"], 8);
   EXPECT_EQ(r["usage"]["total_tokens"], prompt_tokens + 8);
   // Greedy is deterministic; max_tokens defaults to 16.
-  EXPECT_EQ(Post("/v1/completions", Greedy(prompt, 8))["choices"][0]["text"], r["choices"][0]["text"]);
+  EXPECT_EQ(Post("/v1/completions", Greedy(prompt, 8))["choices"][0]["text"],
+            r["choices"][0]["text"]);
   json d = Post("/v1/completions", {{"prompt", prompt}, {"temperature", 0}, {"ignore_eos", true}});
   EXPECT_EQ(d["usage"]["completion_tokens"], 16);
 }
@@ -161,8 +164,8 @@ TEST_F(HttpServerTest, PromptForms) {
 }
 
 TEST_F(HttpServerTest, SeveralPromptsTimesN) {
-  json req = {{"prompt", {"one", "two"}}, {"n", 3}, {"max_tokens", 4}, {"temperature", 1.0},
-              {"seed", 11}, {"ignore_eos", true}};
+  json req = {{"prompt", {"one", "two"}}, {"n", 3},     {"max_tokens", 4},
+              {"temperature", 1.0},       {"seed", 11}, {"ignore_eos", true}};
   json r = Post("/v1/completions", req);
   ASSERT_EQ(r["choices"].size(), 6u);
   for (int i = 0; i < 6; ++i) EXPECT_EQ(r["choices"][i]["index"], i);
@@ -292,8 +295,11 @@ TEST_F(HttpServerTest, StopStrings) {
 TEST_F(HttpServerTest, TgiGenerateWithDetails) {
   const std::string prompt = "TGI says";
   json req = {{"inputs", prompt},
-              {"parameters", {{"max_new_tokens", 7}, {"details", true}, {"top_n_tokens", 2},
-                              {"decoder_input_details", true}}}};
+              {"parameters",
+               {{"max_new_tokens", 7},
+                {"details", true},
+                {"top_n_tokens", 2},
+                {"decoder_input_details", true}}}};
   json r = Post("/generate", req);
   ASSERT_TRUE(r["generated_text"].is_string()) << r.dump();
   const json& d = r["details"];
@@ -318,7 +324,8 @@ TEST_F(HttpServerTest, TgiGenerateWithDetails) {
   json oa = Post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 7}, {"temperature", 0}});
   EXPECT_EQ(r["generated_text"], oa["choices"][0]["text"]);
   req["parameters"]["return_full_text"] = true;
-  EXPECT_EQ(Post("/generate", req)["generated_text"], prompt + oa["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(Post("/generate", req)["generated_text"],
+            prompt + oa["choices"][0]["text"].get<std::string>());
   // Without details: only the text.
   json plain = Post("/generate", {{"inputs", prompt}, {"parameters", {{"max_new_tokens", 3}}}});
   EXPECT_FALSE(plain.contains("details"));
@@ -326,20 +333,22 @@ TEST_F(HttpServerTest, TgiGenerateWithDetails) {
 
 TEST_F(HttpServerTest, TgiSamplingReportsSeed) {
   json req = {{"inputs", "Seeded"},
-              {"parameters", {{"max_new_tokens", 5}, {"do_sample", true}, {"seed", 42},
-                              {"details", true}}}};
+              {"parameters",
+               {{"max_new_tokens", 5}, {"do_sample", true}, {"seed", 42}, {"details", true}}}};
   json a = Post("/generate", req);
   EXPECT_EQ(a["details"]["seed"], 42);
   EXPECT_EQ(Post("/generate", req)["generated_text"], a["generated_text"]);
   req["parameters"].erase("seed");
   json b = Post("/generate", req);
-  EXPECT_TRUE(b["details"]["seed"].is_number_unsigned() || b["details"]["seed"].is_number_integer());
+  EXPECT_TRUE(b["details"]["seed"].is_number_unsigned() ||
+              b["details"]["seed"].is_number_integer());
 }
 
 // As TGI: temperature (other than 1), top_k or top_p below 1 sample even without do_sample.
 TEST_F(HttpServerTest, TgiWarpersSampleWithoutDoSample) {
   json req = {{"inputs", "Warped"},
-              {"parameters", {{"max_new_tokens", 8}, {"temperature", 1.5}, {"seed", 7}, {"details", true}}}};
+              {"parameters",
+               {{"max_new_tokens", 8}, {"temperature", 1.5}, {"seed", 7}, {"details", true}}}};
   json a = Post("/generate", req);
   EXPECT_EQ(a["details"]["seed"], 7) << a.dump();
   req["parameters"]["do_sample"] = true;
@@ -350,7 +359,8 @@ TEST_F(HttpServerTest, TgiWarpersSampleWithoutDoSample) {
     EXPECT_TRUE(d["details"]["seed"].is_number()) << p.dump() << " did not sample: " << d.dump();
   }
   // temperature 1 is no warper: greedy, no seed.
-  json g = Post("/generate", {{"inputs", "Warped"}, {"parameters", {{"temperature", 1.0}, {"details", true}}}});
+  json g = Post("/generate",
+                {{"inputs", "Warped"}, {"parameters", {{"temperature", 1.0}, {"details", true}}}});
   EXPECT_TRUE(g["details"]["seed"].is_null());
 }
 
