@@ -84,7 +84,8 @@ stop_and_check_drain() {  # container
     --ignore-eos --temperature 0 --stats >/dev/null
   local running=0
   for _ in $(seq 1 100); do  # until the stream is running (bounded: 10 s)
-    if curl -sf "http://127.0.0.1:$HTTP_PORT/metrics" | grep -q '^mamba_running_requests [1-9]'; then
+    if curl -sf -o "$tmp/metrics.txt" "http://127.0.0.1:$HTTP_PORT/metrics" &&
+       grep -q '^mamba_running_requests [1-9]' "$tmp/metrics.txt"; then
       running=1
       break
     fi
@@ -99,10 +100,11 @@ stop_and_check_drain() {  # container
   log "$1 stopped in $took s with exit code $code; the in-flight stream's client exited $client_code"
   [ "$code" = 0 ] || { "$DOCKER" logs --tail 30 "$1" >&2; return 1; }
   [ "$took" -lt 20 ] || { log "the drain took $took s, not under MAMBA_DRAIN_TIMEOUT (20 s)"; return 1; }
-  "$DOCKER" logs "$1" 2>&1 | grep -q "drained" || { log "no clean drain in the log"; "$DOCKER" logs --tail 30 "$1" >&2; return 1; }
-  ! "$DOCKER" logs "$1" 2>&1 | grep -q "drain timeout" || { log "the drain timed out"; return 1; }
+  "$DOCKER" logs "$1" >"$tmp/$1.log" 2>&1
+  grep -q "drained" "$tmp/$1.log" || { log "no clean drain in the log"; tail -30 "$tmp/$1.log" >&2; return 1; }
+  ! grep -q "drain timeout" "$tmp/$1.log" || { log "the drain timed out"; return 1; }
   "$DOCKER" logs "$client" >"$tmp/drain-client.txt" 2>&1
-  [ "$client_code" = 0 ] && grep -q "\[$DRAIN_TOKENS generated tokens, finish: length" "$tmp/drain-client.txt" ||
+  [ "$client_code" = 0 ] && grep -qE "[[ ]$DRAIN_TOKENS generated tokens, finish: length" "$tmp/drain-client.txt" ||
     { log "the in-flight stream did not finish whole:"; tail -c 600 "$tmp/drain-client.txt" >&2; return 1; }
 }
 
