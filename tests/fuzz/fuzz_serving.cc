@@ -19,7 +19,7 @@ namespace {
 }
 
 // Holds the model's shape and slot count; any compute is an error (the engine never gets that
-// far: with max_queue 0 every valid request is refused as queue-full).
+// far: it is draining, so every valid request is refused after validation).
 class StubBackend : public engine::Backend {
  public:
   explicit StubBackend(engine::ModelConfig config) : config_(std::move(config)) {}
@@ -56,12 +56,13 @@ server::ServingState* Build() {
   std::shared_ptr<const engine::Tokenizer> tokenizer(std::move(*tok));
 
   engine::EngineOptions options;
-  options.max_queue = 0;  // validate, then refuse: nothing is ever generated
   options.max_prompt_tokens = kFuzzMaxPromptTokens;
   options.max_new_tokens_limit = kFuzzMaxNewTokensLimit;
   auto engine =
       engine::Engine::Create(std::make_unique<StubBackend>(*std::move(config)), tokenizer, options);
   if (!engine.ok()) Die(std::string(engine.status().message()));
+  // Submit validates first, then refuses as draining (UNAVAILABLE / 503): nothing is generated.
+  (*engine)->StartDrain();
 
   auto* state = new server::ServingState;
   state->engine = engine->release();

@@ -1,6 +1,6 @@
 // The serving state the request fuzzers run against: the real gpt-neox tokenizer, and a real
 // Engine over a stub backend with the demo model's config.json that refuses every Submit after
-// validating it (max_queue 0), so request handling runs end to end without compute kernels.
+// validating it (it is draining), so request handling runs end to end without compute kernels.
 #pragma once
 
 #include <string>

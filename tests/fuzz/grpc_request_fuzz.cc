@@ -2,7 +2,7 @@
 // the message (GenerateRequest for Generate/GenerateStream, TokenizeRequest, DetokenizeRequest)
 // and in how many slices the rest reaches ParseRequest as a grpc::ByteBuffer. Then what the
 // service does with a parsed message: PrepareRequest and Engine::Submit for generation (a real
-// engine that validates, then refuses everything as queue-full: tests/fuzz/fuzz_serving.h),
+// engine that validates, then refuses everything as draining: tests/fuzz/fuzz_serving.h),
 // Encode for Tokenize, Decode for Detokenize. Properties: nothing crashes, leaks, hits UB or
 // throws; every error has its documented code; a prepared request is within the bounds the
 // service relies on before Submit (it sizes the reply by n) and its echo matches its prompt.
@@ -100,7 +100,7 @@ void Generate(const ::grpc::ByteBuffer& buffer) {
   Check(!id.ok(), "the fuzz engine accepted a request");
   const StatusCode c = id.status().code();
   Check(c == StatusCode::kInvalidArgument || c == StatusCode::kFailedPrecondition ||
-            c == StatusCode::kOutOfRange || c == StatusCode::kResourceExhausted,
+            c == StatusCode::kOutOfRange || c == StatusCode::kUnavailable,
         "Submit: an undocumented code");
 }
 

@@ -3,7 +3,7 @@
 // pieces as TCP may deliver them; up to four pipelined keep-alive requests). Each request that
 // parses is dispatched by the Router (with and without an API key) through a recording Exchange,
 // its body is also sent to every POST endpoint, and given to the OpenAI and TGI parsers directly.
-// The engine is real but refuses every valid request as queue-full (tests/fuzz/fuzz_serving.h).
+// The engine is real but refuses every valid request as draining (tests/fuzz/fuzz_serving.h).
 // Properties: nothing crashes, leaks, hits UB or throws; every request is answered exactly once,
 // at once, with a documented status and a JSON body (errors in OpenAI's shape); a spec the
 // parsers accept is within the engine's limits.
