@@ -76,10 +76,10 @@ run_server() {  # image name [env...]
 # stream must run to its end (all tokens, finish "length"), the server must log a clean drain
 # (not the drain timeout) and exit 0 well within MAMBA_DRAIN_TIMEOUT.
 DRAIN_TOKENS=8000  # ~6 s on 2 cores: the stream is still running when the stop comes
-stop_and_check_drain() {  # container
+stop_and_check_drain() {  # container image
   local client="$1-client"
   containers+=("$client")
-  "$DOCKER" run -d --name "$client" --network host --entrypoint mamba-client "$IMAGE" \
+  "$DOCKER" run -d --name "$client" --network host --entrypoint mamba-client "$2" \
     --target "http://127.0.0.1:$HTTP_PORT" generate "In the beginning" --max-tokens "$DRAIN_TOKENS" \
     --ignore-eos --temperature 0 --stats >/dev/null
   local running=0
@@ -130,7 +130,7 @@ MAMBA_IMAGE=mamba-serve:cpu MAMBA_HTTP_PORT=$HTTP_PORT MAMBA_GRPC_PORT=$GRPC_POR
   docker-compose -p "$COMPOSE_PROJECT" -f deploy/docker-compose.yml -f deploy/docker-compose.ci.yml \
   run --rm --no-deps loadgen | tee "$tmp/loadgen.txt"
 grep -qi "successful requests" "$tmp/loadgen.txt"
-stop_and_check_drain "$CTR"
+stop_and_check_drain "$CTR" mamba-serve:cpu
 
 # ---- CUDA image: builds, links, and falls back to the CPU engine here ----
 build runtime-cuda mamba-serve:cuda
@@ -139,6 +139,6 @@ wait_healthy "$CTR" 180
 "$DOCKER" logs "$CTR" 2>&1 | grep -i "engine: cpu" | grep -qi "cuda" ||
   { log "the CUDA image did not log its CPU fallback"; "$DOCKER" logs "$CTR" >&2; exit 1; }
 log "CUDA image fell back to the CPU engine: $("$DOCKER" logs "$CTR" 2>&1 | grep -i 'engine: cpu' | head -1)"
-stop_and_check_drain "$CTR"
+stop_and_check_drain "$CTR" mamba-serve:cuda
 
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep mamba-serve | sed 's/^/image size: /'
