@@ -208,9 +208,8 @@ void Engine::LogSummaryIfDue(bool force) {
   const double period = std::chrono::duration<double>(now - tally_.since).count();
   const EngineStats s = Stats();
   log_->info(
-      "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens ({:.1f} tok/s "
-      "out), "
-      "{} running, {} waiting, slots {}/{}",
+      "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens "
+      "({:.1f} tok/s out), {} running, {} waiting, slots {}/{}",
       tally_.steps, period, 100.0 * tally_.busy_seconds / period, tally_.decode_tokens,
       tally_.prompt_tokens, static_cast<double>(tally_.decode_tokens) / period, s.running,
       s.waiting, s.slots_used, s.slots_total);
