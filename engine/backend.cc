@@ -1,6 +1,5 @@
 #include "engine/backend.h"
 
-#include <thread>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
@@ -144,13 +143,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Che
         "device '", dev, "': the CUDA engine is not available in this build; use cpu"));
 #endif
   }
-  // Weights are packed with OpenMP. libgomp keeps a thread pool per thread that opens a parallel
-  // region, and once it manages more threads than there are cores it stops spinning between
-  // regions and sleeps on a futex instead: a pool left behind in the loading thread made every
-  // decode step of the engine's own pool ~5% slower (measured on the server at 32 streams).
-  // So pack in a thread of its own, whose pool ends with it.
-  absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> b = absl::UnknownError("not run");
-  std::thread([&] { b = cpu::CpuBackend::Create(std::move(checkpoint), options); }).join();
+  absl::StatusOr<std::unique_ptr<cpu::CpuBackend>> b =
+      cpu::CpuBackend::Create(std::move(checkpoint), options);
   if (!b.ok()) return b.status();
   NamedLogger("engine")->info("engine: {} ({})", (*b)->Describe(), why);
   return std::unique_ptr<Backend>(std::move(*b));
