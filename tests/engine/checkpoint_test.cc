@@ -80,6 +80,23 @@ TEST_F(CheckpointTest, OpensEveryDtypeAndLayout) {
   EXPECT_EQ((*orig)->config().source_format, "mamba_ssm");
 }
 
+// The mamba_ssm layout stores an integer expand: a d_inner that is no multiple of d_model is
+// refused by the writer (it used to be truncated), while the HF layout writes it explicitly.
+TEST_F(CheckpointTest, WriterKeepsAnExplicitIntermediateSize) {
+  RandomCheckpointOptions o;
+  o.config = testing::SmallConfig();
+  o.config.intermediate_size = 48;  // 1.5 x hidden
+  o.mamba_ssm_layout = true;
+  const absl::Status refused = WriteRandomCheckpoint(o, dir_.path() / "ssm");
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(std::string(refused.message()).find("integer expand"), std::string::npos) << refused;
+  o.mamba_ssm_layout = false;
+  ASSERT_TRUE(WriteRandomCheckpoint(o, dir_.path() / "hf").ok());
+  auto c = Checkpoint::Open(dir_.path() / "hf");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->config().intermediate_size, 48);
+}
+
 TEST_F(CheckpointTest, GenerationConfigOverridesEos) {
   fs::path m = Model();
   WriteAll(m / "generation_config.json", R"({"eos_token_id": [3, 4], "bos_token_id": 1})");
