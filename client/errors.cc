@@ -16,15 +16,28 @@ constexpr char kHttpUrl[] = "mamba.client/http_status";
 
 absl::StatusCode CodeForHttp(int s) {
   switch (s) {
-    case 400: return absl::StatusCode::kInvalidArgument;
-    case 401: case 403: return absl::StatusCode::kUnauthenticated;
-    case 404: return absl::StatusCode::kNotFound;
-    case 408: case 504: return absl::StatusCode::kDeadlineExceeded;
-    case 413: case 422: return absl::StatusCode::kOutOfRange;
-    case 429: return absl::StatusCode::kResourceExhausted;
-    case 501: return absl::StatusCode::kUnimplemented;
-    case 502: case 503: return absl::StatusCode::kUnavailable;
-    default: return s >= 500 ? absl::StatusCode::kInternal : absl::StatusCode::kUnknown;
+    case 400:
+      return absl::StatusCode::kInvalidArgument;
+    case 401:
+    case 403:
+      return absl::StatusCode::kUnauthenticated;
+    case 404:
+      return absl::StatusCode::kNotFound;
+    case 408:
+    case 504:
+      return absl::StatusCode::kDeadlineExceeded;
+    case 413:
+    case 422:
+      return absl::StatusCode::kOutOfRange;
+    case 429:
+      return absl::StatusCode::kResourceExhausted;
+    case 501:
+      return absl::StatusCode::kUnimplemented;
+    case 502:
+    case 503:
+      return absl::StatusCode::kUnavailable;
+    default:
+      return s >= 500 ? absl::StatusCode::kInternal : absl::StatusCode::kUnknown;
   }
 }
 

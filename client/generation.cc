@@ -7,7 +7,8 @@ int64_t GenerateResult::OutputTokens() const {
   // streamed count (which TGI's details replace).
   if (usage) return usage->completion_tokens;
   int64_t n = 0;
-  for (const CompletionResult& c : completions) n += c.usage ? c.usage->completion_tokens : c.streamed_tokens;
+  for (const CompletionResult& c : completions)
+    n += c.usage ? c.usage->completion_tokens : c.streamed_tokens;
   return n;
 }
 

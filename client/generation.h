@@ -45,13 +45,13 @@ struct SamplingOptions {
 struct GenerateSpec {
   PromptInput prompt;
   SamplingOptions sampling;
-  std::string model;       // OpenAI "model" (empty: not sent; our server then uses its own)
-  double timeout_s = 0;    // whole call, 0 = none
+  std::string model;          // OpenAI "model" (empty: not sent; our server then uses its own)
+  double timeout_s = 0;       // whole call, 0 = none
   bool include_usage = true;  // OpenAI stream_options.include_usage
 };
 
 struct Alternative {
-  int32_t id = -1;        // -1 when the API gives only text (OpenAI)
+  int32_t id = -1;  // -1 when the API gives only text (OpenAI)
   std::string text;
   float logprob = 0;
 };
@@ -59,12 +59,12 @@ struct Alternative {
 // One streamed message. `tokens` counts the generated tokens it carries (0 for a message that
 // only ends a completion or only carries held-back text).
 struct StreamEvent {
-  int index = 0;       // which completion (n > 1)
-  std::string text;    // newly final text (may be empty)
+  int index = 0;     // which completion (n > 1)
+  std::string text;  // newly final text (may be empty)
   int tokens = 0;
-  std::vector<int32_t> token_ids;          // when the API gives them (gRPC, TGI)
-  std::vector<std::string> token_texts;    // per token, with logprobs (bytes may split a character)
-  std::vector<float> logprobs;             // per token, when asked for
+  std::vector<int32_t> token_ids;        // when the API gives them (gRPC, TGI)
+  std::vector<std::string> token_texts;  // per token, with logprobs (bytes may split a character)
+  std::vector<float> logprobs;           // per token, when asked for
   std::vector<std::vector<Alternative>> top_logprobs;
 };
 
@@ -77,11 +77,11 @@ struct Usage {
 struct CompletionResult {
   int index = 0;
   std::string text;
-  std::vector<int32_t> token_ids;   // streamed ids, when the API gives them
-  std::string finish_reason;        // "stop", "length", "cancelled", ... as the API names it
-  int64_t streamed_tokens = 0;      // sum of StreamEvent::tokens for this index
-  std::optional<Usage> usage;       // the server's, per completion (gRPC)
-  std::optional<double> queue_s;    // the server's queue time, when it reports one (gRPC)
+  std::vector<int32_t> token_ids;  // streamed ids, when the API gives them
+  std::string finish_reason;       // "stop", "length", "cancelled", ... as the API names it
+  int64_t streamed_tokens = 0;     // sum of StreamEvent::tokens for this index
+  std::optional<Usage> usage;      // the server's, per completion (gRPC)
+  std::optional<double> queue_s;   // the server's queue time, when it reports one (gRPC)
   std::optional<double> server_ttft_s;
 };
 
@@ -107,7 +107,8 @@ class Generator {
   // parsed. The error of a failed call says what failed ("HTTP 429: ...", "gRPC
   // RESOURCE_EXHAUSTED: ...") and carries a kind (errors.h). Completions that ended early
   // (cancelled, deadline) are errors too.
-  virtual absl::StatusOr<GenerateResult> Stream(const GenerateSpec& spec, const EventCallback& on_event,
+  virtual absl::StatusOr<GenerateResult> Stream(const GenerateSpec& spec,
+                                                const EventCallback& on_event,
                                                 CancelToken* cancel) = 0;
   // "grpc", "openai" or "tgi".
   virtual const char* api_name() const = 0;

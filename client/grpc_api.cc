@@ -59,7 +59,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<::grpc::Channel>> MakeGrpcChannel(const Endpoint& endpoint,
-                                                                 const GrpcOptions& options, int index) {
+                                                                 const GrpcOptions& options,
+                                                                 int index) {
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   // Separate subchannel pools give separate connections to channels with different indexes.
@@ -118,17 +119,24 @@ v1::GenerateRequest ToGenerateRequest(const GenerateSpec& spec) {
 
 std::string FinishReasonName(v1::FinishReason reason) {
   switch (reason) {
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_CANCELLED: return "cancelled";
-    case v1::FINISH_REASON_DEADLINE: return "deadline";
-    case v1::FINISH_REASON_ERROR: return "error";
-    default: return "unspecified";
+    case v1::FINISH_REASON_STOP:
+      return "stop";
+    case v1::FINISH_REASON_LENGTH:
+      return "length";
+    case v1::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    case v1::FINISH_REASON_DEADLINE:
+      return "deadline";
+    case v1::FINISH_REASON_ERROR:
+      return "error";
+    default:
+      return "unspecified";
   }
 }
 
 GrpcClient::GrpcClient(std::shared_ptr<::grpc::Channel> channel, std::string api_key)
-    : channel_(std::move(channel)), stub_(v1::MambaService::NewStub(channel_)),
+    : channel_(std::move(channel)),
+      stub_(v1::MambaService::NewStub(channel_)),
       api_key_(std::move(api_key)) {}
 
 void GrpcClient::Prepare(::grpc::ClientContext* context, double timeout_s) const {
@@ -144,15 +152,16 @@ absl::StatusOr<v1::GenerateResponse> GrpcClient::Generate(const v1::GenerateRequ
   ::grpc::ClientContext context;
   Prepare(&context, timeout_s);
   ScopedCancelHandler handler(cancel, [&context] { context.TryCancel(); });
-  if (!handler.installed()) return WithKind(absl::CancelledError("cancelled before it was sent"), "cancelled");
+  if (!handler.installed())
+    return WithKind(absl::CancelledError("cancelled before it was sent"), "cancelled");
   v1::GenerateResponse response;
   ::grpc::Status status = stub_->Generate(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
 
-absl::StatusOr<v1::TokenizeResponse> GrpcClient::Tokenize(const std::string& text, bool return_tokens,
-                                                          double timeout_s) {
+absl::StatusOr<v1::TokenizeResponse> GrpcClient::Tokenize(const std::string& text,
+                                                          bool return_tokens, double timeout_s) {
   ::grpc::ClientContext context;
   Prepare(&context, timeout_s);
   v1::TokenizeRequest request;
@@ -165,7 +174,8 @@ absl::StatusOr<v1::TokenizeResponse> GrpcClient::Tokenize(const std::string& tex
 }
 
 absl::StatusOr<v1::DetokenizeResponse> GrpcClient::Detokenize(const std::vector<int32_t>& ids,
-                                                              bool skip_special_tokens, double timeout_s) {
+                                                              bool skip_special_tokens,
+                                                              double timeout_s) {
   ::grpc::ClientContext context;
   Prepare(&context, timeout_s);
   v1::DetokenizeRequest request;
@@ -209,29 +219,38 @@ absl::StatusOr<std::string> GrpcClient::CheckHealth(const std::string& service, 
   std::vector<::grpc::Slice> slices;
   std::string body;
   if (response.Dump(&slices).ok()) {
-    for (const ::grpc::Slice& s : slices) body.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    for (const ::grpc::Slice& s : slices)
+      body.append(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   switch (DecodeHealthStatus(body)) {
-    case 1: return std::string("SERVING");
-    case 2: return std::string("NOT_SERVING");
-    case 3: return std::string("SERVICE_UNKNOWN");
-    case 0: return std::string("UNKNOWN");
-    default: return absl::InternalError("cannot decode the health check response");
+    case 1:
+      return std::string("SERVING");
+    case 2:
+      return std::string("NOT_SERVING");
+    case 3:
+      return std::string("SERVICE_UNKNOWN");
+    case 0:
+      return std::string("UNKNOWN");
+    default:
+      return absl::InternalError("cannot decode the health check response");
   }
 }
 
-absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec, const EventCallback& on_event,
+absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec,
+                                                     const EventCallback& on_event,
                                                      CancelToken* cancel) {
   ::grpc::ClientContext context;
   client_.Prepare(&context, spec.timeout_s);
   ScopedCancelHandler handler(cancel, [&context] { context.TryCancel(); });
-  if (!handler.installed()) return WithKind(absl::CancelledError("cancelled before it was sent"), "cancelled");
+  if (!handler.installed())
+    return WithKind(absl::CancelledError("cancelled before it was sent"), "cancelled");
   const v1::GenerateRequest request = ToGenerateRequest(spec);
   std::unique_ptr<::grpc::ClientReader<v1::GenerateStreamResponse>> reader =
       client_.stub().GenerateStream(&context, request);
   GenerateResult result;
   result.completions.resize(std::max(spec.sampling.n, 1));
-  for (size_t i = 0; i < result.completions.size(); ++i) result.completions[i].index = static_cast<int>(i);
+  for (size_t i = 0; i < result.completions.size(); ++i)
+    result.completions[i].index = static_cast<int>(i);
   Usage total;
   bool any_usage = false;
   v1::GenerateStreamResponse message;
@@ -252,7 +271,8 @@ absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec, c
       }
       if (t.top_logprobs_size() > 0) {
         std::vector<Alternative> alts;
-        for (const v1::TopLogprob& a : t.top_logprobs()) alts.push_back({a.token_id(), a.token_bytes(), a.logprob()});
+        for (const v1::TopLogprob& a : t.top_logprobs())
+          alts.push_back({a.token_id(), a.token_bytes(), a.logprob()});
         event.top_logprobs.push_back(std::move(alts));
       }
       c.token_ids.push_back(t.id());
@@ -263,8 +283,10 @@ absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec, c
       const v1::CompletionEnd& end = message.end();
       c.finish_reason = FinishReasonName(end.finish_reason());
       if (end.has_usage()) {
-        c.usage = Usage{end.usage().prompt_tokens(), end.usage().completion_tokens(), end.usage().total_tokens()};
-        if (!any_usage) total.prompt_tokens = end.usage().prompt_tokens();  // the prompt counts once
+        c.usage = Usage{end.usage().prompt_tokens(), end.usage().completion_tokens(),
+                        end.usage().total_tokens()};
+        if (!any_usage)
+          total.prompt_tokens = end.usage().prompt_tokens();  // the prompt counts once
         total.completion_tokens += end.usage().completion_tokens();
         any_usage = true;
       }
@@ -282,10 +304,11 @@ absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec, c
   if (!status.ok()) return FromGrpcStatus(status);
   for (const CompletionResult& c : result.completions) {
     if (c.finish_reason != "stop" && c.finish_reason != "length") {
-      return WithKind(absl::AbortedError(absl::StrCat("completion ", c.index, " ended: ",
-                                                      c.finish_reason.empty() ? "without an end message"
-                                                                              : c.finish_reason)),
-                      absl::StrCat("finish_", c.finish_reason.empty() ? "missing" : c.finish_reason));
+      return WithKind(
+          absl::AbortedError(absl::StrCat(
+              "completion ", c.index,
+              " ended: ", c.finish_reason.empty() ? "without an end message" : c.finish_reason)),
+          absl::StrCat("finish_", c.finish_reason.empty() ? "missing" : c.finish_reason));
     }
   }
   if (any_usage) {

@@ -39,8 +39,8 @@ class GrpcClient {
  public:
   GrpcClient(std::shared_ptr<::grpc::Channel> channel, std::string api_key);
 
-  absl::StatusOr<v1::GenerateResponse> Generate(const v1::GenerateRequest& request, double timeout_s,
-                                                CancelToken* cancel = nullptr);
+  absl::StatusOr<v1::GenerateResponse> Generate(const v1::GenerateRequest& request,
+                                                double timeout_s, CancelToken* cancel = nullptr);
   absl::StatusOr<v1::TokenizeResponse> Tokenize(const std::string& text, bool return_tokens,
                                                 double timeout_s);
   absl::StatusOr<v1::DetokenizeResponse> Detokenize(const std::vector<int32_t>& ids,

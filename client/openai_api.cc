@@ -9,7 +9,8 @@ namespace {
 
 // Parses one chunk's choices into events and completion state. Returns an error message for an
 // error chunk.
-std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result, const EventCallback& on_event) {
+std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
+                                      const EventCallback& on_event) {
   if (auto e = chunk.find("error"); e != chunk.end() && !e->is_null()) {
     return ErrorMessageFromBody(chunk.dump());
   }
@@ -30,12 +31,14 @@ std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
     if (static_cast<size_t>(index) >= result->completions.size()) {
       const size_t old = result->completions.size();
       result->completions.resize(index + 1);
-      for (size_t i = old; i < result->completions.size(); ++i) result->completions[i].index = static_cast<int>(i);
+      for (size_t i = old; i < result->completions.size(); ++i)
+        result->completions[i].index = static_cast<int>(i);
     }
     CompletionResult& c = result->completions[index];
     StreamEvent event;
     event.index = index;
-    if (auto t = choice.find("text"); t != choice.end() && t->is_string()) event.text = t->get<std::string>();
+    if (auto t = choice.find("text"); t != choice.end() && t->is_string())
+      event.text = t->get<std::string>();
     auto finish = choice.find("finish_reason");
     const bool finished = finish != choice.end() && finish->is_string();
     event.tokens = (!event.text.empty() || !finished) ? 1 : 0;
@@ -43,11 +46,13 @@ std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
       auto tokens = lp->find("tokens");
       if (tokens != lp->end() && tokens->is_array()) {
         event.tokens = static_cast<int>(tokens->size());
-        for (const Json& t : *tokens) event.token_texts.push_back(t.is_string() ? t.get<std::string>() : "");
+        for (const Json& t : *tokens)
+          event.token_texts.push_back(t.is_string() ? t.get<std::string>() : "");
       }
       auto values = lp->find("token_logprobs");
       if (values != lp->end() && values->is_array()) {
-        for (const Json& v : *values) event.logprobs.push_back(v.is_number() ? v.get<float>() : 0.0f);
+        for (const Json& v : *values)
+          event.logprobs.push_back(v.is_number() ? v.get<float>() : 0.0f);
       }
       auto tops = lp->find("top_logprobs");
       if (tops != lp->end() && tops->is_array()) {
@@ -55,7 +60,8 @@ std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
           std::vector<Alternative> alts;
           if (pos.is_object()) {
             for (auto it = pos.begin(); it != pos.end(); ++it) {
-              alts.push_back({-1, it.key(), it.value().is_number() ? it.value().get<float>() : 0.0f});
+              alts.push_back(
+                  {-1, it.key(), it.value().is_number() ? it.value().get<float>() : 0.0f});
             }
           }
           event.top_logprobs.push_back(std::move(alts));
@@ -102,14 +108,17 @@ Json CompletionBody(const GenerateSpec& spec, bool stream) {
   return body;
 }
 
-absl::StatusOr<GenerateResult> OpenAiGenerator::Stream(const GenerateSpec& spec, const EventCallback& on_event,
+absl::StatusOr<GenerateResult> OpenAiGenerator::Stream(const GenerateSpec& spec,
+                                                       const EventCallback& on_event,
                                                        CancelToken* cancel) {
-  HttpCall call = api_.MakeCall("POST", "/v1/completions", CompletionBody(spec, true).dump(), spec.timeout_s);
+  HttpCall call =
+      api_.MakeCall("POST", "/v1/completions", CompletionBody(spec, true).dump(), spec.timeout_s);
   call.headers.push_back({"Accept", "text/event-stream"});
   call.cancel = cancel;
   GenerateResult result;
   result.completions.resize(std::max(spec.sampling.n, 1));
-  for (size_t i = 0; i < result.completions.size(); ++i) result.completions[i].index = static_cast<int>(i);
+  for (size_t i = 0; i < result.completions.size(); ++i)
+    result.completions[i].index = static_cast<int>(i);
   SseParser parser;
   bool done = false;
   std::optional<std::string> stream_error;
@@ -132,13 +141,15 @@ absl::StatusOr<GenerateResult> OpenAiGenerator::Stream(const GenerateSpec& spec,
   if (r->status / 100 != 2) return HttpError(r->status, ErrorMessageFromBody(r->body));
   if (!stream_error) parser.Finish(on_sse);
   if (stream_error) {
-    return WithKind(absl::InternalError(absl::StrCat("error in the stream: ", *stream_error)), "stream_error");
+    return WithKind(absl::InternalError(absl::StrCat("error in the stream: ", *stream_error)),
+                    "stream_error");
   }
   for (const CompletionResult& c : result.completions) {
     if (c.finish_reason.empty()) {
-      return WithKind(absl::DataLossError(absl::StrCat("the stream ended before completion ", c.index,
-                                                       " finished", done ? "" : " (no [DONE])")),
-                      "incomplete");
+      return WithKind(
+          absl::DataLossError(absl::StrCat("the stream ended before completion ", c.index,
+                                           " finished", done ? "" : " (no [DONE])")),
+          "incomplete");
     }
   }
   return result;

@@ -28,7 +28,7 @@ class SseParser {
  private:
   bool Line(std::string_view line, const std::function<bool(const SseEvent&)>& on_event);
 
-  std::string line_;        // the current, unfinished line
+  std::string line_;          // the current, unfinished line
   bool last_was_cr_ = false;  // a CR ended the previous line; a following LF belongs to it
   SseEvent event_;
   bool has_data_ = false;

@@ -22,20 +22,21 @@ namespace mamba::engine {
 
 // The dtype weights are used in for compute; activations and the recurrent state stay fp32.
 enum class ComputeDType { kAuto, kFloat32, kBFloat16, kFloat16 };
-absl::StatusOr<ComputeDType> ParseComputeDType(std::string_view name);  // auto|float32|bfloat16|float16
+absl::StatusOr<ComputeDType> ParseComputeDType(
+    std::string_view name);  // auto|float32|bfloat16|float16
 const char* Name(ComputeDType t);
 
 inline constexpr int kDefaultCpuSlots = 16;
 
 struct BackendOptions {
-  std::string device = "auto";   // auto | cpu | cuda[:N]
+  std::string device = "auto";               // auto | cpu | cuda[:N]
   ComputeDType dtype = ComputeDType::kAuto;  // auto = the checkpoint's stored dtype
-  int num_threads = 0;           // CPU threads; 0 = all cores
+  int num_threads = 0;                       // CPU threads; 0 = all cores
   // State slots (concurrent sequences). 0 = automatic: CUDA fills the device memory left after
   // the weights; the CPU engine takes kDefaultCpuSlots.
   int num_slots = 16;
   int64_t max_step_tokens = 2048;  // scratch size; larger calls are split internally
-  bool profile = false;          // accumulate time per op (see Backend::OpSeconds)
+  bool profile = false;            // accumulate time per op (see Backend::OpSeconds)
 };
 
 struct ChunkInput {

@@ -17,17 +17,17 @@ namespace mamba::engine {
 
 // One mixer layer's tensors (HF names under backbone.layers.N.); optional ones may be null.
 struct LayerTensors {
-  const TensorInfo* norm = nullptr;        // [d_model]
-  const TensorInfo* in_proj = nullptr;     // [2*d_inner, d_model]
+  const TensorInfo* norm = nullptr;     // [d_model]
+  const TensorInfo* in_proj = nullptr;  // [2*d_inner, d_model]
   const TensorInfo* in_proj_bias = nullptr;
-  const TensorInfo* conv = nullptr;        // [d_inner, 1, d_conv]
-  const TensorInfo* conv_bias = nullptr;   // [d_inner]
-  const TensorInfo* x_proj = nullptr;      // [dt_rank + 2*d_state, d_inner]
-  const TensorInfo* dt_proj = nullptr;     // [d_inner, dt_rank]
+  const TensorInfo* conv = nullptr;          // [d_inner, 1, d_conv]
+  const TensorInfo* conv_bias = nullptr;     // [d_inner]
+  const TensorInfo* x_proj = nullptr;        // [dt_rank + 2*d_state, d_inner]
+  const TensorInfo* dt_proj = nullptr;       // [d_inner, dt_rank]
   const TensorInfo* dt_proj_bias = nullptr;  // [d_inner]
-  const TensorInfo* a_log = nullptr;       // [d_inner, d_state]
-  const TensorInfo* d = nullptr;           // [d_inner]
-  const TensorInfo* out_proj = nullptr;    // [d_model, d_inner]
+  const TensorInfo* a_log = nullptr;         // [d_inner, d_state]
+  const TensorInfo* d = nullptr;             // [d_inner]
+  const TensorInfo* out_proj = nullptr;      // [d_model, d_inner]
   const TensorInfo* out_proj_bias = nullptr;
 };
 
@@ -38,9 +38,9 @@ class Checkpoint {
 
   const ModelConfig& config() const { return config_; }
   const std::filesystem::path& dir() const { return dir_; }
-  const TensorInfo& embedding() const { return *embedding_; }   // [vocab, d_model]
-  const TensorInfo& norm_f() const { return *norm_f_; }          // [d_model]
-  const TensorInfo* lm_head() const { return lm_head_; }         // null when tied
+  const TensorInfo& embedding() const { return *embedding_; }  // [vocab, d_model]
+  const TensorInfo& norm_f() const { return *norm_f_; }        // [d_model]
+  const TensorInfo* lm_head() const { return lm_head_; }       // null when tied
   const LayerTensors& layer(int64_t i) const { return layers_[static_cast<size_t>(i)]; }
   // The dtype of the bulk of the weights (in_proj of layer 0): what dtype=auto computes in.
   DType weight_dtype() const { return layers_.front().in_proj->dtype; }

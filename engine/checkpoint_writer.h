@@ -16,8 +16,8 @@ struct RandomCheckpointOptions {
   ModelConfig config;
   kernels::DType dtype = kernels::DType::kF32;
   uint64_t seed = 0;
-  int shards = 1;             // > 1 writes model-0000i-of-0000n.safetensors + index
-  bool untied_head = false;   // write a separate lm_head.weight
+  int shards = 1;                 // > 1 writes model-0000i-of-0000n.safetensors + index
+  bool untied_head = false;       // write a separate lm_head.weight
   bool mamba_ssm_layout = false;  // original config.json keys and backbone.embedding.weight
   // Randomise the weights real initialisation leaves constant (norm weights, D, biases), so
   // tests notice a kernel that ignores them.

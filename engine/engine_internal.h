@@ -35,7 +35,8 @@ struct Engine::Live {
   bool HasSlots() const { return !completions.empty(); }
   bool InPrefill() const { return consumed < static_cast<int64_t>(req.prompt.size()); }
   bool Done() const {
-    return std::all_of(completions.begin(), completions.end(), [](const Completion& c) { return c.finished; });
+    return std::all_of(completions.begin(), completions.end(),
+                       [](const Completion& c) { return c.finished; });
   }
 };
 

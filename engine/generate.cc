@@ -51,8 +51,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(Backend& backend,
       waiting.pop_front();
       Running r{i, free_slots.back(), 0, nullptr, 0};
       free_slots.pop_back();
-      r.sampler = std::make_unique<Sampler>(requests[i].params, eos, requests[i].prompt,
-                                            options.seed + i);
+      r.sampler =
+          std::make_unique<Sampler>(requests[i].params, eos, requests[i].prompt, options.seed + i);
       running.push_back(std::move(r));
     }
     if (running.empty()) continue;
@@ -61,8 +61,10 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(Backend& backend,
       const auto& prompt = requests[r.index].prompt;
       const auto left = static_cast<int64_t>(prompt.size()) - r.consumed;
       if (left > 0) {
-        const int64_t take = options.prefill_chunk > 0 ? std::min(left, options.prefill_chunk) : left;
-        chunks.push_back(ChunkInput{r.slot, std::span<const TokenId>(prompt).subspan(r.consumed, take),
+        const int64_t take =
+            options.prefill_chunk > 0 ? std::min(left, options.prefill_chunk) : left;
+        chunks.push_back(ChunkInput{r.slot,
+                                    std::span<const TokenId>(prompt).subspan(r.consumed, take),
                                     r.consumed == 0, take == left});
         r.consumed += take;
       } else {
@@ -86,7 +88,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(Backend& backend,
       if (f == Sampler::Finish::kNone) {
         still.push_back(std::move(r));
       } else {
-        results[r.index].finish = f == Sampler::Finish::kStop ? FinishReason::kStop : FinishReason::kLength;
+        results[r.index].finish =
+            f == Sampler::Finish::kStop ? FinishReason::kStop : FinishReason::kLength;
         free_slots.push_back(r.slot);
       }
     }

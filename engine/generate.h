@@ -17,7 +17,7 @@ namespace mamba::engine {
 struct GenerationRequest {
   std::vector<TokenId> prompt;  // at least one token
   SamplingParams params;
-  int64_t arrival_step = 0;     // not admitted before this step (to test arrival orders)
+  int64_t arrival_step = 0;  // not admitted before this step (to test arrival orders)
 };
 
 enum class FinishReason { kStop, kLength };

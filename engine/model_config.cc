@@ -16,8 +16,8 @@ absl::Status ReadInt(const json& j, const char* key, int64_t* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number_integer()) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: '", key,
-                                                   "' must be an integer, got ", it->dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: '", key, "' must be an integer, got ", it->dump()));
   }
   *out = it->get<int64_t>();
   return absl::OkStatus();
@@ -55,12 +55,14 @@ absl::Status ReadIdList(const json& j, const char* key, std::vector<int64_t>* ou
   } else if (it->is_array()) {
     for (const json& v : *it) {
       if (!v.is_number_integer()) {
-        return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must hold integers"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("config.json: '", key, "' must hold integers"));
       }
       ids.push_back(v.get<int64_t>());
     }
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must be an integer or a list"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: '", key, "' must be an integer or a list"));
   }
   *out = std::move(ids);
   return absl::OkStatus();
@@ -81,13 +83,12 @@ absl::Status ReadRank(const json& j, const char* key, int64_t hidden, int64_t* o
   return absl::OkStatus();
 }
 
-
 // intermediate_size = expand * hidden size. Validate() bounds the result, but the raw values
 // may be anything a file holds: the product must not overflow first (found by safetensors_fuzz).
 absl::Status ExpandedSize(int64_t expand, int64_t hidden, int64_t* out) {
   if (__builtin_mul_overflow(expand, hidden, out)) {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: 'expand' (", expand, ") times the hidden size (",
-                                                   hidden, ") overflows"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: 'expand' (", expand, ") times the hidden size (", hidden, ") overflows"));
   }
   return absl::OkStatus();
 }
@@ -107,12 +108,14 @@ absl::StatusOr<ModelConfig> FromMambaSsm(const json& j) {
   MAMBA_RETURN_IF_ERROR(ReadBool(j, "tie_embeddings", &c.tie_word_embeddings));
   bool rms_norm = true;
   MAMBA_RETURN_IF_ERROR(ReadBool(j, "rms_norm", &rms_norm));
-  if (!rms_norm) return absl::InvalidArgumentError("config.json: rms_norm=false (LayerNorm) is not supported");
+  if (!rms_norm)
+    return absl::InvalidArgumentError("config.json: rms_norm=false (LayerNorm) is not supported");
   json ssm = j.value("ssm_cfg", json::object());
-  if (!ssm.is_object()) return absl::InvalidArgumentError("config.json: 'ssm_cfg' must be an object");
+  if (!ssm.is_object())
+    return absl::InvalidArgumentError("config.json: 'ssm_cfg' must be an object");
   if (ssm.contains("layer") && ssm["layer"] != "Mamba1") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: ssm_cfg.layer ", ssm["layer"].dump(), " is not supported (Mamba1 only)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.json: ssm_cfg.layer ", ssm["layer"].dump(), " is not supported (Mamba1 only)"));
   }
   MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "d_state", &c.state_size));
   MAMBA_RETURN_IF_ERROR(ReadInt(ssm, "d_conv", &c.conv_kernel));
@@ -145,7 +148,8 @@ absl::StatusOr<ModelConfig> FromHf(const json& j) {
   MAMBA_RETURN_IF_ERROR(ReadBool(j, "residual_in_fp32", &c.residual_in_fp32));
   MAMBA_RETURN_IF_ERROR(ReadBool(j, "tie_word_embeddings", &c.tie_word_embeddings));
   if (auto it = j.find("hidden_act"); it != j.end()) {
-    if (!it->is_string()) return absl::InvalidArgumentError("config.json: 'hidden_act' must be a string");
+    if (!it->is_string())
+      return absl::InvalidArgumentError("config.json: 'hidden_act' must be a string");
     c.hidden_act = it->get<std::string>();
   }
   return c;
@@ -156,8 +160,8 @@ absl::StatusOr<ModelConfig> FromHf(const json& j) {
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("config.json: top level must be an object");
   if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "mamba") {
-    return absl::InvalidArgumentError(absl::StrCat("config.json: model_type ", it->dump(),
-                                                   " is not supported (only \"mamba\")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: model_type ", it->dump(), " is not supported (only \"mamba\")"));
   }
   const bool mamba_ssm = j.contains("d_model") && !j.contains("hidden_size");
   absl::StatusOr<ModelConfig> c = mamba_ssm ? FromMambaSsm(j) : FromHf(j);
@@ -193,7 +197,8 @@ absl::Status ModelConfig::Validate() const {
   }
   for (int64_t id : eos_token_ids) {
     if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: eos_token_id ", id, " outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: eos_token_id ", id, " outside the vocabulary"));
     }
   }
   return absl::OkStatus();
@@ -239,7 +244,7 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     const char* name;
     int64_t d_model, layers, vocab;
   };
-  static constexpr Preset kPresets[] = {{"tiny", 64, 2, 512},     {"130m", 768, 24, 50280},
+  static constexpr Preset kPresets[] = {{"tiny", 64, 2, 512},      {"130m", 768, 24, 50280},
                                         {"370m", 1024, 48, 50280}, {"790m", 1536, 48, 50280},
                                         {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280}};
   for (const Preset& p : kPresets) {
@@ -252,8 +257,8 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.time_step_rank = (p.d_model + 15) / 16;
     return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown preset '", name, "' (known: ",
-                                                 absl::StrJoin(PresetNames(), ", "), ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown preset '", name, "' (known: ", absl::StrJoin(PresetNames(), ", "), ")"));
 }
 
 std::vector<std::string> PresetNames() { return {"tiny", "130m", "370m", "790m", "1.4b", "2.8b"}; }

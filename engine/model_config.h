@@ -13,17 +13,17 @@ namespace mamba::engine {
 
 struct ModelConfig {
   int64_t vocab_size = 50280;
-  int64_t hidden_size = 768;        // d_model
-  int64_t state_size = 16;          // d_state
+  int64_t hidden_size = 768;  // d_model
+  int64_t state_size = 16;    // d_state
   int64_t num_hidden_layers = 24;
   int64_t intermediate_size = 1536;  // d_inner (expand * hidden_size unless given)
   int64_t conv_kernel = 4;           // d_conv
   int64_t time_step_rank = 48;       // dt_rank
   double layer_norm_epsilon = 1e-5;
-  bool use_bias = false;             // in_proj / out_proj bias
+  bool use_bias = false;  // in_proj / out_proj bias
   bool use_conv_bias = true;
   bool residual_in_fp32 = true;
-  bool tie_word_embeddings = true;   // an lm_head.weight tensor in the checkpoint unties
+  bool tie_word_embeddings = true;  // an lm_head.weight tensor in the checkpoint unties
   std::string hidden_act = "silu";
   int64_t bos_token_id = 0;
   std::vector<int64_t> eos_token_ids = {0};

@@ -16,12 +16,12 @@ namespace mamba::engine {
 using Clock = std::chrono::steady_clock;
 
 struct Request {
-  std::vector<TokenId> prompt;            // at least one token, all < vocab_size
+  std::vector<TokenId> prompt;  // at least one token, all < vocab_size
   SamplingParams params;
   std::vector<std::string> stop_strings;  // generation ends at the first match; text excludes it
-  int n = 1;                              // completions of this prompt (prefilled once, state copied)
+  int n = 1;  // completions of this prompt (prefilled once, state copied)
   std::optional<Clock::time_point> deadline;  // unfinished by then -> kDeadline
-  bool skip_special_tokens = true;        // in the streamed text
+  bool skip_special_tokens = true;            // in the streamed text
 };
 
 enum class Finish {
@@ -34,9 +34,9 @@ enum class Finish {
 const char* Name(Finish f);
 
 struct TokenEvent {
-  int index = 0;        // which of the n completions
-  SampledToken token;   // id, log-prob and alternatives (when asked)
-  std::string text;     // newly final text (stop strings cut; may be empty)
+  int index = 0;       // which of the n completions
+  SampledToken token;  // id, log-prob and alternatives (when asked)
+  std::string text;    // newly final text (stop strings cut; may be empty)
 };
 
 struct Usage {
@@ -47,14 +47,14 @@ struct Usage {
 struct FinishEvent {
   int index = 0;
   Finish reason = Finish::kLength;
-  absl::Status status;             // OK unless kCancelled / kDeadline / kError
-  std::string text;                // final text still held back (flushed), if any
-  std::string matched_stop;        // the stop string that ended it, if one did
+  absl::Status status;                // OK unless kCancelled / kDeadline / kError
+  std::string text;                   // final text still held back (flushed), if any
+  std::string matched_stop;           // the stop string that ended it, if one did
   std::optional<TokenId> stop_token;  // the eos / stop id that ended it, if one did
   Usage usage;
-  double queue_seconds = 0;        // submit -> first scheduled
-  double ttft_seconds = 0;         // submit -> first token (0 if none)
-  double e2e_seconds = 0;          // submit -> finish
+  double queue_seconds = 0;  // submit -> first scheduled
+  double ttft_seconds = 0;   // submit -> first token (0 if none)
+  double e2e_seconds = 0;    // submit -> finish
 };
 
 // Receives a request's events on the engine's scheduler thread, in order, per completion index:

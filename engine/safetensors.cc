@@ -29,9 +29,12 @@ absl::StatusOr<DType> ParseDType(const std::string& s) {
 
 const char* DTypeTag(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -73,8 +76,9 @@ absl::Status ParseEntry(const std::string& name, const json& v, uint64_t data_si
   }
   const uint64_t want = count * kernels::SizeOf(t->dtype);
   if (e - b != want) {
-    return absl::InvalidArgumentError(absl::StrCat("holds ", e - b, " bytes but ", v["dtype"].get<std::string>(),
-                                                   " x ", shape.dump(), " needs ", want));
+    return absl::InvalidArgumentError(absl::StrCat("holds ", e - b, " bytes but ",
+                                                   v["dtype"].get<std::string>(), " x ",
+                                                   shape.dump(), " needs ", want));
   }
   t->nbytes = static_cast<size_t>(want);
   *begin = b;
@@ -113,7 +117,8 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(std::span<const std::by
     TensorInfo t;
     uint64_t begin = 0;
     if (absl::Status s = ParseEntry(it.key(), it.value(), data_size, &t, &begin); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat(std::string(file_name), ": tensor '", it.key(), "': ", s.message()));
+      return absl::Status(s.code(), absl::StrCat(std::string(file_name), ": tensor '", it.key(),
+                                                 "': ", s.message()));
     }
     t.data = data + begin;
     ranges.emplace_back(begin, tensors.size());
@@ -134,7 +139,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open: ", std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat(path.string(), ": cannot open: ", std::strerror(errno)));
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
@@ -150,10 +156,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   ::close(fd);
   if (f->map_ == MAP_FAILED) {
     f->map_ = nullptr;
-    return absl::InternalError(absl::StrCat(path.string(), ": mmap failed: ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat(path.string(), ": mmap failed: ", std::strerror(errno)));
   }
   std::span<const std::byte> bytes(static_cast<const std::byte*>(f->map_), f->size_);
-  absl::StatusOr<std::vector<TensorInfo>> tensors = ParseSafetensors(bytes, path.filename().string());
+  absl::StatusOr<std::vector<TensorInfo>> tensors =
+      ParseSafetensors(bytes, path.filename().string());
   if (!tensors.ok()) return tensors.status();
   f->tensors_ = std::move(*tensors);
   return f;
@@ -179,11 +187,13 @@ absl::Status WriteSafetensors(const std::filesystem::path& path,
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) return absl::InternalError(absl::StrCat(path.string(), ": cannot create"));
   uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
   out.write(reinterpret_cast<const char*>(len), 8);
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   for (const TensorToWrite& t : tensors) {
-    out.write(reinterpret_cast<const char*>(t.bytes.data()), static_cast<std::streamsize>(t.bytes.size()));
+    out.write(reinterpret_cast<const char*>(t.bytes.data()),
+              static_cast<std::streamsize>(t.bytes.size()));
   }
   out.close();
   if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));

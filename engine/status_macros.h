@@ -4,11 +4,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-#define MAMBA_RETURN_IF_ERROR(expr)               \
-  do {                                            \
+#define MAMBA_RETURN_IF_ERROR(expr)                       \
+  do {                                                    \
     if (absl::Status mamba_s_ = (expr); !mamba_s_.ok()) { \
-      return mamba_s_;                            \
-    }                                             \
+      return mamba_s_;                                    \
+    }                                                     \
   } while (0)
 
 #define MAMBA_STATUS_CONCAT_INNER(a, b) a##b

@@ -25,7 +25,7 @@ struct StrongId {
 
 struct SlotIdTag {};
 struct RequestIdTag {};
-using SlotId = StrongId<SlotIdTag, int32_t>;      // index into a backend's state-slot pool
+using SlotId = StrongId<SlotIdTag, int32_t>;  // index into a backend's state-slot pool
 using RequestId = StrongId<RequestIdTag, uint64_t>;
 
 // Logits of several sequences: rows x vocab, row-major, fp32.

@@ -17,8 +17,8 @@ struct ServerConfig {
   std::string model_dir;   // empty: the bundled demo model
   std::string model_name;  // empty: the model directory's name
   std::string host = "127.0.0.1";
-  int http_port = 8000;    // 0 picks a free port; -1 disables HTTP
-  int grpc_port = 50051;   // 0 picks a free port; -1 disables gRPC
+  int http_port = 8000;   // 0 picks a free port; -1 disables HTTP
+  int grpc_port = 50051;  // 0 picks a free port; -1 disables gRPC
   std::string device = "auto";
   std::string dtype = "auto";
   int threads = 0;

@@ -14,12 +14,12 @@ enum class Health { kStarting, kServing, kDraining };
 
 struct FrontEndOptions {
   std::string host = "127.0.0.1";
-  int port = 0;                     // 0 picks a free port; the bound one is reported
-  std::string api_key;              // non-empty: required as Bearer token / authorization metadata
-  std::string tls_cert_file;        // both set: TLS
+  int port = 0;               // 0 picks a free port; the bound one is reported
+  std::string api_key;        // non-empty: required as Bearer token / authorization metadata
+  std::string tls_cert_file;  // both set: TLS
   std::string tls_key_file;
-  int64_t max_body_bytes = 8 << 20;  // HTTP request bodies beyond this: 413
-  int64_t request_timeout_ms = 0;    // default per-request deadline (0 = none)
+  int64_t max_body_bytes = 8 << 20;           // HTTP request bodies beyond this: 413
+  int64_t request_timeout_ms = 0;             // default per-request deadline (0 = none)
   int64_t max_stream_buffer_bytes = 4 << 20;  // a client this far behind is cancelled
   // HTTP: the time a connection may take to send (the rest of) a request, idle keep-alive
   // included, and the time a write may wait for the client to read. Then it is closed.
@@ -29,8 +29,8 @@ struct FrontEndOptions {
 struct ServingState {
   engine::Engine* engine = nullptr;
   const engine::Tokenizer* tokenizer = nullptr;  // may be null: text prompts then refused
-  std::string model_name;       // what /v1/models and ModelInfo report
-  std::string device;           // e.g. "cpu"
+  std::string model_name;                        // what /v1/models and ModelInfo report
+  std::string device;                            // e.g. "cpu"
   std::atomic<Health> health{Health::kStarting};
 };
 

@@ -35,7 +35,8 @@ struct GenerateOptions {
 
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o);
 int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_tokens, bool json);
-int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, bool skip_special, bool json);
+int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, bool skip_special,
+                  bool json);
 int RunInfo(const GlobalOptions& g, bool json);
 int RunHealth(const GlobalOptions& g, const std::string& service);
 

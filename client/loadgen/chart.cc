@@ -34,7 +34,8 @@ std::string GnuplotString(const std::string& s) {
 bool HasTerminal(const std::string& gnuplot, const std::string& dir, const char* terminal) {
   // `gnuplot -e "set terminal X"` fails with an error message for an unknown terminal.
   const std::string log = dir + "/probe.log";
-  std::string cmd = absl::StrCat("'", gnuplot, "' -e 'set terminal ", terminal, "' > '", log, "' 2>&1");
+  std::string cmd =
+      absl::StrCat("'", gnuplot, "' -e 'set terminal ", terminal, "' > '", log, "' 2>&1");
   if (std::system(cmd.c_str()) != 0) return false;
   std::ifstream in(log);
   std::stringstream text;
@@ -42,10 +43,12 @@ bool HasTerminal(const std::string& gnuplot, const std::string& dir, const char*
   return !absl::StrContains(text.str(), "unknown") && !absl::StrContains(text.str(), "rror");
 }
 
-absl::Status RunGnuplot(const std::string& gnuplot, const std::string& script, const std::string& log) {
+absl::Status RunGnuplot(const std::string& gnuplot, const std::string& script,
+                        const std::string& log) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   std::string arg0 = gnuplot, arg1 = script;
   char* argv[] = {arg0.data(), arg1.data(), nullptr};
@@ -89,7 +92,8 @@ std::optional<std::string> FindGnuplot() {
 absl::Status WriteSweepChart(const std::string& gnuplot, const std::string& parameter,
                              const std::vector<SweepPoint>& points, const std::string& path) {
   char dir_template[] = "/tmp/mamba-loadgen-chart-XXXXXX";
-  if (mkdtemp(dir_template) == nullptr) return absl::InternalError("cannot create a temporary directory");
+  if (mkdtemp(dir_template) == nullptr)
+    return absl::InternalError("cannot create a temporary directory");
   const std::string dir = dir_template;
   struct Cleanup {
     std::string dir;
@@ -103,11 +107,13 @@ absl::Status WriteSweepChart(const std::string& gnuplot, const std::string& para
   {
     std::ofstream out(data);
     out << "# value\toutput_tok_s\tttft_p50\tttft_top\ttpot_p50\ttpot_top\n";
-    auto top = [](const Distribution& d) { return d.percentiles.empty() ? d.max : d.percentiles.back().second; };
+    auto top = [](const Distribution& d) {
+      return d.percentiles.empty() ? d.max : d.percentiles.back().second;
+    };
     for (const SweepPoint& p : points) {
       const Metrics& m = p.metrics;
-      out << p.value << '\t' << m.output_throughput << '\t' << m.ttft_ms.median << '\t' << top(m.ttft_ms) << '\t'
-          << m.tpot_ms.median << '\t' << top(m.tpot_ms) << '\n';
+      out << p.value << '\t' << m.output_throughput << '\t' << m.ttft_ms.median << '\t'
+          << top(m.ttft_ms) << '\t' << m.tpot_ms.median << '\t' << top(m.tpot_ms) << '\n';
     }
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", data));
   }
@@ -125,21 +131,18 @@ absl::Status WriteSweepChart(const std::string& gnuplot, const std::string& para
   const std::string absolute = fs::absolute(path).string();
   const std::string q = GnuplotString(data);
   std::string script = absl::StrCat(
-      "set terminal ", terminal, "\n",
-      "set output ", GnuplotString(absolute), "\n",
-      "set datafile separator '\\t'\n",
-      "set multiplot layout 1,2 title ", GnuplotString(absl::StrCat("mamba-loadgen: sweep over ", parameter,
-                                                                  " (labels: ", parameter, ")")), "\n",
-      "set grid\nset key top left\nset xlabel 'output throughput (tok/s)'\n",
-      "set ylabel 'time to first token (ms)'\n",
-      "plot ", q, " using 2:3 with linespoints lw 2 pt 7 title 'TTFT median', ",
-      q, " using 2:4 with linespoints lw 2 pt 5 title 'TTFT ", top_name, "', ",
-      q, " using 2:4:1 with labels offset 0,1 notitle\n",
-      "set ylabel 'time per output token (ms)'\n",
-      "plot ", q, " using 2:5 with linespoints lw 2 pt 7 title 'TPOT median', ",
-      q, " using 2:6 with linespoints lw 2 pt 5 title 'TPOT ", top_name, "', ",
-      q, " using 2:6:1 with labels offset 0,1 notitle\n",
-      "unset multiplot\n");
+      "set terminal ", terminal, "\n", "set output ", GnuplotString(absolute), "\n",
+      "set datafile separator '\\t'\n", "set multiplot layout 1,2 title ",
+      GnuplotString(
+          absl::StrCat("mamba-loadgen: sweep over ", parameter, " (labels: ", parameter, ")")),
+      "\n", "set grid\nset key top left\nset xlabel 'output throughput (tok/s)'\n",
+      "set ylabel 'time to first token (ms)'\n", "plot ", q,
+      " using 2:3 with linespoints lw 2 pt 7 title 'TTFT median', ", q,
+      " using 2:4 with linespoints lw 2 pt 5 title 'TTFT ", top_name, "', ", q,
+      " using 2:4:1 with labels offset 0,1 notitle\n", "set ylabel 'time per output token (ms)'\n",
+      "plot ", q, " using 2:5 with linespoints lw 2 pt 7 title 'TPOT median', ", q,
+      " using 2:6 with linespoints lw 2 pt 5 title 'TPOT ", top_name, "', ", q,
+      " using 2:6:1 with labels offset 0,1 notitle\n", "unset multiplot\n");
   const std::string script_path = dir + "/sweep.gp";
   {
     std::ofstream out(script_path);

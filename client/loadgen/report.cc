@@ -29,7 +29,8 @@ void AddDistribution(Json& j, const char* name, const Distribution& d) {
   j[absl::StrCat("std_", name, "_ms")] = d.std;
   j[absl::StrCat("min_", name, "_ms")] = d.min;
   j[absl::StrCat("max_", name, "_ms")] = d.max;
-  for (const auto& [p, v] : d.percentiles) j[absl::StrCat("p", PercentileKey(p), "_", name, "_ms")] = v;
+  for (const auto& [p, v] : d.percentiles)
+    j[absl::StrCat("p", PercentileKey(p), "_", name, "_ms")] = v;
 }
 
 std::string DistributionRow(const char* label, const Distribution& d) {
@@ -51,7 +52,8 @@ std::string Timestamp() {
 
 }  // namespace
 
-Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles, const Slo& slo) {
+Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles,
+                       const Slo& slo) {
   Metrics m;
   std::vector<double> ttft, tpot, itl, e2el, queue;
   for (const RequestRecord& r : run.requests) {
@@ -90,7 +92,8 @@ Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percenti
   if (m.duration_s > 0) {
     m.request_throughput = static_cast<double>(m.completed) / m.duration_s;
     m.output_throughput = static_cast<double>(m.total_output_tokens) / m.duration_s;
-    m.total_token_throughput = static_cast<double>(m.total_input_tokens + m.total_output_tokens) / m.duration_s;
+    m.total_token_throughput =
+        static_cast<double>(m.total_input_tokens + m.total_output_tokens) / m.duration_s;
     if (slo.any()) m.request_goodput = static_cast<double>(m.good_requests) / m.duration_s;
   }
   m.ttft_ms = Summarize(std::move(ttft), percentiles);
@@ -101,8 +104,8 @@ Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percenti
   return m;
 }
 
-Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m, const std::vector<double>& percentiles,
-                const Slo& slo, bool with_texts) {
+Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
+                const std::vector<double>& percentiles, const Slo& slo, bool with_texts) {
   Json j;
   j["date"] = Timestamp();
   j["backend"] = info.backend;
@@ -147,10 +150,10 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m, con
   if (m.queue_ms) AddDistribution(j, "queue", *m.queue_ms);
   j["errors_by_code"] = m.errors_by_kind;
 
-  Json input_lens = Json::array(), output_lens = Json::array(), ttfts = Json::array(), itls = Json::array(),
-       e2els = Json::array(), starts = Json::array(), errors = Json::array(), codes = Json::array(),
-       queue = Json::array(), cancelled = Json::array(), conversations = Json::array(), turns = Json::array(),
-       texts = Json::array();
+  Json input_lens = Json::array(), output_lens = Json::array(), ttfts = Json::array(),
+       itls = Json::array(), e2els = Json::array(), starts = Json::array(), errors = Json::array(),
+       codes = Json::array(), queue = Json::array(), cancelled = Json::array(),
+       conversations = Json::array(), turns = Json::array(), texts = Json::array();
   for (const RequestRecord& r : run.requests) {
     input_lens.push_back(r.input_tokens);
     output_lens.push_back(r.output_tokens);
@@ -182,12 +185,16 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m, con
   return j;
 }
 
-std::string FormatSummary(const RunInfo& info, const Metrics& m, const std::vector<double>& percentiles, const Slo& slo) {
+std::string FormatSummary(const RunInfo& info, const Metrics& m,
+                          const std::vector<double>& percentiles, const Slo& slo) {
   std::string s = "============ Serving Benchmark Result ============\n";
   s += Row("Backend:", absl::StrCat(info.backend, " @ ", info.target));
   if (info.request_rate > 0) {
-    s += Row("Load:", absl::StrCat("open loop, ", info.request_rate, " req/s, burstiness ", info.burstiness,
-                                   info.max_concurrency > 0 ? absl::StrCat(", max concurrency ", info.max_concurrency) : ""));
+    s += Row("Load:",
+             absl::StrCat("open loop, ", info.request_rate, " req/s, burstiness ", info.burstiness,
+                          info.max_concurrency > 0
+                              ? absl::StrCat(", max concurrency ", info.max_concurrency)
+                              : ""));
   } else {
     s += Row("Load:", absl::StrCat("closed loop, concurrency ", info.concurrency));
   }
@@ -197,14 +204,17 @@ std::string FormatSummary(const RunInfo& info, const Metrics& m, const std::vect
   if (m.abandoned_turns > 0) s += Row("Abandoned turns:", absl::StrCat(m.abandoned_turns));
   s += Row("Benchmark duration (s):", Fmt("%.2f", m.duration_s));
   s += Row("Total input tokens:", absl::StrCat(m.total_input_tokens));
-  s += Row("Total generated tokens:", absl::StrCat(m.total_output_tokens, m.all_usage_from_server ? "" : " (partly counted by the client)"));
+  s += Row("Total generated tokens:",
+           absl::StrCat(m.total_output_tokens,
+                        m.all_usage_from_server ? "" : " (partly counted by the client)"));
   s += Row("Request throughput (req/s):", Fmt("%.2f", m.request_throughput));
   if (m.request_goodput) {
     std::string slos;
     if (slo.ttft_ms) absl::StrAppend(&slos, " ttft<=", *slo.ttft_ms);
     if (slo.tpot_ms) absl::StrAppend(&slos, " tpot<=", *slo.tpot_ms);
     if (slo.e2el_ms) absl::StrAppend(&slos, " e2el<=", *slo.e2el_ms);
-    s += Row("Request goodput (req/s):", absl::StrCat(Fmt("%.2f", *m.request_goodput), "  (", m.good_requests, " met", slos, " ms)"));
+    s += Row("Request goodput (req/s):", absl::StrCat(Fmt("%.2f", *m.request_goodput), "  (",
+                                                      m.good_requests, " met", slos, " ms)"));
   }
   s += Row("Output token throughput (tok/s):", Fmt("%.2f", m.output_throughput));
   s += Row("Total token throughput (tok/s):", Fmt("%.2f", m.total_token_throughput));
@@ -213,7 +223,8 @@ std::string FormatSummary(const RunInfo& info, const Metrics& m, const std::vect
     auto example = m.error_examples.find(kind);
     std::string msg = example == m.error_examples.end() ? "" : example->second;
     if (msg.size() > 80) msg = msg.substr(0, 77) + "...";
-    s += Row(absl::StrCat("  errors ", kind, ":"), absl::StrCat(count, msg.empty() ? "" : "  e.g. ", msg));
+    s += Row(absl::StrCat("  errors ", kind, ":"),
+             absl::StrCat(count, msg.empty() ? "" : "  e.g. ", msg));
   }
   std::string head = "(ms)    ";
   for (const char* c : {"mean", "median", "std", "min", "max"}) {
@@ -241,17 +252,23 @@ std::string FormatSweepTable(const std::string& parameter, const std::vector<Swe
   const std::string top = percentiles.empty() ? "99" : PercentileKey(percentiles.back());
   std::string s;
   char buf[512];
-  std::snprintf(buf, sizeof(buf), "%-14s %6s %6s %6s %9s %10s %10s %10s %10s %10s %10s %10s\n", parameter.c_str(), "ok",
-                "fail", "canc", "req/s", "out tok/s", "TTFT p50", ("TTFT p" + top).c_str(), "TPOT p50",
-                ("TPOT p" + top).c_str(), "ITL p50", ("E2EL p" + top).c_str());
+  std::snprintf(buf, sizeof(buf), "%-14s %6s %6s %6s %9s %10s %10s %10s %10s %10s %10s %10s\n",
+                parameter.c_str(), "ok", "fail", "canc", "req/s", "out tok/s", "TTFT p50",
+                ("TTFT p" + top).c_str(), "TPOT p50", ("TPOT p" + top).c_str(), "ITL p50",
+                ("E2EL p" + top).c_str());
   s += buf;
-  auto pick = [](const Distribution& d) { return d.percentiles.empty() ? d.max : d.percentiles.back().second; };
+  auto pick = [](const Distribution& d) {
+    return d.percentiles.empty() ? d.max : d.percentiles.back().second;
+  };
   for (const SweepPoint& p : points) {
     const Metrics& m = p.metrics;
-    std::snprintf(buf, sizeof(buf), "%-14s %6lld %6lld %6lld %9.2f %10.1f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n",
-                  p.value.c_str(), static_cast<long long>(m.completed), static_cast<long long>(m.failed),
-                  static_cast<long long>(m.cancelled), m.request_throughput, m.output_throughput, m.ttft_ms.median,
-                  pick(m.ttft_ms), m.tpot_ms.median, pick(m.tpot_ms), m.itl_ms.median, pick(m.e2el_ms));
+    std::snprintf(
+        buf, sizeof(buf),
+        "%-14s %6lld %6lld %6lld %9.2f %10.1f %10.2f %10.2f %10.2f %10.2f %10.2f %10.2f\n",
+        p.value.c_str(), static_cast<long long>(m.completed), static_cast<long long>(m.failed),
+        static_cast<long long>(m.cancelled), m.request_throughput, m.output_throughput,
+        m.ttft_ms.median, pick(m.ttft_ms), m.tpot_ms.median, pick(m.tpot_ms), m.itl_ms.median,
+        pick(m.e2el_ms));
     s += buf;
   }
   s += "(latencies in ms)\n";
@@ -265,7 +282,8 @@ absl::StatusOr<Slo> ParseSlo(const std::vector<std::string>& items) {
       std::vector<std::string> kv = absl::StrSplit(part, ':');
       double v = 0;
       if (kv.size() != 2 || !absl::SimpleAtod(kv[1], &v) || v <= 0) {
-        return absl::InvalidArgumentError(absl::StrCat("bad goodput SLO '", part, "' (e.g. ttft:500 tpot:50 e2el:2000, in ms)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad goodput SLO '", part, "' (e.g. ttft:500 tpot:50 e2el:2000, in ms)"));
       }
       if (kv[0] == "ttft") {
         slo.ttft_ms = v;
@@ -274,7 +292,8 @@ absl::StatusOr<Slo> ParseSlo(const std::vector<std::string>& items) {
       } else if (kv[0] == "e2el") {
         slo.e2el_ms = v;
       } else {
-        return absl::InvalidArgumentError(absl::StrCat("unknown SLO metric '", kv[0], "' (ttft, tpot, e2el)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown SLO metric '", kv[0], "' (ttft, tpot, e2el)"));
       }
     }
   }

@@ -56,28 +56,30 @@ struct Metrics {
   int max_in_flight = 0;
 };
 
-Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles, const Slo& slo);
+Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles,
+                       const Slo& slo);
 
 // Describes the run in the JSON result (vLLM's names where they exist).
 struct RunInfo {
-  std::string backend;      // grpc / openai / tgi
+  std::string backend;  // grpc / openai / tgi
   std::string target;
   std::string model_id;
   double request_rate = 0;  // 0 = closed loop ("inf" in the JSON)
   double burstiness = 1;
-  int concurrency = 0;      // closed loop
+  int concurrency = 0;  // closed loop
   int max_concurrency = 0;
-  Json workload;            // the workload options
+  Json workload;  // the workload options
 };
 
 // The vLLM-compatible result: run description, aggregates, "{mean,median,std,min,max,pNN}_
 // {ttft,tpot,itl,e2el}_ms", and per-request lists (input_lens, output_lens, ttfts, itls,
 // e2els, start_times, errors, error_codes ...; latencies in seconds as vLLM).
-Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m, const std::vector<double>& percentiles,
-                const Slo& slo, bool with_texts);
+Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
+                const std::vector<double>& percentiles, const Slo& slo, bool with_texts);
 
 // The human summary table.
-std::string FormatSummary(const RunInfo& info, const Metrics& m, const std::vector<double>& percentiles, const Slo& slo);
+std::string FormatSummary(const RunInfo& info, const Metrics& m,
+                          const std::vector<double>& percentiles, const Slo& slo);
 
 // One row per sweep point.
 struct SweepPoint {

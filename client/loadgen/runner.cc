@@ -98,7 +98,8 @@ class Runner {
   void RunConversation(Generator& gen, const Conversation& c);
   Request RunRequest(Generator& gen, const Conversation& c, int turn, const PromptInput& prompt,
                      int64_t planned_input);
-  void Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token, Request* out);
+  void Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token,
+              Request* out);
   void Monitor();
   void PrintProgress(bool final);
 
@@ -167,7 +168,8 @@ std::optional<Conversation> Runner::Take(int64_t index, bool /*from_dispatcher*/
 std::optional<Conversation> Runner::Next() {
   std::unique_lock<std::mutex> lock(mu_);
   if (o_.request_rate <= 0) {  // closed loop
-    if (ShouldStop(Clock::now()) || next_conversation_ >= max_conversations_ || source_error_) return std::nullopt;
+    if (ShouldStop(Clock::now()) || next_conversation_ >= max_conversations_ || source_error_)
+      return std::nullopt;
     return Take(next_conversation_++, false);
   }
   ++idle_workers_;
@@ -248,7 +250,8 @@ void Runner::RunConversation(Generator& gen, const Conversation& c) {
     } else {
       prompt.text += turn.input.text;
     }
-    Request r = RunRequest(gen, c, static_cast<int>(k), prompt, history_tokens + turn.planned_tokens);
+    Request r =
+        RunRequest(gen, c, static_cast<int>(k), prompt, history_tokens + turn.planned_tokens);
     const bool ok = r.record.ok;
     history_tokens = r.record.input_tokens + r.record.output_tokens;
     {
@@ -266,8 +269,8 @@ void Runner::RunConversation(Generator& gen, const Conversation& c) {
   }
 }
 
-Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int turn, const PromptInput& prompt,
-                                   int64_t planned_input) {
+Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int turn,
+                                   const PromptInput& prompt, int64_t planned_input) {
   Request out;
   RequestRecord& rec = out.record;
   rec.index = next_request_++;
@@ -322,7 +325,8 @@ Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int tu
 }
 
 // Fills the outcome of a finished call into `out`: counts, queue time, answer, or the error.
-void Runner::Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token, Request* out) {
+void Runner::Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token,
+                    Request* out) {
   RequestRecord& rec = out->record;
   if (r.ok()) {
     rec.ok = true;
@@ -358,10 +362,12 @@ void Runner::PrintProgress(bool final) {
   const double t = Seconds(Clock::now() - start_);
   const int64_t ok = done_ok_, failed = failed_, cancelled = cancelled_;
   const int64_t total = max_conversations_ * (workload_ ? workload_->options().turns : 1);
-  std::string line = absl::StrCat("[", static_cast<int64_t>(t * 10) / 10.0, " s] ", ok + failed + cancelled);
+  std::string line =
+      absl::StrCat("[", static_cast<int64_t>(t * 10) / 10.0, " s] ", ok + failed + cancelled);
   if (o_.duration_s <= 0) absl::StrAppend(&line, "/", total);
-  absl::StrAppend(&line, " done (", failed, " failed, ", cancelled, " cancelled), ", in_flight_.load(),
-                  " in flight, ", t > 0 ? static_cast<int64_t>(output_tokens_.load() / t) : 0, " output tok/s");
+  absl::StrAppend(&line, " done (", failed, " failed, ", cancelled, " cancelled), ",
+                  in_flight_.load(), " in flight, ",
+                  t > 0 ? static_cast<int64_t>(output_tokens_.load() / t) : 0, " output tok/s");
   std::fprintf(stderr, "\r\033[K%s%s", line.c_str(), final ? "\n" : "");
   std::fflush(stderr);
 }
@@ -390,8 +396,10 @@ absl::StatusOr<RunResult> Runner::Run() {
   if (o_.num_requests <= 0 && o_.duration_s <= 0) {
     return absl::InvalidArgumentError("a run needs --num-requests or --duration");
   }
-  if (o_.request_rate <= 0 && o_.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be at least 1");
-  if (o_.request_rate > 0 && o_.burstiness <= 0) return absl::InvalidArgumentError("--burstiness must be > 0");
+  if (o_.request_rate <= 0 && o_.concurrency < 1)
+    return absl::InvalidArgumentError("--concurrency must be at least 1");
+  if (o_.request_rate > 0 && o_.burstiness <= 0)
+    return absl::InvalidArgumentError("--burstiness must be > 0");
   if (o_.cancel_fraction < 0 || o_.cancel_fraction > 1) {
     return absl::InvalidArgumentError("--cancel-fraction must be in [0, 1]");
   }
@@ -407,9 +415,11 @@ absl::StatusOr<RunResult> Runner::Run() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (o_.request_rate <= 0) {
-      for (int i = 0; i < std::min<int64_t>(o_.concurrency, max_conversations_); ++i) SpawnWorkerLocked();
+      for (int i = 0; i < std::min<int64_t>(o_.concurrency, max_conversations_); ++i)
+        SpawnWorkerLocked();
     } else if (o_.max_concurrency > 0) {
-      for (int i = 0; i < std::min<int64_t>(o_.max_concurrency, max_conversations_); ++i) SpawnWorkerLocked();
+      for (int i = 0; i < std::min<int64_t>(o_.max_concurrency, max_conversations_); ++i)
+        SpawnWorkerLocked();
     }
   }
   if (o_.request_rate > 0) dispatcher = std::thread([this] { Dispatch(); });
@@ -424,7 +434,8 @@ absl::StatusOr<RunResult> Runner::Run() {
   result.requests = std::move(records_);
   std::sort(result.requests.begin(), result.requests.end(),
             [](const RequestRecord& a, const RequestRecord& b) { return a.index < b.index; });
-  for (const RequestRecord& r : result.requests) result.duration_s = std::max(result.duration_s, r.start_s + r.e2e_s);
+  for (const RequestRecord& r : result.requests)
+    result.duration_s = std::max(result.duration_s, r.start_s + r.e2e_s);
   result.max_in_flight = max_in_flight_.load();
   result.abandoned_turns = abandoned_;
   result.interrupted = o_.stop != nullptr && o_.stop->load();
@@ -433,8 +444,8 @@ absl::StatusOr<RunResult> Runner::Run() {
 
 }  // namespace
 
-absl::StatusOr<RunResult> RunLoad(const LoadOptions& options, const GenerateSpec& base, Workload* workload,
-                                  const GeneratorMaker& make_generator) {
+absl::StatusOr<RunResult> RunLoad(const LoadOptions& options, const GenerateSpec& base,
+                                  Workload* workload, const GeneratorMaker& make_generator) {
   Runner runner(options, base, workload, make_generator);
   return runner.Run();
 }

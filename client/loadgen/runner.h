@@ -31,50 +31,50 @@ namespace mamba::client::loadgen {
 inline constexpr int kMaxWorkers = 1024;
 
 struct LoadOptions {
-  int concurrency = 1;          // closed loop
-  double request_rate = 0;      // > 0: open loop, conversations per second
+  int concurrency = 1;      // closed loop
+  double request_rate = 0;  // > 0: open loop, conversations per second
   double burstiness = 1.0;
-  int max_concurrency = 0;      // open-loop cap; 0 = none
-  int64_t num_requests = 100;   // requests (turns) at most; rounded up to whole conversations
-  double duration_s = 0;        // 0 = no time limit (num_requests must then be set)
+  int max_concurrency = 0;     // open-loop cap; 0 = none
+  int64_t num_requests = 100;  // requests (turns) at most; rounded up to whole conversations
+  double duration_s = 0;       // 0 = no time limit (num_requests must then be set)
   uint64_t seed = 0;
   double cancel_fraction = 0;
   double cancel_after_ms = 0;
   double request_timeout_s = 600;
-  double think_time_ms = 0;     // between turns of a conversation
-  bool progress = false;        // live line on stderr
-  bool keep_texts = false;      // keep generated texts in the records
+  double think_time_ms = 0;                 // between turns of a conversation
+  bool progress = false;                    // live line on stderr
+  bool keep_texts = false;                  // keep generated texts in the records
   const std::atomic<bool>* stop = nullptr;  // when it turns true: start nothing more, cancel all
 };
 
 // One request, times in seconds. Token events are the streamed messages that carried at least
 // one generated token.
 struct RequestRecord {
-  int64_t index = 0;           // in order of sending
+  int64_t index = 0;  // in order of sending
   int64_t conversation = 0;
   int turn = 0;
-  double start_s = 0;          // sent, since the run started
-  double ttft_s = 0;           // sent -> first token event (0 when none arrived)
-  double e2e_s = 0;            // sent -> answer complete (or failed)
-  std::vector<double> itls;    // gaps between consecutive token events
-  int64_t input_tokens = 0;    // the server's count when it reported usage, else planned
-  int64_t output_tokens = 0;   // the server's count when it reported usage, else streamed
+  double start_s = 0;         // sent, since the run started
+  double ttft_s = 0;          // sent -> first token event (0 when none arrived)
+  double e2e_s = 0;           // sent -> answer complete (or failed)
+  std::vector<double> itls;   // gaps between consecutive token events
+  int64_t input_tokens = 0;   // the server's count when it reported usage, else planned
+  int64_t output_tokens = 0;  // the server's count when it reported usage, else streamed
   int64_t streamed_tokens = 0;
-  bool server_usage = false;   // output_tokens is the server's count
+  bool server_usage = false;  // output_tokens is the server's count
   std::optional<double> queue_s;
   bool ok = false;
-  bool cancelled = false;       // ended by the client's cancellation
+  bool cancelled = false;  // ended by the client's cancellation
   bool cancel_scheduled = false;
-  std::string error_kind;       // errors.h kinds: http_429, grpc_resource_exhausted, ...
+  std::string error_kind;  // errors.h kinds: http_429, grpc_resource_exhausted, ...
   std::string error;
-  std::string text;             // with keep_texts
+  std::string text;  // with keep_texts
 };
 
 struct RunResult {
   std::vector<RequestRecord> requests;  // by index
   double duration_s = 0;                // run start -> last request finished
   int max_in_flight = 0;
-  int64_t abandoned_turns = 0;          // later turns of conversations whose turn failed
+  int64_t abandoned_turns = 0;  // later turns of conversations whose turn failed
   bool interrupted = false;
 };
 
@@ -83,7 +83,7 @@ using GeneratorMaker = std::function<absl::StatusOr<std::unique_ptr<Generator>>(
 
 // `base` gives the sampling options and model; each request gets its prompt (history + turn
 // input), max_tokens and timeout from the workload and options.
-absl::StatusOr<RunResult> RunLoad(const LoadOptions& options, const GenerateSpec& base, Workload* workload,
-                                  const GeneratorMaker& make_generator);
+absl::StatusOr<RunResult> RunLoad(const LoadOptions& options, const GenerateSpec& base,
+                                  Workload* workload, const GeneratorMaker& make_generator);
 
 }  // namespace mamba::client::loadgen

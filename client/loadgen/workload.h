@@ -33,16 +33,16 @@ struct WorkloadOptions {
   double range_ratio = 0;
   int shared_prefix_len = 0;
   int num_prefixes = 1;
-  std::string dataset;     // JSONL path; replaces random prompts
+  std::string dataset;  // JSONL path; replaces random prompts
   int turns = 1;
   uint64_t seed = 0;
-  int64_t vocab_size = 32000;         // random ids in [0, vocab_size)
-  std::vector<int32_t> avoid_ids;     // e.g. eos ids
+  int64_t vocab_size = 32000;      // random ids in [0, vocab_size)
+  std::vector<int32_t> avoid_ids;  // e.g. eos ids
   bool text_prompts = false;
 };
 
 struct Turn {
-  PromptInput input;           // this turn's new input (the history goes before it)
+  PromptInput input;  // this turn's new input (the history goes before it)
   int max_tokens = 16;
   int64_t planned_tokens = 0;  // token ids behind `input` (0 for dataset text: unknown)
 };
@@ -58,7 +58,8 @@ using Detokenizer = std::function<absl::StatusOr<std::string>(const std::vector<
 class Workload {
  public:
   // Loads the dataset when one is named. Errors name the file and line.
-  static absl::StatusOr<std::unique_ptr<Workload>> Create(WorkloadOptions options, Detokenizer detokenize);
+  static absl::StatusOr<std::unique_ptr<Workload>> Create(WorkloadOptions options,
+                                                          Detokenizer detokenize);
 
   // Conversation `index`; the same (options, index) always gives the same conversation. Not
   // thread-safe (the detokenizer may hold a connection).

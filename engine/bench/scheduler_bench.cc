@@ -31,7 +31,8 @@ class TrivialBackend : public Backend {
     for (int64_t r = 0; r < rows; ++r) logits->Row(r)[1] = 1.0f;  // never eos
     return absl::OkStatus();
   }
-  absl::Status Decode(std::span<const SlotId>, std::span<const TokenId> tokens, Logits* logits) override {
+  absl::Status Decode(std::span<const SlotId>, std::span<const TokenId> tokens,
+                      Logits* logits) override {
     logits->Resize(static_cast<int64_t>(tokens.size()), config_.vocab_size);
     return absl::OkStatus();
   }
@@ -66,14 +67,15 @@ void Measure(int running) {
     r.params.ignore_eos = true;
     (void)(*engine)->Submit(r, sink);
   }
-  while ((*engine)->Stats().running < running) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while ((*engine)->Stats().running < running)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const int64_t s0 = (*engine)->Stats().steps;
   const auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   const int64_t steps = (*engine)->Stats().steps - s0;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("running %5d: %8.1f us/step (%6lld steps, %9.0f tokens/s through the loop)\n", running,
-              1e6 * secs / static_cast<double>(steps), static_cast<long long>(steps),
+  std::printf("running %5d: %8.1f us/step (%6lld steps, %9.0f tokens/s through the loop)\n",
+              running, 1e6 * secs / static_cast<double>(steps), static_cast<long long>(steps),
               static_cast<double>(steps) * running / secs);
   (*engine)->StartDrain();
   (*engine)->WaitIdle(std::chrono::milliseconds(0));

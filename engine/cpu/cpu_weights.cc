@@ -56,7 +56,8 @@ absl::StatusOr<CpuMatrix> MakeMatrix(const TensorInfo& t, DType compute, CpuWeig
   w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
   CpuMatrix m;
   if (w->packed) {
-    absl::StatusOr<kernels::cpu::PackedWeight> p = kernels::cpu::PackWeight(t.data, t.dtype, n, k, compute);
+    absl::StatusOr<kernels::cpu::PackedWeight> p =
+        kernels::cpu::PackWeight(t.data, t.dtype, n, k, compute);
     if (!p.ok()) return p.status();
     w->owned_bytes += p->bytes;
     m.packed = std::move(*p);
@@ -85,14 +86,14 @@ absl::Status CpuMatrix::MatMul(const float* x, int64_t ldx, const float* bias, f
 }
 
 absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& ckpt,
-                                                               DType compute) {
+                                                              DType compute) {
   const ModelConfig& c = ckpt.config();
   auto w = std::make_unique<CpuWeights>();
   w->compute = compute;
   w->packed = kernels::cpu::PackedGemmSupported(compute);
   w->embedding = &ckpt.embedding();
-  MAMBA_ASSIGN_OR_RETURN(w->lm_head,
-                         MakeMatrix(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute, w.get()));
+  MAMBA_ASSIGN_OR_RETURN(w->lm_head, MakeMatrix(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(),
+                                                compute, w.get()));
   w->norm_f = ToF32(&ckpt.norm_f());
   const int64_t e = c.intermediate_size, n = c.state_size;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {

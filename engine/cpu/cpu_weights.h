@@ -26,18 +26,18 @@ struct CpuMatrix {
 };
 
 struct CpuLayerWeights {
-  CpuMatrix in_proj;   // [2*d_inner, d_model]
-  CpuMatrix x_proj;    // [dt_rank + 2*d_state, d_inner]
-  CpuMatrix dt_proj;   // [d_inner, dt_rank]
-  CpuMatrix out_proj;  // [d_model, d_inner]
-  std::vector<float> norm;            // [d_model]
-  std::vector<float> in_proj_bias;    // [2*d_inner] or empty
-  std::vector<float> out_proj_bias;   // [d_model] or empty
-  std::vector<float> conv;            // [d_conv, d_inner] (transposed from [d_inner, 1, d_conv])
-  std::vector<float> conv_bias;       // [d_inner] or empty
-  std::vector<float> dt_bias;         // [d_inner]
-  std::vector<float> a;               // [d_state, d_inner] = -exp(A_log)^T
-  std::vector<float> d;               // [d_inner]
+  CpuMatrix in_proj;                 // [2*d_inner, d_model]
+  CpuMatrix x_proj;                  // [dt_rank + 2*d_state, d_inner]
+  CpuMatrix dt_proj;                 // [d_inner, dt_rank]
+  CpuMatrix out_proj;                // [d_model, d_inner]
+  std::vector<float> norm;           // [d_model]
+  std::vector<float> in_proj_bias;   // [2*d_inner] or empty
+  std::vector<float> out_proj_bias;  // [d_model] or empty
+  std::vector<float> conv;           // [d_conv, d_inner] (transposed from [d_inner, 1, d_conv])
+  std::vector<float> conv_bias;      // [d_inner] or empty
+  std::vector<float> dt_bias;        // [d_inner]
+  std::vector<float> a;              // [d_state, d_inner] = -exp(A_log)^T
+  std::vector<float> d;              // [d_inner]
 };
 
 struct CpuWeights {
@@ -47,14 +47,14 @@ struct CpuWeights {
   CpuMatrix lm_head;                      // [vocab, d_model]
   std::vector<float> norm_f;              // [d_model]
   std::vector<CpuLayerWeights> layers;
-  int64_t gemm_bytes = 0;                 // bytes of GEMM weights read per token
-  int64_t owned_bytes = 0;                // bytes converted into memory we own
+  int64_t gemm_bytes = 0;   // bytes of GEMM weights read per token
+  int64_t owned_bytes = 0;  // bytes converted into memory we own
 
   // Converted copies live here (weights used zero-copy point into the checkpoint's mapping).
   std::vector<std::unique_ptr<std::byte[]>> storage;
 };
 
 absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& checkpoint,
-                                                               kernels::DType compute);
+                                                              kernels::DType compute);
 
 }  // namespace mamba::engine::cpu

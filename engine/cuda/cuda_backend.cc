@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
@@ -16,7 +17,6 @@
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/selective_scan.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cuda {
@@ -28,8 +28,9 @@ namespace kc = kernels::cuda;
 static_assert(kc::kMaxTopN == kMaxTopLogprobs, "GPU top-n limit must match the API's");
 
 // Decode batch sizes that get a graph (a batch runs in the smallest bucket that holds it).
-constexpr int kBucketSizes[] = {1,   2,   4,   8,   16,  24,  32,  40,  48,  56,  64,  80,  96, 112,
-                                128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024};
+constexpr int kBucketSizes[] = {1,   2,   4,   8,   16,  24,  32,  40,  48,
+                                56,  64,  80,  96,  112, 128, 160, 192, 224,
+                                256, 320, 384, 448, 512, 640, 768, 896, 1024};
 
 // Headroom left free when sizing the slot pool from free memory: graphs, cuBLAS, fragmentation.
 constexpr size_t kAutoSlotReserve = size_t{512} << 20;
@@ -38,10 +39,14 @@ size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 DType ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
   switch (want) {
-    case ComputeDType::kFloat32: return DType::kF32;
-    case ComputeDType::kBFloat16: return DType::kBF16;
-    case ComputeDType::kFloat16: return DType::kF16;
-    case ComputeDType::kAuto: break;
+    case ComputeDType::kFloat32:
+      return DType::kF32;
+    case ComputeDType::kBFloat16:
+      return DType::kBF16;
+    case ComputeDType::kFloat16:
+      return DType::kF16;
+    case ComputeDType::kAuto:
+      break;
   }
   return ckpt.weight_dtype();
 }
@@ -64,7 +69,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   if (cuda_options.max_graph_batch < 0 || cuda_options.max_auto_slots < 1 ||
       !(cuda_options.state_memory_fraction > 0 && cuda_options.state_memory_fraction <= 1)) {
     return absl::InvalidArgumentError(
-        "CudaBackendOptions: max_graph_batch >= 0, max_auto_slots >= 1, state_memory_fraction in (0, 1]");
+        "CudaBackendOptions: max_graph_batch >= 0, max_auto_slots >= 1, state_memory_fraction in "
+        "(0, 1]");
   }
   const ModelConfig& c = checkpoint->config();
   if (c.conv_kernel < 1 || c.conv_kernel > kc::kMaxConvWidth || c.state_size < 1 ||
@@ -81,24 +87,31 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         absl::StrCat("CUDA device ", device, " does not exist (", count, " device(s))"));
   }
   int major = 0, minor = 0;
-  MAMBA_RETURN_IF_ERROR(CudaStatus(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute"));
-  MAMBA_RETURN_IF_ERROR(CudaStatus(
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute"));
+  MAMBA_RETURN_IF_ERROR(
+      CudaStatus(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                 "cudaDeviceGetAttribute"));
+  MAMBA_RETURN_IF_ERROR(
+      CudaStatus(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+                 "cudaDeviceGetAttribute"));
   if (major * 10 + minor < kc::kMinComputeCapability) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cuda:", device, " (", kc::DeviceDescription(device), ") has compute capability ", major,
         ".", minor, "; the CUDA engine needs 8.0 or newer"));
   }
   const DType dtype = ResolveDType(*checkpoint, options.dtype);
-  std::unique_ptr<CudaBackend> b(new CudaBackend(std::move(checkpoint), options, cuda_options, device));
+  std::unique_ptr<CudaBackend> b(
+      new CudaBackend(std::move(checkpoint), options, cuda_options, device));
   MAMBA_RETURN_IF_ERROR(b->Init(dtype));
   return b;
 }
 
-CudaBackend::CudaBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
-                         const CudaBackendOptions& cuda_options, int device)
-    : checkpoint_(std::move(checkpoint)), options_(options), cuda_options_(cuda_options), device_(device) {}
+CudaBackend::CudaBackend(std::shared_ptr<const Checkpoint> checkpoint,
+                         const BackendOptions& options, const CudaBackendOptions& cuda_options,
+                         int device)
+    : checkpoint_(std::move(checkpoint)),
+      options_(options),
+      cuda_options_(cuda_options),
+      device_(device) {}
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
@@ -113,7 +126,8 @@ CudaBackend::~CudaBackend() {
 }
 
 absl::Status CudaBackend::Init(DType dtype) {
-  MAMBA_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(device_), absl::StrCat("cudaSetDevice(", device_, ")")));
+  MAMBA_RETURN_IF_ERROR(
+      CudaStatus(cudaSetDevice(device_), absl::StrCat("cudaSetDevice(", device_, ")")));
   device_name_ = kc::DeviceDescription(device_);
   cudaStream_t stream = nullptr;
   MAMBA_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
@@ -130,13 +144,14 @@ absl::Status CudaBackend::Init(DType dtype) {
   max_tokens_ = options_.max_step_tokens;
   MAMBA_RETURN_IF_ERROR(AllocateScratch());
   MAMBA_RETURN_IF_ERROR(AllocateSlotsAndLogits());
-  graphs_enabled_ = cuda_options_.cuda_graphs && !options_.profile && !cuda_options_.sync_each_kernel &&
-                    !buckets_.empty();
+  graphs_enabled_ = cuda_options_.cuda_graphs && !options_.profile &&
+                    !cuda_options_.sync_each_kernel && !buckets_.empty();
   graphs_.assign(buckets_.size(), nullptr);
   MAMBA_RETURN_IF_ERROR(Sync("initialization"));
-  engine::NamedLogger("cuda")->info("cuda:{}: {} MiB of weights uploaded in {:.2f} s; {} slots x {:.1f} MiB of state",
-               device_, weights_->arena.bytes() >> 20, Now() - t0, num_slots_,
-               static_cast<double>(state_bytes_per_slot()) / (1 << 20));
+  engine::NamedLogger("cuda")->info(
+      "cuda:{}: {} MiB of weights uploaded in {:.2f} s; {} slots x {:.1f} MiB of state", device_,
+      weights_->arena.bytes() >> 20, Now() - t0, num_slots_,
+      static_cast<double>(state_bytes_per_slot()) / (1 << 20));
   return absl::OkStatus();
 }
 
@@ -208,7 +223,8 @@ absl::Status CudaBackend::AllocateSlotsAndLogits() {
           "no device memory left for a state slot (", free_bytes >> 20,
           " MiB free after weights and scratch; a slot needs ", per_slot >> 20, " MiB)"));
     }
-    engine::NamedLogger("cuda")->info("cuda:{}: {} state slots fit in {} MiB free", device_, slots, free_bytes >> 20);
+    engine::NamedLogger("cuda")->info("cuda:{}: {} state slots fit in {} MiB free", device_, slots,
+                                      free_bytes >> 20);
   }
   num_slots_ = static_cast<int>(slots);
   ChooseBuckets();
@@ -218,16 +234,21 @@ absl::Status CudaBackend::AllocateSlotsAndLogits() {
   MAMBA_ASSIGN_OR_RETURN(head_in_, DeviceBuffer::Allocate(R * d * ws, "LM head input"));
   MAMBA_ASSIGN_OR_RETURN(logits_, DeviceBuffer::Allocate(R * vocab * 4, "logits"));
   const size_t sample_bytes = R * (2 + 2 * kc::kMaxTopN) * 4;
-  MAMBA_ASSIGN_OR_RETURN(sample_dev_, DeviceBuffer::Allocate(sample_bytes, "greedy sampling output"));
-  MAMBA_ASSIGN_OR_RETURN(sample_host_, PinnedBuffer::Allocate(sample_bytes, "greedy sampling output"));
+  MAMBA_ASSIGN_OR_RETURN(sample_dev_,
+                         DeviceBuffer::Allocate(sample_bytes, "greedy sampling output"));
+  MAMBA_ASSIGN_OR_RETURN(sample_host_,
+                         PinnedBuffer::Allocate(sample_bytes, "greedy sampling output"));
   const size_t S = static_cast<size_t>(num_slots_);
-  MAMBA_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer::Allocate(S * static_cast<size_t>(conv_slot_floats_) * 4,
-                                                             "conv state pool"));
-  MAMBA_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer::Allocate(S * static_cast<size_t>(ssm_slot_floats_) * 4,
-                                                            "SSM state pool"));
+  MAMBA_ASSIGN_OR_RETURN(
+      conv_state_,
+      DeviceBuffer::Allocate(S * static_cast<size_t>(conv_slot_floats_) * 4, "conv state pool"));
+  MAMBA_ASSIGN_OR_RETURN(
+      ssm_state_,
+      DeviceBuffer::Allocate(S * static_cast<size_t>(ssm_slot_floats_) * 4, "SSM state pool"));
   for (DeviceBuffer* b : {&conv_state_, &ssm_state_}) {
     if (b->bytes() == 0) continue;
-    MAMBA_RETURN_IF_ERROR(CudaStatus(cudaMemsetAsync(b->get(), 0, b->bytes(), stream_), "cudaMemsetAsync"));
+    MAMBA_RETURN_IF_ERROR(
+        CudaStatus(cudaMemsetAsync(b->get(), 0, b->bytes(), stream_), "cudaMemsetAsync"));
   }
   return absl::OkStatus();
 }
@@ -236,14 +257,16 @@ std::string CudaBackend::Describe() const {
   const std::string graphs =
       graphs_enabled_ ? absl::StrCat("CUDA graphs for decode batches up to ", buckets_.back())
                       : std::string("no CUDA graphs");
-  return absl::StrCat("cuda:", device_, " (", device_name_, "): ", kernels::Name(weights_->compute),
-                      " weights (cuBLAS GEMMs), ", num_slots_, " state slots of ",
-                      absl::StrFormat("%.1f", static_cast<double>(state_bytes_per_slot()) / (1 << 20)),
-                      " MiB, ", graphs);
+  return absl::StrCat(
+      "cuda:", device_, " (", device_name_, "): ", kernels::Name(weights_->compute),
+      " weights (cuBLAS GEMMs), ", num_slots_, " state slots of ",
+      absl::StrFormat("%.1f", static_cast<double>(state_bytes_per_slot()) / (1 << 20)), " MiB, ",
+      graphs);
 }
 
 int CudaBackend::graphs_captured() const {
-  return static_cast<int>(std::count_if(graphs_.begin(), graphs_.end(), [](auto* g) { return g != nullptr; }));
+  return static_cast<int>(
+      std::count_if(graphs_.begin(), graphs_.end(), [](auto* g) { return g != nullptr; }));
 }
 
 // ---- Errors ----
@@ -262,7 +285,8 @@ absl::Status CudaBackend::Fail(absl::Status s) {
     broken_ = absl::InternalError(absl::StrCat("the CUDA engine on device ", device_,
                                                " is unusable after an earlier error (",
                                                cudaGetErrorName(e), "): ", s.message()));
-    engine::NamedLogger("cuda")->error("cuda:{}: device context lost; every later step will fail", device_);
+    engine::NamedLogger("cuda")->error("cuda:{}: device context lost; every later step will fail",
+                                       device_);
   }
   return s;
 }
@@ -288,11 +312,12 @@ absl::Status CudaBackend::Launched(int cuda_error, const char* kernel, int64_t l
 
 absl::Status CudaBackend::Sync(const std::string& what) {
   if (const cudaError_t e = cudaStreamSynchronize(stream_); e != cudaSuccess) {
-    return Fail(CudaStatus(
-        e, cuda_options_.sync_each_kernel
-               ? what
-               : absl::StrCat(what, " (a kernel of this step failed; run with "
-                                    "CudaBackendOptions::sync_each_kernel to name it)")));
+    return Fail(
+        CudaStatus(e, cuda_options_.sync_each_kernel
+                          ? what
+                          : absl::StrCat(what,
+                                         " (a kernel of this step failed; run with "
+                                         "CudaBackendOptions::sync_each_kernel to name it)")));
   }
   return absl::OkStatus();
 }
@@ -309,10 +334,10 @@ absl::Status CudaBackend::CheckSlot(SlotId slot) const {
 
 absl::Status CudaBackend::ZeroSlotAsync(int32_t slot) {
   if (conv_slot_floats_ > 0) {
-    MAMBA_RETURN_IF_ERROR(Launched(
-        cudaMemsetAsync(conv_state_.as<float>() + slot * conv_slot_floats_, 0,
-                        static_cast<size_t>(conv_slot_floats_) * 4, stream_),
-        "cudaMemsetAsync(conv state)", -1, kNumOps));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemsetAsync(conv_state_.as<float>() + slot * conv_slot_floats_, 0,
+                                 static_cast<size_t>(conv_slot_floats_) * 4, stream_),
+                 "cudaMemsetAsync(conv state)", -1, kNumOps));
   }
   return Launched(cudaMemsetAsync(ssm_state_.as<float>() + slot * ssm_slot_floats_, 0,
                                   static_cast<size_t>(ssm_slot_floats_) * 4, stream_),
@@ -335,7 +360,8 @@ absl::Status CudaBackend::CopySlot(SlotId from, SlotId to) {
     float* base = conv_state_.as<float>();
     MAMBA_RETURN_IF_ERROR(Launched(
         cudaMemcpyAsync(base + to.value * conv_slot_floats_, base + from.value * conv_slot_floats_,
-                        static_cast<size_t>(conv_slot_floats_) * 4, cudaMemcpyDeviceToDevice, stream_),
+                        static_cast<size_t>(conv_slot_floats_) * 4, cudaMemcpyDeviceToDevice,
+                        stream_),
         "cudaMemcpyAsync(conv state)", -1, kNumOps));
   }
   float* base = ssm_state_.as<float>();
@@ -379,12 +405,13 @@ absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out
   g.top_logprobs = reinterpret_cast<float*>(dev + tlp_at);
   MAMBA_RETURN_IF_ERROR(Launched(kc::GreedySample(g, stream_), "greedy_sample", -1, kNumOps));
   const size_t n4 = static_cast<size_t>(R) * 4, top4 = static_cast<size_t>(R * top_n) * 4;
-  const std::pair<size_t, size_t> copies[] = {{tok_at, n4}, {lp_at, n4}, {ids_at, top4}, {tlp_at, top4}};
+  const std::pair<size_t, size_t> copies[] = {
+      {tok_at, n4}, {lp_at, n4}, {ids_at, top4}, {tlp_at, top4}};
   for (const auto& [at, bytes] : copies) {
     if (bytes == 0) continue;
-    MAMBA_RETURN_IF_ERROR(Launched(
-        cudaMemcpyAsync(host + at, dev + at, bytes, cudaMemcpyDeviceToHost, stream_),
-        "cudaMemcpyAsync(sampled tokens)", -1, kNumOps));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(host + at, dev + at, bytes, cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync(sampled tokens)", -1, kNumOps));
   }
   MAMBA_RETURN_IF_ERROR(Sync("greedy sampling"));
   const auto* tok = reinterpret_cast<const int32_t*>(host + tok_at);
@@ -408,7 +435,8 @@ std::vector<std::pair<std::string, double>> CudaBackend::OpSeconds() const {
   static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
                                                   "dt_proj", "scan", "out_proj", "head"};
   std::vector<std::pair<std::string, double>> out;
-  for (int i = 0; i < kNumOps; ++i) out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
+  for (int i = 0; i < kNumOps; ++i)
+    out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);
   return out;
 }
 

@@ -20,7 +20,7 @@ struct CUgraphExec_st;
 namespace mamba::kernels::cuda {
 class CublasGemm;
 struct GemmArgs;
-}
+}  // namespace mamba::kernels::cuda
 
 namespace mamba::engine::cuda {
 

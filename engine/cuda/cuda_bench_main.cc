@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
   app.add_option("--model", model, "Model directory")->required();
   app.add_option("--label", label, "Name in the RESULT lines (default: the directory name)");
   app.add_option("--device", device)->capture_default_str();
-  app.add_option("--dtype", dtype_name, "auto | float32 | bfloat16 | float16")->capture_default_str();
+  app.add_option("--dtype", dtype_name, "auto | float32 | bfloat16 | float16")
+      ->capture_default_str();
   app.add_option("--slots", slots)->capture_default_str();
   app.add_option("--max-step-tokens", max_step_tokens)->capture_default_str();
   app.add_option("--batches", batches)->delimiter(',')->capture_default_str();
@@ -144,7 +145,9 @@ int main(int argc, char** argv) {
       ids.push_back(SlotId(i));
       prompts.push_back(RandomTokens(8, vocab, 100 + static_cast<uint64_t>(i)));
     }
-    for (int i = 0; i < batch; ++i) chunks.push_back(ChunkInput{ids[static_cast<size_t>(i)], prompts[static_cast<size_t>(i)], true, false});
+    for (int i = 0; i < batch; ++i)
+      chunks.push_back(
+          ChunkInput{ids[static_cast<size_t>(i)], prompts[static_cast<size_t>(i)], true, false});
     Logits logits;
     if (absl::Status s = b.Prefill(chunks, &logits); !s.ok()) return Fail(s);
     std::vector<TokenId> tokens = RandomTokens(batch, vocab, 5);
@@ -171,10 +174,11 @@ int main(int argc, char** argv) {
                                             {"step_seconds_device_sampling", *dev},
                                             {"floor_seconds", floor_s},
                                             {"tokens_per_s", batch / *dev}};
-    std::printf("RESULT kind=decode model=%s batch=%d step_ms=%.3f device_sampling_step_ms=%.3f "
-                "floor_ms=%.3f x_floor=%.2f tokens_per_s=%.0f\n",
-                label.c_str(), batch, *host * 1e3, *dev * 1e3, floor_s * 1e3,
-                floor_s > 0 ? *dev / floor_s : 0.0, batch / *dev);
+    std::printf(
+        "RESULT kind=decode model=%s batch=%d step_ms=%.3f device_sampling_step_ms=%.3f "
+        "floor_ms=%.3f x_floor=%.2f tokens_per_s=%.0f\n",
+        label.c_str(), batch, *host * 1e3, *dev * 1e3, floor_s * 1e3,
+        floor_s > 0 ? *dev / floor_s : 0.0, batch / *dev);
   }
   out["graphs_captured"] = b.graphs_captured();
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";

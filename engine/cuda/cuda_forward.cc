@@ -10,13 +10,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/selective_scan.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine::cuda {
@@ -36,8 +36,9 @@ static_assert(sizeof(kc::ChunkDesc) == sizeof(SeqChunk) &&
 
 absl::Status CudaBackend::Gemm(const kc::GemmArgs& args, const char* name, int64_t layer, Op op) {
   if (absl::Status s = gemm_->Run(args); !s.ok()) {
-    return Fail(absl::InternalError(absl::StrCat(
-        name, layer >= 0 ? absl::StrCat(" (layer ", layer, ")") : std::string(), ": ", s.message())));
+    return Fail(absl::InternalError(
+        absl::StrCat(name, layer >= 0 ? absl::StrCat(" (layer ", layer, ")") : std::string(), ": ",
+                     s.message())));
   }
   return Launched(0, name, layer, op);
 }
@@ -96,17 +97,17 @@ absl::Status CudaBackend::RunPrefillPass(std::span<const SeqChunk> chunks,
                  {rows_dev_.get(), stage_rows_, static_cast<size_t>(R) * 4}};
   for (const auto& u : uploads) {
     if (u.bytes == 0) continue;
-    MAMBA_RETURN_IF_ERROR(Launched(
-        cudaMemcpyAsync(u.dst, stage + u.at, u.bytes, cudaMemcpyHostToDevice, stream_),
-        "cudaMemcpyAsync(pass inputs)", -1, kNumOps));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(u.dst, stage + u.at, u.bytes, cudaMemcpyHostToDevice, stream_),
+                 "cudaMemcpyAsync(pass inputs)", -1, kNumOps));
   }
   MAMBA_RETURN_IF_ERROR(EnqueueForward(PassShape{T, false, static_cast<int>(C), R}));
   if (R > 0) {
     const int64_t V = config().vocab_size;
-    MAMBA_RETURN_IF_ERROR(Launched(
-        cudaMemcpyAsync(logits->data.data() + first_row * V, logits_.get(),
-                        static_cast<size_t>(R * V) * 4, cudaMemcpyDeviceToHost, stream_),
-        "cudaMemcpyAsync(logits)", -1, kNumOps));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(logits->data.data() + first_row * V, logits_.get(),
+                                 static_cast<size_t>(R * V) * 4, cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync(logits)", -1, kNumOps));
   }
   return Sync(absl::StrCat("prefill pass of ", T, " tokens in ", C, " chunks"));
 }
@@ -117,8 +118,8 @@ absl::Status CudaBackend::CheckDecode(std::span<const SlotId> slots,
                                       std::span<const TokenId> tokens,
                                       std::vector<ChunkInput>* chunks) {
   if (slots.size() != tokens.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("Decode: ", slots.size(), " slots but ",
-                                                   tokens.size(), " tokens"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Decode: ", slots.size(), " slots but ", tokens.size(), " tokens"));
   }
   chunks->resize(slots.size());
   for (size_t i = 0; i < slots.size(); ++i) {
@@ -149,8 +150,9 @@ absl::Status CudaBackend::DecodeOnDevice(std::span<const SlotId> slots,
   MAMBA_RETURN_IF_ERROR(CheckDecode(slots, tokens, &chunks));
   const auto B = static_cast<int64_t>(slots.size());
   if (B > max_tokens_ || B > max_logit_rows_) {
-    return absl::InvalidArgumentError(absl::StrCat("DecodeOnDevice: batch ", B, " exceeds one pass (",
-                                                   std::min(max_tokens_, max_logit_rows_), " rows)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecodeOnDevice: batch ", B, " exceeds one pass (",
+                     std::min(max_tokens_, max_logit_rows_), " rows)"));
   }
   if (B == 0) {
     last_logit_rows_ = 0;
@@ -198,10 +200,10 @@ absl::Status CudaBackend::DecodeStep(std::span<const SlotId> slots, std::span<co
   if (logits != nullptr) {
     const int64_t V = config().vocab_size;
     logits->Resize(B, V);
-    MAMBA_RETURN_IF_ERROR(Launched(
-        cudaMemcpyAsync(logits->data.data(), logits_.get(), static_cast<size_t>(B * V) * 4,
-                        cudaMemcpyDeviceToHost, stream_),
-        "cudaMemcpyAsync(logits)", -1, kNumOps));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(logits->data.data(), logits_.get(), static_cast<size_t>(B * V) * 4,
+                                 cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync(logits)", -1, kNumOps));
   }
   MAMBA_RETURN_IF_ERROR(Sync(absl::StrCat("decode step of batch ", B)));
   last_logit_rows_ = B;
@@ -216,9 +218,10 @@ void CudaBackend::CaptureGraph(size_t bucket) {
   auto give_up = [&](const std::string& why) {
     cudaGetLastError();
     graphs_enabled_ = false;
-    engine::NamedLogger("cuda")->warn("cuda:{}: capturing the decode graph for batch {} failed ({}); decode steps run "
-                 "without CUDA graphs",
-                 device_, T, why);
+    engine::NamedLogger("cuda")->warn(
+        "cuda:{}: capturing the decode graph for batch {} failed ({}); decode steps run "
+        "without CUDA graphs",
+        device_, T, why);
   };
   if (const cudaError_t e = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
       e != cudaSuccess) {
@@ -246,7 +249,8 @@ absl::Status CudaBackend::EnqueueForward(const PassShape& p) {
   const ModelConfig& c = config();
   if (options_.profile) {
     MAMBA_RETURN_IF_ERROR(Sync("profiling"));
-    profile_mark_ = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    profile_mark_ =
+        std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   }
   kc::EmbeddingArgs emb;
   emb.tokens = tokens_dev_.as<int32_t>();
@@ -288,8 +292,9 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   norm.eps = c.layer_norm_epsilon;
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(norm, stream_), "add_rms_norm", l, kNorm));
 
-  MAMBA_RETURN_IF_ERROR(Gemm({normed_.get(), d, w.in_proj, wt, 2 * e, d, xz_.as<float>(), 2 * e, T, false},
-                             "in_proj", l, kInProj));
+  MAMBA_RETURN_IF_ERROR(
+      Gemm({normed_.get(), d, w.in_proj, wt, 2 * e, d, xz_.as<float>(), 2 * e, T, false}, "in_proj",
+           l, kInProj));
 
   kc::CausalConvArgs cv;
   cv.x = xz_.as<float>();
@@ -309,7 +314,8 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   cv.tokens = T;
   if (p.decode) {
     cv.slots = slots_dev_.as<int32_t>();
-    MAMBA_RETURN_IF_ERROR(Launched(kc::CausalConvDecode(cv, stream_), "causal_conv_decode", l, kConv));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(kc::CausalConvDecode(cv, stream_), "causal_conv_decode", l, kConv));
   } else {
     cv.chunks = chunks_dev_.as<kc::ChunkDesc>();
     cv.num_chunks = p.num_chunks;
@@ -319,9 +325,9 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   MAMBA_RETURN_IF_ERROR(Gemm({lowp ? xc_lowp_.get() : xc_.get(), e, w.x_proj, wt, dbc_width, e,
                               dbc_.as<float>(), dbc_width, T, false},
                              "x_proj", l, kXProj));
-  MAMBA_RETURN_IF_ERROR(Gemm({dbc_.get(), dbc_width, w.dt_proj, DType::kF32, e, r, dt_.as<float>(), e, T,
-                              false},
-                             "dt_proj", l, kDtProj));
+  MAMBA_RETURN_IF_ERROR(
+      Gemm({dbc_.get(), dbc_width, w.dt_proj, DType::kF32, e, r, dt_.as<float>(), e, T, false},
+           "dt_proj", l, kDtProj));
 
   kc::SelectiveScanArgs sc;
   sc.x = xc_.as<float>();
@@ -347,7 +353,8 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   sc.tokens = T;
   if (p.decode) {
     sc.slots = slots_dev_.as<int32_t>();
-    MAMBA_RETURN_IF_ERROR(Launched(kc::SelectiveScanDecode(sc, stream_), "selective_scan_decode", l, kScan));
+    MAMBA_RETURN_IF_ERROR(
+        Launched(kc::SelectiveScanDecode(sc, stream_), "selective_scan_decode", l, kScan));
   } else {
     sc.chunks = chunks_dev_.as<kc::ChunkDesc>();
     sc.num_chunks = p.num_chunks;

@@ -22,10 +22,9 @@ absl::StatusOr<void*> DeviceMemory::Allocate(size_t bytes, std::string_view what
     size_t free_bytes = 0, total = 0;
     cudaMemGetInfo(&free_bytes, &total);
     cudaGetLastError();
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cudaMalloc of ", bytes, " bytes for ", std::string(what), " failed (",
-                     cudaGetErrorString(e), "; ", free_bytes >> 20, " MiB free of ", total >> 20,
-                     " MiB)"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cudaMalloc of ", bytes, " bytes for ", std::string(what), " failed (",
+        cudaGetErrorString(e), "; ", free_bytes >> 20, " MiB free of ", total >> 20, " MiB)"));
   }
   return ptr;
 }
@@ -37,8 +36,8 @@ absl::StatusOr<void*> PinnedMemory::Allocate(size_t bytes, std::string_view what
   if (const cudaError_t e = cudaMallocHost(&ptr, bytes); e != cudaSuccess) {
     cudaGetLastError();
     return absl::ResourceExhaustedError(absl::StrCat("cudaMallocHost of ", bytes, " bytes for ",
-                                                     std::string(what), " failed: ",
-                                                     cudaGetErrorString(e)));
+                                                     std::string(what),
+                                                     " failed: ", cudaGetErrorString(e)));
   }
   return ptr;
 }

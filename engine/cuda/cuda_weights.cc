@@ -41,20 +41,22 @@ absl::Status CopyToDevice(std::byte* dst, const void* src, size_t bytes, const s
 // them to dst. Same dtype: one copy straight from the mapped file.
 absl::Status UploadConverted(std::byte* dst, const std::byte* src, DType from, DType to,
                              int64_t count, const std::string& name) {
-  if (from == to) return CopyToDevice(dst, src, static_cast<size_t>(count) * kernels::SizeOf(to), name);
+  if (from == to)
+    return CopyToDevice(dst, src, static_cast<size_t>(count) * kernels::SizeOf(to), name);
   std::vector<float> f32;
   std::vector<uint16_t> half;
   for (int64_t at = 0; at < count; at += kUploadBlockElements) {
     const int64_t n = std::min(kUploadBlockElements, count - at);
     f32.resize(static_cast<size_t>(n));
-    kernels::ConvertToF32(src + at * static_cast<int64_t>(kernels::SizeOf(from)), from, f32.data(), n);
+    kernels::ConvertToF32(src + at * static_cast<int64_t>(kernels::SizeOf(from)), from, f32.data(),
+                          n);
     const void* host = f32.data();
     if (to != DType::kF32) {
       half.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) {
-        half[static_cast<size_t>(i)] =
-            to == DType::kBF16 ? kernels::F32ToBf16(f32[static_cast<size_t>(i)])
-                               : kernels::F32ToF16(f32[static_cast<size_t>(i)]);
+        half[static_cast<size_t>(i)] = to == DType::kBF16
+                                           ? kernels::F32ToBf16(f32[static_cast<size_t>(i)])
+                                           : kernels::F32ToF16(f32[static_cast<size_t>(i)]);
       }
       host = half.data();
     }

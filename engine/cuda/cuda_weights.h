@@ -15,12 +15,12 @@ namespace mamba::engine::cuda {
 
 // Device pointers into CudaWeights::arena; optional tensors are null when absent.
 struct CudaLayerWeights {
-  const void* in_proj = nullptr;   // [2*d_inner, d_model] in compute dtype
-  const void* x_proj = nullptr;    // [dt_rank + 2*d_state, d_inner] in compute dtype
+  const void* in_proj = nullptr;  // [2*d_inner, d_model] in compute dtype
+  const void* x_proj = nullptr;   // [dt_rank + 2*d_state, d_inner] in compute dtype
   // [d_inner, dt_rank] always fp32: its input is x_proj's fp32 output, so no cast kernel runs
   // between the two GEMMs (this matrix is ~2% of a layer's bytes).
   const float* dt_proj = nullptr;
-  const void* out_proj = nullptr;  // [d_model, d_inner] in compute dtype
+  const void* out_proj = nullptr;        // [d_model, d_inner] in compute dtype
   const float* norm = nullptr;           // [d_model]
   const float* in_proj_bias = nullptr;   // [2*d_inner]
   const float* out_proj_bias = nullptr;  // [d_model]
@@ -35,8 +35,8 @@ struct CudaWeights {
   kernels::DType compute = kernels::DType::kF32;
   const void* embedding = nullptr;  // [vocab, d_model] in embedding_dtype (as stored)
   kernels::DType embedding_dtype = kernels::DType::kF32;
-  const void* lm_head = nullptr;    // [vocab, d_model] in compute dtype (may alias embedding)
-  const float* norm_f = nullptr;    // [d_model]
+  const void* lm_head = nullptr;  // [vocab, d_model] in compute dtype (may alias embedding)
+  const float* norm_f = nullptr;  // [d_model]
   std::vector<CudaLayerWeights> layers;
   int64_t gemm_bytes = 0;  // GEMM weight bytes read by one decode step (incl. the LM head)
   DeviceBuffer arena;      // every tensor above, 256-byte aligned

@@ -6,8 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <iostream>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <random>
 
@@ -100,7 +100,8 @@ double OneDnnPrefillSeconds(const ModelConfig& c, int64_t len, mamba::kernels::D
   const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
   const double layer = MeasureOneDnnGemmSeconds(len, 2 * e, d, dt) +
                        MeasureOneDnnGemmSeconds(len, r + 2 * n, e, dt) +
-                       MeasureOneDnnGemmSeconds(len, e, r, dt) + MeasureOneDnnGemmSeconds(len, d, e, dt);
+                       MeasureOneDnnGemmSeconds(len, e, r, dt) +
+                       MeasureOneDnnGemmSeconds(len, d, e, dt);
   return layer * c.num_hidden_layers + MeasureOneDnnGemmSeconds(1, c.vocab_size, d, dt);
 }
 
@@ -117,9 +118,12 @@ int main(int argc, char** argv) {
   bool profile = false, roofline = true;
   tools::AddEngineFlags(app, &ef);
   app.add_option("--preset", preset, "Random-weight preset instead of --model (130m, 1.4b, ...)");
-  app.add_option("--cache-dir", cache_dir, "Where preset checkpoints are written")->capture_default_str();
+  app.add_option("--cache-dir", cache_dir, "Where preset checkpoints are written")
+      ->capture_default_str();
   app.add_option("--batches", batches, "Decode batch sizes")->delimiter(',')->capture_default_str();
-  app.add_option("--prefill", prefill_lens, "Prefill lengths")->delimiter(',')->capture_default_str();
+  app.add_option("--prefill", prefill_lens, "Prefill lengths")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--decode-steps", decode_steps)->capture_default_str();
   app.add_flag("--profile", profile, "Report time per op");
   app.add_flag("!--no-roofline", roofline, "Skip the bandwidth / oneDNN reference measurements");
@@ -134,7 +138,7 @@ int main(int argc, char** argv) {
     if (!dt.ok()) return Fail(dt.status());
     RandomCheckpointOptions o;
     o.config = *cfg;
-    o.dtype = *dt == ComputeDType::kBFloat16 ? mamba::kernels::DType::kBF16
+    o.dtype = *dt == ComputeDType::kBFloat16  ? mamba::kernels::DType::kBF16
               : *dt == ComputeDType::kFloat16 ? mamba::kernels::DType::kF16
                                               : mamba::kernels::DType::kF32;
     ef.model_dir = (fs::path(cache_dir) / (preset + "-" + mamba::kernels::Name(o.dtype))).string();
@@ -151,7 +155,8 @@ int main(int argc, char** argv) {
   out["model"] = ef.model_dir;
   out["engine"] = b.Describe();
   out["load_seconds"] = Now() - t0;
-  std::printf("engine: %s\nload: %.2f s\n", b.Describe().c_str(), out["load_seconds"].get<double>());
+  std::printf("engine: %s\nload: %.2f s\n", b.Describe().c_str(),
+              out["load_seconds"].get<double>());
   const auto* cpu = dynamic_cast<const cpu::CpuBackend*>(&b);
   const double weight_bytes = cpu ? static_cast<double>(cpu->weight_bytes_per_token()) : 0.0;
 
@@ -161,7 +166,9 @@ int main(int argc, char** argv) {
     if (!t.ok()) return Fail(t.status());
     const double tps = static_cast<double>(len) / *t;
     json& p = out["prefill"][std::to_string(len)];
-    p = {{"seconds", *t}, {"tokens_per_s", tps}, {"gflops", PrefillFlops(b.config(), len) / *t / 1e9}};
+    p = {{"seconds", *t},
+         {"tokens_per_s", tps},
+         {"gflops", PrefillFlops(b.config(), len) / *t / 1e9}};
     if (profile) p["op_seconds_per_run"] = OpDelta(before, b, 1.0 / 3);
     std::printf("prefill %5lld tokens: %8.1f tokens/s  (%.3f s, %.0f GEMM GFLOP/s)\n",
                 static_cast<long long>(len), tps, *t, p["gflops"].get<double>());
@@ -203,8 +210,9 @@ int main(int argc, char** argv) {
       const double ours = out["prefill"]["512"]["seconds"].get<double>();
       out["onednn_gemm_only_prefill512_seconds"] = ref;
       out["prefill512_vs_onednn_gemm"] = ref / ours;
-      std::printf("prefill 512: oneDNN GEMMs alone %.3f s -> engine reaches %.0f%% of GEMM throughput\n",
-                  ref, 100 * ref / ours);
+      std::printf(
+          "prefill 512: oneDNN GEMMs alone %.3f s -> engine reaches %.0f%% of GEMM throughput\n",
+          ref, 100 * ref / ours);
     }
   }
   if (!json_path.empty()) {

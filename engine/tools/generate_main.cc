@@ -7,9 +7,9 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_join.h"
 #include "engine/generate.h"
+#include "engine/tokenizer/tokenizer.h"
 #include "engine/tools/tool_common.h"
 #include "nlohmann/json.hpp"
-#include "engine/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
 
   std::vector<TokenId> ids;
   std::unique_ptr<Tokenizer> tok;
-  if (auto t = Tokenizer::FromFile(std::filesystem::path(ef.model_dir) / "tokenizer.json"); t.ok()) {
+  if (auto t = Tokenizer::FromFile(std::filesystem::path(ef.model_dir) / "tokenizer.json");
+      t.ok()) {
     tok = std::move(*t);
   }
   if (!prompt_ids.empty()) {
@@ -49,7 +50,8 @@ int main(int argc, char** argv) {
     if (!parsed.ok()) return Fail(parsed.status());
     ids = *parsed;
   } else if (!prompt.empty()) {
-    if (!tok) return Fail(absl::FailedPreconditionError("no usable tokenizer.json in " + ef.model_dir));
+    if (!tok)
+      return Fail(absl::FailedPreconditionError("no usable tokenizer.json in " + ef.model_dir));
     auto enc = tok->Encode(prompt);
     if (!enc.ok()) return Fail(enc.status());
     ids = *enc;
@@ -75,8 +77,8 @@ int main(int argc, char** argv) {
       if (auto d = tok->Decode(out); d.ok()) text = *d;
     }
     if (json_out) {
-      nlohmann::json j{{"prompt_ids", ids}, {"ids", out}, {"text", text},
-                       {"finish_reason", Name(r.finish)}};
+      nlohmann::json j{
+          {"prompt_ids", ids}, {"ids", out}, {"text", text}, {"finish_reason", Name(r.finish)}};
       if (sp.logprobs) {
         std::vector<float> lp;
         for (const SampledToken& t : r.tokens) lp.push_back(t.logprob);

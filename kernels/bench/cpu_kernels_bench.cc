@@ -56,7 +56,8 @@ void BM_Gemm(benchmark::State& st) {
     }
     l = (l + 1) % kLayers;
   }
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
   st.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(n * k * SizeOf(dt)),
                                                   benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -78,12 +79,18 @@ void BM_SelectiveScan(benchmark::State& st) {
   std::vector<SeqChunk> cs;
   for (int64_t c = 0; c < chunks; ++c) cs.push_back({c * len, len, static_cast<int32_t>(c)});
   for (auto _ : st) {
-    SelectiveScan({x.data(), e, dt.data(), e, bias.data(), a.data(), bc.data(), bc.data() + n, 2 * n,
-                   d.data(), z.data(), e, state.data(), out.data(), e, e, n, cs});
+    SelectiveScan({x.data(), e, dt.data(), e, bias.data(), a.data(), bc.data(), bc.data() + n,
+                   2 * n, d.data(), z.data(), e, state.data(), out.data(), e, e, n, cs});
   }
-  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_SelectiveScan)->ArgNames({"len", "chunks"})->Args({512, 1})->Args({1, 1})->Args({1, 32})->UseRealTime();
+BENCHMARK(BM_SelectiveScan)
+    ->ArgNames({"len", "chunks"})
+    ->Args({512, 1})
+    ->Args({1, 1})
+    ->Args({1, 32})
+    ->UseRealTime();
 
 void BM_CausalConv(benchmark::State& st) {
   const int64_t len = st.range(0), chunks = st.range(1), e = 1536, T = len * chunks;
@@ -95,7 +102,8 @@ void BM_CausalConv(benchmark::State& st) {
   for (auto _ : st) {
     CausalConv({x.data(), 2 * e, w.data(), b.data(), state.data(), out.data(), e, e, 4, cs});
   }
-  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_CausalConv)->ArgNames({"len", "chunks"})->Args({512, 1})->Args({1, 32})->UseRealTime();
 

@@ -13,7 +13,7 @@ inline constexpr int kMaxConvWidth = 8;
 
 template <typename T>
 struct CausalConvArgsT {
-  const T* x = nullptr;       // [tokens, dim], rows x_stride apart
+  const T* x = nullptr;  // [tokens, dim], rows x_stride apart
   int64_t x_stride = 0;
   const T* weight = nullptr;  // [width, dim]: weight[k*dim + d] = HF conv1d.weight[d, 0, k];
                               // k = width-1 multiplies the current token
@@ -23,7 +23,7 @@ struct CausalConvArgsT {
   T* out = nullptr;           // [tokens, dim] = silu(conv(x) + bias), rows out_stride apart
   int64_t out_stride = 0;
   int64_t dim = 0;
-  int width = 4;              // 1..kMaxConvWidth
+  int width = 4;  // 1..kMaxConvWidth
   SeqChunks chunks;
 };
 using CausalConvArgs = CausalConvArgsT<float>;

@@ -82,10 +82,12 @@ MAMBA_AVX512 void RowTiles(const void* xs, int64_t xs_ld, int64_t m, const std::
     MicroKernel<R, NR, kBf16>(xr, xs_ld, wp, panel_stride, kp, yr, ldy, bias, accumulate, \
                               last_cols);                                                 \
     break;
-    MAMBA_TAIL(1)
-    MAMBA_TAIL(2) MAMBA_TAIL(3) MAMBA_TAIL(4) MAMBA_TAIL(5) MAMBA_TAIL(6) MAMBA_TAIL(7)
+    // clang-format off
+    MAMBA_TAIL(1) MAMBA_TAIL(2) MAMBA_TAIL(3) MAMBA_TAIL(4) MAMBA_TAIL(5) MAMBA_TAIL(6)
+    MAMBA_TAIL(7)
 #undef MAMBA_TAIL
-        default : break;
+    default: break;
+    // clang-format on
   }
 }
 
@@ -200,10 +202,11 @@ absl::Status PackedGemm(const PackedGemmArgs& a) {
     RowTiles<NR, false>(xm, w.k_packed, mb, wp, panel_stride, w.k_packed, y, a.ldy, bias, \
                         a.accumulate, last_cols);                                         \
     break;
-          MAMBA_NR(1)
-          MAMBA_NR(2) MAMBA_NR(3) MAMBA_NR(4)
+          // clang-format off
+          MAMBA_NR(1) MAMBA_NR(2) MAMBA_NR(3) MAMBA_NR(4)
 #undef MAMBA_NR
-              default : break;
+          default: break;
+          // clang-format on
         }
       }
     };

@@ -18,7 +18,7 @@ struct PackedWeight {
   DType dtype = DType::kF32;  // kF32 or kBF16
   int64_t n = 0;
   int64_t k = 0;
-  int64_t k_packed = 0;       // k (fp32) or ceil(k / 2) pairs (bf16)
+  int64_t k_packed = 0;  // k (fp32) or ceil(k / 2) pairs (bf16)
   std::shared_ptr<std::byte[]> data;
   int64_t bytes = 0;
 };
@@ -31,14 +31,14 @@ absl::StatusOr<PackedWeight> PackWeight(const void* src, DType src_dtype, int64_
                                         DType dtype);
 
 struct PackedGemmArgs {
-  const float* x = nullptr;     // [m, k], rows ldx apart
+  const float* x = nullptr;  // [m, k], rows ldx apart
   int64_t ldx = 0;
   const PackedWeight* w = nullptr;
   const float* bias = nullptr;  // [n] or nullptr
   float* y = nullptr;           // [m, n], rows ldy apart
   int64_t ldy = 0;
   int64_t m = 0;
-  bool accumulate = false;      // y += x W^T (+ bias)
+  bool accumulate = false;  // y += x W^T (+ bias)
 };
 
 absl::Status PackedGemm(const PackedGemmArgs& a);

@@ -8,7 +8,7 @@ namespace mamba::kernels::cpu {
 
 template <typename T>
 struct RmsNormArgsT {
-  const T* x = nullptr;       // [rows, dim], rows x_stride apart
+  const T* x = nullptr;  // [rows, dim], rows x_stride apart
   int64_t x_stride = 0;
   const T* weight = nullptr;  // [dim]
   T* out = nullptr;           // [rows, dim], rows out_stride apart; may alias x

@@ -15,23 +15,23 @@ inline constexpr int64_t kMaxStateSize = 256;
 
 template <typename T>
 struct SelectiveScanArgsT {
-  const T* x = nullptr;        // [tokens, dim] conv output, rows x_stride apart
+  const T* x = nullptr;  // [tokens, dim] conv output, rows x_stride apart
   int64_t x_stride = 0;
-  const T* dt = nullptr;       // [tokens, dim] dt_proj output before its bias
+  const T* dt = nullptr;  // [tokens, dim] dt_proj output before its bias
   int64_t dt_stride = 0;
   const T* dt_bias = nullptr;  // [dim]
   const T* a = nullptr;        // [d_state, dim] = -exp(A_log), transposed
   const T* b = nullptr;        // [tokens, d_state], rows bc_stride apart
   const T* c = nullptr;        // [tokens, d_state], rows bc_stride apart
   int64_t bc_stride = 0;
-  const T* d_skip = nullptr;   // [dim]
-  const T* z = nullptr;        // [tokens, dim] gate, rows z_stride apart
+  const T* d_skip = nullptr;  // [dim]
+  const T* z = nullptr;       // [tokens, dim] gate, rows z_stride apart
   int64_t z_stride = 0;
-  T* state = nullptr;          // [num_slots, d_state, dim]
-  T* out = nullptr;            // [tokens, dim], rows out_stride apart
+  T* state = nullptr;  // [num_slots, d_state, dim]
+  T* out = nullptr;    // [tokens, dim], rows out_stride apart
   int64_t out_stride = 0;
   int64_t dim = 0;
-  int64_t d_state = 0;         // 1..kMaxStateSize
+  int64_t d_state = 0;  // 1..kMaxStateSize
   SeqChunks chunks;
 };
 using SelectiveScanArgs = SelectiveScanArgsT<float>;

@@ -122,5 +122,6 @@ MAMBA_INLINE float HorizontalSum(VecF v) {
 // Hot kernels are compiled for these targets and picked at load time. The build defines it
 // empty with -DMAMBA_CPU_CLONES=OFF (ThreadSanitizer crashes in the ifunc resolvers).
 #ifndef MAMBA_CPU_CLONES
-#define MAMBA_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define MAMBA_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #endif

@@ -1,7 +1,6 @@
-#include "kernels/cuda/causal_conv.h"
-
 #include <algorithm>
 
+#include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/common.cuh"
 
 namespace mamba::kernels::cuda {
@@ -54,7 +53,8 @@ __global__ void __launch_bounds__(kThreads) ConvPrefillKernel(CausalConvArgs a) 
 #pragma unroll
     for (int k = 0; k < kHist; ++k) {
       const int64_t p = r0 - kHist + k;
-      win[k] = p >= ch.begin ? a.x[p * a.x_stride + d] + xb : st[(kHist + (p - ch.begin)) * a.dim + d];
+      win[k] =
+          p >= ch.begin ? a.x[p * a.x_stride + d] + xb : st[(kHist + (p - ch.begin)) * a.dim + d];
     }
     int64_t next = ch.begin + ch.length;
     for (int64_t r = r0; r < r1; ++r) {
@@ -159,43 +159,48 @@ bool ValidCommon(const CausalConvArgs& a) {
 template <typename LowT>
 cudaError_t LaunchPrefill(const CausalConvArgs& a, cudaStream_t stream) {
   const int64_t tiles = (a.tokens + kRowsPerThread - 1) / kRowsPerThread;
-  const dim3 grid(CeilDiv(a.dim, kThreads), static_cast<unsigned>(std::min(tiles, detail::kMaxGridY)));
+  const dim3 grid(CeilDiv(a.dim, kThreads),
+                  static_cast<unsigned>(std::min(tiles, detail::kMaxGridY)));
   switch (a.width) {
-#define MAMBA_LAUNCH(W)                                               \
-  case W:                                                             \
-    ConvPrefillKernel<W, LowT><<<grid, kThreads, 0, stream>>>(a);     \
+#define MAMBA_LAUNCH(W)                                           \
+  case W:                                                         \
+    ConvPrefillKernel<W, LowT><<<grid, kThreads, 0, stream>>>(a); \
     break;
     MAMBA_CONV_WIDTH_CASES(MAMBA_LAUNCH)
 #undef MAMBA_LAUNCH
-    default: return cudaErrorInvalidValue;
+    default:
+      return cudaErrorInvalidValue;
   }
   if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   if (a.width == 1) return cudaSuccess;
   const dim3 sgrid(CeilDiv(a.dim, kThreads),
                    static_cast<unsigned>(std::min<int64_t>(a.num_chunks, detail::kMaxGridY)));
   switch (a.width) {
-#define MAMBA_LAUNCH(W)                                        \
-  case W:                                                      \
-    ConvStateKernel<W><<<sgrid, kThreads, 0, stream>>>(a);     \
+#define MAMBA_LAUNCH(W)                                    \
+  case W:                                                  \
+    ConvStateKernel<W><<<sgrid, kThreads, 0, stream>>>(a); \
     break;
     MAMBA_CONV_WIDTH_CASES(MAMBA_LAUNCH)
 #undef MAMBA_LAUNCH
-    default: return cudaErrorInvalidValue;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
 
 template <typename LowT>
 cudaError_t LaunchDecode(const CausalConvArgs& a, cudaStream_t stream) {
-  const dim3 grid(CeilDiv(a.dim, kThreads), static_cast<unsigned>(std::min(a.tokens, detail::kMaxGridY)));
+  const dim3 grid(CeilDiv(a.dim, kThreads),
+                  static_cast<unsigned>(std::min(a.tokens, detail::kMaxGridY)));
   switch (a.width) {
-#define MAMBA_LAUNCH(W)                                              \
-  case W:                                                            \
-    ConvDecodeKernel<W, LowT><<<grid, kThreads, 0, stream>>>(a);     \
+#define MAMBA_LAUNCH(W)                                          \
+  case W:                                                        \
+    ConvDecodeKernel<W, LowT><<<grid, kThreads, 0, stream>>>(a); \
     break;
     MAMBA_CONV_WIDTH_CASES(MAMBA_LAUNCH)
 #undef MAMBA_LAUNCH
-    default: return cudaErrorInvalidValue;
+    default:
+      return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }

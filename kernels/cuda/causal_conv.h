@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
-#include "kernels/dtype.h"
 #include "kernels/cuda/packed_chunks.h"
+#include "kernels/dtype.h"
 
 namespace mamba::kernels::cuda {
 
@@ -16,7 +16,7 @@ inline constexpr int kMaxConvWidth = 8;
 // All pointers are device pointers. The state of slot s lives at state + s * state_slot_stride:
 // [width-1, dim] fp32, the slot's last width-1 inputs (x + x_bias), oldest first.
 struct CausalConvArgs {
-  const float* x = nullptr;       // [tokens, dim], rows x_stride apart (in_proj's x half)
+  const float* x = nullptr;  // [tokens, dim], rows x_stride apart (in_proj's x half)
   int64_t x_stride = 0;
   const float* x_bias = nullptr;  // [dim] added to x first (in_proj's bias) or nullptr
   const float* weight = nullptr;  // [width, dim]: weight[k*dim + d] = conv1d.weight[d, 0, k];
@@ -26,11 +26,11 @@ struct CausalConvArgs {
   int64_t state_slot_stride = 0;  // elements between consecutive slots
   float* out = nullptr;           // [tokens, dim] = silu(conv + bias), rows out_stride apart
   int64_t out_stride = 0;
-  void* out_lowp = nullptr;       // optional copy of out in out_lowp_dtype (a GEMM input)
+  void* out_lowp = nullptr;  // optional copy of out in out_lowp_dtype (a GEMM input)
   DType out_lowp_dtype = DType::kBF16;
   int64_t out_lowp_stride = 0;
   int64_t dim = 0;
-  int width = 4;                  // 1..kMaxConvWidth
+  int width = 4;  // 1..kMaxConvWidth
   // Prefill: chunks in order, back to back from row 0 (chunk i begins where i-1 ends), each
   // with a distinct slot; tokens = sum of lengths.
   const ChunkDesc* chunks = nullptr;  // device [num_chunks]

@@ -69,9 +69,12 @@ struct Tag {
 template <typename F>
 cudaError_t DispatchDType(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::kF32: return f(Tag<float>{});
-    case DType::kBF16: return f(Tag<__nv_bfloat16>{});
-    case DType::kF16: return f(Tag<__half>{});
+    case DType::kF32:
+      return f(Tag<float>{});
+    case DType::kBF16:
+      return f(Tag<__nv_bfloat16>{});
+    case DType::kF16:
+      return f(Tag<__half>{});
   }
   return cudaErrorInvalidValue;
 }

@@ -1,8 +1,8 @@
-#include "kernels/cuda/device.h"
-
 #include <cuda_runtime.h>
 
 #include <cstdio>
+
+#include "kernels/cuda/device.h"
 
 namespace mamba::kernels::cuda {
 
@@ -32,7 +32,8 @@ int UsableDeviceCount(std::string* error) {
     if (major * 10 + minor >= kMinComputeCapability) {
       ++usable;
     } else {
-      older += (older.empty() ? "" : ", ") + std::string("sm_") + std::to_string(major * 10 + minor);
+      older +=
+          (older.empty() ? "" : ", ") + std::string("sm_") + std::to_string(major * 10 + minor);
     }
   }
   if (n > 0 && usable == 0 && error) {

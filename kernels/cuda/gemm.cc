@@ -13,9 +13,12 @@ namespace {
 
 cudaDataType_t CudaType(DType t) {
   switch (t) {
-    case DType::kF32: return CUDA_R_32F;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
+    case DType::kF32:
+      return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
   }
   return CUDA_R_32F;
 }
@@ -23,8 +26,8 @@ cudaDataType_t CudaType(DType t) {
 bool FitsInt(int64_t v) { return v >= 0 && v <= std::numeric_limits<int>::max(); }
 
 absl::Status BlasError(cublasStatus_t s, const std::string& what) {
-  return absl::InternalError(absl::StrCat(what, ": ", cublasGetStatusName(s), " (",
-                                          cublasGetStatusString(s), ")"));
+  return absl::InternalError(
+      absl::StrCat(what, ": ", cublasGetStatusName(s), " (", cublasGetStatusString(s), ")"));
 }
 
 }  // namespace
@@ -40,15 +43,16 @@ absl::StatusOr<std::unique_ptr<CublasGemm>> CublasGemm::Create(cudaStream_t stre
     return BlasError(s, "cublasSetStream");
   }
   // Plain fp32 stays fp32 (no TF32): fp32 mode is the accuracy reference.
-  if (cublasStatus_t s = cublasSetMathMode(g->handle_, CUBLAS_DEFAULT_MATH); s != CUBLAS_STATUS_SUCCESS) {
+  if (cublasStatus_t s = cublasSetMathMode(g->handle_, CUBLAS_DEFAULT_MATH);
+      s != CUBLAS_STATUS_SUCCESS) {
     return BlasError(s, "cublasSetMathMode");
   }
   if (workspace_bytes > 0) {
     if (cudaError_t e = cudaMalloc(&g->workspace_, workspace_bytes); e != cudaSuccess) {
       g->workspace_ = nullptr;
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cudaMalloc of the cuBLAS workspace (", workspace_bytes, " bytes): ",
-                       cudaGetErrorString(e)));
+      return absl::ResourceExhaustedError(absl::StrCat("cudaMalloc of the cuBLAS workspace (",
+                                                       workspace_bytes,
+                                                       " bytes): ", cudaGetErrorString(e)));
     }
     if (cublasStatus_t s = cublasSetWorkspace(g->handle_, g->workspace_, workspace_bytes);
         s != CUBLAS_STATUS_SUCCESS) {
@@ -72,18 +76,17 @@ absl::Status CublasGemm::Run(const GemmArgs& a) const {
   if (a.m == 0 || a.n == 0) return absl::OkStatus();
   if (!FitsInt(a.m) || !FitsInt(a.n) || !FitsInt(a.k) || !FitsInt(a.ldx) || !FitsInt(a.ldy) ||
       a.k < 1 || a.ldx < a.k || a.ldy < a.n || !a.x || !a.w || !a.y) {
-    return absl::InvalidArgumentError(absl::StrCat(shape(), ": bad arguments (ldx ", a.ldx, ", ldy ",
-                                                   a.ldy, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(shape(), ": bad arguments (ldx ", a.ldx, ", ldy ", a.ldy, ")"));
   }
   // Row-major y[m, n] = x[m, k] W^T is column-major y^T[n, m] = W[n, k] x^T: A = W seen as
   // column-major [k, n] and transposed, B = x^T as column-major [k, m].
   const float alpha = 1.0f, beta = a.accumulate ? 1.0f : 0.0f;
   const cudaDataType_t t = CudaType(a.dtype);
-  const cublasStatus_t s =
-      cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(a.n), static_cast<int>(a.m),
-                   static_cast<int>(a.k), &alpha, a.w, t, static_cast<int>(a.k), a.x, t,
-                   static_cast<int>(a.ldx), &beta, a.y, CUDA_R_32F, static_cast<int>(a.ldy),
-                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t s = cublasGemmEx(
+      handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(a.n), static_cast<int>(a.m),
+      static_cast<int>(a.k), &alpha, a.w, t, static_cast<int>(a.k), a.x, t, static_cast<int>(a.ldx),
+      &beta, a.y, CUDA_R_32F, static_cast<int>(a.ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return BlasError(s, shape());
   return absl::OkStatus();
 }

@@ -22,7 +22,7 @@ struct GemmArgs {
   DType dtype = DType::kF32;
   int64_t n = 0;
   int64_t k = 0;
-  float* y = nullptr;       // [m, n] fp32, rows ldy apart (device)
+  float* y = nullptr;  // [m, n] fp32, rows ldy apart (device)
   int64_t ldy = 0;
   int64_t m = 0;
   bool accumulate = false;  // y += x W^T instead of y = x W^T

@@ -1,8 +1,7 @@
-#include "kernels/cuda/rms_norm.h"
-
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/rms_norm.h"
 
 namespace mamba::kernels::cuda {
 namespace {
@@ -48,7 +47,8 @@ __global__ void __launch_bounds__(kThreads) EmbeddingKernel(EmbeddingArgs a) {
     float* out = a.out + r * a.out_stride;
     const bool ok = id >= 0 && id < a.vocab;
     const T* row = table + (ok ? static_cast<int64_t>(id) : 0) * a.dim;
-    for (int64_t k = threadIdx.x; k < a.dim; k += kThreads) out[k] = ok ? ToFloat(row[k]) : nanf("");
+    for (int64_t k = threadIdx.x; k < a.dim; k += kThreads)
+      out[k] = ok ? ToFloat(row[k]) : nanf("");
   }
 }
 

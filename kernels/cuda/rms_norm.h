@@ -16,13 +16,13 @@ namespace mamba::kernels::cuda {
 //   out[r] = weight * (residual[i] * rsqrt(mean(residual[i]^2) + eps))   in out_dtype
 // rows_index must not repeat a row when delta is set. All pointers are device pointers.
 struct AddRmsNormArgs {
-  float* residual = nullptr;         // [*, dim], rows residual_stride apart
+  float* residual = nullptr;  // [*, dim], rows residual_stride apart
   int64_t residual_stride = 0;
-  const float* delta = nullptr;      // [*, dim] or nullptr, rows delta_stride apart
+  const float* delta = nullptr;  // [*, dim] or nullptr, rows delta_stride apart
   int64_t delta_stride = 0;
-  const float* delta_bias = nullptr; // [dim] or nullptr (the previous layer's out_proj bias)
-  const float* weight = nullptr;     // [dim]
-  void* out = nullptr;               // [rows, dim], rows out_stride apart
+  const float* delta_bias = nullptr;  // [dim] or nullptr (the previous layer's out_proj bias)
+  const float* weight = nullptr;      // [dim]
+  void* out = nullptr;                // [rows, dim], rows out_stride apart
   DType out_dtype = DType::kF32;
   int64_t out_stride = 0;
   const int32_t* rows_index = nullptr;  // [rows] or nullptr
@@ -41,7 +41,7 @@ struct EmbeddingArgs {
   DType dtype = DType::kF32;
   int64_t vocab = 0;
   int64_t dim = 0;
-  float* out = nullptr;             // [rows, dim], rows out_stride apart
+  float* out = nullptr;  // [rows, dim], rows out_stride apart
   int64_t out_stride = 0;
   int64_t rows = 0;
 };

@@ -1,9 +1,8 @@
-#include "kernels/cuda/sampling.h"
-
 #include <algorithm>
 #include <climits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/sampling.h"
 
 namespace mamba::kernels::cuda {
 namespace {
@@ -95,7 +94,8 @@ cudaError_t GreedySample(const GreedyArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (a.rows == 0) return cudaSuccess;
-  if (!a.logits || a.logits_stride < a.vocab || !a.token || !a.logprob) return cudaErrorInvalidValue;
+  if (!a.logits || a.logits_stride < a.vocab || !a.token || !a.logprob)
+    return cudaErrorInvalidValue;
   if (a.top_n > 0 && (!a.top_ids || !a.top_logprobs)) return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(a.rows, 1 << 20));
   GreedyKernel<<<blocks, kThreads, 0, stream>>>(a);

@@ -1,8 +1,7 @@
-#include "kernels/cuda/selective_scan.h"
-
 #include <algorithm>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/selective_scan.h"
 
 namespace mamba::kernels::cuda {
 namespace {
@@ -182,7 +181,8 @@ __global__ void __launch_bounds__(kDecodeThreads) ScanDecodeKernel(SelectiveScan
   OutT* out = static_cast<OutT*>(a.out);
   for (int64_t row = blockIdx.y; row < a.tokens; row += gridDim.y) {
     const int32_t slot = a.slots[row];
-    float* st = slot >= 0 ? a.state + static_cast<int64_t>(slot) * a.state_slot_stride + d : nullptr;
+    float* st =
+        slot >= 0 ? a.state + static_cast<int64_t>(slot) * a.state_slot_stride + d : nullptr;
     const float dt = Softplus(a.dt[row * a.dt_stride + d] + dt_bias);
     const float x = a.x[row * a.x_stride + d];
     const float dtx = dt * x;

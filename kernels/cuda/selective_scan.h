@@ -8,8 +8,8 @@
 
 #include <cstdint>
 
-#include "kernels/dtype.h"
 #include "kernels/cuda/packed_chunks.h"
+#include "kernels/dtype.h"
 
 namespace mamba::kernels::cuda {
 
@@ -18,26 +18,26 @@ inline constexpr int64_t kMaxStateSize = 256;
 // All pointers are device pointers; activations and state are fp32 whatever the weight dtype.
 // The state of slot s lives at state + s * state_slot_stride: [d_state, dim] fp32.
 struct SelectiveScanArgs {
-  const float* x = nullptr;        // [tokens, dim] conv output, rows x_stride apart
+  const float* x = nullptr;  // [tokens, dim] conv output, rows x_stride apart
   int64_t x_stride = 0;
-  const float* dt = nullptr;       // [tokens, dim] dt_proj output before its bias
+  const float* dt = nullptr;  // [tokens, dim] dt_proj output before its bias
   int64_t dt_stride = 0;
   const float* dt_bias = nullptr;  // [dim]
   const float* a = nullptr;        // [d_state, dim] = -exp(A_log), transposed
   const float* b = nullptr;        // [tokens, d_state], rows bc_stride apart
   const float* c = nullptr;        // [tokens, d_state], rows bc_stride apart
   int64_t bc_stride = 0;
-  const float* d_skip = nullptr;   // [dim]
-  const float* z = nullptr;        // [tokens, dim] gate, rows z_stride apart
+  const float* d_skip = nullptr;  // [dim]
+  const float* z = nullptr;       // [tokens, dim] gate, rows z_stride apart
   int64_t z_stride = 0;
-  const float* z_bias = nullptr;   // [dim] added to z first (in_proj's bias) or nullptr
+  const float* z_bias = nullptr;  // [dim] added to z first (in_proj's bias) or nullptr
   float* state = nullptr;
-  int64_t state_slot_stride = 0;   // elements between consecutive slots
-  void* out = nullptr;             // [tokens, dim] in out_dtype, rows out_stride apart
+  int64_t state_slot_stride = 0;  // elements between consecutive slots
+  void* out = nullptr;            // [tokens, dim] in out_dtype, rows out_stride apart
   DType out_dtype = DType::kF32;
   int64_t out_stride = 0;
   int64_t dim = 0;
-  int64_t d_state = 0;             // 1..kMaxStateSize
+  int64_t d_state = 0;  // 1..kMaxStateSize
   // Prefill: chunks in order, back to back from row 0, distinct slots (as CausalConvArgs).
   const ChunkDesc* chunks = nullptr;  // device [num_chunks]
   int num_chunks = 0;

@@ -19,8 +19,10 @@ struct Logprobs {
   OrderedJson text_offset = OrderedJson::array();
 
   OrderedJson ToJson() const {
-    return {{"tokens", tokens}, {"token_logprobs", token_logprobs},
-            {"top_logprobs", top_logprobs}, {"text_offset", text_offset}};
+    return {{"tokens", tokens},
+            {"token_logprobs", token_logprobs},
+            {"top_logprobs", top_logprobs},
+            {"text_offset", text_offset}};
   }
 };
 
@@ -52,8 +54,8 @@ class CompletionCall : public GenerationCall {
     if (!spec_.echo) return;
     // The prompt text first, as its own chunk per choice.
     for (size_t c = 0; c < choices_.size(); ++c) {
-      if (!WriteOrCancel(Sse(Chunk(c, choices_[c].text, spec_.logprobs ? &choices_[c].lp : nullptr,
-                                   nullptr)))) {
+      if (!WriteOrCancel(Sse(
+              Chunk(c, choices_[c].text, spec_.logprobs ? &choices_[c].lp : nullptr, nullptr)))) {
         return;
       }
       choices_[c].text.clear();
@@ -63,8 +65,8 @@ class CompletionCall : public GenerationCall {
 
  private:
   struct Choice {
-    std::string text;   // unary: everything so far; stream: echo only
-    Logprobs lp;        // unary: everything so far
+    std::string text;    // unary: everything so far; stream: echo only
+    Logprobs lp;         // unary: everything so far
     int64_t offset = 0;  // text_offset of the next token, in characters
     const char* finish = nullptr;
     bool done = false;
@@ -120,7 +122,8 @@ class CompletionCall : public GenerationCall {
     lp->top_logprobs.push_back(std::move(top));
   }
 
-  OrderedJson Chunk(size_t c, const std::string& text, const Logprobs* lp, const char* finish) const {
+  OrderedJson Chunk(size_t c, const std::string& text, const Logprobs* lp,
+                    const char* finish) const {
     OrderedJson choice = {{"index", c}, {"text", text}};
     choice["logprobs"] = lp ? lp->ToJson() : OrderedJson(nullptr);
     choice["finish_reason"] = finish ? OrderedJson(finish) : OrderedJson(nullptr);
@@ -131,7 +134,9 @@ class CompletionCall : public GenerationCall {
   }
 
   OrderedJson Envelope() const {
-    return {{"id", id_}, {"object", "text_completion"}, {"created", created_},
+    return {{"id", id_},
+            {"object", "text_completion"},
+            {"created", created_},
             {"model", ctx_.state->model_name}};
   }
 
@@ -173,7 +178,8 @@ class CompletionCall : public GenerationCall {
     if (ok) ch.finish = ev.reason == engine::Finish::kStop ? "stop" : "length";
     if (spec_.stream) {
       // A completion that ended badly mid-stream: an error event in its place (as vLLM does).
-      OrderedJson event = ok ? Chunk(c, ev.text, nullptr, ch.finish) : ErrorBody(FinishError(ev.status));
+      OrderedJson event =
+          ok ? Chunk(c, ev.text, nullptr, ch.finish) : ErrorBody(FinishError(ev.status));
       if (!WriteOrCancel(Sse(event))) return;
     } else {
       ch.text += ev.text;

@@ -17,7 +17,7 @@ struct CompletionSpec {
   std::vector<Prompt> prompts;  // choices are indexed prompt_index * n + i
   engine::Request request;      // everything but the prompt; n in request.n
   bool stream = false;
-  bool include_usage = false;   // stream_options.include_usage
+  bool include_usage = false;  // stream_options.include_usage
   bool echo = false;
   std::optional<int> logprobs;  // OpenAI `logprobs`: alternatives per token, when set
 };
@@ -28,7 +28,8 @@ struct CompletionSpec {
 // top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
 // skip_special_tokens, stop_token_ids, timeout (seconds). Unknown fields are ignored; suffix
 // and logit_bias are refused when given. Errors follow api_error.h (400 type, 422 range).
-absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx, CompletionSpec* out);
+absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
+                                    CompletionSpec* out);
 
 void HandleCompletions(const HandlerContext& ctx, const HttpRequest& request,
                        std::shared_ptr<Exchange> exchange);

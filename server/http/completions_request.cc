@@ -20,8 +20,9 @@ absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, std::vect
     out->emplace_back();
     return TokenizePrompt(ctx, p.get<std::string>(), &out->back());
   }
-  const char* kShape = "'prompt' must be a string, an array of strings, an array of token ids "
-                       "or an array of arrays of token ids";
+  const char* kShape =
+      "'prompt' must be a string, an array of strings, an array of token ids "
+      "or an array of arrays of token ids";
   if (!p.is_array()) return absl::InvalidArgumentError(kShape);
   if (p.empty()) return absl::InvalidArgumentError("'prompt' is empty");
   if (p.front().is_number()) {
@@ -53,8 +54,8 @@ absl::Status RefuseUnsupported(const Json& body, int32_t n) {
   if (auto it = body.find("suffix"); it != body.end() && !it->is_null()) {
     return absl::InvalidArgumentError("'suffix' is not supported");
   }
-  if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null() &&
-                                         !(it->is_object() && it->empty())) {
+  if (auto it = body.find("logit_bias");
+      it != body.end() && !it->is_null() && !(it->is_object() && it->empty())) {
     return absl::InvalidArgumentError("'logit_bias' is not supported");
   }
   int32_t best_of = n;
@@ -86,11 +87,13 @@ absl::Status ParseSampling(const Json& body, engine::SamplingParams* p) {
 
 }  // namespace
 
-absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx, CompletionSpec* out) {
+absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
+                                    CompletionSpec* out) {
   std::string model;
   MAMBA_RETURN_IF_ERROR(ReadString(body, "model", &model));
   if (!model.empty() && model != ctx.state->model_name) {
-    return absl::NotFoundError(absl::StrCat("the model '", model, "' does not exist; this server serves '",
+    return absl::NotFoundError(absl::StrCat("the model '", model,
+                                            "' does not exist; this server serves '",
                                             ctx.state->model_name, "'"));
   }
   std::string user;
@@ -138,7 +141,8 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
   // Ranges the engine would refuse, checked here so no prompt of several is submitted.
   if (const engine::Engine* e = ctx.state->engine) {
     const int64_t vocab = e->backend().config().vocab_size;
-    if (absl::Status s = r.params.Validate(vocab); !s.ok()) return absl::OutOfRangeError(s.message());
+    if (absl::Status s = r.params.Validate(vocab); !s.ok())
+      return absl::OutOfRangeError(s.message());
     if (r.params.max_new_tokens > e->options().max_new_tokens_limit) {
       return absl::OutOfRangeError(absl::StrCat("'max_tokens' must be at most ",
                                                 e->options().max_new_tokens_limit, ", got ",

@@ -11,8 +11,8 @@
 namespace mamba::server::http {
 
 struct HttpRequest {
-  std::string method;         // "GET", "POST", ...
-  std::string path;           // the target without its query string
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // the target without its query string
   std::string body;
   std::string authorization;  // the Authorization header ("" when absent)
 };

@@ -7,7 +7,8 @@
 
 namespace mamba::server::http {
 
-std::optional<engine::Clock::time_point> Deadline(const FrontEndOptions& options, double timeout_s) {
+std::optional<engine::Clock::time_point> Deadline(const FrontEndOptions& options,
+                                                  double timeout_s) {
   std::optional<engine::Clock::time_point> deadline;
   const auto now = engine::Clock::now();
   if (options.request_timeout_ms > 0) {
@@ -33,9 +34,9 @@ absl::Status CheckPromptLength(const HandlerContext& ctx, const Prompt& prompt) 
   if (prompt.ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
   const engine::Engine* engine = ctx.state->engine;
   if (engine && static_cast<int64_t>(prompt.ids.size()) > engine->options().max_prompt_tokens) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the prompt has ", prompt.ids.size(), " tokens; the limit is ",
-                     engine->options().max_prompt_tokens));
+    return absl::ResourceExhaustedError(absl::StrCat("the prompt has ", prompt.ids.size(),
+                                                     " tokens; the limit is ",
+                                                     engine->options().max_prompt_tokens));
   }
   return absl::OkStatus();
 }
@@ -45,7 +46,8 @@ absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, 
   if (!tok) return absl::InvalidArgumentError("no tokenizer is loaded: send prompts as token ids");
   absl::StatusOr<std::vector<engine::TokenId>> ids = tok->Encode(text);
   if (!ids.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot tokenize the prompt: ", ids.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot tokenize the prompt: ", ids.status().message()));
   }
   out->ids = *std::move(ids);
   out->text = text;

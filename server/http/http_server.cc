@@ -5,25 +5,15 @@
 // A connection serves one request at a time (HTTP/1.1 keep-alive; pipelined requests wait in
 // the buffer). While a request is in flight the session keeps a read pending so that a client
 // that goes away is noticed at once: its engine requests are cancelled and their slots freed.
+// clang-format off
 #include <utility>  // before Asio: GCC 12 in C++20 mode needs it
+// clang-format on
 
 #include "server/http/http_server.h"
 
 #include <algorithm>
-
 #include <array>
 #include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <deque>
-#include <functional>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <thread>
-#include <type_traits>
-#include <vector>
-
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -35,14 +25,24 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/logging.h"
 #include "server/http/api_error.h"
 #include "server/http/http_limits.h"
 #include "server/http/router.h"
 #include "server/metrics.h"
-#include "engine/logging.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::server {
@@ -99,9 +99,10 @@ const char* Reason(int status) {
 
 std::string Head(int status, std::string_view content_type, bool keep_alive,
                  const std::vector<std::pair<std::string, std::string>>& headers) {
-  std::string h = absl::StrCat("HTTP/1.1 ", status, " ", Reason(status), "\r\nServer: mambaserve\r\n",
-                               "Content-Type: ", std::string(content_type), "\r\n",
-                               "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n");
+  std::string h =
+      absl::StrCat("HTTP/1.1 ", status, " ", Reason(status), "\r\nServer: mambaserve\r\n",
+                   "Content-Type: ", std::string(content_type), "\r\n",
+                   "Connection: ", keep_alive ? "keep-alive" : "close", "\r\n");
   for (const auto& [name, value] : headers) absl::StrAppend(&h, name, ": ", value, "\r\n");
   return h;
 }
@@ -168,14 +169,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void DoRead() {
     if (closed_) return;
     parser_.emplace();
-    parser_->body_limit(static_cast<uint64_t>(std::max<int64_t>(core_->options().max_body_bytes, 0)));
+    parser_->body_limit(
+        static_cast<uint64_t>(std::max<int64_t>(core_->options().max_body_bytes, 0)));
     parser_->header_limit(kHeaderLimit);
     ArmTimer(IdleTimeout());
     reading_ = true;
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                               self->OnHeader(ec);
-                             });
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
@@ -186,8 +187,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       Queue("HTTP/1.1 100 Continue\r\n\r\n");
     }
     reading_ = true;
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
+    bhttp::async_read(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(beast::error_code ec) {
@@ -226,8 +228,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (ec == bhttp::error::header_limit) {
       return SendError(431, "the request headers are too large");
     }
-    const bool parse_error = &ec.category() == &bhttp::make_error_code(bhttp::error::bad_method).category() &&
-                             ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
+    const bool parse_error =
+        &ec.category() == &bhttp::make_error_code(bhttp::error::bad_method).category() &&
+        ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
     if (parse_error) return SendError(400, absl::StrCat("malformed HTTP request: ", ec.message()));
     Close();  // eof, reset, timeout, TLS truncation: nothing to answer
   }
@@ -275,9 +278,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     for (size_t i = 0; i < in_write_; ++i) bufs.emplace_back(out_[i].data(), out_[i].size());
     write_started_ = std::chrono::steady_clock::now();
     if (!write_timer_armed_) ArmWriteTimer(IdleTimeout());
-    asio::async_write(stream_, bufs, [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      self->OnWrite(ec);
-    });
+    asio::async_write(
+        stream_, bufs,
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnWrite(ec); });
   }
 
   // A client that stops reading holds at most the stream buffer, and only until a write has
@@ -291,7 +294,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       if (ec || self->closed_ || !self->writing_) return;
       const auto waited = std::chrono::steady_clock::now() - self->write_started_;
       if (waited < self->IdleTimeout()) return self->ArmWriteTimer(self->IdleTimeout() - waited);
-      Log()->info("closing a connection: the client read nothing for {} ms", self->IdleTimeout().count());
+      Log()->info("closing a connection: the client read nothing for {} ms",
+                  self->IdleTimeout().count());
       self->Close();
     });
   }
@@ -342,7 +346,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     ArmTimer(kLingerTimeout);
     if constexpr (kTls) {
       // close_notify, so that the client can tell the end from a truncation.
-      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->Close(); });
+      stream_.async_shutdown(
+          [self = this->shared_from_this()](beast::error_code) { self->Close(); });
     } else {
       beast::error_code ec;
       Socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -374,7 +379,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // ---- the exchange's operations (strand only) ----
 
-  bool Current(const ExchangeImpl* ex) const { return !closed_ && exchange_.get() == ex && !ex->ended_; }
+  bool Current(const ExchangeImpl* ex) const {
+    return !closed_ && exchange_.get() == ex && !ex->ended_;
+  }
 
   void CountResponse(int status) {
     if (Metrics* m = core_->metrics()) m->OnResponse("http", endpoint_, status);
@@ -405,7 +412,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (data.empty()) return true;
     const int64_t limit = core_->options().max_stream_buffer_bytes;
     // A chunk always goes out when nothing is waiting; beyond that the client is too slow.
-    if (pending_bytes_ > 0 && limit > 0 && pending_bytes_ + static_cast<int64_t>(data.size()) > limit) {
+    if (pending_bytes_ > 0 && limit > 0 &&
+        pending_bytes_ + static_cast<int64_t>(data.size()) > limit) {
       Log()->info("closing a stream: the client is more than {} bytes behind", limit);
       return false;
     }
@@ -446,24 +454,24 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::shared_ptr<IoCore> core_;
   Stream stream_;
   const asio::any_io_executor executor_;  // the connection's strand
-  asio::steady_timer timer_;        // reading a request, TLS handshake, lingering
-  asio::steady_timer write_timer_;  // a write under way must progress (ArmWriteTimer)
+  asio::steady_timer timer_;              // reading a request, TLS handshake, lingering
+  asio::steady_timer write_timer_;        // a write under way must progress (ArmWriteTimer)
   bool write_timer_armed_ = false;
   std::chrono::steady_clock::time_point write_started_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::deque<std::string> out_;
-  size_t in_write_ = 0;       // entries of out_ in the write under way
+  size_t in_write_ = 0;        // entries of out_ in the write under way
   int64_t pending_bytes_ = 0;  // queued and not yet written
   std::shared_ptr<ExchangeImpl> exchange_;
-  std::string endpoint_;      // metrics label of the current request
+  std::string endpoint_;  // metrics label of the current request
   std::array<char, 4096> linger_buf_;
-  bool reading_ = false;      // a read (parse or read-ahead) is pending
+  bool reading_ = false;  // a read (parse or read-ahead) is pending
   bool writing_ = false;
   bool want_parse_ = false;
   bool closed_ = false;
   bool keep_alive_ = true;
-  bool chunked_ = true;       // HTTP/1.1: streams use chunked encoding
+  bool chunked_ = true;  // HTTP/1.1: streams use chunked encoding
   bool streaming_ = false;
   bool close_after_write_ = false;
 };
@@ -588,8 +596,8 @@ struct HttpServer::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(ServingState* state, Metrics* metrics,
-                                                             const FrontEndOptions& options,
-                                                             int threads) {
+                                                              const FrontEndOptions& options,
+                                                              int threads) {
   if (!state) return absl::InvalidArgumentError("http: no serving state");
   if (threads < 1) return absl::InvalidArgumentError("http: threads must be >= 1");
   auto impl = std::make_unique<Impl>();
@@ -605,8 +613,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(ServingState* stat
                            asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
     impl->ssl->use_certificate_chain_file(options.tls_cert_file, ec);
     if (ec) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("http: cannot load TLS certificate ", options.tls_cert_file, ": ", ec.message()));
+      return absl::InvalidArgumentError(absl::StrCat("http: cannot load TLS certificate ",
+                                                     options.tls_cert_file, ": ", ec.message()));
     }
     impl->ssl->use_private_key_file(options.tls_key_file, asio::ssl::context::pem, ec);
     if (ec) {
@@ -623,12 +631,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(ServingState* stat
   }
   const tcp::endpoint endpoint = *endpoints.begin();
   tcp::acceptor& a = impl->acceptor;
-  if (a.open(endpoint.protocol(), ec); !ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (a.open(endpoint.protocol(), ec); !ec)
+    a.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) a.bind(endpoint, ec);
   if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.host, ":", options.port,
-                                               ": ", ec.message()));
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.host, ":",
+                                               options.port, ": ", ec.message()));
   }
   impl->port = a.local_endpoint().port();
   impl->work.emplace(impl->ioc.get_executor());

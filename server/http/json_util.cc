@@ -147,7 +147,8 @@ absl::Status ReadStringList(const Json& obj, const char* name, std::vector<std::
 absl::Status ReadTokenIds(const Json& array, std::string_view what,
                           std::vector<engine::TokenId>* out) {
   if (!array.is_array()) {
-    return absl::InvalidArgumentError(absl::StrCat(std::string(what), " must be an array of token ids"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(what), " must be an array of token ids"));
   }
   out->clear();
   out->reserve(array.size());
@@ -156,13 +157,14 @@ absl::Status ReadTokenIds(const Json& array, std::string_view what,
       return absl::InvalidArgumentError(
           absl::StrCat(std::string(what), " must contain only integer token ids"));
     }
-    const bool too_big = e.is_number_unsigned()
-                             ? e.get<uint64_t>() > uint64_t{std::numeric_limits<engine::TokenId>::max()}
-                             : (e.get<int64_t>() < 0 ||
-                                e.get<int64_t>() > std::numeric_limits<engine::TokenId>::max());
+    const bool too_big =
+        e.is_number_unsigned()
+            ? e.get<uint64_t>() > uint64_t{std::numeric_limits<engine::TokenId>::max()}
+            : (e.get<int64_t>() < 0 ||
+               e.get<int64_t>() > std::numeric_limits<engine::TokenId>::max());
     if (too_big) {
-      return absl::OutOfRangeError(
-          absl::StrCat(std::string(what), " contains token id ", e.dump(), ", outside the vocabulary"));
+      return absl::OutOfRangeError(absl::StrCat(std::string(what), " contains token id ", e.dump(),
+                                                ", outside the vocabulary"));
     }
     out->push_back(static_cast<engine::TokenId>(e.get<int64_t>()));
   }

@@ -44,7 +44,8 @@ absl::Status ReadStringList(const Json& obj, const char* name, std::vector<std::
 
 // An array of token ids (integers in [0, 2^31)); `what` names it in errors. Ids beyond the
 // vocabulary are the engine's to refuse.
-absl::Status ReadTokenIds(const Json& array, std::string_view what, std::vector<engine::TokenId>* out);
+absl::Status ReadTokenIds(const Json& array, std::string_view what,
+                          std::vector<engine::TokenId>* out);
 
 // Number of Unicode code points in valid UTF-8 text (OpenAI's text_offset counts characters).
 int64_t CountCodePoints(std::string_view text);

@@ -15,8 +15,16 @@ namespace mamba::server::http {
 namespace {
 
 enum class Route {
-  kHealth, kMetrics, kModels, kModel, kCompletions, kGenerate, kGenerateStream, kTokenize,
-  kDetokenize, kNone
+  kHealth,
+  kMetrics,
+  kModels,
+  kModel,
+  kCompletions,
+  kGenerate,
+  kGenerateStream,
+  kTokenize,
+  kDetokenize,
+  kNone
 };
 
 struct RouteInfo {
@@ -50,13 +58,15 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
 
 HttpResponse Health(const HandlerContext& ctx) {
   switch (ctx.state->health.load()) {
-    case Health::kServing: return JsonResponse({{"status", "ok"}});
+    case Health::kServing:
+      return JsonResponse({{"status", "ok"}});
     case Health::kStarting: {
       OrderedJson j = ErrorBody({503, "the server is starting"});
       j["status"] = "starting";
       return JsonResponse(j, 503);
     }
-    case Health::kDraining: break;
+    case Health::kDraining:
+      break;
   }
   OrderedJson j = ErrorBody({503, "the server is shutting down"});
   j["status"] = "draining";
@@ -73,7 +83,9 @@ HttpResponse MetricsText(const HandlerContext& ctx) {
 }
 
 OrderedJson ModelCard(const HandlerContext& ctx, int64_t created) {
-  OrderedJson m = {{"id", ctx.state->model_name}, {"object", "model"}, {"created", created},
+  OrderedJson m = {{"id", ctx.state->model_name},
+                   {"object", "model"},
+                   {"created", created},
                    {"owned_by", "mambaserve"}};
   if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
     m["max_prompt_tokens"] = ctx.state->engine->options().max_prompt_tokens;
@@ -91,7 +103,8 @@ HttpResponse Tokenize(const HandlerContext& ctx, const HttpRequest& request) {
     return ErrorResponse({400, "'prompt' is required and must be a string"});
   }
   if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
-  absl::StatusOr<std::vector<engine::TokenId>> ids = ctx.state->tokenizer->Encode(it->get<std::string>());
+  absl::StatusOr<std::vector<engine::TokenId>> ids =
+      ctx.state->tokenizer->Encode(it->get<std::string>());
   if (!ids.ok()) return ErrorResponse({400, std::string(ids.status().message())});
   return JsonResponse({{"tokens", *ids}, {"count", ids->size()}});
 }
@@ -102,7 +115,8 @@ HttpResponse Detokenize(const HandlerContext& ctx, const HttpRequest& request) {
   auto it = body->find("tokens");
   if (it == body->end()) return ErrorResponse({400, "'tokens' is required"});
   std::vector<engine::TokenId> ids;
-  if (absl::Status s = ReadTokenIds(*it, "tokens", &ids); !s.ok()) return ErrorResponse(ParseError(s));
+  if (absl::Status s = ReadTokenIds(*it, "tokens", &ids); !s.ok())
+    return ErrorResponse(ParseError(s));
   if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
   absl::StatusOr<std::string> text = ctx.state->tokenizer->Decode(ids);
   if (!text.ok()) return ErrorResponse({422, std::string(text.status().message())});
@@ -124,7 +138,8 @@ bool Router::Authorized(const HttpRequest& request) const {
   if (ctx_.options.api_key.empty()) return true;
   std::string_view auth = request.authorization;
   constexpr std::string_view kBearer = "bearer ";
-  if (auth.size() < kBearer.size() || !absl::EqualsIgnoreCase(std::string(auth.substr(0, kBearer.size())), "bearer ")) {
+  if (auth.size() < kBearer.size() ||
+      !absl::EqualsIgnoreCase(std::string(auth.substr(0, kBearer.size())), "bearer ")) {
     return false;
   }
   auth.remove_prefix(kBearer.size());
@@ -135,7 +150,8 @@ bool Router::Authorized(const HttpRequest& request) const {
 void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchange) {
   const RouteInfo info = Find(request.path);
   if (info.route != Route::kHealth && !Authorized(request)) {
-    return exchange->Respond(ErrorResponse({401, "a valid API key is required (Authorization: Bearer <key>)"}));
+    return exchange->Respond(
+        ErrorResponse({401, "a valid API key is required (Authorization: Bearer <key>)"}));
   }
   if (info.route == Route::kNone) {
     return exchange->Respond(ErrorResponse({404, absl::StrCat("no route for ", request.path)}));
@@ -147,26 +163,36 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
     return exchange->Respond(std::move(r));
   }
   switch (info.route) {
-    case Route::kHealth: return exchange->Respond(Health(ctx_));
-    case Route::kMetrics: return exchange->Respond(MetricsText(ctx_));
+    case Route::kHealth:
+      return exchange->Respond(Health(ctx_));
+    case Route::kMetrics:
+      return exchange->Respond(MetricsText(ctx_));
     case Route::kModels: {
       OrderedJson list = {{"object", "list"},
                           {"data", OrderedJson::array({ModelCard(ctx_, created_)})}};
       return exchange->Respond(JsonResponse(list));
     }
     case Route::kModel: {
-      const std::string_view id = std::string_view(request.path).substr(std::string_view("/v1/models/").size());
+      const std::string_view id =
+          std::string_view(request.path).substr(std::string_view("/v1/models/").size());
       if (id != ctx_.state->model_name) {
-        return exchange->Respond(ErrorResponse({404, absl::StrCat("the model '", std::string(id), "' does not exist")}));
+        return exchange->Respond(
+            ErrorResponse({404, absl::StrCat("the model '", std::string(id), "' does not exist")}));
       }
       return exchange->Respond(JsonResponse(ModelCard(ctx_, created_)));
     }
-    case Route::kCompletions: return HandleCompletions(ctx_, request, std::move(exchange));
-    case Route::kGenerate: return HandleTgiGenerate(ctx_, request, std::move(exchange), false);
-    case Route::kGenerateStream: return HandleTgiGenerate(ctx_, request, std::move(exchange), true);
-    case Route::kTokenize: return exchange->Respond(Tokenize(ctx_, request));
-    case Route::kDetokenize: return exchange->Respond(Detokenize(ctx_, request));
-    case Route::kNone: break;
+    case Route::kCompletions:
+      return HandleCompletions(ctx_, request, std::move(exchange));
+    case Route::kGenerate:
+      return HandleTgiGenerate(ctx_, request, std::move(exchange), false);
+    case Route::kGenerateStream:
+      return HandleTgiGenerate(ctx_, request, std::move(exchange), true);
+    case Route::kTokenize:
+      return exchange->Respond(Tokenize(ctx_, request));
+    case Route::kDetokenize:
+      return exchange->Respond(Detokenize(ctx_, request));
+    case Route::kNone:
+      break;
   }
 }
 

@@ -13,12 +13,12 @@ namespace mamba::server::http {
 
 struct TgiSpec {
   Prompt prompt;
-  engine::Request request;   // everything but the prompt
+  engine::Request request;  // everything but the prompt
   bool details = false;
   bool decoder_input_details = false;  // prefill tokens in details (log-probs null: not computed)
   bool return_full_text = false;
   int32_t top_n_tokens = 0;
-  bool sampling = false;     // do_sample: the seed is reported only then
+  bool sampling = false;  // do_sample: the seed is reported only then
 };
 
 // {"inputs": str, "parameters": {max_new_tokens (100), do_sample (false = greedy whatever the

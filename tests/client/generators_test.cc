@@ -1,10 +1,11 @@
 // The three generation clients against scripted servers: OpenAI completions and TGI over a fake
 // HTTP server, mamba.v1 over an in-process gRPC service.
+#include "client/generators.h"
+
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "client/errors.h"
-#include "client/generators.h"
 #include "client/grpc_api.h"
 #include "client/openai_api.h"
 #include "client/tgi_api.h"
@@ -32,12 +33,16 @@ struct ScriptedSse {
       std::lock_guard<std::mutex> lock(mu);
       last = r;
     }
-    testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+    testing::WriteAll(
+        fd,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (const std::string& e : events) testing::WriteAll(fd, Sse(e));
     testing::WriteAll(fd, "0\r\n\r\n");
     return true;
   }};
-  Endpoint endpoint() { return ParseEndpoint("http://127.0.0.1:" + std::to_string(server.port())).value(); }
+  Endpoint endpoint() {
+    return ParseEndpoint("http://127.0.0.1:" + std::to_string(server.port())).value();
+  }
   nlohmann::json body() {
     std::lock_guard<std::mutex> lock(mu);
     return nlohmann::json::parse(last.body);
@@ -56,15 +61,18 @@ GenerateSpec IdsSpec() {
 
 TEST(OpenAiGeneratorTest, StreamsTokensAndReadsUsage) {
   ScriptedSse s;
-  s.events = {R"({"id":"c","object":"text_completion","choices":[{"index":0,"text":"Hel","logprobs":null,"finish_reason":null}],"usage":null})",
-              R"({"choices":[{"index":0,"text":"","finish_reason":null}]})",
-              R"({"choices":[{"index":0,"text":"lo","finish_reason":"length"}]})",
-              R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}})", "[DONE]"};
+  s.events = {
+      R"({"id":"c","object":"text_completion","choices":[{"index":0,"text":"Hel","logprobs":null,"finish_reason":null}],"usage":null})",
+      R"({"choices":[{"index":0,"text":"","finish_reason":null}]})",
+      R"({"choices":[{"index":0,"text":"lo","finish_reason":"length"}]})",
+      R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}})",
+      "[DONE]"};
   OpenAiGenerator gen(s.endpoint(), "sekret");
   GenerateSpec spec = IdsSpec();
   spec.model = "demo";
   std::vector<StreamEvent> events;
-  auto r = gen.Stream(spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
+  auto r = gen.Stream(
+      spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(events.size(), 3u);
   EXPECT_EQ(events[1].tokens, 1);  // a token that completes no character still counts
@@ -90,9 +98,10 @@ TEST(OpenAiGeneratorTest, StreamsTokensAndReadsUsage) {
 
 TEST(OpenAiGeneratorTest, CountsStreamedTokensWithoutUsageAndHandlesN) {
   ScriptedSse s;
-  s.events = {R"({"choices":[{"index":0,"text":"a","finish_reason":null},{"index":1,"text":"b","finish_reason":null}]})",
-              R"({"choices":[{"index":1,"text":"c","finish_reason":"stop"}]})",
-              R"({"choices":[{"index":0,"text":"","finish_reason":"length"}]})", "[DONE]"};
+  s.events = {
+      R"({"choices":[{"index":0,"text":"a","finish_reason":null},{"index":1,"text":"b","finish_reason":null}]})",
+      R"({"choices":[{"index":1,"text":"c","finish_reason":"stop"}]})",
+      R"({"choices":[{"index":0,"text":"","finish_reason":"length"}]})", "[DONE]"};
   OpenAiGenerator gen(s.endpoint(), "");
   GenerateSpec spec = IdsSpec();
   spec.prompt = PromptInput::Text("hi");
@@ -114,13 +123,15 @@ TEST(OpenAiGeneratorTest, CountsStreamedTokensWithoutUsageAndHandlesN) {
 
 TEST(OpenAiGeneratorTest, LogprobsGiveTokenCounts) {
   ScriptedSse s;
-  s.events = {R"({"choices":[{"index":0,"text":"ab","finish_reason":"length","logprobs":{"tokens":["a","b"],"token_logprobs":[-0.5,-1.5],"top_logprobs":[{"a":-0.5,"x":-2},{"b":-1.5}]}}]})",
-              "[DONE]"};
+  s.events = {
+      R"({"choices":[{"index":0,"text":"ab","finish_reason":"length","logprobs":{"tokens":["a","b"],"token_logprobs":[-0.5,-1.5],"top_logprobs":[{"a":-0.5,"x":-2},{"b":-1.5}]}}]})",
+      "[DONE]"};
   OpenAiGenerator gen(s.endpoint(), "");
   GenerateSpec spec = IdsSpec();
   spec.sampling.top_logprobs = 2;
   std::vector<StreamEvent> events;
-  auto r = gen.Stream(spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
+  auto r = gen.Stream(
+      spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].tokens, 2);
@@ -134,8 +145,12 @@ TEST(OpenAiGeneratorTest, LogprobsGiveTokenCounts) {
 TEST(OpenAiGeneratorTest, Errors) {
   FakeHttpServer server([](const FakeRequest& r, int fd) {
     if (r.body.find("\"max_tokens\":429") != std::string::npos) {
-      testing::WriteAll(fd, testing::Response(429, R"({"error":{"message":"the queue is full","type":"rate_limit_error","code":429}})",
-                                              "application/json", "Retry-After: 1\r\n"));
+      testing::WriteAll(
+          fd,
+          testing::Response(
+              429,
+              R"({"error":{"message":"the queue is full","type":"rate_limit_error","code":429}})",
+              "application/json", "Retry-After: 1\r\n"));
       return true;
     }
     testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -147,7 +162,8 @@ TEST(OpenAiGeneratorTest, Errors) {
     testing::WriteAll(fd, "0\r\n\r\n");
     return true;
   });
-  OpenAiGenerator gen(ParseEndpoint("http://127.0.0.1:" + std::to_string(server.port())).value(), "");
+  OpenAiGenerator gen(ParseEndpoint("http://127.0.0.1:" + std::to_string(server.port())).value(),
+                      "");
   GenerateSpec spec = IdsSpec();
   spec.sampling.max_tokens = 429;
   auto r = gen.Stream(spec, nullptr, nullptr);
@@ -168,15 +184,17 @@ TEST(OpenAiGeneratorTest, Errors) {
 
 TEST(TgiGeneratorTest, StreamsTokensAndReadsDetails) {
   ScriptedSse s;
-  s.events = {R"({"index":1,"token":{"id":5,"text":"He","logprob":-0.1,"special":false},"generated_text":null,"details":null})",
-              R"({"index":2,"token":{"id":6,"text":"llo","logprob":-0.2,"special":false},"generated_text":null,"details":null})",
-              R"({"index":3,"token":{"id":0,"text":"<|endoftext|>","logprob":-0.3,"special":true},"generated_text":"Hello","details":{"finish_reason":"eos_token","generated_tokens":3,"seed":null,"input_length":4}})"};
+  s.events = {
+      R"({"index":1,"token":{"id":5,"text":"He","logprob":-0.1,"special":false},"generated_text":null,"details":null})",
+      R"({"index":2,"token":{"id":6,"text":"llo","logprob":-0.2,"special":false},"generated_text":null,"details":null})",
+      R"({"index":3,"token":{"id":0,"text":"<|endoftext|>","logprob":-0.3,"special":true},"generated_text":"Hello","details":{"finish_reason":"eos_token","generated_tokens":3,"seed":null,"input_length":4}})"};
   TgiGenerator gen(s.endpoint(), "");
   GenerateSpec spec = IdsSpec();
   spec.prompt = PromptInput::Text("Say hello");
   spec.sampling.stop = {"\n"};
   std::vector<StreamEvent> events;
-  auto r = gen.Stream(spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
+  auto r = gen.Stream(
+      spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(events.size(), 3u);
   EXPECT_EQ(r->completions[0].text, "Hello");  // the special token adds no text
@@ -200,7 +218,8 @@ TEST(TgiGeneratorTest, RefusesTokenIdsAndReportsStreamErrors) {
   ScriptedSse s;
   s.events = {R"({"error":"Request failed during generation","error_type":"generation"})"};
   TgiGenerator gen(s.endpoint(), "");
-  EXPECT_EQ(gen.Stream(IdsSpec(), nullptr, nullptr).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(gen.Stream(IdsSpec(), nullptr, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
   GenerateSpec spec = IdsSpec();
   spec.prompt = PromptInput::Text("x");
   auto r = gen.Stream(spec, nullptr, nullptr);
@@ -221,7 +240,8 @@ class FakeMambaService final : public v1::MambaService::Service {
 
   ::grpc::Status Check(::grpc::ServerContext* ctx) {
     auto it = ctx->client_metadata().find("authorization");
-    std::string auth = it == ctx->client_metadata().end() ? "" : std::string(it->second.data(), it->second.size());
+    std::string auth =
+        it == ctx->client_metadata().end() ? "" : std::string(it->second.data(), it->second.size());
     {
       std::lock_guard<std::mutex> lock(mu);
       last_authorization = auth;
@@ -236,8 +256,10 @@ class FakeMambaService final : public v1::MambaService::Service {
                                 ::grpc::ServerWriter<v1::GenerateStreamResponse>* writer) override {
     if (auto s = Check(ctx); !s.ok()) return s;
     const int n = req->stopping().has_max_new_tokens() ? req->stopping().max_new_tokens() : 16;
-    if (n > 1000) return ::grpc::Status(::grpc::StatusCode::RESOURCE_EXHAUSTED, "the queue is full");
-    const int64_t prompt = req->has_token_ids() ? req->token_ids().ids_size() : static_cast<int64_t>(req->text().size());
+    if (n > 1000)
+      return ::grpc::Status(::grpc::StatusCode::RESOURCE_EXHAUSTED, "the queue is full");
+    const int64_t prompt = req->has_token_ids() ? req->token_ids().ids_size()
+                                                : static_cast<int64_t>(req->text().size());
     for (int i = 0; i < n; ++i) {
       if (ctx->IsCancelled()) {
         ++cancelled;
@@ -263,7 +285,8 @@ class FakeMambaService final : public v1::MambaService::Service {
     return ::grpc::Status::OK;
   }
 
-  ::grpc::Status GetModelInfo(::grpc::ServerContext* ctx, const v1::GetModelInfoRequest*, v1::ModelInfo* info) override {
+  ::grpc::Status GetModelInfo(::grpc::ServerContext* ctx, const v1::GetModelInfoRequest*,
+                              v1::ModelInfo* info) override {
     if (auto s = Check(ctx); !s.ok()) return s;
     info->set_model_name("fake");
     info->mutable_config()->set_vocab_size(1000);
@@ -271,12 +294,14 @@ class FakeMambaService final : public v1::MambaService::Service {
     return ::grpc::Status::OK;
   }
 
-  ::grpc::Status Tokenize(::grpc::ServerContext*, const v1::TokenizeRequest* req, v1::TokenizeResponse* out) override {
+  ::grpc::Status Tokenize(::grpc::ServerContext*, const v1::TokenizeRequest* req,
+                          v1::TokenizeResponse* out) override {
     for (char c : req->text()) out->add_token_ids(static_cast<unsigned char>(c));
     return ::grpc::Status::OK;
   }
 
-  ::grpc::Status Detokenize(::grpc::ServerContext*, const v1::DetokenizeRequest* req, v1::DetokenizeResponse* out) override {
+  ::grpc::Status Detokenize(::grpc::ServerContext*, const v1::DetokenizeRequest* req,
+                            v1::DetokenizeResponse* out) override {
     std::string text;
     for (int32_t id : req->token_ids()) text.push_back(static_cast<char>(id));
     out->set_text(text);
@@ -295,7 +320,9 @@ class GrpcGeneratorTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
     endpoint_ = ParseEndpoint("grpc://127.0.0.1:" + std::to_string(port_)).value();
   }
-  void TearDown() override { server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1)); }
+  void TearDown() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
 
   FakeMambaService service_;
   std::unique_ptr<::grpc::Server> server_;
@@ -314,7 +341,8 @@ TEST_F(GrpcGeneratorTest, StreamsTokensWithUsageAndQueueTime) {
   spec.sampling.max_tokens = 5;
   spec.sampling.logprobs = true;
   std::vector<StreamEvent> events;
-  auto r = (*gen)->Stream(spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
+  auto r = (*gen)->Stream(
+      spec, [&](const StreamEvent& e) { events.push_back(e); }, nullptr);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(events.size(), 5u);
   EXPECT_EQ(events[4].token_ids, (std::vector<int32_t>{104}));
@@ -342,7 +370,8 @@ TEST_F(GrpcGeneratorTest, StatusErrorsCarryTheirCode) {
   spec.sampling.max_tokens = 5000;
   r = right.Stream(spec, nullptr, nullptr);
   EXPECT_EQ(ErrorKind(r.status()), "grpc_resource_exhausted");
-  Endpoint nowhere = ParseEndpoint("grpc://127.0.0.1:" + std::to_string(testing::UnusedPort())).value();
+  Endpoint nowhere =
+      ParseEndpoint("grpc://127.0.0.1:" + std::to_string(testing::UnusedPort())).value();
   GrpcGenerator refused(MakeGrpcChannel(nowhere, {}).value(), "");
   r = refused.Stream(IdsSpec(), nullptr, nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
@@ -359,13 +388,15 @@ TEST_F(GrpcGeneratorTest, CancelStopsTheServerSide) {
     token.Cancel();
   });
   int tokens = 0;
-  auto r = gen.Stream(spec, [&](const StreamEvent& e) { tokens += e.tokens; }, &token);
+  auto r = gen.Stream(
+      spec, [&](const StreamEvent& e) { tokens += e.tokens; }, &token);
   canceller.join();
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(ErrorKind(r.status()), "cancelled");
   EXPECT_GT(tokens, 0);
   EXPECT_LT(tokens, 500);
-  for (int i = 0; i < 200 && service_.cancelled == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 200 && service_.cancelled == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(service_.cancelled.load(), 1);
 }
 

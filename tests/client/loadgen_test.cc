@@ -73,7 +73,8 @@ TEST(WorkloadTest, RandomPromptsAreDeterministicAndWithinRange) {
   EXPECT_EQ(again->Make(3)->turns[0].input.ids, w->Make(3)->turns[0].input.ids);
   EXPECT_NE(w->Make(3)->turns[0].input.ids, w->Make(4)->turns[0].input.ids);
   o.seed = 8;
-  EXPECT_NE(Workload::Create(o, nullptr).value()->Make(3)->turns[0].input.ids, w->Make(3)->turns[0].input.ids);
+  EXPECT_NE(Workload::Create(o, nullptr).value()->Make(3)->turns[0].input.ids,
+            w->Make(3)->turns[0].input.ids);
 }
 
 TEST(WorkloadTest, SharedPrefixes) {
@@ -103,10 +104,11 @@ TEST(WorkloadTest, TextPromptsAndTurns) {
   EXPECT_EQ(std::count(c.turns[0].input.text.begin(), c.turns[0].input.text.end(), ' '), 8);
   EXPECT_NE(c.turns[0].input.text, c.turns[1].input.text);
   std::vector<std::vector<int32_t>> asked;
-  auto detok = Workload::Create(o, [&](const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
-                 asked.push_back(ids);
-                 return std::string("<") + std::to_string(ids.size()) + ">";
-               }).value();
+  auto detok =
+      Workload::Create(o, [&](const std::vector<int32_t>& ids) -> absl::StatusOr<std::string> {
+        asked.push_back(ids);
+        return std::string("<") + std::to_string(ids.size()) + ">";
+      }).value();
   EXPECT_EQ(detok->Make(0)->turns[0].input.text, "<8>");
   EXPECT_EQ(asked.size(), 3u);
 }
@@ -114,7 +116,8 @@ TEST(WorkloadTest, TextPromptsAndTurns) {
 TEST(WorkloadTest, Dataset) {
   const std::string dir = testing::TempDir();
   const std::string path = dir + "/d.jsonl";
-  std::ofstream(path) << "{\"prompt\": \"hello there\", \"max_tokens\": 5}\n\n{\"prompt\": [1, 2, 3]}\n";
+  std::ofstream(path)
+      << "{\"prompt\": \"hello there\", \"max_tokens\": 5}\n\n{\"prompt\": [1, 2, 3]}\n";
   WorkloadOptions o = Random(8, 9);
   o.dataset = path;
   auto w = Workload::Create(o, nullptr).value();
@@ -193,7 +196,9 @@ class FakeGenerator : public Generator {
 };
 
 GeneratorMaker Maker(FakeBackend* b) {
-  return [b](int) -> absl::StatusOr<std::unique_ptr<Generator>> { return std::make_unique<FakeGenerator>(b); };
+  return [b](int) -> absl::StatusOr<std::unique_ptr<Generator>> {
+    return std::make_unique<FakeGenerator>(b);
+  };
 }
 
 LoadOptions Closed(int concurrency, int64_t n) {
@@ -334,7 +339,8 @@ TEST(RunnerTest, ConversationsResendTheHistory) {
   EXPECT_EQ(b.prompts[0].ids.size(), 10u);
   EXPECT_EQ(b.prompts[1].ids.size(), 23u);
   EXPECT_EQ(b.prompts[2].ids.size(), 36u);
-  EXPECT_TRUE(std::equal(b.prompts[0].ids.begin(), b.prompts[0].ids.end(), b.prompts[1].ids.begin()));
+  EXPECT_TRUE(
+      std::equal(b.prompts[0].ids.begin(), b.prompts[0].ids.end(), b.prompts[1].ids.begin()));
   EXPECT_EQ(b.prompts[1].ids[10], 1000);  // the answer follows the first prompt
   EXPECT_EQ(b.prompts[1].ids[12], 1002);
   EXPECT_EQ(r->requests[2].turn, 2);
@@ -447,12 +453,36 @@ TEST(ReportTest, JsonHasVllmKeysAndPerRequestDetails) {
   info.backend = "grpc";
   info.concurrency = 2;
   Json j = ResultJson(info, run, m, {50, 90, 99}, {}, false);
-  for (const char* key : {"duration", "completed", "total_input_tokens", "total_output_tokens", "request_throughput",
-                          "request_goodput", "output_throughput", "total_token_throughput", "mean_ttft_ms",
-                          "median_ttft_ms", "std_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "median_tpot_ms",
-                          "p90_tpot_ms", "mean_itl_ms", "median_itl_ms", "p99_itl_ms", "p50_e2el_ms", "max_e2el_ms",
-                          "mean_queue_ms", "input_lens", "output_lens", "ttfts", "itls", "errors", "errors_by_code",
-                          "max_concurrency", "request_rate", "burstiness"}) {
+  for (const char* key : {"duration",
+                          "completed",
+                          "total_input_tokens",
+                          "total_output_tokens",
+                          "request_throughput",
+                          "request_goodput",
+                          "output_throughput",
+                          "total_token_throughput",
+                          "mean_ttft_ms",
+                          "median_ttft_ms",
+                          "std_ttft_ms",
+                          "p99_ttft_ms",
+                          "mean_tpot_ms",
+                          "median_tpot_ms",
+                          "p90_tpot_ms",
+                          "mean_itl_ms",
+                          "median_itl_ms",
+                          "p99_itl_ms",
+                          "p50_e2el_ms",
+                          "max_e2el_ms",
+                          "mean_queue_ms",
+                          "input_lens",
+                          "output_lens",
+                          "ttfts",
+                          "itls",
+                          "errors",
+                          "errors_by_code",
+                          "max_concurrency",
+                          "request_rate",
+                          "burstiness"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["request_rate"], "inf");

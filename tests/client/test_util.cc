@@ -141,9 +141,10 @@ void FakeHttpServer::Serve(int fd) {
   ::close(fd);
 }
 
-std::string Response(int status, const std::string& body, const std::string& type, const std::string& extra_headers) {
-  return absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Type: ", type, "\r\nContent-Length: ", body.size(), "\r\n",
-                      extra_headers, "\r\n", body);
+std::string Response(int status, const std::string& body, const std::string& type,
+                     const std::string& extra_headers) {
+  return absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Type: ", type,
+                      "\r\nContent-Length: ", body.size(), "\r\n", extra_headers, "\r\n", body);
 }
 
 std::string Chunk(const std::string& data) {
@@ -181,9 +182,11 @@ std::optional<int> WaitUntil(pid_t pid, std::chrono::steady_clock::time_point de
 
 }  // namespace
 
-ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& input, std::chrono::seconds limit) {
+ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& input,
+                         std::chrono::seconds limit) {
   const std::string dir = TempDir();
-  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout", err_path = dir + "/stderr";
+  const std::string in_path = dir + "/stdin", out_path = dir + "/stdout",
+                    err_path = dir + "/stderr";
   std::ofstream(in_path, std::ios::binary) << input;
   const pid_t pid = fork();
   if (pid == 0) {
@@ -229,7 +232,8 @@ std::string ServerProcess::FindBinary() {
   return "";
 }
 
-std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::string>& extra, std::string* error) {
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::string>& extra,
+                                                    std::string* error) {
   const std::string bin = FindBinary();
   if (bin.empty()) {
     *error = "no mamba-server binary (set MAMBA_SERVER_BIN or build build/bin/mamba-server)";
@@ -238,7 +242,8 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::strin
   std::unique_ptr<ServerProcess> s(new ServerProcess());
   s->dir_ = TempDir();
   const std::string ready = s->dir_ + "/ready.json", log = s->dir_ + "/server.log";
-  std::vector<std::string> argv = {bin, "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--ready-file", ready};
+  std::vector<std::string> argv = {bin,           "--host", "127.0.0.1",    "--http-port", "0",
+                                   "--grpc-port", "0",      "--ready-file", ready};
   argv.insert(argv.end(), extra.begin(), extra.end());
   const pid_t pid = fork();
   if (pid == 0) {
@@ -275,7 +280,8 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::strin
 int ServerProcess::Stop() {
   if (pid_ <= 0) return -1;
   kill(pid_, SIGTERM);
-  std::optional<int> code = WaitUntil(pid_, std::chrono::steady_clock::now() + std::chrono::seconds(30));
+  std::optional<int> code =
+      WaitUntil(pid_, std::chrono::steady_clock::now() + std::chrono::seconds(30));
   if (!code) {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);

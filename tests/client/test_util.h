@@ -51,7 +51,8 @@ class FakeHttpServer {
 };
 
 // "HTTP/1.1 <status> X\r\nContent-Type: <type>\r\nContent-Length: N\r\n\r\n<body>".
-std::string Response(int status, const std::string& body, const std::string& type = "application/json",
+std::string Response(int status, const std::string& body,
+                     const std::string& type = "application/json",
                      const std::string& extra_headers = "");
 // One chunk of a chunked body.
 std::string Chunk(const std::string& data);
@@ -73,7 +74,8 @@ class ServerProcess {
   static std::string FindBinary();
   // Starts it with `extra` flags; waits up to 120 s for the ready file. nullptr (with the reason
   // in *error) on failure.
-  static std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& extra, std::string* error);
+  static std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& extra,
+                                              std::string* error);
   ~ServerProcess();  // SIGTERM, then SIGKILL after 30 s
 
   int http_port() const { return http_port_; }

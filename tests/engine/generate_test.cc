@@ -76,7 +76,8 @@ TEST_F(GenerateTest, BatchingDoesNotChangeGreedyOrSeededResults) {
         ASSERT_TRUE(together.ok()) << together.status();
         for (size_t i = 0; i < reqs.size(); ++i) {
           EXPECT_EQ(Ids((*together)[i]), Ids(alone[i]))
-              << "request " << i << " slots " << slots << " chunk " << chunk << " T " << temperature;
+              << "request " << i << " slots " << slots << " chunk " << chunk << " T "
+              << temperature;
           ASSERT_EQ((*together)[i].tokens.size(), alone[i].tokens.size());
           if (chunk == 0) {  // same computation per row: log-probs bitwise equal too
             for (size_t k = 0; k < alone[i].tokens.size(); ++k) {

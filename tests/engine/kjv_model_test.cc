@@ -11,11 +11,12 @@ namespace mamba::engine {
 namespace {
 
 const std::vector<TokenId> kPrompt = {1898, 2656, 753};  // "And God said"
-const std::vector<TokenId> kGreedy = {18032, 779, 13,  3617, 13,  285, 1339, 441, 564, 15,
-                                      187,   1898, 344, 753,  18032, 779, 13,  3617, 13,  285,
-                                      1333,  13,  309, 588,  417, 320, 247, 637, 273, 253};
-const std::vector<TokenId> kSentence = {1898, 352,  2210, 281, 1509, 13,  672,  253,  6963, 3735, 253,
-                                        3000, 273, 253,  1569, 13,  326, 344, 8845, 521,  10015, 15};
+const std::vector<TokenId> kGreedy = {18032, 779,  13,  3617, 13,    285, 1339, 441,  564, 15,
+                                      187,   1898, 344, 753,  18032, 779, 13,   3617, 13,  285,
+                                      1333,  13,   309, 588,  417,   320, 247,  637,  273, 253};
+const std::vector<TokenId> kSentence = {1898, 352,  2210, 281,  1509,  13,  672,  253,
+                                        6963, 3735, 253,  3000, 273,   253, 1569, 13,
+                                        326,  344,  8845, 521,  10015, 15};
 
 std::unique_ptr<Backend> Load(ComputeDType dtype) {
   auto ck = Checkpoint::Open(testing::SourceDir() / "models/kjv-mamba-4x192");
@@ -32,7 +33,8 @@ double MeanNll(Backend& b) {
   Logits l;
   double nll = 0;
   for (size_t i = 0; i + 1 < kSentence.size(); ++i) {
-    EXPECT_TRUE(b.Prefill(std::vector<ChunkInput>{{SlotId(0), {&kSentence[i], 1}, i == 0, true}}, &l).ok());
+    EXPECT_TRUE(
+        b.Prefill(std::vector<ChunkInput>{{SlotId(0), {&kSentence[i], 1}, i == 0, true}}, &l).ok());
     auto row = l.Row(0);
     double mx = -1e30, sum = 0;
     for (float v : row) mx = std::max(mx, static_cast<double>(v));

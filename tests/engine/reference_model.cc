@@ -25,7 +25,8 @@ std::vector<double> Linear(const std::vector<double>& w, const std::vector<doubl
   return y;
 }
 
-std::vector<double> RmsNorm(const std::vector<double>& x, const std::vector<double>& w, double eps) {
+std::vector<double> RmsNorm(const std::vector<double>& x, const std::vector<double>& w,
+                            double eps) {
   double ss = 0;
   for (double v : x) ss += v * v;
   const double inv = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + eps);
@@ -45,10 +46,20 @@ ReferenceModel::ReferenceModel(const Checkpoint& ck) : c_(ck.config()) {
   lm_head_ = ck.lm_head() ? ToDouble(ck.lm_head()) : embedding_;
   for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
     const LayerTensors& t = ck.layer(i);
-    Layer L{ToDouble(t.norm),   ToDouble(t.in_proj), ToDouble(t.in_proj_bias), ToDouble(t.conv),
-            ToDouble(t.conv_bias), ToDouble(t.x_proj), ToDouble(t.dt_proj), ToDouble(t.dt_proj_bias),
-            ToDouble(t.a_log),  ToDouble(t.d),       ToDouble(t.out_proj), ToDouble(t.out_proj_bias),
-            {}, {}};
+    Layer L{ToDouble(t.norm),
+            ToDouble(t.in_proj),
+            ToDouble(t.in_proj_bias),
+            ToDouble(t.conv),
+            ToDouble(t.conv_bias),
+            ToDouble(t.x_proj),
+            ToDouble(t.dt_proj),
+            ToDouble(t.dt_proj_bias),
+            ToDouble(t.a_log),
+            ToDouble(t.d),
+            ToDouble(t.out_proj),
+            ToDouble(t.out_proj_bias),
+            {},
+            {}};
     layers_.push_back(std::move(L));
   }
   Reset();
@@ -73,7 +84,8 @@ std::vector<double> ReferenceModel::Step(TokenId token) {
              K = static_cast<size_t>(c_.conv_kernel);
   std::vector<double> h(embedding_.begin() + token * d, embedding_.begin() + (token + 1) * d);
   for (Layer& L : layers_) {
-    const std::vector<double> xz = Linear(L.in_proj, L.in_bias, RmsNorm(h, L.norm, c_.layer_norm_epsilon), 2 * e);
+    const std::vector<double> xz =
+        Linear(L.in_proj, L.in_bias, RmsNorm(h, L.norm, c_.layer_norm_epsilon), 2 * e);
     std::vector<double> x(e), y(e);
     for (size_t i = 0; i < e; ++i) {
       double* s = &L.conv_state[i * K];
@@ -100,7 +112,8 @@ std::vector<double> ReferenceModel::Step(TokenId token) {
     const std::vector<double> out = Linear(L.out_proj, L.out_bias, y, d);
     for (size_t i = 0; i < d; ++i) h[i] += out[i];
   }
-  return Linear(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon), static_cast<size_t>(c_.vocab_size));
+  return Linear(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
+                static_cast<size_t>(c_.vocab_size));
 }
 
 }  // namespace mamba::engine::testing

@@ -21,8 +21,8 @@ class ReferenceModel {
 
  private:
   struct Layer {
-    std::vector<double> norm, in_proj, in_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, a_log,
-        d, out_proj, out_bias;
+    std::vector<double> norm, in_proj, in_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, a_log, d,
+        out_proj, out_bias;
     std::vector<double> conv_state;  // [d_inner, d_conv]: last d_conv inputs, oldest first
     std::vector<double> ssm_state;   // [d_inner, d_state]
   };

@@ -95,9 +95,9 @@ absl::Status Dec(Backend& b, std::vector<SlotId> slots, std::vector<TokenId> tok
     if (std::isfinite(err)) worst = std::max(worst, err);
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << got.size()
-                                       << " values out of tolerance (max abs err " << worst
-                                       << "):" << msg.str();
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " values out of tolerance (max abs err " << worst
+         << "):" << msg.str();
 }
 
 }  // namespace mamba::engine::testing

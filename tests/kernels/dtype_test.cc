@@ -17,16 +17,16 @@ TEST(DType, F16RoundTripsEveryValue) {
     EXPECT_EQ(F32ToF16(f), h) << h;
   }
   EXPECT_EQ(F16ToF32(0x3c00), 1.0f);
-  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(F32ToF16(1e6f), 0x7c00);                   // overflow -> inf
+  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));         // smallest subnormal
+  EXPECT_EQ(F32ToF16(1e6f), 0x7c00);                          // overflow -> inf
   EXPECT_EQ(F32ToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);  // tie rounds to even
 }
 
 TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
   EXPECT_EQ(Bf16ToF32(0x3f80), 1.0f);
-  EXPECT_EQ(F32ToBf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);   // tie -> even
-  EXPECT_EQ(F32ToBf16(1.0f + std::ldexp(3.0f, -8)), 0x3f82);   // tie -> even (up)
+  EXPECT_EQ(F32ToBf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie -> even
+  EXPECT_EQ(F32ToBf16(1.0f + std::ldexp(3.0f, -8)), 0x3f82);  // tie -> even (up)
   EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(std::nanf("")))));
   std::vector<float> out(3);
   const uint16_t in[3] = {0x3f80, 0xc000, 0x0000};

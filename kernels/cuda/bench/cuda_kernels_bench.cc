@@ -22,13 +22,13 @@ namespace {
 namespace kc = mamba::kernels::cuda;
 using mamba::kernels::DType;
 
-#define CHECK_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    const cudaError_t e_ = (expr);                                                        \
-    if (e_ != cudaSuccess) {                                                              \
+#define CHECK_CUDA(expr)                                                                          \
+  do {                                                                                            \
+    const cudaError_t e_ = (expr);                                                                \
+    if (e_ != cudaSuccess) {                                                                      \
       std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
+      std::exit(1);                                                                               \
+    }                                                                                             \
   } while (0)
 
 // A device allocation filled with 0x3c bytes (fp32 ~0.0115, bf16 ~0.0115): finite, small.
@@ -80,20 +80,24 @@ double g_copy_gbps = 0;
 
 void Report(const std::string& name, const std::string& shape, double us, double bytes) {
   const double gbps = bytes / (us * 1e-6) / 1e9;
-  std::printf("RESULT kind=kernel name=%s shape=%s us=%.1f gbps=%.0f pct_of_copy=%.0f\n", name.c_str(),
-              shape.c_str(), us, gbps, g_copy_gbps > 0 ? 100 * gbps / g_copy_gbps : 0.0);
+  std::printf("RESULT kind=kernel name=%s shape=%s us=%.1f gbps=%.0f pct_of_copy=%.0f\n",
+              name.c_str(), shape.c_str(), us, gbps,
+              g_copy_gbps > 0 ? 100 * gbps / g_copy_gbps : 0.0);
 }
 
 void BenchModel(const char* model, int64_t d, int64_t T, int64_t batch) {
   const int64_t e = 2 * d, n = 16, r = (d + 15) / 16, width = 4, dbc = r + 2 * n;
   const int64_t rows = std::max(T, batch), slots = std::max<int64_t>(batch, 8);
   Buf xz(rows * 2 * e * 4), xc(rows * e * 4), xc_lowp(rows * e * 2), dbc_buf(rows * dbc * 4),
-      dt(rows * e * 4), y(rows * e * 2), residual(rows * d * 4), delta(rows * d * 4), normed(rows * d * 2);
-  Buf conv_w(width * e * 4), conv_b(e * 4), dt_bias(e * 4), a(n * e * 4), dskip(e * 4), norm_w(d * 4);
+      dt(rows * e * 4), y(rows * e * 2), residual(rows * d * 4), delta(rows * d * 4),
+      normed(rows * d * 2);
+  Buf conv_w(width * e * 4), conv_b(e * 4), dt_bias(e * 4), a(n * e * 4), dskip(e * 4),
+      norm_w(d * 4);
   Buf conv_state(slots * (width - 1) * e * 4), ssm_state(slots * n * e * 4);
   Buf chunk_buf(64 * sizeof(kc::ChunkDesc)), slot_buf(batch * 4);
   std::vector<int32_t> slot_ids(static_cast<size_t>(batch));
-  for (int64_t i = 0; i < batch; ++i) slot_ids[static_cast<size_t>(i)] = static_cast<int32_t>(batch - 1 - i);
+  for (int64_t i = 0; i < batch; ++i)
+    slot_ids[static_cast<size_t>(i)] = static_cast<int32_t>(batch - 1 - i);
   Upload(slot_buf, slot_ids);
   const std::string pre = std::string(model) + "_T" + std::to_string(T);
 
@@ -224,13 +228,18 @@ void BenchModel(const char* model, int64_t d, int64_t T, int64_t batch) {
 }
 
 void BenchGreedy(int64_t rows, int64_t vocab) {
-  Buf logits(rows * vocab * 4), tok(rows * 4), lp(rows * 4), ids(rows * kc::kMaxTopN * 4), tlp(rows * kc::kMaxTopN * 4);
+  Buf logits(rows * vocab * 4), tok(rows * 4), lp(rows * 4), ids(rows * kc::kMaxTopN * 4),
+      tlp(rows * kc::kMaxTopN * 4);
   for (int top_n : {0, 5}) {
-    kc::GreedyArgs g{logits.as<float>(), vocab, rows, vocab, top_n, tok.as<int32_t>(), lp.as<float>(),
-                     ids.as<int32_t>(), tlp.as<float>()};
+    kc::GreedyArgs g{
+        logits.as<float>(), vocab,          rows, vocab, top_n, tok.as<int32_t>(), lp.as<float>(),
+        ids.as<int32_t>(),  tlp.as<float>()};
     // Reads the row twice (max, then the sum), plus once per extra top-n round (from L2).
-    Report("greedy_sample", "rows" + std::to_string(rows) + "_vocab" + std::to_string(vocab) + "_top" + std::to_string(top_n),
-           TimeUs([&] { return kc::GreedySample(g, nullptr); }), static_cast<double>(rows * vocab * 4 * 2));
+    Report("greedy_sample",
+           "rows" + std::to_string(rows) + "_vocab" + std::to_string(vocab) + "_top" +
+               std::to_string(top_n),
+           TimeUs([&] { return kc::GreedySample(g, nullptr); }),
+           static_cast<double>(rows * vocab * 4 * 2));
   }
 }
 
@@ -246,7 +255,8 @@ int main() {
   {
     const size_t bytes = size_t{512} << 20;
     Buf src(bytes), dst(bytes);
-    const double us = TimeUs([&] { return cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice); }, 10);
+    const double us =
+        TimeUs([&] { return cudaMemcpyAsync(dst.p, src.p, bytes, cudaMemcpyDeviceToDevice); }, 10);
     g_copy_gbps = 2.0 * static_cast<double>(bytes) / (us * 1e-6) / 1e9;
     std::printf("RESULT kind=copy name=d2d_copy gbps=%.0f\n", g_copy_gbps);
   }

@@ -26,9 +26,9 @@ using Variant = testing::BackendVariant;
 
 bool HaveGpu(std::string* why) { return kernels::cuda::UsableDeviceCount(why) > 0; }
 
-#define MAMBA_SKIP_WITHOUT_GPU()                                           \
-  do {                                                                     \
-    std::string mamba_why_;                                                \
+#define MAMBA_SKIP_WITHOUT_GPU()                                                        \
+  do {                                                                                  \
+    std::string mamba_why_;                                                             \
     if (!HaveGpu(&mamba_why_)) GTEST_SKIP() << "no usable CUDA device: " << mamba_why_; \
   } while (0)
 
@@ -49,7 +49,8 @@ class CudaBackendTest : public ::testing::TestWithParam<Variant> {
     backend_ = MakeBackend(4, 2048);
     ASSERT_NE(backend_, nullptr);
   }
-  std::unique_ptr<cuda::CudaBackend> MakeBackend(int slots, int64_t step_tokens, bool graphs = true) {
+  std::unique_ptr<cuda::CudaBackend> MakeBackend(int slots, int64_t step_tokens,
+                                                 bool graphs = true) {
     BackendOptions bo;
     bo.dtype = GetParam().compute;
     bo.num_slots = slots;
@@ -111,7 +112,8 @@ TEST_P(CudaBackendTest, LogitsAndGreedyTokensMatchCpuEngine) {
   for (int step = 0; step < 12; ++step) {
     const TokenId tg = Argmax(g.Row(0)), tc = Argmax(c.Row(0));
     if (tg != tc) {
-      EXPECT_LT(std::fabs(c.Row(0)[static_cast<size_t>(tg)] - c.Row(0)[static_cast<size_t>(tc)]), tie)
+      EXPECT_LT(std::fabs(c.Row(0)[static_cast<size_t>(tg)] - c.Row(0)[static_cast<size_t>(tc)]),
+                tie)
           << "step " << step << ": cuda " << tg << " cpu " << tc;
       break;
     }
@@ -130,8 +132,8 @@ TEST_P(CudaBackendTest, AnyChunkingEqualsTokenByToken) {
   for (TokenId t : prompt) ASSERT_TRUE(Dec(*backend_, {SlotId(0)}, {t}, &step).ok());
   const std::vector<double> want = D(step.Row(0));
   const double tol = Fp32() ? 1e-4 : 4e-2;
-  for (std::vector<int64_t> pieces : {std::vector<int64_t>{300}, {1, 299}, {3, 3, 3, 291},
-                                      {257, 1, 42}, {16, 13, 271}}) {
+  for (std::vector<int64_t> pieces :
+       {std::vector<int64_t>{300}, {1, 299}, {3, 3, 3, 291}, {257, 1, 42}, {16, 13, 271}}) {
     int64_t at = 0;
     for (size_t i = 0; i < pieces.size(); ++i) {
       ChunkInput c{SlotId(1), std::span<const TokenId>(prompt).subspan(at, pieces[i]), i == 0,
@@ -147,8 +149,8 @@ TEST_P(CudaBackendTest, AnyChunkingEqualsTokenByToken) {
 TEST_P(CudaBackendTest, GraphDecodeEqualsEagerDecode) {
   auto eager = MakeBackend(4, 2048, /*graphs=*/false);
   ASSERT_NE(eager, nullptr);
-  std::vector<std::vector<TokenId>> prompts = {RandomPrompt(5, vocab(), 20), RandomPrompt(9, vocab(), 21),
-                                               RandomPrompt(2, vocab(), 22)};
+  std::vector<std::vector<TokenId>> prompts = {
+      RandomPrompt(5, vocab(), 20), RandomPrompt(9, vocab(), 21), RandomPrompt(2, vocab(), 22)};
   std::vector<ChunkInput> chunks;
   const std::vector<SlotId> slots = {SlotId(3), SlotId(0), SlotId(2)};
   for (size_t i = 0; i < 3; ++i) chunks.push_back({slots[i], prompts[i], true, false});
@@ -177,8 +179,10 @@ TEST_P(CudaBackendTest, ManyShuffledSlotsMatchReference) {
   const std::vector<int32_t> order = {7, 2, 8, 0, 5, 3, 1};
   std::vector<std::vector<TokenId>> prompts;
   std::vector<ChunkInput> chunks;
-  for (size_t i = 0; i < order.size(); ++i) prompts.push_back(RandomPrompt(1 + 37 * static_cast<int64_t>(i) % 61, vocab(), 40 + i));
-  for (size_t i = 0; i < order.size(); ++i) chunks.push_back({SlotId(order[i]), prompts[i], true, i != 2});
+  for (size_t i = 0; i < order.size(); ++i)
+    prompts.push_back(RandomPrompt(1 + 37 * static_cast<int64_t>(i) % 61, vocab(), 40 + i));
+  for (size_t i = 0; i < order.size(); ++i)
+    chunks.push_back({SlotId(order[i]), prompts[i], true, i != 2});
   Logits got;
   ASSERT_TRUE(big->Prefill(chunks, &got).ok());
   ASSERT_EQ(got.rows, static_cast<int64_t>(order.size()) - 1);
@@ -244,8 +248,10 @@ TEST_P(CudaBackendTest, CopySlotForksAndResetClears) {
 TEST_P(CudaBackendTest, DeviceGreedySamplingMatchesHostSampler) {
   std::vector<ChunkInput> chunks;
   std::vector<std::vector<TokenId>> prompts;
-  for (int i = 0; i < 3; ++i) prompts.push_back(RandomPrompt(4 + i, vocab(), 60 + static_cast<uint64_t>(i)));
-  for (int i = 0; i < 3; ++i) chunks.push_back({SlotId(i), prompts[static_cast<size_t>(i)], true, true});
+  for (int i = 0; i < 3; ++i)
+    prompts.push_back(RandomPrompt(4 + i, vocab(), 60 + static_cast<uint64_t>(i)));
+  for (int i = 0; i < 3; ++i)
+    chunks.push_back({SlotId(i), prompts[static_cast<size_t>(i)], true, true});
   Logits logits;
   ASSERT_TRUE(backend_->Prefill(chunks, &logits).ok());
   std::vector<SampledToken> got;
@@ -257,7 +263,8 @@ TEST_P(CudaBackendTest, DeviceGreedySamplingMatchesHostSampler) {
   p.top_logprobs = 5;
   for (size_t r = 0; r < 3; ++r) {
     Sampler sampler(p, {}, {}, 1);
-    std::vector<float> row(logits.Row(static_cast<int64_t>(r)).begin(), logits.Row(static_cast<int64_t>(r)).end());
+    std::vector<float> row(logits.Row(static_cast<int64_t>(r)).begin(),
+                           logits.Row(static_cast<int64_t>(r)).end());
     const SampledToken want = sampler.Sample(row);
     EXPECT_EQ(got[r].id, want.id) << "row " << r;
     EXPECT_NEAR(got[r].logprob, want.logprob, 1e-4);
@@ -268,26 +275,29 @@ TEST_P(CudaBackendTest, DeviceGreedySamplingMatchesHostSampler) {
     }
   }
   // Decode without copying logits to the host, then sample there.
-  ASSERT_TRUE(backend_->DecodeOnDevice(std::vector<SlotId>{SlotId(0), SlotId(2)}, std::vector<TokenId>{1, 2}).ok());
+  ASSERT_TRUE(
+      backend_
+          ->DecodeOnDevice(std::vector<SlotId>{SlotId(0), SlotId(2)}, std::vector<TokenId>{1, 2})
+          .ok());
   ASSERT_TRUE(backend_->SampleGreedy(0, &got).ok());
   EXPECT_EQ(got.size(), 2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Configs, CudaBackendTest,
-    ::testing::Values(Variant{"base"}, Variant{"bias", DType::kF32, ComputeDType::kAuto, true},
-                      Variant{"no_conv_bias", DType::kF32, ComputeDType::kAuto, false, true},
-                      Variant{"untied_sharded", DType::kF32, ComputeDType::kAuto, false, false, true,
-                              false, 3},
-                      Variant{"mamba_ssm", DType::kF32, ComputeDType::kAuto, false, false, false, true},
-                      Variant{"odd_dims", DType::kF32, ComputeDType::kAuto, false, false, false, false,
-                              1, 20, 5, 3, 2, 3},
-                      Variant{"conv3_dstate64", DType::kF32, ComputeDType::kAuto, false, false, false,
-                              false, 1, 48, 64, 3, 3},
-                      Variant{"bf16_as_f32", DType::kBF16, ComputeDType::kFloat32},
-                      Variant{"bf16", DType::kBF16, ComputeDType::kAuto, true},
-                      Variant{"f16", DType::kF16, ComputeDType::kAuto, false, false, true},
-                      Variant{"f32_as_bf16", DType::kF32, ComputeDType::kBFloat16}),
+    ::testing::Values(
+        Variant{"base"}, Variant{"bias", DType::kF32, ComputeDType::kAuto, true},
+        Variant{"no_conv_bias", DType::kF32, ComputeDType::kAuto, false, true},
+        Variant{"untied_sharded", DType::kF32, ComputeDType::kAuto, false, false, true, false, 3},
+        Variant{"mamba_ssm", DType::kF32, ComputeDType::kAuto, false, false, false, true},
+        Variant{"odd_dims", DType::kF32, ComputeDType::kAuto, false, false, false, false, 1, 20, 5,
+                3, 2, 3},
+        Variant{"conv3_dstate64", DType::kF32, ComputeDType::kAuto, false, false, false, false, 1,
+                48, 64, 3, 3},
+        Variant{"bf16_as_f32", DType::kBF16, ComputeDType::kFloat32},
+        Variant{"bf16", DType::kBF16, ComputeDType::kAuto, true},
+        Variant{"f16", DType::kF16, ComputeDType::kAuto, false, false, true},
+        Variant{"f32_as_bf16", DType::kF32, ComputeDType::kBFloat16}),
     [](const ::testing::TestParamInfo<Variant>& i) { return std::string(i.param.name); });
 
 class CudaBackendErrors : public ::testing::Test {
@@ -357,7 +367,8 @@ TEST_F(CudaBackendErrors, BadCallsAreInvalidArgument) {
   ASSERT_TRUE(auto_slots.ok()) << auto_slots.status();
   EXPECT_GE((*auto_slots)->num_slots(), 1);
   bo.num_slots = -1;
-  EXPECT_EQ(cuda::CudaBackend::Create(checkpoint_, bo, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cuda::CudaBackend::Create(checkpoint_, bo, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

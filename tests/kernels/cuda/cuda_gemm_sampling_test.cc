@@ -57,7 +57,8 @@ TEST_P(CudaGemmTest, MatchesReference) {
     MAMBA_CUDA_ASSERT(cudaStreamSynchronize(stream));
     std::vector<double> want = ToDouble(y0);
     const std::vector<double> xd = ToDouble(x), wd = ToDouble(w);
-    cpu::GemmReference<double>(xd.data(), ldx, wd.data(), nullptr, want.data(), ldy, s.m, s.n, s.k, accumulate);
+    cpu::GemmReference<double>(xd.data(), ldx, wd.data(), nullptr, want.data(), ldy, s.m, s.n, s.k,
+                               accumulate);
     // Columns past n in each row must be untouched: the comparison covers the whole array.
     EXPECT_TRUE(Close(y.Get(), want, 1e-4, 1e-4, "gemm"));
   }
@@ -66,15 +67,20 @@ TEST_P(CudaGemmTest, MatchesReference) {
 }
 
 const GemmShape kGemmShapes[] = {
-    {"gemv", 1, 96, 80}, {"odd", 7, 33, 37}, {"batch64", 64, 160, 128}, {"tall_k", 5, 16, 1000},
+    {"gemv", 1, 96, 80},
+    {"odd", 7, 33, 37},
+    {"batch64", 64, 160, 128},
+    {"tall_k", 5, 16, 1000},
 };
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CudaGemmTest,
-    ::testing::Combine(::testing::ValuesIn(kGemmShapes), ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),
-    [](const ::testing::TestParamInfo<std::tuple<GemmShape, DType>>& i) {
-      return std::string(std::get<0>(i.param).name) + "_" + Name(std::get<1>(i.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaGemmTest,
+                         ::testing::Combine(::testing::ValuesIn(kGemmShapes),
+                                            ::testing::Values(DType::kF32, DType::kBF16,
+                                                              DType::kF16)),
+                         [](const ::testing::TestParamInfo<std::tuple<GemmShape, DType>>& i) {
+                           return std::string(std::get<0>(i.param).name) + "_" +
+                                  Name(std::get<1>(i.param));
+                         });
 
 // ---- Greedy sampling ----
 
@@ -126,7 +132,8 @@ TEST_P(CudaGreedyTest, MatchesSortedLogSoftmax) {
       order.push_back(static_cast<int32_t>(i));
       mx = std::max(mx, static_cast<double>(row[i]));
     }
-    std::stable_sort(order.begin(), order.end(), [&](int32_t p, int32_t q) { return row[p] > row[q]; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t p, int32_t q) { return row[p] > row[q]; });
     double sum = 0;
     for (int32_t i : order) sum += std::exp(row[i] - mx);
     const double lse = mx + std::log(sum);
@@ -139,7 +146,8 @@ TEST_P(CudaGreedyTest, MatchesSortedLogSoftmax) {
         continue;
       }
       ASSERT_EQ(got_ids[at], order[static_cast<size_t>(k)]) << "row " << r << " rank " << k;
-      EXPECT_NEAR(got_tlp[at], row[order[static_cast<size_t>(k)]] - lse, 1e-4) << "row " << r << " rank " << k;
+      EXPECT_NEAR(got_tlp[at], row[order[static_cast<size_t>(k)]] - lse, 1e-4)
+          << "row " << r << " rank " << k;
     }
   }
 }
@@ -149,7 +157,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaGreedyTest,
                                            SampleShape{"top5", 17, 50280, 5},
                                            SampleShape{"top20_small_vocab", 4, 12, 20},
                                            SampleShape{"top20_many_rows", 300, 4099, 20}),
-                         [](const ::testing::TestParamInfo<SampleShape>& i) { return std::string(i.param.name); });
+                         [](const ::testing::TestParamInfo<SampleShape>& i) {
+                           return std::string(i.param.name);
+                         });
 
 }  // namespace
 }  // namespace mamba::kernels::cuda

@@ -33,21 +33,25 @@ struct Shape {
 std::vector<float> ReadAs(const void* dev, DType t, size_t n) {
   std::vector<float> out(n);
   if (t == DType::kF32) {
-    if (cudaMemcpy(out.data(), dev, n * 4, cudaMemcpyDeviceToHost) != cudaSuccess) ADD_FAILURE() << "copy";
+    if (cudaMemcpy(out.data(), dev, n * 4, cudaMemcpyDeviceToHost) != cudaSuccess)
+      ADD_FAILURE() << "copy";
     return out;
   }
   std::vector<uint16_t> bits(n);
-  if (cudaMemcpy(bits.data(), dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess) ADD_FAILURE() << "copy";
+  if (cudaMemcpy(bits.data(), dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess)
+    ADD_FAILURE() << "copy";
   for (size_t i = 0; i < n; ++i) out[i] = FromHalfBits(bits[i], t);
   return out;
 }
 
 // rows x dim block of a strided [rows, stride] array.
 template <typename T>
-std::vector<T> Block(const std::vector<T>& v, int64_t rows, int64_t dim, int64_t stride, int64_t first = 0) {
+std::vector<T> Block(const std::vector<T>& v, int64_t rows, int64_t dim, int64_t stride,
+                     int64_t first = 0) {
   std::vector<T> out(static_cast<size_t>(rows * dim));
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t d = 0; d < dim; ++d) out[static_cast<size_t>(r * dim + d)] = v[static_cast<size_t>((first + r) * stride + d)];
+    for (int64_t d = 0; d < dim; ++d)
+      out[static_cast<size_t>(r * dim + d)] = v[static_cast<size_t>((first + r) * stride + d)];
   }
   return out;
 }
@@ -95,18 +99,22 @@ void ConvReference(const ConvData& c, int width, const std::vector<SeqChunk>& re
   std::vector<double> x = ToDouble(c.x);
   if (!c.x_bias.empty()) {
     for (int64_t t = 0; t < c.tokens; ++t) {
-      for (int64_t d = 0; d < c.dim; ++d) x[static_cast<size_t>(t * c.x_stride + d)] += c.x_bias[static_cast<size_t>(d)];
+      for (int64_t d = 0; d < c.dim; ++d)
+        x[static_cast<size_t>(t * c.x_stride + d)] += c.x_bias[static_cast<size_t>(d)];
     }
   }
   const std::vector<double> w = ToDouble(c.w), bias = ToDouble(c.bias);
   const int64_t per = c.hist * c.dim;
   state->assign(static_cast<size_t>((c.num_slots + extra_zero_slots) * per), 0.0);
   for (int s = 0; s < c.num_slots; ++s) {
-    for (int64_t i = 0; i < per; ++i) (*state)[static_cast<size_t>(s * per + i)] = c.state[static_cast<size_t>(s * c.slot_stride + i)];
+    for (int64_t i = 0; i < per; ++i)
+      (*state)[static_cast<size_t>(s * per + i)] =
+          c.state[static_cast<size_t>(s * c.slot_stride + i)];
   }
   out->assign(static_cast<size_t>(c.tokens * c.dim), 0.0);
-  cpu::CausalConvReference<double>({x.data(), c.x_stride, w.data(), bias.empty() ? nullptr : bias.data(),
-                                    state->data(), out->data(), c.dim, c.dim, width, ref_chunks});
+  cpu::CausalConvReference<double>({x.data(), c.x_stride, w.data(),
+                                    bias.empty() ? nullptr : bias.data(), state->data(),
+                                    out->data(), c.dim, c.dim, width, ref_chunks});
 }
 
 TEST_P(CudaKernelTest, CausalConvPrefillMatchesReference) {
@@ -147,8 +155,8 @@ TEST_P(CudaKernelTest, CausalConvPrefillMatchesReference) {
   EXPECT_TRUE(Close(ReadAs(low.get(), lowp(), static_cast<size_t>(T * s.dim)), want, LowpAtol(),
                     LowpRtol(), "conv out (low precision)"));
   const std::vector<float> got_state = state.Get();
-  EXPECT_TRUE(Close(Block(got_state, num_slots, c.hist * s.dim, c.slot_stride), want_state, 1e-6, 1e-6,
-                    "conv state"));
+  EXPECT_TRUE(Close(Block(got_state, num_slots, c.hist * s.dim, c.slot_stride), want_state, 1e-6,
+                    1e-6, "conv state"));
   // The padding between slots is never written.
   for (int sl = 0; sl < num_slots; ++sl) {
     for (int64_t i = c.hist * s.dim; i < c.slot_stride; ++i) {
@@ -191,7 +199,9 @@ TEST_P(CudaKernelTest, CausalConvDecodeMatchesReference) {
 
   // Reference: 1-token chunks; the padding row uses an extra zeroed slot.
   std::vector<SeqChunk> ref;
-  for (int64_t b = 0; b < B; ++b) ref.push_back({b, 1, slots[static_cast<size_t>(b)] >= 0 ? slots[static_cast<size_t>(b)] : num_slots});
+  for (int64_t b = 0; b < B; ++b)
+    ref.push_back(
+        {b, 1, slots[static_cast<size_t>(b)] >= 0 ? slots[static_cast<size_t>(b)] : num_slots});
   std::vector<double> want, want_state;
   ConvReference(c, s.width, ref, 1, &want, &want_state);
   want_state.resize(static_cast<size_t>(num_slots * c.hist * s.dim));  // drop the padding slot
@@ -242,26 +252,37 @@ void ScanReference(const ScanData& c, const std::vector<SeqChunk>& ref_chunks, i
   std::vector<double> z = ToDouble(c.z);
   if (!c.z_bias.empty()) {
     for (int64_t t = 0; t < c.tokens; ++t) {
-      for (int64_t d = 0; d < c.dim; ++d) z[static_cast<size_t>(t * c.z_stride + d)] += c.z_bias[static_cast<size_t>(d)];
+      for (int64_t d = 0; d < c.dim; ++d)
+        z[static_cast<size_t>(t * c.z_stride + d)] += c.z_bias[static_cast<size_t>(d)];
     }
   }
   const int64_t per = c.n * c.dim;
   state->assign(static_cast<size_t>((c.num_slots + extra_zero_slots) * per), 0.0);
   for (int s = 0; s < c.num_slots; ++s) {
-    for (int64_t i = 0; i < per; ++i) (*state)[static_cast<size_t>(s * per + i)] = c.state[static_cast<size_t>(s * c.slot_stride + i)];
+    for (int64_t i = 0; i < per; ++i)
+      (*state)[static_cast<size_t>(s * per + i)] =
+          c.state[static_cast<size_t>(s * c.slot_stride + i)];
   }
   out->assign(static_cast<size_t>(c.tokens * c.dim), 0.0);
-  cpu::SelectiveScanReference<double>({x.data(), c.x_stride, dt.data(), c.dim, dt_bias.data(), a.data(),
-                                       dbc.data() + c.rank, dbc.data() + c.rank + c.n, c.bc_stride,
-                                       d_skip.data(), z.data(), c.z_stride, state->data(), out->data(),
-                                       c.dim, c.dim, c.n, ref_chunks});
+  cpu::SelectiveScanReference<double>({x.data(), c.x_stride, dt.data(), c.dim, dt_bias.data(),
+                                       a.data(), dbc.data() + c.rank, dbc.data() + c.rank + c.n,
+                                       c.bc_stride, d_skip.data(), z.data(), c.z_stride,
+                                       state->data(), out->data(), c.dim, c.dim, c.n, ref_chunks});
 }
 
 // Device copies of ScanData and the argument block pointing at them.
 struct ScanDevice {
   explicit ScanDevice(const ScanData& c, DType out_dtype)
-      : x(c.x), dt(c.dt), dt_bias(c.dt_bias), a(c.a), dbc(c.dbc), d_skip(c.d_skip), z(c.z),
-        z_bias(c.z_bias), state(c.state), out(static_cast<size_t>(c.tokens * c.dim) * SizeOf(out_dtype)) {
+      : x(c.x),
+        dt(c.dt),
+        dt_bias(c.dt_bias),
+        a(c.a),
+        dbc(c.dbc),
+        d_skip(c.d_skip),
+        z(c.z),
+        z_bias(c.z_bias),
+        state(c.state),
+        out(static_cast<size_t>(c.tokens * c.dim) * SizeOf(out_dtype)) {
     args.x = x.get();
     args.x_stride = c.x_stride;
     args.dt = dt.get();
@@ -331,7 +352,9 @@ TEST_P(CudaKernelTest, SelectiveScanDecodeMatchesReference) {
   MAMBA_CUDA_ASSERT(SelectiveScanDecode(dev.args, nullptr));
   MAMBA_CUDA_ASSERT(cudaDeviceSynchronize());
   std::vector<SeqChunk> ref;
-  for (int64_t b = 0; b < B; ++b) ref.push_back({b, 1, slots[static_cast<size_t>(b)] >= 0 ? slots[static_cast<size_t>(b)] : num_slots});
+  for (int64_t b = 0; b < B; ++b)
+    ref.push_back(
+        {b, 1, slots[static_cast<size_t>(b)] >= 0 ? slots[static_cast<size_t>(b)] : num_slots});
   std::vector<double> want, want_state;
   ScanReference(c, ref, 1, &want, &want_state);
   want_state.resize(static_cast<size_t>(num_slots * c.n * s.dim));
@@ -383,14 +406,18 @@ TEST_P(CudaKernelTest, AddRmsNormMatchesReference) {
         const int64_t i = use_index ? index[static_cast<size_t>(r)] : r;
         for (int64_t k = 0; k < s.dim; ++k) {
           double& v = sum[static_cast<size_t>(i * stride + k)];
-          if (use_delta) v += delta[static_cast<size_t>(i * s.dim + k)] + (s.biases ? dbias[static_cast<size_t>(k)] : 0.0);
+          if (use_delta)
+            v += delta[static_cast<size_t>(i * s.dim + k)] +
+                 (s.biases ? dbias[static_cast<size_t>(k)] : 0.0);
           xin[static_cast<size_t>(r * s.dim + k)] = v;
         }
       }
       const std::vector<double> wd = ToDouble(w);
       std::vector<double> want(xin.size());
-      cpu::RmsNormReference<double>({xin.data(), s.dim, wd.data(), want.data(), s.dim, out_rows, s.dim, 1e-5});
-      EXPECT_TRUE(Close(ReadAs(out.get(), lowp(), want.size()), want, lowp() == DType::kF32 ? 1e-5 : 1e-3,
+      cpu::RmsNormReference<double>(
+          {xin.data(), s.dim, wd.data(), want.data(), s.dim, out_rows, s.dim, 1e-5});
+      EXPECT_TRUE(Close(ReadAs(out.get(), lowp(), want.size()), want,
+                        lowp() == DType::kF32 ? 1e-5 : 1e-3,
                         lowp() == DType::kF32 ? 1e-5 : Epsilon(lowp()), "norm out"));
       EXPECT_TRUE(Close(dres.Get(), sum, 1e-6, 1e-6, "residual"));
     }
@@ -465,12 +492,14 @@ const Shape kShapes[] = {
     {"mamba_130m_prompt", 1536, 16, 4, {1000, 1048}, false},
 };
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, CudaKernelTest,
-    ::testing::Combine(::testing::ValuesIn(kShapes), ::testing::Values(DType::kF32, DType::kBF16, DType::kF16)),
-    [](const ::testing::TestParamInfo<std::tuple<Shape, DType>>& i) {
-      return std::string(std::get<0>(i.param).name) + "_" + Name(std::get<1>(i.param));
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaKernelTest,
+                         ::testing::Combine(::testing::ValuesIn(kShapes),
+                                            ::testing::Values(DType::kF32, DType::kBF16,
+                                                              DType::kF16)),
+                         [](const ::testing::TestParamInfo<std::tuple<Shape, DType>>& i) {
+                           return std::string(std::get<0>(i.param).name) + "_" +
+                                  Name(std::get<1>(i.param));
+                         });
 
 }  // namespace
 }  // namespace mamba::kernels::cuda

@@ -20,17 +20,17 @@
 namespace mamba::kernels::cuda::testing {
 
 // GTEST_SKIP()s the current test when no device can run our kernels (sm_80+).
-#define MAMBA_SKIP_WITHOUT_GPU()                                                     \
-  do {                                                                               \
-    std::string mamba_why_;                                                          \
-    if (::mamba::kernels::cuda::UsableDeviceCount(&mamba_why_) == 0) {               \
-      GTEST_SKIP() << "no usable CUDA device: " << mamba_why_;                       \
-    }                                                                                \
+#define MAMBA_SKIP_WITHOUT_GPU()                                       \
+  do {                                                                 \
+    std::string mamba_why_;                                            \
+    if (::mamba::kernels::cuda::UsableDeviceCount(&mamba_why_) == 0) { \
+      GTEST_SKIP() << "no usable CUDA device: " << mamba_why_;         \
+    }                                                                  \
   } while (0)
 
-#define MAMBA_CUDA_ASSERT(expr)                                              \
-  do {                                                                       \
-    const cudaError_t mamba_e_ = (expr);                                     \
+#define MAMBA_CUDA_ASSERT(expr)                                                        \
+  do {                                                                                 \
+    const cudaError_t mamba_e_ = (expr);                                               \
     ASSERT_EQ(mamba_e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(mamba_e_); \
   } while (0)
 
@@ -40,10 +40,12 @@ class DeviceArray {
  public:
   explicit DeviceArray(size_t n) : n_(n) {
     if (n_ == 0) return;
-    ok_ = cudaMalloc(&ptr_, n_ * sizeof(T)) == cudaSuccess && cudaMemset(ptr_, 0, n_ * sizeof(T)) == cudaSuccess;
+    ok_ = cudaMalloc(&ptr_, n_ * sizeof(T)) == cudaSuccess &&
+          cudaMemset(ptr_, 0, n_ * sizeof(T)) == cudaSuccess;
   }
   explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
-    if (ok_ && n_ > 0) ok_ = cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess;
+    if (ok_ && n_ > 0)
+      ok_ = cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess;
   }
   ~DeviceArray() {
     if (ptr_) cudaFree(ptr_);
@@ -55,7 +57,8 @@ class DeviceArray {
   bool ok() const { return ok_; }
   std::vector<T> Get() const {
     std::vector<T> host(n_);
-    if (n_ > 0 && cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) {
+    if (n_ > 0 &&
+        cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost) != cudaSuccess) {
       ADD_FAILURE() << "cudaMemcpy to host failed";
     }
     return host;
@@ -80,25 +83,33 @@ inline std::vector<double> ToDouble(const std::vector<float>& v) { return {v.beg
 // fp32 values stored as `t` (uint16 bits for bf16/fp16), and back.
 inline std::vector<uint16_t> ToHalfBits(const std::vector<float>& v, DType t) {
   std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
   return out;
 }
-inline float FromHalfBits(uint16_t h, DType t) { return t == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h); }
+inline float FromHalfBits(uint16_t h, DType t) {
+  return t == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
+}
 // v rounded to dtype t (identity for fp32).
 inline std::vector<float> RoundTo(const std::vector<float>& v, DType t) {
   if (t == DType::kF32) return v;
   std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = FromHalfBits(t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]), t);
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = FromHalfBits(t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]), t);
   return out;
 }
 // Relative rounding error of one value stored in t.
-inline double Epsilon(DType t) { return t == DType::kF32 ? 1e-6 : t == DType::kBF16 ? 1.0 / 128 : 1.0 / 1024; }
+inline double Epsilon(DType t) {
+  return t == DType::kF32 ? 1e-6 : t == DType::kBF16 ? 1.0 / 128 : 1.0 / 1024;
+}
 
 // |got - want| <= atol + rtol*|want| elementwise over the listed indices; NaN never passes.
-inline ::testing::AssertionResult Close(const std::vector<float>& got, const std::vector<double>& want,
-                                        double atol, double rtol, const char* what) {
+inline ::testing::AssertionResult Close(const std::vector<float>& got,
+                                        const std::vector<double>& want, double atol, double rtol,
+                                        const char* what) {
   if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << what << ": size " << got.size() << " vs " << want.size();
+    return ::testing::AssertionFailure()
+           << what << ": size " << got.size() << " vs " << want.size();
   }
   int bad = 0;
   ::testing::AssertionResult r = ::testing::AssertionFailure();
@@ -113,7 +124,8 @@ inline ::testing::AssertionResult Close(const std::vector<float>& got, const std
 }
 
 // Chunks of the given lengths over shuffled distinct slots in [0, num_slots), back to back.
-inline std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots, uint64_t seed) {
+inline std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots,
+                                        uint64_t seed) {
   std::vector<int32_t> slots(static_cast<size_t>(num_slots));
   for (int i = 0; i < num_slots; ++i) slots[static_cast<size_t>(i)] = i;
   std::mt19937_64 rng(seed);

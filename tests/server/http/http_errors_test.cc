@@ -15,8 +15,11 @@ namespace {
 using ::nlohmann::json;
 
 json LongRequest(bool stream) {
-  return {{"prompt", "a long story"}, {"max_tokens", 1000000}, {"temperature", 0},
-          {"ignore_eos", true}, {"stream", stream}};
+  return {{"prompt", "a long story"},
+          {"max_tokens", 1000000},
+          {"temperature", 0},
+          {"ignore_eos", true},
+          {"stream", stream}};
 }
 
 ServerSetup LongSetup(int slots) {
@@ -61,8 +64,10 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ExpectError(post("/v1/completions", R"({"prompt": [1, "a"]})"), 400, "mixed prompt");
   ExpectError(post("/v1/completions", R"({"prompt": [[1], "a"]})"), 400, "mixed nested");
   ExpectError(post("/v1/completions", R"({"prompt": [1.5]})"), 400, "float id");
-  ExpectError(post("/v1/completions", R"({"prompt": "x", "max_tokens": "8"})"), 400, "max_tokens str");
-  ExpectError(post("/v1/completions", R"({"prompt": "x", "max_tokens": 2.5})"), 400, "max_tokens float");
+  ExpectError(post("/v1/completions", R"({"prompt": "x", "max_tokens": "8"})"), 400,
+              "max_tokens str");
+  ExpectError(post("/v1/completions", R"({"prompt": "x", "max_tokens": 2.5})"), 400,
+              "max_tokens float");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "temperature": "hot"})"), 400, "temp str");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "stream": 1})"), 400, "stream int");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "stop": [1]})"), 400, "stop int");
@@ -72,7 +77,8 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ExpectError(post("/v1/completions", R"({"prompt": ""})"), 400, "empty prompt");
   ExpectError(post("/v1/completions", R"({"prompt": []})"), 400, "empty array");
   ExpectError(post("/v1/completions", "{\"prompt\": \"bad \xff\xfe utf8\"}"), 400, "invalid UTF-8");
-  ExpectError(post("/v1/completions", R"({"prompt": "x", "stream_options": 3})"), 400, "stream_options");
+  ExpectError(post("/v1/completions", R"({"prompt": "x", "stream_options": 3})"), 400,
+              "stream_options");
   ExpectError(post("/generate", R"({"inputs": ["x"]})"), 400, "tgi inputs");
   ExpectError(post("/generate", R"({"inputs": "x", "parameters": 1})"), 400, "tgi parameters");
   ExpectError(post("/generate", R"({"parameters": {}})"), 400, "tgi no inputs");
@@ -86,7 +92,8 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   }
   ExpectError(post("/v1/completions", R"({"prompt": [1, 60000]})"), 422, "id beyond vocab");
   ExpectError(post("/v1/completions", R"({"prompt": [1, -1]})"), 422, "negative id");
-  ExpectError(post("/generate", R"({"inputs": "x", "parameters": {"temperature": 0}})"), 422, "tgi t=0");
+  ExpectError(post("/generate", R"({"inputs": "x", "parameters": {"temperature": 0}})"), 422,
+              "tgi t=0");
   // 404 / 405.
   ExpectError(post("/v1/completions", R"({"prompt": "x", "model": "gpt-4"})"), 404, "model");
   ExpectError(Call(port, "GET", "/nope"), 404, "path");
@@ -95,7 +102,8 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ExpectError(wrong, 405, "method");
   EXPECT_EQ(wrong->Header("allow"), "POST");
   // 413: a body over max_body_bytes, a prompt over max_prompt_tokens.
-  ExpectError(post("/v1/completions", R"({"prompt": ")" + std::string(70 * 1024, 'a') + "\"}"), 413, "body");
+  ExpectError(post("/v1/completions", R"({"prompt": ")" + std::string(70 * 1024, 'a') + "\"}"), 413,
+              "body");
   std::string many = "[";
   for (int i = 0; i < 101; ++i) many += (i ? ",1" : "1");
   ExpectError(post("/v1/completions", R"({"prompt": )" + many + "]}"), 413, "prompt ids");
@@ -113,17 +121,22 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   {
     std::unique_ptr<Connection> c = Connection::Open(port);
     ASSERT_TRUE(c);
-    ASSERT_TRUE(c->Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"));
+    ASSERT_TRUE(
+        c->Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"));
     ExpectError(c->Read(5s), 413, "declared body");
   }
   // Unknown fields are ignored; the server still serves.
-  std::optional<Response> ok = post("/v1/completions", R"({"prompt": "x", "max_tokens": 2, "whatever": [1]})");
+  std::optional<Response> ok =
+      post("/v1/completions", R"({"prompt": "x", "max_tokens": 2, "whatever": [1]})");
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
   EXPECT_TRUE(s->WaitEngineIdle());
   // Engine refusals count in the metrics; HTTP answers too.
   const std::string m = Call(port, "GET", "/metrics")->body;
-  EXPECT_GE(MetricValue(m, "mamba_frontend_responses_total{code=\"400\",endpoint=\"/v1/completions\",protocol=\"http\"}"), 10)
+  EXPECT_GE(MetricValue(m,
+                        "mamba_frontend_responses_total{code=\"400\",endpoint=\"/v1/"
+                        "completions\",protocol=\"http\"}"),
+            10)
       << m;
 }
 
@@ -133,12 +146,14 @@ TEST(HttpErrorsTest, WithoutTokenizer) {
   auto s = HttpTestServer::Start(setup);
   ASSERT_TRUE(s);
   ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", "text"}}), 400, "text prompt");
-  ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", {1, 2}}, {"stop", "x"}}), 400, "stop");
+  ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", {1, 2}}, {"stop", "x"}}), 400,
+              "stop");
   ExpectError(PostJson(s->port(), "/generate", {{"inputs", "text"}}), 400, "tgi");
   ExpectError(PostJson(s->port(), "/tokenize", {{"prompt", "text"}}), 400, "tokenize");
   // Token ids still work (without text).
-  std::optional<Response> r = PostJson(s->port(), "/v1/completions",
-                                       {{"prompt", {1, 2, 3}}, {"max_tokens", 3}, {"ignore_eos", true}, {"logprobs", 1}});
+  std::optional<Response> r =
+      PostJson(s->port(), "/v1/completions",
+               {{"prompt", {1, 2, 3}}, {"max_tokens", 3}, {"ignore_eos", true}, {"logprobs", 1}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(r->Json()["usage"]["completion_tokens"], 3);
@@ -153,12 +168,17 @@ TEST(HttpErrorsTest, ApiKey) {
   std::optional<Response> none = Call(s->port(), "POST", "/v1/completions", body);
   ExpectError(none, 401, "no key");
   EXPECT_EQ(none->Header("www-authenticate"), "Bearer");
-  ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "Bearer wrong"}}), 401, "wrong");
-  ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "sekrit"}}), 401, "no scheme");
+  ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "Bearer wrong"}}),
+              401, "wrong");
+  ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "sekrit"}}), 401,
+              "no scheme");
   ExpectError(Call(s->port(), "GET", "/metrics"), 401, "metrics");
   ExpectError(Call(s->port(), "GET", "/nope"), 401, "unknown path");
-  EXPECT_EQ(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "Bearer sekrit"}})->status, 200);
-  EXPECT_EQ(Call(s->port(), "GET", "/v1/models", "", {{"authorization", "bearer sekrit"}})->status, 200);
+  EXPECT_EQ(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "Bearer sekrit"}})
+                ->status,
+            200);
+  EXPECT_EQ(Call(s->port(), "GET", "/v1/models", "", {{"authorization", "bearer sekrit"}})->status,
+            200);
   EXPECT_EQ(Call(s->port(), "GET", "/health")->status, 200);  // always open
 }
 
@@ -174,7 +194,8 @@ TEST(HttpErrorsTest, OverloadIs429) {
   std::unique_ptr<Connection> b = Connection::Open(s->port());
   ASSERT_TRUE(b && b->Send(RawRequest("POST", "/v1/completions", LongRequest(true).dump())));
   ASSERT_TRUE(WaitFor([&] { return s->engine().Stats().waiting == 1; }, 10s));
-  std::optional<Response> c = PostJson(s->port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  std::optional<Response> c =
+      PostJson(s->port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
   ExpectError(c, 429, "queue full");
   EXPECT_EQ(c->Header("retry-after"), "1");
   std::optional<Response> tgi = PostJson(s->port(), "/generate", {{"inputs", "x"}});
@@ -203,9 +224,12 @@ TEST(HttpErrorsTest, DisconnectCancels) {
   }
   EXPECT_EQ(CancelledCount(*s), 1);
   // Unary, TGI streaming and unary: hang up while the engine works.
-  for (const auto& [path, body] : {std::pair<std::string, json>{"/v1/completions", LongRequest(false)},
-                                   {"/generate_stream", {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}},
-                                   {"/generate", {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}}}) {
+  for (const auto& [path, body] :
+       {std::pair<std::string, json>{"/v1/completions", LongRequest(false)},
+        {"/generate_stream",
+         {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}},
+        {"/generate",
+         {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}}}) {
     std::unique_ptr<Connection> c = Connection::Open(s->port());
     ASSERT_TRUE(c && c->Send(RawRequest("POST", path, body.dump())));
     ASSERT_TRUE(WaitFor([&] { return s->engine().Stats().running == 1; }, 10s)) << path;
@@ -258,7 +282,9 @@ TEST(HttpErrorsTest, ServerTimeoutOption) {
   auto s = HttpTestServer::Start(setup);
   ASSERT_TRUE(s);
   ExpectError(PostJson(s->port(), "/v1/completions", LongRequest(false)), 504, "server timeout");
-  ExpectError(PostJson(s->port(), "/generate", {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}),
+  ExpectError(PostJson(s->port(), "/generate",
+                       {{"inputs", "x"},
+                        {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}),
               504, "tgi server timeout");
 }
 
@@ -290,7 +316,8 @@ TEST(HttpErrorsTest, EngineOutlivesServer) {
   for (bool stream : {true, false}) {
     req["stream"] = stream;
     clients.push_back(Connection::Open(s->port()));
-    ASSERT_TRUE(clients.back() && clients.back()->Send(RawRequest("POST", "/v1/completions", req.dump())));
+    ASSERT_TRUE(clients.back() &&
+                clients.back()->Send(RawRequest("POST", "/v1/completions", req.dump())));
   }
   ASSERT_TRUE(WaitFor([&] { return s->engine().Stats().slots_used == 8; }, 10s));
   s->DestroyServer();
@@ -302,8 +329,9 @@ TEST(HttpErrorsTest, Tls) {
   engine::testing::TempDir dir;
   const std::string key = (dir.path() / "key.pem").string();
   const std::string cert = (dir.path() / "cert.pem").string();
-  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout " +
-                          key + " -out " + cert + " >/dev/null 2>&1";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -keyout " + key +
+      " -out " + cert + " >/dev/null 2>&1";
   if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "no openssl to make a test certificate";
   ServerSetup setup;
   setup.front_end.tls_cert_file = cert;
@@ -313,7 +341,10 @@ TEST(HttpErrorsTest, Tls) {
   std::optional<Response> h = Call(s->port(), "GET", "/health", "", {}, /*tls=*/true);
   ASSERT_TRUE(h);
   EXPECT_EQ(h->status, 200);
-  json req = {{"prompt", "secure"}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true},
+  json req = {{"prompt", "secure"},
+              {"max_tokens", 4},
+              {"temperature", 0},
+              {"ignore_eos", true},
               {"stream", true}};
   std::optional<Response> r = Call(s->port(), "POST", "/v1/completions", req.dump(), {}, true);
   ASSERT_TRUE(r);

@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,9 +12,6 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
-
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 namespace mamba::server::http_testing {
 namespace {
@@ -203,9 +202,11 @@ bool Connection::WaitClosed(std::chrono::milliseconds timeout) {
 
 std::string RawRequest(std::string_view method, std::string_view path, std::string_view body,
                        const std::vector<std::pair<std::string, std::string>>& headers) {
-  std::string r = std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  std::string r =
+      std::string(method) + " " + std::string(path) + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   if (!body.empty() || method == "POST") {
-    r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    r +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   for (const auto& [name, value] : headers) r += name + ": " + value + "\r\n";
   r += "\r\n";
@@ -215,7 +216,8 @@ std::string RawRequest(std::string_view method, std::string_view path, std::stri
 
 std::optional<Response> Call(int port, std::string_view method, std::string_view path,
                              std::string_view body,
-                             const std::vector<std::pair<std::string, std::string>>& headers, bool tls) {
+                             const std::vector<std::pair<std::string, std::string>>& headers,
+                             bool tls) {
   std::unique_ptr<Connection> c = Connection::Open(port, tls);
   if (!c || !c->Send(RawRequest(method, path, body, headers))) return std::nullopt;
   return c->Read();

@@ -70,8 +70,9 @@ std::optional<Response> Call(int port, std::string_view method, std::string_view
                              std::string_view body = "",
                              const std::vector<std::pair<std::string, std::string>>& headers = {},
                              bool tls = false);
-std::optional<Response> PostJson(int port, std::string_view path, const nlohmann::json& body,
-                                 const std::vector<std::pair<std::string, std::string>>& headers = {});
+std::optional<Response> PostJson(
+    int port, std::string_view path, const nlohmann::json& body,
+    const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 // The payloads of an SSE body's `data: ` lines, in order.
 std::vector<std::string> SseData(const std::string& body);

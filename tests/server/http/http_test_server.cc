@@ -35,8 +35,10 @@ std::shared_ptr<const engine::Checkpoint> TinyCheckpoint() {
 }  // namespace
 
 std::shared_ptr<const engine::Tokenizer> NeoXTokenizer() {
-  static std::shared_ptr<const engine::Tokenizer> tok = []() -> std::shared_ptr<const engine::Tokenizer> {
-    auto t = engine::Tokenizer::FromFile(engine::testing::SourceDir() / "models/gpt-neox-20b/tokenizer.json");
+  static std::shared_ptr<const engine::Tokenizer> tok =
+      []() -> std::shared_ptr<const engine::Tokenizer> {
+    auto t = engine::Tokenizer::FromFile(engine::testing::SourceDir() /
+                                         "models/gpt-neox-20b/tokenizer.json");
     EXPECT_TRUE(t.ok()) << t.status();
     if (!t.ok()) return nullptr;
     return std::shared_ptr<const engine::Tokenizer>(std::move(*t));
@@ -59,7 +61,8 @@ std::unique_ptr<HttpTestServer> HttpTestServer::Start(const ServerSetup& setup) 
   auto backend = engine::cpu::CpuBackend::Create(ck, bo);
   EXPECT_TRUE(backend.ok()) << backend.status();
   if (!backend.ok()) return nullptr;
-  auto engine = engine::Engine::Create(std::move(*backend), t->tokenizer_, setup.engine, t->metrics_.get());
+  auto engine =
+      engine::Engine::Create(std::move(*backend), t->tokenizer_, setup.engine, t->metrics_.get());
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return nullptr;
   t->engine_ = std::move(*engine);
@@ -86,10 +89,12 @@ HttpTestServer::~HttpTestServer() {
 }
 
 bool HttpTestServer::WaitEngineIdle(std::chrono::milliseconds timeout) {
-  return WaitFor([&] {
-    const engine::EngineStats s = engine_->Stats();
-    return s.slots_used == 0 && s.waiting == 0 && s.running == 0;
-  }, timeout);
+  return WaitFor(
+      [&] {
+        const engine::EngineStats s = engine_->Stats();
+        return s.slots_used == 0 && s.waiting == 0 && s.running == 0;
+      },
+      timeout);
 }
 
 bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
