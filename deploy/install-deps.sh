@@ -11,6 +11,7 @@ packages=(
   libpcre2-dev libutf8proc-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   curl gnuplot-nox ccache
+  clang-format  # tests/check_format.sh (v14, the version the tree is formatted with)
   clang libclang-rt-14-dev  # the libFuzzer targets (tests/fuzz)
 )
 # Extra packages for special builds (e.g. ccache in the Docker build stage).
