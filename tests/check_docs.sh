@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 TOP_DIRS="engine kernels server client proto deploy tests docs models .ci"
 TOP_FILES="CMakeLists.txt README.md .gitignore .clang-format"
 DOCS=(README.md docs/*.md client/README.md engine/cuda/README.md tests/gpu/README.md
-  engine/tokenizer/PERF_NOTES.md)
+  engine/tokenizer/PERF_NOTES.md models/*/README.md)
 if (($#)); then DOCS=("$@"); fi
 
 # Prints "LINE<TAB>KIND<TAB>WORD" for every link target (KIND link) and every word inside inline
