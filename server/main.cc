@@ -162,7 +162,13 @@ int main(int argc, char** argv) {
   CLI::App app{"mamba-server: an inference server for Mamba language models (HTTP + gRPC)"};
   ServerConfig config;
   AddServerFlags(app, &config);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every flag error is a usage error, exit code 2.
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
   if (absl::Status s = ValidateConfig(config); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
     return 2;

@@ -88,8 +88,12 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--tls-cert", c->tls_cert_file, "TLS certificate (PEM) for both front ends")
       ->envname("MAMBA_TLS_CERT");
   app.add_option("--tls-key", c->tls_key_file, "TLS private key (PEM)")->envname("MAMBA_TLS_KEY");
-  app.add_option("--log-level", c->log_level, "trace | debug | info | warn | error")
+  // An unknown level is a start-up error: spdlog's from_str would map it to "off" silently.
+  app.add_option("--log-level", c->log_level,
+                 "trace | debug | info | warn | error | critical | off")
       ->envname("MAMBA_LOG_LEVEL")
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}))
       ->capture_default_str();
   app.add_flag("--log-json", c->log_json, "One JSON object per log line")
       ->envname("MAMBA_LOG_JSON");

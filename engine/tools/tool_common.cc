@@ -17,7 +17,10 @@ void AddEngineFlags(CLI::App& app, EngineFlags* f) {
   app.add_option("--slots", f->slots, "State slots (concurrent sequences)")->capture_default_str();
   app.add_option("--max-step-tokens", f->max_step_tokens, "Tokens per engine pass")
       ->capture_default_str();
-  app.add_option("--log-level", f->log_level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--log-level", f->log_level, "trace|debug|info|warn|error|critical|off")
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "warning", "error", "critical", "off"}))
+      ->capture_default_str();
 }
 
 void AddSamplingFlags(CLI::App& app, SamplingParams* p) {

@@ -4,6 +4,7 @@
 // missing or corrupt model directory fails at start-up with a clear error and a non-zero exit.
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -188,6 +189,26 @@ TEST(ServerBinary, BadFlagsExitWithUsageError) {
   EXPECT_NE(std::system((bin + " --tls-cert only.pem > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --slots -1 > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --http-idle-timeout 0 > /dev/null 2>&1").c_str()), 0);
+}
+
+// An unknown --log-level is refused at start-up (usage error, exit code 2) with a message that
+// lists the valid levels, rather than turning logging off.
+TEST(ServerBinary, UnknownLogLevelIsAUsageError) {
+  const fs::path log = fs::temp_directory_path() / ("mamba-loglevel-" + std::to_string(getpid()));
+  const std::string cmd = BinaryPath("mamba-server").string() +
+                          " --http-port 0 --grpc-port 0 --log-level verbose > " + log.string() +
+                          " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)), {});
+  fs::remove(log);
+  ASSERT_TRUE(WIFEXITED(rc)) << rc;
+  EXPECT_EQ(WEXITSTATUS(rc), 2) << out;
+  EXPECT_NE(out.find("--log-level"), std::string::npos) << out;
+  EXPECT_NE(out.find("verbose"), std::string::npos) << out;
+  for (const char* level : {"trace", "debug", "info", "warn", "error"}) {
+    EXPECT_NE(out.find(level), std::string::npos) << level << " missing from: " << out;
+  }
 }
 
 TEST(ServerBinary, ZeroSlotsMeansAutomatic) {
