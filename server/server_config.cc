@@ -3,13 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "engine/tools/demo_model.h"
 
 namespace mamba::server {
-
-namespace fs = std::filesystem;
 
 // Every option can also come from the environment: --http-port <-> MAMBA_HTTP_PORT.
 void AddServerFlags(CLI::App& app, ServerConfig* c) {
@@ -118,16 +116,7 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   return absl::OkStatus();
 }
 
-std::string DefaultModelDir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    const fs::path installed =
-        exe.parent_path().parent_path() / "share/mamba-serve/models/kjv-mamba-4x192";
-    if (fs::exists(installed / "config.json")) return installed.string();
-  }
-  return MAMBA_DEFAULT_MODEL_DIR;
-}
+std::string DefaultModelDir() { return engine::tools::DemoModelDir(); }
 
 engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype) {
   engine::BackendOptions o;

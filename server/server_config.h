@@ -47,7 +47,7 @@ void AddServerFlags(CLI::App& app, ServerConfig* config);
 // Checks values that CLI11 cannot (ports, TLS pairs, timeouts).
 absl::Status ValidateConfig(const ServerConfig& c);
 
-// The bundled demo model's directory: next to the installed binary, else in the source tree.
+// The bundled demo model's directory, relative to the binary (engine/tools/demo_model.h).
 std::string DefaultModelDir();
 
 engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype);

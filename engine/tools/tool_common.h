@@ -9,11 +9,12 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/sampling.h"
+#include "engine/tools/demo_model.h"
 
 namespace mamba::engine::tools {
 
 struct EngineFlags {
-  std::string model_dir = MAMBA_DEFAULT_MODEL_DIR;
+  std::string model_dir = DemoModelDir();
   std::string device = "auto";
   std::string dtype = "auto";
   int threads = 0;
