@@ -16,7 +16,6 @@
 #include "engine/model_config.h"
 #include "engine/types.h"
 #include "kernels/dtype.h"
-#include "kernels/packed_chunks.h"
 
 namespace mamba::engine {
 
@@ -39,6 +38,17 @@ struct BackendOptions {
   bool profile = false;            // accumulate time per op (see Backend::OpSeconds)
 };
 
+// What a running backend is, for logs, /v1/models, ModelInfo and metrics: read it instead of
+// parsing Describe().
+struct BackendInfo {
+  std::string device;       // "cpu", "cuda:0", ... (as the front ends report it)
+  std::string device_name;  // e.g. "NVIDIA H100 80GB HBM3"; the CPU model name on the CPU
+  kernels::DType dtype = kernels::DType::kF32;  // the weights' compute dtype
+  int slots = 0;                                // state slots (concurrent sequences)
+  int threads = 0;                              // CPU threads (0 on a GPU)
+  std::string description;                      // Describe(): one line for logs
+};
+
 struct ChunkInput {
   SlotId slot;
   std::span<const TokenId> tokens;  // at least one
@@ -52,6 +62,7 @@ class Backend {
 
   virtual const ModelConfig& config() const = 0;
   virtual std::string Describe() const = 0;  // e.g. "cpu: bfloat16, 2 threads, AVX-512"
+  virtual BackendInfo info() const = 0;
   virtual kernels::DType compute_dtype() const = 0;
   virtual int num_slots() const = 0;
 
@@ -71,23 +82,5 @@ class Backend {
 
 // Checks a Prefill call's arguments against the slot count and vocabulary.
 absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, int64_t vocab_size);
-
-// One pass of a backend: several chunks' tokens packed back to back ("varlen").
-struct Pass {
-  std::vector<kernels::SeqChunk> chunks;  // index rows of `tokens`
-  std::vector<TokenId> tokens;
-  std::vector<int> logit_chunks;  // chunks whose last token's logits the caller wants...
-  int64_t first_row = 0;          // ...written to these rows of the output, in order
-};
-
-// Packs a Prefill call into passes of at most `budget` tokens and runs them in order. A chunk
-// that does not fit is split: its later pieces continue from the state the earlier ones left.
-absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
-                         const std::function<absl::Status(const Pass&)>& run);
-
-// Picks and creates the backend for options.device ("auto": CUDA when a usable device exists,
-// else CPU; the choice and the reason are logged).
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::shared_ptr<const Checkpoint> checkpoint,
-                                                       const BackendOptions& options);
 
 }  // namespace mamba::engine

@@ -4,10 +4,10 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "engine/engine_internal.h"
 #include "engine/logging.h"
+#include "engine/request_validation.h"
+#include "engine/serving/batch_loop.h"
 #include "engine/status_macros.h"
-#include "engine/tokenizer/incremental_detokenizer.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -54,7 +54,10 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
       tokenizer_(std::move(tokenizer)),
       options_(options),
       observer_(observer) {
-  for (int s = backend_->num_slots() - 1; s >= 0; --s) free_slots_.push_back(SlotId(s));
+  SchedulerOptions so;
+  so.max_step_tokens = options_.max_step_tokens;
+  so.prefill_chunk = options_.prefill_chunk;
+  loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_);
   stats_.slots_total = backend_->num_slots();
   log_ = NamedLogger("engine");
 }
@@ -68,40 +71,46 @@ Engine::~Engine() {
   if (thread_.joinable()) thread_.join();
 }
 
+// The one place a request is checked, for every front end (they call it before Submit when they
+// must size a reply first). Codes by meaning: InvalidArgument for what the client got wrong, with
+// the field named (engine/request_validation.h); FailedPrecondition for what this server lacks.
 absl::Status Engine::Validate(const Request& r) const {
   const int64_t vocab = backend_->config().vocab_size;
-  if (r.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (r.prompt.empty()) return InvalidField("prompt", "the prompt is empty");
   if (static_cast<int64_t>(r.prompt.size()) > options_.max_prompt_tokens) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "the prompt has ", r.prompt.size(), " tokens; the limit is ", options_.max_prompt_tokens));
+    return InvalidField("prompt",
+                        absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the limit is ",
+                                     options_.max_prompt_tokens),
+                        kContextLengthExceeded);
   }
   for (TokenId t : r.prompt) {
     if (t < 0 || t >= vocab) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
+      return InvalidField(
+          "prompt", absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
   MAMBA_RETURN_IF_ERROR(r.params.Validate(vocab));
   if (r.params.max_new_tokens > options_.max_new_tokens_limit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", r.params.max_new_tokens,
-                                                   " exceeds the limit ",
-                                                   options_.max_new_tokens_limit));
+    return InvalidField("max_new_tokens",
+                        absl::StrCat("max_new_tokens ", r.params.max_new_tokens,
+                                     " exceeds the limit ", options_.max_new_tokens_limit));
   }
   if (r.n < 1 || r.n > backend_->num_slots()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("n must be in [1, ", backend_->num_slots(), "], got ", r.n));
+    return InvalidField("n",
+                        absl::StrCat("n must be in [1, ", backend_->num_slots(), "], got ", r.n));
   }
   if (r.stop_strings.size() > kMaxStopStrings) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
+    return InvalidField("stop_strings", absl::StrCat("at most ", kMaxStopStrings, " stop strings"));
   }
   for (const std::string& s : r.stop_strings) {
     if (s.empty() || s.size() > kMaxStopStringBytes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("stop strings must have 1 to ", kMaxStopStringBytes, " bytes"));
+      return InvalidField("stop_strings", absl::StrCat("stop strings must have 1 to ",
+                                                       kMaxStopStringBytes, " bytes"));
     }
   }
   if (!r.stop_strings.empty() && !tokenizer_) {
-    return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
+    return WithField(absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded"),
+                     "stop_strings");
   }
   return absl::OkStatus();
 }
@@ -123,12 +132,13 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
     if (observer_) observer_->OnRejected(s.code());
     return s;
   }
-  auto live = std::make_unique<Live>();
-  live->id = RequestId(next_id_++);
+  auto live = std::make_unique<LiveRequest>();
+  const RequestId id(next_id_++);
+  live->view.id = id;
+  live->fallback_seed = id.value * 1000003u;
   live->req = std::move(request);
   live->sink = std::move(sink);
   live->submitted = Clock::now();
-  const RequestId id = live->id;
   inbox_.push_back(std::move(live));
   ++queued_;
   ++outstanding_;
@@ -173,12 +183,11 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       auto work = [&] {
-        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !waiting_.empty() ||
-               !running_.empty();
+        return stop_ || cancel_all_ || !inbox_.empty() || !cancels_.empty() || !loop_->Idle();
       };
-      if (tally_.steps == 0) {
+      if (loop_->tally().steps == 0) {
         cv_.wait(lock, work);
-      } else if (!cv_.wait_until(lock, tally_.since + kSummaryPeriod, work)) {
+      } else if (!cv_.wait_until(lock, loop_->tally().since + kSummaryPeriod, work)) {
         lock.unlock();
         LogSummaryIfDue(true);  // the last period of a burst, once the engine is idle
         continue;
@@ -190,30 +199,26 @@ void Engine::Loop() {
   }
   // Shutting down: everything still known ends as cancelled.
   TakeInbox();
-  for (auto& live : waiting_) running_.push_back(std::move(live));
-  waiting_.clear();
-  for (auto& live : running_) {
-    for (int i = 0; i < live->req.n; ++i) {
-      FinishCompletion(*live, i, Finish::kCancelled, absl::CancelledError("the engine stopped"));
-    }
-  }
-  running_.clear();
+  const LoopCounts counts =
+      loop_->EndAll(Finish::kCancelled, absl::CancelledError("the engine stopped"));
+  Account(0, counts.dropped, counts.retired);
 }
 
 // One line per period with work, at info level (the hot loop itself logs at debug only).
 void Engine::LogSummaryIfDue(bool force) {
-  if (tally_.steps == 0) return;
+  const BatchLoop::Tally& tally = loop_->tally();
+  if (tally.steps == 0) return;
   const Clock::time_point now = Clock::now();
-  if (!force && now - tally_.since < kSummaryPeriod) return;
-  const double period = std::chrono::duration<double>(now - tally_.since).count();
+  if (!force && now - tally.since < kSummaryPeriod) return;
+  const double period = std::chrono::duration<double>(now - tally.since).count();
   const EngineStats s = Stats();
   log_->info(
       "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens "
       "({:.1f} tok/s out), {} running, {} waiting, slots {}/{}",
-      tally_.steps, period, 100.0 * tally_.busy_seconds / period, tally_.decode_tokens,
-      tally_.prompt_tokens, static_cast<double>(tally_.decode_tokens) / period, s.running,
-      s.waiting, s.slots_used, s.slots_total);
-  tally_ = Tally{};
+      tally.steps, period, 100.0 * tally.busy_seconds / period, tally.decode_tokens,
+      tally.prompt_tokens, static_cast<double>(tally.decode_tokens) / period, s.running, s.waiting,
+      s.slots_used, s.slots_total);
+  loop_->ResetTally();
 }
 
 }  // namespace mamba::engine

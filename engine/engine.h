@@ -1,8 +1,9 @@
 // The serving engine: one scheduler thread owns every request and the backend. Front ends talk
 // to it only through Submit and Cancel; results flow back through each request's RequestSink.
-// Each step it plans, under a token budget, decode tokens for running requests and prompt
-// chunks for new ones (chunked prefill), admitting waiting requests first-come first-served
-// while state slots are free.
+// The thread drives the batching loop (engine/serving/batch_loop.h): each step the Scheduler
+// plans, under a token budget, decode tokens for running requests and prompt chunks for new
+// ones (chunked prefill), admitting waiting requests first-come first-served while state slots
+// are free.
 #pragma once
 
 #include <atomic>
@@ -19,10 +20,12 @@
 #include "engine/backend.h"
 #include "engine/logging.h"
 #include "engine/request.h"
-#include "engine/stop_matcher.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace mamba::engine {
+
+class BatchLoop;
+struct LiveRequest;
 
 struct EngineOptions {
   int64_t max_step_tokens = 512;      // token budget of one step (decode tokens + prompt chunks)
@@ -70,6 +73,10 @@ class Engine {
   // Validates and queues. InvalidArgument: bad parameters or token ids; ResourceExhausted: the
   // queue is full; Unavailable: draining or stopped.
   absl::StatusOr<RequestId> Submit(Request request, std::shared_ptr<RequestSink> sink);
+  // The checks Submit makes, for front ends that must check before sizing a reply. InvalidArgument
+  // naming the field at fault (engine/request_validation.h), FailedPrecondition for stop strings
+  // without a tokenizer.
+  absl::Status Validate(const Request& r) const;
   // Ends a request (every completion) with kCancelled within one step; unknown ids are ignored.
   void Cancel(RequestId id);
   // Refuses new requests from now on; running and queued ones continue.
@@ -84,20 +91,13 @@ class Engine {
   const EngineOptions& options() const { return options_; }
 
  private:
-  struct Completion;
-  struct Live;
   Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,
          const EngineOptions& options, EngineObserver* observer);
-  absl::Status Validate(const Request& r) const;
   void Loop();
   bool Step();  // one scheduling step; false when idle
   void TakeInbox();
   void ExpireAndCancel();
-  void Admit();
-  void SampleAndEmit(Live& live, int index, std::span<float> logits);
-  void FinishCompletion(Live& live, int index, Finish reason, absl::Status status);
-  void FailStep(const absl::Status& status);
-  void Retire();  // drops finished requests, returning their slots
+  void Account(int64_t admitted, int64_t dropped, int64_t retired);  // under no lock
   void LogSummaryIfDue(bool force);
 
   std::unique_ptr<Backend> backend_;
@@ -109,7 +109,7 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_cv_;
-  std::deque<std::unique_ptr<Live>> inbox_;
+  std::deque<std::unique_ptr<LiveRequest>> inbox_;
   std::vector<RequestId> cancels_;
   std::vector<RequestId> pending_cancels_;  // scheduler-side copy being applied
   uint64_t next_id_ = 1;
@@ -121,19 +121,9 @@ class Engine {
   EngineStats stats_;
 
   // Scheduler-thread state.
-  std::deque<std::unique_ptr<Live>> waiting_;
-  std::vector<std::unique_ptr<Live>> running_;
-  std::vector<SlotId> free_slots_;
+  std::unique_ptr<BatchLoop> loop_;
   static constexpr std::chrono::seconds kSummaryPeriod{10};
   std::shared_ptr<spdlog::logger> log_;  // "engine"
-  // Since the last periodic summary line (logged every kSummaryPeriod while there is work).
-  struct Tally {
-    int64_t steps = 0, decode_tokens = 0, prompt_tokens = 0;
-    double busy_seconds = 0;
-    Clock::time_point since;
-  } tally_;
-  Logits logits_;
-  std::vector<float> scratch_;
   std::thread thread_;
 };
 

@@ -1,6 +1,7 @@
 // Offline generation: runs many requests through a Backend with continuous batching (each step
-// mixes prompt chunks of new requests with decode tokens of running ones). Used by the offline
-// CLI, the benchmark and the tests; the serving scheduler follows the same step shape.
+// mixes prompt chunks of new requests with decode tokens of running ones), on the calling
+// thread, through the same batching loop and scheduler as the serving Engine
+// (engine/serving/batch_loop.h). Used by mamba-generate and the tests.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,8 @@ struct GenerationResult {
 
 struct GenerateOptions {
   int64_t prefill_chunk = 0;  // max prompt tokens per request per step; 0 = whole prompt
-  uint64_t seed = 0;          // fallback seed for request i without one: seed + i
+  int64_t max_step_tokens = int64_t{1} << 40;  // token budget of one step (default: unbounded)
+  uint64_t seed = 0;                           // fallback seed for request i without one: seed + i
   // Called after every sampled token: (request index, token).
   std::function<void(size_t, const SampledToken&)> on_token;
 };

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend_internal.h"
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/causal_conv.h"
@@ -107,6 +110,34 @@ std::string CpuBackend::Describe() const {
   return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights (",
                       weights_->packed ? "AVX-512 packed GEMM" : "oneDNN GEMM", "), ",
                       kc::NumThreads(), " threads, ", options_.num_slots, " state slots");
+}
+
+namespace {
+
+// The "model name" line of /proc/cpuinfo (empty where there is none).
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) break;
+    const size_t begin = line.find_first_not_of(" \t", colon + 1);
+    return begin == std::string::npos ? std::string() : line.substr(begin);
+  }
+  return {};
+}
+
+}  // namespace
+
+BackendInfo CpuBackend::info() const {
+  BackendInfo i;
+  i.device = "cpu";
+  i.device_name = CpuModelName();
+  i.dtype = weights_->compute;
+  i.slots = options_.num_slots;
+  i.threads = kc::NumThreads();
+  i.description = Describe();
+  return i;
 }
 
 absl::Status CpuBackend::CheckSlot(SlotId slot) const {

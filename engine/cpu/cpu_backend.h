@@ -20,6 +20,7 @@ class CpuBackend : public Backend {
 
   const ModelConfig& config() const override { return checkpoint_->config(); }
   std::string Describe() const override;
+  BackendInfo info() const override;
   kernels::DType compute_dtype() const override { return weights_->compute; }
   int num_slots() const override { return options_.num_slots; }
   absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) override;

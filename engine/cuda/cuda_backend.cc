@@ -264,6 +264,16 @@ std::string CudaBackend::Describe() const {
       graphs);
 }
 
+BackendInfo CudaBackend::info() const {
+  BackendInfo i;
+  i.device = absl::StrCat("cuda:", device_);
+  i.device_name = device_name_;
+  i.dtype = weights_->compute;
+  i.slots = num_slots_;
+  i.description = Describe();
+  return i;
+}
+
 int CudaBackend::graphs_captured() const {
   return static_cast<int>(
       std::count_if(graphs_.begin(), graphs_.end(), [](auto* g) { return g != nullptr; }));

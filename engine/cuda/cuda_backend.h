@@ -45,6 +45,7 @@ class CudaBackend : public Backend {
 
   const ModelConfig& config() const override { return checkpoint_->config(); }
   std::string Describe() const override;
+  BackendInfo info() const override;
   kernels::DType compute_dtype() const override { return weights_->compute; }
   int num_slots() const override { return num_slots_; }
   // A CUDA error fails the call with Internal naming the kernel (or the step, for errors found

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/backend_internal.h"
 #include "engine/cuda/cuda_backend.h"
 #include "engine/logging.h"
 #include "engine/status_macros.h"

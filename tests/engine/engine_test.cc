@@ -9,8 +9,8 @@
 #include <thread>
 
 #include "engine/cpu/cpu_backend.h"
-#include "engine/generate.h"
 #include "gtest/gtest.h"
+#include "tests/engine/single_request.h"
 #include "tests/engine/test_support.h"
 
 namespace mamba::engine {
@@ -103,11 +103,9 @@ class EngineTest : public ::testing::Test {
     EXPECT_TRUE(e.ok()) << e.status();
     return std::move(*e);
   }
-  // Sinks hear OnFinish inside the step; the slot returns at its end: wait (bounded) for that.
-  static bool SlotsFree(const Engine& e) {
-    for (int i = 0; i < 200 && e.Stats().slots_used != 0; ++i) std::this_thread::sleep_for(10ms);
-    return e.Stats().slots_used == 0;
-  }
+  // Sinks hear OnFinish inside the step; the slot returns when the request retires, which
+  // WaitIdle waits for (on a condition, not by polling).
+  static bool SlotsFree(Engine& e) { return e.WaitIdle(30s) && e.Stats().slots_used == 0; }
   static Request Greedy(std::vector<TokenId> prompt, int max_new) {
     Request r;
     r.prompt = std::move(prompt);
@@ -125,7 +123,8 @@ std::shared_ptr<const Checkpoint>* EngineTest::checkpoint_ = nullptr;
 std::shared_ptr<const Tokenizer>* EngineTest::tokenizer_ = nullptr;
 
 // 64 concurrent greedy and seeded requests of mixed lengths, arriving at random times into 8
-// slots with a small step budget (chunked prefill, queueing): each equals offline generation alone.
+// slots with a small step budget (chunked prefill, queueing): each equals the request decoded
+// alone, one Backend::Decode call per token (no scheduler, no batching loop).
 TEST_F(EngineTest, ContinuousBatchingDoesNotChangeResults) {
   std::mt19937_64 rng(3);
   std::vector<Request> reqs;
@@ -142,11 +141,10 @@ TEST_F(EngineTest, ContinuousBatchingDoesNotChangeResults) {
   auto solo = MakeBackend(1);
   std::vector<std::vector<TokenId>> want;
   for (const Request& r : reqs) {
-    GenerationRequest g{r.prompt, r.params, 0};
-    auto out = Generate(*solo, {&g, 1});
-    ASSERT_TRUE(out.ok());
+    auto out = testing::SingleRequest(*solo, r.prompt, r.params, 0);
+    ASSERT_TRUE(out.ok()) << out.status();
     std::vector<TokenId> ids;
-    for (auto& t : (*out)[0].tokens) ids.push_back(t.id);
+    for (auto& t : *out) ids.push_back(t.id);
     want.push_back(ids);
   }
   EngineOptions eo;
@@ -335,8 +333,9 @@ TEST_F(EngineTest, InvalidRequests) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine->Submit(Greedy({50280}, 5), sink).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Too long is a bad argument too (the engine's limit; front ends map it, issue 12).
   EXPECT_EQ(engine->Submit(Greedy(std::vector<TokenId>(11, 1), 5), sink).status().code(),
-            absl::StatusCode::kOutOfRange);
+            absl::StatusCode::kInvalidArgument);
   Request r = Greedy({1}, 5);
   r.params.top_k = -1;
   EXPECT_EQ(engine->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);

@@ -1,11 +1,13 @@
-// Offline generation with continuous batching: results must not depend on what else runs, on
-// arrival order, on prompt chunking or on slot pressure.
+// Offline generation (the batching loop on the calling thread) with continuous batching: results
+// must not depend on what else runs, on arrival order, on prompt chunking, on the step budget or
+// on slot pressure.
 #include "engine/generate.h"
 
 #include <random>
 
 #include "engine/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
+#include "tests/engine/single_request.h"
 #include "tests/engine/test_support.h"
 
 namespace mamba::engine {
@@ -56,32 +58,38 @@ class GenerateTest : public ::testing::Test {
   std::shared_ptr<const Checkpoint> checkpoint_;
 };
 
+// Against one request decoded alone (tests/engine/single_request.h: no scheduler, no loop).
 TEST_F(GenerateTest, BatchingDoesNotChangeGreedyOrSeededResults) {
   for (float temperature : {0.0f, 0.9f}) {
     auto reqs = Requests(24, temperature);
-    std::vector<GenerationResult> alone;
+    std::vector<std::vector<SampledToken>> alone;
     auto solo = Make(1);
-    for (auto r : reqs) {
-      r.arrival_step = 0;
-      auto out = Generate(*solo, {&r, 1});
+    for (const auto& r : reqs) {
+      auto out = testing::SingleRequest(*solo, r.prompt, r.params, 0);
       ASSERT_TRUE(out.ok()) << out.status();
-      alone.push_back((*out)[0]);
+      alone.push_back(*out);
     }
     for (int slots : {4, 24}) {
       for (int64_t chunk : {int64_t{0}, int64_t{5}}) {
-        auto busy = Make(slots);
-        GenerateOptions go;
-        go.prefill_chunk = chunk;
-        auto together = Generate(*busy, reqs, go);
-        ASSERT_TRUE(together.ok()) << together.status();
-        for (size_t i = 0; i < reqs.size(); ++i) {
-          EXPECT_EQ(Ids((*together)[i]), Ids(alone[i]))
-              << "request " << i << " slots " << slots << " chunk " << chunk << " T "
-              << temperature;
-          ASSERT_EQ((*together)[i].tokens.size(), alone[i].tokens.size());
-          if (chunk == 0) {  // same computation per row: log-probs bitwise equal too
-            for (size_t k = 0; k < alone[i].tokens.size(); ++k) {
-              EXPECT_EQ((*together)[i].tokens[k].logprob, alone[i].tokens[k].logprob);
+        for (int64_t budget : {int64_t{1} << 40, int64_t{16}}) {
+          auto busy = Make(slots);
+          GenerateOptions go;
+          go.prefill_chunk = chunk;
+          go.max_step_tokens = budget;
+          auto together = Generate(*busy, reqs, go);
+          ASSERT_TRUE(together.ok()) << together.status();
+          for (size_t i = 0; i < reqs.size(); ++i) {
+            const auto& got = (*together)[i].tokens;
+            ASSERT_EQ(got.size(), alone[i].size());
+            for (size_t k = 0; k < got.size(); ++k) {
+              EXPECT_EQ(got[k].id, alone[i][k].id)
+                  << "request " << i << " token " << k << " slots " << slots << " chunk " << chunk
+                  << " budget " << budget << " T " << temperature;
+              // Whole prompts, one-token decodes: the same computation per row, so the
+              // log-probs are bitwise equal too.
+              if (chunk == 0 && budget > 1000) {
+                EXPECT_EQ(got[k].logprob, alone[i][k].logprob);
+              }
             }
           }
         }

@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "engine/model_config.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/engine/fake_backend.h"
 
 namespace mamba::fuzz {
 namespace {
@@ -17,29 +18,6 @@ namespace {
   std::fprintf(stderr, "fuzz setup: %s\n", what.c_str());
   std::abort();
 }
-
-// Holds the model's shape and slot count; any compute is an error (the engine never gets that
-// far: it is draining, so every valid request is refused after validation).
-class StubBackend : public engine::Backend {
- public:
-  explicit StubBackend(engine::ModelConfig config) : config_(std::move(config)) {}
-  const engine::ModelConfig& config() const override { return config_; }
-  std::string Describe() const override { return "fuzz stub (no compute)"; }
-  kernels::DType compute_dtype() const override { return kernels::DType::kF32; }
-  int num_slots() const override { return kFuzzSlots; }
-  absl::Status Prefill(std::span<const engine::ChunkInput>, engine::Logits*) override {
-    return absl::UnimplementedError("fuzz stub backend: no compute");
-  }
-  absl::Status Decode(std::span<const engine::SlotId>, std::span<const engine::TokenId>,
-                      engine::Logits*) override {
-    return absl::UnimplementedError("fuzz stub backend: no compute");
-  }
-  absl::Status ResetSlot(engine::SlotId) override { return absl::OkStatus(); }
-  absl::Status CopySlot(engine::SlotId, engine::SlotId) override { return absl::OkStatus(); }
-
- private:
-  engine::ModelConfig config_;
-};
 
 server::ServingState* Build() {
   std::ifstream in(SourcePath("models/kjv-mamba-4x192/config.json"));
@@ -58,8 +36,8 @@ server::ServingState* Build() {
   engine::EngineOptions options;
   options.max_prompt_tokens = kFuzzMaxPromptTokens;
   options.max_new_tokens_limit = kFuzzMaxNewTokensLimit;
-  auto engine =
-      engine::Engine::Create(std::make_unique<StubBackend>(*std::move(config)), tokenizer, options);
+  auto engine = engine::Engine::Create(
+      std::make_unique<engine::testing::FakeBackend>(*config, kFuzzSlots), tokenizer, options);
   if (!engine.ok()) Die(std::string(engine.status().message()));
   // Submit validates first, then refuses as draining (UNAVAILABLE / 503): nothing is generated.
   (*engine)->StartDrain();

@@ -1,6 +1,7 @@
 // The serving state the request fuzzers run against: the real gpt-neox tokenizer, and a real
-// Engine over a stub backend with the demo model's config.json that refuses every Submit after
-// validating it (it is draining), so request handling runs end to end without compute kernels.
+// Engine over the tests' fake backend (tests/engine/fake_backend.h) with the demo model's
+// config.json that refuses every Submit after validating it (it is draining), so request handling
+// runs end to end without compute kernels.
 #pragma once
 
 #include <string>

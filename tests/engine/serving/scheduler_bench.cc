@@ -1,6 +1,7 @@
 // Scheduler cost per step with a trivial backend (no model math): how much the engine loop
 // itself (planning, sampling a 16-token vocabulary, bookkeeping, sinks) costs per step at 1, 64
 // and 1024 running requests.
+// The backend is the tests' deterministic fake (tests/engine/fake_backend.h), 16 tokens.
 //   ./build/bin/scheduler_bench
 #include <atomic>
 #include <chrono>
@@ -8,41 +9,10 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "tests/engine/fake_backend.h"
 
 namespace mamba::engine {
 namespace {
-
-// Returns zero logits over a 16-token vocabulary; every request is its own slot.
-class TrivialBackend : public Backend {
- public:
-  explicit TrivialBackend(int slots) : slots_(slots) {
-    config_.vocab_size = 16;
-    config_.eos_token_ids = {0};
-  }
-  const ModelConfig& config() const override { return config_; }
-  std::string Describe() const override { return "trivial"; }
-  kernels::DType compute_dtype() const override { return kernels::DType::kF32; }
-  int num_slots() const override { return slots_; }
-  absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) override {
-    int64_t rows = 0;
-    for (const ChunkInput& c : chunks) rows += c.want_logits;
-    logits->Resize(rows, config_.vocab_size);
-    std::fill(logits->data.begin(), logits->data.end(), 0.0f);
-    for (int64_t r = 0; r < rows; ++r) logits->Row(r)[1] = 1.0f;  // never eos
-    return absl::OkStatus();
-  }
-  absl::Status Decode(std::span<const SlotId>, std::span<const TokenId> tokens,
-                      Logits* logits) override {
-    logits->Resize(static_cast<int64_t>(tokens.size()), config_.vocab_size);
-    return absl::OkStatus();
-  }
-  absl::Status ResetSlot(SlotId) override { return absl::OkStatus(); }
-  absl::Status CopySlot(SlotId, SlotId) override { return absl::OkStatus(); }
-
- private:
-  int slots_;
-  ModelConfig config_;
-};
 
 class CountingSink : public RequestSink {
  public:
@@ -56,7 +26,11 @@ void Measure(int running) {
   eo.max_step_tokens = running + 16;
   eo.max_queue = running;
   eo.max_new_tokens_limit = 1 << 30;
-  auto engine = Engine::Create(std::make_unique<TrivialBackend>(running), nullptr, eo);
+  testing::FakeBackendOptions fo;
+  fo.vocab_size = 16;
+  fo.num_slots = running;
+  fo.record_calls = false;
+  auto engine = Engine::Create(std::make_unique<testing::FakeBackend>(fo), nullptr, eo);
   if (!engine.ok()) return;
   auto sink = std::make_shared<CountingSink>();
   for (int i = 0; i < running; ++i) {

@@ -1,0 +1,148 @@
+// The one batching loop: owns waiting and running requests, the slot pool and the scheduler,
+// and runs one step at a time on the calling thread (plan, backend call, sample, emit, fork,
+// retire). The serving Engine drives it from its scheduler thread; offline Generate drives it
+// directly. Not thread-safe: one caller at a time.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/backend.h"
+#include "engine/request.h"
+#include "engine/sampling.h"
+#include "engine/serving/phase.h"
+#include "engine/serving/scheduler.h"
+#include "engine/serving/slot_pool.h"
+#include "engine/stop_matcher.h"
+#include "engine/tokenizer/incremental_detokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace mamba::engine {
+
+class EngineObserver;
+
+// One of a request's n completions: its sampler and text state (its slot is in the view).
+struct Completion {
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  StopMatcher stops;
+  TokenId last = 0;
+  bool finished = false;
+  Clock::time_point last_token;
+  double ttft = 0;
+};
+
+// A request from submission until its last completion finishes.
+struct LiveRequest {
+  Request req;
+  std::shared_ptr<RequestSink> sink;
+  Clock::time_point submitted;
+  uint64_t fallback_seed = 0;  // seeds completion i's sampler (+ i) when params.seed is empty
+  double queue_seconds = 0;
+  RequestView view;  // id, phase, prompt progress, slots: what the scheduler plans with
+  std::vector<Completion> completions;
+};
+
+// Counts from one call, for the caller's admission control and idle tracking.
+struct LoopCounts {
+  int64_t admitted = 0;  // left the waiting queue for slots
+  int64_t dropped = 0;   // ended while still waiting (never admitted)
+  int64_t retired = 0;   // finished and removed from the running list
+};
+
+class BatchLoop {
+ public:
+  // `tokenizer` and `observer` may be null (no text and stop strings; no metrics).
+  BatchLoop(Backend& backend, std::shared_ptr<const Tokenizer> tokenizer,
+            const SchedulerOptions& options, EngineObserver* observer);
+
+  // Queues a request (already validated) behind the waiting ones.
+  void Enqueue(std::unique_ptr<LiveRequest> live);
+
+  // Why a request should end now, if it should: a reason other than kStop/kLength + status.
+  struct Ending {
+    Finish reason = Finish::kCancelled;
+    absl::Status status;
+  };
+  // Ends every waiting or running request for which `why` returns an Ending.
+  template <typename Why>
+  LoopCounts EndWhere(Why why);
+  // Ends everything (e.g. the engine stopping).
+  LoopCounts EndAll(Finish reason, const absl::Status& status);
+
+  // One step: retire, admit, plan, run the backend, sample and emit, fork, retire. `ran` is
+  // false when there was nothing to run.
+  struct StepResult {
+    LoopCounts counts;
+    bool ran = false;
+  };
+  StepResult Step();
+
+  bool Idle() const { return waiting_.empty() && running_.empty(); }
+  size_t num_waiting() const { return waiting_.size(); }
+  size_t num_running() const { return running_.size(); }
+  const SlotPool& slots() const { return pool_; }
+
+  // Work since the last TakeTally (for the engine's periodic summary line).
+  struct Tally {
+    int64_t steps = 0, decode_tokens = 0, prompt_tokens = 0;
+    double busy_seconds = 0;
+    Clock::time_point since;
+  };
+  const Tally& tally() const { return tally_; }
+  void ResetTally() { tally_ = Tally{}; }
+
+ private:
+  void Admit(const StepPlan& plan);
+  void Start(LiveRequest& live, std::vector<SlotId> slots);
+  void SampleAndEmit(LiveRequest& live, int index, std::span<float> logits);
+  void FinishCompletion(LiveRequest& live, int index, Finish reason, absl::Status status);
+  void End(LiveRequest& live, Finish reason, const absl::Status& status);
+  void FailStep(const absl::Status& status);
+  int64_t Retire();
+
+  Backend& backend_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  Scheduler scheduler_;
+  EngineObserver* observer_;
+  std::vector<TokenId> eos_;
+  SlotPool pool_;
+  std::deque<std::unique_ptr<LiveRequest>> waiting_;
+  std::vector<std::unique_ptr<LiveRequest>> running_;
+  std::shared_ptr<spdlog::logger> log_;
+  Tally tally_;
+  // Reused across steps.
+  std::vector<ChunkInput> chunks_;
+  std::vector<const RequestView*> waiting_views_, running_views_;
+  Logits logits_;
+  std::vector<float> scratch_;
+};
+
+template <typename Why>
+LoopCounts BatchLoop::EndWhere(Why why) {
+  LoopCounts counts;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (auto e = why(**it)) {
+      End(**it, e->reason, e->status);
+      it = waiting_.erase(it);
+      ++counts.dropped;
+    } else {
+      ++it;
+    }
+  }
+  for (auto& live : running_) {
+    if (live->view.phase == Phase::kFinished) continue;
+    if (auto e = why(*live)) End(*live, e->reason, e->status);
+  }
+  counts.retired = Retire();
+  return counts;
+}
+
+}  // namespace mamba::engine
