@@ -43,7 +43,10 @@ class CheckpointTest : public ::testing::Test {
  protected:
   fs::path Model(RandomCheckpointOptions o = {}) {
     o.config = testing::SmallConfig();
-    return testing::WriteModel(dir_, "m" + std::to_string(count_++), o);
+    // Not "m" + std::to_string(...): GCC 12 warns there (-Wrestrict, a false positive, PR105651).
+    std::string name = "m";
+    name += std::to_string(count_++);
+    return testing::WriteModel(dir_, name, o);
   }
   // Expects Open to fail with a message containing every needle.
   void ExpectError(const fs::path& model, std::vector<std::string> needles) {
