@@ -68,15 +68,14 @@ std::string MakeCertificate(const std::string& dir, const std::string& name,
 class ClientServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(testing::TempDir());
+    dir_ = new testing::TempDir();
     error_ = new std::string();
-    server_ = ServerProcess::Start({"--slots", "8"}, error_).release();
+    server_ = ServerProcess::Start({"--slots", "8"}, std::chrono::seconds(120), error_).release();
   }
   // Also run by ClientHttpsTest's suite, which sets everything up again: free it all here.
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
-    std::filesystem::remove_all(*dir_);
     delete dir_;
     dir_ = nullptr;
     delete error_;
@@ -96,7 +95,8 @@ class ClientServerTest : public ::testing::Test {
   // Runs mamba-loadgen with --json; returns the parsed result (null on failure, reported).
   static json Loadgen(const std::string& target, std::vector<std::string> args,
                       ProcessResult* out = nullptr) {
-    const std::string path = *dir_ + "/result-" + std::to_string(counter_++) + ".json";
+    const std::string path =
+        dir_->path().string() + "/result-" + std::to_string(counter_++) + ".json";
     std::vector<std::string> argv = {
         MAMBA_LOADGEN_BIN,   "--target", target,         "--json", path, "--seed", "1",
         "--request-timeout", "60",       "--no-progress"};
@@ -117,13 +117,13 @@ class ClientServerTest : public ::testing::Test {
 
   static ServerProcess* server_;
   static std::string* error_;
-  static std::string* dir_;
+  static testing::TempDir* dir_;
   static int counter_;
 };
 
 ServerProcess* ClientServerTest::server_ = nullptr;
 std::string* ClientServerTest::error_ = nullptr;
-std::string* ClientServerTest::dir_ = nullptr;
+testing::TempDir* ClientServerTest::dir_ = nullptr;
 int ClientServerTest::counter_ = 0;
 
 const char kPrompt[] = "In the beginning God created";
@@ -265,7 +265,7 @@ TEST_F(ClientServerTest, GenerateWithEverySamplingOption) {
 }
 
 TEST_F(ClientServerTest, PromptFromFileAndStdin) {
-  const std::string file = *dir_ + "/prompt.txt";
+  const std::string file = dir_->path().string() + "/prompt.txt";
   std::ofstream(file) << kPrompt;
   const std::vector<std::string> common = {"--max-tokens", "5", "--temperature", "0"};
   std::vector<std::string> a = {"generate", "--prompt-file", file};
@@ -383,7 +383,7 @@ TEST_F(ClientServerTest, LoadgenSharedPrefixDatasetAndGoodput) {
   for (const json& n : prefix["input_lens"]) EXPECT_EQ(n, 80);
   EXPECT_DOUBLE_EQ(prefix["request_goodput"].get<double>(),
                    prefix["request_throughput"].get<double>());
-  const std::string dataset = *dir_ + "/prompts.jsonl";
+  const std::string dataset = dir_->path().string() + "/prompts.jsonl";
   std::ofstream(dataset)
       << "{\"prompt\": \"In the beginning\", \"max_tokens\": 5}\n"
       << "{\"prompt\": \"And God said\"}\n{\"prompt\": [510, 3302, 273], \"max_tokens\": 4}\n";
@@ -431,12 +431,13 @@ TEST_F(ClientServerTest, LoadgenSweepsWriteATableAndAChart) {
   for (const json& n : context["results"][1]["input_lens"]) EXPECT_EQ(n, 128);
   EXPECT_NE(out.out.find("TTFT p99"), std::string::npos) << out.out;
   if (access("/usr/bin/gnuplot", X_OK) == 0) {
-    const std::string chart = *dir_ + "/result-" + std::to_string(counter_ - 1) + ".svg";
+    const std::string chart =
+        dir_->path().string() + "/result-" + std::to_string(counter_ - 1) + ".svg";
     EXPECT_TRUE(std::filesystem::exists(chart)) << out.err;
   } else {
     EXPECT_NE(out.err.find("gnuplot is not installed"), std::string::npos) << out.err;
   }
-  const std::string png = *dir_ + "/sweep.png";
+  const std::string png = dir_->path().string() + "/sweep.png";
   json conc = Loadgen(server_->http(),
                       {"--sweep", "concurrency=1,3", "-n", "3", "--input-len", "16", "--output-len",
                        "8", "--chart", png},
@@ -483,7 +484,8 @@ class ClientHttpsTest : public ClientServerTest {
  protected:
   static void SetUpTestSuite() {
     ClientServerTest::SetUpTestSuite();  // the plain server, to compare with
-    tls_dir_ = new std::string(testing::TempDir());
+    tls_temp_ = new testing::TempDir();
+    tls_dir_ = new std::string(tls_temp_->path().string());
     std::string made = MakeCertificate(*tls_dir_, "server", "DNS:localhost,IP:127.0.0.1");
     // Another self-signed certificate for the same names: a CA that did not sign the server's.
     if (made.empty()) made = MakeCertificate(*tls_dir_, "other", "DNS:localhost,IP:127.0.0.1");
@@ -494,14 +496,14 @@ class ClientHttpsTest : public ClientServerTest {
     // A short idle timeout, so that a test can see the server close a kept-alive TLS connection.
     tls_server_ = ServerProcess::Start({"--slots", "8", "--http-idle-timeout", "2", "--tls-cert",
                                         Ca(), "--tls-key", *tls_dir_ + "/server-key.pem"},
-                                       error_)
+                                       std::chrono::seconds(120), error_)
                       .release();
   }
   static void TearDownTestSuite() {
     delete tls_server_;
     tls_server_ = nullptr;
-    std::filesystem::remove_all(*tls_dir_);
     delete tls_dir_;
+    delete tls_temp_;
     ClientServerTest::TearDownTestSuite();
   }
   void SetUp() override {
@@ -520,10 +522,12 @@ class ClientHttpsTest : public ClientServerTest {
   }
 
   static ServerProcess* tls_server_;
+  static testing::TempDir* tls_temp_;
   static std::string* tls_dir_;
 };
 
 ServerProcess* ClientHttpsTest::tls_server_ = nullptr;
+testing::TempDir* ClientHttpsTest::tls_temp_ = nullptr;
 std::string* ClientHttpsTest::tls_dir_ = nullptr;
 
 TEST_F(ClientHttpsTest, CommandsAnswerAsOverPlainHttp) {
@@ -642,9 +646,10 @@ TEST_F(ClientHttpsTest, KeepsTheConnectionAndReconnectsAfterTheServerClosedIt) {
 TEST(ClientServerLimitsTest, RejectionsAreCountedByCode) {
   std::string error;
   std::unique_ptr<ServerProcess> server =
-      ServerProcess::Start({"--slots", "1", "--max-queue", "1"}, &error);
+      ServerProcess::Start({"--slots", "1", "--max-queue", "1"}, std::chrono::seconds(120), &error);
   if (!server) GTEST_SKIP() << error;
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   for (const std::string api : {"openai", "grpc", "tgi"}) {
     const std::string target = api == "grpc" ? server->grpc() : server->http();
     const std::string path = dir + "/r.json";
@@ -661,13 +666,13 @@ TEST(ClientServerLimitsTest, RejectionsAreCountedByCode) {
     EXPECT_NE(r.out.find("errors " + kind), std::string::npos) << r.out;
   }
   EXPECT_EQ(WaitForFreeSlots(server->http()), 0);
-  EXPECT_EQ(server->Stop(), 0);
-  std::filesystem::remove_all(dir);
+  EXPECT_EQ(server->Terminate(), 0);
 }
 
 TEST(ClientServerLimitsTest, ApiKeys) {
   std::string error;
-  std::unique_ptr<ServerProcess> server = ServerProcess::Start({"--api-key", "s3cret"}, &error);
+  std::unique_ptr<ServerProcess> server =
+      ServerProcess::Start({"--api-key", "s3cret"}, std::chrono::seconds(120), &error);
   if (!server) GTEST_SKIP() << error;
   auto client = [&](const std::string& target, std::vector<std::string> args) {
     std::vector<std::string> argv = {MAMBA_CLIENT_BIN, "--target", target};
@@ -686,7 +691,8 @@ TEST(ClientServerLimitsTest, ApiKeys) {
   EXPECT_EQ(client(server->grpc(), {"--api-key", "s3cret", "info"}).exit_code, 0);
   setenv("MAMBA_API_KEY", "s3cret", 1);
   EXPECT_EQ(client(server->grpc(), {"generate", "hi", "--max-tokens", "2"}).exit_code, 0);
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   const std::string path = dir + "/r.json";
   ProcessResult lg =
       RunProcess({MAMBA_LOADGEN_BIN, "--target", server->grpc(), "-n", "2", "--input-len", "8",
@@ -698,18 +704,19 @@ TEST(ClientServerLimitsTest, ApiKeys) {
                                         "--input-len", "8", "--output-len", "4", "--no-progress"});
   EXPECT_EQ(lg_denied.exit_code, 1);  // every request failed
   EXPECT_NE(lg_denied.out.find("errors http_401"), std::string::npos) << lg_denied.out;
-  EXPECT_EQ(server->Stop(), 0);
-  std::filesystem::remove_all(dir);
+  EXPECT_EQ(server->Terminate(), 0);
 }
 
 TEST(ClientServerLimitsTest, GrpcOverTls) {
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   if (std::string why = MakeCertificate(dir, "cert", "DNS:localhost,IP:127.0.0.1"); !why.empty()) {
     GTEST_SKIP() << why;
   }
   std::string error;
-  std::unique_ptr<ServerProcess> server = ServerProcess::Start(
-      {"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/cert-key.pem"}, &error);
+  std::unique_ptr<ServerProcess> server =
+      ServerProcess::Start({"--tls-cert", dir + "/cert.pem", "--tls-key", dir + "/cert-key.pem"},
+                           std::chrono::seconds(120), &error);
   if (!server) GTEST_SKIP() << error;
   const std::string target = "grpcs://localhost:" + std::to_string(server->grpc_port());
   ProcessResult ok = RunProcess({MAMBA_CLIENT_BIN, "--target", target, "--tls-ca",
@@ -718,8 +725,7 @@ TEST(ClientServerLimitsTest, GrpcOverTls) {
   ProcessResult plaintext =
       RunProcess({MAMBA_CLIENT_BIN, "--target", server->grpc(), "--timeout", "5", "info"});
   EXPECT_EQ(plaintext.exit_code, 1);
-  EXPECT_EQ(server->Stop(), 0);
-  std::filesystem::remove_all(dir);
+  EXPECT_EQ(server->Terminate(), 0);
 }
 
 }  // namespace

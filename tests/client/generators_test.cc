@@ -33,11 +33,11 @@ struct ScriptedSse {
       std::lock_guard<std::mutex> lock(mu);
       last = r;
     }
-    testing::WriteAll(
+    testing::SendAll(
         fd,
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
-    for (const std::string& e : events) testing::WriteAll(fd, Sse(e));
-    testing::WriteAll(fd, "0\r\n\r\n");
+    for (const std::string& e : events) testing::SendAll(fd, Sse(e));
+    testing::SendAll(fd, "0\r\n\r\n");
     return true;
   }};
   Endpoint endpoint() {
@@ -145,7 +145,7 @@ TEST(OpenAiGeneratorTest, LogprobsGiveTokenCounts) {
 TEST(OpenAiGeneratorTest, Errors) {
   FakeHttpServer server([](const FakeRequest& r, int fd) {
     if (r.body.find("\"max_tokens\":429") != std::string::npos) {
-      testing::WriteAll(
+      testing::SendAll(
           fd,
           testing::Response(
               429,
@@ -153,13 +153,13 @@ TEST(OpenAiGeneratorTest, Errors) {
               "application/json", "Retry-After: 1\r\n"));
       return true;
     }
-    testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    testing::SendAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     if (r.body.find("\"max_tokens\":500") != std::string::npos) {
-      testing::WriteAll(fd, Sse(R"({"error":{"message":"engine failure","code":500}})"));
+      testing::SendAll(fd, Sse(R"({"error":{"message":"engine failure","code":500}})"));
     } else {
-      testing::WriteAll(fd, Sse(R"({"choices":[{"index":0,"text":"a","finish_reason":null}]})"));
+      testing::SendAll(fd, Sse(R"({"choices":[{"index":0,"text":"a","finish_reason":null}]})"));
     }
-    testing::WriteAll(fd, "0\r\n\r\n");
+    testing::SendAll(fd, "0\r\n\r\n");
     return true;
   });
   OpenAiGenerator gen(ParseEndpoint("http://127.0.0.1:" + std::to_string(server.port())).value(),

@@ -137,7 +137,7 @@ TEST(HttpClientTest, ContentLengthAndKeepAlive) {
   FakeHttpServer server([](const FakeRequest& r, int fd) {
     const std::string body =
         r.method + " " + r.path + " " + r.body + " auth=" + r.Header("Authorization");
-    testing::WriteAll(fd, Response(200, body, "text/plain"));
+    testing::SendAll(fd, Response(200, body, "text/plain"));
     return true;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -160,12 +160,12 @@ TEST(HttpClientTest, ContentLengthAndKeepAlive) {
 
 TEST(HttpClientTest, ChunkedBodyStreamsAsItArrives) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(
+    testing::SendAll(
         fd,
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n");
-    testing::WriteAll(fd, Chunk("data: one\n\n"));
+    testing::SendAll(fd, Chunk("data: one\n\n"));
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    testing::WriteAll(fd, Chunk("data: t") + Chunk("wo\n\n") + "0;ext=1\r\nTrailer: x\r\n\r\n");
+    testing::SendAll(fd, Chunk("data: t") + Chunk("wo\n\n") + "0;ext=1\r\nTrailer: x\r\n\r\n");
     return true;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -194,8 +194,8 @@ TEST(HttpClientTest, ChunkedBodyStreamsAsItArrives) {
 
 TEST(HttpClientTest, ErrorBodiesAreCollectedEvenWhenStreaming) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, Response(429, R"({"error":{"message":"queue is full","code":429}})",
-                                   "application/json", "Retry-After: 1\r\n"));
+    testing::SendAll(fd, Response(429, R"({"error":{"message":"queue is full","code":429}})",
+                                  "application/json", "Retry-After: 1\r\n"));
     return true;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -212,7 +212,7 @@ TEST(HttpClientTest, ErrorBodiesAreCollectedEvenWhenStreaming) {
 
 TEST(HttpClientTest, CloseDelimitedAndHttp10) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, "HTTP/1.0 200 OK\r\n\r\nuntil the end");
+    testing::SendAll(fd, "HTTP/1.0 200 OK\r\n\r\nuntil the end");
     return false;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -226,7 +226,7 @@ TEST(HttpClientTest, CloseDelimitedAndHttp10) {
 
 TEST(HttpClientTest, SkipsInterimResponses) {
   FakeHttpServer server([](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, "HTTP/1.1 100 Continue\r\n\r\n" + Response(200, "ok"));
+    testing::SendAll(fd, "HTTP/1.1 100 Continue\r\n\r\n" + Response(200, "ok"));
     return true;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -239,7 +239,7 @@ TEST(HttpClientTest, SkipsInterimResponses) {
 TEST(HttpClientTest, RetriesOnceWhenAnIdleConnectionWasClosed) {
   std::atomic<int> n{0};
   FakeHttpServer server([&](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, Response(200, std::to_string(++n)));
+    testing::SendAll(fd, Response(200, std::to_string(++n)));
     return false;  // close after each answer, without saying so
   });
   HttpClient client("127.0.0.1", server.port());
@@ -265,7 +265,7 @@ TEST(HttpClientTest, DeadlineAndEarlyClose) {
       std::this_thread::sleep_for(std::chrono::milliseconds(600));
       return false;
     }
-    testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
+    testing::SendAll(fd, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
     return false;
   });
   HttpClient client("127.0.0.1", server.port());
@@ -284,9 +284,9 @@ TEST(HttpClientTest, DeadlineAndEarlyClose) {
 TEST(HttpClientTest, CancelFromAnotherThread) {
   std::atomic<bool> client_gone{false};
   FakeHttpServer server([&](const FakeRequest&, int fd) {
-    testing::WriteAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    testing::SendAll(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 200; ++i) {
-      if (!testing::WriteAll(fd, Chunk("data: x\n\n"))) {
+      if (!testing::SendAll(fd, Chunk("data: x\n\n"))) {
         client_gone = true;
         return false;
       }
@@ -357,7 +357,7 @@ class OneReplyServer {
       pollfd q{c, POLLIN, 0};
       char buf[4096];
       if (::poll(&q, 1, 5000) == 1) (void)::recv(c, buf, sizeof(buf), 0);
-      testing::WriteAll(c, reply);
+      testing::SendAll(c, reply);
       ::close(c);
     });
   }
@@ -428,7 +428,8 @@ TEST(HttpsClientTest, TheHandshakeIsBoundedAndCancellable) {
 
 TEST(HttpsClientTest, UnusableCaFiles) {
   FakeHttpServer server([](const FakeRequest&, int) { return false; });
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   const std::string missing = dir + "/missing.pem", junk = dir + "/junk.pem";
   { std::ofstream(junk) << "not a certificate\n"; }
   HttpClient a("127.0.0.1", server.port(), Https(missing));
@@ -444,22 +445,21 @@ TEST(HttpsClientTest, UnusableCaFiles) {
   EXPECT_EQ(ErrorKind(r.status()), "tls");
   EXPECT_NE(r.status().message().find("holds no usable PEM certificate"), absl::string_view::npos)
       << r.status();
-  std::filesystem::remove_all(dir);
 }
 
 TEST(HttpApiTest, JsonCallsAndHelpers) {
   FakeHttpServer server([](const FakeRequest& r, int fd) {
     if (r.path == "/base/tokenize") {
-      testing::WriteAll(fd, Response(200, R"({"tokens":[5,6,7],"count":3})"));
+      testing::SendAll(fd, Response(200, R"({"tokens":[5,6,7],"count":3})"));
     } else if (r.path == "/base/detokenize") {
-      testing::WriteAll(fd, Response(200, R"({"prompt":"hello"})"));
+      testing::SendAll(fd, Response(200, R"({"prompt":"hello"})"));
     } else if (r.path == "/base/v1/models") {
-      testing::WriteAll(
+      testing::SendAll(
           fd, Response(200, R"({"object":"list","data":[{"id":"demo","object":"model"}]})"));
     } else if (r.path == "/base/health") {
-      testing::WriteAll(fd, Response(503, "draining", "text/plain"));
+      testing::SendAll(fd, Response(503, "draining", "text/plain"));
     } else {
-      testing::WriteAll(fd, Response(404, R"({"error":{"message":"no such path","code":404}})"));
+      testing::SendAll(fd, Response(404, R"({"error":{"message":"no such path","code":404}})"));
     }
     return true;
   });

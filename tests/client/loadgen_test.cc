@@ -114,7 +114,8 @@ TEST(WorkloadTest, TextPromptsAndTurns) {
 }
 
 TEST(WorkloadTest, Dataset) {
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   const std::string path = dir + "/d.jsonl";
   std::ofstream(path)
       << "{\"prompt\": \"hello there\", \"max_tokens\": 5}\n\n{\"prompt\": [1, 2, 3]}\n";
@@ -134,7 +135,6 @@ TEST(WorkloadTest, Dataset) {
   EXPECT_NE(bad.status().message().find("d.jsonl:2"), absl::string_view::npos) << bad.status();
   o.dataset = dir + "/missing.jsonl";
   EXPECT_FALSE(Workload::Create(o, nullptr).ok());
-  std::filesystem::remove_all(dir);
 }
 
 // Generates max_tokens tokens `per_token` apart; answers ids 1000 + i; optional failure when more
@@ -521,7 +521,8 @@ TEST(ChartTest, DrawsSvgAndPngWithGnuplot) {
   Metrics b = a;
   b.output_throughput *= 2;
   b.ttft_ms.median *= 3;
-  const std::string dir = testing::TempDir();
+  const testing::TempDir temp;
+  const std::string dir = temp.path().string();
   for (const char* name : {"/sweep.svg", "/sweep.png"}) {
     const std::string path = dir + name;
     absl::Status s = WriteSweepChart(*gnuplot, "concurrency", {{"1", a}, {"4", b}}, path);
@@ -533,7 +534,6 @@ TEST(ChartTest, DrawsSvgAndPngWithGnuplot) {
   std::string head(200, '\0');
   svg.read(head.data(), 200);
   EXPECT_NE(head.find("<svg"), std::string::npos);
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -10,27 +10,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 
 namespace mamba::client::testing {
-namespace fs = std::filesystem;
-
-bool WriteAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 std::string FakeRequest::Header(const std::string& name) const {
   std::istringstream in(head);
@@ -153,12 +140,6 @@ std::string Chunk(const std::string& data) {
   return out.str();
 }
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/mamba-client-test-XXXXXX";
-  const char* dir = mkdtemp(tmpl);
-  return dir ? dir : "/tmp";
-}
-
 namespace {
 
 std::string ReadFile(const std::string& path) {
@@ -184,7 +165,8 @@ std::optional<int> WaitUntil(pid_t pid, std::chrono::steady_clock::time_point de
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& input,
                          std::chrono::seconds limit) {
-  const std::string dir = TempDir();
+  const TempDir temp;
+  const std::string dir = temp.path().string();
   const std::string in_path = dir + "/stdin", out_path = dir + "/stdout",
                     err_path = dir + "/stderr";
   std::ofstream(in_path, std::ios::binary) << input;
@@ -213,102 +195,7 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string
   }
   result.out = ReadFile(out_path);
   result.err = ReadFile(err_path);
-  std::error_code ec;
-  fs::remove_all(dir, ec);
   return result;
-}
-
-std::string ServerProcess::FindBinary() {
-  if (const char* env = std::getenv("MAMBA_SERVER_BIN"); env != nullptr && *env) return env;
-  std::vector<std::string> candidates;
-#ifdef MAMBA_BINARY_DIR
-  candidates.push_back(std::string(MAMBA_BINARY_DIR) + "/bin/mamba-server");
-#endif
-  const char* source = std::getenv("MAMBA_SOURCE_DIR");
-  candidates.push_back(std::string(source ? source : ".") + "/build/bin/mamba-server");
-  for (const std::string& c : candidates) {
-    if (access(c.c_str(), X_OK) == 0) return c;
-  }
-  return "";
-}
-
-std::unique_ptr<ServerProcess> ServerProcess::Start(const std::vector<std::string>& extra,
-                                                    std::string* error) {
-  const std::string bin = FindBinary();
-  if (bin.empty()) {
-    *error = "no mamba-server binary (set MAMBA_SERVER_BIN or build build/bin/mamba-server)";
-    return nullptr;
-  }
-  std::unique_ptr<ServerProcess> s(new ServerProcess());
-  s->dir_ = TempDir();
-  const std::string ready = s->dir_ + "/ready.json", log = s->dir_ + "/server.log";
-  std::vector<std::string> argv = {bin,           "--host", "127.0.0.1",    "--http-port", "0",
-                                   "--grpc-port", "0",      "--ready-file", ready};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(out, 1);
-    dup2(out, 2);
-    std::vector<char*> args;
-    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  s->pid_ = pid;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      s->pid_ = -1;
-      *error = "mamba-server exited before it was ready:\n" + s->Log();
-      return nullptr;
-    }
-    nlohmann::json j = nlohmann::json::parse(ReadFile(ready), nullptr, false);
-    if (j.is_object() && j.contains("http_port") && j.contains("grpc_port")) {
-      s->http_port_ = j["http_port"].get<int>();
-      s->grpc_port_ = j["grpc_port"].get<int>();
-      return s;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  *error = "mamba-server was not ready within 120 s:\n" + s->Log();
-  return nullptr;  // the destructor stops it
-}
-
-int ServerProcess::Stop() {
-  if (pid_ <= 0) return -1;
-  kill(pid_, SIGTERM);
-  std::optional<int> code =
-      WaitUntil(pid_, std::chrono::steady_clock::now() + std::chrono::seconds(30));
-  if (!code) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-  pid_ = -1;
-  return code.value_or(-1);
-}
-
-ServerProcess::~ServerProcess() {
-  Stop();
-  std::error_code ec;
-  if (!dir_.empty()) fs::remove_all(dir_, ec);
-}
-
-std::string ServerProcess::Log() const { return ReadFile(dir_ + "/server.log"); }
-
-int UnusedPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
 }
 
 }  // namespace mamba::client::testing

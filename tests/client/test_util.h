@@ -1,5 +1,5 @@
-// Test helpers for the client tools: a scripted HTTP/1.1 server on 127.0.0.1, running a
-// program with a time limit, and the real mamba-server started on free ports.
+// Test helpers for the client tools: a scripted HTTP/1.1 server on 127.0.0.1 and running a
+// program with a time limit. The real server, sockets and temp dirs come from tests/support/.
 #pragma once
 
 #include <sys/types.h>
@@ -14,10 +14,16 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/http_client.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+
 namespace mamba::client::testing {
 
-// Writes all of `data` to a socket (best effort; false on error).
-bool WriteAll(int fd, const std::string& data);
+using ::mamba::testing::SendAll;
+using ::mamba::testing::ServerProcess;
+using ::mamba::testing::TempDir;
+using ::mamba::testing::UnusedPort;
 
 struct FakeRequest {
   std::string method, path, head, body;
@@ -65,37 +71,5 @@ struct ProcessResult {
 // Runs argv[0] with the arguments, stdin from `input`, for at most `limit`.
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& input = "",
                          std::chrono::seconds limit = std::chrono::seconds(120));
-
-// The real server, started on free ports with --ready-file, stopped with SIGTERM.
-class ServerProcess {
- public:
-  // The binary: $MAMBA_SERVER_BIN, else <binary dir>/bin/mamba-server, else
-  // <source>/build/bin/mamba-server. Empty when none exists.
-  static std::string FindBinary();
-  // Starts it with `extra` flags; waits up to 120 s for the ready file. nullptr (with the reason
-  // in *error) on failure.
-  static std::unique_ptr<ServerProcess> Start(const std::vector<std::string>& extra,
-                                              std::string* error);
-  ~ServerProcess();  // SIGTERM, then SIGKILL after 30 s
-
-  int http_port() const { return http_port_; }
-  int grpc_port() const { return grpc_port_; }
-  std::string http() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
-  std::string grpc() const { return "grpc://127.0.0.1:" + std::to_string(grpc_port_); }
-  // Stops the server; returns its exit code (-1 if it had to be killed).
-  int Stop();
-  std::string Log() const;
-
- private:
-  pid_t pid_ = -1;
-  int http_port_ = 0, grpc_port_ = 0;
-  std::string dir_;
-};
-
-// A port nobody listens on (bound, then closed).
-int UnusedPort();
-
-// A fresh temporary directory.
-std::string TempDir();
 
 }  // namespace mamba::client::testing

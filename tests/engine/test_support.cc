@@ -1,29 +1,10 @@
 #include "tests/engine/test_support.h"
 
-#include <cmath>
-#include <cstdlib>
 #include <random>
-#include <sstream>
 
 namespace mamba::engine::testing {
 
 namespace fs = std::filesystem;
-
-fs::path SourceDir() {
-  const char* env = std::getenv("MAMBA_SOURCE_DIR");
-  return env ? fs::path(env) : fs::current_path();
-}
-
-TempDir::TempDir() {
-  std::random_device rd;
-  path_ = fs::temp_directory_path() / ("mamba-test-" + std::to_string(rd()) + std::to_string(rd()));
-  fs::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  fs::remove_all(path_, ec);
-}
 
 ModelConfig SmallConfig() {
   ModelConfig c;
@@ -75,29 +56,6 @@ std::vector<TokenId> RandomPrompt(int64_t n, int64_t vocab, uint64_t seed) {
 
 absl::Status Dec(Backend& b, std::vector<SlotId> slots, std::vector<TokenId> tokens, Logits* l) {
   return b.Decode(slots, tokens, l);
-}
-
-::testing::AssertionResult AllClose(std::span<const float> got, std::span<const double> want,
-                                    double atol, double rtol) {
-  if (got.size() != want.size()) {
-    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
-  }
-  size_t bad = 0;
-  std::ostringstream msg;
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
-    const double tol = atol + rtol * std::fabs(want[i]);
-    if (!(err <= tol)) {  // NaN fails
-      if (bad < 5) msg << " [" << i << "] got " << got[i] << " want " << want[i] << ";";
-      ++bad;
-    }
-    if (std::isfinite(err)) worst = std::max(worst, err);
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << bad << " of " << got.size() << " values out of tolerance (max abs err " << worst
-         << "):" << msg.str();
 }
 
 }  // namespace mamba::engine::testing

@@ -1,4 +1,5 @@
-// Shared test helpers: temporary directories, tiny random checkpoints, tolerance checks.
+// The engine tests' helpers: tiny random checkpoints and their variants, prompts; the temp dir,
+// source dir and allclose of tests/support/ under their engine::testing names.
 #pragma once
 
 #include <filesystem>
@@ -10,22 +11,15 @@
 #include "engine/checkpoint.h"
 #include "engine/checkpoint_writer.h"
 #include "gtest/gtest.h"
+#include "tests/support/all_close.h"
+#include "tests/support/temp_dir.h"
 
 namespace mamba::engine::testing {
 
-// The repository root (MAMBA_SOURCE_DIR, set by ctest; else the current directory).
-std::filesystem::path SourceDir();
-
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using ::mamba::testing::AllClose;
+using ::mamba::testing::SourceDir;
+using ::mamba::testing::TempDir;
+using ::mamba::testing::Tolerance;
 
 // A small config used across tests: d_model 32, 2 layers, vocab 96.
 ModelConfig SmallConfig();
@@ -54,10 +48,5 @@ std::vector<TokenId> RandomPrompt(int64_t n, int64_t vocab, uint64_t seed);
 
 // Backend::Decode with braced lists (std::span has no initializer_list constructor in C++20).
 absl::Status Dec(Backend& b, std::vector<SlotId> slots, std::vector<TokenId> tokens, Logits* l);
-
-// |got - want| <= atol + rtol * |want| elementwise; NaN never passes. Returns the worst excess
-// description via gtest failures (at most a few reported).
-::testing::AssertionResult AllClose(std::span<const float> got, std::span<const double> want,
-                                    double atol, double rtol);
 
 }  // namespace mamba::engine::testing

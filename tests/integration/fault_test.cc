@@ -18,7 +18,9 @@
 #include "client/openai_api.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/server_process.h"
+#include "tests/support/http_client.h"
+#include "tests/support/server_process.h"
+#include "tests/support/wait_for.h"
 
 namespace mamba::testing {
 namespace {
@@ -28,16 +30,6 @@ using nlohmann::json;
 
 const char* kReference =
     " unto him, Go, and let us go.\nAnd he said unto him, Go, and say, I will not be a man of the";
-
-bool SendAll(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 // True once the server has closed `fd` (EOF or reset), waiting at most `timeout`.
 bool ClosedByServer(int fd, std::chrono::milliseconds timeout) {

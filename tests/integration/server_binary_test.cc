@@ -14,7 +14,9 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "tests/integration/server_process.h"
+#include "tests/support/http_client.h"
+#include "tests/support/server_process.h"
+#include "tests/support/wait_for.h"
 
 namespace mamba::testing {
 namespace {

@@ -19,48 +19,16 @@
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/selective_scan.h"
 #include "kernels/cpu/threading.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace mamba::kernels::cpu {
 namespace {
 
-std::vector<float> Random(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-std::vector<double> D(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+using testing::Close;
+using testing::MakeChunks;
+using testing::Random;
+using testing::ToDouble;
 
-void ExpectClose(const std::vector<float>& got, const std::vector<double>& want, double atol,
-                 double rtol, const char* what) {
-  ASSERT_EQ(got.size(), want.size());
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(got[i] - want[i]);
-    if (!(err <= atol + rtol * std::fabs(want[i]))) {
-      if (++bad <= 5)
-        ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
-}
-
-// Random chunk lengths over shuffled distinct slots.
-std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots,
-                                 uint64_t seed) {
-  std::vector<int32_t> slots(static_cast<size_t>(num_slots));
-  for (int i = 0; i < num_slots; ++i) slots[static_cast<size_t>(i)] = i;
-  std::mt19937_64 rng(seed);
-  std::shuffle(slots.begin(), slots.end(), rng);
-  std::vector<SeqChunk> chunks;
-  int64_t begin = 0;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    chunks.push_back({begin, lengths[i], slots[i]});
-    begin += lengths[i];
-  }
-  return chunks;
-}
 int64_t Total(const std::vector<SeqChunk>& c) { return c.back().begin + c.back().length; }
 
 struct Shape {
@@ -79,10 +47,10 @@ TEST_P(KernelTest, RmsNormMatchesReference) {
   auto w = Random(static_cast<size_t>(s.dim), 2, 0.5, 1.5);
   std::vector<float> out(x.size());
   RmsNorm({x.data(), s.dim, w.data(), out.data(), s.dim, rows, s.dim, 1e-5});
-  auto xd = D(x), wd = D(w);
+  auto xd = ToDouble(x), wd = ToDouble(w);
   std::vector<double> want(x.size());
   RmsNormReference<double>({xd.data(), s.dim, wd.data(), want.data(), s.dim, rows, s.dim, 1e-5});
-  ExpectClose(out, want, 1e-6, 1e-5, "rmsnorm");
+  EXPECT_TRUE(Close(out, want, 1e-6, 1e-5, "rmsnorm"));
 }
 
 TEST_P(KernelTest, CausalConvMatchesReferenceAndUpdatesState) {
@@ -95,14 +63,14 @@ TEST_P(KernelTest, CausalConvMatchesReferenceAndUpdatesState) {
   auto b = Random(static_cast<size_t>(s.dim), 6);
   auto state = Random(static_cast<size_t>(slots * hist * s.dim), 7);
   std::vector<float> out(static_cast<size_t>(T * s.dim));
-  auto xd = D(x), wd = D(w), bd = D(b), sd = D(state);
+  auto xd = ToDouble(x), wd = ToDouble(w), bd = ToDouble(b), sd = ToDouble(state);
   std::vector<double> want(out.size());
   CausalConv({x.data(), stride, w.data(), b.data(), state.data(), out.data(), s.dim, s.dim, s.width,
               chunks});
   CausalConvReference<double>({xd.data(), stride, wd.data(), bd.data(), sd.data(), want.data(),
                                s.dim, s.dim, s.width, chunks});
-  ExpectClose(out, want, 1e-5, 1e-5, "conv out");
-  ExpectClose(state, sd, 0, 0, "conv state");
+  EXPECT_TRUE(Close(out, want, 1e-5, 1e-5, "conv out"));
+  EXPECT_TRUE(Close(state, sd, 0, 0, "conv state"));
 }
 
 TEST_P(KernelTest, SelectiveScanMatchesReferenceAndUpdatesState) {
@@ -119,8 +87,8 @@ TEST_P(KernelTest, SelectiveScanMatchesReferenceAndUpdatesState) {
   auto z = Random(static_cast<size_t>(T * 2 * e), 15, -4, 4);
   auto state = Random(static_cast<size_t>(slots * n * e), 16);
   std::vector<float> out(static_cast<size_t>(T * e));
-  auto xd = D(x), dtd = D(dt), dbd = D(dt_bias), ad = D(a), bcd = D(bcm), dd = D(dsk), zd = D(z),
-       sd = D(state);
+  auto xd = ToDouble(x), dtd = ToDouble(dt), dbd = ToDouble(dt_bias), ad = ToDouble(a),
+       bcd = ToDouble(bcm), dd = ToDouble(dsk), zd = ToDouble(z), sd = ToDouble(state);
   std::vector<double> want(out.size());
   SelectiveScan({x.data(), e, dt.data(), e, dt_bias.data(), a.data(), bcm.data() + 5,
                  bcm.data() + 5 + n, bc, dsk.data(), z.data() + e, 2 * e, state.data(), out.data(),
@@ -128,8 +96,8 @@ TEST_P(KernelTest, SelectiveScanMatchesReferenceAndUpdatesState) {
   SelectiveScanReference<double>({xd.data(), e, dtd.data(), e, dbd.data(), ad.data(),
                                   bcd.data() + 5, bcd.data() + 5 + n, bc, dd.data(), zd.data() + e,
                                   2 * e, sd.data(), want.data(), e, e, n, chunks});
-  ExpectClose(out, want, 2e-5, 2e-5, "scan out");
-  ExpectClose(state, sd, 2e-5, 2e-5, "scan state");
+  EXPECT_TRUE(Close(out, want, 2e-5, 2e-5, "scan out"));
+  EXPECT_TRUE(Close(state, sd, 2e-5, 2e-5, "scan state"));
 }
 
 // Chunked processing equals one pass: split every chunk in two calls.
@@ -223,14 +191,14 @@ TEST_P(GemmTest, MatchesReference) {
   auto w = Random(static_cast<size_t>(g.n * g.k), 31);
   auto b = Random(static_cast<size_t>(g.n), 32);
   auto y = Random(static_cast<size_t>(g.m * ldy), 33);
-  auto xd = Rounded(x, g.dtype), wd = Rounded(w, g.dtype), bd = D(b), yd = D(y);
+  auto xd = Rounded(x, g.dtype), wd = Rounded(w, g.dtype), bd = ToDouble(b), yd = ToDouble(y);
   ASSERT_TRUE(
       RunGemm(g, x.data(), ldx, w, g.bias ? b.data() : nullptr, y.data(), ldy, g.m, g.accumulate)
           .ok());
   GemmReference<double>(xd.data(), ldx, wd.data(), g.bias ? bd.data() : nullptr, yd.data(), ldy,
                         g.m, g.n, g.k, g.accumulate);
   const double tol = g.dtype == DType::kF32 ? 1e-5 : 1e-3;
-  ExpectClose(y, yd, tol * std::sqrt(static_cast<double>(g.k)), tol, "gemm");
+  EXPECT_TRUE(Close(y, yd, tol * std::sqrt(static_cast<double>(g.k)), tol, "gemm"));
 }
 
 // Row i of the product is bitwise the same whatever the number of rows: what makes a request's

@@ -1,4 +1,4 @@
-#include "tests/server/http/http_test_client.h"
+#include "tests/support/http_client.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -12,8 +12,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <sstream>
 
-namespace mamba::server::http_testing {
+namespace mamba::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -37,18 +38,37 @@ std::string Response::Header(const std::string& name) const {
   return it == headers.end() ? "" : it->second;
 }
 
-std::unique_ptr<Connection> Connection::Open(int port, bool tls, int rcvbuf) {
-  std::unique_ptr<Connection> c(new Connection());
-  c->fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (c->fd_ < 0) return nullptr;
-  if (rcvbuf > 0) ::setsockopt(c->fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  int one = 1;
-  ::setsockopt(c->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+int Connect(int port, int receive_buffer) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (receive_buffer > 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(c->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return nullptr;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+std::unique_ptr<Connection> Connection::Open(int port, bool tls, int rcvbuf) {
+  std::unique_ptr<Connection> c(new Connection());
+  c->fd_ = Connect(port, rcvbuf);
+  if (c->fd_ < 0) return nullptr;
+  int one = 1;
+  ::setsockopt(c->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (tls) {
     c->ctx_ = SSL_CTX_new(TLS_client_method());
     if (!c->ctx_) return nullptr;
@@ -78,9 +98,9 @@ void Connection::Close() {
 }
 
 bool Connection::Send(std::string_view bytes) {
+  if (!ssl_) return SendAll(fd_, bytes);
   while (!bytes.empty()) {
-    const ssize_t n = ssl_ ? SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size()))
-                           : ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    const int n = SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size()));
     if (n <= 0) return false;
     bytes.remove_prefix(static_cast<size_t>(n));
   }
@@ -241,4 +261,39 @@ std::vector<std::string> SseData(const std::string& body) {
   return out;
 }
 
-}  // namespace mamba::server::http_testing
+std::optional<Response> HttpRequest(int port, const std::string& method, const std::string& path,
+                                    const std::string& body,
+                                    const std::vector<std::string>& headers,
+                                    std::chrono::milliseconds timeout) {
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  for (const auto& h : headers) req += h + "\r\n";
+  if (!body.empty() || method == "POST") {
+    req +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  }
+  req += "\r\n" + body;
+  std::unique_ptr<Connection> c = Connection::Open(port);
+  if (!c || !c->Send(req)) return std::nullopt;
+  return c->Read(timeout);
+}
+
+double MetricValue(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return -1;
+}
+
+double Metric(int port, const std::string& name) {
+  std::optional<Response> r =
+      HttpRequest(port, "GET", "/metrics", "", {}, std::chrono::seconds(10));
+  if (!r || r->status != 200) return -1;
+  return MetricValue(r->body, name);
+}
+
+}  // namespace mamba::testing

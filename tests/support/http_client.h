@@ -1,5 +1,6 @@
-// A small blocking HTTP/1.1 client for the HTTP front end's tests: raw sockets (optionally
-// OpenSSL), every read bounded by a timeout, chunked bodies decoded, SSE events split.
+// The tests' one raw-socket HTTP/1.1 client (in-process front-end tests and the real server
+// alike): raw sockets (optionally OpenSSL), every read bounded by a timeout, chunked bodies
+// decoded, SSE events split, Prometheus samples read.
 #pragma once
 
 #include <chrono>
@@ -16,7 +17,7 @@
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
-namespace mamba::server::http_testing {
+namespace mamba::testing {
 
 using namespace std::chrono_literals;
 
@@ -28,6 +29,13 @@ struct Response {
   nlohmann::json Json() const;  // discarded value when not JSON
   std::string Header(const std::string& name) const;
 };
+
+// A raw TCP connection to 127.0.0.1:port (for fault tests); -1 on failure. A positive
+// `receive_buffer` sets SO_RCVBUF before connecting (a client whose kernel holds little).
+int Connect(int port, int receive_buffer = 0);
+
+// Writes all of `data` to a socket; false on error.
+bool SendAll(int fd, std::string_view data);
 
 class Connection {
  public:
@@ -77,4 +85,16 @@ std::optional<Response> PostJson(
 // The payloads of an SSE body's `data: ` lines, in order.
 std::vector<std::string> SseData(const std::string& body);
 
-}  // namespace mamba::server::http_testing
+// One request on a fresh connection with "Connection: close" and raw "Name: value" headers,
+// bounded by `timeout`. Nullopt on connection failure or timeout.
+std::optional<Response> HttpRequest(int port, const std::string& method, const std::string& path,
+                                    const std::string& body = "",
+                                    const std::vector<std::string>& headers = {},
+                                    std::chrono::milliseconds timeout = 60s);
+
+// The value of a sample line `series value` in Prometheus text (-1 when absent).
+double MetricValue(const std::string& text, const std::string& series);
+// The value of an unlabelled sample from GET /metrics on 127.0.0.1:port, or -1.
+double Metric(int port, const std::string& name);
+
+}  // namespace mamba::testing

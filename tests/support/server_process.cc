@@ -1,9 +1,8 @@
-#include "tests/integration/server_process.h"
+#include "tests/support/server_process.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -11,10 +10,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <iostream>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -26,19 +23,42 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 fs::path BinaryPath(const std::string& name) {
-  if (const char* env = std::getenv("MAMBA_SERVER_BIN"); env && name == "mamba-server") return env;
+  if (const char* env = std::getenv("MAMBA_SERVER_BIN"); env && *env && name == "mamba-server") {
+    return env;
+  }
   return fs::read_symlink("/proc/self/exe").parent_path() / name;
 }
 
-std::optional<ServerProcess> ServerProcess::Start(std::vector<std::string> args,
-                                                  std::chrono::seconds timeout) {
-  ServerProcess p;
-  std::random_device rd;
-  p.dir_ = fs::temp_directory_path() / ("mamba-server-" + std::to_string(rd()));
-  fs::create_directories(p.dir_);
-  const fs::path ready = p.dir_ / "ready.json", log = p.dir_ / "server.log";
-  std::vector<std::string> argv = {BinaryPath("mamba-server").string(), "--host", "127.0.0.1",
-                                   "--ready-file", ready.string()};
+std::string ServerProcess::FindBinary() {
+  std::vector<std::string> candidates = {BinaryPath("mamba-server").string()};
+#ifdef MAMBA_BINARY_DIR
+  candidates.push_back(std::string(MAMBA_BINARY_DIR) + "/bin/mamba-server");
+#endif
+  candidates.push_back((SourceDir() / "build/bin/mamba-server").string());
+  for (const std::string& c : candidates) {
+    if (access(c.c_str(), X_OK) == 0) return c;
+  }
+  return "";
+}
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(std::vector<std::string> args,
+                                                    std::chrono::seconds timeout,
+                                                    std::string* error) {
+  auto fail = [error](const std::string& why) -> std::unique_ptr<ServerProcess> {
+    if (error) {
+      *error = why;
+    } else {
+      std::cerr << why << "\n";
+    }
+    return nullptr;
+  };
+  const std::string bin = FindBinary();
+  if (bin.empty()) {
+    return fail("no mamba-server binary (set MAMBA_SERVER_BIN or build build/bin/mamba-server)");
+  }
+  std::unique_ptr<ServerProcess> p(new ServerProcess());
+  const fs::path ready = p->dir_.path() / "ready.json", log = p->dir_.path() / "server.log";
+  std::vector<std::string> argv = {bin, "--host", "127.0.0.1", "--ready-file", ready.string()};
   bool has_http = false, has_grpc = false;
   for (const auto& a : args) {
     has_http |= a == "--http-port";
@@ -62,34 +82,26 @@ std::optional<ServerProcess> ServerProcess::Start(std::vector<std::string> args,
     execv(cargv[0], cargv.data());
     _exit(127);
   }
-  p.pid_ = pid;
+  p->pid_ = pid;
   const auto end = Clock::now() + timeout;
   while (Clock::now() < end) {
     if (fs::exists(ready)) {
       std::ifstream in(ready);
       auto j = nlohmann::json::parse(in, nullptr, false);
-      if (!j.is_discarded() && j.contains("http_port")) {
-        p.http_port_ = j["http_port"].get<int>();
-        p.grpc_port_ = j["grpc_port"].get<int>();
+      if (!j.is_discarded() && j.contains("http_port") && j.contains("grpc_port")) {
+        p->http_port_ = j["http_port"].get<int>();
+        p->grpc_port_ = j["grpc_port"].get<int>();
         return p;
       }
     }
     int status;
     if (waitpid(pid, &status, WNOHANG) == pid) {
-      p.pid_ = -1;
-      std::cerr << "mamba-server exited early; log:\n" << p.Log() << "\n";
-      return std::nullopt;
+      p->pid_ = -1;
+      return fail("mamba-server exited before it was ready; log:\n" + p->Log());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  std::cerr << "mamba-server not ready in time; log:\n" << p.Log() << "\n";
-  return std::nullopt;
-}
-
-ServerProcess::ServerProcess(ServerProcess&& o) noexcept
-    : pid_(o.pid_), http_port_(o.http_port_), grpc_port_(o.grpc_port_), dir_(std::move(o.dir_)) {
-  o.pid_ = -1;
-  o.dir_.clear();
+  return fail("mamba-server not ready in time; log:\n" + p->Log());  // the destructor kills it
 }
 
 ServerProcess::~ServerProcess() {
@@ -97,14 +109,10 @@ ServerProcess::~ServerProcess() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
-  if (!dir_.empty()) {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
 }
 
 std::string ServerProcess::Log() const {
-  std::ifstream in(dir_ / "server.log");
+  std::ifstream in(dir_.path() / "server.log");
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -128,6 +136,9 @@ int ServerProcess::Terminate(std::chrono::seconds timeout) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
   return -1;
 }
 
@@ -150,104 +161,17 @@ int ServerProcess::OpenFds() const {
   return n;
 }
 
-int Connect(int port, int receive_buffer) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  if (receive_buffer > 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+int UnusedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-double Metric(int port, const std::string& name) {
-  auto r = HttpRequest(port, "GET", "/metrics", "", {}, std::chrono::seconds(10));
-  if (!r || r->status != 200) return -1;
-  std::istringstream in(r->body);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
-  }
-  return -1;
-}
-
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto end = Clock::now() + timeout;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
-
-namespace {
-
-std::string Dechunk(const std::string& body) {
-  std::string out;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    const size_t eol = body.find("\r\n", pos);
-    if (eol == std::string::npos) break;
-    const size_t len = std::strtoul(body.substr(pos, eol - pos).c_str(), nullptr, 16);
-    if (len == 0) break;
-    out += body.substr(eol + 2, len);
-    pos = eol + 2 + len + 2;
-  }
-  return out;
-}
-
-}  // namespace
-
-std::optional<HttpResponse> HttpRequest(int port, const std::string& method,
-                                        const std::string& path, const std::string& body,
-                                        const std::vector<std::string>& headers,
-                                        std::chrono::milliseconds timeout) {
-  const int fd = Connect(port);
-  if (fd < 0) return std::nullopt;
-  std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
-  for (const auto& h : headers) req += h + "\r\n";
-  if (!body.empty() || method == "POST") {
-    req +=
-        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  }
-  req += "\r\n" + body;
-  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return std::nullopt;
-  }
-  std::string raw;
-  const auto end = Clock::now() + timeout;
-  char buf[65536];
-  while (true) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
-    if (left <= 0) {
-      close(fd);
-      return std::nullopt;
-    }
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) break;
-    raw.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  const size_t split = raw.find("\r\n\r\n");
-  if (split == std::string::npos || raw.size() < 12) return std::nullopt;
-  HttpResponse r;
-  r.status = std::atoi(raw.c_str() + 9);
-  r.headers = raw.substr(0, split);
-  r.body = raw.substr(split + 4);
-  std::string lower = r.headers;
-  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.find("transfer-encoding: chunked") != std::string::npos) r.body = Dechunk(r.body);
-  return r;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
 }
 
 }  // namespace mamba::testing

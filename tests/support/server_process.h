@@ -1,34 +1,43 @@
-// Runs the real mamba-server binary for integration tests: ephemeral ports on 127.0.0.1, a
-// ready file to learn them, logs to a file, bounded waits, SIGTERM and the exit code.
+// Runs the real mamba-server binary for the integration and client tests: ephemeral ports on
+// 127.0.0.1, a ready file to learn them, logs to a file, bounded waits, SIGTERM and the exit code.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <filesystem>
-#include <functional>
-#include <optional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tests/support/temp_dir.h"
 
 namespace mamba::testing {
 
 class ServerProcess {
  public:
-  // Starts build/bin/mamba-server (MAMBA_SERVER_BIN overrides) with `args` plus host, ports and
-  // ready file. Returns nullopt (and says why on stderr) if it does not become ready in time.
-  static std::optional<ServerProcess> Start(
-      std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60));
-  ServerProcess(ServerProcess&& other) noexcept;
+  // The binary: $MAMBA_SERVER_BIN, else mamba-server beside the test binary, else
+  // <binary dir>/bin/mamba-server, else <source>/build/bin/mamba-server. Empty when none exists.
+  static std::string FindBinary();
+
+  // Starts the binary with `args` plus host, ports (0 unless `args` name them) and ready file.
+  // Null if it does not become ready within `timeout`; the reason (with the server's log) goes to
+  // *error when given, else to stderr. The server dies with the test and inherits none of its
+  // descriptors.
+  static std::unique_ptr<ServerProcess> Start(
+      std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60),
+      std::string* error = nullptr);
   ~ServerProcess();  // SIGKILL if still running
 
   int http_port() const { return http_port_; }
   int grpc_port() const { return grpc_port_; }
+  std::string http() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
+  std::string grpc() const { return "grpc://127.0.0.1:" + std::to_string(grpc_port_); }
   pid_t pid() const { return pid_; }
   std::string Log() const;  // everything the server printed so far
 
-  // Sends SIGTERM and waits (bounded) for the exit; returns the exit code, or -1 on timeout /
-  // death by signal.
+  // Sends SIGTERM and waits (bounded) for the exit; returns the exit code, or -1 on timeout
+  // (the process is then killed) or death by a signal.
   int Terminate(std::chrono::seconds timeout = std::chrono::seconds(60));
   bool Running();
 
@@ -41,33 +50,13 @@ class ServerProcess {
   pid_t pid_ = -1;
   int http_port_ = -1;
   int grpc_port_ = -1;
-  std::filesystem::path dir_;
+  TempDir dir_;
 };
 
 // Path of a binary in the build tree (the test binaries live in the same bin/ folder).
 std::filesystem::path BinaryPath(const std::string& name);
 
-struct HttpResponse {
-  int status = 0;
-  std::string headers;  // raw header block
-  std::string body;     // de-chunked
-};
-
-// One HTTP/1.1 request over a fresh connection to 127.0.0.1:port ("Connection: close"), with a
-// deadline. Returns nullopt on connection failure or timeout.
-std::optional<HttpResponse> HttpRequest(
-    int port, const std::string& method, const std::string& path, const std::string& body = "",
-    const std::vector<std::string>& headers = {},
-    std::chrono::milliseconds timeout = std::chrono::seconds(60));
-
-// A raw TCP connection to 127.0.0.1:port (for fault tests); -1 on failure. A positive
-// `receive_buffer` sets SO_RCVBUF before connecting (a client whose kernel holds little).
-int Connect(int port, int receive_buffer = 0);
-
-// The value of an unlabelled Prometheus sample from GET /metrics, or -1.
-double Metric(int port, const std::string& name);
-
-// Polls `pred` every 20 ms until it holds or `timeout` passes; returns its last value.
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
+// A port nobody listens on (bound, then closed).
+int UnusedPort();
 
 }  // namespace mamba::testing

@@ -1,5 +1,6 @@
-// Helpers for the CUDA kernel tests: skip without a usable device, device arrays, random data,
-// tolerance checks, chunk tables. Header-only; link mamba_kernels_cuda.
+// Helpers for the CUDA kernel tests: skip without a usable device, device arrays, and (from
+// tests/kernels/kernel_test_util.h) random data, tolerance checks, chunk tables. Header-only;
+// link mamba_kernels_cuda.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -16,8 +17,18 @@
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/dtype.h"
 #include "kernels/packed_chunks.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace mamba::kernels::cuda::testing {
+
+using ::mamba::kernels::testing::Close;
+using ::mamba::kernels::testing::Epsilon;
+using ::mamba::kernels::testing::FromHalfBits;
+using ::mamba::kernels::testing::MakeChunks;
+using ::mamba::kernels::testing::Random;
+using ::mamba::kernels::testing::RoundTo;
+using ::mamba::kernels::testing::ToDouble;
+using ::mamba::kernels::testing::ToHalfBits;
 
 // GTEST_SKIP()s the current test when no device can run our kernels (sm_80+).
 #define MAMBA_SKIP_WITHOUT_GPU()                                       \
@@ -69,75 +80,6 @@ class DeviceArray {
   size_t n_ = 0;
   bool ok_ = true;
 };
-
-inline std::vector<float> Random(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-inline std::vector<double> ToDouble(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-
-// fp32 values stored as `t` (uint16 bits for bf16/fp16), and back.
-inline std::vector<uint16_t> ToHalfBits(const std::vector<float>& v, DType t) {
-  std::vector<uint16_t> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i)
-    out[i] = t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]);
-  return out;
-}
-inline float FromHalfBits(uint16_t h, DType t) {
-  return t == DType::kBF16 ? Bf16ToF32(h) : F16ToF32(h);
-}
-// v rounded to dtype t (identity for fp32).
-inline std::vector<float> RoundTo(const std::vector<float>& v, DType t) {
-  if (t == DType::kF32) return v;
-  std::vector<float> out(v.size());
-  for (size_t i = 0; i < v.size(); ++i)
-    out[i] = FromHalfBits(t == DType::kBF16 ? F32ToBf16(v[i]) : F32ToF16(v[i]), t);
-  return out;
-}
-// Relative rounding error of one value stored in t.
-inline double Epsilon(DType t) {
-  return t == DType::kF32 ? 1e-6 : t == DType::kBF16 ? 1.0 / 128 : 1.0 / 1024;
-}
-
-// |got - want| <= atol + rtol*|want| elementwise over the listed indices; NaN never passes.
-inline ::testing::AssertionResult Close(const std::vector<float>& got,
-                                        const std::vector<double>& want, double atol, double rtol,
-                                        const char* what) {
-  if (got.size() != want.size()) {
-    return ::testing::AssertionFailure()
-           << what << ": size " << got.size() << " vs " << want.size();
-  }
-  int bad = 0;
-  ::testing::AssertionResult r = ::testing::AssertionFailure();
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
-    if (!(err <= atol + rtol * std::fabs(want[i]))) {
-      if (++bad <= 5) r << what << "[" << i << "]: got " << got[i] << " want " << want[i] << "\n";
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return r << bad << " of " << got.size() << " elements out of tolerance";
-}
-
-// Chunks of the given lengths over shuffled distinct slots in [0, num_slots), back to back.
-inline std::vector<SeqChunk> MakeChunks(const std::vector<int64_t>& lengths, int num_slots,
-                                        uint64_t seed) {
-  std::vector<int32_t> slots(static_cast<size_t>(num_slots));
-  for (int i = 0; i < num_slots; ++i) slots[static_cast<size_t>(i)] = i;
-  std::mt19937_64 rng(seed);
-  std::shuffle(slots.begin(), slots.end(), rng);
-  std::vector<SeqChunk> chunks;
-  int64_t begin = 0;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    chunks.push_back({begin, lengths[i], slots[i]});
-    begin += lengths[i];
-  }
-  return chunks;
-}
 
 inline std::vector<ChunkDesc> ToDesc(const std::vector<SeqChunk>& chunks) {
   std::vector<ChunkDesc> out;

@@ -1,65 +1,24 @@
 #include "tests/server/grpc/grpc_test_support.h"
 
-#include <thread>
-
-#include "engine/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
-#include "tests/engine/test_support.h"
 
 namespace mamba::server::testing {
 
-using engine::testing::SourceDir;
-using engine::testing::TempDir;
-
-const std::string& TinyModelDir() {
-  static TempDir* dir = new TempDir();  // leaked on purpose: outlives every test
-  static const std::string path = [] {
-    engine::RandomCheckpointOptions o;
-    o.config = engine::testing::SmallConfig();
-    o.config.vocab_size = 50280;
-    o.config.num_hidden_layers = 1;
-    o.seed = 7;
-    o.perturb_constants = true;
-    return engine::testing::WriteModel(*dir, "tiny", o).string();
-  }();
-  return path;
-}
-
-std::shared_ptr<const engine::Tokenizer> NeoXTokenizer() {
-  static std::shared_ptr<const engine::Tokenizer> tok = [] {
-    auto t = engine::Tokenizer::FromFile(SourceDir() / "models/gpt-neox-20b/tokenizer.json");
-    EXPECT_TRUE(t.ok()) << t.status();
-    return t.ok() ? std::shared_ptr<const engine::Tokenizer>(std::move(*t)) : nullptr;
-  }();
-  return tok;
-}
-
 std::unique_ptr<TestServer> TestServer::Start(const ServerSetup& setup) {
   std::unique_ptr<TestServer> t(new TestServer());
-  auto checkpoint = engine::Checkpoint::Open(TinyModelDir());
-  EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
-  if (!checkpoint.ok()) return nullptr;
-  engine::BackendOptions bo;
-  bo.device = "cpu";
-  bo.num_threads = 1;
-  bo.num_slots = setup.num_slots;
-  auto backend = engine::cpu::CpuBackend::Create(*checkpoint, bo);
-  EXPECT_TRUE(backend.ok()) << backend.status();
-  if (!backend.ok()) return nullptr;
-  if (setup.with_tokenizer) t->tokenizer_ = NeoXTokenizer();
-  auto eng = engine::Engine::Create(std::move(*backend), t->tokenizer_, setup.engine);
-  EXPECT_TRUE(eng.ok()) << eng.status();
-  if (!eng.ok()) return nullptr;
-  t->engine_ = std::move(*eng);
-  t->state_.engine = t->engine_.get();
-  t->state_.tokenizer = t->tokenizer_.get();
-  t->state_.model_name = "tiny-random";
-  t->state_.device = "cpu";
-  t->state_.health = setup.serving ? Health::kServing : Health::kStarting;
+  ::mamba::testing::ServingSetup serving;
+  serving.num_slots = setup.num_slots;
+  serving.engine = setup.engine;
+  serving.with_tokenizer = setup.with_tokenizer;
+  serving.perturbed_model = true;
+  serving.model_name = "tiny-random";
+  serving.health = setup.serving ? Health::kServing : Health::kStarting;
+  t->serving_ = ::mamba::testing::ServingHarness::Start(serving);
+  if (!t->serving_) return nullptr;
   FrontEndOptions fo = setup.front_end;
   fo.host = "127.0.0.1";
   fo.port = 0;
-  auto server = GrpcServer::Start(&t->state_, fo);
+  auto server = GrpcServer::Start(&t->serving_->state(), fo);
   EXPECT_TRUE(server.ok()) << server.status();
   if (!server.ok()) return nullptr;
   t->server_ = std::move(*server);
@@ -68,7 +27,7 @@ std::unique_ptr<TestServer> TestServer::Start(const ServerSetup& setup) {
 
 TestServer::~TestServer() {
   if (server_) server_->Shutdown(std::chrono::seconds(1));
-  engine_.reset();
+  serving_.reset();
 }
 
 std::shared_ptr<::grpc::Channel> TestServer::Channel() const {
@@ -77,24 +36,6 @@ std::shared_ptr<::grpc::Channel> TestServer::Channel() const {
 
 std::unique_ptr<v1::MambaService::Stub> TestServer::Stub() const {
   return v1::MambaService::NewStub(Channel());
-}
-
-bool TestServer::WaitEngineIdle(std::chrono::milliseconds timeout) {
-  return WaitFor(
-      [&] {
-        const engine::EngineStats s = engine_->Stats();
-        return s.slots_used == 0 && s.waiting == 0 && s.running == 0;
-      },
-      timeout);
-}
-
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
 }
 
 std::unique_ptr<::grpc::ClientContext> Context(std::chrono::milliseconds deadline) {

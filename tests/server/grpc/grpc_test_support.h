@@ -1,6 +1,5 @@
-// Test harness for the gRPC front end: an in-process engine over a tiny random model (d_model 32,
-// vocab 50280 so that the real GPT-NeoX tokenizer fits) and a GrpcServer on 127.0.0.1, plus
-// client helpers. Every wait is bounded.
+// Test harness for the gRPC front end: the in-process serving stack (tests/support/) behind a
+// GrpcServer on 127.0.0.1, plus client helpers. Every wait is bounded.
 #pragma once
 
 #include <chrono>
@@ -13,13 +12,13 @@
 #include "mamba/v1/mamba.grpc.pb.h"
 #include "server/grpc/grpc_server.h"
 #include "server/serving_state.h"
+#include "tests/support/serving_harness.h"
+#include "tests/support/wait_for.h"
 
 namespace mamba::server::testing {
 
-// The model directory (written once per process) and the tokenizer
-// ($MAMBA_SOURCE_DIR/models/gpt-neox-20b/tokenizer.json).
-const std::string& TinyModelDir();
-std::shared_ptr<const engine::Tokenizer> NeoXTokenizer();
+using ::mamba::testing::NeoXTokenizer;
+using ::mamba::testing::WaitFor;
 
 struct ServerSetup {
   int num_slots = 4;
@@ -35,26 +34,23 @@ class TestServer {
   static std::unique_ptr<TestServer> Start(const ServerSetup& setup = {});
   ~TestServer();  // shuts the server down (1 s grace), then the engine
 
-  engine::Engine& engine() { return *engine_; }
+  engine::Engine& engine() { return serving_->engine(); }
   GrpcServer& server() { return *server_; }
-  ServingState& state() { return state_; }
+  ServingState& state() { return serving_->state(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
   std::shared_ptr<::grpc::Channel> Channel() const;  // insecure
   std::unique_ptr<v1::MambaService::Stub> Stub() const;
 
   // Waits (bounded) until the engine holds no slot and no request waits.
-  bool WaitEngineIdle(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  bool WaitEngineIdle(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    return serving_->WaitEngineIdle(timeout);
+  }
 
  private:
   TestServer() = default;
-  std::shared_ptr<const engine::Tokenizer> tokenizer_;
-  std::unique_ptr<engine::Engine> engine_;
-  ServingState state_;
+  std::unique_ptr<::mamba::testing::ServingHarness> serving_;
   std::unique_ptr<GrpcServer> server_;
 };
-
-// Polls `done` every few milliseconds until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 
 // A client context with a deadline (default 60 s: no test call may hang).
 std::unique_ptr<::grpc::ClientContext> Context(

@@ -1,25 +1,33 @@
-// Test harness for the HTTP front end: an in-process engine over a tiny random model (d_model
-// 32, vocab 50280 so that the real GPT-NeoX tokenizer fits), Metrics as its observer, and an
-// HttpServer on 127.0.0.1 port 0. Every wait is bounded.
+// Test harness for the HTTP front end: the in-process serving stack (tests/support/), Metrics as
+// its observer, and an HttpServer on 127.0.0.1 port 0, driven by the raw-socket client of
+// tests/support/http_client.h. Every wait is bounded.
 #pragma once
 
 #include <chrono>
-#include <functional>
 #include <memory>
-#include <string>
 
 #include "engine/engine.h"
 #include "server/http/http_server.h"
 #include "server/metrics.h"
 #include "server/serving_state.h"
-#include "tests/server/http/http_test_client.h"
+#include "tests/support/http_client.h"
+#include "tests/support/serving_harness.h"
+#include "tests/support/wait_for.h"
 
 namespace mamba::server::http_testing {
 
-inline constexpr char kModelName[] = "mamba-tiny";
+using ::mamba::testing::Call;
+using ::mamba::testing::Connection;
+using ::mamba::testing::MetricValue;
+using ::mamba::testing::NeoXTokenizer;
+using ::mamba::testing::PostJson;
+using ::mamba::testing::RawRequest;
+using ::mamba::testing::Response;
+using ::mamba::testing::SseData;
+using ::mamba::testing::WaitFor;
+using namespace std::chrono_literals;
 
-// The tokenizer ($MAMBA_SOURCE_DIR/models/gpt-neox-20b/tokenizer.json), loaded once.
-std::shared_ptr<const engine::Tokenizer> NeoXTokenizer();
+inline constexpr char kModelName[] = "mamba-tiny";
 
 struct ServerSetup {
   int num_slots = 4;
@@ -35,31 +43,25 @@ class HttpTestServer {
   ~HttpTestServer();  // the server first, then the engine, then the metrics
 
   int port() const { return server_->port(); }
-  engine::Engine& engine() { return *engine_; }
+  engine::Engine& engine() { return serving_->engine(); }
   HttpServer& server() { return *server_; }
-  ServingState& state() { return state_; }
+  ServingState& state() { return serving_->state(); }
   Metrics& metrics() { return *metrics_; }
-  const engine::Tokenizer& tokenizer() const { return *tokenizer_; }
+  const engine::Tokenizer& tokenizer() const { return serving_->tokenizer(); }
 
   // Shuts the HTTP server down and destroys it, leaving the engine running.
   void DestroyServer() { server_.reset(); }
 
   // Waits until the engine holds no slot and no request waits.
-  bool WaitEngineIdle(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  bool WaitEngineIdle(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    return serving_->WaitEngineIdle(timeout);
+  }
 
  private:
   HttpTestServer() = default;
   std::unique_ptr<Metrics> metrics_;
-  std::shared_ptr<const engine::Tokenizer> tokenizer_;
-  std::unique_ptr<engine::Engine> engine_;
-  ServingState state_;
+  std::unique_ptr<::mamba::testing::ServingHarness> serving_;
   std::unique_ptr<HttpServer> server_;
 };
-
-// Polls `done` every few milliseconds until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout);
-
-// The value of a sample line `name{labels} value` in Prometheus text (-1 when absent).
-double MetricValue(const std::string& text, const std::string& series);
 
 }  // namespace mamba::server::http_testing
