@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/request_validation.h"
 
 namespace mamba::engine {
 namespace {
@@ -37,9 +38,11 @@ constexpr size_t kNumMassBuckets = (0x3F800000u >> kMassBucketShift) + 1;
 // Above this share of the vocabulary top-k selects with nth_element instead of a heap.
 constexpr size_t kHeapTopKMaxFraction = 8;
 
+// InvalidArgument naming the field (a value out of its range is a bad argument whatever the
+// server's state; see engine/request_validation.h).
 template <typename T>
 absl::Status OutOfRange(absl::string_view field, absl::string_view rule, T value) {
-  return absl::InvalidArgumentError(absl::StrCat(field, " must be ", rule, ", got ", value));
+  return InvalidField(field, absl::StrCat(field, " must be ", rule, ", got ", value));
 }
 
 bool InRange(float x, float lo, float hi) { return x >= lo && x <= hi; }  // false for NaN
@@ -218,8 +221,10 @@ absl::Status SamplingParams::Validate(int64_t vocab_size) const {
   }
   for (size_t i = 0; i < stop_token_ids.size(); ++i) {
     if (stop_token_ids[i] < 0 || stop_token_ids[i] >= vocab_size) {
-      return OutOfRange(absl::StrCat("stop_token_ids[", i, "]"),
-                        absl::StrCat("in [0, vocab_size=", vocab_size, ")"), stop_token_ids[i]);
+      return WithField(
+          OutOfRange(absl::StrCat("stop_token_ids[", i, "]"),
+                     absl::StrCat("in [0, vocab_size=", vocab_size, ")"), stop_token_ids[i]),
+          "stop_token_ids");
     }
   }
   return absl::OkStatus();

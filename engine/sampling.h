@@ -33,8 +33,9 @@ struct SamplingParams {
   int32_t min_new_tokens = 0;   // [0, max_new_tokens]; eos and stop ids are masked until reached
   bool ignore_eos = false;
 
-  // InvalidArgument naming the field and the value ("top_p must be in (0, 1], got 1.5");
-  // NaN and infinities are rejected; stop ids must lie in [0, vocab_size).
+  // InvalidArgument naming the field and the value ("top_p must be in (0, 1], got 1.5"), with
+  // the field as its payload (engine/request_validation.h); NaN and infinities are rejected;
+  // stop ids must lie in [0, vocab_size). Engine::Validate calls it for every request.
   absl::Status Validate(int64_t vocab_size) const;
 };
 

@@ -52,12 +52,6 @@ absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
     default:
       return absl::InvalidArgumentError("prompt: set text or token_ids");
   }
-  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  const int64_t limit = state.engine->options().max_prompt_tokens;
-  if (static_cast<int64_t>(prompt.size()) > limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the prompt has ", prompt.size(), " tokens; the limit is ", limit));
-  }
   if (out->echo) out->prompt.mutable_token_ids()->Add(prompt.begin(), prompt.end());
   return absl::OkStatus();
 }
@@ -95,22 +89,16 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
     if (absl::Status st = CheckUtf8(s, "a stop string"); !st.ok()) return st;
     r.stop_strings.push_back(s);
   }
-  if (!r.stop_strings.empty() && state.tokenizer == nullptr) {
-    return absl::FailedPreconditionError("stop strings need a tokenizer; none is loaded");
-  }
 
   p.top_logprobs = in.top_logprobs();
   p.logprobs = in.logprobs() || in.top_logprobs() > 0;
   out.token_details = p.logprobs;
 
-  if (in.n() < 0) return absl::InvalidArgumentError(absl::StrCat("n must be >= 1, got ", in.n()));
   r.n = in.n() == 0 ? 1 : in.n();
-  // Checked here, not only at Submit: the unary call sizes its reply (n Completions) first.
-  const int slots = state.engine->backend().num_slots();
-  if (r.n > slots) {
-    return absl::InvalidArgumentError(absl::StrCat("n must be in [1, ", slots, "], got ", r.n));
-  }
   r.deadline = deadline;
+  // The engine's validator, here and not only at Submit: the unary call sizes its reply (n
+  // Completions) first.
+  if (absl::Status s = state.engine->Validate(r); !s.ok()) return s;
   return out;
 }
 

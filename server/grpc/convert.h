@@ -24,9 +24,11 @@ struct PreparedRequest {
   bool token_details = false;  // logprobs or top_logprobs asked: fill Token's optional fields
 };
 
-// Checks the prompt and options and applies the documented defaults. Errors: InvalidArgument
-// (no prompt, empty or too long prompt, invalid UTF-8, negative n, ...), FailedPrecondition (text
-// without a tokenizer). Sampling ranges are left to the engine's own validation at Submit.
+// Converts the prompt and options, applies the documented defaults, and checks the result with
+// Engine::Validate (the one validator; the unary call sizes its reply by n before Submit).
+// Errors: InvalidArgument (no prompt, invalid UTF-8, and every range or limit the engine checks:
+// an empty or too long prompt, n, sampling), FailedPrecondition (text or stop strings without a
+// tokenizer).
 absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
                                                const ServingState& state,
                                                std::optional<engine::Clock::time_point> deadline);

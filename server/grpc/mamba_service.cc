@@ -5,19 +5,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/api_key.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/generate_calls.h"
 
 namespace mamba::server {
 namespace {
-
-// Equal strings compare in time independent of where they differ (the key is a secret).
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 // A stream call refused before it started.
 class RefusedStream final : public ::grpc::ServerWriteReactor<::grpc::ByteBuffer> {

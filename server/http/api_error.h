@@ -1,18 +1,33 @@
-// HTTP errors in OpenAI's shape, {"error": {"message", "type", "code"}}, and the one place where
-// absl::Status codes become HTTP statuses.
+// HTTP errors in the shape of each API family, and the one place where absl::Status codes become
+// HTTP statuses. Codes are chosen by meaning below the server (the engine's Validate is the one
+// request validator); HttpStatus maps them:
 //
-// Status choice (both front-end parsing and engine answers):
-//   400  malformed: bad JSON, a field of the wrong type, a missing or empty prompt, invalid
-//        UTF-8, an unsupported feature asked for
-//   401  missing or wrong API key          404  unknown path or model    405  wrong method
-//   413  body over max_body_bytes, or a prompt over the engine's max_prompt_tokens
-//   422  well-formed but out of range: temperature -1, top_p 0, n 0, a token id outside the
-//        vocabulary, max_tokens over the engine's limit (the engine's InvalidArgument)
-//   429  the engine's queue is full (with Retry-After: 1)
-//   500  anything else                     503  starting or draining
-//   504  the request's deadline passed before it finished
+//   absl code                          OpenAI routes    TGI routes
+//   InvalidArgument, FailedPrecondition,
+//   OutOfRange (a bad request)         400              422
+//   Unauthenticated                    401              401
+//   PermissionDenied                   403              403
+//   NotFound                           404              404
+//   AlreadyExists, Aborted             409              409
+//   ResourceExhausted (queue full)     429 (+ Retry-After: 1)
+//   Unimplemented                      501              501
+//   Unavailable (starting, draining),
+//   Cancelled (the engine stopped it)  503              503
+//   DeadlineExceeded                   504              504
+//   anything else                      500              500
+//
+// The transport adds statuses no absl code stands for: 405 (wrong method), 413 (body over
+// max_body_bytes), 431 (headers too large), 400 (malformed HTTP).
+//
+// Shapes: OpenAI routes (/v1/*, /tokenize, /detokenize, /health, /metrics, unknown paths) answer
+// {"error": {"message", "type", "param", "code"}} as OpenAI and vLLM do (type:
+// invalid_request_error, authentication_error, ...; param: the request field at fault or null;
+// code: a short string such as "context_length_exceeded" or null). TGI routes (/generate,
+// /generate_stream) answer {"error": "...", "error_type": "validation" | "overloaded" |
+// "generation" | "incomplete_generation" | ...}.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,27 +37,38 @@
 
 namespace mamba::server::http {
 
+enum class ApiStyle { kOpenAi, kTgi };
+
+// The family a path belongs to: kTgi for TGI's routes, kOpenAi for everything else.
+ApiStyle StyleOf(std::string_view path);
+
 struct ApiError {
-  int status = 400;
+  int status = 400;  // HTTP status
   std::string message;
+  std::optional<std::string> param = std::nullopt;  // OpenAI "param": the wire field at fault
+  std::optional<std::string> code = std::nullopt;   // OpenAI "code": a short reason
+  ApiStyle style = ApiStyle::kOpenAi;
+  // TGI "error_type" when not the default for the status (e.g. "incomplete_generation").
+  std::optional<std::string> tgi_type = std::nullopt;
 };
 
-// Front-end parsing reports errors as absl::Status in these codes (see ParseError):
-//   InvalidArgument -> 400, OutOfRange -> 422, NotFound -> 404, ResourceExhausted -> 413,
-//   FailedPrecondition -> 400, Unavailable -> 503.
-ApiError ParseError(const absl::Status& status);
-// An Engine::Submit refusal: InvalidArgument/FailedPrecondition -> 422, OutOfRange -> 413
-// (prompt too long), ResourceExhausted -> 429, Unavailable -> 503, others -> 500.
-ApiError SubmitError(const absl::Status& status);
-// How a completion that ended badly (kCancelled / kDeadline / kError) is reported.
-ApiError FinishError(const absl::Status& status);
+// The one mapping from absl codes to HTTP statuses (table above).
+int HttpStatus(absl::StatusCode code, ApiStyle style);
 
-// OpenAI's error "type" for a status: invalid_request_error, authentication_error, ...
-std::string_view ErrorType(int status);
-// {"error": {"message": ..., "type": ..., "code": status}}, as JSON and as text.
+// A status as an API error: HttpStatus, the message, and for OpenAI the engine's field (turned
+// into the wire name: max_new_tokens -> max_tokens) and reason (engine/request_validation.h).
+ApiError ToApiError(const absl::Status& status, ApiStyle style);
+
+// OpenAI's error "type" for an HTTP status: invalid_request_error, authentication_error, ...
+std::string_view OpenAiErrorType(int status);
+// TGI's "error_type" for an HTTP status: validation, overloaded, generation, ...
+std::string_view TgiErrorType(int status);
+
+// The error object in the error's style, as JSON and as text.
 OrderedJson ErrorBody(const ApiError& error);
 std::string ErrorJson(const ApiError& error);
 // The full response, with Retry-After for 429 and WWW-Authenticate for 401.
 HttpResponse ErrorResponse(const ApiError& error);
+HttpResponse ErrorResponse(const absl::Status& status, ApiStyle style);
 
 }  // namespace mamba::server::http

@@ -26,12 +26,10 @@ struct Logprobs {
   }
 };
 
-std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
-
 class CompletionCall : public GenerationCall {
  public:
   CompletionCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, CompletionSpec spec)
-      : GenerationCall(ctx, std::move(exchange)),
+      : GenerationCall(ctx, std::move(exchange), ApiStyle::kOpenAi),
         spec_(std::move(spec)),
         id_(RandomId("cmpl-")),
         created_(static_cast<int64_t>(std::time(nullptr))) {
@@ -232,12 +230,12 @@ std::string RandomId(std::string_view prefix) {
 void HandleCompletions(const HandlerContext& ctx, const HttpRequest& request,
                        std::shared_ptr<Exchange> exchange) {
   absl::StatusOr<engine::Engine*> engine = ServingEngine(ctx);
-  if (!engine.ok()) return exchange->Respond(ErrorResponse(ParseError(engine.status())));
+  if (!engine.ok()) return exchange->Respond(ErrorResponse(engine.status(), ApiStyle::kOpenAi));
   absl::StatusOr<Json> body = ParseObject(request.body);
-  if (!body.ok()) return exchange->Respond(ErrorResponse(ParseError(body.status())));
+  if (!body.ok()) return exchange->Respond(ErrorResponse(body.status(), ApiStyle::kOpenAi));
   CompletionSpec spec;
   if (absl::Status s = ParseCompletionRequest(*body, ctx, &spec); !s.ok()) {
-    return exchange->Respond(ErrorResponse(ParseError(s)));
+    return exchange->Respond(ErrorResponse(s, ApiStyle::kOpenAi));
   }
   auto call = std::make_shared<CompletionCall>(ctx, std::move(exchange), std::move(spec));
   call->Run(*engine);

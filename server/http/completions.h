@@ -27,7 +27,8 @@ struct CompletionSpec {
 // seed, logprobs, echo, presence_penalty, frequency_penalty, user (ignored); extensions:
 // top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
 // skip_special_tokens, stop_token_ids, timeout (seconds). Unknown fields are ignored; suffix
-// and logit_bias are refused when given. Errors follow api_error.h (400 type, 422 range).
+// and logit_bias are refused when given. Ranges and limits are checked by Engine::Validate, on
+// each prompt's request, before anything is submitted; errors name the field (api_error.h).
 absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
                                     CompletionSpec* out);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request_validation.h"
 
 namespace mamba::server::http {
 
@@ -30,29 +31,24 @@ std::string TokenText(const engine::Tokenizer* tokenizer, engine::TokenId id) {
   return text.ok() ? *std::move(text) : std::string();
 }
 
-absl::Status CheckPromptLength(const HandlerContext& ctx, const Prompt& prompt) {
-  if (prompt.ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
-  const engine::Engine* engine = ctx.state->engine;
-  if (engine && static_cast<int64_t>(prompt.ids.size()) > engine->options().max_prompt_tokens) {
-    return absl::ResourceExhaustedError(absl::StrCat("the prompt has ", prompt.ids.size(),
-                                                     " tokens; the limit is ",
-                                                     engine->options().max_prompt_tokens));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, Prompt* out) {
   const engine::Tokenizer* tok = ctx.state->tokenizer;
-  if (!tok) return absl::InvalidArgumentError("no tokenizer is loaded: send prompts as token ids");
+  if (!tok) {
+    return engine::WithField(
+        absl::FailedPreconditionError("no tokenizer is loaded: send prompts as token ids"),
+        "prompt");
+  }
   absl::StatusOr<std::vector<engine::TokenId>> ids = tok->Encode(text);
   if (!ids.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot tokenize the prompt: ", ids.status().message()));
+    return engine::InvalidField(
+        "prompt", absl::StrCat("cannot tokenize the prompt: ", ids.status().message()));
   }
   out->ids = *std::move(ids);
   out->text = text;
-  return CheckPromptLength(ctx, *out);
+  return absl::OkStatus();
 }
+
+std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
 
 absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx) {
   // health is stored after engine is set, so reading it first makes the pointer safe to use.
@@ -85,15 +81,16 @@ class GenerationCall::Sink : public engine::RequestSink {
   int prompt_index_;
 };
 
-GenerationCall::GenerationCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange)
-    : ctx_(ctx), exchange_(std::move(exchange)) {}
+GenerationCall::GenerationCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange,
+                               ApiStyle style)
+    : ctx_(ctx), exchange_(std::move(exchange)), style_(style) {}
 
 std::optional<ApiError> GenerationCall::Submit(engine::Engine* engine, engine::Request request,
                                                int prompt_index) {
   engine_ = engine;
   absl::StatusOr<engine::RequestId> id =
       engine->Submit(std::move(request), std::make_shared<Sink>(shared_from_this(), prompt_index));
-  if (!id.ok()) return SubmitError(id.status());
+  if (!id.ok()) return ToApiError(id.status(), style_);
   if (submitted_.empty()) {
     // Weak: the exchange must not keep its call alive through this hook.
     exchange_->SetOnClientGone([weak = weak_from_this()] {
@@ -110,6 +107,21 @@ std::optional<ApiError> GenerationCall::Submit(engine::Engine* engine, engine::R
 void GenerationCall::CancelAll() {
   if (!engine_) return;
   for (engine::RequestId id : submitted_) engine_->Cancel(id);
+}
+
+ApiError GenerationCall::FinishError(const absl::Status& status) const {
+  // Past Submit, a failure is the server's (whatever code the backend used), unless the request
+  // ran out of time or the engine cancelled it.
+  const absl::StatusCode code = status.code() == absl::StatusCode::kDeadlineExceeded ||
+                                        status.code() == absl::StatusCode::kCancelled
+                                    ? status.code()
+                                    : absl::StatusCode::kInternal;
+  ApiError e = ToApiError(absl::Status(code, status.message()), style_);
+  // TGI's name for a generation that stopped before its end.
+  if (style_ == ApiStyle::kTgi && code != absl::StatusCode::kInternal) {
+    e.tgi_type = "incomplete_generation";
+  }
+  return e;
 }
 
 void GenerationCall::Fail(const ApiError& error) {

@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "server/http/api_error.h"
 #include "server/http/exchange.h"
+#include "server/http/json_util.h"
 #include "server/serving_state.h"
 
 namespace mamba::server {
@@ -44,19 +45,20 @@ std::optional<engine::Clock::time_point> Deadline(const FrontEndOptions& options
 // special token's content). Empty for ids without a token.
 std::string TokenText(const engine::Tokenizer* tokenizer, engine::TokenId id);
 
-// Encodes a text prompt. InvalidArgument (-> 400) without a tokenizer or for invalid UTF-8;
-// ResourceExhausted (-> 413) beyond the engine's max_prompt_tokens; InvalidArgument for an
-// empty prompt.
+// Encodes a text prompt: FailedPrecondition without a tokenizer, InvalidArgument ("prompt")
+// when the text cannot be tokenized. Its length (and emptiness) is Engine::Validate's to check.
 absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, Prompt* out);
-// Checks a token-id prompt's length the same way.
-absl::Status CheckPromptLength(const HandlerContext& ctx, const Prompt& prompt);
 
-// An engine that accepts requests, or Unavailable (-> 503) while starting or draining.
+// An engine that accepts requests, or Unavailable while starting or draining.
 absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx);
+
+// One server-sent event carrying `j`: "data: <json>\n\n".
+std::string Sse(const OrderedJson& j);
 
 class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
  public:
-  GenerationCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange);
+  // `style`: the API family whose error shape the call answers in.
+  GenerationCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, ApiStyle style);
   virtual ~GenerationCall() = default;
 
  protected:
@@ -68,6 +70,8 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
   void CancelAll();
   // Ends the exchange with an error response and cancels whatever was submitted.
   void Fail(const ApiError& error);
+  // The error a completion that ended badly (kCancelled / kDeadline / kError) is reported as.
+  ApiError FinishError(const absl::Status& status) const;
   // Writes stream bytes; when the client is too slow or gone, cancels everything, aborts the
   // connection and returns false.
   bool WriteOrCancel(std::string data);
@@ -77,6 +81,7 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
 
   const HandlerContext& ctx_;
   std::shared_ptr<Exchange> exchange_;
+  ApiStyle style_;
   engine::Engine* engine_ = nullptr;
   bool done_ = false;  // the response is complete or abandoned: later events are ignored
 

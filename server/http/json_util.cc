@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request_validation.h"
 
 namespace mamba::server::http {
 namespace {
@@ -37,8 +38,11 @@ int NestingDepth(std::string_view text, int limit) {
 }
 
 absl::Status WrongType(const char* name, const char* want) {
-  return absl::InvalidArgumentError(absl::StrCat("'", name, "' must be ", want));
+  return engine::InvalidField(name, absl::StrCat("'", name, "' must be ", want));
 }
+
+// "prompt[3]" -> "prompt": the field a position inside it belongs to.
+std::string FieldName(std::string_view what) { return std::string(what.substr(0, what.find('['))); }
 
 const Json* Field(const Json& obj, const char* name) {
   auto it = obj.find(name);
@@ -80,12 +84,12 @@ absl::Status ReadInt(const Json& obj, const char* name, int64_t lo, int64_t hi, 
   // An unsigned value beyond int64 is out of every range we accept.
   if (v->is_number_unsigned() &&
       v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::OutOfRangeError(absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "]"));
+    return engine::InvalidField(name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "]"));
   }
   const int64_t x = v->get<int64_t>();
   if (x < lo || x > hi) {
-    return absl::OutOfRangeError(
-        absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "], got ", x));
+    return engine::InvalidField(
+        name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "], got ", x));
   }
   *out = x;
   return absl::OkStatus();
@@ -113,7 +117,7 @@ absl::Status ReadFloat(const Json& obj, const char* name, float* out) {
   if (!v->is_number()) return WrongType(name, "a number");
   const double x = v->get<double>();
   if (!std::isfinite(x) || std::fabs(x) > std::numeric_limits<float>::max()) {
-    return absl::OutOfRangeError(absl::StrCat("'", name, "' must be a finite number"));
+    return engine::InvalidField(name, absl::StrCat("'", name, "' must be a finite number"));
   }
   *out = static_cast<float>(x);
   return absl::OkStatus();
@@ -147,15 +151,15 @@ absl::Status ReadStringList(const Json& obj, const char* name, std::vector<std::
 absl::Status ReadTokenIds(const Json& array, std::string_view what,
                           std::vector<engine::TokenId>* out) {
   if (!array.is_array()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(what), " must be an array of token ids"));
+    return engine::InvalidField(FieldName(what),
+                                absl::StrCat(std::string(what), " must be an array of token ids"));
   }
   out->clear();
   out->reserve(array.size());
   for (const Json& e : array) {
     if (!e.is_number_integer()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(std::string(what), " must contain only integer token ids"));
+      return engine::InvalidField(
+          FieldName(what), absl::StrCat(std::string(what), " must contain only integer token ids"));
     }
     const bool too_big =
         e.is_number_unsigned()
@@ -163,8 +167,9 @@ absl::Status ReadTokenIds(const Json& array, std::string_view what,
             : (e.get<int64_t>() < 0 ||
                e.get<int64_t>() > std::numeric_limits<engine::TokenId>::max());
     if (too_big) {
-      return absl::OutOfRangeError(absl::StrCat(std::string(what), " contains token id ", e.dump(),
-                                                ", outside the vocabulary"));
+      return engine::InvalidField(FieldName(what),
+                                  absl::StrCat(std::string(what), " contains token id ", e.dump(),
+                                               ", outside the vocabulary"));
     }
     out->push_back(static_cast<engine::TokenId>(e.get<int64_t>()));
   }

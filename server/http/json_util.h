@@ -21,7 +21,7 @@ using OrderedJson = nlohmann::ordered_json;  // responses keep OpenAI's field or
 
 inline constexpr int kMaxJsonDepth = 64;
 
-// A request body that must be one JSON object. InvalidArgument (-> 400) when it is not JSON,
+// A request body that must be one JSON object. InvalidArgument when it is not JSON,
 // not an object, or nested deeper than kMaxJsonDepth. The parser rejects invalid UTF-8 in
 // strings, so every string read from the result is valid UTF-8.
 absl::StatusOr<Json> ParseObject(std::string_view body);
@@ -29,9 +29,10 @@ absl::StatusOr<Json> ParseObject(std::string_view body);
 // Serialized compactly; invalid UTF-8 (e.g. a token's partial character) becomes U+FFFD.
 std::string Dump(const OrderedJson& j);
 
-// Field readers. A field that is absent or null leaves *out unchanged and returns OK; a wrong
-// type is InvalidArgument (-> 400) and a value out of range OutOfRange (-> 422), both naming
-// the field.
+// Field readers: wire conversion only (ranges are the engine's Validate's, except where a
+// value cannot be represented). A field that is absent or null leaves *out unchanged and returns
+// OK; a wrong type or an unrepresentable value is InvalidArgument naming the field, in the
+// message and as the payload of engine/request_validation.h.
 absl::Status ReadBool(const Json& obj, const char* name, bool* out);
 absl::Status ReadInt(const Json& obj, const char* name, int64_t lo, int64_t hi, int64_t* out);
 absl::Status ReadInt(const Json& obj, const char* name, int32_t lo, int32_t hi, int32_t* out);
@@ -42,8 +43,8 @@ absl::Status ReadString(const Json& obj, const char* name, std::string* out);
 // A string or an array of strings (OpenAI's `stop`).
 absl::Status ReadStringList(const Json& obj, const char* name, std::vector<std::string>* out);
 
-// An array of token ids (integers in [0, 2^31)); `what` names it in errors. Ids beyond the
-// vocabulary are the engine's to refuse.
+// An array of token ids (integers in [0, 2^31)); `what` names it in errors ("prompt[2]": the
+// field is what comes before '['). Ids beyond the vocabulary are the engine's to refuse.
 absl::Status ReadTokenIds(const Json& array, std::string_view what,
                           std::vector<engine::TokenId>* out);
 

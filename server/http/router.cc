@@ -5,6 +5,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/request_validation.h"
+#include "engine/status_macros.h"
+#include "server/api_key.h"
 #include "server/http/api_error.h"
 #include "server/http/completions.h"
 #include "server/http/json_util.h"
@@ -49,13 +52,6 @@ HttpResponse JsonResponse(const OrderedJson& j, int status = 200) {
   return {status, "application/json", Dump(j), {}};
 }
 
-// Compares in time independent of where the strings differ.
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() != b.size();
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % std::max<size_t>(b.size(), 1)];
-  return diff == 0;
-}
-
 HttpResponse Health(const HandlerContext& ctx) {
   switch (ctx.state->health.load()) {
     case Health::kServing:
@@ -95,32 +91,37 @@ OrderedJson ModelCard(const HandlerContext& ctx, int64_t created) {
   return m;
 }
 
-HttpResponse Tokenize(const HandlerContext& ctx, const HttpRequest& request) {
+absl::Status NoTokenizer() { return absl::FailedPreconditionError("no tokenizer is loaded"); }
+
+absl::StatusOr<OrderedJson> Tokenize(const HandlerContext& ctx, const HttpRequest& request) {
   absl::StatusOr<Json> body = ParseObject(request.body);
-  if (!body.ok()) return ErrorResponse(ParseError(body.status()));
+  if (!body.ok()) return body.status();
   auto it = body->find("prompt");
   if (it == body->end() || !it->is_string()) {
-    return ErrorResponse({400, "'prompt' is required and must be a string"});
+    return engine::InvalidField("prompt", "'prompt' is required and must be a string");
   }
-  if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
+  if (!ctx.state->tokenizer) return NoTokenizer();
   absl::StatusOr<std::vector<engine::TokenId>> ids =
       ctx.state->tokenizer->Encode(it->get<std::string>());
-  if (!ids.ok()) return ErrorResponse({400, std::string(ids.status().message())});
-  return JsonResponse({{"tokens", *ids}, {"count", ids->size()}});
+  if (!ids.ok()) return engine::InvalidField("prompt", ids.status().message());
+  return OrderedJson{{"tokens", *ids}, {"count", ids->size()}};
 }
 
-HttpResponse Detokenize(const HandlerContext& ctx, const HttpRequest& request) {
+absl::StatusOr<OrderedJson> Detokenize(const HandlerContext& ctx, const HttpRequest& request) {
   absl::StatusOr<Json> body = ParseObject(request.body);
-  if (!body.ok()) return ErrorResponse(ParseError(body.status()));
+  if (!body.ok()) return body.status();
   auto it = body->find("tokens");
-  if (it == body->end()) return ErrorResponse({400, "'tokens' is required"});
+  if (it == body->end()) return engine::InvalidField("tokens", "'tokens' is required");
   std::vector<engine::TokenId> ids;
-  if (absl::Status s = ReadTokenIds(*it, "tokens", &ids); !s.ok())
-    return ErrorResponse(ParseError(s));
-  if (!ctx.state->tokenizer) return ErrorResponse({400, "no tokenizer is loaded"});
+  MAMBA_RETURN_IF_ERROR(ReadTokenIds(*it, "tokens", &ids));
+  if (!ctx.state->tokenizer) return NoTokenizer();
   absl::StatusOr<std::string> text = ctx.state->tokenizer->Decode(ids);
-  if (!text.ok()) return ErrorResponse({422, std::string(text.status().message())});
-  return JsonResponse({{"prompt", *text}});
+  if (!text.ok()) return engine::InvalidField("tokens", text.status().message());
+  return OrderedJson{{"prompt", *text}};
+}
+
+HttpResponse JsonOrError(const absl::StatusOr<OrderedJson>& j) {
+  return j.ok() ? JsonResponse(*j) : ErrorResponse(j.status(), ApiStyle::kOpenAi);
 }
 
 }  // namespace
@@ -149,16 +150,23 @@ bool Router::Authorized(const HttpRequest& request) const {
 
 void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchange) {
   const RouteInfo info = Find(request.path);
+  const ApiStyle style = StyleOf(request.path);
   if (info.route != Route::kHealth && !Authorized(request)) {
     return exchange->Respond(
-        ErrorResponse({401, "a valid API key is required (Authorization: Bearer <key>)"}));
+        ErrorResponse({.status = 401,
+                       .message = "a valid API key is required (Authorization: Bearer <key>)",
+                       .code = "invalid_api_key",
+                       .style = style}));
   }
   if (info.route == Route::kNone) {
-    return exchange->Respond(ErrorResponse({404, absl::StrCat("no route for ", request.path)}));
+    return exchange->Respond(ErrorResponse(
+        {.status = 404, .message = absl::StrCat("no route for ", request.path), .style = style}));
   }
   if (request.method != info.method) {
     HttpResponse r = ErrorResponse(
-        {405, absl::StrCat(request.path, " accepts ", info.method, ", not ", request.method)});
+        {.status = 405,
+         .message = absl::StrCat(request.path, " accepts ", info.method, ", not ", request.method),
+         .style = style});
     r.headers.emplace_back("Allow", info.method);
     return exchange->Respond(std::move(r));
   }
@@ -176,8 +184,10 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
       const std::string_view id =
           std::string_view(request.path).substr(std::string_view("/v1/models/").size());
       if (id != ctx_.state->model_name) {
-        return exchange->Respond(
-            ErrorResponse({404, absl::StrCat("the model '", std::string(id), "' does not exist")}));
+        return exchange->Respond(ErrorResponse(
+            {.status = 404,
+             .message = absl::StrCat("the model '", std::string(id), "' does not exist"),
+             .code = "model_not_found"}));
       }
       return exchange->Respond(JsonResponse(ModelCard(ctx_, created_)));
     }
@@ -188,9 +198,9 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
     case Route::kGenerateStream:
       return HandleTgiGenerate(ctx_, request, std::move(exchange), true);
     case Route::kTokenize:
-      return exchange->Respond(Tokenize(ctx_, request));
+      return exchange->Respond(JsonOrError(Tokenize(ctx_, request)));
     case Route::kDetokenize:
-      return exchange->Respond(Detokenize(ctx_, request));
+      return exchange->Respond(JsonOrError(Detokenize(ctx_, request)));
     case Route::kNone:
       break;
   }

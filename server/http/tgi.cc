@@ -5,23 +5,25 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request_validation.h"
 #include "engine/status_macros.h"
 
 namespace mamba::server::http {
 namespace {
 
+constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 constexpr int32_t kDefaultMaxNewTokens = 100;  // TGI's default
 
-std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
-
+// Wire fields to engine fields; their ranges are Engine::Validate's to check, except TGI's own
+// rule that a given temperature is positive.
 absl::Status ParseParameters(const Json& p, TgiSpec* out) {
   engine::SamplingParams& sp = out->request.params;
   sp.max_new_tokens = kDefaultMaxNewTokens;
-  MAMBA_RETURN_IF_ERROR(ReadInt(p, "max_new_tokens", 1, kIntMax, &sp.max_new_tokens));
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "max_new_tokens", kIntMin, kIntMax, &sp.max_new_tokens));
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "do_sample", &out->sampling));
   MAMBA_RETURN_IF_ERROR(ReadFloat(p, "temperature", &sp.temperature));
-  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_k", 0, kIntMax, &sp.top_k));
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_k", kIntMin, kIntMax, &sp.top_k));
   MAMBA_RETURN_IF_ERROR(ReadFloat(p, "top_p", &sp.top_p));
   MAMBA_RETURN_IF_ERROR(ReadFloat(p, "repetition_penalty", &sp.repetition_penalty));
   MAMBA_RETURN_IF_ERROR(ReadFloat(p, "frequency_penalty", &sp.frequency_penalty));
@@ -32,12 +34,12 @@ absl::Status ParseParameters(const Json& p, TgiSpec* out) {
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "details", &out->details));
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "decoder_input_details", &out->decoder_input_details));
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "return_full_text", &out->return_full_text));
-  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_n_tokens", 0, engine::kMaxTopLogprobs, &out->top_n_tokens));
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_n_tokens", kIntMin, kIntMax, &out->top_n_tokens));
   int32_t best_of = 1;
   MAMBA_RETURN_IF_ERROR(ReadInt(p, "best_of", 1, kIntMax, &best_of));
-  if (best_of != 1) return absl::InvalidArgumentError("'best_of' > 1 is not supported");
+  if (best_of != 1) return engine::InvalidField("best_of", "'best_of' > 1 is not supported");
   if (sp.temperature <= 0 && p.contains("temperature") && !p["temperature"].is_null()) {
-    return absl::OutOfRangeError("'temperature' must be strictly positive");  // as TGI
+    return engine::InvalidField("temperature", "'temperature' must be strictly positive");
   }
   // As TGI: a warper (temperature other than 1, top_k, top_p below 1) samples even without
   // do_sample; with none of them and do_sample false (the default), decoding is greedy.
@@ -58,7 +60,9 @@ absl::Status ParseParameters(const Json& p, TgiSpec* out) {
 class TgiCall : public GenerationCall {
  public:
   TgiCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, TgiSpec spec, bool stream)
-      : GenerationCall(ctx, std::move(exchange)), spec_(std::move(spec)), stream_(stream) {}
+      : GenerationCall(ctx, std::move(exchange), ApiStyle::kTgi),
+        spec_(std::move(spec)),
+        stream_(stream) {}
 
   void Run(engine::Engine* engine) {
     const auto& eos = engine->backend().config().eos_token_ids;
@@ -189,41 +193,41 @@ class TgiCall : public GenerationCall {
 
 absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out) {
   auto it = body.find("inputs");
-  if (it == body.end() || it->is_null()) return absl::InvalidArgumentError("'inputs' is required");
-  if (!it->is_string()) return absl::InvalidArgumentError("'inputs' must be a string");
+  if (it == body.end() || it->is_null()) {
+    return engine::InvalidField("inputs", "'inputs' is required");
+  }
+  if (!it->is_string()) return engine::InvalidField("inputs", "'inputs' must be a string");
   if (auto p = body.find("parameters"); p != body.end() && !p->is_null()) {
-    if (!p->is_object()) return absl::InvalidArgumentError("'parameters' must be an object");
+    if (!p->is_object()) {
+      return engine::InvalidField("parameters", "'parameters' must be an object");
+    }
     MAMBA_RETURN_IF_ERROR(ParseParameters(*p, out));
     float timeout = 0;
     MAMBA_RETURN_IF_ERROR(ReadFloat(*p, "timeout", &timeout));
-    if (timeout < 0) return absl::OutOfRangeError("'timeout' must be >= 0 seconds");
+    if (timeout < 0) return engine::InvalidField("timeout", "'timeout' must be >= 0 seconds");
     out->request.deadline = Deadline(ctx.options, timeout);
   } else {
     MAMBA_RETURN_IF_ERROR(ParseParameters(Json::object(), out));
     out->request.deadline = Deadline(ctx.options, 0);
   }
+  MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, it->get<std::string>(), &out->prompt));
   if (const engine::Engine* e = ctx.state->engine) {
-    const engine::SamplingParams& sp = out->request.params;
-    if (absl::Status s = sp.Validate(e->backend().config().vocab_size); !s.ok()) {
-      return absl::OutOfRangeError(s.message());
-    }
-    if (sp.max_new_tokens > e->options().max_new_tokens_limit) {
-      return absl::OutOfRangeError(
-          absl::StrCat("'max_new_tokens' must be at most ", e->options().max_new_tokens_limit));
-    }
+    engine::Request r = out->request;
+    r.prompt = out->prompt.ids;
+    MAMBA_RETURN_IF_ERROR(e->Validate(r));
   }
-  return TokenizePrompt(ctx, it->get<std::string>(), &out->prompt);
+  return absl::OkStatus();
 }
 
 void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
                        std::shared_ptr<Exchange> exchange, bool stream) {
   absl::StatusOr<engine::Engine*> engine = ServingEngine(ctx);
-  if (!engine.ok()) return exchange->Respond(ErrorResponse(ParseError(engine.status())));
+  if (!engine.ok()) return exchange->Respond(ErrorResponse(engine.status(), ApiStyle::kTgi));
   absl::StatusOr<Json> body = ParseObject(request.body);
-  if (!body.ok()) return exchange->Respond(ErrorResponse(ParseError(body.status())));
+  if (!body.ok()) return exchange->Respond(ErrorResponse(body.status(), ApiStyle::kTgi));
   TgiSpec spec;
   if (absl::Status s = ParseTgiRequest(*body, ctx, &spec); !s.ok()) {
-    return exchange->Respond(ErrorResponse(ParseError(s)));
+    return exchange->Respond(ErrorResponse(s, ApiStyle::kTgi));
   }
   auto call = std::make_shared<TgiCall>(ctx, std::move(exchange), std::move(spec), stream);
   call->Run(*engine);

@@ -141,12 +141,21 @@ void Dispatch(mamba::server::http::Router& router, const HttpRequest& request) {
   Check(j.is_object(), "a JSON response that is not a JSON object");
   if (r.status != 200) {
     auto e = j.find("error");
+    if (mamba::server::http::StyleOf(request.path) == mamba::server::http::ApiStyle::kTgi) {
+      auto t = j.find("error_type");
+      Check(e != j.end() && e->is_string(), "a TGI error without its message");
+      Check(t != j.end() && t->is_string(), "a TGI error without its error_type");
+      return;
+    }
     Check(e != j.end() && e->is_object(), "an error without an error object");
     auto m = e->find("message");
+    auto t = e->find("type");
+    auto p = e->find("param");
     auto c = e->find("code");
     Check(m != e->end() && m->is_string(), "an error without a message");
-    Check(c != e->end() && c->is_number_integer() && c->get<int>() == r.status,
-          "an error code other than the HTTP status");
+    Check(t != e->end() && t->is_string(), "an error without a type");
+    Check(p != e->end() && (p->is_null() || p->is_string()), "an error's param");
+    Check(c != e->end() && (c->is_null() || c->is_string()), "an error's code");
   }
 }
 
@@ -171,9 +180,9 @@ void CheckRequest(const mamba::engine::Request& r) {
   for (const std::string& s : r.stop_strings) Check(!s.empty(), "kept an empty stop string");
 }
 
-bool ParseStatusOk(const absl::Status& s) {
-  const int status = mamba::server::http::ParseError(s).status;
-  return status == 400 || status == 404 || status == 413 || status == 422;
+bool ParseStatusOk(const absl::Status& s, mamba::server::http::ApiStyle style) {
+  const int status = mamba::server::http::ToApiError(s, style).status;
+  return status == 400 || status == 404 || status == 422;
 }
 
 // The JSON-to-request conversions, called directly so accepted specs can be checked.
@@ -194,7 +203,7 @@ void CheckParsers(const std::string& body) {
       Check(*spec.logprobs >= 0 && *spec.logprobs <= mamba::engine::kMaxTopLogprobs,
             "logprobs range");
   } else {
-    Check(ParseStatusOk(s), "completions: unexpected error code");
+    Check(ParseStatusOk(s, ApiStyle::kOpenAi), "completions: unexpected error code");
   }
   TgiSpec tgi;
   if (absl::Status s = ParseTgiRequest(*j, F().ctx, &tgi); s.ok()) {
@@ -203,7 +212,7 @@ void CheckParsers(const std::string& body) {
     CheckRequest(tgi.request);
     Check(tgi.sampling || tgi.request.params.temperature == 0, "TGI: greedy with a temperature");
   } else {
-    Check(ParseStatusOk(s), "TGI: unexpected error code");
+    Check(ParseStatusOk(s, ApiStyle::kTgi), "TGI: unexpected error code");
   }
 }
 

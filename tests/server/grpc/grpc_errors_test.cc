@@ -11,6 +11,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
+#include "server/grpc/convert.h"
 #include "tests/engine/test_support.h"
 #include "tests/server/grpc/grpc_test_support.h"
 
@@ -89,6 +90,41 @@ TEST(GrpcErrorsTest, InvalidArgumentsOnBothCalls) {
   v1::DetokenizeResponse text;
   EXPECT_EQ(stub->Detokenize(Context().get(), dr, &text).error_code(),
             StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(server->WaitEngineIdle());
+}
+
+// Wire codes are the engine's codes by identity (gRPC's numbers are absl's), messages unchanged.
+TEST(GrpcErrorsTest, CodesAreTheEnginesByIdentity) {
+  for (int c = 1; c <= 16; ++c) {
+    const ::grpc::Status g = ToGrpcStatus(absl::Status(static_cast<absl::StatusCode>(c), "why"));
+    EXPECT_EQ(static_cast<int>(g.error_code()), c);
+    EXPECT_EQ(g.error_message(), "why");
+  }
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+}
+
+// Validation happens once, in the engine: a prompt over the limit (OUT_OF_RANGE in the engine
+// and RESOURCE_EXHAUSTED over HTTP before issue 12) is INVALID_ARGUMENT with the engine's words,
+// on both calls.
+TEST(GrpcErrorsTest, ValidationIsTheEnginesOnBothCalls) {
+  ServerSetup setup;
+  setup.engine.max_prompt_tokens = 8;
+  auto server = TestServer::Start(setup);
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Stub();
+  v1::GenerateRequest r = GreedyRequest("hello", 4);
+  r.mutable_token_ids();
+  for (int i = 0; i < 9; ++i) r.mutable_token_ids()->add_ids(100 + i);
+  for (const ::grpc::Status& s : {CallGenerate(*stub, r), CallStream(*stub, r)}) {
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(s);
+    EXPECT_EQ(s.error_message(), "the prompt has 9 tokens; the limit is 8");
+  }
+  v1::GenerateRequest big = GreedyRequest("hello", 1 << 30);
+  const ::grpc::Status s = CallGenerate(*stub, big);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("max_new_tokens 1073741824 exceeds the limit"),
+            std::string::npos)
+      << Describe(s);
   EXPECT_TRUE(server->WaitEngineIdle());
 }
 

@@ -3,9 +3,14 @@
 // (requests cancelled, slots freed), deadlines, shutdown mid-stream, and TLS.
 #include <cstdlib>
 #include <fstream>
+#include <tuple>
+#include <utility>
+#include <vector>
 
+#include "engine/request_validation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/http/api_error.h"
 #include "tests/engine/test_support.h"
 #include "tests/server/http/http_test_server.h"
 
@@ -29,15 +34,42 @@ ServerSetup LongSetup(int slots) {
   return s;
 }
 
-// An error response: the status and OpenAI's error object.
-void ExpectError(const std::optional<Response>& r, int status, const std::string& what = "") {
+// An error response on an OpenAI route: the status and OpenAI's error object {"error":
+// {"message", "type", "param", "code"}}; `param` is checked when given ("" = null).
+void ExpectError(const std::optional<Response>& r, int status, const std::string& what = "",
+                 std::optional<std::string> param = std::nullopt) {
   ASSERT_TRUE(r.has_value()) << what;
   EXPECT_EQ(r->status, status) << what << ": " << r->body;
   json j = r->Json();
-  ASSERT_TRUE(j.is_object() && j.contains("error")) << what << ": " << r->body;
-  EXPECT_TRUE(j["error"]["message"].is_string()) << what;
-  EXPECT_TRUE(j["error"]["type"].is_string()) << what;
-  EXPECT_EQ(j["error"]["code"], status) << what;
+  ASSERT_TRUE(j.is_object() && j.contains("error") && j["error"].is_object())
+      << what << ": " << r->body;
+  const json& e = j["error"];
+  EXPECT_TRUE(e["message"].is_string()) << what;
+  EXPECT_TRUE(e["type"].is_string()) << what;
+  if (status == 400) {
+    EXPECT_EQ(e["type"], "invalid_request_error") << what;
+  }
+  ASSERT_TRUE(e.contains("param") && e.contains("code")) << what << ": " << r->body;
+  EXPECT_TRUE(e["param"].is_null() || e["param"].is_string()) << what;
+  EXPECT_TRUE(e["code"].is_null() || e["code"].is_string()) << what;
+  if (param) {
+    if (param->empty()) {
+      EXPECT_TRUE(e["param"].is_null()) << what << ": " << r->body;
+    } else {
+      EXPECT_EQ(e["param"], *param) << what << ": " << r->body;
+    }
+  }
+}
+
+// An error response on a TGI route: {"error": "...", "error_type": ...}.
+void ExpectTgiError(const std::optional<Response>& r, int status, const std::string& error_type,
+                    const std::string& what = "") {
+  ASSERT_TRUE(r.has_value()) << what;
+  EXPECT_EQ(r->status, status) << what << ": " << r->body;
+  json j = r->Json();
+  ASSERT_TRUE(j.is_object()) << what << ": " << r->body;
+  EXPECT_TRUE(j["error"].is_string()) << what << ": " << r->body;
+  EXPECT_EQ(j["error_type"], error_type) << what << ": " << r->body;
 }
 
 double CancelledCount(HttpTestServer& s) {
@@ -79,21 +111,43 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ExpectError(post("/v1/completions", "{\"prompt\": \"bad \xff\xfe utf8\"}"), 400, "invalid UTF-8");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "stream_options": 3})"), 400,
               "stream_options");
-  ExpectError(post("/generate", R"({"inputs": ["x"]})"), 400, "tgi inputs");
-  ExpectError(post("/generate", R"({"inputs": "x", "parameters": 1})"), 400, "tgi parameters");
-  ExpectError(post("/generate", R"({"parameters": {}})"), 400, "tgi no inputs");
-  // 422: well-formed but out of range.
-  for (const char* bad : {R"("temperature": -1)", R"("top_p": 0)", R"("top_p": 1.5)", R"("n": 0)",
-                          R"("max_tokens": 0)", R"("max_tokens": 100000000)", R"("top_k": -5)",
-                          R"("min_p": 2)", R"("presence_penalty": 3)", R"("logprobs": 21)",
-                          R"("repetition_penalty": 0)", R"("temperature": 1e300)", R"("n": 1000)",
-                          R"("min_tokens": 50, "max_tokens": 5)", R"("timeout": -1)"}) {
-    ExpectError(post("/v1/completions", std::string(R"({"prompt": "x", )") + bad + "}"), 422, bad);
+  // TGI routes answer every invalid request with 422 and TGI's shape.
+  ExpectTgiError(post("/generate", R"({"inputs": ["x"]})"), 422, "validation", "tgi inputs");
+  ExpectTgiError(post("/generate", R"({"inputs": "x", "parameters": 1})"), 422, "validation",
+                 "tgi parameters");
+  ExpectTgiError(post("/generate", R"({"parameters": {}})"), 422, "validation", "tgi no inputs");
+  ExpectTgiError(post("/generate", "{\"inputs\": "), 422, "validation", "tgi truncated JSON");
+  // Well-formed but out of range: 400 too on OpenAI routes (as OpenAI and vLLM), naming the
+  // field in OpenAI's spelling.
+  for (const auto& [bad, param] : std::vector<std::pair<std::string, std::string>>{
+           {R"("temperature": -1)", "temperature"},
+           {R"("top_p": 0)", "top_p"},
+           {R"("top_p": 1.5)", "top_p"},
+           {R"("n": 0)", "n"},
+           {R"("max_tokens": 0)", "max_tokens"},
+           {R"("max_tokens": 100000000)", "max_tokens"},
+           {R"("top_k": -5)", "top_k"},
+           {R"("min_p": 2)", "min_p"},
+           {R"("presence_penalty": 3)", "presence_penalty"},
+           {R"("logprobs": 21)", "logprobs"},
+           {R"("repetition_penalty": 0)", "repetition_penalty"},
+           {R"("temperature": 1e300)", "temperature"},
+           {R"("n": 1000)", "n"},
+           {R"("min_tokens": 50, "max_tokens": 5)", "min_tokens"},
+           {R"("timeout": -1)", "timeout"},
+           {R"("stop_token_ids": [60000])", "stop_token_ids"}}) {
+    ExpectError(post("/v1/completions", std::string(R"({"prompt": "x", )") + bad + "}"), 400, bad,
+                param);
   }
-  ExpectError(post("/v1/completions", R"({"prompt": [1, 60000]})"), 422, "id beyond vocab");
-  ExpectError(post("/v1/completions", R"({"prompt": [1, -1]})"), 422, "negative id");
-  ExpectError(post("/generate", R"({"inputs": "x", "parameters": {"temperature": 0}})"), 422,
-              "tgi t=0");
+  ExpectError(post("/v1/completions", R"({"prompt": [1, 60000]})"), 400, "id beyond vocab",
+              "prompt");
+  ExpectError(post("/v1/completions", R"({"prompt": [1, -1]})"), 400, "negative id", "prompt");
+  ExpectTgiError(post("/generate", R"({"inputs": "x", "parameters": {"temperature": 0}})"), 422,
+                 "validation", "tgi t=0");
+  ExpectTgiError(post("/generate", R"({"inputs": "x", "parameters": {"top_p": 1.5}})"), 422,
+                 "validation", "tgi top_p");
+  ExpectTgiError(post("/generate_stream", R"({"inputs": "x", "parameters": {"top_n_tokens": 21}})"),
+                 422, "validation", "tgi stream top_n_tokens");
   // 404 / 405.
   ExpectError(post("/v1/completions", R"({"prompt": "x", "model": "gpt-4"})"), 404, "model");
   ExpectError(Call(port, "GET", "/nope"), 404, "path");
@@ -101,15 +155,22 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   std::optional<Response> wrong = Call(port, "GET", "/v1/completions");
   ExpectError(wrong, 405, "method");
   EXPECT_EQ(wrong->Header("allow"), "POST");
-  // 413: a body over max_body_bytes, a prompt over max_prompt_tokens.
+  // 413: a body over max_body_bytes (the transport's limit).
   ExpectError(post("/v1/completions", R"({"prompt": ")" + std::string(70 * 1024, 'a') + "\"}"), 413,
               "body");
+  // A prompt over max_prompt_tokens is an invalid request: 400 with OpenAI's
+  // context_length_exceeded (422 on TGI routes).
   std::string many = "[";
   for (int i = 0; i < 101; ++i) many += (i ? ",1" : "1");
-  ExpectError(post("/v1/completions", R"({"prompt": )" + many + "]}"), 413, "prompt ids");
+  std::optional<Response> long_ids = post("/v1/completions", R"({"prompt": )" + many + "]}");
+  ExpectError(long_ids, 400, "prompt ids", "prompt");
+  EXPECT_EQ(long_ids->Json()["error"]["code"], "context_length_exceeded");
   std::string words;
   for (int i = 0; i < 150; ++i) words += " word";
-  ExpectError(post("/v1/completions", R"({"prompt": ")" + words + "\"}"), 413, "prompt text");
+  ExpectError(post("/v1/completions", R"({"prompt": ")" + words + "\"}"), 400, "prompt text",
+              "prompt");
+  ExpectTgiError(post("/generate", R"({"inputs": ")" + words + "\"}"), 422, "validation",
+                 "tgi prompt text");
   // A malformed request line.
   {
     std::unique_ptr<Connection> c = Connection::Open(port);
@@ -145,10 +206,11 @@ TEST(HttpErrorsTest, WithoutTokenizer) {
   setup.with_tokenizer = false;
   auto s = HttpTestServer::Start(setup);
   ASSERT_TRUE(s);
-  ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", "text"}}), 400, "text prompt");
+  ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", "text"}}), 400, "text prompt",
+              "prompt");
   ExpectError(PostJson(s->port(), "/v1/completions", {{"prompt", {1, 2}}, {"stop", "x"}}), 400,
-              "stop");
-  ExpectError(PostJson(s->port(), "/generate", {{"inputs", "text"}}), 400, "tgi");
+              "stop", "stop");
+  ExpectTgiError(PostJson(s->port(), "/generate", {{"inputs", "text"}}), 422, "validation", "tgi");
   ExpectError(PostJson(s->port(), "/tokenize", {{"prompt", "text"}}), 400, "tokenize");
   // Token ids still work (without text).
   std::optional<Response> r =
@@ -168,6 +230,10 @@ TEST(HttpErrorsTest, ApiKey) {
   std::optional<Response> none = Call(s->port(), "POST", "/v1/completions", body);
   ExpectError(none, 401, "no key");
   EXPECT_EQ(none->Header("www-authenticate"), "Bearer");
+  EXPECT_EQ(none->Json()["error"]["type"], "authentication_error");
+  EXPECT_EQ(none->Json()["error"]["code"], "invalid_api_key");
+  ExpectTgiError(Call(s->port(), "POST", "/generate", R"({"inputs": "x"})"), 401, "authentication",
+                 "tgi no key");
   ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "Bearer wrong"}}),
               401, "wrong");
   ExpectError(Call(s->port(), "POST", "/v1/completions", body, {{"Authorization", "sekrit"}}), 401,
@@ -198,8 +264,10 @@ TEST(HttpErrorsTest, OverloadIs429) {
       PostJson(s->port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
   ExpectError(c, 429, "queue full");
   EXPECT_EQ(c->Header("retry-after"), "1");
+  EXPECT_EQ(c->Json()["error"]["type"], "rate_limit_error");
   std::optional<Response> tgi = PostJson(s->port(), "/generate", {{"inputs", "x"}});
-  ExpectError(tgi, 429, "tgi queue full");
+  ExpectTgiError(tgi, 429, "overloaded", "tgi queue full");
+  EXPECT_EQ(tgi->Header("retry-after"), "1");
   a->Close();
   b->Close();
   EXPECT_TRUE(s->WaitEngineIdle());
@@ -272,7 +340,7 @@ TEST(HttpErrorsTest, Deadline) {
   std::vector<std::string> events = SseData(r->body);
   ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events.back(), "[DONE]");
-  EXPECT_EQ(json::parse(events[events.size() - 2])["error"]["code"], 504);
+  EXPECT_EQ(json::parse(events[events.size() - 2])["error"]["type"], "timeout_error");
   EXPECT_TRUE(s->WaitEngineIdle());
 }
 
@@ -282,10 +350,10 @@ TEST(HttpErrorsTest, ServerTimeoutOption) {
   auto s = HttpTestServer::Start(setup);
   ASSERT_TRUE(s);
   ExpectError(PostJson(s->port(), "/v1/completions", LongRequest(false)), 504, "server timeout");
-  ExpectError(PostJson(s->port(), "/generate",
-                       {{"inputs", "x"},
-                        {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}),
-              504, "tgi server timeout");
+  ExpectTgiError(PostJson(s->port(), "/generate",
+                          {{"inputs", "x"},
+                           {"parameters", {{"max_new_tokens", 1000000}, {"ignore_eos", true}}}}),
+                 504, "incomplete_generation", "tgi server timeout");
 }
 
 TEST(HttpErrorsTest, ShutdownMidStream) {
@@ -363,6 +431,83 @@ TEST(HttpErrorsTest, Tls) {
   EXPECT_FALSE(HttpServer::Start(&s->state(), nullptr, bad).ok());
   bad.tls_key_file.clear();
   EXPECT_FALSE(HttpServer::Start(&s->state(), nullptr, bad).ok());
+}
+
+// The one mapping from absl codes to HTTP statuses, per API family.
+TEST(HttpErrorsTest, OneStatusPerCode) {
+  using absl::StatusCode;
+  const std::vector<std::tuple<StatusCode, int, int>> table = {
+      {StatusCode::kInvalidArgument, 400, 422},   {StatusCode::kFailedPrecondition, 400, 422},
+      {StatusCode::kOutOfRange, 400, 422},        {StatusCode::kUnauthenticated, 401, 401},
+      {StatusCode::kPermissionDenied, 403, 403},  {StatusCode::kNotFound, 404, 404},
+      {StatusCode::kAlreadyExists, 409, 409},     {StatusCode::kAborted, 409, 409},
+      {StatusCode::kResourceExhausted, 429, 429}, {StatusCode::kUnimplemented, 501, 501},
+      {StatusCode::kUnavailable, 503, 503},       {StatusCode::kCancelled, 503, 503},
+      {StatusCode::kDeadlineExceeded, 504, 504},  {StatusCode::kInternal, 500, 500},
+      {StatusCode::kUnknown, 500, 500},           {StatusCode::kDataLoss, 500, 500},
+  };
+  for (const auto& [code, openai, tgi] : table) {
+    SCOPED_TRACE(absl::StatusCodeToString(code));
+    EXPECT_EQ(http::HttpStatus(code, http::ApiStyle::kOpenAi), openai);
+    EXPECT_EQ(http::HttpStatus(code, http::ApiStyle::kTgi), tgi);
+  }
+  // The engine's field becomes OpenAI's spelling; its reason becomes OpenAI's code.
+  const http::ApiError e = http::ToApiError(
+      engine::InvalidField("max_new_tokens", "too many", engine::kContextLengthExceeded),
+      http::ApiStyle::kOpenAi);
+  EXPECT_EQ(e.status, 400);
+  EXPECT_EQ(e.param, "max_tokens");
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  const json body = json::parse(http::ErrorJson(e));
+  EXPECT_EQ(body, json::parse(R"({"error": {"message": "too many", "type": "invalid_request_error",
+                                  "param": "max_tokens", "code": "context_length_exceeded"}})"));
+  const json tgi = json::parse(http::ErrorJson(
+      http::ToApiError(absl::ResourceExhaustedError("the queue is full"), http::ApiStyle::kTgi)));
+  EXPECT_EQ(tgi, json::parse(R"({"error": "the queue is full", "error_type": "overloaded"})"));
+}
+
+// Each route answers errors in its family's shape: OpenAI's object on /v1/*, /tokenize,
+// /detokenize, /metrics and unknown paths; TGI's on /generate and /generate_stream.
+TEST(HttpErrorsTest, EachRouteAnswersInItsShape) {
+  ServerSetup setup;
+  setup.engine.max_prompt_tokens = 100;
+  auto s = HttpTestServer::Start(setup);
+  ASSERT_TRUE(s);
+  const int port = s->port();
+  std::optional<Response> model =
+      PostJson(port, "/v1/completions", {{"prompt", "x"}, {"model", "gpt-4"}});
+  ExpectError(model, 404, "completions model", "model");
+  EXPECT_EQ(model->Json()["error"]["type"], "not_found_error");
+  EXPECT_EQ(model->Json()["error"]["code"], "model_not_found");
+  std::optional<Response> card = Call(port, "GET", "/v1/models/gpt-4");
+  ExpectError(card, 404, "model card", "");
+  EXPECT_EQ(card->Json()["error"]["code"], "model_not_found");
+  ExpectError(Call(port, "POST", "/v1/models"), 405, "models method", "");
+  ExpectError(PostJson(port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 0}}), 400,
+              "completions", "max_tokens");
+  ExpectError(
+      PostJson(port, "/v1/completions", {{"prompt", "x"}, {"max_tokens", 0}, {"stream", true}}),
+      400, "completions stream", "max_tokens");
+  ExpectError(PostJson(port, "/tokenize", {{"text", "x"}}), 400, "tokenize", "prompt");
+  ExpectError(PostJson(port, "/detokenize", {{"tokens", {1, 999999}}}), 400, "detokenize",
+              "tokens");
+  ExpectError(PostJson(port, "/detokenize", {{"tokens", "x"}}), 400, "detokenize type", "tokens");
+  ExpectError(Call(port, "GET", "/nope"), 404, "unknown path", "");
+  for (const char* path : {"/generate", "/generate_stream"}) {
+    SCOPED_TRACE(path);
+    ExpectTgiError(PostJson(port, path, {{"inputs", "x"}, {"parameters", {{"top_k", -3}}}}), 422,
+                   "validation");
+    ExpectTgiError(PostJson(port, path, {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 0}}}}),
+                   422, "validation");
+    ExpectTgiError(Call(port, "GET", path), 405, "validation");
+  }
+  // Draining: 503 in each shape.
+  s->state().health = Health::kDraining;
+  std::optional<Response> draining = PostJson(port, "/v1/completions", {{"prompt", "x"}});
+  ExpectError(draining, 503, "draining", "");
+  EXPECT_EQ(draining->Json()["error"]["type"], "service_unavailable_error");
+  ExpectTgiError(PostJson(port, "/generate", {{"inputs", "x"}}), 503, "overloaded", "tgi draining");
+  s->state().health = Health::kServing;
 }
 
 }  // namespace
