@@ -80,6 +80,12 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
          "A streaming client this many bytes behind is disconnected and its request cancelled")
       ->envname("MAMBA_MAX_STREAM_BUFFER_BYTES")
       ->capture_default_str();
+  app.add_option("--stream-send-buffer-bytes", c->stream_send_buffer_bytes,
+                 "Kernel send buffer (SO_SNDBUF) of an HTTP connection while it streams, so that "
+                 "a client that stops reading reaches --max-stream-buffer-bytes soon "
+                 "(0 = the kernel's autotuned default, which may hold megabytes)")
+      ->envname("MAMBA_STREAM_SEND_BUFFER_BYTES")
+      ->capture_default_str();
   app.add_option("--api-key", c->api_key,
                  "Require this Bearer token (HTTP) / authorization metadata (gRPC)")
       ->envname("MAMBA_API_KEY");
@@ -110,7 +116,8 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   }
   if (c.slots < 0 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
       c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
-      c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1) {
+      c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1 ||
+      c.stream_send_buffer_bytes < 0 || c.stream_send_buffer_bytes > (1 << 30)) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
   }
   return absl::OkStatus();
@@ -148,6 +155,7 @@ FrontEndOptions ToFrontEndOptions(const ServerConfig& c, int port) {
   o.request_timeout_ms = static_cast<int64_t>(c.request_timeout_s * 1000);
   o.idle_timeout_ms = std::max<int64_t>(1, static_cast<int64_t>(c.http_idle_timeout_s * 1000));
   o.max_stream_buffer_bytes = c.max_stream_buffer_bytes;
+  o.stream_send_buffer_bytes = c.stream_send_buffer_bytes;
   return o;
 }
 

@@ -33,6 +33,7 @@ struct ServerConfig {
   int64_t max_body_bytes = 8 << 20;
   double http_idle_timeout_s = 60;
   int64_t max_stream_buffer_bytes = 4 << 20;
+  int64_t stream_send_buffer_bytes = 0;  // 0: the kernel's default
   std::string api_key;
   std::string tls_cert_file;
   std::string tls_key_file;

@@ -21,6 +21,9 @@ struct FrontEndOptions {
   int64_t max_body_bytes = 8 << 20;           // HTTP request bodies beyond this: 413
   int64_t request_timeout_ms = 0;             // default per-request deadline (0 = none)
   int64_t max_stream_buffer_bytes = 4 << 20;  // a client this far behind is cancelled
+  // HTTP: SO_SNDBUF of a connection once it starts streaming (0 = the kernel's autotuned
+  // buffer, which may absorb megabytes before max_stream_buffer_bytes is reached).
+  int64_t stream_send_buffer_bytes = 0;
   // HTTP: the time a connection may take to send (the rest of) a request, idle keep-alive
   // included, and the time a write may wait for the client to read. Then it is closed.
   int64_t idle_timeout_ms = 60'000;

@@ -402,9 +402,22 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     CountResponse(200);
     // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
     if (!chunked_) keep_alive_ = false;
+    BoundSendBuffer();
     std::string head = Head(200, "text/event-stream", keep_alive_,
                             {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}});
     Queue(absl::StrCat(head, chunked_ ? "Transfer-Encoding: chunked\r\n" : "", "\r\n"));
+  }
+
+  // FrontEndOptions::stream_send_buffer_bytes: a small kernel buffer makes a client that stops
+  // reading show up in pending_bytes_ (and reach max_stream_buffer_bytes) after kilobytes, not
+  // after the megabytes an autotuned buffer absorbs. Kept for the connection's later requests.
+  void BoundSendBuffer() {
+    const int64_t bytes = core_->options().stream_send_buffer_bytes;
+    if (bytes <= 0 || send_buffer_bounded_) return;
+    send_buffer_bounded_ = true;
+    beast::error_code ec;
+    Socket().set_option(asio::socket_base::send_buffer_size(static_cast<int>(bytes)), ec);
+    if (ec) Log()->warn("cannot set SO_SNDBUF to {}: {}", bytes, ec.message());
   }
 
   bool Write(ExchangeImpl* ex, std::string data) {
@@ -474,6 +487,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool chunked_ = true;  // HTTP/1.1: streams use chunked encoding
   bool streaming_ = false;
   bool close_after_write_ = false;
+  bool send_buffer_bounded_ = false;
 };
 
 // Holds its session while in flight (so a request the engine still works on keeps the
