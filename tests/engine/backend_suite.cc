@@ -1,6 +1,5 @@
 #include "tests/engine/backend_suite.h"
 
-#include <cstdlib>
 #include <cstring>
 #include <ostream>
 
@@ -25,11 +24,6 @@ DType ComputeOf(const BackendVariant& v) {
 }
 
 }  // namespace
-
-bool DeviceRequired() {
-  const char* env = std::getenv("MAMBA_REQUIRE_GPU");
-  return env != nullptr && std::string(env) == "1";
-}
 
 BackendTolerances TolerancesFor(DType compute) {
   if (compute == DType::kF32) return {{2e-4, 1e-3}, {1e-4, 1e-4}};

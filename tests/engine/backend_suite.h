@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "tests/engine/reference_model.h"
 #include "tests/engine/test_support.h"
+#include "tests/support/gpu_required.h"
 
 namespace mamba::engine::testing {
 
@@ -36,17 +37,13 @@ struct BackendDevice {
   std::function<bool(const Backend&)> batch_invariant;
 };
 
-// MAMBA_REQUIRE_GPU=1: a device that cannot run here fails its tests instead of skipping them
-// (GPU CI machines set it, so that a broken driver cannot pass as "skipped").
-bool DeviceRequired();
-
 // The one place the backend tests decide to skip: GTEST_SKIP()s the current test (or fails it,
-// under MAMBA_REQUIRE_GPU=1) when `device` cannot run on this machine.
+// under MAMBA_REQUIRE_GPU=1, tests/support/gpu_required.h) when `device` cannot run here.
 #define MAMBA_SKIP_UNLESS_AVAILABLE(device)                                           \
   do {                                                                                \
     const std::string mamba_why_ = (device).unavailable();                            \
     if (!mamba_why_.empty()) {                                                        \
-      if (::mamba::engine::testing::DeviceRequired()) {                               \
+      if (::mamba::testing::GpuRequired()) {                                          \
         FAIL() << (device).name << " required (MAMBA_REQUIRE_GPU=1): " << mamba_why_; \
       }                                                                               \
       GTEST_SKIP() << (device).name << " unavailable: " << mamba_why_;                \

@@ -18,6 +18,7 @@
 #include "kernels/dtype.h"
 #include "kernels/packed_chunks.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/support/gpu_required.h"
 
 namespace mamba::kernels::cuda::testing {
 
@@ -30,13 +31,16 @@ using ::mamba::kernels::testing::RoundTo;
 using ::mamba::kernels::testing::ToDouble;
 using ::mamba::kernels::testing::ToHalfBits;
 
-// GTEST_SKIP()s the current test when no device can run our kernels (sm_80+).
-#define MAMBA_SKIP_WITHOUT_GPU()                                       \
-  do {                                                                 \
-    std::string mamba_why_;                                            \
-    if (::mamba::kernels::cuda::UsableDeviceCount(&mamba_why_) == 0) { \
-      GTEST_SKIP() << "no usable CUDA device: " << mamba_why_;         \
-    }                                                                  \
+// GTEST_SKIP()s the current test when no device can run our kernels (sm_80+); fails it instead
+// under MAMBA_REQUIRE_GPU=1 (tests/support/gpu_required.h).
+#define MAMBA_SKIP_WITHOUT_GPU()                                                 \
+  do {                                                                           \
+    std::string mamba_why_;                                                      \
+    if (::mamba::kernels::cuda::UsableDeviceCount(&mamba_why_) == 0) {           \
+      if (::mamba::testing::GpuRequired())                                       \
+        FAIL() << "no usable CUDA device (MAMBA_REQUIRE_GPU=1): " << mamba_why_; \
+      GTEST_SKIP() << "no usable CUDA device: " << mamba_why_;                   \
+    }                                                                            \
   } while (0)
 
 #define MAMBA_CUDA_ASSERT(expr)                                                        \
