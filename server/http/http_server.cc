@@ -5,6 +5,16 @@
 // A connection serves one request at a time (HTTP/1.1 keep-alive; pipelined requests wait in
 // the buffer). While a request is in flight the session keeps a read pending so that a client
 // that goes away is noticed at once: its engine requests are cancelled and their slots freed.
+//
+// A session's state is two enums (session_state.h) changed only through checked transitions (an
+// illegal one is logged, and asserts in debug builds):
+//   ReadState:  kIdle -> kHeader -> kIdle -> kBody -> kIdle     reading a request
+//               kIdle -> kWatch [-> kWatchThenParse] -> kIdle   read-ahead while one is in flight
+//               kIdle -> kLinger                                draining input before a close
+//   ReplyState: kIdle -> kHandling [-> kStreaming] -> kSent -> kIdle    keep-alive
+//               kHandling | kStreaming -> kClosing -> (close)          last response
+//               kIdle -> kClosing                                      413, 431, 400
+// and any state -> kClosed (both at once, in Close).
 // clang-format off
 #include <utility>  // before Asio: GCC 12 in C++20 mode needs it
 // clang-format on
@@ -25,7 +35,9 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http.hpp>
+#include <cassert>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <functional>
@@ -42,6 +54,7 @@
 #include "server/http/api_error.h"
 #include "server/http/http_limits.h"
 #include "server/http/router.h"
+#include "server/http/session_state.h"
 #include "server/metrics.h"
 #include "spdlog/spdlog.h"
 
@@ -55,6 +68,8 @@ using tcp = asio::ip::tcp;
 using SslStream = asio::ssl::stream<tcp::socket>;
 using http::HttpRequest;
 using http::HttpResponse;
+using http::ReadState;
+using http::ReplyState;
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);  // TLS
 constexpr auto kLingerTimeout = std::chrono::seconds(2);      // draining input before a close
@@ -80,17 +95,46 @@ struct IoCore {
   const FrontEndOptions& options() const { return router.context().options; }
   Metrics* metrics() const { return router.context().metrics; }
 
+  // Changes one of the counters below; waking the waiters of WaitForZero when it reaches 0.
+  void Add(std::atomic<int64_t>& counter, int64_t delta) {
+    if (counter.fetch_add(delta) + delta != 0) return;
+    { std::lock_guard<std::mutex> lock(zero_mu); }  // a waiter is either waiting or re-checks
+    zero_cv.notify_all();
+  }
+  // Waits until every counter in `counters` is 0; false when `until` comes first.
+  bool WaitForZero(std::initializer_list<const std::atomic<int64_t>*> counters,
+                   std::chrono::steady_clock::time_point until) {
+    std::unique_lock<std::mutex> lock(zero_mu);
+    return zero_cv.wait_until(lock, until, [&] {
+      return std::all_of(counters.begin(), counters.end(),
+                         [](const std::atomic<int64_t>* c) { return c->load() <= 0; });
+    });
+  }
+
   http::Router router;
   std::mutex mu;  // held while posting from outside the I/O threads, and to set `stopped`
   bool stopped = false;
-  std::atomic<int> sessions{0};
+  std::atomic<int64_t> sessions{0};
   std::atomic<int64_t> pending_output{0};  // bytes queued on any connection, not yet written
   // Engine events posted to a session and not yet run: their bytes are about to be queued.
   // A drain waits for both, because the engine is idle as soon as its last event is posted.
   std::atomic<int64_t> pending_tasks{0};
+  std::mutex zero_mu;  // with zero_cv: a counter above reached 0
+  std::condition_variable zero_cv;
   std::mutex live_mu;
   std::vector<std::weak_ptr<SessionBase>> live;
 };
+
+// Moves *state to `to`; an illegal transition is a bug in this file: logged (and asserted in
+// debug builds), then made anyway, as the code before the enums would have.
+template <class State>
+void Transition(State* state, State to) {
+  if (!Allowed(*state, to)) {
+    Log()->error("http session: illegal transition {} -> {}", Name(*state), Name(to));
+    assert(false && "illegal http session transition");
+  }
+  *state = to;
+}
 
 const char* Reason(int status) {
   const auto r = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
@@ -119,12 +163,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
         executor_(stream_.get_executor()),
         timer_(executor_),
         write_timer_(executor_) {
-    ++core_->sessions;
+    core_->Add(core_->sessions, 1);
     if (Metrics* m = core_->metrics()) m->OnConnectionOpened("http");
   }
   ~Session() override {
     if (Metrics* m = core_->metrics()) m->OnConnectionClosed("http");
-    --core_->sessions;
+    core_->Add(core_->sessions, -1);
   }
 
   void Start() {
@@ -133,7 +177,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       stream_.async_handshake(asio::ssl::stream_base::server,
                               [self = this->shared_from_this()](beast::error_code ec) {
                                 self->timer_.cancel();
-                                if (ec) return self->Close();
+                                if (ec || self->Closed()) return self->Close();
                                 self->DoRead();
                               });
     } else {
@@ -166,35 +210,41 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // ---- reading requests ----
 
+  bool Closed() const { return reply_ == ReplyState::kClosed; }
+  // A request is in flight: its exchange has not ended.
+  bool InFlight() const {
+    return reply_ == ReplyState::kHandling || reply_ == ReplyState::kStreaming;
+  }
+
   void DoRead() {
-    if (closed_) return;
+    if (Closed()) return;
     parser_.emplace();
     parser_->body_limit(
         static_cast<uint64_t>(std::max<int64_t>(core_->options().max_body_bytes, 0)));
     parser_->header_limit(kHeaderLimit);
     ArmTimer(IdleTimeout());
-    reading_ = true;
+    Transition(&read_, ReadState::kHeader);
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {
-    reading_ = false;
-    if (closed_) return;
+    if (Closed()) return;
+    Transition(&read_, ReadState::kIdle);
     if (ec) return OnReadError(ec);
     if (absl::EqualsIgnoreCase(std::string(parser_->get()[bhttp::field::expect]), "100-continue")) {
       Queue("HTTP/1.1 100 Continue\r\n\r\n");
     }
-    reading_ = true;
+    Transition(&read_, ReadState::kBody);
     bhttp::async_read(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }
 
   void OnBody(beast::error_code ec) {
-    reading_ = false;
-    if (closed_) return;
+    if (Closed()) return;
+    Transition(&read_, ReadState::kIdle);
     if (ec) return OnReadError(ec);
     timer_.cancel();
     bhttp::request<bhttp::string_body> msg = parser_->release();
@@ -208,7 +258,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     req.body = std::move(msg.body());
     req.authorization = std::string(msg[bhttp::field::authorization]);
     endpoint_ = std::string(http::Router::EndpointLabel(req.path));
-    streaming_ = false;  // a new exchange on a kept-alive connection starts unstreamed
+    style_ = http::StyleOf(req.path);
+    Transition(&reply_, ReplyState::kHandling);
     exchange_ = std::make_shared<ExchangeImpl>(this->shared_from_this());
     try {
       core_->router.Handle(req, exchange_);
@@ -217,7 +268,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
     // Read ahead only with an empty buffer: pipelined bytes already here must be parsed next,
     // and a pending read-ahead would wait for bytes that never come.
-    if (exchange_ && !exchange_->ended_ && !reading_ && buffer_.size() == 0) StartWatch();
+    if (InFlight() && read_ == ReadState::kIdle && buffer_.size() == 0) StartWatch();
   }
 
   void OnReadError(beast::error_code ec) {
@@ -239,7 +290,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // arrive (a pipelined request) stay in buffer_ for the parser, and end the read-ahead: a
   // client that pipelines is only noticed gone when its answers are written.
   void StartWatch() {
-    reading_ = true;
+    Transition(&read_, ReadState::kWatch);
     stream_.async_read_some(buffer_.prepare(kWatchChunk),
                             [self = this->shared_from_this()](beast::error_code ec, size_t n) {
                               self->OnWatch(ec, n);
@@ -247,31 +298,28 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void OnWatch(beast::error_code ec, size_t n) {
-    reading_ = false;
-    if (closed_) return;
+    if (Closed()) return;
+    const bool parse = read_ == ReadState::kWatchThenParse;
+    Transition(&read_, ReadState::kIdle);
     if (ec) return Close();  // the client went away: Close cancels what it was waiting for
     buffer_.commit(n);
-    if (want_parse_) {
-      want_parse_ = false;
-      return DoRead();
-    }
+    if (parse) return DoRead();
     // Not re-armed: AfterDrain starts the parse of what came.
   }
 
   // ---- writing ----
 
-  bool InFlight() const { return exchange_ && !exchange_->ended_; }
-
   void Queue(std::string bytes) {
     pending_bytes_ += static_cast<int64_t>(bytes.size());
-    core_->pending_output += static_cast<int64_t>(bytes.size());
+    core_->Add(core_->pending_output, static_cast<int64_t>(bytes.size()));
     out_.push_back(std::move(bytes));
     DoWrite();
   }
 
+  bool Writing() const { return in_write_ > 0; }
+
   void DoWrite() {
-    if (writing_ || out_.empty() || closed_) return;
-    writing_ = true;
+    if (Writing() || out_.empty() || Closed()) return;
     in_write_ = out_.size();
     std::vector<asio::const_buffer> bufs;
     bufs.reserve(in_write_);
@@ -291,7 +339,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     write_timer_.expires_after(d);
     write_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
       self->write_timer_armed_ = false;
-      if (ec || self->closed_ || !self->writing_) return;
+      if (ec || self->Closed() || !self->Writing()) return;
       const auto waited = std::chrono::steady_clock::now() - self->write_started_;
       if (waited < self->IdleTimeout()) return self->ArmWriteTimer(self->IdleTimeout() - waited);
       Log()->info("closing a connection: the client read nothing for {} ms",
@@ -301,27 +349,30 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void OnWrite(beast::error_code ec) {
-    writing_ = false;
-    if (closed_) return;
+    if (Closed()) return;
     if (ec) return Close();
+    int64_t written = 0;
     for (size_t i = 0; i < in_write_; ++i) {
-      pending_bytes_ -= static_cast<int64_t>(out_.front().size());
-      core_->pending_output -= static_cast<int64_t>(out_.front().size());
+      written += static_cast<int64_t>(out_.front().size());
       out_.pop_front();
     }
     in_write_ = 0;
+    pending_bytes_ -= written;
+    core_->Add(core_->pending_output, -written);
     if (!out_.empty()) return DoWrite();
     AfterDrain();
   }
 
   // Everything queued is written: close, wait for the next request, or keep streaming.
   void AfterDrain() {
-    if (InFlight() || closed_) return;
-    if (close_after_write_) return GracefulClose();
-    if (!exchange_) return;  // e.g. a 100 Continue went out before the body
+    if (reply_ == ReplyState::kClosing) return GracefulClose();
+    // In flight, closed, or idle (e.g. a 100 Continue went out before the body): nothing to do.
+    if (reply_ != ReplyState::kSent) return;
     exchange_.reset();
-    if (reading_) {
-      want_parse_ = true;  // the read-ahead is pending: it starts the parse when bytes come
+    Transition(&reply_, ReplyState::kIdle);
+    if (read_ == ReadState::kWatch) {
+      // The read-ahead is pending: it starts the parse when bytes come.
+      Transition(&read_, ReadState::kWatchThenParse);
       ArmTimer(IdleTimeout());
     } else {
       DoRead();
@@ -331,8 +382,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // A protocol-level error with no exchange (413, 431, 400): answer and close.
   void SendError(int status, std::string message) {
     if (Metrics* m = core_->metrics()) m->OnResponse("http", "other", status);
-    HttpResponse r = http::ErrorResponse({status, std::move(message)});
-    close_after_write_ = true;
+    // The path, when the request line was read, says which API's error shape to answer in.
+    http::ApiStyle style = http::ApiStyle::kOpenAi;
+    if (parser_) {
+      const std::string_view target(parser_->get().target().data(), parser_->get().target().size());
+      style = http::StyleOf(target.substr(0, target.find('?')));
+    }
+    HttpResponse r =
+        http::ErrorResponse({.status = status, .message = std::move(message), .style = style});
+    Transition(&reply_, ReplyState::kClosing);
     Queue(absl::StrCat(Head(r.status, r.content_type, false, r.headers),
                        "Content-Length: ", r.body.size(), "\r\n\r\n", r.body));
     timer_.cancel();
@@ -342,7 +400,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // Stops sending, then drains what the client still sends (so that closing does not reset
   // the connection before it read our answer), for at most kLingerTimeout.
   void GracefulClose() {
-    if (reading_) return Close();
+    if (read_ != ReadState::kIdle) return Close();
     ArmTimer(kLingerTimeout);
     if constexpr (kTls) {
       // close_notify, so that the client can tell the end from a truncation.
@@ -351,6 +409,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     } else {
       beast::error_code ec;
       Socket().shutdown(tcp::socket::shutdown_send, ec);
+      Transition(&read_, ReadState::kLinger);
       Linger();
     }
   }
@@ -358,19 +417,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Linger() {
     Socket().async_read_some(asio::buffer(linger_buf_),
                              [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                               if (ec || self->closed_) return self->Close();
+                               if (ec || self->Closed()) return self->Close();
                                self->Linger();
                              });
   }
 
   void Close() {
-    if (closed_) return;
-    closed_ = true;
-    core_->pending_output -= pending_bytes_;  // never to be written now
+    if (Closed()) return;
+    const bool in_flight = InFlight() && !exchange_->ended_;  // not after Abort's End
+    Transition(&reply_, ReplyState::kClosed);
+    Transition(&read_, ReadState::kClosed);
+    core_->Add(core_->pending_output, -pending_bytes_);  // never to be written now
     pending_bytes_ = 0;
     timer_.cancel();
     write_timer_.cancel();
-    if (InFlight()) exchange_->ClientGone();
+    if (in_flight) exchange_->ClientGone();
     exchange_.reset();
     beast::error_code ec;
     Socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -380,7 +441,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   // ---- the exchange's operations (strand only) ----
 
   bool Current(const ExchangeImpl* ex) const {
-    return !closed_ && exchange_.get() == ex && !ex->ended_;
+    return InFlight() && exchange_.get() == ex && !ex->ended_;
   }
 
   void CountResponse(int status) {
@@ -391,14 +452,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (!Current(ex)) return;
     ex->End();
     CountResponse(r.status);
-    if (!keep_alive_) close_after_write_ = true;
+    Transition(&reply_, keep_alive_ ? ReplyState::kSent : ReplyState::kClosing);
     Queue(absl::StrCat(Head(r.status, r.content_type, keep_alive_, r.headers),
                        "Content-Length: ", r.body.size(), "\r\n\r\n", r.body));
   }
 
   void StartStream(ExchangeImpl* ex) {
-    if (!Current(ex) || streaming_) return;
-    streaming_ = true;
+    if (!Current(ex) || reply_ != ReplyState::kHandling) return;
+    Transition(&reply_, ReplyState::kStreaming);
     CountResponse(200);
     // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
     if (!chunked_) keep_alive_ = false;
@@ -421,7 +482,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   bool Write(ExchangeImpl* ex, std::string data) {
-    if (!Current(ex) || !streaming_) return false;
+    if (!Current(ex) || reply_ != ReplyState::kStreaming) return false;
     if (data.empty()) return true;
     const int64_t limit = core_->options().max_stream_buffer_bytes;
     // A chunk always goes out when nothing is waiting; beyond that the client is too slow.
@@ -441,13 +502,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   void EndStream(ExchangeImpl* ex) {
-    if (!Current(ex) || !streaming_) return;
+    if (!Current(ex) || reply_ != ReplyState::kStreaming) return;
     ex->End();
     if (chunked_) {
+      Transition(&reply_, ReplyState::kSent);
       Queue("0\r\n\r\n");
     } else {
-      close_after_write_ = true;
-      if (!writing_ && out_.empty()) AfterDrain();
+      Transition(&reply_, ReplyState::kClosing);
+      if (!Writing() && out_.empty()) AfterDrain();
     }
   }
 
@@ -460,8 +522,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void HandlerFailed(const char* what) {
     Log()->error("a handler failed: {}", what);
     if (!InFlight()) return;
-    if (streaming_) return Abort(exchange_.get());
-    Respond(exchange_.get(), http::ErrorResponse({500, "internal error"}));
+    if (reply_ == ReplyState::kStreaming) return Abort(exchange_.get());
+    Respond(exchange_.get(),
+            http::ErrorResponse({.status = 500, .message = "internal error", .style = style_}));
   }
 
   std::shared_ptr<IoCore> core_;
@@ -477,17 +540,15 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   size_t in_write_ = 0;        // entries of out_ in the write under way
   int64_t pending_bytes_ = 0;  // queued and not yet written
   std::shared_ptr<ExchangeImpl> exchange_;
-  std::string endpoint_;  // metrics label of the current request
+  std::string endpoint_;                            // metrics label of the current request
+  http::ApiStyle style_ = http::ApiStyle::kOpenAi;  // error shape of the current request
   std::array<char, 4096> linger_buf_;
-  bool reading_ = false;  // a read (parse or read-ahead) is pending
-  bool writing_ = false;
-  bool want_parse_ = false;
-  bool closed_ = false;
+  ReadState read_ = ReadState::kIdle;
+  ReplyState reply_ = ReplyState::kIdle;
+  // Of the current request (and the connection's HTTP version).
   bool keep_alive_ = true;
-  bool chunked_ = true;  // HTTP/1.1: streams use chunked encoding
-  bool streaming_ = false;
-  bool close_after_write_ = false;
-  bool send_buffer_bounded_ = false;
+  bool chunked_ = true;               // HTTP/1.1: streams use chunked encoding
+  bool send_buffer_bounded_ = false;  // SO_SNDBUF set (stream_send_buffer_bytes)
 };
 
 // Holds its session while in flight (so a request the engine still works on keeps the
@@ -506,11 +567,11 @@ class Session<Stream>::ExchangeImpl : public http::Exchange,
     if (core_->stopped) return;
     std::shared_ptr<Session> s = weak_.lock();
     if (!s) return;
-    ++core_->pending_tasks;
+    core_->Add(core_->pending_tasks, 1);
     asio::post(s->executor_, [self = this->shared_from_this(), task = std::move(task)] {
       struct Done {
         IoCore* core;
-        ~Done() { --core->pending_tasks; }
+        ~Done() { core->Add(core->pending_tasks, -1); }
       } done{self->core_.get()};
       if (self->ended_) return;
       try {
@@ -680,12 +741,9 @@ int HttpServer::port() const { return impl_->port; }
 
 bool HttpServer::WaitForPendingOutput(std::chrono::milliseconds timeout) {
   if (!impl_) return true;
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (impl_->core->pending_tasks.load() > 0 || impl_->core->pending_output.load() > 0) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
+  IoCore& core = *impl_->core;
+  return core.WaitForZero({&core.pending_tasks, &core.pending_output},
+                          std::chrono::steady_clock::now() + timeout);
 }
 
 void HttpServer::Shutdown() {
@@ -704,10 +762,8 @@ void HttpServer::Shutdown() {
     }
   }
   // Closing cancels the sessions' engine requests; give them a moment to unwind.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (s.core->sessions.load() > 0 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  s.core->WaitForZero({&s.core->sessions},
+                      std::chrono::steady_clock::now() + std::chrono::seconds(2));
   {
     std::lock_guard<std::mutex> lock(s.core->mu);
     s.core->stopped = true;

@@ -471,6 +471,7 @@ TEST(HttpErrorsTest, OneStatusPerCode) {
 TEST(HttpErrorsTest, EachRouteAnswersInItsShape) {
   ServerSetup setup;
   setup.engine.max_prompt_tokens = 100;
+  setup.front_end.max_body_bytes = 64 * 1024;
   auto s = HttpTestServer::Start(setup);
   ASSERT_TRUE(s);
   const int port = s->port();
@@ -500,6 +501,10 @@ TEST(HttpErrorsTest, EachRouteAnswersInItsShape) {
     ExpectTgiError(PostJson(port, path, {{"inputs", "x"}, {"parameters", {{"max_new_tokens", 0}}}}),
                    422, "validation");
     ExpectTgiError(Call(port, "GET", path), 405, "validation");
+    // Refused by the transport before any handler: still in the route's shape.
+    ExpectTgiError(
+        Call(port, "POST", path, R"({"inputs": ")" + std::string(70 * 1024, 'a') + "\"}"), 413,
+        "validation");
   }
   // Draining: 503 in each shape.
   s->state().health = Health::kDraining;

@@ -2,9 +2,11 @@
 // echo, logprobs, stop), TGI generate / generate_stream, tokenize, models, health, metrics,
 // keep-alive and pipelining, over a real engine with a tiny random model.
 #include <set>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/http/session_state.h"
 #include "tests/server/http/http_test_server.h"
 
 namespace mamba::server::http_testing {
@@ -474,6 +476,48 @@ TEST_F(HttpServerTest, ExpectContinue) {
   std::optional<Response> r = c->Read();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// A connection's states move only along the documented edges (server/http/session_state.h):
+// every pair is checked, so that a new edge is a deliberate change of this table.
+TEST(SessionStateTest, OnlyTheDocumentedTransitionsAreAllowed) {
+  using http::ReadState;
+  using http::ReplyState;
+  const std::set<std::pair<ReadState, ReadState>> read_edges = {
+      {ReadState::kIdle, ReadState::kHeader},
+      {ReadState::kHeader, ReadState::kIdle},
+      {ReadState::kIdle, ReadState::kBody},
+      {ReadState::kBody, ReadState::kIdle},
+      {ReadState::kIdle, ReadState::kWatch},
+      {ReadState::kWatch, ReadState::kIdle},
+      {ReadState::kWatch, ReadState::kWatchThenParse},
+      {ReadState::kWatchThenParse, ReadState::kIdle},
+      {ReadState::kIdle, ReadState::kLinger},
+  };
+  for (int f = 0; f <= static_cast<int>(ReadState::kClosed); ++f) {
+    for (int t = 0; t <= static_cast<int>(ReadState::kClosed); ++t) {
+      const auto from = static_cast<ReadState>(f);
+      const auto to = static_cast<ReadState>(t);
+      const bool want = read_edges.contains({from, to}) ||
+                        (to == ReadState::kClosed && from != ReadState::kClosed);
+      EXPECT_EQ(http::Allowed(from, to), want) << http::Name(from) << " -> " << http::Name(to);
+    }
+  }
+  const std::set<std::pair<ReplyState, ReplyState>> reply_edges = {
+      {ReplyState::kIdle, ReplyState::kHandling},      {ReplyState::kIdle, ReplyState::kClosing},
+      {ReplyState::kHandling, ReplyState::kStreaming}, {ReplyState::kHandling, ReplyState::kSent},
+      {ReplyState::kHandling, ReplyState::kClosing},   {ReplyState::kStreaming, ReplyState::kSent},
+      {ReplyState::kStreaming, ReplyState::kClosing},  {ReplyState::kSent, ReplyState::kIdle},
+  };
+  for (int f = 0; f <= static_cast<int>(ReplyState::kClosed); ++f) {
+    for (int t = 0; t <= static_cast<int>(ReplyState::kClosed); ++t) {
+      const auto from = static_cast<ReplyState>(f);
+      const auto to = static_cast<ReplyState>(t);
+      const bool want = reply_edges.contains({from, to}) ||
+                        (to == ReplyState::kClosed && from != ReplyState::kClosed);
+      EXPECT_EQ(http::Allowed(from, to), want) << http::Name(from) << " -> " << http::Name(to);
+    }
+  }
 }
 
 }  // namespace
