@@ -14,9 +14,12 @@ namespace {
 constexpr char kKindUrl[] = "mamba.client/kind";
 constexpr char kHttpUrl[] = "mamba.client/http_status";
 
+// The inverse of the server's one mapping (server/http/api_error.h): an invalid request is
+// InvalidArgument whether OpenAI's routes say 400 or TGI's say 422, as gRPC says it.
 absl::StatusCode CodeForHttp(int s) {
   switch (s) {
     case 400:
+    case 422:
       return absl::StatusCode::kInvalidArgument;
     case 401:
     case 403:
@@ -26,8 +29,7 @@ absl::StatusCode CodeForHttp(int s) {
     case 408:
     case 504:
       return absl::StatusCode::kDeadlineExceeded;
-    case 413:
-    case 422:
+    case 413:  // a body over the server's limit
       return absl::StatusCode::kOutOfRange;
     case 429:
       return absl::StatusCode::kResourceExhausted;

@@ -478,12 +478,26 @@ TEST_F(HttpServerTest, ExpectContinue) {
   EXPECT_EQ(r->status, 200);
 }
 
+// Every (from, to) pair: Allowed exactly on `edges` and on any state -> kClosed.
+template <class State>
+void ExpectOnlyEdges(const std::set<std::pair<State, State>>& edges) {
+  for (int f = 0; f <= static_cast<int>(State::kClosed); ++f) {
+    for (int t = 0; t <= static_cast<int>(State::kClosed); ++t) {
+      const auto from = static_cast<State>(f);
+      const auto to = static_cast<State>(t);
+      const bool want =
+          edges.contains({from, to}) || (to == State::kClosed && from != State::kClosed);
+      EXPECT_EQ(http::Allowed(from, to), want) << http::Name(from) << " -> " << http::Name(to);
+    }
+  }
+}
+
 // A connection's states move only along the documented edges (server/http/session_state.h):
 // every pair is checked, so that a new edge is a deliberate change of this table.
 TEST(SessionStateTest, OnlyTheDocumentedTransitionsAreAllowed) {
   using http::ReadState;
   using http::ReplyState;
-  const std::set<std::pair<ReadState, ReadState>> read_edges = {
+  ExpectOnlyEdges<ReadState>({
       {ReadState::kIdle, ReadState::kHeader},
       {ReadState::kHeader, ReadState::kIdle},
       {ReadState::kIdle, ReadState::kBody},
@@ -493,31 +507,17 @@ TEST(SessionStateTest, OnlyTheDocumentedTransitionsAreAllowed) {
       {ReadState::kWatch, ReadState::kWatchThenParse},
       {ReadState::kWatchThenParse, ReadState::kIdle},
       {ReadState::kIdle, ReadState::kLinger},
-  };
-  for (int f = 0; f <= static_cast<int>(ReadState::kClosed); ++f) {
-    for (int t = 0; t <= static_cast<int>(ReadState::kClosed); ++t) {
-      const auto from = static_cast<ReadState>(f);
-      const auto to = static_cast<ReadState>(t);
-      const bool want = read_edges.contains({from, to}) ||
-                        (to == ReadState::kClosed && from != ReadState::kClosed);
-      EXPECT_EQ(http::Allowed(from, to), want) << http::Name(from) << " -> " << http::Name(to);
-    }
-  }
-  const std::set<std::pair<ReplyState, ReplyState>> reply_edges = {
-      {ReplyState::kIdle, ReplyState::kHandling},      {ReplyState::kIdle, ReplyState::kClosing},
-      {ReplyState::kHandling, ReplyState::kStreaming}, {ReplyState::kHandling, ReplyState::kSent},
-      {ReplyState::kHandling, ReplyState::kClosing},   {ReplyState::kStreaming, ReplyState::kSent},
-      {ReplyState::kStreaming, ReplyState::kClosing},  {ReplyState::kSent, ReplyState::kIdle},
-  };
-  for (int f = 0; f <= static_cast<int>(ReplyState::kClosed); ++f) {
-    for (int t = 0; t <= static_cast<int>(ReplyState::kClosed); ++t) {
-      const auto from = static_cast<ReplyState>(f);
-      const auto to = static_cast<ReplyState>(t);
-      const bool want = reply_edges.contains({from, to}) ||
-                        (to == ReplyState::kClosed && from != ReplyState::kClosed);
-      EXPECT_EQ(http::Allowed(from, to), want) << http::Name(from) << " -> " << http::Name(to);
-    }
-  }
+  });
+  ExpectOnlyEdges<ReplyState>({
+      {ReplyState::kIdle, ReplyState::kHandling},
+      {ReplyState::kIdle, ReplyState::kClosing},
+      {ReplyState::kHandling, ReplyState::kStreaming},
+      {ReplyState::kHandling, ReplyState::kSent},
+      {ReplyState::kHandling, ReplyState::kClosing},
+      {ReplyState::kStreaming, ReplyState::kSent},
+      {ReplyState::kStreaming, ReplyState::kClosing},
+      {ReplyState::kSent, ReplyState::kIdle},
+  });
 }
 
 }  // namespace
