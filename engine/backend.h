@@ -76,6 +76,15 @@ class Backend {
   // Copies a whole state (all layers), e.g. to fork a prompt for n > 1 completions.
   virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;
 
+  // Floats in one slot's whole state (conv + SSM, every layer): what SaveSlot writes and
+  // RestoreSlot reads, in the backend's own layout (a state moves between slots and processes of
+  // one backend kind; between kinds only once their layouts are converted).
+  virtual int64_t state_floats() const = 0;
+  // Copies a slot's whole state to host memory (`state` is resized to state_floats()).
+  virtual absl::Status SaveSlot(SlotId slot, std::vector<float>* state) = 0;
+  // Overwrites a slot's whole state with one SaveSlot wrote (size state_floats()).
+  virtual absl::Status RestoreSlot(SlotId slot, std::span<const float> state) = 0;
+
   // Seconds spent per op since creation, when created with profile = true.
   virtual std::vector<std::pair<std::string, double>> OpSeconds() const { return {}; }
 };

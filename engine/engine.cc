@@ -7,6 +7,7 @@
 #include "engine/logging.h"
 #include "engine/request_validation.h"
 #include "engine/serving/batch_loop.h"
+#include "engine/serving/state_store.h"
 #include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -15,6 +16,28 @@ namespace {
 
 constexpr size_t kMaxStopStrings = 16;
 constexpr size_t kMaxStopStringBytes = 256;
+
+}  // namespace
+
+namespace {
+
+// Identifies the model a state belongs to, within this process: the shape and special tokens
+// of its config. (One engine serves one model; states that leave the process will need the
+// weights' fingerprint too.)
+uint64_t ModelFingerprint(const ModelConfig& c) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](int64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= static_cast<uint64_t>(v >> (8 * i)) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  };
+  for (int64_t v : {c.vocab_size, c.hidden_size, c.intermediate_size, c.state_size,
+                    c.num_hidden_layers, c.conv_kernel, c.time_step_rank}) {
+    mix(v);
+  }
+  return h;
+}
 
 }  // namespace
 
@@ -57,7 +80,15 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   SchedulerOptions so;
   so.max_step_tokens = options_.max_step_tokens;
   so.prefill_chunk = options_.prefill_chunk;
-  loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_);
+  StateCache cache;
+  if (options_.state_cache_bytes > 0) {
+    StateStoreOptions sso;
+    sso.capacity_bytes = options_.state_cache_bytes;
+    store_ = std::make_unique<StateStore>(sso);
+    cache.store = store_.get();
+    cache.key.model = ModelFingerprint(backend_->config());
+  }
+  loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_, cache);
   stats_.slots_total = backend_->num_slots();
   log_ = NamedLogger("engine");
 }
@@ -212,12 +243,23 @@ void Engine::LogSummaryIfDue(bool force) {
   if (!force && now - tally.since < kSummaryPeriod) return;
   const double period = std::chrono::duration<double>(now - tally.since).count();
   const EngineStats s = Stats();
+  std::string cache;
+  if (store_) {
+    const int64_t lookups = s.cache_lookups - tally_cache_.lookups;
+    const int64_t reused = s.cache_tokens_reused - tally_cache_.tokens_reused;
+    const int64_t hit =
+        (s.cache_hits - tally_cache_.hits) + (s.cache_partial_hits - tally_cache_.partial_hits);
+    cache = fmt::format(", state cache {}/{} prompts hit, {} tokens reused, {} entries {:.0f} MiB",
+                        hit, lookups, reused, s.cache_entries,
+                        static_cast<double>(s.cache_bytes) / (1 << 20));
+    tally_cache_ = {s.cache_lookups, s.cache_hits, s.cache_partial_hits, s.cache_tokens_reused};
+  }
   log_->info(
       "engine: {} steps in {:.1f} s ({:.0f}% busy), {} decode + {} prompt tokens "
-      "({:.1f} tok/s out), {} running, {} waiting, slots {}/{}",
+      "({:.1f} tok/s out), {} running, {} waiting, slots {}/{}{}",
       tally.steps, period, 100.0 * tally.busy_seconds / period, tally.decode_tokens,
       tally.prompt_tokens, static_cast<double>(tally.decode_tokens) / period, s.running, s.waiting,
-      s.slots_used, s.slots_total);
+      s.slots_used, s.slots_total, cache);
   loop_->ResetTally();
 }
 

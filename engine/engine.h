@@ -25,6 +25,7 @@
 namespace mamba::engine {
 
 class BatchLoop;
+class StateStore;
 struct LiveRequest;
 
 struct EngineOptions {
@@ -33,6 +34,9 @@ struct EngineOptions {
   int64_t max_prompt_tokens = 65536;  // longer prompts are refused
   int32_t max_new_tokens_limit = 16384;  // upper bound on a request's max_new_tokens
   int64_t prefill_chunk = 0;             // max prompt tokens of one request per step (0 = budget)
+  // Host memory for snapshots of recurrent states (engine/serving/state_store.h), reused when a
+  // prompt extends a sequence seen before; 0 turns the state cache off.
+  int64_t state_cache_bytes = 0;
 };
 
 // Point-in-time view for health, metrics and model info.
@@ -43,6 +47,10 @@ struct EngineStats {
   int64_t slots_total = 0;
   int64_t steps = 0;
   bool draining = false;
+  // State cache (all zero when it is off).
+  int64_t cache_lookups = 0, cache_hits = 0, cache_partial_hits = 0, cache_misses = 0;
+  int64_t cache_tokens_reused = 0, cache_snapshots = 0, cache_entries = 0, cache_bytes = 0;
+  int64_t cache_evictions = 0;
 };
 
 // Observations for metrics; called on the scheduler thread, must not block.
@@ -121,7 +129,12 @@ class Engine {
   EngineStats stats_;
 
   // Scheduler-thread state.
+  std::unique_ptr<StateStore> store_;  // null when the state cache is off
   std::unique_ptr<BatchLoop> loop_;
+  bool never_hit_logged_ = false;  // the "evicting entries never hit" line is logged once
+  struct {
+    int64_t lookups = 0, hits = 0, partial_hits = 0, tokens_reused = 0;
+  } tally_cache_;  // the counters at the last summary line
   static constexpr std::chrono::seconds kSummaryPeriod{10};
   std::shared_ptr<spdlog::logger> log_;  // "engine"
   std::thread thread_;

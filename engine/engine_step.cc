@@ -6,6 +6,8 @@
 
 #include "engine/engine.h"
 #include "engine/serving/batch_loop.h"
+#include "engine/serving/state_store.h"
+#include "spdlog/spdlog.h"
 
 namespace mamba::engine {
 
@@ -65,6 +67,26 @@ void Engine::Account(int64_t admitted, int64_t dropped, int64_t retired) {
   outstanding_ -= dropped + retired;
   stats_.running = static_cast<int64_t>(loop_->num_running());
   stats_.slots_used = loop_->slots().num_used();
+  if (store_) {
+    const CacheCounts& c = loop_->cache_counts();
+    const StateStore::Stats st = store_->stats();
+    stats_.cache_lookups = c.lookups;
+    stats_.cache_hits = c.hits;
+    stats_.cache_partial_hits = c.partial_hits;
+    stats_.cache_misses = c.misses;
+    stats_.cache_tokens_reused = c.tokens_reused;
+    stats_.cache_snapshots = c.snapshots;
+    stats_.cache_entries = st.entries;
+    stats_.cache_bytes = st.bytes;
+    stats_.cache_evictions = st.evictions;
+    if (st.evicted_never_hit > 0 && !never_hit_logged_) {
+      never_hit_logged_ = true;
+      log_->info(
+          "engine: the state cache is full and evicting snapshots that were never reused ({} "
+          "so far); if requests share prefixes, a larger --state-cache-bytes would help",
+          st.evicted_never_hit);
+    }
+  }
   if (outstanding_ == 0) idle_cv_.notify_all();
 }
 

@@ -42,6 +42,7 @@ struct TokenEvent {
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;  // this completion's generated tokens
+  int64_t cached_tokens = 0;      // prompt tokens restored from the state cache (not computed)
 };
 
 struct FinishEvent {

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "CLI/CLI.hpp"
+#include "engine/backend_factory.h"
 #include "engine/checkpoint.h"
 #include "engine/logging.h"
 #include "server/grpc/grpc_server.h"
@@ -91,7 +92,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   if (!dtype.ok()) return Fail("bad --dtype", dtype.status());
   auto backend = engine::CreateBackend(*checkpoint, ToBackendOptions(c, *dtype));
   if (!backend.ok()) return Fail("cannot start the engine", backend.status());
-  const std::string device = (*backend)->Describe();
+  const engine::BackendInfo info = (*backend)->info();
   Metrics metrics;
   auto eng = engine::Engine::Create(std::move(*backend), tokenizer, ToEngineOptions(c), &metrics);
   if (!eng.ok()) return Fail("cannot start the engine", eng.status());
@@ -99,9 +100,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   state.engine = eng->get();
   state.tokenizer = tokenizer.get();
   state.model_name = c.model_name.empty() ? fs::path(dir).filename().string() : c.model_name;
-  // "cpu" or "cuda:N": Describe() starts "cpu: ..." or "cuda:N (name): ...".
-  state.device = device.substr(0, device.find(' '));
-  if (!state.device.empty() && state.device.back() == ':') state.device.pop_back();
+  state.device = info.device;
 
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<GrpcServer> grpc;
@@ -126,8 +125,8 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   }
   state.health = Health::kServing;
   if (grpc) grpc->SetServing(true);
-  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, device, c.host,
-              http_port, c.host, grpc_port);
+  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, info.description,
+              c.host, http_port, c.host, grpc_port);
 
   int sig = 0;
   sigwait(&signals, &sig);

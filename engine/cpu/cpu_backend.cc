@@ -176,6 +176,43 @@ absl::Status CpuBackend::CopySlot(SlotId from, SlotId to) {
   return absl::OkStatus();
 }
 
+// Per layer: the conv state [d_conv-1, d_inner], then the SSM state [d_state, d_inner].
+int64_t CpuBackend::state_floats() const {
+  return config().num_hidden_layers * (conv_slot_floats_ + ssm_slot_floats_);
+}
+
+absl::Status CpuBackend::SaveSlot(SlotId slot, std::vector<float>* state) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  state->resize(static_cast<size_t>(state_floats()));
+  const int64_t S = options_.num_slots;
+  float* out = state->data();
+  for (int64_t l = 0; l < config().num_hidden_layers; ++l) {
+    out = std::copy_n(conv_state_.begin() + (l * S + slot.value) * conv_slot_floats_,
+                      conv_slot_floats_, out);
+    out = std::copy_n(ssm_state_.begin() + (l * S + slot.value) * ssm_slot_floats_,
+                      ssm_slot_floats_, out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::RestoreSlot(SlotId slot, std::span<const float> state) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  if (static_cast<int64_t>(state.size()) != state_floats()) {
+    return absl::InvalidArgumentError(absl::StrCat("RestoreSlot: a state of ", state.size(),
+                                                   " floats; this model's has ", state_floats()));
+  }
+  const int64_t S = options_.num_slots;
+  const float* in = state.data();
+  for (int64_t l = 0; l < config().num_hidden_layers; ++l) {
+    std::copy_n(in, conv_slot_floats_,
+                conv_state_.begin() + (l * S + slot.value) * conv_slot_floats_);
+    in += conv_slot_floats_;
+    std::copy_n(in, ssm_slot_floats_, ssm_state_.begin() + (l * S + slot.value) * ssm_slot_floats_);
+    in += ssm_slot_floats_;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
                                 Logits* logits) {
   if (slots.size() != tokens.size()) {

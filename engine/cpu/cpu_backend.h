@@ -28,6 +28,9 @@ class CpuBackend : public Backend {
                       Logits* logits) override;
   absl::Status ResetSlot(SlotId slot) override;
   absl::Status CopySlot(SlotId from, SlotId to) override;
+  int64_t state_floats() const override;
+  absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
+  absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
   std::vector<std::pair<std::string, double>> OpSeconds() const override;
 
   int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }

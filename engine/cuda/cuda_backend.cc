@@ -382,6 +382,61 @@ absl::Status CudaBackend::CopySlot(SlotId from, SlotId to) {
   return Sync(absl::StrCat("copy of slot ", from.value, " to ", to.value));
 }
 
+// A slot's state on the device is [layers][conv floats] then [layers][ssm floats]; SaveSlot
+// writes per layer the conv state then the SSM state, in the kernels' layouts.
+absl::Status CudaBackend::SaveSlot(SlotId slot, std::vector<float>* state) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  MAMBA_RETURN_IF_ERROR(Ready());
+  state->resize(static_cast<size_t>(state_floats()));
+  const int64_t L = config().num_hidden_layers;
+  const int64_t conv = conv_layer_floats_, ssm = ssm_layer_floats_;
+  const float* conv_base = conv_state_.as<float>() + slot.value * conv_slot_floats_;
+  const float* ssm_base = ssm_state_.as<float>() + slot.value * ssm_slot_floats_;
+  float* out = state->data();
+  for (int64_t l = 0; l < L; ++l) {
+    if (conv > 0) {
+      MAMBA_RETURN_IF_ERROR(
+          Launched(cudaMemcpyAsync(out, conv_base + l * conv, static_cast<size_t>(conv) * 4,
+                                   cudaMemcpyDeviceToHost, stream_),
+                   "cudaMemcpyAsync(conv state to host)", -1, kNumOps));
+    }
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(out + conv, ssm_base + l * ssm, static_cast<size_t>(ssm) * 4,
+                                 cudaMemcpyDeviceToHost, stream_),
+                 "cudaMemcpyAsync(ssm state to host)", -1, kNumOps));
+    out += conv + ssm;
+  }
+  return Sync(absl::StrCat("save of slot ", slot.value));
+}
+
+absl::Status CudaBackend::RestoreSlot(SlotId slot, std::span<const float> state) {
+  MAMBA_RETURN_IF_ERROR(CheckSlot(slot));
+  MAMBA_RETURN_IF_ERROR(Ready());
+  if (static_cast<int64_t>(state.size()) != state_floats()) {
+    return absl::InvalidArgumentError(absl::StrCat("RestoreSlot: a state of ", state.size(),
+                                                   " floats; this model's has ", state_floats()));
+  }
+  const int64_t L = config().num_hidden_layers;
+  const int64_t conv = conv_layer_floats_, ssm = ssm_layer_floats_;
+  float* conv_base = conv_state_.as<float>() + slot.value * conv_slot_floats_;
+  float* ssm_base = ssm_state_.as<float>() + slot.value * ssm_slot_floats_;
+  const float* in = state.data();
+  for (int64_t l = 0; l < L; ++l) {
+    if (conv > 0) {
+      MAMBA_RETURN_IF_ERROR(
+          Launched(cudaMemcpyAsync(conv_base + l * conv, in, static_cast<size_t>(conv) * 4,
+                                   cudaMemcpyHostToDevice, stream_),
+                   "cudaMemcpyAsync(conv state from host)", -1, kNumOps));
+    }
+    MAMBA_RETURN_IF_ERROR(
+        Launched(cudaMemcpyAsync(ssm_base + l * ssm, in + conv, static_cast<size_t>(ssm) * 4,
+                                 cudaMemcpyHostToDevice, stream_),
+                 "cudaMemcpyAsync(ssm state from host)", -1, kNumOps));
+    in += conv + ssm;
+  }
+  return Sync(absl::StrCat("restore of slot ", slot.value));
+}
+
 // ---- Greedy sampling on the device ----
 
 absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out) {

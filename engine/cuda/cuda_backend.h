@@ -55,6 +55,9 @@ class CudaBackend : public Backend {
                       Logits* logits) override;
   absl::Status ResetSlot(SlotId slot) override;
   absl::Status CopySlot(SlotId from, SlotId to) override;
+  int64_t state_floats() const override { return conv_slot_floats_ + ssm_slot_floats_; }
+  absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
+  absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
   std::vector<std::pair<std::string, double>> OpSeconds() const override;
 
   // Decode that leaves the logits on the device for SampleGreedy (no [batch, vocab] copy to

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/logging.h"
+#include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
 
 namespace mamba::engine {
@@ -15,14 +16,16 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 }  // namespace
 
 BatchLoop::BatchLoop(Backend& backend, std::shared_ptr<const Tokenizer> tokenizer,
-                     const SchedulerOptions& options, EngineObserver* observer)
+                     const SchedulerOptions& options, EngineObserver* observer, StateCache cache)
     : backend_(backend),
       tokenizer_(std::move(tokenizer)),
       scheduler_(options),
       observer_(observer),
       eos_(backend.config().eos_token_ids.begin(), backend.config().eos_token_ids.end()),
       pool_(backend.num_slots()),
-      log_(NamedLogger("engine")) {}
+      log_(NamedLogger("engine")),
+      cache_(cache),
+      started_(Clock::now()) {}
 
 void BatchLoop::Enqueue(std::unique_ptr<LiveRequest> live) {
   live->view.phase = Phase::kWaiting;
@@ -59,12 +62,88 @@ void BatchLoop::Start(LiveRequest& live, std::vector<SlotId> slots) {
   }
 }
 
-void BatchLoop::Admit(const StepPlan& plan) {
+// State cache: for the requests the next plan admits, the longest cached prefix of the prompt
+// (restored at admission) and the branch point where a snapshot would let siblings hit.
+void BatchLoop::LookUp(size_t admissible) {
+  const double now = Seconds(Clock::now() - started_);
+  for (size_t k = 0; k < admissible && k < waiting_.size(); ++k) {
+    LiveRequest& live = *waiting_[k];
+    const std::span<const TokenId> prompt(live.req.prompt);
+    const auto L = static_cast<int64_t>(prompt.size());
+    StateStore::Match m = cache_.store->Lookup(cache_.key, prompt, L, now);
+    // A snapshot of the whole prompt serves only with its logits; else one token must run.
+    if (m.length == L && m.snapshot->logits.empty()) {
+      const int64_t branch = m.branch;
+      m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
+      m.branch = branch;
+    }
+    live.restore_from = m.snapshot;
+    live.view.restore = m.snapshot ? m.length : 0;
+    live.view.snapshot_at = m.branch > live.view.restore && m.branch < L ? m.branch : 0;
+    ++cache_counts_.lookups;
+    if (live.view.restore == L) {
+      ++cache_counts_.hits;
+    } else if (live.view.restore > 0) {
+      ++cache_counts_.partial_hits;
+    } else {
+      ++cache_counts_.misses;
+    }
+  }
+}
+
+absl::Status BatchLoop::Admit(const StepPlan& plan) {
   for (const std::vector<SlotId>& slots : plan.admitted) {
     std::unique_ptr<LiveRequest> live = std::move(waiting_.front());
     waiting_.pop_front();
     Start(*live, slots);
+    LiveRequest& l = *live;
     running_.push_back(std::move(live));
+    if (!l.restore_from) continue;
+    const Clock::time_point t0 = Clock::now();
+    MAMBA_RETURN_IF_ERROR(backend_.RestoreSlot(l.view.slots[0], l.restore_from->state));
+    cache_counts_.restore_seconds += Seconds(Clock::now() - t0);
+    l.view.computed = l.view.restore;
+    cache_counts_.tokens_reused += l.view.restore;
+  }
+  return absl::OkStatus();
+}
+
+// Stores the state of `slot` as the snapshot of prefix + suffix (with `logits` when not empty),
+// unless one is there already. A failure costs only the snapshot.
+void BatchLoop::Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
+                     std::span<const float> logits) {
+  std::vector<TokenId> tokens(prefix.begin(), prefix.end());
+  tokens.insert(tokens.end(), suffix.begin(), suffix.end());
+  if (tokens.empty() || cache_.store->Contains(cache_.key, tokens)) return;
+  const Clock::time_point t0 = Clock::now();
+  auto snapshot = std::make_shared<StateSnapshot>();
+  if (absl::Status s = backend_.SaveSlot(slot, &snapshot->state); !s.ok()) {
+    ++cache_counts_.snapshot_failures;
+    log_->warn("engine: state snapshot of slot {} failed: {}", slot.value, s.ToString());
+    return;
+  }
+  snapshot->logits.assign(logits.begin(), logits.end());
+  const double now = Seconds(Clock::now() - started_);
+  if (cache_.store->Insert(cache_.key, tokens, std::move(snapshot), now)) {
+    ++cache_counts_.snapshots;
+  }
+  cache_counts_.snapshot_seconds += Seconds(Clock::now() - t0);
+}
+
+// A prompt is in completion 0's state and `logits` are its last token's: fork the state into
+// the other completions' slots, then each samples its first token from the same logits.
+void BatchLoop::Fork(LiveRequest& live, const StepPlan& plan, int request,
+                     std::span<const float> logits) {
+  MoveTo(live.view.phase, Phase::kDecoding);
+  for (const StepPlan::Copy& copy : plan.copies) {
+    if (copy.request != request) continue;
+    if (absl::Status s = backend_.CopySlot(copy.from, copy.to); !s.ok()) {
+      FinishCompletion(live, copy.completion, Finish::kError, s);
+    }
+  }
+  for (int i = 0; i < live.req.n; ++i) {
+    scratch_.assign(logits.begin(), logits.end());
+    SampleAndEmit(live, i, scratch_);
   }
 }
 
@@ -76,9 +155,15 @@ BatchLoop::StepResult BatchLoop::Step() {
   for (const auto& live : waiting_) waiting_views_.push_back(&live->view);
   for (const auto& live : running_) running_views_.push_back(&live->view);
   const std::vector<SlotId> free = pool_.Free();
+  if (cache_.store) LookUp(Scheduler::Admissible(waiting_views_, free.size()));
   const StepPlan plan = scheduler_.Plan(waiting_views_, running_views_, free);
-  Admit(plan);
+  const absl::Status admitted = Admit(plan);
   result.counts.admitted = static_cast<int64_t>(plan.admitted.size());
+  if (!admitted.ok()) {
+    FailStep(admitted);
+    result.counts.retired += Retire();
+    return result;
+  }
   if (plan.empty()) return result;
   result.ran = true;
 
@@ -93,13 +178,14 @@ BatchLoop::StepResult BatchLoop::Step() {
     chunks_.push_back({c.slot, tokens, c.start, c.want_logits});
   }
   const Clock::time_point t0 = Clock::now();
-  if (absl::Status s = backend_.Prefill(chunks_, &logits_); !s.ok()) {
-    FailStep(s);
-    result.counts.retired += Retire();
-    return result;
+  if (!chunks_.empty()) {
+    if (absl::Status s = backend_.Prefill(chunks_, &logits_); !s.ok()) {
+      FailStep(s);
+      result.counts.retired += Retire();
+      return result;
+    }
   }
   int64_t row = 0;
-  size_t next_copy = 0;
   for (const StepPlan::Chunk& c : plan.chunks) {
     LiveRequest& live = *running_[static_cast<size_t>(c.request)];
     if (!c.prompt) {
@@ -107,22 +193,18 @@ BatchLoop::StepResult BatchLoop::Step() {
       continue;
     }
     live.view.computed += c.count;
-    if (!c.want_logits) continue;
-    // Prompt complete: fork the state into the other completions' slots, then each samples its
-    // first token from the same logits.
-    MoveTo(live.view.phase, Phase::kDecoding);
-    const std::span<const float> shared = logits_.Row(row++);
-    for (int i = 0; i < live.req.n; ++i) {
-      if (i > 0) {
-        const StepPlan::Copy& copy = plan.copies[next_copy++];
-        if (absl::Status s = backend_.CopySlot(copy.from, copy.to); !s.ok()) {
-          FinishCompletion(live, i, Finish::kError, s);
-          continue;
-        }
-      }
-      scratch_.assign(shared.begin(), shared.end());
-      SampleAndEmit(live, i, scratch_);
+    const std::span<const TokenId> prompt(live.req.prompt);
+    if (cache_.store && !c.want_logits && live.view.computed == live.view.snapshot_at) {
+      Save(c.slot, prompt.first(static_cast<size_t>(live.view.computed)), {}, {});
     }
+    if (!c.want_logits) continue;
+    const std::span<const float> logits = logits_.Row(row++);
+    if (cache_.store) Save(c.slot, prompt, {}, logits);
+    Fork(live, plan, c.request, logits);
+  }
+  for (int r : plan.cached_prompts) {
+    LiveRequest& live = *running_[static_cast<size_t>(r)];
+    Fork(live, plan, r, live.restore_from->logits);
   }
   const double step_seconds = Seconds(Clock::now() - t0);
   if (observer_) {
@@ -151,6 +233,7 @@ void BatchLoop::SampleAndEmit(LiveRequest& live, int index, std::span<float> log
   }
   c.last_token = now;
   c.last = tok.id;
+  if (cache_.store) c.generated.push_back(tok.id);
   const Sampler::Finish f = c.sampler->CheckFinish(tok.id);
   TokenEvent ev{index, std::move(tok), {}};
   // The eos / stop token that ends a completion adds no text (as in OpenAI's and HF's output).
@@ -168,6 +251,13 @@ void BatchLoop::FinishCompletion(LiveRequest& live, int index, Finish reason, ab
   if (c.finished) return;
   c.finished = true;
   if (!live.view.generating.empty()) live.view.generating[static_cast<size_t>(index)] = false;
+  // The state after the last token fed (every generated token but the last): where the next
+  // turn of a conversation (prompt + completion + new text) resumes.
+  if (cache_.store && (reason == Finish::kStop || reason == Finish::kLength) &&
+      c.generated.size() >= 2) {
+    Save(live.view.slots[static_cast<size_t>(index)], live.req.prompt,
+         std::span<const TokenId>(c.generated).first(c.generated.size() - 1), {});
+  }
   FinishEvent ev;
   ev.index = index;
   ev.reason = reason;
@@ -180,6 +270,7 @@ void BatchLoop::FinishCompletion(LiveRequest& live, int index, Finish reason, ab
   if (reason == Finish::kStop && ev.matched_stop.empty()) ev.stop_token = c.last;
   ev.usage.prompt_tokens = static_cast<int64_t>(live.req.prompt.size());
   ev.usage.completion_tokens = c.sampler ? c.sampler->num_generated() : 0;
+  ev.usage.cached_tokens = live.view.phase == Phase::kWaiting ? 0 : live.view.restore;
   ev.queue_seconds = live.queue_seconds;
   ev.ttft_seconds = c.ttft;
   ev.e2e_seconds = Seconds(Clock::now() - live.submitted);

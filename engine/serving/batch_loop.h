@@ -16,6 +16,7 @@
 #include "engine/serving/phase.h"
 #include "engine/serving/scheduler.h"
 #include "engine/serving/slot_pool.h"
+#include "engine/serving/state_store.h"
 #include "engine/stop_matcher.h"
 #include "engine/tokenizer/incremental_detokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -31,6 +32,7 @@ class EngineObserver;
 // One of a request's n completions: its sampler and text state (its slot is in the view).
 struct Completion {
   std::unique_ptr<Sampler> sampler;
+  std::vector<TokenId> generated;  // kept while a state cache is on (its end-of-completion key)
   std::unique_ptr<IncrementalDetokenizer> detok;
   StopMatcher stops;
   TokenId last = 0;
@@ -48,6 +50,22 @@ struct LiveRequest {
   double queue_seconds = 0;
   RequestView view;  // id, phase, prompt progress, slots: what the scheduler plans with
   std::vector<Completion> completions;
+  std::shared_ptr<const StateSnapshot> restore_from;  // set with view.restore before admission
+};
+
+// The state cache a loop uses: where snapshots go and what, besides tokens, keys them.
+struct StateCache {
+  StateStore* store = nullptr;  // null: no cache
+  StateKey key;
+};
+
+// What the state cache did, since the loop started.
+struct CacheCounts {
+  int64_t lookups = 0, hits = 0, partial_hits = 0, misses = 0;
+  int64_t tokens_reused = 0;  // prompt tokens restored instead of computed
+  int64_t snapshots = 0;      // taken and stored
+  int64_t snapshot_failures = 0;
+  double restore_seconds = 0, snapshot_seconds = 0;
 };
 
 // Counts from one call, for the caller's admission control and idle tracking.
@@ -61,7 +79,7 @@ class BatchLoop {
  public:
   // `tokenizer` and `observer` may be null (no text and stop strings; no metrics).
   BatchLoop(Backend& backend, std::shared_ptr<const Tokenizer> tokenizer,
-            const SchedulerOptions& options, EngineObserver* observer);
+            const SchedulerOptions& options, EngineObserver* observer, StateCache cache = {});
 
   // Queues a request (already validated) behind the waiting ones.
   void Enqueue(std::unique_ptr<LiveRequest> live);
@@ -89,6 +107,7 @@ class BatchLoop {
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
   const SlotPool& slots() const { return pool_; }
+  const CacheCounts& cache_counts() const { return cache_counts_; }
 
   // Work since the last TakeTally (for the engine's periodic summary line).
   struct Tally {
@@ -100,7 +119,12 @@ class BatchLoop {
   void ResetTally() { tally_ = Tally{}; }
 
  private:
-  void Admit(const StepPlan& plan);
+  void LookUp(size_t admissible);
+  absl::Status Admit(const StepPlan& plan);
+  void Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
+            std::span<const float> logits);
+  void RunCachedPrompt(LiveRequest& live, const StepPlan& plan, int request);
+  void Fork(LiveRequest& live, const StepPlan& plan, int request, std::span<const float> logits);
   void Start(LiveRequest& live, std::vector<SlotId> slots);
   void SampleAndEmit(LiveRequest& live, int index, std::span<float> logits);
   void FinishCompletion(LiveRequest& live, int index, Finish reason, absl::Status status);
@@ -118,6 +142,9 @@ class BatchLoop {
   std::vector<std::unique_ptr<LiveRequest>> running_;
   std::shared_ptr<spdlog::logger> log_;
   Tally tally_;
+  StateCache cache_;
+  CacheCounts cache_counts_;
+  Clock::time_point started_;
   // Reused across steps.
   std::vector<ChunkInput> chunks_;
   std::vector<const RequestView*> waiting_views_, running_views_;

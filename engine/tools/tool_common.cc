@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/backend_factory.h"
 #include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
 

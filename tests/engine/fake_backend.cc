@@ -1,5 +1,7 @@
 #include "tests/engine/fake_backend.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 
 namespace mamba::engine::testing {
@@ -96,6 +98,20 @@ absl::Status FakeBackend::CopySlot(SlotId from, SlotId to) {
     return absl::InvalidArgumentError("slot out of range");
   }
   state_[static_cast<size_t>(to.value)] = state_[static_cast<size_t>(from.value)];
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::SaveSlot(SlotId slot, std::vector<float>* state) {
+  if (slot.value < 0 || slot.value >= num_slots()) return absl::InvalidArgumentError("bad slot");
+  state->resize(2);
+  std::memcpy(state->data(), &state_[static_cast<size_t>(slot.value)], sizeof(uint64_t));
+  return absl::OkStatus();
+}
+
+absl::Status FakeBackend::RestoreSlot(SlotId slot, std::span<const float> state) {
+  if (slot.value < 0 || slot.value >= num_slots()) return absl::InvalidArgumentError("bad slot");
+  if (state.size() != 2) return absl::InvalidArgumentError("a fake state has 2 floats");
+  std::memcpy(&state_[static_cast<size_t>(slot.value)], state.data(), sizeof(uint64_t));
   return absl::OkStatus();
 }
 

@@ -38,6 +38,9 @@ class FakeBackend : public Backend {
                       Logits* logits) override;
   absl::Status ResetSlot(SlotId slot) override;
   absl::Status CopySlot(SlotId from, SlotId to) override;
+  int64_t state_floats() const override { return 2; }  // the 64-bit hash, bit for bit
+  absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
+  absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
 
   // The logits row a state gives (what Prefill returns for it).
   void LogitsOf(uint64_t state, std::span<float> row) const;

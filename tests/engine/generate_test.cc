@@ -69,6 +69,9 @@ TEST_F(GenerateTest, BatchingDoesNotChangeGreedyOrSeededResults) {
       ASSERT_TRUE(out.ok()) << out.status();
       alone.push_back(*out);
     }
+    // Our packed GEMM is bitwise independent of the batch and the scan of the chunking, so
+    // log-probs are bitwise equal too; the oneDNN fallback only within rounding.
+    const bool exact = solo->Describe().find("packed") != std::string::npos;
     for (int slots : {4, 24}) {
       for (int64_t chunk : {int64_t{0}, int64_t{5}}) {
         for (int64_t budget : {int64_t{1} << 40, int64_t{16}}) {
@@ -85,9 +88,7 @@ TEST_F(GenerateTest, BatchingDoesNotChangeGreedyOrSeededResults) {
               EXPECT_EQ(got[k].id, alone[i][k].id)
                   << "request " << i << " token " << k << " slots " << slots << " chunk " << chunk
                   << " budget " << budget << " T " << temperature;
-              // Whole prompts, one-token decodes: the same computation per row, so the
-              // log-probs are bitwise equal too.
-              if (chunk == 0 && budget > 1000) {
+              if (exact) {
                 EXPECT_EQ(got[k].logprob, alone[i][k].logprob);
               }
             }
