@@ -76,6 +76,17 @@ Metrics::Metrics()
       slots_used_(Gauge(*registry_, "mamba_state_slots_used", "State slots in use")),
       slots_total_(Gauge(*registry_, "mamba_state_slots_total", "State slots in the pool")),
       draining_(Gauge(*registry_, "mamba_draining", "1 while the engine refuses new requests")),
+      cache_lookups_(CounterFamily(*registry_, "mamba_state_cache_lookups_total",
+                                   "Admitted prompts looked up in the state cache, by result "
+                                   "(hit: whole prompt, partial: a prefix, miss)")),
+      cache_tokens_reused_(Counter(*registry_, "mamba_state_cache_tokens_reused_total",
+                                   "Prompt tokens restored from the state cache, not computed")),
+      cache_snapshots_(Counter(*registry_, "mamba_state_cache_snapshots_total",
+                               "State snapshots taken and stored")),
+      cache_evictions_(Counter(*registry_, "mamba_state_cache_evictions_total",
+                               "Snapshots evicted under the byte budget")),
+      cache_entries_(Gauge(*registry_, "mamba_state_cache_entries", "Snapshots held")),
+      cache_bytes_(Gauge(*registry_, "mamba_state_cache_bytes", "Host memory held by snapshots")),
       ttft_(MakeHistogram(*registry_, "mamba_time_to_first_token_seconds",
                           "Submit to first generated token, per completion",
                           LatencyBuckets(0.001, 100))),
@@ -161,6 +172,19 @@ std::string Metrics::Render(const engine::EngineStats& stats) {
   slots_used_.Set(static_cast<double>(stats.slots_used));
   slots_total_.Set(static_cast<double>(stats.slots_total));
   draining_.Set(stats.draining ? 1 : 0);
+  std::lock_guard<std::mutex> lock(render_mu_);
+  auto catch_up = [](prometheus::Counter& c, int64_t total) {
+    const double delta = static_cast<double>(total) - c.Value();
+    if (delta > 0) c.Increment(delta);
+  };
+  catch_up(cache_lookups_.Add({{"result", "hit"}}), stats.cache_hits);
+  catch_up(cache_lookups_.Add({{"result", "partial"}}), stats.cache_partial_hits);
+  catch_up(cache_lookups_.Add({{"result", "miss"}}), stats.cache_misses);
+  catch_up(cache_tokens_reused_, stats.cache_tokens_reused);
+  catch_up(cache_snapshots_, stats.cache_snapshots);
+  catch_up(cache_evictions_, stats.cache_evictions);
+  cache_entries_.Set(static_cast<double>(stats.cache_entries));
+  cache_bytes_.Set(static_cast<double>(stats.cache_bytes));
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 

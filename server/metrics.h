@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -64,6 +65,14 @@ class Metrics : public engine::EngineObserver {
   prometheus::Gauge& slots_used_;
   prometheus::Gauge& slots_total_;
   prometheus::Gauge& draining_;
+  // State cache: totals kept by the engine, brought up to date at each Render.
+  std::mutex render_mu_;
+  prometheus::Family<prometheus::Counter>& cache_lookups_;
+  prometheus::Counter& cache_tokens_reused_;
+  prometheus::Counter& cache_snapshots_;
+  prometheus::Counter& cache_evictions_;
+  prometheus::Gauge& cache_entries_;
+  prometheus::Gauge& cache_bytes_;
 
   prometheus::Histogram& ttft_;
   prometheus::Histogram& inter_token_;

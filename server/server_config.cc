@@ -42,6 +42,11 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
          "the weights, the CPU engine takes 16)")
       ->envname("MAMBA_SLOTS")
       ->capture_default_str();
+  app.add_option("--state-cache-bytes", c->state_cache_bytes,
+                 "Host memory for snapshots of recurrent states, reused when a prompt extends a "
+                 "sequence seen before (-1: the smaller of 2 GiB and 25 % of RAM; 0: off)")
+      ->envname("MAMBA_STATE_CACHE_BYTES")
+      ->capture_default_str();
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")
       ->envname("MAMBA_MAX_STEP_TOKENS")
       ->capture_default_str();
@@ -117,7 +122,8 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.slots < 0 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
       c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
       c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1 ||
-      c.stream_send_buffer_bytes < 0 || c.stream_send_buffer_bytes > (1 << 30)) {
+      c.stream_send_buffer_bytes < 0 || c.stream_send_buffer_bytes > (1 << 30) ||
+      c.state_cache_bytes < -1) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
   }
   return absl::OkStatus();
@@ -141,6 +147,12 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   o.max_queue = c.max_queue;
   o.max_prompt_tokens = c.max_prompt_tokens;
   o.max_new_tokens_limit = c.max_new_tokens_limit;
+  o.state_cache_bytes = c.state_cache_bytes;
+  if (o.state_cache_bytes < 0) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    const int64_t quarter = pages > 0 && page > 0 ? int64_t{pages} * page / 4 : int64_t{1} << 31;
+    o.state_cache_bytes = std::min(int64_t{2} << 30, quarter);
+  }
   return o;
 }
 

@@ -191,6 +191,7 @@ void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out) {
   u->set_prompt_tokens(event.usage.prompt_tokens);
   u->set_completion_tokens(event.usage.completion_tokens);
   u->set_total_tokens(event.usage.prompt_tokens + event.usage.completion_tokens);
+  u->set_cached_tokens(event.usage.cached_tokens);
   v1::Timing* t = out->mutable_timing();
   t->set_queue_seconds(event.queue_seconds);
   t->set_ttft_seconds(event.ttft_seconds);

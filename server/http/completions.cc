@@ -141,7 +141,9 @@ class CompletionCall : public GenerationCall {
   OrderedJson Usage() const {
     return {{"prompt_tokens", prompt_tokens_},
             {"completion_tokens", completion_tokens_},
-            {"total_tokens", prompt_tokens_ + completion_tokens_}};
+            {"total_tokens", prompt_tokens_ + completion_tokens_},
+            // As OpenAI reports prompt caching: the prompt tokens restored, not computed.
+            {"prompt_tokens_details", {{"cached_tokens", cached_tokens_}}}};
   }
 
   size_t ChoiceIndex(int prompt_index, int index) const {
@@ -171,6 +173,7 @@ class CompletionCall : public GenerationCall {
     Choice& ch = choices_[c];
     ch.done = true;
     completion_tokens_ += ev.usage.completion_tokens;
+    if (ev.index == 0) cached_tokens_ += ev.usage.cached_tokens;  // once per prompt
     const bool ok = ev.reason == engine::Finish::kStop || ev.reason == engine::Finish::kLength;
     if (!ok && !spec_.stream) return Fail(FinishError(ev.status));
     if (ok) ch.finish = ev.reason == engine::Finish::kStop ? "stop" : "length";
@@ -217,6 +220,7 @@ class CompletionCall : public GenerationCall {
   size_t finished_ = 0;
   int64_t prompt_tokens_ = 0;
   int64_t completion_tokens_ = 0;
+  int64_t cached_tokens_ = 0;
 };
 
 }  // namespace

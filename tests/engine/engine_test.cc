@@ -23,10 +23,14 @@ using testing::TempDir;
 class Collector : public RequestSink {
  public:
   explicit Collector(int n = 1)
-      : n_(n), tokens_(static_cast<size_t>(n)), text_(static_cast<size_t>(n)) {}
+      : n_(n),
+        tokens_(static_cast<size_t>(n)),
+        logprobs_(static_cast<size_t>(n)),
+        text_(static_cast<size_t>(n)) {}
   void OnToken(const TokenEvent& e) override {
     std::lock_guard<std::mutex> l(mu_);
     tokens_[static_cast<size_t>(e.index)].push_back(e.token.id);
+    logprobs_[static_cast<size_t>(e.index)].push_back(e.token.logprob);
     text_[static_cast<size_t>(e.index)] += e.text;
     cv_.notify_all();
   }
@@ -52,6 +56,10 @@ class Collector : public RequestSink {
     std::lock_guard<std::mutex> l(mu_);
     return tokens_[static_cast<size_t>(i)];
   }
+  std::vector<float> logprobs(int i = 0) {
+    std::lock_guard<std::mutex> l(mu_);
+    return logprobs_[static_cast<size_t>(i)];
+  }
   std::string text(int i = 0) {
     std::lock_guard<std::mutex> l(mu_);
     return text_[static_cast<size_t>(i)];
@@ -66,6 +74,7 @@ class Collector : public RequestSink {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::vector<TokenId>> tokens_;
+  std::vector<std::vector<float>> logprobs_;
   std::vector<std::string> text_;
   std::map<int, FinishEvent> finishes_;
 };
@@ -342,6 +351,65 @@ TEST_F(EngineTest, InvalidRequests) {
   r = Greedy({1}, 5);
   r.stop_strings = {""};
   EXPECT_EQ(engine->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The state cache on the CPU engine: conversations (each turn = the last prompt + its
+// completion + new text), siblings under a shared prefix and repeats, greedy and seeded, served
+// with the cache equal the same requests decoded alone, token for token and log-prob for
+// log-prob (bitwise where the packed GEMM runs), and most of their prompts were restored.
+TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
+  EngineOptions eo;
+  eo.state_cache_bytes = int64_t{1} << 28;
+  eo.max_step_tokens = 64;
+  auto engine = MakeEngine(4, eo);
+  auto solo = MakeBackend(1);
+  const bool exact = solo->Describe().find("packed") != std::string::npos;
+  const std::vector<TokenId> system = testing::RandomPrompt(80, 50000, 21);
+  std::vector<Request> asked;
+  std::vector<std::shared_ptr<Collector>> sinks;
+  auto ask = [&](std::vector<TokenId> prompt, bool sampled) {
+    Request r = Greedy(std::move(prompt), 10);
+    if (sampled) {
+      r.params.temperature = 0.9f;
+      r.params.seed = 40 + asked.size();
+    }
+    asked.push_back(r);
+    sinks.push_back(std::make_shared<Collector>());
+    EXPECT_TRUE(engine->Submit(r, sinks.back()).ok());
+    EXPECT_TRUE(sinks.back()->Wait());
+  };
+  for (int conversation = 0; conversation < 3; ++conversation) {
+    std::vector<TokenId> prompt = system;
+    for (TokenId t : testing::RandomPrompt(7, 50000, 100 + conversation)) prompt.push_back(t);
+    for (int turn = 0; turn < 3; ++turn) {
+      ask(prompt, conversation == 1);
+      for (TokenId t : sinks.back()->tokens()) prompt.push_back(t);
+      for (TokenId t : testing::RandomPrompt(5, 50000, 200 + turn)) prompt.push_back(t);
+    }
+  }
+  ask(asked[4].prompt, false);  // a repeat
+  int64_t cached = 0;
+  for (size_t i = 0; i < asked.size(); ++i) {
+    auto cold = testing::SingleRequest(*solo, asked[i].prompt, asked[i].params, 0);
+    ASSERT_TRUE(cold.ok()) << cold.status();
+    std::vector<TokenId> ids;
+    std::vector<float> logprobs;
+    for (const SampledToken& t : *cold) {
+      ids.push_back(t.id);
+      logprobs.push_back(t.logprob);
+    }
+    EXPECT_EQ(sinks[i]->tokens(), ids) << "request " << i;
+    if (exact) {
+      EXPECT_EQ(sinks[i]->logprobs(), logprobs) << "request " << i;
+    }
+    cached += sinks[i]->finish().usage.cached_tokens;
+  }
+  EXPECT_EQ(sinks.back()->finish().usage.cached_tokens,
+            static_cast<int64_t>(asked.back().prompt.size()));
+  EXPECT_GT(cached, 600);
+  const EngineStats st = engine->Stats();
+  EXPECT_GT(st.cache_hits + st.cache_partial_hits, 7);
+  EXPECT_GT(st.cache_entries, 0);
 }
 
 }  // namespace

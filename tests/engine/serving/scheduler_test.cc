@@ -20,6 +20,8 @@ struct Req {
   int64_t prompt = 1;
   int64_t computed = 0;
   std::vector<bool> done = {};  // per completion, decoding only
+  int64_t restore = 0;          // state cache: tokens a snapshot covers (waiting only)
+  int64_t snapshot_at = 0;      // state cache: a branch point
 };
 
 // A planned chunk, written compactly: "r0.c1 d" = request 0 completion 1 decodes in slot s;
@@ -41,6 +43,8 @@ struct Case {
   std::vector<std::string> chunks;
   std::vector<std::string> copies = {};  // "r1.c2 s0->s2"
   int64_t decode_tokens = 0, prompt_tokens = 0;
+  std::vector<int> cached = {};             // requests served whole from a snapshot
+  std::vector<std::string> snapshots = {};  // "r0 s0 @20"
 };
 
 SchedulerOptions Budget(int64_t max_step_tokens, int64_t prefill_chunk = 0) {
@@ -167,6 +171,61 @@ std::vector<Case> Cases() {
        {},
        2,
        3},
+      {"restored_prompt_runs_only_its_suffix",
+       {{.prompt = 10, .restore = 6}},
+       {},
+       4,
+       Budget(512),
+       {{0}},
+       {"r0 p[6,+4) s0 last"},
+       {},
+       0,
+       4},
+      {"whole_prompt_from_a_snapshot_runs_nothing_and_forks",
+       {{.n = 2, .prompt = 5, .restore = 5}},
+       {},
+       4,
+       Budget(512),
+       {{0, 1}},
+       {},
+       {"r0.c1 s0->s1"},
+       0,
+       0,
+       {0}},
+      {"prompt_chunk_stops_at_the_snapshot_point",
+       {{.prompt = 30, .snapshot_at = 20}},
+       {},
+       4,
+       Budget(512),
+       {{0}},
+       {"r0 p[0,+20) s0 start"},
+       {},
+       0,
+       20,
+       {},
+       {"r0 s0 @20"}},
+      {"snapshot_point_past_this_chunk_does_not_cut_it",
+       {},
+       {{.phase = Phase::kPrefilling, .prompt = 40, .computed = 4, .snapshot_at = 30}},
+       4,
+       Budget(10),
+       {},
+       {"r0 p[4,+10) s100"},
+       {},
+       0,
+       10},
+      {"restore_then_snapshot_point_then_the_rest",
+       {{.prompt = 30, .restore = 8, .snapshot_at = 12}},
+       {},
+       4,
+       Budget(512),
+       {{0}},
+       {"r0 p[8,+4) s0"},
+       {},
+       0,
+       4,
+       {},
+       {"r0 s0 @12"}},
   };
 }
 
@@ -186,6 +245,7 @@ TEST_P(SchedulerTable, Plans) {
     v.n = r.n;
     v.prompt_tokens = r.prompt;
     v.computed = r.computed;
+    v.snapshot_at = r.snapshot_at;
     for (int i = 0; i < r.n; ++i) v.slots.push_back(SlotId(next_held++));
     if (r.phase == Phase::kDecoding) {
       for (bool d : r.done) v.generating.push_back(!d);
@@ -198,6 +258,8 @@ TEST_P(SchedulerTable, Plans) {
     v.id = RequestId(next_id++);
     v.n = r.n;
     v.prompt_tokens = r.prompt;
+    v.restore = r.restore;
+    v.snapshot_at = r.snapshot_at;
     views.push_back(v);
     waiting.push_back(&views.back());
   }
@@ -222,7 +284,13 @@ TEST_P(SchedulerTable, Plans) {
   EXPECT_EQ(copies, c.copies);
   EXPECT_EQ(plan.decode_tokens, c.decode_tokens);
   EXPECT_EQ(plan.prompt_tokens, c.prompt_tokens);
-  EXPECT_EQ(plan.empty(), c.chunks.empty());
+  EXPECT_EQ(plan.cached_prompts, c.cached);
+  std::vector<std::string> snapshots;
+  for (const StepPlan::Snapshot& sn : plan.snapshots) {
+    snapshots.push_back(absl::StrCat("r", sn.request, " s", sn.slot.value, " @", sn.length));
+  }
+  EXPECT_EQ(snapshots, c.snapshots);
+  EXPECT_EQ(plan.empty(), c.chunks.empty() && c.cached.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, SchedulerTable, ::testing::ValuesIn(Cases()),
