@@ -6,7 +6,7 @@
 # shared prefixes, and random prompts with no reuse.
 #   docs/perf/state_cache.sh [MODEL_DIR] [ROUNDS]
 # MODEL_DIR defaults to the 130m bf16 preset that `mamba-bench --preset 130m --dtype bfloat16`
-# writes. Prints each run's loadgen figures and the servers' prompt-token counters.
+# writes (with tokenizer.json copied in; prompts use the 50,277 ids the tokenizer knows). Prints each run's loadgen figures and the servers' prompt-token counters.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model=${1:-/tmp/mamba-bench-models/130m-bfloat16}
@@ -37,7 +37,7 @@ run() {  # name, loadgen args...
     local before after out
     before=$(counters "${port[$mode]}")
     out=$("$bin/mamba-loadgen" --target "http://127.0.0.1:${port[$mode]}" --api openai \
-      --no-progress "$@")
+      --no-progress --vocab-size 50277 "$@")
     after=$(counters "${port[$mode]}")
     echo "$name cache $mode: TTFT median $(awk '/^TTFT/ {print $3}' <<<"$out") ms," \
       "p99 $(awk '/^TTFT/ {print $NF}' <<<"$out") ms; output $(awk '/Output token throughput/ {print $NF}' <<<"$out") tok/s;" \
