@@ -193,14 +193,15 @@ BatchLoop::StepResult BatchLoop::Step() {
       continue;
     }
     live.view.computed += c.count;
-    const std::span<const TokenId> prompt(live.req.prompt);
-    if (cache_.store && !c.want_logits && live.view.computed == live.view.snapshot_at) {
-      Save(c.slot, prompt.first(static_cast<size_t>(live.view.computed)), {}, {});
-    }
     if (!c.want_logits) continue;
     const std::span<const float> logits = logits_.Row(row++);
-    if (cache_.store) Save(c.slot, prompt, {}, logits);
+    if (cache_.store) Save(c.slot, live.req.prompt, {}, logits);
     Fork(live, plan, c.request, logits);
+  }
+  // Branch points the step's prompt chunks stopped at (no other work touched those slots).
+  for (const StepPlan::Snapshot& sn : plan.snapshots) {
+    const std::span<const TokenId> prompt(running_[static_cast<size_t>(sn.request)]->req.prompt);
+    Save(sn.slot, prompt.first(static_cast<size_t>(sn.length)), {}, {});
   }
   for (int r : plan.cached_prompts) {
     LiveRequest& live = *running_[static_cast<size_t>(r)];
