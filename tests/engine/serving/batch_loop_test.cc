@@ -382,6 +382,18 @@ TEST(StateCache, SharedPrefixHitsFromTheSecondSibling) {
   EXPECT_EQ(run(with({6, 8, 9, 10})), std::make_pair(std::vector<size_t>{4}, int64_t{20}));
 }
 
+// Greedy ids of `prompt` decoded alone on the fake model the two tests below use.
+std::vector<TokenId> GreedyCold(const std::vector<TokenId>& prompt, int max_new) {
+  FakeBackend solo(FakeBackendOptions{.vocab_size = 50, .num_slots = 1, .peak = 1.0f});
+  SamplingParams p;
+  p.temperature = 0;
+  p.max_new_tokens = max_new;
+  p.ignore_eos = true;
+  auto cold = testing::SingleRequest(solo, prompt, p, 0);
+  EXPECT_TRUE(cold.ok()) << cold.status();
+  return cold.ok() ? Ids(*cold) : std::vector<TokenId>{};
+}
+
 // An identical prompt restores the prompt-end snapshot with its logits and runs no prompt token;
 // the next turn (prompt + completion + new text) resumes where the completion left its state.
 TEST(StateCache, RepeatsRunNothingAndNextTurnsResume) {
@@ -413,14 +425,7 @@ TEST(StateCache, RepeatsRunNothingAndNextTurnsResume) {
             (std::vector<TokenId>{first->tokens.back().id, 11}));
   while (!loop.Idle()) loop.Step();
   EXPECT_EQ(next->finish.usage.cached_tokens, 12);
-  FakeBackend solo(FakeBackendOptions{.vocab_size = 50, .num_slots = 1, .peak = 1.0f});
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_new_tokens = 3;
-  p.ignore_eos = true;
-  auto cold = testing::SingleRequest(solo, turn, p, 0);
-  ASSERT_TRUE(cold.ok());
-  EXPECT_EQ(Ids(next->tokens), Ids(*cold));
+  EXPECT_EQ(Ids(next->tokens), GreedyCold(turn, 3));
 }
 
 // n > 1 with a cache hit forks the restored state; a request cancelled mid-prefill leaves no
@@ -454,14 +459,7 @@ TEST(StateCache, ForksAndCancellationsKeepTheStoreExact) {
   auto after = std::make_shared<Recorder>();
   loop.Enqueue(Live(4, long_prompt, 4, after));
   while (!loop.Idle()) loop.Step();
-  FakeBackend solo(FakeBackendOptions{.vocab_size = 50, .num_slots = 1, .peak = 1.0f});
-  SamplingParams p;
-  p.temperature = 0;
-  p.max_new_tokens = 4;
-  p.ignore_eos = true;
-  auto cold = testing::SingleRequest(solo, long_prompt, p, 0);
-  ASSERT_TRUE(cold.ok());
-  EXPECT_EQ(after->tokens[0], Ids(*cold));
+  EXPECT_EQ(after->tokens[0], GreedyCold(long_prompt, 4));
 }
 
 }  // namespace
