@@ -89,6 +89,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
     cache.key.model = ModelFingerprint(backend_->config());
   }
   loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_, cache);
+  loop_->set_on_admit([this](int64_t admitted) { Account(admitted, 0, 0); });
   stats_.slots_total = backend_->num_slots();
   log_ = NamedLogger("engine");
 }

@@ -52,8 +52,8 @@ void Engine::ExpireAndCancel() {
 bool Engine::Step() {
   TakeInbox();
   ExpireAndCancel();
-  const BatchLoop::StepResult r = loop_->Step();
-  Account(r.counts.admitted, 0, r.counts.retired);
+  const BatchLoop::StepResult r = loop_->Step();  // admissions are counted by on_admit
+  Account(0, 0, r.counts.retired);
   if (r.ran) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.steps;

@@ -159,6 +159,7 @@ BatchLoop::StepResult BatchLoop::Step() {
   const StepPlan plan = scheduler_.Plan(waiting_views_, running_views_, free);
   const absl::Status admitted = Admit(plan);
   result.counts.admitted = static_cast<int64_t>(plan.admitted.size());
+  if (on_admit_ && result.counts.admitted > 0) on_admit_(result.counts.admitted);
   if (!admitted.ok()) {
     FailStep(admitted);
     result.counts.retired += Retire();

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -103,6 +104,11 @@ class BatchLoop {
   };
   StepResult Step();
 
+  // Called within Step right after admission, before the backend runs and any token is emitted,
+  // with the number admitted: a caller's admission control must see the slots taken before a
+  // client can see the first token (and send the next request).
+  void set_on_admit(std::function<void(int64_t)> f) { on_admit_ = std::move(f); }
+
   bool Idle() const { return waiting_.empty() && running_.empty(); }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
@@ -144,6 +150,7 @@ class BatchLoop {
   Tally tally_;
   StateCache cache_;
   CacheCounts cache_counts_;
+  std::function<void(int64_t)> on_admit_;
   Clock::time_point started_;
   // Reused across steps.
   std::vector<ChunkInput> chunks_;

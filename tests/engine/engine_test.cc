@@ -2,6 +2,7 @@
 // deadlines, overload, draining and stop strings behave as promised.
 #include "engine/engine.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -410,6 +411,28 @@ TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
   const EngineStats st = engine->Stats();
   EXPECT_GT(st.cache_hits + st.cache_partial_hits, 7);
   EXPECT_GT(st.cache_entries, 0);
+}
+
+// Admission control sees a request's slots before its first token reaches the client (who may
+// then send the next request): the sink, called on the scheduler thread, reads the stats.
+TEST_F(EngineTest, SlotsAreCountedBeforeTheFirstTokenIsEmitted) {
+  auto engine = MakeEngine(2);
+  struct Probe : RequestSink {
+    Engine* engine = nullptr;
+    std::atomic<int64_t> slots_at_first_token{-1};
+    std::atomic<bool> finished{false};
+    void OnToken(const TokenEvent&) override {
+      int64_t unset = -1;
+      slots_at_first_token.compare_exchange_strong(unset, engine->Stats().slots_used);
+    }
+    void OnFinish(const FinishEvent&) override { finished = true; }
+  };
+  auto probe = std::make_shared<Probe>();
+  probe->engine = engine.get();
+  ASSERT_TRUE(engine->Submit(Greedy({1, 2, 3}, 3), probe).ok());
+  EXPECT_TRUE(engine->WaitIdle(30s));
+  EXPECT_TRUE(probe->finished);
+  EXPECT_EQ(probe->slots_at_first_token, 1);
 }
 
 }  // namespace
