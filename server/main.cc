@@ -94,7 +94,14 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   if (!backend.ok()) return Fail("cannot start the engine", backend.status());
   const engine::BackendInfo info = (*backend)->info();
   Metrics metrics;
-  auto eng = engine::Engine::Create(std::move(*backend), tokenizer, ToEngineOptions(c), &metrics);
+  const engine::EngineOptions engine_options = ToEngineOptions(c);
+  if (engine_options.state_cache_bytes > 0) {
+    Log()->info("state cache: up to {} MiB of host memory for state snapshots",
+                engine_options.state_cache_bytes >> 20);
+  } else {
+    Log()->info("state cache: off (--state-cache-bytes 0)");
+  }
+  auto eng = engine::Engine::Create(std::move(*backend), tokenizer, engine_options, &metrics);
   if (!eng.ok()) return Fail("cannot start the engine", eng.status());
   ServingState state;
   state.engine = eng->get();

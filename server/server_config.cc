@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "engine/tools/demo_model.h"
@@ -44,7 +45,9 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
       ->capture_default_str();
   app.add_option("--state-cache-bytes", c->state_cache_bytes,
                  "Host memory for snapshots of recurrent states, reused when a prompt extends a "
-                 "sequence seen before (-1: the smaller of 2 GiB and 25 % of RAM; 0: off)")
+                 "sequence seen before (-1: the smaller of 2 GiB and 25 % of the memory the "
+                 "process may use, "
+                 "RAM or its cgroup limit; 0: off)")
       ->envname("MAMBA_STATE_CACHE_BYTES")
       ->capture_default_str();
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")
@@ -141,6 +144,24 @@ engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDT
   return o;
 }
 
+namespace {
+
+// The memory this process may use: the machine's, or less when a cgroup (v2: memory.max, v1:
+// memory.limit_in_bytes) limits it, as in a container with a memory limit.
+int64_t UsableMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  int64_t bytes = pages > 0 && page > 0 ? int64_t{pages} * page : int64_t{8} << 30;
+  for (const char* path :
+       {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(path);
+    int64_t limit = 0;
+    if (in >> limit && limit > 0) bytes = std::min(bytes, limit);  // "max" does not parse
+  }
+  return bytes;
+}
+
+}  // namespace
+
 engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   engine::EngineOptions o;
   o.max_step_tokens = c.max_step_tokens;
@@ -149,9 +170,7 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   o.max_new_tokens_limit = c.max_new_tokens_limit;
   o.state_cache_bytes = c.state_cache_bytes;
   if (o.state_cache_bytes < 0) {
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    const int64_t quarter = pages > 0 && page > 0 ? int64_t{pages} * page / 4 : int64_t{1} << 31;
-    o.state_cache_bytes = std::min(int64_t{2} << 30, quarter);
+    o.state_cache_bytes = std::min(int64_t{2} << 30, UsableMemoryBytes() / 4);
   }
   return o;
 }

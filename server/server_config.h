@@ -27,7 +27,7 @@ struct ServerConfig {
   int64_t max_prompt_tokens = 65536;
   int32_t max_new_tokens_limit = 16384;
   int max_queue = 256;
-  int64_t state_cache_bytes = -1;  // -1: min(2 GiB, 25 % of RAM); 0: the state cache is off
+  int64_t state_cache_bytes = -1;  // -1: min(2 GiB, 25 % of RAM or cgroup limit); 0: off
   double drain_timeout_s = 30;
   double request_timeout_s = 0;
   int http_threads = 2;
