@@ -104,6 +104,8 @@ absl::Status BatchLoop::Admit(const StepPlan& plan) {
     cache_counts_.restore_seconds += Seconds(Clock::now() - t0);
     l.view.computed = l.view.restore;
     cache_counts_.tokens_reused += l.view.restore;
+    // Only a whole-prompt hit still needs the snapshot (its logits, later in this step).
+    if (l.view.restore < l.view.prompt_tokens) l.restore_from.reset();
   }
   return absl::OkStatus();
 }
@@ -207,6 +209,7 @@ BatchLoop::StepResult BatchLoop::Step() {
   for (int r : plan.cached_prompts) {
     LiveRequest& live = *running_[static_cast<size_t>(r)];
     Fork(live, plan, r, live.restore_from->logits);
+    live.restore_from.reset();  // an evicted snapshot's memory goes back now
   }
   const double step_seconds = Seconds(Clock::now() - t0);
   if (observer_) {
