@@ -48,6 +48,9 @@ struct GenerateSpec {
   std::string model;          // OpenAI "model" (empty: not sent; our server then uses its own)
   double timeout_s = 0;       // whole call, 0 = none
   bool include_usage = true;  // OpenAI stream_options.include_usage
+  // A server-side session (OpenAI and TGI bodies' "session_id"): the prompt is then only the new
+  // input, appended to what the session holds. Empty: none.
+  std::string session_id;
 };
 
 struct Alternative {
@@ -74,6 +77,13 @@ struct Usage {
   int64_t total_tokens = 0;
 };
 
+// The session a request ran on, as the server reports it after the request: its id and the
+// tokens it now holds (every prompt and generated token of its turns).
+struct SessionReport {
+  std::string id;
+  int64_t tokens = 0;
+};
+
 struct CompletionResult {
   int index = 0;
   std::string text;
@@ -89,6 +99,7 @@ struct GenerateResult {
   std::vector<CompletionResult> completions;  // by index
   std::optional<Usage> usage;                 // the server's, for the whole request
   bool server_counted_output = false;         // the generated-token count came from the server
+  std::optional<SessionReport> session;       // the server's "session" object, when it sent one
 
   // Generated tokens: the server's usage when present, else the streamed count.
   int64_t OutputTokens() const;

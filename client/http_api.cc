@@ -104,6 +104,26 @@ absl::StatusOr<std::string> HttpApi::FirstModelId(double timeout_s) {
   return first["id"].get<std::string>();
 }
 
+absl::Status HttpApi::DeleteSession(std::string_view id, double timeout_s) {
+  absl::StatusOr<HttpResult> r =
+      client_.Send(MakeCall("DELETE", absl::StrCat("/v1/sessions/", AV(id)), "", timeout_s));
+  if (!r.ok()) return r.status();
+  if (r->status / 100 != 2) return HttpError(r->status, ErrorMessageFromBody(r->body));
+  return absl::OkStatus();
+}
+
+std::optional<SessionReport> SessionOf(const Json& object) {
+  auto s = object.find("session");
+  if (s == object.end() || !s->is_object()) return std::nullopt;
+  SessionReport report;
+  if (auto id = s->find("id"); id != s->end() && id->is_string())
+    report.id = id->get<std::string>();
+  auto tokens = s->find("tokens");
+  if (tokens == s->end() || !tokens->is_number_integer()) return std::nullopt;
+  report.tokens = tokens->get<int64_t>();
+  return report;
+}
+
 std::optional<double> PrometheusValue(std::string_view text, std::string_view name,
                                       std::string_view labels) {
   for (absl::string_view line : absl::StrSplit(AV(text), '\n')) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/endpoint.h"
+#include "client/generation.h"
 #include "client/http_client.h"
 #include "nlohmann/json.hpp"
 
@@ -44,6 +45,8 @@ class HttpApi {
   absl::StatusOr<std::string> Metrics(double timeout_s);
   // GET /v1/models: the first model's id ("" when the list is empty).
   absl::StatusOr<std::string> FirstModelId(double timeout_s);
+  // DELETE /v1/sessions/{id}; an HTTP error status (404 for an unknown id) is an HttpError.
+  absl::Status DeleteSession(std::string_view id, double timeout_s);
 
   HttpClient& client() { return client_; }
   const Endpoint& endpoint() const { return endpoint_; }
@@ -56,6 +59,10 @@ class HttpApi {
 
 // A deadline `timeout_s` from now (0 = none).
 Clock::time_point DeadlineAfter(double timeout_s);
+
+// The top-level "session" object of an OpenAI or TGI response or stream event ({"id": string,
+// "tokens": integer}), when there is one.
+std::optional<SessionReport> SessionOf(const Json& object);
 
 // One sample of Prometheus text: the value of `name` (with exactly these labels, e.g.
 // `{reason="cancelled"}`, or "" for none); nullopt when absent.

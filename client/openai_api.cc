@@ -22,6 +22,7 @@ std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
     result->usage = usage;
     result->server_counted_output = true;
   }
+  if (std::optional<SessionReport> session = SessionOf(chunk)) result->session = *session;
   auto choices = chunk.find("choices");
   if (choices == chunk.end() || !choices->is_array()) return std::nullopt;
   for (const Json& choice : *choices) {
@@ -101,6 +102,7 @@ Json CompletionBody(const GenerateSpec& spec, bool stream) {
   if (s.repetition_penalty) body["repetition_penalty"] = *s.repetition_penalty;
   if (s.min_tokens) body["min_tokens"] = *s.min_tokens;
   if (s.ignore_eos) body["ignore_eos"] = true;
+  if (!spec.session_id.empty()) body["session_id"] = spec.session_id;
   if (stream) {
     body["stream"] = true;
     if (spec.include_usage) body["stream_options"] = {{"include_usage", true}};

@@ -11,7 +11,8 @@ namespace mamba::client {
 // Fields: model (when set), prompt (string or int array), max_tokens, temperature, top_p, n,
 // seed, stop, logprobs (the top_logprobs count; 0 for the chosen token only), presence_penalty,
 // frequency_penalty, stream; extensions understood by our server and vLLM: top_k, min_p,
-// repetition_penalty, min_tokens, ignore_eos (only sent when set).
+// repetition_penalty, min_tokens, ignore_eos (only sent when set); our server's session_id (the
+// prompt is then the new input only; the chunks that finish a choice carry "session").
 Json CompletionBody(const GenerateSpec& spec, bool stream);
 
 class OpenAiGenerator : public Generator {

@@ -32,7 +32,9 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec) {
   if (s.min_tokens) p["min_new_tokens"] = *s.min_tokens;
   if (s.ignore_eos) p["ignore_eos"] = true;
   p["details"] = true;
-  return Json{{"inputs", spec.prompt.text}, {"parameters", p}};
+  Json body = {{"inputs", spec.prompt.text}, {"parameters", p}};
+  if (!spec.session_id.empty()) body["session_id"] = spec.session_id;
+  return body;
 }
 
 absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec,
@@ -60,6 +62,7 @@ absl::StatusOr<GenerateResult> TgiGenerator::Stream(const GenerateSpec& spec,
       stream_error = ErrorMessageFromBody(e.data);
       return false;
     }
+    if (std::optional<SessionReport> session = SessionOf(ev)) result.session = *session;
     StreamEvent event;
     if (auto t = ev.find("token"); t != ev.end() && t->is_object()) {
       event.tokens = 1;

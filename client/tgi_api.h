@@ -10,7 +10,8 @@ namespace mamba::client {
 
 // TGI takes text only; parameters: max_new_tokens, do_sample (false for temperature 0),
 // temperature (> 0), top_k, top_p (< 1), repetition_penalty, frequency_penalty, seed, stop,
-// top_n_tokens, details; extensions sent only when set: min_new_tokens, ignore_eos.
+// top_n_tokens, details; extensions sent only when set: min_new_tokens, ignore_eos, and our
+// server's top-level session_id (the final event then carries "session").
 absl::StatusOr<Json> TgiBody(const GenerateSpec& spec);
 
 class TgiGenerator : public Generator {

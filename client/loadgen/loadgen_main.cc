@@ -21,6 +21,7 @@
 #include "client/loadgen/chart.h"
 #include "client/loadgen/report.h"
 #include "client/loadgen/runner.h"
+#include "client/loadgen/server_state.h"
 #include "client/loadgen/workload.h"
 #include "engine/status_macros.h"
 
@@ -49,6 +50,8 @@ struct Flags {
   std::string json_path, chart_path, sweep;
   bool no_chart = false, no_progress = false, save_texts = false;
   int64_t vocab_size = 0;
+  bool session = false, no_metrics = false;
+  std::string metrics_url;
 };
 
 int Fail(const absl::Status& s) {
@@ -156,6 +159,7 @@ LoadOptions WarmupOptions(const Flags& f) {
   w.cancel_fraction = 0;
   w.progress = false;
   w.keep_texts = false;
+  w.sessions = false;  // single turns: nothing to keep
   return w;
 }
 
@@ -210,9 +214,13 @@ void AddFlags(CLI::App& app, Flags* f) {
   app.add_option("--dataset", W.dataset,
                  "JSONL file: {\"prompt\": text or ids, \"max_tokens\": optional}");
   app.add_option("--turns", W.turns,
-                 "Turns per conversation (each resends the history and the answer)")
+                 "Turns per conversation (each resends the history and the answer, or with "
+                 "--session sends only its new input)")
       ->capture_default_str();
   app.add_option("--think-time-ms", L.think_time_ms, "Pause between the turns of a conversation");
+  app.add_flag("--session", f->session,
+               "Run each conversation on a server session: a turn sends only its new input "
+               "(OpenAI and TGI APIs); the sessions are deleted at the end");
   app.add_option("--vocab-size", f->vocab_size,
                  "Random token ids below this (default: from the server)");
   app.add_flag("--respect-eos", f->respect_eos,
@@ -232,12 +240,19 @@ void AddFlags(CLI::App& app, Flags* f) {
                  "Sweep chart file (.svg or .png; default next to --json)");
   app.add_flag("--no-chart", f->no_chart, "Do not draw the sweep chart");
   app.add_flag("--no-progress", f->no_progress, "No live progress line");
+  app.add_flag("--no-metrics", f->no_metrics,
+               "Do not scrape the server's /metrics before and after a run");
+  app.add_option("--metrics-url", f->metrics_url,
+                 "Where the server's Prometheus /metrics is (default: the HTTP target; a gRPC "
+                 "target is scraped only with this)");
 }
 
 // Everything a run needs besides its load and workload options.
 struct Context {
   Endpoint endpoint;
   Api api = Api::kGrpc;
+  ConnectOptions connect;
+  std::optional<Endpoint> metrics;  // where /metrics is scraped; none: not scraped
   std::unique_ptr<GeneratorFactory> factory;
   GeneratorMaker make_generator;
   ServerFacts facts;
@@ -275,6 +290,16 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   if (L.cancel_fraction > 0 && L.cancel_after_ms <= 0) {
     return absl::InvalidArgumentError("--cancel-fraction needs --cancel-after-ms");
   }
+  if (f.session && ctx->api == Api::kGrpc) {
+    return absl::InvalidArgumentError(
+        "--session needs an HTTP API (--api openai or tgi): the gRPC API has no sessions");
+  }
+  L.sessions = f.session;
+  if (!f.no_metrics && !f.metrics_url.empty()) {
+    MAMBA_ASSIGN_OR_RETURN(ctx->metrics, ParseMetricsUrl(f.metrics_url));
+  } else if (!f.no_metrics && ctx->endpoint.protocol == Protocol::kHttp) {
+    ctx->metrics = ctx->endpoint;
+  }
   L.progress = !f.no_progress && isatty(STDERR_FILENO);
   L.keep_texts = f.save_texts;
   L.stop = &g_stop;
@@ -286,6 +311,7 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   connect.http.tls.ca_file = f.tls_ca;
   connect.http.tls.server_name = f.tls_server_name;
   connect.grpc_channels = f.grpc_channels;
+  ctx->connect = connect;
   ctx->factory = std::make_unique<GeneratorFactory>(ctx->endpoint, ctx->api, connect);
   ctx->make_generator = [factory = ctx->factory.get()](int worker) {
     return factory->Make(worker);
@@ -341,7 +367,8 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   return absl::OkStatus();
 }
 
-Json DescribeWorkload(const WorkloadOptions& w, const Context& ctx, float temperature) {
+Json DescribeWorkload(const WorkloadOptions& w, const Context& ctx, float temperature,
+                      bool sessions) {
   Json j;
   if (!w.dataset.empty()) {
     j["dataset"] = w.dataset;
@@ -354,6 +381,7 @@ Json DescribeWorkload(const WorkloadOptions& w, const Context& ctx, float temper
   }
   j["output_len"] = w.output_len;
   j["turns"] = w.turns;
+  j["sessions"] = sessions;
   j["seed"] = w.seed;
   j["text_prompts"] = w.text_prompts;
   j["ignore_eos"] = ctx.base.sampling.ignore_eos;
@@ -378,6 +406,36 @@ absl::Status Warmup(const Flags& f, const Context& ctx) {
   std::fprintf(stderr, "mamba-loadgen: warm-up: %zu requests, %lld failed%s%s\n", r.requests.size(),
                static_cast<long long>(errors), errors ? ", e.g. " : "", first_error.c_str());
   return absl::OkStatus();
+}
+
+absl::StatusOr<PrometheusText> Scrape(const Context& ctx) {
+  return ScrapeMetrics(*ctx.metrics, ctx.connect.api_key, ctx.connect.http, 10);
+}
+
+// The counters' deltas from `before` to now; every figure n/a with the error when a scrape failed.
+ServerReuse ReuseSince(const Context& ctx, const absl::StatusOr<PrometheusText>& before) {
+  absl::StatusOr<PrometheusText> after =
+      before.ok() ? Scrape(ctx) : absl::StatusOr<PrometheusText>(before.status());
+  ServerReuse reuse =
+      after.ok() ? ComputeReuse(*before, *after) : ComputeReuse(PrometheusText(), PrometheusText());
+  if (!after.ok()) reuse.error = std::string(after.status().message());
+  reuse.url = absl::StrCat(ctx.metrics->ToString(), "/metrics");
+  return reuse;
+}
+
+// Deletes the run's sessions (best-effort), then reads how many sessions the server still holds.
+SessionCleanup Cleanup(const Context& ctx, const RunResult& run, Metrics* m) {
+  SessionCleanup c =
+      DeleteSessions(ctx.endpoint, ctx.connect.api_key, ctx.connect.http, run.session_ids, 60);
+  if (c.failed > 0) {
+    std::fprintf(stderr, "mamba-loadgen: note: %lld of %zu sessions could not be deleted (%s)\n",
+                 static_cast<long long>(c.failed), run.session_ids.size(), c.first_error.c_str());
+  }
+  if (m->server && m->server->error.empty()) {
+    if (absl::StatusOr<PrometheusText> now = Scrape(ctx); now.ok())
+      m->server->sessions_live_after_cleanup = now->Value("mamba_sessions_live");
+  }
+  return c;
 }
 
 struct PointResult {
@@ -406,14 +464,27 @@ absl::StatusOr<PointResult> RunPoint(const Flags& f, const Context& ctx, const s
   if (!value.empty())
     std::fprintf(stderr, "mamba-loadgen: %s = %s\n", parameter.c_str(), value.c_str());
   MAMBA_ASSIGN_OR_RETURN(std::unique_ptr<Workload> wl, Workload::Create(wo, ctx.detokenize));
+  std::optional<absl::StatusOr<PrometheusText>> before;
+  if (ctx.metrics) {
+    before = Scrape(ctx);
+    if (!before->ok()) {
+      std::fprintf(stderr, "mamba-loadgen: note: cannot read %s/metrics (%s)\n",
+                   ctx.metrics->ToString().c_str(),
+                   std::string(before->status().message()).c_str());
+    }
+  }
   MAMBA_ASSIGN_OR_RETURN(RunResult run, RunLoad(lo, ctx.base, wl.get(), ctx.make_generator));
   PointResult out;
   out.metrics = ComputeMetrics(run, ctx.percentiles, ctx.slo);
+  if (before) out.metrics.server = ReuseSince(ctx, *before);
+  if (lo.sessions) out.metrics.session_cleanup = Cleanup(ctx, run, &out.metrics);
   RunInfo info = ctx.info;
   info.request_rate = lo.request_rate;
   info.concurrency = lo.concurrency;
   info.max_concurrency = lo.max_concurrency;
-  info.workload = DescribeWorkload(wo, ctx, f.temperature);
+  info.turns = wo.turns;
+  info.sessions = lo.sessions;
+  info.workload = DescribeWorkload(wo, ctx, f.temperature, lo.sessions);
   std::cout << FormatSummary(info, out.metrics, ctx.percentiles, ctx.slo);
   std::cout.flush();
   out.json = ResultJson(info, run, out.metrics, ctx.percentiles, ctx.slo, f.save_texts);

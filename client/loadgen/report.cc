@@ -1,6 +1,8 @@
 #include "client/loadgen/report.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
@@ -41,6 +43,66 @@ std::string DistributionRow(const char* label, const Distribution& d) {
   return line + "\n";
 }
 
+// Counters are whole numbers; print them as such.
+bool Integral(double v) { return std::abs(v) < 9e15 && v == std::floor(v); }
+
+std::string FigureText(const std::optional<double>& v) {
+  if (!v) return "n/a";
+  if (Integral(*v)) return absl::StrCat(static_cast<int64_t>(*v));
+  return Fmt("%.2f", *v);
+}
+
+Json FigureJson(const std::optional<double>& v) {
+  if (!v) return nullptr;
+  if (Integral(*v)) return static_cast<int64_t>(*v);
+  return *v;
+}
+
+std::string TurnTable(const std::vector<TurnLatency>& turns) {
+  std::string s = "-------------- TTFT by turn (ms) -----------------\n";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%-6s%6s%10s%10s", "turn", "n", "mean", "median");
+  std::string head = buf;
+  if (!turns.empty()) {
+    for (const auto& [p, v] : turns.front().ttft_ms.percentiles) {
+      std::snprintf(buf, sizeof(buf), "%10s", absl::StrCat("p", PercentileKey(p)).c_str());
+      head += buf;
+    }
+  }
+  s += head + "   input tok\n";
+  for (const TurnLatency& t : turns) {
+    std::snprintf(buf, sizeof(buf), "%-6d%6zu%10.2f%10.2f", t.turn, t.ttft_ms.count, t.ttft_ms.mean,
+                  t.ttft_ms.median);
+    std::string line = buf;
+    for (const auto& [p, v] : t.ttft_ms.percentiles) line += Fmt("%10.2f", v);
+    line += Fmt("%12.1f", t.mean_input_tokens);
+    s += line + "\n";
+  }
+  return s;
+}
+
+std::string ServerTable(const ServerReuse& server) {
+  std::string s = "----- Server counters (deltas over the run) ------\n";
+  s += Row("Scraped:", server.url);
+  if (!server.error.empty()) s += Row("Scrape failed:", server.error);
+  for (const ServerFigure& f : server.figures) s += Row(f.label + ":", FigureText(f.value));
+  if (server.sessions_live_after_cleanup) {
+    s += Row("Sessions live after deleting the run's:",
+             FigureText(server.sessions_live_after_cleanup));
+  }
+  return s;
+}
+
+Json ServerJson(const ServerReuse& server) {
+  Json j;
+  j["url"] = server.url;
+  j["error"] = server.error.empty() ? Json(nullptr) : Json(server.error);
+  for (const ServerFigure& f : server.figures) j[f.key] = FigureJson(f.value);
+  if (server.sessions_live_after_cleanup)
+    j["sessions_live_after_cleanup"] = FigureJson(server.sessions_live_after_cleanup);
+  return j;
+}
+
 std::string Timestamp() {
   const std::time_t now = std::time(nullptr);
   std::tm tm{};
@@ -51,6 +113,30 @@ std::string Timestamp() {
 }
 
 }  // namespace
+
+std::vector<TurnLatency> TtftByTurn(const std::vector<RequestRecord>& requests, int turns,
+                                    const std::vector<double>& percentiles) {
+  std::vector<std::vector<double>> ttft(static_cast<size_t>(std::max(turns, 0)));
+  std::vector<int64_t> inputs(ttft.size(), 0), completed(ttft.size(), 0);
+  for (const RequestRecord& r : requests) {
+    if (!r.ok || r.turn < 0 || r.turn >= turns) continue;
+    const size_t k = static_cast<size_t>(r.turn);
+    ++completed[k];
+    inputs[k] += r.input_tokens;
+    if (r.streamed_tokens > 0) ttft[k].push_back(r.ttft_s * 1e3);
+  }
+  std::vector<TurnLatency> out;
+  for (size_t k = 0; k < ttft.size(); ++k) {
+    TurnLatency t;
+    t.turn = static_cast<int>(k) + 1;
+    t.completed = completed[k];
+    t.ttft_ms = Summarize(std::move(ttft[k]), percentiles);
+    if (completed[k] > 0)
+      t.mean_input_tokens = static_cast<double>(inputs[k]) / static_cast<double>(completed[k]);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
 
 Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles,
                        const Slo& slo) {
@@ -101,6 +187,7 @@ Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percenti
   m.itl_ms = Summarize(std::move(itl), percentiles);
   m.e2el_ms = Summarize(std::move(e2el), percentiles);
   if (!queue.empty()) m.queue_ms = Summarize(std::move(queue), percentiles);
+  if (run.turns > 1) m.ttft_by_turn = TtftByTurn(run.requests, run.turns, percentiles);
   return m;
 }
 
@@ -149,11 +236,33 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
   AddDistribution(j, "e2el", m.e2el_ms);
   if (m.queue_ms) AddDistribution(j, "queue", *m.queue_ms);
   j["errors_by_code"] = m.errors_by_kind;
+  if (!m.ttft_by_turn.empty()) {
+    Json turns = Json::array();
+    for (const TurnLatency& t : m.ttft_by_turn) {
+      Json tj;
+      tj["turn"] = t.turn;
+      tj["completed"] = t.completed;
+      AddDistribution(tj, "ttft", t.ttft_ms);
+      tj["mean_input_tokens"] = t.mean_input_tokens;
+      turns.push_back(std::move(tj));
+    }
+    j["ttft_by_turn"] = std::move(turns);
+  }
+  if (m.server) j["server_metrics"] = ServerJson(*m.server);
+  if (const std::optional<SessionCleanup>& c = m.session_cleanup) {
+    j["session_cleanup"] = {{"deleted", c->deleted},
+                            {"not_found", c->not_found},
+                            {"failed", c->failed},
+                            {"first_error", c->first_error}};
+  }
+  const bool sessions = !run.session_prefix.empty();
+  if (sessions) j["session_prefix"] = run.session_prefix;
 
   Json input_lens = Json::array(), output_lens = Json::array(), ttfts = Json::array(),
        itls = Json::array(), e2els = Json::array(), starts = Json::array(), errors = Json::array(),
        codes = Json::array(), queue = Json::array(), cancelled = Json::array(),
-       conversations = Json::array(), turns = Json::array(), texts = Json::array();
+       conversations = Json::array(), turns = Json::array(), texts = Json::array(),
+       session_tokens = Json::array();
   for (const RequestRecord& r : run.requests) {
     input_lens.push_back(r.input_tokens);
     output_lens.push_back(r.output_tokens);
@@ -168,6 +277,7 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
     conversations.push_back(r.conversation);
     turns.push_back(r.turn);
     if (with_texts) texts.push_back(r.text);
+    session_tokens.push_back(r.session_tokens ? Json(*r.session_tokens) : Json(nullptr));
   }
   j["input_lens"] = std::move(input_lens);
   j["output_lens"] = std::move(output_lens);
@@ -179,6 +289,7 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
   j["conversation_ids"] = std::move(conversations);
   j["turns"] = std::move(turns);
   j["cancelled_requests"] = std::move(cancelled);
+  if (sessions) j["session_tokens"] = std::move(session_tokens);
   j["error_codes"] = std::move(codes);
   j["errors"] = std::move(errors);
   if (with_texts) j["generated_texts"] = std::move(texts);
@@ -197,6 +308,12 @@ std::string FormatSummary(const RunInfo& info, const Metrics& m,
                               : ""));
   } else {
     s += Row("Load:", absl::StrCat("closed loop, concurrency ", info.concurrency));
+  }
+  if (info.turns > 1 || info.sessions) {
+    s += Row("Conversations:",
+             absl::StrCat(info.turns, info.turns == 1 ? " turn" : " turns",
+                          info.sessions ? ", server sessions (each turn sends its new input)"
+                                        : ", each turn resends the history"));
   }
   s += Row("Successful requests:", absl::StrCat(m.completed));
   s += Row("Failed requests:", absl::StrCat(m.failed));
@@ -243,6 +360,13 @@ std::string FormatSummary(const RunInfo& info, const Metrics& m,
   s += DistributionRow("ITL", m.itl_ms);
   s += DistributionRow("E2EL", m.e2el_ms);
   if (m.queue_ms) s += DistributionRow("Queue", *m.queue_ms);
+  if (!m.ttft_by_turn.empty()) s += TurnTable(m.ttft_by_turn);
+  if (m.server) s += ServerTable(*m.server);
+  if (const std::optional<SessionCleanup>& c = m.session_cleanup) {
+    s += Row("Sessions deleted after the run:",
+             absl::StrCat(c->deleted, " (", c->not_found, " not found, ", c->failed, " failed",
+                          c->first_error.empty() ? "" : ", e.g. ", c->first_error, ")"));
+  }
   s += "==================================================\n";
   return s;
 }

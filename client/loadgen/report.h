@@ -20,7 +20,11 @@
 //   end message, TGI details), else the streamed count; input tokens without usage are the
 //   planned prompt length.
 //   Failed requests are counted by error kind (http_429, grpc_resource_exhausted, connect,
-//   timeout, ...); requests the client cancelled on purpose are counted apart, in neither.
+//   timeout, session, ...); requests the client cancelled on purpose are counted apart, in
+//   neither.
+//   TTFT by turn (multi-turn runs): the TTFT distribution of the successful requests of each
+//   turn index 1..T, and their mean input tokens (whole history, or new input with sessions).
+//   Server counters: deltas of the server's reuse counters over the run (server_state.h).
 #pragma once
 
 #include <map>
@@ -29,6 +33,7 @@
 #include <vector>
 
 #include "client/loadgen/runner.h"
+#include "client/loadgen/server_state.h"
 #include "client/loadgen/stats.h"
 #include "nlohmann/json.hpp"
 
@@ -40,6 +45,19 @@ struct Slo {
   std::optional<double> ttft_ms, tpot_ms, e2el_ms;
   bool any() const { return ttft_ms || tpot_ms || e2el_ms; }
 };
+
+// The requests of one turn index of multi-turn conversations.
+struct TurnLatency {
+  int turn = 0;           // 1-based
+  int64_t completed = 0;  // successful requests (ttft_ms counts those with a token event)
+  Distribution ttft_ms;
+  double mean_input_tokens = 0;
+};
+
+// Turns 1..`turns`, over successful requests with a token event (as TTFT overall); a turn
+// without any has an empty distribution (zeros).
+std::vector<TurnLatency> TtftByTurn(const std::vector<RequestRecord>& requests, int turns,
+                                    const std::vector<double>& percentiles);
 
 struct Metrics {
   int64_t sent = 0, completed = 0, failed = 0, cancelled = 0, abandoned_turns = 0;
@@ -54,6 +72,9 @@ struct Metrics {
   std::map<std::string, int64_t> errors_by_kind;
   std::map<std::string, std::string> error_examples;  // one message per kind
   int max_in_flight = 0;
+  std::vector<TurnLatency> ttft_by_turn;          // multi-turn runs only
+  std::optional<ServerReuse> server;              // set by the caller when it scraped the server
+  std::optional<SessionCleanup> session_cleanup;  // set by the caller when it deleted sessions
 };
 
 Metrics ComputeMetrics(const RunResult& run, const std::vector<double>& percentiles,
@@ -68,12 +89,15 @@ struct RunInfo {
   double burstiness = 1;
   int concurrency = 0;  // closed loop
   int max_concurrency = 0;
-  Json workload;  // the workload options
+  int turns = 1;          // per conversation
+  bool sessions = false;  // --session
+  Json workload;          // the workload options
 };
 
 // The vLLM-compatible result: run description, aggregates, "{mean,median,std,min,max,pNN}_
 // {ttft,tpot,itl,e2el}_ms", and per-request lists (input_lens, output_lens, ttfts, itls,
-// e2els, start_times, errors, error_codes ...; latencies in seconds as vLLM).
+// e2els, start_times, errors, error_codes ...; latencies in seconds as vLLM); ours: ttft_by_turn
+// (multi-turn), server_metrics (when scraped), session_prefix and session_tokens (sessions).
 Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
                 const std::vector<double>& percentiles, const Slo& slo, bool with_texts);
 

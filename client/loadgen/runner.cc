@@ -86,6 +86,11 @@ class Runner {
   struct Request {
     RequestRecord record;
     PromptInput answer;
+    bool answered = false;  // the server answered (record.ok, or only the session check failed)
+  };
+  struct SessionTurn {
+    std::string id;
+    std::optional<int64_t> held;  // tokens the session holds (nullopt: unknown)
   };
 
   absl::Status Prefetch();
@@ -97,9 +102,9 @@ class Runner {
   void Worker(int id);
   void RunConversation(Generator& gen, const Conversation& c);
   Request RunRequest(Generator& gen, const Conversation& c, int turn, const PromptInput& prompt,
-                     int64_t planned_input);
+                     int64_t planned_input, SessionTurn* session);
   void Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token,
-              Request* out);
+              SessionTurn* session, Request* out);
   void Monitor();
   void PrintProgress(bool final);
 
@@ -109,6 +114,7 @@ class Runner {
   const GeneratorMaker& make_generator_;
 
   int64_t max_conversations_ = 0;
+  std::string session_prefix_;
   Clock::time_point start_;
   CancelTimer timer_;
 
@@ -123,6 +129,7 @@ class Runner {
   std::vector<RequestRecord> records_;
   std::set<std::shared_ptr<CancelToken>> in_flight_tokens_;
   std::optional<absl::Status> source_error_;
+  std::vector<std::string> session_ids_;
   int64_t abandoned_ = 0;
   bool cancelled_all_ = false;
 
@@ -225,6 +232,12 @@ void Runner::Worker(int id) {
 }
 
 void Runner::RunConversation(Generator& gen, const Conversation& c) {
+  std::optional<SessionTurn> session;
+  if (o_.sessions) {
+    session = SessionTurn{absl::StrCat(session_prefix_, c.index), int64_t{0}};
+    std::lock_guard<std::mutex> lock(mu_);
+    session_ids_.push_back(session->id);
+  }
   PromptInput history;
   int64_t history_tokens = 0;
   for (size_t k = 0; k < c.turns.size(); ++k) {
@@ -243,23 +256,26 @@ void Runner::RunConversation(Generator& gen, const Conversation& c) {
         return;
       }
     }
-    PromptInput prompt = history;
+    // With a session the server holds the history: the turn sends its new input only.
+    PromptInput prompt = session ? PromptInput() : history;
     if (turn.input.use_ids) {
       prompt.use_ids = true;
       prompt.ids.insert(prompt.ids.end(), turn.input.ids.begin(), turn.input.ids.end());
     } else {
       prompt.text += turn.input.text;
     }
+    const int64_t planned = (session ? 0 : history_tokens) + turn.planned_tokens;
     Request r =
-        RunRequest(gen, c, static_cast<int>(k), prompt, history_tokens + turn.planned_tokens);
-    const bool ok = r.record.ok;
+        RunRequest(gen, c, static_cast<int>(k), prompt, planned, session ? &*session : nullptr);
+    const bool answered = r.answered;
     history_tokens = r.record.input_tokens + r.record.output_tokens;
     {
       std::lock_guard<std::mutex> lock(mu_);
       records_.push_back(std::move(r.record));
-      if (!ok) abandoned_ += static_cast<int64_t>(c.turns.size() - k - 1);
+      if (!answered) abandoned_ += static_cast<int64_t>(c.turns.size() - k - 1);
     }
-    if (!ok) return;
+    if (!answered) return;
+    if (session) continue;
     history = std::move(prompt);
     if (history.use_ids) {
       history.ids.insert(history.ids.end(), r.answer.ids.begin(), r.answer.ids.end());
@@ -270,7 +286,8 @@ void Runner::RunConversation(Generator& gen, const Conversation& c) {
 }
 
 Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int turn,
-                                   const PromptInput& prompt, int64_t planned_input) {
+                                   const PromptInput& prompt, int64_t planned_input,
+                                   SessionTurn* session) {
   Request out;
   RequestRecord& rec = out.record;
   rec.index = next_request_++;
@@ -280,6 +297,7 @@ Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int tu
   spec.prompt = prompt;
   spec.sampling.max_tokens = c.turns[static_cast<size_t>(turn)].max_tokens;
   spec.timeout_s = o_.request_timeout_s;
+  if (session != nullptr) spec.session_id = session->id;
   auto token = std::make_shared<CancelToken>();
   if (o_.cancel_fraction > 0) {
     std::mt19937_64 rng(Mix(o_.seed ^ 0xcafe0000ull ^ Mix(static_cast<uint64_t>(rec.index))));
@@ -320,16 +338,17 @@ Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int tu
   }
   rec.input_tokens = planned_input;
   rec.output_tokens = rec.streamed_tokens;
-  Record(r, prompt.use_ids, *token, &out);
+  Record(r, prompt.use_ids, *token, session, &out);
   return out;
 }
 
 // Fills the outcome of a finished call into `out`: counts, queue time, answer, or the error.
 void Runner::Record(const absl::StatusOr<GenerateResult>& r, bool ids, const CancelToken& token,
-                    Request* out) {
+                    SessionTurn* session, Request* out) {
   RequestRecord& rec = out->record;
   if (r.ok()) {
     rec.ok = true;
+    out->answered = true;
     if (std::optional<int64_t> p = r->PromptTokens()) rec.input_tokens = *p;
     rec.output_tokens = r->OutputTokens();
     rec.server_usage = r->server_counted_output;
@@ -343,6 +362,16 @@ void Runner::Record(const absl::StatusOr<GenerateResult>& r, bool ids, const Can
       } else {
         out->answer.text = first_completion.text;
       }
+    }
+    if (r->session) rec.session_tokens = r->session->tokens;
+    std::optional<std::string> session_error;
+    if (session != nullptr) session_error = CheckSessionGrowth(*r, session->id, &session->held);
+    if (session_error) {
+      rec.ok = false;
+      rec.error_kind = "session";
+      rec.error = *std::move(session_error);
+      ++failed_;
+      return;
     }
     ++done_ok_;
     output_tokens_ += rec.output_tokens;
@@ -407,6 +436,14 @@ absl::StatusOr<RunResult> Runner::Run() {
   // Bounded even with only a duration: at most a million requests.
   const int64_t requests = o_.num_requests > 0 ? o_.num_requests : 1000000;
   max_conversations_ = (requests + turns - 1) / turns;
+  if (o_.sessions) {
+    session_prefix_ = o_.session_prefix;
+    if (session_prefix_.empty()) {
+      std::random_device device;
+      const uint64_t run = (static_cast<uint64_t>(device()) << 32) ^ device();
+      session_prefix_ = absl::StrCat("lg-", absl::Hex(run, absl::kZeroPad16), "-");
+    }
+  }
   if (absl::Status s = Prefetch(); !s.ok()) return s;
 
   start_ = Clock::now();
@@ -439,10 +476,36 @@ absl::StatusOr<RunResult> Runner::Run() {
   result.max_in_flight = max_in_flight_.load();
   result.abandoned_turns = abandoned_;
   result.interrupted = o_.stop != nullptr && o_.stop->load();
+  result.turns = turns;
+  result.session_prefix = session_prefix_;
+  result.session_ids = std::move(session_ids_);
   return result;
 }
 
 }  // namespace
+
+std::optional<std::string> CheckSessionGrowth(const GenerateResult& result,
+                                              const std::string& session_id,
+                                              std::optional<int64_t>* held) {
+  const std::optional<int64_t> before = *held;
+  *held = std::nullopt;
+  if (!result.session) return "the answer carries no \"session\"";
+  const SessionReport& s = *result.session;
+  if (!s.id.empty() && s.id != session_id)
+    return absl::StrCat("the answer names session '", s.id, "', not '", session_id, "'");
+  *held = s.tokens;
+  if (!before) return std::nullopt;
+  const int64_t generated = result.OutputTokens();
+  if (std::optional<int64_t> prompt = result.PromptTokens()) {
+    const int64_t want = *before + *prompt + generated;
+    if (s.tokens == want) return std::nullopt;
+    return absl::StrCat("session '", session_id, "' holds ", s.tokens, " tokens, expected ", want,
+                        " (", *before, " + ", *prompt, " prompt + ", generated, " generated)");
+  }
+  if (s.tokens >= *before + generated) return std::nullopt;
+  return absl::StrCat("session '", session_id, "' holds ", s.tokens, " tokens, fewer than ",
+                      *before, " + ", generated, " generated");
+}
 
 absl::StatusOr<RunResult> RunLoad(const LoadOptions& options, const GenerateSpec& base,
                                   Workload* workload, const GeneratorMaker& make_generator) {

@@ -8,8 +8,13 @@
 //                at most `max_concurrency` are in flight when set (later arrivals wait, and
 //                their latency is measured from when they are sent, as vLLM does), else up to
 //                kMaxWorkers.
-// A conversation's turns run one after another on one worker (the history grows by each prompt
-// and answer). No request starts after `duration_s` or beyond `num_requests`; every request has
+// A conversation's turns run one after another on one worker: each resends the whole history
+// (every earlier prompt and answer) and its new input, or, with `sessions`, sends only its new
+// input on the server session "<session_prefix><conversation index>" (OpenAI and TGI bodies'
+// "session_id"), which holds the rest. The session's token count that the server reports after
+// each turn must be the previous count + the turn's prompt tokens + its generated tokens; a
+// missing or different count fails that request with error kind "session" (the conversation goes
+// on). No request starts after `duration_s` or beyond `num_requests`; every request has
 // `request_timeout_s`. A `cancel_fraction` of requests (chosen by seed) is cancelled by the
 // client `cancel_after_ms` after it was sent.
 #pragma once
@@ -44,6 +49,8 @@ struct LoadOptions {
   double think_time_ms = 0;                 // between turns of a conversation
   bool progress = false;                    // live line on stderr
   bool keep_texts = false;                  // keep generated texts in the records
+  bool sessions = false;                    // --session
+  std::string session_prefix;               // empty: "lg-<16 random hex digits>-"
   const std::atomic<bool>* stop = nullptr;  // when it turns true: start nothing more, cancel all
 };
 
@@ -67,7 +74,8 @@ struct RequestRecord {
   bool cancel_scheduled = false;
   std::string error_kind;  // errors.h kinds: http_429, grpc_resource_exhausted, ...
   std::string error;
-  std::string text;  // with keep_texts
+  std::string text;                       // with keep_texts
+  std::optional<int64_t> session_tokens;  // what the server says the session holds after it
 };
 
 struct RunResult {
@@ -76,7 +84,18 @@ struct RunResult {
   int max_in_flight = 0;
   int64_t abandoned_turns = 0;  // later turns of conversations whose turn failed
   bool interrupted = false;
+  int turns = 1;                         // per conversation
+  std::string session_prefix;            // sessions: the ids are this + conversation index
+  std::vector<std::string> session_ids;  // sessions the run sent requests on
 };
+
+// The session check of one answered turn: `held` is what the session held before the turn
+// (nullopt: unknown, after a turn without a count); afterwards it is the reported count. Returns
+// what is wrong, or nullopt when the count is as expected (or cannot be checked: without the
+// server's prompt count only "at least held + generated" is checked).
+std::optional<std::string> CheckSessionGrowth(const GenerateResult& result,
+                                              const std::string& session_id,
+                                              std::optional<int64_t>* held);
 
 // Makes the generator of one worker thread (GeneratorFactory::Make, or a fake in tests).
 using GeneratorMaker = std::function<absl::StatusOr<std::unique_ptr<Generator>>(int worker)>;
