@@ -47,6 +47,7 @@ struct BackendInfo {
   int slots = 0;                                // state slots (concurrent sequences)
   int threads = 0;                              // CPU threads (0 on a GPU)
   std::string description;                      // Describe(): one line for logs
+  std::string model_fingerprint;  // Checkpoint::fingerprint(): which model a state belongs to
 };
 
 struct ChunkInput {
@@ -76,9 +77,9 @@ class Backend {
   // Copies a whole state (all layers), e.g. to fork a prompt for n > 1 completions.
   virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;
 
-  // Floats in one slot's whole state (conv + SSM, every layer): what SaveSlot writes and
-  // RestoreSlot reads, in the backend's own layout (a state moves between slots and processes of
-  // one backend kind; between kinds only once their layouts are converted).
+  // Floats in one slot's whole state: what SaveSlot writes and RestoreSlot reads. Every backend
+  // uses one layout, so a state moves between slots, processes and backends: per layer the conv
+  // state [d_conv-1, d_inner] (oldest input first), then the SSM state [d_state, d_inner].
   virtual int64_t state_floats() const = 0;
   // Copies a slot's whole state to host memory (`state` is resized to state_floats()).
   virtual absl::Status SaveSlot(SlotId slot, std::vector<float>* state) = 0;

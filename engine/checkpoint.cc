@@ -1,11 +1,13 @@
 #include "engine/checkpoint.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/hash.h"
 #include "engine/status_macros.h"
 
 namespace mamba::engine {
@@ -61,7 +63,30 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Open(const fs::pat
   }
   MAMBA_RETURN_IF_ERROR(c->LoadFiles());
   MAMBA_RETURN_IF_ERROR(c->Bind());
+  c->ComputeFingerprint(cfg);
   return std::shared_ptr<const Checkpoint>(std::move(c));
+}
+
+void Checkpoint::ComputeFingerprint(const json& config) {
+  Hash128 h;
+  h.Update(config.dump());  // keys sorted: the same config gives the same bytes
+  for (int64_t t : config_.eos_token_ids) h.Update(t);
+  std::vector<const TensorInfo*> tensors;
+  for (const auto& [name, where] : by_name_) tensors.push_back(where.first);
+  std::sort(tensors.begin(), tensors.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->name < b->name; });
+  constexpr size_t kSample = 4096;
+  for (const TensorInfo* t : tensors) {
+    h.Update(t->name);
+    h.Update(static_cast<int64_t>(t->dtype));
+    for (int64_t d : t->shape) h.Update(d);
+    const std::span<const std::byte> data(t->data, t->nbytes);
+    const size_t n = std::min(kSample, data.size());
+    h.Update(data.first(n));
+    h.Update(data.subspan((data.size() - n) / 2, n));
+    h.Update(data.last(n));
+  }
+  fingerprint_ = h.Hex();
 }
 
 absl::Status Checkpoint::LoadFiles() {

@@ -46,14 +46,21 @@ class Checkpoint {
   DType weight_dtype() const { return layers_.front().in_proj->dtype; }
   // Bytes of all tensors as stored.
   int64_t stored_bytes() const;
+  // Identifies the model across processes (32 hex digits): a hash of config.json (and the
+  // generation config's special tokens), every tensor's name, dtype and shape, and samples of
+  // its data (first, middle and last 4 KiB). Exported states carry it; an import checks it.
+  const std::string& fingerprint() const { return fingerprint_; }
 
  private:
   Checkpoint() = default;
   absl::Status LoadFiles();
   absl::Status Bind();
 
+  void ComputeFingerprint(const nlohmann::json& config);
+
   std::filesystem::path dir_;
   ModelConfig config_;
+  std::string fingerprint_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::unordered_map<std::string, std::pair<const TensorInfo*, const SafetensorsFile*>> by_name_;
   const TensorInfo* embedding_ = nullptr;

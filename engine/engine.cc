@@ -21,22 +21,37 @@ constexpr size_t kMaxStopStringBytes = 256;
 
 namespace {
 
-// Identifies the model a state belongs to, within this process: the shape and special tokens
-// of its config. (One engine serves one model; states that leave the process will need the
-// weights' fingerprint too.)
-uint64_t ModelFingerprint(const ModelConfig& c) {
+// The state cache's key for this model: a hash of the backend's model fingerprint (which hashes
+// the config and the weights; see Checkpoint::fingerprint).
+uint64_t ModelKey(const std::string& fingerprint) {
   uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&h](int64_t v) {
-    for (int i = 0; i < 8; ++i) {
-      h ^= static_cast<uint64_t>(v >> (8 * i)) & 0xff;
-      h *= 0x100000001b3ull;
-    }
-  };
-  for (int64_t v : {c.vocab_size, c.hidden_size, c.intermediate_size, c.state_size,
-                    c.num_hidden_layers, c.conv_kernel, c.time_step_rank}) {
-    mix(v);
+  for (unsigned char c : fingerprint) {
+    h ^= c;
+    h *= 0x100000001b3ull;
   }
   return h;
+}
+
+// How a session file lays out this backend's state. Mamba backends use the documented layout
+// (Backend::state_floats); any other state (a test double's) is one flat tensor.
+SessionModel SessionModelOf(const Backend& backend) {
+  const ModelConfig& c = backend.config();
+  const BackendInfo info = backend.info();
+  SessionModel m;
+  m.fingerprint = info.model_fingerprint;
+  m.dtype = kernels::Name(info.dtype);
+  m.vocab_size = c.vocab_size;
+  m.layers = c.num_hidden_layers;
+  m.d_inner = c.intermediate_size;
+  m.conv_rows = c.conv_kernel - 1;
+  m.d_state = c.state_size;
+  if (m.state_floats() != backend.state_floats()) {
+    m.layers = 1;
+    m.d_inner = backend.state_floats();
+    m.conv_rows = 0;
+    m.d_state = 1;
+  }
+  return m;
 }
 
 }  // namespace
@@ -67,6 +82,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
   }
   std::unique_ptr<Engine> e(
       new Engine(std::move(backend), std::move(tokenizer), options, observer));
+  if (options.sessions.max_bytes > 0) {
+    SessionOptions so = options.sessions;
+    // A session may grow by a turn's completion beyond the prompt limit (its next turn is then
+    // refused); an import may bring one that large.
+    if (so.max_tokens <= 0)
+      so.max_tokens = options.max_prompt_tokens + options.max_new_tokens_limit;
+    MAMBA_ASSIGN_OR_RETURN(e->sessions_, SessionStore::Create(so, SessionModelOf(*e->backend_)));
+  }
   e->thread_ = std::thread([p = e.get()] { p->Loop(); });
   return e;
 }
@@ -84,9 +107,10 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
   if (options_.state_cache_bytes > 0) {
     StateStoreOptions sso;
     sso.capacity_bytes = options_.state_cache_bytes;
+    sso.policy = options_.state_cache_policy;
     store_ = std::make_unique<StateStore>(sso);
     cache.store = store_.get();
-    cache.key.model = ModelFingerprint(backend_->config());
+    cache.key.model = ModelKey(backend_->info().model_fingerprint);
   }
   loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_, cache);
   loop_->set_on_admit([this](int64_t admitted) { Account(admitted, 0, 0); });
@@ -108,7 +132,21 @@ Engine::~Engine() {
 // the field named (engine/request_validation.h); FailedPrecondition for what this server lacks.
 absl::Status Engine::Validate(const Request& r) const {
   const int64_t vocab = backend_->config().vocab_size;
-  if (r.prompt.empty()) return InvalidField("prompt", "the prompt is empty");
+  if (!r.session_id.empty()) {
+    if (!sessions_) {
+      return WithField(
+          absl::FailedPreconditionError("sessions are off on this server (--session-bytes 0)"),
+          "session_id");
+    }
+    if (absl::Status s = ValidateSessionId(r.session_id); !s.ok()) {
+      return InvalidField("session_id", s.message());
+    }
+    if (r.n != 1) {
+      return InvalidField("n", "n must be 1 with a session_id (fork the session to branch)");
+    }
+  } else if (r.prompt.empty()) {
+    return InvalidField("prompt", "the prompt is empty");
+  }
   if (static_cast<int64_t>(r.prompt.size()) > options_.max_prompt_tokens) {
     return InvalidField("prompt",
                         absl::StrCat("the prompt has ", r.prompt.size(), " tokens; the limit is ",
@@ -149,6 +187,30 @@ absl::Status Engine::Validate(const Request& r) const {
 
 absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<RequestSink> sink) {
   absl::Status s = Validate(request);
+  // A session turn: the prompt is the new tokens, after everything the session holds. The
+  // session is held (others get Aborted) until the turn's last token is committed.
+  std::unique_ptr<SessionStore::Lease> lease;
+  if (s.ok() && !request.session_id.empty()) {
+    absl::StatusOr<std::unique_ptr<SessionStore::Lease>> l = sessions_->Acquire(request.session_id);
+    if (l.ok()) {
+      lease = std::move(*l);
+      const std::vector<TokenId>& held = lease->content().tokens;
+      if (held.empty() && request.prompt.empty()) {
+        s = InvalidField("prompt", "the prompt is empty (a new session needs one)");
+      } else if (static_cast<int64_t>(held.size() + request.prompt.size()) >
+                 options_.max_prompt_tokens) {
+        s = InvalidField("prompt",
+                         absl::StrCat("session '", request.session_id, "' holds ", held.size(),
+                                      " tokens; with this prompt's ", request.prompt.size(),
+                                      " it would pass the limit of ", options_.max_prompt_tokens),
+                         kContextLengthExceeded);
+      } else {
+        request.prompt.insert(request.prompt.begin(), held.begin(), held.end());
+      }
+    } else {
+      s = WithField(l.status(), "session_id");
+    }
+  }
   std::unique_lock<std::mutex> lock(mu_);
   if (s.ok() && (draining_ || stop_)) s = absl::UnavailableError("the server is shutting down");
   // Requests not yet admitted (inbox + waiting) may fill the free slots plus max_queue: a burst
@@ -170,6 +232,11 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
   live->fallback_seed = id.value * 1000003u;
   live->req = std::move(request);
   live->sink = std::move(sink);
+  if (lease) {
+    live->session_state = lease->content().state;
+    live->session_state_tokens = lease->content().state_tokens;
+    live->session = std::move(lease);
+  }
   live->submitted = Clock::now();
   inbox_.push_back(std::move(live));
   ++queued_;
@@ -204,10 +271,51 @@ bool Engine::WaitIdle(std::chrono::milliseconds timeout) {
 }
 
 EngineStats Engine::Stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  EngineStats s = stats_;
-  s.waiting = queued_;
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = stats_;
+    s.waiting = queued_;
+  }
+  if (sessions_) s.sessions = sessions_->stats();
   return s;
+}
+
+namespace {
+
+absl::Status SessionsOff() {
+  return absl::FailedPreconditionError("sessions are off on this server (--session-bytes 0)");
+}
+
+}  // namespace
+
+absl::StatusOr<SessionInfo> Engine::GetSession(std::string_view id) {
+  if (!sessions_) return SessionsOff();
+  return sessions_->Get(id);
+}
+
+std::vector<SessionInfo> Engine::ListSessions() {
+  return sessions_ ? sessions_->List() : std::vector<SessionInfo>{};
+}
+
+absl::Status Engine::DeleteSession(std::string_view id) {
+  if (!sessions_) return SessionsOff();
+  return sessions_->Delete(id);
+}
+
+absl::StatusOr<SessionInfo> Engine::ForkSession(std::string_view id, std::string_view new_id) {
+  if (!sessions_) return SessionsOff();
+  return sessions_->Fork(id, new_id);
+}
+
+absl::StatusOr<std::string> Engine::ExportSession(std::string_view id) {
+  if (!sessions_) return SessionsOff();
+  return sessions_->Export(id);
+}
+
+absl::StatusOr<SessionInfo> Engine::ImportSession(std::string_view id, std::string_view bytes) {
+  if (!sessions_) return SessionsOff();
+  return sessions_->Import(id, bytes);
 }
 
 void Engine::Loop() {

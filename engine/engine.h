@@ -20,6 +20,8 @@
 #include "engine/backend.h"
 #include "engine/logging.h"
 #include "engine/request.h"
+#include "engine/serving/session_store.h"
+#include "engine/serving/state_store.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace mamba::engine {
@@ -37,6 +39,9 @@ struct EngineOptions {
   // Host memory for snapshots of recurrent states (engine/serving/state_store.h), reused when a
   // prompt extends a sequence seen before; 0 turns the state cache off.
   int64_t state_cache_bytes = 0;
+  EvictionPolicy state_cache_policy = EvictionPolicy::kCost;
+  // Sessions (engine/serving/session_store.h): max_bytes 0 turns them off.
+  SessionOptions sessions;
 };
 
 // Point-in-time view for health, metrics and model info.
@@ -51,6 +56,9 @@ struct EngineStats {
   int64_t cache_lookups = 0, cache_hits = 0, cache_partial_hits = 0, cache_misses = 0;
   int64_t cache_tokens_reused = 0, cache_snapshots = 0, cache_entries = 0, cache_bytes = 0;
   int64_t cache_evictions = 0;
+  int64_t cache_snapshot_bytes = 0;  // bytes of every snapshot taken (store and sessions)
+  int64_t session_restores = 0;      // session turns resumed from their session's state
+  SessionStats sessions;
 };
 
 // Observations for metrics; called on the scheduler thread, must not block.
@@ -67,6 +75,9 @@ class EngineObserver {
   virtual void OnTokenGap(double seconds) = 0;  // between two tokens of one completion
   virtual void OnFinish(const FinishEvent& event) = 0;
   virtual void OnRejected(absl::StatusCode code) = 0;  // a Submit refused
+  // A state copied between a slot and host memory (state cache or session).
+  enum class StateCopy { kRestore, kSnapshot };
+  virtual void OnStateCopy(StateCopy /*kind*/, double /*seconds*/) {}
 };
 
 class Engine {
@@ -79,7 +90,10 @@ class Engine {
   ~Engine();  // cancels everything still running and joins the thread
 
   // Validates and queues. InvalidArgument: bad parameters or token ids; ResourceExhausted: the
-  // queue is full; Unavailable: draining or stopped.
+  // queue is full; Unavailable: draining or stopped. With request.session_id the prompt is the
+  // new tokens only, appended to the session (created when new): Aborted when a request is
+  // running on that session, InvalidArgument when the session would pass max_prompt_tokens or
+  // n > 1, FailedPrecondition when sessions are off.
   absl::StatusOr<RequestId> Submit(Request request, std::shared_ptr<RequestSink> sink);
   // The checks Submit makes, for front ends that must check before sizing a reply. InvalidArgument
   // naming the field at fault (engine/request_validation.h), FailedPrecondition for stop strings
@@ -92,6 +106,16 @@ class Engine {
   // Waits until nothing is queued or running, up to `timeout`; then cancels what is left
   // (kCancelled, "server shutting down"). Returns true if everything finished by itself.
   bool WaitIdle(std::chrono::milliseconds timeout);
+
+  // Session management (NotFound for an unknown id, FailedPrecondition when sessions are off;
+  // see SessionStore for the rest).
+  absl::StatusOr<SessionInfo> GetSession(std::string_view id);
+  std::vector<SessionInfo> ListSessions();
+  absl::Status DeleteSession(std::string_view id);
+  absl::StatusOr<SessionInfo> ForkSession(std::string_view id, std::string_view new_id);
+  absl::StatusOr<std::string> ExportSession(std::string_view id);
+  absl::StatusOr<SessionInfo> ImportSession(std::string_view id, std::string_view bytes);
+  SessionStore* sessions() { return sessions_.get(); }  // null when sessions are off
 
   EngineStats Stats() const;
   const Backend& backend() const { return *backend_; }
@@ -127,6 +151,8 @@ class Engine {
   bool stop_ = false;
   bool cancel_all_ = false;  // set by WaitIdle when the drain timeout passes
   EngineStats stats_;
+
+  std::unique_ptr<SessionStore> sessions_;  // null when sessions are off
 
   // Scheduler-thread state.
   std::unique_ptr<StateStore> store_;  // null when the state cache is off

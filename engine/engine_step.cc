@@ -67,14 +67,16 @@ void Engine::Account(int64_t admitted, int64_t dropped, int64_t retired) {
   outstanding_ -= dropped + retired;
   stats_.running = static_cast<int64_t>(loop_->num_running());
   stats_.slots_used = loop_->slots().num_used();
+  const CacheCounts& c = loop_->cache_counts();
+  stats_.cache_snapshot_bytes = c.snapshot_bytes;
+  stats_.session_restores = c.session_restores;
+  stats_.cache_tokens_reused = c.tokens_reused;  // sessions' restores included
   if (store_) {
-    const CacheCounts& c = loop_->cache_counts();
     const StateStore::Stats st = store_->stats();
     stats_.cache_lookups = c.lookups;
     stats_.cache_hits = c.hits;
     stats_.cache_partial_hits = c.partial_hits;
     stats_.cache_misses = c.misses;
-    stats_.cache_tokens_reused = c.tokens_reused;
     stats_.cache_snapshots = c.snapshots;
     stats_.cache_entries = st.entries;
     stats_.cache_bytes = st.bytes;

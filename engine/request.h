@@ -22,6 +22,9 @@ struct Request {
   int n = 1;  // completions of this prompt (prefilled once, state copied)
   std::optional<Clock::time_point> deadline;  // unfinished by then -> kDeadline
   bool skip_special_tokens = true;            // in the streamed text
+  // Continue this session (engine/serving/session_store.h): `prompt` is then only the new
+  // tokens (may be empty when the session holds some), and the turn is saved into the session.
+  std::string session_id;
 };
 
 enum class Finish {
@@ -53,9 +56,10 @@ struct FinishEvent {
   std::string matched_stop;           // the stop string that ended it, if one did
   std::optional<TokenId> stop_token;  // the eos / stop id that ended it, if one did
   Usage usage;
-  double queue_seconds = 0;  // submit -> first scheduled
-  double ttft_seconds = 0;   // submit -> first token (0 if none)
-  double e2e_seconds = 0;    // submit -> finish
+  double queue_seconds = 0;    // submit -> first scheduled
+  double ttft_seconds = 0;     // submit -> first token (0 if none)
+  double e2e_seconds = 0;      // submit -> finish
+  int64_t session_tokens = 0;  // tokens the request's session holds after it (0: no session)
 };
 
 // Receives a request's events on the engine's scheduler thread, in order, per completion index:

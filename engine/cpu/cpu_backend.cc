@@ -137,6 +137,7 @@ BackendInfo CpuBackend::info() const {
   i.slots = options_.num_slots;
   i.threads = kc::NumThreads();
   i.description = Describe();
+  i.model_fingerprint = checkpoint_->fingerprint();
   return i;
 }
 

@@ -271,6 +271,7 @@ BackendInfo CudaBackend::info() const {
   i.dtype = weights_->compute;
   i.slots = num_slots_;
   i.description = Describe();
+  i.model_fingerprint = checkpoint_->fingerprint();
   return i;
 }
 

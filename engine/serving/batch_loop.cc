@@ -70,16 +70,22 @@ void BatchLoop::LookUp(size_t admissible) {
     LiveRequest& live = *waiting_[k];
     const std::span<const TokenId> prompt(live.req.prompt);
     const auto L = static_cast<int64_t>(prompt.size());
-    StateStore::Match m = cache_.store->Lookup(cache_.key, prompt, L, now);
-    // A snapshot of the whole prompt serves only with its logits; else one token must run.
-    if (m.length == L && m.snapshot->logits.empty()) {
-      const int64_t branch = m.branch;
-      m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
-      m.branch = branch;
+    StateStore::Match m;
+    if (cache_.store) {
+      m = cache_.store->Lookup(cache_.key, prompt, L, now);
+      // A snapshot of the whole prompt serves only with its logits; else one token must run.
+      if (m.length == L && m.snapshot->logits.empty()) {
+        const int64_t branch = m.branch;
+        m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
+        m.branch = branch;
+      }
     }
-    live.restore_from = m.snapshot;
-    live.view.restore = m.snapshot ? m.length : 0;
+    // A session turn resumes from its session's state unless the store holds a longer prefix.
+    const bool from_session = live.session_state && live.session_state_tokens >= m.length;
+    live.restore_from = from_session ? live.session_state : m.snapshot;
+    live.view.restore = from_session ? live.session_state_tokens : m.snapshot ? m.length : 0;
     live.view.snapshot_at = m.branch > live.view.restore && m.branch < L ? m.branch : 0;
+    if (!cache_.store) continue;
     ++cache_counts_.lookups;
     if (live.view.restore == L) {
       ++cache_counts_.hits;
@@ -101,7 +107,11 @@ absl::Status BatchLoop::Admit(const StepPlan& plan) {
     if (!l.restore_from) continue;
     const Clock::time_point t0 = Clock::now();
     MAMBA_RETURN_IF_ERROR(backend_.RestoreSlot(l.view.slots[0], l.restore_from->state));
-    cache_counts_.restore_seconds += Seconds(Clock::now() - t0);
+    const double seconds = Seconds(Clock::now() - t0);
+    cache_counts_.restore_seconds += seconds;
+    if (observer_) observer_->OnStateCopy(EngineObserver::StateCopy::kRestore, seconds);
+    if (l.restore_from == l.session_state) ++cache_counts_.session_restores;
+    l.session_state.reset();
     l.view.computed = l.view.restore;
     cache_counts_.tokens_reused += l.view.restore;
     // Only a whole-prompt hit still needs the snapshot (its logits, later in this step).
@@ -117,19 +127,52 @@ void BatchLoop::Save(SlotId slot, std::span<const TokenId> prefix, std::span<con
   std::vector<TokenId> tokens(prefix.begin(), prefix.end());
   tokens.insert(tokens.end(), suffix.begin(), suffix.end());
   if (tokens.empty() || cache_.store->Contains(cache_.key, tokens)) return;
+  std::shared_ptr<StateSnapshot> snapshot = TakeSnapshot(slot);
+  if (!snapshot) return;
+  snapshot->logits.assign(logits.begin(), logits.end());
+  Insert(std::move(tokens), std::move(snapshot));
+}
+
+std::shared_ptr<StateSnapshot> BatchLoop::TakeSnapshot(SlotId slot) {
   const Clock::time_point t0 = Clock::now();
   auto snapshot = std::make_shared<StateSnapshot>();
   if (absl::Status s = backend_.SaveSlot(slot, &snapshot->state); !s.ok()) {
     ++cache_counts_.snapshot_failures;
     log_->warn("engine: state snapshot of slot {} failed: {}", slot.value, s.ToString());
-    return;
+    return nullptr;
   }
-  snapshot->logits.assign(logits.begin(), logits.end());
+  const double seconds = Seconds(Clock::now() - t0);
+  cache_counts_.snapshot_seconds += seconds;
+  cache_counts_.snapshot_bytes += static_cast<int64_t>(snapshot->state.size()) * 4;
+  if (observer_) observer_->OnStateCopy(EngineObserver::StateCopy::kSnapshot, seconds);
+  return snapshot;
+}
+
+void BatchLoop::Insert(std::vector<TokenId> tokens, std::shared_ptr<StateSnapshot> snapshot) {
   const double now = Seconds(Clock::now() - started_);
   if (cache_.store->Insert(cache_.key, tokens, std::move(snapshot), now)) {
     ++cache_counts_.snapshots;
   }
-  cache_counts_.snapshot_seconds += Seconds(Clock::now() - t0);
+}
+
+// A session turn that ended well: the session now holds prompt + completion and the state
+// after all of it but the last token (not fed yet; the next turn feeds it first).
+absl::Status BatchLoop::CommitSession(LiveRequest& live, const Completion& c, FinishEvent* ev) {
+  std::shared_ptr<StateSnapshot> snapshot = TakeSnapshot(live.view.slots[0]);
+  if (!snapshot) return absl::InternalError("the session's state could not be saved");
+  SessionContent content;
+  content.tokens = live.req.prompt;
+  content.tokens.insert(content.tokens.end(), c.generated.begin(), c.generated.end());
+  content.state_tokens = static_cast<int64_t>(content.tokens.size()) - 1;
+  // The same state is the end-of-completion snapshot the store would take.
+  if (cache_.store && c.generated.size() >= 2 &&
+      !cache_.store->Contains(
+          cache_.key, std::span<const TokenId>(content.tokens).first(content.tokens.size() - 1))) {
+    Insert(std::vector<TokenId>(content.tokens.begin(), content.tokens.end() - 1), snapshot);
+  }
+  content.state = std::move(snapshot);
+  ev->session_tokens = live.session->Commit(std::move(content));
+  return absl::OkStatus();
 }
 
 // A prompt is in completion 0's state and `logits` are its last token's: fork the state into
@@ -157,7 +200,7 @@ BatchLoop::StepResult BatchLoop::Step() {
   for (const auto& live : waiting_) waiting_views_.push_back(&live->view);
   for (const auto& live : running_) running_views_.push_back(&live->view);
   const std::vector<SlotId> free = pool_.Free();
-  if (cache_.store) LookUp(Scheduler::Admissible(waiting_views_, free.size()));
+  LookUp(Scheduler::Admissible(waiting_views_, free.size()));
   const StepPlan plan = scheduler_.Plan(waiting_views_, running_views_, free);
   const absl::Status admitted = Admit(plan);
   result.counts.admitted = static_cast<int64_t>(plan.admitted.size());
@@ -238,7 +281,7 @@ void BatchLoop::SampleAndEmit(LiveRequest& live, int index, std::span<float> log
   }
   c.last_token = now;
   c.last = tok.id;
-  if (cache_.store) c.generated.push_back(tok.id);
+  if (cache_.store || live.session) c.generated.push_back(tok.id);
   const Sampler::Finish f = c.sampler->CheckFinish(tok.id);
   TokenEvent ev{index, std::move(tok), {}};
   // The eos / stop token that ends a completion adds no text (as in OpenAI's and HF's output).
@@ -256,14 +299,26 @@ void BatchLoop::FinishCompletion(LiveRequest& live, int index, Finish reason, ab
   if (c.finished) return;
   c.finished = true;
   if (!live.view.generating.empty()) live.view.generating[static_cast<size_t>(index)] = false;
-  // The state after the last token fed (every generated token but the last): where the next
-  // turn of a conversation (prompt + completion + new text) resumes.
-  if (cache_.store && (reason == Finish::kStop || reason == Finish::kLength) &&
-      c.generated.size() >= 2) {
+  FinishEvent ev;
+  const bool ok = reason == Finish::kStop || reason == Finish::kLength;
+  if (live.session) {
+    // Committed (or released unchanged) before the client hears of the end, so that its next
+    // turn finds the session free.
+    if (ok) {
+      if (absl::Status s = CommitSession(live, c, &ev); !s.ok()) {
+        reason = Finish::kError;
+        status = s;
+      }
+    }
+    if (ev.session_tokens == 0)
+      ev.session_tokens = static_cast<int64_t>(live.session->content().tokens.size());
+    live.session.reset();
+  } else if (cache_.store && ok && c.generated.size() >= 2) {
+    // The state after the last token fed (every generated token but the last): where the next
+    // turn of a conversation (prompt + completion + new text) resumes.
     Save(live.view.slots[static_cast<size_t>(index)], live.req.prompt,
          std::span<const TokenId>(c.generated).first(c.generated.size() - 1), {});
   }
-  FinishEvent ev;
   ev.index = index;
   ev.reason = reason;
   ev.status = std::move(status);

@@ -16,6 +16,7 @@
 #include "engine/sampling.h"
 #include "engine/serving/phase.h"
 #include "engine/serving/scheduler.h"
+#include "engine/serving/session_store.h"
 #include "engine/serving/slot_pool.h"
 #include "engine/serving/state_store.h"
 #include "engine/stop_matcher.h"
@@ -52,6 +53,11 @@ struct LiveRequest {
   RequestView view;  // id, phase, prompt progress, slots: what the scheduler plans with
   std::vector<Completion> completions;
   std::shared_ptr<const StateSnapshot> restore_from;  // set with view.restore before admission
+  // A session turn: the session, held until the turn ends, and the state it resumes from (after
+  // the first session_state_tokens tokens of the prompt).
+  std::unique_ptr<SessionStore::Lease> session;
+  std::shared_ptr<const StateSnapshot> session_state;
+  int64_t session_state_tokens = 0;
 };
 
 // The state cache a loop uses: where snapshots go and what, besides tokens, keys them.
@@ -66,6 +72,8 @@ struct CacheCounts {
   int64_t tokens_reused = 0;  // prompt tokens restored instead of computed
   int64_t snapshots = 0;      // taken and stored
   int64_t snapshot_failures = 0;
+  int64_t snapshot_bytes = 0;    // of every snapshot taken (store and sessions)
+  int64_t session_restores = 0;  // session turns resumed from their session's state
   double restore_seconds = 0, snapshot_seconds = 0;
 };
 
@@ -129,6 +137,9 @@ class BatchLoop {
   absl::Status Admit(const StepPlan& plan);
   void Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
             std::span<const float> logits);
+  std::shared_ptr<StateSnapshot> TakeSnapshot(SlotId slot);  // null on failure (logged)
+  void Insert(std::vector<TokenId> tokens, std::shared_ptr<StateSnapshot> snapshot);
+  absl::Status CommitSession(LiveRequest& live, const Completion& c, FinishEvent* ev);
   void RunCachedPrompt(LiveRequest& live, const StepPlan& plan, int request);
   void Fork(LiveRequest& live, const StepPlan& plan, int request, std::span<const float> logits);
   void Start(LiveRequest& live, std::vector<SlotId> slots);

@@ -9,6 +9,7 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
 #include "tests/engine/single_request.h"
@@ -411,6 +412,176 @@ TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
   const EngineStats st = engine->Stats();
   EXPECT_GT(st.cache_hits + st.cache_partial_hits, 7);
   EXPECT_GT(st.cache_entries, 0);
+}
+
+// Cold runs of each turn's whole conversation (prompt = everything so far + the new text): what
+// a session turn must produce, token for token (and log-prob for log-prob where the packed GEMM
+// makes results batch-independent).
+void ExpectCold(Backend& solo, const std::vector<TokenId>& whole, const Request& turn,
+                Collector& got) {
+  auto cold = testing::SingleRequest(solo, whole, turn.params, 0);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  std::vector<TokenId> ids;
+  std::vector<float> logprobs;
+  for (const SampledToken& t : *cold) {
+    ids.push_back(t.id);
+    logprobs.push_back(t.logprob);
+  }
+  EXPECT_EQ(got.tokens(), ids);
+  if (solo.Describe().find("packed") != std::string::npos) {
+    EXPECT_EQ(got.logprobs(), logprobs);
+  }
+}
+
+// A conversation sent turn by turn through a session (only the new text each turn) produces
+// exactly what the whole conversation sent cold produces, with the state cache on or off, greedy
+// and seeded; each turn reuses everything but the last token of the one before.
+TEST_F(EngineTest, SessionTurnsEqualColdRunsOfTheWholeConversation) {
+  auto solo = MakeBackend(1);
+  for (int64_t cache : {int64_t{0}, int64_t{1} << 28}) {
+    EngineOptions eo;
+    eo.state_cache_bytes = cache;
+    eo.sessions.max_bytes = int64_t{1} << 28;
+    eo.max_step_tokens = 16;
+    auto engine = MakeEngine(3, eo);
+    for (int sampled = 0; sampled < 2; ++sampled) {
+      const std::string id = absl::StrCat("conv-", cache, "-", sampled);
+      std::vector<TokenId> whole;
+      for (int turn = 0; turn < 4; ++turn) {
+        const std::vector<TokenId> text =
+            testing::RandomPrompt(turn == 0 ? 30 : 5, 50000, 300 + turn + 10 * sampled);
+        Request r = Greedy(text, 6);
+        r.session_id = id;
+        if (sampled) {
+          r.params.temperature = 0.8f;
+          r.params.seed = 77 + turn;
+        }
+        auto sink = std::make_shared<Collector>();
+        ASSERT_TRUE(engine->Submit(r, sink).ok());
+        ASSERT_TRUE(sink->Wait());
+        const int64_t before = static_cast<int64_t>(whole.size());
+        whole.insert(whole.end(), text.begin(), text.end());
+        SCOPED_TRACE(absl::StrCat(id, " turn ", turn));
+        ExpectCold(*solo, whole, r, *sink);
+        const FinishEvent f = sink->finish();
+        EXPECT_EQ(f.usage.prompt_tokens, static_cast<int64_t>(whole.size()));
+        EXPECT_EQ(f.usage.cached_tokens, turn == 0 ? 0 : before - 1);
+        for (TokenId t : sink->tokens()) whole.push_back(t);
+        EXPECT_EQ(f.session_tokens, static_cast<int64_t>(whole.size()));
+        EXPECT_EQ(engine->GetSession(id)->tokens, static_cast<int64_t>(whole.size()));
+      }
+    }
+    EXPECT_EQ(engine->Stats().session_restores, 6);
+  }
+}
+
+TEST_F(EngineTest, SessionRefusals) {
+  EngineOptions eo;
+  eo.sessions.max_bytes = int64_t{1} << 28;
+  eo.max_prompt_tokens = 40;
+  auto engine = MakeEngine(2, eo);
+  auto code = [&](Request r) {
+    auto id = engine->Submit(std::move(r), std::make_shared<Collector>());
+    return id.status().code();
+  };
+  Request r = Greedy(testing::RandomPrompt(20, 50000, 1), 4);
+  r.session_id = "s";
+  // A second request on a session in use.
+  Request hold = r;
+  hold.params.max_new_tokens = 100000 > eo.max_new_tokens_limit ? eo.max_new_tokens_limit : 100000;
+  auto holder = std::make_shared<Collector>();
+  auto held = engine->Submit(hold, holder);
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(holder->WaitTokens(1));
+  EXPECT_EQ(code(r), absl::StatusCode::kAborted);
+  EXPECT_TRUE(engine->GetSession("s")->in_use);
+  // A first turn that fails (cancelled) leaves no session.
+  engine->Cancel(*held);
+  ASSERT_TRUE(holder->Wait());
+  EXPECT_EQ(engine->GetSession("s").status().code(), absl::StatusCode::kNotFound);
+  // The session would pass max_prompt_tokens: refused, the session untouched.
+  auto first = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(r, first).ok());
+  ASSERT_TRUE(first->Wait());
+  EXPECT_EQ(engine->GetSession("s")->tokens, 24);
+  Request more = r;
+  more.prompt = testing::RandomPrompt(17, 50000, 2);
+  auto too_long = engine->Submit(more, std::make_shared<Collector>());
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long.status().message().find("24 tokens"), std::string::npos) << too_long.status();
+  EXPECT_EQ(engine->GetSession("s")->tokens, 24);
+  EXPECT_FALSE(engine->GetSession("s")->in_use);
+  // An empty turn continues from the last token; an empty new session has nothing to run.
+  Request empty = r;
+  empty.prompt.clear();
+  auto cont = std::make_shared<Collector>();
+  ASSERT_TRUE(engine->Submit(empty, cont).ok());
+  ASSERT_TRUE(cont->Wait());
+  EXPECT_EQ(cont->finish().session_tokens, 28);
+  empty.session_id = "new";
+  EXPECT_EQ(code(empty), absl::StatusCode::kInvalidArgument);
+  Request two = r;
+  two.n = 2;
+  EXPECT_EQ(code(two), absl::StatusCode::kInvalidArgument);
+  Request bad = r;
+  bad.session_id = "a/b";
+  EXPECT_EQ(code(bad), absl::StatusCode::kInvalidArgument);
+  // Sessions off.
+  auto plain = MakeEngine(1);
+  EXPECT_EQ(plain->Submit(r, std::make_shared<Collector>()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(plain->GetSession("s").status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(SlotsFree(*engine));
+  EXPECT_EQ(engine->Stats().sessions.conflicts, 1);
+}
+
+// A session exported from one engine and imported into another on the same model continues
+// exactly as it would have on the first; a fork continues on its own; another model's engine
+// refuses the file, naming both fingerprints.
+TEST_F(EngineTest, SessionsMoveBetweenEnginesAndFork) {
+  EngineOptions eo;
+  eo.sessions.max_bytes = int64_t{1} << 28;
+  auto a = MakeEngine(2, eo);
+  auto b = MakeEngine(2, eo);
+  auto turn = [](Engine& e, const std::string& id, std::vector<TokenId> text) {
+    Request r = Greedy(std::move(text), 5);
+    r.session_id = id;
+    auto sink = std::make_shared<Collector>();
+    EXPECT_TRUE(e.Submit(r, sink).ok());
+    EXPECT_TRUE(sink->Wait());
+    return sink->tokens();
+  };
+  turn(*a, "x", testing::RandomPrompt(25, 50000, 5));
+  auto file = a->ExportSession("x");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto imported = b->ImportSession("y", *file);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  EXPECT_EQ(imported->tokens, a->GetSession("x")->tokens);
+  ASSERT_TRUE(a->ForkSession("x", "x2").ok());
+  const std::vector<TokenId> next = testing::RandomPrompt(4, 50000, 6);
+  const std::vector<TokenId> on_a = turn(*a, "x", next);
+  EXPECT_EQ(turn(*b, "y", next), on_a);
+  EXPECT_EQ(a->GetSession("x")->tokens, b->GetSession("y")->tokens);
+  // The fork took the state before that turn: it diverges with other text, and its turn with
+  // the same text equals the original's.
+  EXPECT_EQ(turn(*a, "x2", next), on_a);
+
+  TempDir other_dir;
+  RandomCheckpointOptions o;
+  o.config = (*checkpoint_)->config();
+  o.seed = 99;
+  auto other_ck = Checkpoint::Open(testing::WriteModel(other_dir, "other", o));
+  ASSERT_TRUE(other_ck.ok());
+  EXPECT_NE((*other_ck)->fingerprint(), (*checkpoint_)->fingerprint());
+  BackendOptions bo;
+  bo.num_slots = 1;
+  auto other = Engine::Create(*cpu::CpuBackend::Create(*other_ck, bo), *tokenizer_, eo);
+  ASSERT_TRUE(other.ok());
+  auto refused = (*other)->ImportSession("z", *file);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find((*checkpoint_)->fingerprint()), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find((*other_ck)->fingerprint()), std::string::npos);
 }
 
 // Admission control sees a request's slots before its first token reaches the client (who may

@@ -33,6 +33,7 @@ FakeBackend::FakeBackend(const ModelConfig& config, int num_slots)
 BackendInfo FakeBackend::info() const {
   BackendInfo i;
   i.device = "fake";
+  i.model_fingerprint = "fake-backend";
   i.dtype = kernels::DType::kF32;
   i.slots = num_slots();
   i.description = Describe();
