@@ -21,7 +21,7 @@ asan_tests=(
   dtype_test cpu_kernels_test
   model_config_test checkpoint_test sampling_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
-  scheduler_test batch_loop_test state_store_test
+  scheduler_test batch_loop_test state_store_test session_store_test
   http_server_test http_errors_test grpc_convert_test grpc_server_test
   client_http_test client_generators_test client_loadgen_test
   client_server_test server_binary_test fault_test soak_test  # integration: the binaries below
