@@ -62,51 +62,106 @@ void BatchLoop::Start(LiveRequest& live, std::vector<SlotId> slots) {
   }
 }
 
-// State cache: for the requests the next plan admits, the longest cached prefix of the prompt
-// (restored at admission) and the branch point where a snapshot would let siblings hit.
-void BatchLoop::LookUp(size_t admissible) {
+// State cache: the longest cached prefix of a waiting request's prompt (restored at admission;
+// a session turn's own state unless the store holds more) and the branch point where a snapshot
+// would let siblings hit.
+void BatchLoop::LookUp(LiveRequest& live, double now) {
+  const std::span<const TokenId> prompt(live.req.prompt);
+  const auto L = static_cast<int64_t>(prompt.size());
+  StateStore::Match m;
+  if (cache_.store) {
+    m = cache_.store->Lookup(cache_.key, prompt, L, now);
+    // A snapshot of the whole prompt serves only with its logits; else one token must run.
+    if (m.length == L && m.snapshot->logits.empty()) {
+      const int64_t branch = m.branch;
+      m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
+      m.branch = branch;
+    }
+  }
+  const bool from_session = live.session_state && live.session_state_tokens >= m.length;
+  live.restore_from = from_session ? live.session_state : m.snapshot;
+  live.view.restore = from_session ? live.session_state_tokens : m.snapshot ? m.length : 0;
+  live.view.snapshot_at = m.branch > live.view.restore && m.branch < L ? m.branch : 0;
+}
+
+namespace {
+
+int64_t CommonPrefix(std::span<const TokenId> a, std::span<const TokenId> b) {
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return static_cast<int64_t>(i);
+}
+
+}  // namespace
+
+// Whether `live` should wait for a sibling being prefilled now (running, or admitted earlier in
+// this step) that shares a longer prefix with it than the store holds: the sibling then stops
+// at the branch point and snapshots it, and `live` is admitted on that snapshot instead of
+// computing the same prefix at the same time.
+bool BatchLoop::WaitForSibling(LiveRequest& live) {
+  const std::span<const TokenId> prompt(live.req.prompt);
+  const auto last = static_cast<int64_t>(prompt.size()) - 1;  // at least one token must run
+  auto consider = [&](LiveRequest& sibling, int64_t sibling_at) {
+    const int64_t c = std::min(CommonPrefix(prompt, sibling.req.prompt), last);
+    if (c < live.view.restore + kMinSharedPrefix || sibling_at >= c) return false;
+    RequestView& v = sibling.view;
+    // The sibling's prompt end is snapshotted anyway; else it stops at the earliest point asked.
+    if (c < v.prompt_tokens && !(v.snapshot_at > sibling_at && v.snapshot_at < c)) {
+      v.snapshot_at = c;
+    }
+    return true;
+  };
+  for (const auto& r : running_) {
+    if (r->view.phase == Phase::kPrefilling && consider(*r, r->view.computed)) return true;
+  }
+  for (size_t k : admit_index_) {
+    if (consider(*waiting_[k], waiting_[k]->view.restore)) return true;
+  }
+  return false;
+}
+
+// Picks the waiting requests this step may admit, first come first served while the free slots
+// cover a request's n (the head of the queue blocks the rest), skipping those that wait for a
+// sibling's prefix; each has been looked up in the state cache.
+void BatchLoop::SelectAdmissible(size_t free_slots) {
   const double now = Seconds(Clock::now() - started_);
-  for (size_t k = 0; k < admissible && k < waiting_.size(); ++k) {
+  int waiting_on_siblings = 0;
+  for (size_t k = 0; k < waiting_.size(); ++k) {
     LiveRequest& live = *waiting_[k];
-    const std::span<const TokenId> prompt(live.req.prompt);
-    const auto L = static_cast<int64_t>(prompt.size());
-    StateStore::Match m;
-    if (cache_.store) {
-      m = cache_.store->Lookup(cache_.key, prompt, L, now);
-      // A snapshot of the whole prompt serves only with its logits; else one token must run.
-      if (m.length == L && m.snapshot->logits.empty()) {
-        const int64_t branch = m.branch;
-        m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
-        m.branch = branch;
-      }
+    if (static_cast<size_t>(live.view.n) > free_slots) break;
+    LookUp(live, now);
+    if (cache_.store && WaitForSibling(live)) {
+      if (++waiting_on_siblings == kMaxWaitingScan) break;
+      continue;
     }
-    // A session turn resumes from its session's state unless the store holds a longer prefix.
-    const bool from_session = live.session_state && live.session_state_tokens >= m.length;
-    live.restore_from = from_session ? live.session_state : m.snapshot;
-    live.view.restore = from_session ? live.session_state_tokens : m.snapshot ? m.length : 0;
-    live.view.snapshot_at = m.branch > live.view.restore && m.branch < L ? m.branch : 0;
-    if (!cache_.store) continue;
-    ++cache_counts_.lookups;
-    if (live.view.restore == L) {
-      ++cache_counts_.hits;
-    } else if (live.view.restore > 0) {
-      ++cache_counts_.partial_hits;
-    } else {
-      ++cache_counts_.misses;
-    }
+    waiting_views_.push_back(&live.view);
+    admit_index_.push_back(k);
+    free_slots -= static_cast<size_t>(live.view.n);
   }
 }
 
 absl::Status BatchLoop::Admit(const StepPlan& plan) {
-  for (const std::vector<SlotId>& slots : plan.admitted) {
-    std::unique_ptr<LiveRequest> live = std::move(waiting_.front());
-    waiting_.pop_front();
-    Start(*live, slots);
+  absl::Status status;
+  for (size_t i = 0; i < plan.admitted.size(); ++i) {
+    std::unique_ptr<LiveRequest> live = std::move(waiting_[admit_index_[i]]);
+    Start(*live, plan.admitted[i]);
     LiveRequest& l = *live;
     running_.push_back(std::move(live));
-    if (!l.restore_from) continue;
+    if (cache_.store) {
+      ++cache_counts_.lookups;
+      if (l.view.restore == l.view.prompt_tokens) {
+        ++cache_counts_.hits;
+      } else if (l.view.restore > 0) {
+        ++cache_counts_.partial_hits;
+      } else {
+        ++cache_counts_.misses;
+      }
+    }
+    if (!l.restore_from || !status.ok()) continue;
     const Clock::time_point t0 = Clock::now();
-    MAMBA_RETURN_IF_ERROR(backend_.RestoreSlot(l.view.slots[0], l.restore_from->state));
+    status = backend_.RestoreSlot(l.view.slots[0], l.restore_from->state);
+    if (!status.ok()) continue;
     const double seconds = Seconds(Clock::now() - t0);
     cache_counts_.restore_seconds += seconds;
     if (observer_) observer_->OnStateCopy(EngineObserver::StateCopy::kRestore, seconds);
@@ -117,7 +172,9 @@ absl::Status BatchLoop::Admit(const StepPlan& plan) {
     // Only a whole-prompt hit still needs the snapshot (its logits, later in this step).
     if (l.view.restore < l.view.prompt_tokens) l.restore_from.reset();
   }
-  return absl::OkStatus();
+  // The admitted ones leave the queue; the rest keep their order.
+  std::erase_if(waiting_, [](const std::unique_ptr<LiveRequest>& w) { return w == nullptr; });
+  return status;
 }
 
 // Stores the state of `slot` as the snapshot of prefix + suffix (with `logits` when not empty),
@@ -196,11 +253,11 @@ BatchLoop::StepResult BatchLoop::Step() {
   StepResult result;
   result.counts.retired = Retire();
   waiting_views_.clear();
+  admit_index_.clear();
   running_views_.clear();
-  for (const auto& live : waiting_) waiting_views_.push_back(&live->view);
   for (const auto& live : running_) running_views_.push_back(&live->view);
   const std::vector<SlotId> free = pool_.Free();
-  LookUp(Scheduler::Admissible(waiting_views_, free.size()));
+  SelectAdmissible(free.size());
   const StepPlan plan = scheduler_.Plan(waiting_views_, running_views_, free);
   const absl::Status admitted = Admit(plan);
   result.counts.admitted = static_cast<int64_t>(plan.admitted.size());

@@ -133,7 +133,9 @@ class BatchLoop {
   void ResetTally() { tally_ = Tally{}; }
 
  private:
-  void LookUp(size_t admissible);
+  void SelectAdmissible(size_t free_slots);
+  void LookUp(LiveRequest& live, double now);
+  bool WaitForSibling(LiveRequest& live);
   absl::Status Admit(const StepPlan& plan);
   void Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
             std::span<const float> logits);
@@ -163,7 +165,12 @@ class BatchLoop {
   CacheCounts cache_counts_;
   std::function<void(int64_t)> on_admit_;
   Clock::time_point started_;
+  // A waiting request waits for a sibling's prefix only when it shares at least this many
+  // tokens beyond what the store gives it; at most kMaxWaitingScan such are passed over a step.
+  static constexpr int64_t kMinSharedPrefix = 32;
+  static constexpr int kMaxWaitingScan = 64;
   // Reused across steps.
+  std::vector<size_t> admit_index_;  // waiting_ positions of the requests the plan may admit
   std::vector<ChunkInput> chunks_;
   std::vector<const RequestView*> waiting_views_, running_views_;
   Logits logits_;

@@ -382,6 +382,58 @@ TEST(StateCache, SharedPrefixHitsFromTheSecondSibling) {
   EXPECT_EQ(run(with({6, 8, 9, 10})), std::make_pair(std::vector<size_t>{4}, int64_t{20}));
 }
 
+// Siblings arriving together: the first computes the shared prefix and snapshots it at the
+// branch point while the others wait (their slots free for other work); they are admitted on the
+// snapshot and compute only their suffixes. The prefix runs once, however many arrive at once.
+TEST(StateCache, SiblingsArrivingTogetherComputeTheSharedPrefixOnce) {
+  FakeBackend b(FakeBackendOptions{.num_slots = 4});
+  StateStore store(StateStoreOptions{.capacity_bytes = 1 << 20});
+  SchedulerOptions so;
+  so.max_step_tokens = 64;
+  BatchLoop loop(b, nullptr, so, nullptr, StateCache{&store, {}});
+  std::mt19937_64 rng(5);
+  const std::vector<TokenId> shared = Prompt(rng, 200, 64);
+  std::vector<std::vector<TokenId>> prompts;
+  std::vector<std::shared_ptr<FullRecorder>> sinks;
+  for (int i = 0; i < 8; ++i) {
+    std::vector<TokenId> p = shared;
+    for (TokenId t : Prompt(rng, 10, 64)) p.push_back(t);
+    if (i == 7) p = Prompt(rng, 50, 64);  // unrelated: not held back
+    prompts.push_back(p);
+    sinks.push_back(std::make_shared<FullRecorder>());
+    loop.Enqueue(Live(static_cast<uint64_t>(i + 1), p, 3, sinks.back()));
+  }
+  int64_t prompt_tokens = 0;
+  while (!loop.Idle()) {
+    const size_t first = b.calls().size();
+    loop.Step();
+    for (size_t c = first; c < b.calls().size(); ++c) {
+      for (const auto& ch : b.calls()[c].chunks) {
+        if (ch.tokens.size() > 1 || ch.start)
+          prompt_tokens += static_cast<int64_t>(ch.tokens.size());
+      }
+    }
+  }
+  // Prefix once (one token of which may run as a 1-token chunk the count above skips), the
+  // seven suffixes, the unrelated prompt.
+  EXPECT_LE(prompt_tokens, 200 + 7 * 10 + 50);
+  EXPECT_GE(prompt_tokens, 199 + 7 * 10 + 50);
+  int64_t cached = 0;
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->done);
+    cached += sinks[i]->finish.usage.cached_tokens;
+    FakeBackend solo(FakeBackendOptions{.num_slots = 1});
+    SamplingParams p;
+    p.temperature = 0;
+    p.max_new_tokens = 3;
+    p.ignore_eos = true;
+    auto cold = testing::SingleRequest(solo, prompts[i], p, 0);
+    ASSERT_TRUE(cold.ok());
+    EXPECT_EQ(Ids(sinks[i]->tokens), Ids(*cold)) << "request " << i;
+  }
+  EXPECT_EQ(cached, 6 * 200);
+}
+
 // Greedy ids of `prompt` decoded alone on the fake model the two tests below use.
 std::vector<TokenId> GreedyCold(const std::vector<TokenId>& prompt, int max_new) {
   FakeBackend solo(FakeBackendOptions{.vocab_size = 50, .num_slots = 1, .peak = 1.0f});
