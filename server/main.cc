@@ -62,6 +62,21 @@ void SetUpLogging(const ServerConfig& c) {
   }
 }
 
+void LogSessions(const engine::SessionOptions& s) {
+  if (s.max_bytes <= 0) {
+    Log()->info("sessions: off (--session-bytes 0)");
+    return;
+  }
+  std::string disk = "memory only";
+  if (!s.dir.empty()) {
+    disk = s.dir_max_bytes > 0
+               ? fmt::format("written to {} (up to {} MiB)", s.dir.string(), s.dir_max_bytes >> 20)
+               : fmt::format("written to {} (unbounded)", s.dir.string());
+  }
+  Log()->info("sessions: up to {} MiB of host memory, ended after {} s unused, {}",
+              s.max_bytes >> 20, s.ttl_seconds, disk);
+}
+
 int Fail(const std::string& what, const absl::Status& s) {
   Log()->critical("{}: {}", what, s.ToString());
   return 1;
@@ -96,11 +111,12 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   Metrics metrics;
   const engine::EngineOptions engine_options = ToEngineOptions(c);
   if (engine_options.state_cache_bytes > 0) {
-    Log()->info("state cache: up to {} MiB of host memory for state snapshots",
-                engine_options.state_cache_bytes >> 20);
+    Log()->info("state cache: up to {} MiB of host memory for state snapshots (eviction: {})",
+                engine_options.state_cache_bytes >> 20, c.state_cache_policy);
   } else {
     Log()->info("state cache: off (--state-cache-bytes 0)");
   }
+  LogSessions(engine_options.sessions);
   auto eng = engine::Engine::Create(std::move(*backend), tokenizer, engine_options, &metrics);
   if (!eng.ok()) return Fail("cannot start the engine", eng.status());
   ServingState state;

@@ -32,6 +32,7 @@ class Metrics : public engine::EngineObserver {
   void OnTokenGap(double seconds) override;
   void OnFinish(const engine::FinishEvent& event) override;  // one per completion
   void OnRejected(absl::StatusCode code) override;
+  void OnStateCopy(StateCopy kind, double seconds) override;
 
   // A front end answered a call: protocol "http" or "grpc", endpoint a fixed route name (never
   // a raw client path, to bound the label set), code the HTTP status or gRPC code number.
@@ -73,6 +74,18 @@ class Metrics : public engine::EngineObserver {
   prometheus::Counter& cache_evictions_;
   prometheus::Gauge& cache_entries_;
   prometheus::Gauge& cache_bytes_;
+  prometheus::Counter& cache_snapshot_bytes_;
+  // Sessions (engine/serving/session_store.h), also brought up to date at each Render.
+  prometheus::Gauge& sessions_live_;
+  prometheus::Gauge& session_bytes_;
+  prometheus::Counter& sessions_created_;
+  prometheus::Counter& sessions_expired_;
+  prometheus::Counter& sessions_deleted_;
+  prometheus::Counter& session_conflicts_;
+  prometheus::Gauge& session_disk_bytes_;
+  prometheus::Counter& session_disk_writes_;
+  prometheus::Counter& session_disk_write_failures_;
+  prometheus::Counter& session_disk_evictions_;
 
   prometheus::Histogram& ttft_;
   prometheus::Histogram& inter_token_;
@@ -81,6 +94,8 @@ class Metrics : public engine::EngineObserver {
   prometheus::Histogram& step_seconds_;
   prometheus::Histogram& batch_size_;
   prometheus::Histogram& generated_per_completion_;
+  prometheus::Histogram& state_restore_seconds_;
+  prometheus::Histogram& state_snapshot_seconds_;
 };
 
 }  // namespace mamba::server

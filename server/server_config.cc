@@ -50,6 +50,31 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
                  "RAM or its cgroup limit; 0: off)")
       ->envname("MAMBA_STATE_CACHE_BYTES")
       ->capture_default_str();
+  app.add_option("--state-cache-policy", c->state_cache_policy,
+                 "Which snapshots the state cache evicts first: cost (the fewest prefill tokens "
+                 "saved per byte, aged) or lru (least recently used)")
+      ->envname("MAMBA_STATE_CACHE_POLICY")
+      ->check(CLI::IsMember({"cost", "lru"}))
+      ->capture_default_str();
+  app.add_option("--session-bytes", c->session_bytes,
+                 "Host memory for sessions (conversations continued by id, see README): their "
+                 "states and tokens (-1: the same default as --state-cache-bytes; 0: sessions "
+                 "off)")
+      ->envname("MAMBA_SESSION_BYTES")
+      ->capture_default_str();
+  app.add_option("--session-ttl", c->session_ttl_s,
+                 "Seconds a session may stay unused before it ends (each use restarts the clock)")
+      ->envname("MAMBA_SESSION_TTL")
+      ->capture_default_str();
+  app.add_option("--session-dir", c->session_dir,
+                 "Write sessions to this directory and load them again at start-up (default: "
+                 "memory only)")
+      ->envname("MAMBA_SESSION_DIR");
+  app.add_option("--session-dir-bytes", c->session_dir_bytes,
+                 "Disk budget of --session-dir; the least recently used files go first (0: "
+                 "unbounded)")
+      ->envname("MAMBA_SESSION_DIR_BYTES")
+      ->capture_default_str();
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")
       ->envname("MAMBA_MAX_STEP_TOKENS")
       ->capture_default_str();
@@ -129,6 +154,22 @@ absl::Status ValidateConfig(const ServerConfig& c) {
       c.state_cache_bytes < -1) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
   }
+  if (c.session_bytes < -1) {
+    return absl::InvalidArgumentError(
+        "--session-bytes must be -1 (default), 0 (sessions off) or a byte count");
+  }
+  if (!(c.session_ttl_s > 0) || c.session_ttl_s > 1e9) {
+    return absl::InvalidArgumentError("--session-ttl must be a positive number of seconds");
+  }
+  if (c.session_dir_bytes < 0) {
+    return absl::InvalidArgumentError("--session-dir-bytes must be >= 0 (0: unbounded)");
+  }
+  if (c.session_bytes == 0 && !c.session_dir.empty()) {
+    return absl::InvalidArgumentError("--session-dir needs sessions on (--session-bytes is 0)");
+  }
+  if (c.state_cache_policy != "cost" && c.state_cache_policy != "lru") {
+    return absl::InvalidArgumentError("--state-cache-policy must be cost or lru");
+  }
   return absl::OkStatus();
 }
 
@@ -162,6 +203,8 @@ int64_t UsableMemoryBytes() {
 
 }  // namespace
 
+int64_t DefaultStateCacheBytes() { return std::min(int64_t{2} << 30, UsableMemoryBytes() / 4); }
+
 engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   engine::EngineOptions o;
   o.max_step_tokens = c.max_step_tokens;
@@ -169,9 +212,16 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   o.max_prompt_tokens = c.max_prompt_tokens;
   o.max_new_tokens_limit = c.max_new_tokens_limit;
   o.state_cache_bytes = c.state_cache_bytes;
-  if (o.state_cache_bytes < 0) {
-    o.state_cache_bytes = std::min(int64_t{2} << 30, UsableMemoryBytes() / 4);
-  }
+  if (o.state_cache_bytes < 0) o.state_cache_bytes = DefaultStateCacheBytes();
+  o.state_cache_policy =
+      c.state_cache_policy == "lru" ? engine::EvictionPolicy::kLru : engine::EvictionPolicy::kCost;
+  o.sessions.max_bytes = c.session_bytes < 0 ? DefaultStateCacheBytes() : c.session_bytes;
+  o.sessions.ttl_seconds = c.session_ttl_s;
+  // A turn may leave a session up to a completion beyond the prompt limit (its next turn is then
+  // refused); its exported file must still import, here or into a server like this one.
+  o.sessions.max_tokens = c.max_prompt_tokens + c.max_new_tokens_limit;
+  o.sessions.dir = c.session_dir;
+  o.sessions.dir_max_bytes = c.session_dir_bytes;
   return o;
 }
 

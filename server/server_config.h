@@ -27,7 +27,12 @@ struct ServerConfig {
   int64_t max_prompt_tokens = 65536;
   int32_t max_new_tokens_limit = 16384;
   int max_queue = 256;
-  int64_t state_cache_bytes = -1;  // -1: min(2 GiB, 25 % of RAM or cgroup limit); 0: off
+  int64_t state_cache_bytes = -1;           // -1: min(2 GiB, 25 % of RAM or cgroup limit); 0: off
+  std::string state_cache_policy = "cost";  // cost | lru
+  int64_t session_bytes = -1;               // -1: the state cache's default budget; 0: off
+  double session_ttl_s = 3600;
+  std::string session_dir;        // empty: sessions live in memory only
+  int64_t session_dir_bytes = 0;  // 0: unbounded
   double drain_timeout_s = 30;
   double request_timeout_s = 0;
   int http_threads = 2;
@@ -48,6 +53,10 @@ void AddServerFlags(CLI::App& app, ServerConfig* config);
 
 // Checks values that CLI11 cannot (ports, TLS pairs, timeouts).
 absl::Status ValidateConfig(const ServerConfig& c);
+
+// The default budgets of the state cache and of sessions: the smaller of 2 GiB and 25 % of the
+// memory the process may use (RAM, or its cgroup limit).
+int64_t DefaultStateCacheBytes();
 
 // The bundled demo model's directory, relative to the binary (engine/tools/demo_model.h).
 std::string DefaultModelDir();
