@@ -70,6 +70,7 @@ ApiError ToApiError(const absl::Status& status, ApiStyle style) {
       e.param = OpenAiFieldName(*std::move(field));
     }
     e.code = engine::ReasonOf(status);
+    if (!e.code && status.code() == absl::StatusCode::kAborted) e.code = kSessionInUse;
   }
   return e;
 }

@@ -8,16 +8,22 @@
 //   Unauthenticated                    401              401
 //   PermissionDenied                   403              403
 //   NotFound                           404              404
-//   AlreadyExists, Aborted             409              409
-//   ResourceExhausted (queue full)     429 (+ Retry-After: 1)
+//   AlreadyExists (a fork target),
+//   Aborted (a session in use)         409              409
+//   ResourceExhausted (queue full,
+//   no memory for another session)     429 (+ Retry-After: 1)
 //   Unimplemented                      501              501
 //   Unavailable (starting, draining),
 //   Cancelled (the engine stopped it)  503              503
 //   DeadlineExceeded                   504              504
 //   anything else                      500              500
 //
+// FailedPrecondition includes "sessions are off" (400: the request asks for what this server was
+// configured not to do, as for stop strings without a tokenizer).
+//
 // The transport adds statuses no absl code stands for: 405 (wrong method), 413 (body over
-// max_body_bytes), 431 (headers too large), 400 (malformed HTTP).
+// max_body_bytes), 431 (headers too large), 400 (malformed HTTP; a session state upload larger
+// than the largest state file of the model).
 //
 // Shapes: OpenAI routes (/v1/*, /tokenize, /detokenize, /health, /metrics, unknown paths) answer
 // {"error": {"message", "type", "param", "code"}} as OpenAI and vLLM do (type:
@@ -39,6 +45,9 @@ namespace mamba::server::http {
 
 enum class ApiStyle { kOpenAi, kTgi };
 
+// OpenAI "code" of a request refused because its session is in use (409).
+inline constexpr char kSessionInUse[] = "session_in_use";
+
 // The family a path belongs to: kTgi for TGI's routes, kOpenAi for everything else.
 ApiStyle StyleOf(std::string_view path);
 
@@ -56,7 +65,8 @@ struct ApiError {
 int HttpStatus(absl::StatusCode code, ApiStyle style);
 
 // A status as an API error: HttpStatus, the message, and for OpenAI the engine's field (turned
-// into the wire name: max_new_tokens -> max_tokens) and reason (engine/request_validation.h).
+// into the wire name: max_new_tokens -> max_tokens) and reason (engine/request_validation.h);
+// Aborted, which only a session in use gives, has the code "session_in_use".
 ApiError ToApiError(const absl::Status& status, ApiStyle style);
 
 // OpenAI's error "type" for an HTTP status: invalid_request_error, authentication_error, ...

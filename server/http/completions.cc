@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/http/sessions.h"
 
 namespace mamba::server::http {
 namespace {
@@ -177,10 +178,12 @@ class CompletionCall : public GenerationCall {
     const bool ok = ev.reason == engine::Finish::kStop || ev.reason == engine::Finish::kLength;
     if (!ok && !spec_.stream) return Fail(FinishError(ev.status));
     if (ok) ch.finish = ev.reason == engine::Finish::kStop ? "stop" : "length";
+    if (ok && Session()) session_tokens_ = ev.session_tokens;
     if (spec_.stream) {
       // A completion that ended badly mid-stream: an error event in its place (as vLLM does).
       OrderedJson event =
           ok ? Chunk(c, ev.text, nullptr, ch.finish) : ErrorBody(FinishError(ev.status));
+      if (ok && Session()) event["session"] = SessionSummaryJson(*Session(), session_tokens_);
       if (!WriteOrCancel(Sse(event))) return;
     } else {
       ch.text += ev.text;
@@ -210,7 +213,13 @@ class CompletionCall : public GenerationCall {
     OrderedJson j = Envelope();
     j["choices"] = std::move(choices);
     j["usage"] = Usage();
+    if (Session()) j["session"] = SessionSummaryJson(*Session(), session_tokens_);
     exchange_->Respond({200, "application/json", Dump(j), {}});
+  }
+
+  // The session the request continues, if any.
+  const std::string* Session() const {
+    return spec_.request.session_id.empty() ? nullptr : &spec_.request.session_id;
   }
 
   CompletionSpec spec_;
@@ -221,6 +230,7 @@ class CompletionCall : public GenerationCall {
   int64_t prompt_tokens_ = 0;
   int64_t completion_tokens_ = 0;
   int64_t cached_tokens_ = 0;
+  int64_t session_tokens_ = 0;  // tokens the session holds after this turn
 };
 
 }  // namespace

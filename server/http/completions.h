@@ -26,9 +26,11 @@ struct CompletionSpec {
 // temperature, top_p, n, best_of (== n only), stream, stream_options.include_usage, stop,
 // seed, logprobs, echo, presence_penalty, frequency_penalty, user (ignored); extensions:
 // top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
-// skip_special_tokens, stop_token_ids, timeout (seconds). Unknown fields are ignored; suffix
-// and logit_bias are refused when given. Ranges and limits are checked by Engine::Validate, on
-// each prompt's request, before anything is submitted; errors name the field (api_error.h).
+// skip_special_tokens, stop_token_ids, timeout (seconds), session_id (continue that session: the
+// prompt is then one prompt, the turn's new text, possibly empty; n must be 1). Unknown fields are
+// ignored; suffix and logit_bias are refused when given. Ranges and limits are checked by
+// Engine::Validate, on each prompt's request, before anything is submitted; errors name the field
+// (api_error.h).
 absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
                                     CompletionSpec* out);
 

@@ -5,6 +5,7 @@
 #include "engine/request_validation.h"
 #include "engine/status_macros.h"
 #include "server/http/completions.h"
+#include "server/http/sessions.h"
 
 namespace mamba::server::http {
 namespace {
@@ -13,8 +14,10 @@ constexpr size_t kMaxPrompts = 1024;
 constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 
-// prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...].
-absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, std::vector<Prompt>* out) {
+// prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]. With a session the prompt is
+// the new text of a turn: one prompt, which may be "" or [].
+absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, bool session,
+                          std::vector<Prompt>* out) {
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null())
     return engine::InvalidField("prompt", "'prompt' is required");
@@ -27,6 +30,10 @@ absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, std::vect
       "'prompt' must be a string, an array of strings, an array of token ids "
       "or an array of arrays of token ids";
   if (!p.is_array()) return engine::InvalidField("prompt", kShape);
+  if (p.empty() && session) {
+    out->emplace_back();  // no new token: the turn continues from the session alone
+    return absl::OkStatus();
+  }
   if (p.empty()) return engine::InvalidField("prompt", "'prompt' is empty");
   if (p.front().is_number()) {
     out->emplace_back();
@@ -106,8 +113,13 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
   MAMBA_RETURN_IF_ERROR(ReadString(body, "user", &user));
 
   engine::Request& r = out->request;
+  MAMBA_RETURN_IF_ERROR(ReadSessionId(body, &r.session_id));
+  const bool session = !r.session_id.empty();
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "n", kIntMin, kIntMax, &r.n));
   MAMBA_RETURN_IF_ERROR(RefuseUnsupported(body, r.n));
+  if (session && r.n != 1) {
+    return engine::InvalidField("n", "a session continues one conversation: n must be 1");
+  }
   MAMBA_RETURN_IF_ERROR(ParseSampling(body, &r.params));
   MAMBA_RETURN_IF_ERROR(ReadBool(body, "skip_special_tokens", &r.skip_special_tokens));
   std::vector<std::string> stops;
@@ -143,7 +155,10 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
     r.params.top_logprobs = *out->logprobs;
   }
 
-  MAMBA_RETURN_IF_ERROR(ParsePrompts(body, ctx, &out->prompts));
+  MAMBA_RETURN_IF_ERROR(ParsePrompts(body, ctx, session, &out->prompts));
+  if (session && out->prompts.size() != 1) {
+    return engine::InvalidField("prompt", "with 'session_id', 'prompt' must be a single prompt");
+  }
   // Every prompt's request passes the engine's validator before any is submitted.
   if (const engine::Engine* e = ctx.state->engine) {
     engine::Request each = r;

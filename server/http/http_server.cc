@@ -219,8 +219,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void DoRead() {
     if (Closed()) return;
     parser_.emplace();
-    parser_->body_limit(
-        static_cast<uint64_t>(std::max<int64_t>(core_->options().max_body_bytes, 0)));
+    // Until the request line is known, the largest limit of any route; OnHeader narrows it.
+    parser_->body_limit(static_cast<uint64_t>(core_->router.MaxBodyLimit()));
     parser_->header_limit(kHeaderLimit);
     ArmTimer(IdleTimeout());
     Transition(&read_, ReadState::kHeader);
@@ -233,6 +233,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (Closed()) return;
     Transition(&read_, ReadState::kIdle);
     if (ec) return OnReadError(ec);
+    // The route's own body limit (no body byte has been parsed yet, so it may still change).
+    const uint64_t limit = static_cast<uint64_t>(core_->router.BodyLimit(Method(), Path()));
+    if (parser_->content_length() && *parser_->content_length() > limit) {
+      return OnReadError(bhttp::error::body_limit);
+    }
+    parser_->body_limit(limit);
     if (absl::EqualsIgnoreCase(std::string(parser_->get()[bhttp::field::expect]), "100-continue")) {
       Queue("HTTP/1.1 100 Continue\r\n\r\n");
     }
@@ -273,8 +279,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void OnReadError(beast::error_code ec) {
     if (ec == bhttp::error::body_limit) {
-      return SendError(413, absl::StrCat("the request body is larger than ",
-                                         core_->options().max_body_bytes, " bytes"));
+      return SendClosing(core_->router.BodyTooLarge(Method(), Path()));
     }
     if (ec == bhttp::error::header_limit) {
       return SendError(431, "the request headers are too large");
@@ -379,17 +384,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     }
   }
 
+  // The request line's method and path (without the query), once the parser has read them.
+  std::string Method() const {
+    return parser_ ? std::string(parser_->get().method_string()) : std::string();
+  }
+  std::string Path() const {
+    if (!parser_) return {};
+    const std::string_view target(parser_->get().target().data(), parser_->get().target().size());
+    return std::string(target.substr(0, target.find('?')));
+  }
+
   // A protocol-level error with no exchange (413, 431, 400): answer and close.
   void SendError(int status, std::string message) {
-    if (Metrics* m = core_->metrics()) m->OnResponse("http", "other", status);
     // The path, when the request line was read, says which API's error shape to answer in.
-    http::ApiStyle style = http::ApiStyle::kOpenAi;
-    if (parser_) {
-      const std::string_view target(parser_->get().target().data(), parser_->get().target().size());
-      style = http::StyleOf(target.substr(0, target.find('?')));
-    }
-    HttpResponse r =
-        http::ErrorResponse({.status = status, .message = std::move(message), .style = style});
+    SendClosing(http::ErrorResponse(
+        {.status = status, .message = std::move(message), .style = http::StyleOf(Path())}));
+  }
+
+  void SendClosing(HttpResponse r) {
+    if (Metrics* m = core_->metrics()) m->OnResponse("http", "other", r.status);
     Transition(&reply_, ReplyState::kClosing);
     Queue(absl::StrCat(Head(r.status, r.content_type, false, r.headers),
                        "Content-Length: ", r.body.size(), "\r\n\r\n", r.body));

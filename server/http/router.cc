@@ -1,7 +1,9 @@
 #include "server/http/router.h"
 
+#include <algorithm>
 #include <array>
 #include <ctime>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,7 @@
 #include "server/http/api_error.h"
 #include "server/http/completions.h"
 #include "server/http/json_util.h"
+#include "server/http/sessions.h"
 #include "server/http/tgi.h"
 #include "server/metrics.h"
 
@@ -27,15 +30,29 @@ enum class Route {
   kGenerateStream,
   kTokenize,
   kDetokenize,
+  kSessions,  // every /v1/sessions route (sessions.h)
   kNone
 };
 
 struct RouteInfo {
   Route route;
-  const char* method;
+  std::string_view methods;  // "GET", or several: "GET, DELETE"
+  std::optional<SessionPath> session = std::nullopt;
 };
 
+bool Accepts(std::string_view methods, std::string_view method) {
+  while (!methods.empty()) {
+    const size_t comma = methods.find(", ");
+    if (methods.substr(0, comma) == method) return true;
+    methods.remove_prefix(comma == std::string_view::npos ? methods.size() : comma + 2);
+  }
+  return false;
+}
+
 RouteInfo Find(std::string_view path) {
+  if (std::optional<SessionPath> s = ParseSessionPath(path)) {
+    return {Route::kSessions, SessionRouteMethods(s->route), std::move(s)};
+  }
   if (path == "/health") return {Route::kHealth, "GET"};
   if (path == "/metrics") return {Route::kMetrics, "GET"};
   if (path == "/v1/models") return {Route::kModels, "GET"};
@@ -132,7 +149,49 @@ std::string_view Router::EndpointLabel(std::string_view path) {
   const Route r = Find(path).route;
   if (r == Route::kNone) return "other";
   if (r == Route::kModel) return "/v1/models/{id}";
+  if (r == Route::kSessions) {
+    switch (ParseSessionPath(path)->route) {
+      case SessionRoute::kList:
+        return "/v1/sessions";
+      case SessionRoute::kSession:
+        return "/v1/sessions/{id}";
+      case SessionRoute::kFork:
+        return "/v1/sessions/{id}/fork";
+      case SessionRoute::kState:
+        return "/v1/sessions/{id}/state";
+    }
+  }
   return path;
+}
+
+int64_t Router::BodyLimit(std::string_view method, std::string_view path) const {
+  const int64_t limit = std::max<int64_t>(ctx_.options.max_body_bytes, 0);
+  if (method != "PUT") return limit;
+  std::optional<SessionPath> s = ParseSessionPath(path);
+  if (!s || s->route != SessionRoute::kState) return limit;
+  return SessionFileLimit(ctx_).value_or(limit);
+}
+
+int64_t Router::MaxBodyLimit() const {
+  return std::max<int64_t>(std::max<int64_t>(ctx_.options.max_body_bytes, 0),
+                           SessionFileLimit(ctx_).value_or(0));
+}
+
+HttpResponse Router::BodyTooLarge(std::string_view method, std::string_view path) const {
+  const int64_t limit = BodyLimit(method, path);
+  std::optional<SessionPath> s = ParseSessionPath(path);
+  if (method == "PUT" && s && s->route == SessionRoute::kState && SessionFileLimit(ctx_)) {
+    // Not 413: the upload is not a session file of this model, whatever the server's limits.
+    return ErrorResponse({.status = 400,
+                          .message = absl::StrCat("the session file is larger than ", limit,
+                                                  " bytes, the largest a session of this model "
+                                                  "can have"),
+                          .code = "session_file_too_large"});
+  }
+  return ErrorResponse(
+      {.status = 413,
+       .message = absl::StrCat("the request body is larger than ", limit, " bytes"),
+       .style = StyleOf(path)});
 }
 
 bool Router::Authorized(const HttpRequest& request) const {
@@ -162,12 +221,13 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
     return exchange->Respond(ErrorResponse(
         {.status = 404, .message = absl::StrCat("no route for ", request.path), .style = style}));
   }
-  if (request.method != info.method) {
-    HttpResponse r = ErrorResponse(
-        {.status = 405,
-         .message = absl::StrCat(request.path, " accepts ", info.method, ", not ", request.method),
-         .style = style});
-    r.headers.emplace_back("Allow", info.method);
+  if (!Accepts(info.methods, request.method)) {
+    HttpResponse r =
+        ErrorResponse({.status = 405,
+                       .message = absl::StrCat(request.path, " accepts ", std::string(info.methods),
+                                               ", not ", request.method),
+                       .style = style});
+    r.headers.emplace_back("Allow", std::string(info.methods));
     return exchange->Respond(std::move(r));
   }
   switch (info.route) {
@@ -201,6 +261,8 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
       return exchange->Respond(JsonOrError(Tokenize(ctx_, request)));
     case Route::kDetokenize:
       return exchange->Respond(JsonOrError(Detokenize(ctx_, request)));
+    case Route::kSessions:
+      return exchange->Respond(HandleSessionRequest(ctx_, request, *info.session));
     case Route::kNone:
       break;
   }

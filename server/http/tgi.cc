@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/request_validation.h"
 #include "engine/status_macros.h"
+#include "server/http/sessions.h"
 
 namespace mamba::server::http {
 namespace {
@@ -116,6 +117,9 @@ class TgiCall : public GenerationCall {
     if (spec_.top_n_tokens > 0) j["top_tokens"] = TopTokens(ev.token);
     j["generated_text"] = final_details ? OrderedJson(FullText()) : OrderedJson(nullptr);
     j["details"] = final_details && spec_.details ? *final_details : OrderedJson(nullptr);
+    if (final_details && !Session().empty()) {
+      j["session"] = SessionSummaryJson(Session(), session_tokens_);
+    }
     return j;
   }
 
@@ -140,6 +144,7 @@ class TgiCall : public GenerationCall {
       return;
     }
     done_ = true;
+    session_tokens_ = ev.session_tokens;
     // TGI's answer includes the stop sequence that ended it; the engine's text stops before.
     const std::string tail = ev.text + ev.matched_stop;
     text_ += tail;
@@ -166,8 +171,11 @@ class TgiCall : public GenerationCall {
       if (spec_.top_n_tokens > 0) details["top_tokens"] = std::move(top_tokens_);
       j["details"] = std::move(details);
     }
+    if (!Session().empty()) j["session"] = SessionSummaryJson(Session(), session_tokens_);
     exchange_->Respond({200, "application/json", Dump(j), {}});
   }
+
+  const std::string& Session() const { return spec_.request.session_id; }
 
   OrderedJson Prefill() const {
     OrderedJson prefill = OrderedJson::array();
@@ -187,6 +195,7 @@ class TgiCall : public GenerationCall {
   OrderedJson top_tokens_ = OrderedJson::array();
   std::optional<engine::TokenEvent> held_;
   int64_t index_ = 0;
+  int64_t session_tokens_ = 0;  // tokens the session holds after this turn
 };
 
 }  // namespace
@@ -197,6 +206,7 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
     return engine::InvalidField("inputs", "'inputs' is required");
   }
   if (!it->is_string()) return engine::InvalidField("inputs", "'inputs' must be a string");
+  MAMBA_RETURN_IF_ERROR(ReadSessionId(body, &out->request.session_id));
   if (auto p = body.find("parameters"); p != body.end() && !p->is_null()) {
     if (!p->is_object()) {
       return engine::InvalidField("parameters", "'parameters' must be an object");

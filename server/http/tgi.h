@@ -24,7 +24,8 @@ struct TgiSpec {
 // {"inputs": str, "parameters": {max_new_tokens (100), do_sample (false = greedy whatever the
 // temperature), temperature, top_k, top_p, repetition_penalty, frequency_penalty, stop, seed,
 // details, decoder_input_details, top_n_tokens, return_full_text; extensions: timeout
-// (seconds), ignore_eos}}. A sampled request
+// (seconds), ignore_eos}, "session_id" (extension: continue that session; "inputs" is then the
+// turn's new text, possibly "")}. A sampled request
 // without a seed gets a random one, reported in details as TGI does.
 absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out);
 

@@ -1,5 +1,8 @@
 #include "tests/support/serving_harness.h"
 
+#include <condition_variable>
+#include <mutex>
+
 #include "engine/checkpoint_writer.h"
 #include "engine/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
@@ -74,6 +77,58 @@ std::unique_ptr<ServingHarness> ServingHarness::Start(const ServingSetup& setup)
 }
 
 ServingHarness::~ServingHarness() { engine_.reset(); }
+
+namespace {
+
+class CollectingSink : public engine::RequestSink {
+ public:
+  void OnToken(const engine::TokenEvent& e) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    result_.ids.push_back(e.token.id);
+    result_.text += e.text;
+  }
+  void OnFinish(const engine::FinishEvent& e) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    result_.text += e.text;
+    status_ = e.status;
+    done_ = true;
+    cv_.notify_all();
+  }
+  bool Wait(AloneResult* out, absl::Status* status) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return done_; })) return false;
+    *out = result_;
+    *status = status_;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  AloneResult result_;
+  absl::Status status_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+AloneResult RunAlone(engine::Engine& engine, std::vector<engine::TokenId> prompt,
+                     int max_new_tokens) {
+  engine::Request r;
+  r.prompt = std::move(prompt);
+  r.params.temperature = 0;
+  r.params.ignore_eos = true;
+  r.params.max_new_tokens = max_new_tokens;
+  auto sink = std::make_shared<CollectingSink>();
+  absl::StatusOr<engine::RequestId> id = engine.Submit(std::move(r), sink);
+  EXPECT_TRUE(id.ok()) << id.status();
+  AloneResult out;
+  absl::Status status;
+  if (!id.ok()) return out;
+  EXPECT_TRUE(sink->Wait(&out, &status)) << "the request did not finish within 60 s";
+  EXPECT_TRUE(status.ok()) << status;
+  return out;
+}
 
 bool ServingHarness::WaitEngineIdle(std::chrono::milliseconds timeout) {
   return WaitFor(

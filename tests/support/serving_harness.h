@@ -6,6 +6,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/checkpoint.h"
 #include "engine/engine.h"
@@ -19,6 +20,16 @@ std::shared_ptr<const engine::Tokenizer> NeoXTokenizer();
 // The tiny model (1 layer, seed 7), written and opened once per process; `perturbed` draws its
 // constants (A_log, D, dt bias) at random too. Null (with a test failure) if it cannot be made.
 std::shared_ptr<const engine::Checkpoint> TinyModel(bool perturbed);
+
+// One request alone on `engine`, greedy and ignoring eos, without a session: what a cold run of
+// the whole prompt gives (the oracle of the session tests, on an engine whose state cache is
+// off). Fails the calling test if it does not finish within 60 s.
+struct AloneResult {
+  std::vector<engine::TokenId> ids;  // every generated token
+  std::string text;
+};
+AloneResult RunAlone(engine::Engine& engine, std::vector<engine::TokenId> prompt,
+                     int max_new_tokens);
 
 struct ServingSetup {
   int num_slots = 4;

@@ -461,6 +461,12 @@ TEST(HttpErrorsTest, OneStatusPerCode) {
   const json body = json::parse(http::ErrorJson(e));
   EXPECT_EQ(body, json::parse(R"({"error": {"message": "too many", "type": "invalid_request_error",
                                   "param": "max_tokens", "code": "context_length_exceeded"}})"));
+  // A session in use (the only Aborted the engine gives) has its own OpenAI code.
+  const http::ApiError busy =
+      http::ToApiError(absl::AbortedError("session 'x' is in use"), http::ApiStyle::kOpenAi);
+  EXPECT_EQ(busy.status, 409);
+  EXPECT_EQ(busy.code, http::kSessionInUse);
+  EXPECT_EQ(http::ToApiError(absl::AbortedError("in use"), http::ApiStyle::kTgi).status, 409);
   const json tgi = json::parse(http::ErrorJson(
       http::ToApiError(absl::ResourceExhaustedError("the queue is full"), http::ApiStyle::kTgi)));
   EXPECT_EQ(tgi, json::parse(R"({"error": "the queue is full", "error_type": "overloaded"})"));
@@ -494,6 +500,13 @@ TEST(HttpErrorsTest, EachRouteAnswersInItsShape) {
               "tokens");
   ExpectError(PostJson(port, "/detokenize", {{"tokens", "x"}}), 400, "detokenize type", "tokens");
   ExpectError(Call(port, "GET", "/nope"), 404, "unknown path", "");
+  // Session routes (sessions are off here): OpenAI's shape, the transport's 413 and 405 too.
+  ExpectError(Call(port, "GET", "/v1/sessions"), 400, "sessions off", "");
+  ExpectError(Call(port, "GET", "/v1/sessions/a..b/state"), 400, "sessions off", "");
+  ExpectError(Call(port, "GET", "/v1/sessions/a/b"), 400, "bad session id", "");
+  ExpectError(Call(port, "PATCH", "/v1/sessions/x"), 405, "session method", "");
+  ExpectError(Call(port, "PUT", "/v1/sessions/x/state", std::string(70 * 1024, 'a')), 413,
+              "session upload without sessions", "");
   for (const char* path : {"/generate", "/generate_stream"}) {
     SCOPED_TRACE(path);
     ExpectTgiError(PostJson(port, path, {{"inputs", "x"}, {"parameters", {{"top_k", -3}}}}), 422,

@@ -11,6 +11,7 @@ std::unique_ptr<HttpTestServer> HttpTestServer::Start(const ServerSetup& setup) 
   serving.num_slots = setup.num_slots;
   serving.engine = setup.engine;
   serving.with_tokenizer = setup.with_tokenizer;
+  serving.perturbed_model = setup.perturbed_model;
   serving.model_name = kModelName;
   serving.observer = t->metrics_.get();
   t->serving_ = ::mamba::testing::ServingHarness::Start(serving);

@@ -34,6 +34,7 @@ struct ServerSetup {
   engine::EngineOptions engine;
   FrontEndOptions front_end;
   bool with_tokenizer = true;
+  bool perturbed_model = false;  // another model (tests/support/serving_harness.h TinyModel)
 };
 
 class HttpTestServer {
