@@ -7,6 +7,7 @@
 #include "engine/tokenizer/utf8.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "kernels/dtype.h"
+#include "server/session_id.h"
 
 namespace mamba::server {
 namespace {
@@ -49,6 +50,12 @@ absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
       }
       break;
     }
+    case v1::GenerateRequest::PROMPT_NOT_SET:
+      // A turn of a session may add no token: it continues from what the session holds.
+      if (in.session_id().empty()) {
+        return absl::InvalidArgumentError("prompt: set text or token_ids");
+      }
+      break;
     default:
       return absl::InvalidArgumentError("prompt: set text or token_ids");
   }
@@ -96,6 +103,15 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
 
   r.n = in.n() == 0 ? 1 : in.n();
   r.deadline = deadline;
+  if (!in.session_id().empty()) {
+    if (absl::Status s = ValidateFrontEndSessionId(in.session_id()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("session_id: ", s.message()));
+    }
+    if (r.n != 1) {
+      return absl::InvalidArgumentError("n: a session continues one conversation: n must be 1");
+    }
+    r.session_id = in.session_id();
+  }
   // The engine's validator, here and not only at Submit: the unary call sizes its reply (n
   // Completions) first.
   if (absl::Status s = state.engine->Validate(r); !s.ok()) return s;
@@ -192,6 +208,7 @@ void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out) {
   u->set_completion_tokens(event.usage.completion_tokens);
   u->set_total_tokens(event.usage.prompt_tokens + event.usage.completion_tokens);
   u->set_cached_tokens(event.usage.cached_tokens);
+  u->set_session_tokens(event.session_tokens);
   v1::Timing* t = out->mutable_timing();
   t->set_queue_seconds(event.queue_seconds);
   t->set_ttft_seconds(event.ttft_seconds);
@@ -239,6 +256,20 @@ void FillModelInfo(const ServingState& state, v1::ModelInfo* out) {
   out->set_requests_waiting(s.waiting);
   out->set_requests_running(s.running);
   out->set_draining(s.draining);
+}
+
+}  // namespace mamba::server
+
+namespace mamba::server {
+
+void FillSessionInfo(const engine::SessionInfo& info, v1::SessionInfo* out) {
+  out->set_id(info.id);
+  out->set_tokens(info.tokens);
+  out->set_bytes(info.bytes);
+  out->set_created_unix_ms(info.created_ms);
+  out->set_last_used_unix_ms(info.last_used_ms);
+  out->set_expires_unix_ms(info.expires_ms);
+  out->set_in_use(info.in_use);
 }
 
 }  // namespace mamba::server

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/request.h"
+#include "engine/serving/session_store.h"
 #include "engine/tokenizer/tokenizer.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -26,9 +27,9 @@ struct PreparedRequest {
 
 // Converts the prompt and options, applies the documented defaults, and checks the result with
 // Engine::Validate (the one validator; the unary call sizes its reply by n before Submit).
-// Errors: InvalidArgument (no prompt, invalid UTF-8, and every range or limit the engine checks:
-// an empty or too long prompt, n, sampling), FailedPrecondition (text or stop strings without a
-// tokenizer).
+// Errors: InvalidArgument (no prompt, invalid UTF-8, a bad session id or n > 1 with one, and
+// every range or limit the engine checks: an empty or too long prompt, n, sampling),
+// FailedPrecondition (text or stop strings without a tokenizer).
 absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
                                                const ServingState& state,
                                                std::optional<engine::Clock::time_point> deadline);
@@ -57,5 +58,7 @@ void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out);
 
 // GetModelInfo's answer from the engine's config, options and stats.
 void FillModelInfo(const ServingState& state, v1::ModelInfo* out);
+
+void FillSessionInfo(const engine::SessionInfo& info, v1::SessionInfo* out);
 
 }  // namespace mamba::server

@@ -122,6 +122,7 @@ class UnarySink final : public engine::RequestSink {
         u->set_completion_tokens(generated);
         u->set_total_tokens(event.usage.prompt_tokens + generated);
         u->set_cached_tokens(event.usage.cached_tokens);
+        u->set_session_tokens(event.session_tokens);
         SerializeToBuffer(s_->result, s_->response);
       }
     }

@@ -1,6 +1,9 @@
 #include "server/grpc/grpc_server.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -17,6 +20,8 @@ namespace mamba::server {
 namespace {
 
 constexpr char kServiceName[] = "mamba.v1.MambaService";
+constexpr int64_t kDefaultMaxReceiveBytes = 4 << 20;  // gRPC's own default
+constexpr int64_t kMessageSlackBytes = 1 << 20;       // the id and framing around a file
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -67,6 +72,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingState* stat
   // gRPC sets SO_REUSEPORT by default: a second server on the same port would then start and
   // silently share the traffic. A port in use must be an error instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // A session file must fit in one ImportSession message (gRPC's default is 4 MiB). Sending is
+  // not limited by default (ExportSession, large Generate answers).
+  if (const engine::SessionStore* sessions = state->engine->sessions()) {
+    builder.SetMaxReceiveMessageSize(static_cast<int>(
+        std::clamp<int64_t>(sessions->max_file_bytes() + kMessageSlackBytes,
+                            kDefaultMaxReceiveBytes, std::numeric_limits<int>::max())));
+  }
   builder.AddListeningPort(address, *credentials, &server->port_);
   builder.RegisterService(server->service_.get());
   std::vector<std::unique_ptr<::grpc::experimental::ServerInterceptorFactoryInterface>> observers;

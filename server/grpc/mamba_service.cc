@@ -8,6 +8,7 @@
 #include "server/api_key.h"
 #include "server/grpc/convert.h"
 #include "server/grpc/generate_calls.h"
+#include "server/session_id.h"
 
 namespace mamba::server {
 namespace {
@@ -110,6 +111,87 @@ absl::Status MambaServiceImpl::Admit(const ::grpc::CallbackServerContext& contex
   if (absl::Status s = Admit(*context, false); !s.ok()) return Answer(context, s);
   FillModelInfo(*state_, response);
   return Answer(context, absl::OkStatus());
+}
+
+}  // namespace mamba::server
+
+namespace mamba::server {
+
+absl::Status MambaServiceImpl::AdmitSession(const ::grpc::CallbackServerContext& context,
+                                            const std::string& id, const char* field) const {
+  if (absl::Status s = Admit(context, false); !s.ok()) return s;
+  if (absl::Status s = ValidateFrontEndSessionId(id); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::GetSession(::grpc::CallbackServerContext* context,
+                                                         const v1::SessionRef* request,
+                                                         v1::SessionInfo* response) {
+  if (absl::Status s = AdmitSession(*context, request->id()); !s.ok()) return Answer(context, s);
+  absl::StatusOr<engine::SessionInfo> info = state_->engine->GetSession(request->id());
+  if (info.ok()) FillSessionInfo(*info, response);
+  return Answer(context, info.status());
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::ListSessions(::grpc::CallbackServerContext* context,
+                                                           const v1::ListSessionsRequest*,
+                                                           v1::ListSessionsResponse* response) {
+  if (absl::Status s = Admit(*context, false); !s.ok()) return Answer(context, s);
+  if (state_->engine->sessions() == nullptr) {
+    return Answer(context, absl::FailedPreconditionError("sessions are off on this server"));
+  }
+  for (const engine::SessionInfo& info : state_->engine->ListSessions()) {
+    FillSessionInfo(info, response->add_sessions());
+  }
+  return Answer(context, absl::OkStatus());
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::DeleteSession(::grpc::CallbackServerContext* context,
+                                                            const v1::SessionRef* request,
+                                                            v1::DeleteSessionResponse*) {
+  if (absl::Status s = AdmitSession(*context, request->id()); !s.ok()) return Answer(context, s);
+  return Answer(context, state_->engine->DeleteSession(request->id()));
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::ForkSession(::grpc::CallbackServerContext* context,
+                                                          const v1::ForkSessionRequest* request,
+                                                          v1::SessionInfo* response) {
+  if (absl::Status s = AdmitSession(*context, request->id()); !s.ok()) return Answer(context, s);
+  if (!request->new_id().empty()) {
+    if (absl::Status s = ValidateFrontEndSessionId(request->new_id()); !s.ok()) {
+      return Answer(context, absl::InvalidArgumentError(absl::StrCat("new_id: ", s.message())));
+    }
+  }
+  absl::StatusOr<engine::SessionInfo> info =
+      state_->engine->ForkSession(request->id(), request->new_id());
+  if (info.ok()) FillSessionInfo(*info, response);
+  return Answer(context, info.status());
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::ExportSession(::grpc::CallbackServerContext* context,
+                                                            const v1::SessionRef* request,
+                                                            v1::SessionState* response) {
+  if (absl::Status s = AdmitSession(*context, request->id()); !s.ok()) return Answer(context, s);
+  absl::StatusOr<std::string> file = state_->engine->ExportSession(request->id());
+  if (file.ok()) response->set_data(*std::move(file));
+  return Answer(context, file.status());
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::ImportSession(::grpc::CallbackServerContext* context,
+                                                            const v1::ImportSessionRequest* request,
+                                                            v1::ImportSessionResponse* response) {
+  if (absl::Status s = AdmitSession(*context, request->id()); !s.ok()) return Answer(context, s);
+  // Created or replaced, as seen just before the import (another client may race it).
+  const bool existed = state_->engine->GetSession(request->id()).ok();
+  absl::StatusOr<engine::SessionInfo> info =
+      state_->engine->ImportSession(request->id(), request->data());
+  if (info.ok()) {
+    FillSessionInfo(*info, response->mutable_info());
+    response->set_created(!existed);
+  }
+  return Answer(context, info.status());
 }
 
 }  // namespace mamba::server

@@ -1,5 +1,6 @@
 // mamba.v1.MambaService over the callback API: checks the API key, then hands Generate and
-// GenerateStream to their reactors (generate_calls.h) and answers the small RPCs inline. The
+// GenerateStream to their reactors (generate_calls.h) and answers the small RPCs (tokenizer,
+// model info, sessions) inline. The
 // calls whose requests carry text take raw bytes and parse them themselves, so that invalid
 // UTF-8 is INVALID_ARGUMENT rather than gRPC's bare UNIMPLEMENTED for an unparsable message.
 #pragma once
@@ -36,10 +37,34 @@ class MambaServiceImpl final : public MambaServiceBase {
                                            const v1::GetModelInfoRequest* request,
                                            v1::ModelInfo* response) override;
 
+  // Sessions: the engine's answers as they are (NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT,
+  // RESOURCE_EXHAUSTED, FAILED_PRECONDITION when sessions are off). Allowed while draining.
+  ::grpc::ServerUnaryReactor* GetSession(::grpc::CallbackServerContext* context,
+                                         const v1::SessionRef* request,
+                                         v1::SessionInfo* response) override;
+  ::grpc::ServerUnaryReactor* ListSessions(::grpc::CallbackServerContext* context,
+                                           const v1::ListSessionsRequest* request,
+                                           v1::ListSessionsResponse* response) override;
+  ::grpc::ServerUnaryReactor* DeleteSession(::grpc::CallbackServerContext* context,
+                                            const v1::SessionRef* request,
+                                            v1::DeleteSessionResponse* response) override;
+  ::grpc::ServerUnaryReactor* ForkSession(::grpc::CallbackServerContext* context,
+                                          const v1::ForkSessionRequest* request,
+                                          v1::SessionInfo* response) override;
+  ::grpc::ServerUnaryReactor* ExportSession(::grpc::CallbackServerContext* context,
+                                            const v1::SessionRef* request,
+                                            v1::SessionState* response) override;
+  ::grpc::ServerUnaryReactor* ImportSession(::grpc::CallbackServerContext* context,
+                                            const v1::ImportSessionRequest* request,
+                                            v1::ImportSessionResponse* response) override;
+
  private:
   // Unauthenticated (API key set, `authorization` metadata not "Bearer <key>") or Unavailable
   // (no engine; for generation also while draining).
   absl::Status Admit(const ::grpc::CallbackServerContext& context, bool generation) const;
+  // Admit, then the id checked (InvalidArgument naming `field`).
+  absl::Status AdmitSession(const ::grpc::CallbackServerContext& context, const std::string& id,
+                            const char* field = "id") const;
 
   ServingState* state_;
   FrontEndOptions options_;

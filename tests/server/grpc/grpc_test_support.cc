@@ -10,7 +10,7 @@ std::unique_ptr<TestServer> TestServer::Start(const ServerSetup& setup) {
   serving.num_slots = setup.num_slots;
   serving.engine = setup.engine;
   serving.with_tokenizer = setup.with_tokenizer;
-  serving.perturbed_model = true;
+  serving.perturbed_model = setup.perturbed_model;
   serving.model_name = "tiny-random";
   serving.health = setup.serving ? Health::kServing : Health::kStarting;
   t->serving_ = ::mamba::testing::ServingHarness::Start(serving);

@@ -25,7 +25,8 @@ struct ServerSetup {
   engine::EngineOptions engine;
   FrontEndOptions front_end;
   bool with_tokenizer = true;
-  bool serving = true;  // state.health = kServing before Start
+  bool serving = true;          // state.health = kServing before Start
+  bool perturbed_model = true;  // false: the other tiny model (tests/support/serving_harness.h)
 };
 
 class TestServer {
