@@ -48,8 +48,8 @@ struct GenerateSpec {
   std::string model;          // OpenAI "model" (empty: not sent; our server then uses its own)
   double timeout_s = 0;       // whole call, 0 = none
   bool include_usage = true;  // OpenAI stream_options.include_usage
-  // A server-side session (OpenAI and TGI bodies' "session_id"): the prompt is then only the new
-  // input, appended to what the session holds. Empty: none.
+  // A server-side session (OpenAI and TGI bodies' "session_id", gRPC GenerateRequest.session_id):
+  // the prompt is then only the new input, appended to what the session holds. Empty: none.
   std::string session_id;
 };
 
@@ -99,7 +99,8 @@ struct GenerateResult {
   std::vector<CompletionResult> completions;  // by index
   std::optional<Usage> usage;                 // the server's, for the whole request
   bool server_counted_output = false;         // the generated-token count came from the server
-  std::optional<SessionReport> session;       // the server's "session" object, when it sent one
+  // The server's "session" object (gRPC: the id sent and Usage.session_tokens), when there was one.
+  std::optional<SessionReport> session;
 
   // Generated tokens: the server's usage when present, else the streamed count.
   int64_t OutputTokens() const;

@@ -114,6 +114,7 @@ v1::GenerateRequest ToGenerateRequest(const GenerateSpec& spec) {
   r.set_logprobs(s.logprobs || s.top_logprobs > 0);
   r.set_top_logprobs(s.top_logprobs);
   r.set_n(s.n);
+  r.set_session_id(spec.session_id);
   return r;
 }
 
@@ -289,6 +290,9 @@ absl::StatusOr<GenerateResult> GrpcGenerator::Stream(const GenerateSpec& spec,
           total.prompt_tokens = end.usage().prompt_tokens();  // the prompt counts once
         total.completion_tokens += end.usage().completion_tokens();
         any_usage = true;
+        if (!spec.session_id.empty()) {
+          result.session = SessionReport{spec.session_id, end.usage().session_tokens()};
+        }
       }
       if (end.has_timing()) {
         c.queue_s = end.timing().queue_seconds();

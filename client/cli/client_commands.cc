@@ -17,6 +17,7 @@
 #include "client/grpc_api.h"
 #include "client/http_api.h"
 #include "client/openai_api.h"
+#include "client/session_api.h"
 #include "client/tgi_api.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -219,13 +220,18 @@ void PrintCompletions(const GenerateResult& r,
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o) {
   absl::StatusOr<Target> t = ResolveTarget(g);
   if (!t.ok()) return Fail(t.status(), g);
-  absl::StatusOr<PromptInput> prompt = ReadPrompt(o.prompt);
+  // A session's turn may add nothing: it then continues from what the session holds.
+  const bool no_prompt =
+      o.prompt.text.empty() && o.prompt.file.empty() && o.prompt.token_ids.empty();
+  absl::StatusOr<PromptInput> prompt =
+      !o.session.empty() && no_prompt ? PromptInput::Text("") : ReadPrompt(o.prompt);
   if (!prompt.ok()) return Fail(prompt.status(), g);
   GenerateSpec spec;
   spec.prompt = *std::move(prompt);
   spec.sampling = o.sampling;
   spec.model = g.model;
   spec.timeout_s = g.timeout_s;
+  spec.session_id = o.session;
   if (o.json) return GenerateJson(*t, g, spec);
 
   GeneratorFactory factory(t->endpoint, t->api, t->connect);
@@ -253,6 +259,10 @@ int RunGenerate(const GlobalOptions& g, const GenerateOptions& o) {
   std::fflush(stdout);
   if (!r.ok()) return Fail(r.status(), g);
   PrintCompletions(*r, per_token, n, want_logprobs);
+  if (r->session) {
+    std::fprintf(stderr, "[session %s: %lld tokens]\n", r->session->id.c_str(),
+                 static_cast<long long>(r->session->tokens));
+  }
   if (o.stats || isatty(STDERR_FILENO)) {
     const int64_t out = r->OutputTokens();
     std::string prompt_part;
@@ -404,6 +414,80 @@ int RunHealth(const GlobalOptions& g, const std::string& service) {
   if (!r.ok()) return Fail(r.status(), g);
   std::printf("%s\n", r->c_str());
   return *r == "SERVING" ? 0 : 1;
+}
+
+}  // namespace mamba::client::cli
+
+namespace mamba::client::cli {
+namespace {
+
+absl::Status WriteOut(const std::string& path, const std::string& bytes) {
+  if (path == "-") {
+    std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+    std::fflush(stdout);
+    return absl::OkStatus();
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadIn(const std::string& path) {
+  if (path == "-") return ReadAll(std::cin, "stdin");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  return ReadAll(in, path);
+}
+
+}  // namespace
+
+int RunSession(const GlobalOptions& g, const SessionCommand& c) {
+  absl::StatusOr<Target> t = ResolveTarget(g);
+  if (!t.ok()) return Fail(t.status(), g);
+  absl::StatusOr<std::unique_ptr<SessionApi>> api =
+      MakeSessionApi(t->endpoint, g.api_key, t->connect.http, t->connect.grpc, g.timeout_s);
+  if (!api.ok()) return Fail(api.status(), g);
+  SessionApi& s = **api;
+  if (c.action == "list") {
+    absl::StatusOr<std::vector<SessionInfo>> list = s.List();
+    if (!list.ok()) return Fail(list.status(), g);
+    Json data = Json::array();
+    for (const SessionInfo& info : *list) data.push_back(info.ToJson());
+    PrintJson(Json{{"object", "list"}, {"data", std::move(data)}});
+    return 0;
+  }
+  absl::StatusOr<SessionInfo> info = absl::UnknownError("unset");
+  if (c.action == "get") {
+    info = s.Get(c.id);
+  } else if (c.action == "fork") {
+    info = s.Fork(c.id, c.new_id);
+  } else if (c.action == "delete") {
+    if (absl::Status st = s.Delete(c.id); !st.ok()) return Fail(st, g);
+    std::printf("deleted %s\n", c.id.c_str());
+    return 0;
+  } else if (c.action == "export") {
+    absl::StatusOr<std::string> file = s.Export(c.id);
+    if (!file.ok()) return Fail(file.status(), g);
+    if (absl::Status st = WriteOut(c.file, *file); !st.ok()) return Fail(st, g);
+    std::fprintf(stderr, "[session %s: %zu bytes written to %s]\n", c.id.c_str(), file->size(),
+                 c.file == "-" ? "stdout" : c.file.c_str());
+    return 0;
+  } else if (c.action == "import") {
+    absl::StatusOr<std::string> file = ReadIn(c.file);
+    if (!file.ok()) return Fail(file.status(), g);
+    bool created = false;
+    info = s.Import(c.id, *file, &created);
+    if (info.ok()) {
+      std::fprintf(stderr, "[session %s %s]\n", c.id.c_str(), created ? "created" : "replaced");
+    }
+  } else {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("unknown session command ", c.action)), g);
+  }
+  if (!info.ok()) return Fail(info.status(), g);
+  PrintJson(info->ToJson());
+  return 0;
 }
 
 }  // namespace mamba::client::cli

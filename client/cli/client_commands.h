@@ -31,6 +31,15 @@ struct GenerateOptions {
   SamplingOptions sampling;
   bool json = false;
   bool stats = false;
+  std::string session;  // continue this server-side session (the prompt may then be empty)
+};
+
+// `session get|list|delete|fork|export|import`.
+struct SessionCommand {
+  std::string action;  // "get", "list", "delete", "fork", "export", "import"
+  std::string id;
+  std::string new_id;  // fork
+  std::string file;    // export / import ("-": stdout / stdin)
 };
 
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o);
@@ -39,5 +48,6 @@ int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, b
                   bool json);
 int RunInfo(const GlobalOptions& g, bool json);
 int RunHealth(const GlobalOptions& g, const std::string& service);
+int RunSession(const GlobalOptions& g, const SessionCommand& c);
 
 }  // namespace mamba::client::cli

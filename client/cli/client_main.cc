@@ -1,5 +1,5 @@
 // mamba-client: talk to a MambaServe server (or any server with the same gRPC / OpenAI / TGI
-// API) from a terminal: generate (streamed), tokenize, detokenize, info, health.
+// API) from a terminal: generate (streamed), tokenize, detokenize, info, health, session.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -108,6 +108,9 @@ int main(int argc, char** argv) {
   generate->add_flag("--ignore-eos", s.ignore_eos,
                      "Keep generating after the end-of-sequence token");
   generate->add_option("-n,--n", s.n, "Completions of the prompt")->check(CLI::Range(1, 1024));
+  generate->add_option("--session", gen.session,
+                       "Continue this server-side session (created on first use): send only the "
+                       "turn's new text, which may be empty; its token count goes to stderr");
   generate->add_flag("--json", gen.json, "Print the server's whole (non-streamed) answer as JSON");
   generate->add_flag("--stats", gen.stats,
                      "Print token counts and timing to stderr (default when it is a terminal)");
@@ -138,6 +141,31 @@ int main(int argc, char** argv) {
       app.add_subcommand("health", "Is the server ready? Exit 0 if serving, 1 if not");
   health->add_option("--service", service, "gRPC health service name (default: the whole server)");
 
+  // session get|list|delete|fork|export|import
+  mamba::client::cli::SessionCommand session_cmd;
+  CLI::App* session = app.add_subcommand(
+      "session", "Manage the server's sessions (conversations continued with generate --session)");
+  session->require_subcommand(1);
+  auto with_id = [&](const char* name, const char* help) {
+    CLI::App* sub = session->add_subcommand(name, help);
+    sub->add_option("id", session_cmd.id, "Session id")->required();
+    sub->final_callback([&session_cmd, name] { session_cmd.action = name; });
+    return sub;
+  };
+  with_id("get", "Show a session (tokens, memory, times) as JSON");
+  session->add_subcommand("list", "List the sessions as JSON")->final_callback([&session_cmd] {
+    session_cmd.action = "list";
+  });
+  with_id("delete", "Delete a session");
+  with_id("fork", "Copy a session to continue both independently; prints the copy")
+      ->add_option("--new-id", session_cmd.new_id, "The copy's id (default: the server picks)");
+  with_id("export", "Save a session to a file (safetensors)")
+      ->add_option("file", session_cmd.file, "Output file (- for stdout)")
+      ->required();
+  with_id("import", "Create or replace a session from an exported file")
+      ->add_option("file", session_cmd.file, "Input file (- for stdin)")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -157,5 +185,6 @@ int main(int argc, char** argv) {
   if (*detokenize) return mamba::client::cli::RunDetokenize(g, ids, skip_special, detok_json);
   if (*info) return mamba::client::cli::RunInfo(g, info_json);
   if (*health) return mamba::client::cli::RunHealth(g, service);
+  if (*session) return mamba::client::cli::RunSession(g, session_cmd);
   return 1;
 }
