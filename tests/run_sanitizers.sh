@@ -22,9 +22,10 @@ asan_tests=(
   model_config_test checkpoint_test sampling_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
   scheduler_test batch_loop_test state_store_test session_store_test
-  http_server_test http_errors_test grpc_convert_test grpc_server_test
+  http_server_test http_errors_test http_sessions_test grpc_convert_test grpc_server_test
   client_http_test client_generators_test client_loadgen_test
   client_server_test server_binary_test fault_test soak_test  # integration: the binaries below
+  session_test session_cli_test
 )
 asan_binaries=(mamba-server mamba-client mamba-loadgen)
 # Not grpc_server_test: Debian's gRPC and abseil are not TSan-instrumented, so the hand-offs
@@ -33,7 +34,7 @@ asan_binaries=(mamba-server mamba-client mamba-loadgen)
 # suppressions that silence them (any frame in libgrpc++) would also hide races in our handlers.
 # The gRPC front end runs under ASan/UBSan; under TSan the engine loop is covered by engine_test
 # and the HTTP front end (Boost.Asio/Beast, header-only, so fully instrumented) by its tests.
-tsan_tests=(engine_test http_server_test http_errors_test)
+tsan_tests=(engine_test http_server_test http_errors_test http_sessions_test)
 
 # Reports go to files (one per process) so that those of the mamba-server processes the
 # integration tests start, and often SIGKILL, are seen too; any file fails the stage.
