@@ -199,14 +199,14 @@ void FillToken(const engine::SampledToken& token, bool details, const engine::To
   }
 }
 
-void FillEnd(const engine::FinishEvent& event, int64_t prompt_tokens, v1::CompletionEnd* out) {
+void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out) {
   out->set_finish_reason(ToProto(event.reason));
   out->set_matched_stop(event.matched_stop);
   if (event.stop_token) out->set_stop_token_id(*event.stop_token);
   v1::Usage* u = out->mutable_usage();
-  u->set_prompt_tokens(prompt_tokens);
+  u->set_prompt_tokens(event.usage.prompt_tokens);
   u->set_completion_tokens(event.usage.completion_tokens);
-  u->set_total_tokens(prompt_tokens + event.usage.completion_tokens);
+  u->set_total_tokens(event.usage.prompt_tokens + event.usage.completion_tokens);
   u->set_cached_tokens(event.usage.cached_tokens);
   u->set_session_tokens(event.session_tokens);
   v1::Timing* t = out->mutable_timing();

@@ -54,9 +54,7 @@ v1::FinishReason ToProto(engine::Finish reason);
 void FillToken(const engine::SampledToken& token, bool details, const engine::Tokenizer* tokenizer,
                v1::Token* out);
 
-// `prompt_tokens`: the request's prompt as the client sent it; with a session only the turn's new
-// tokens (the engine's count includes what the session held), as the HTTP front end reports it.
-void FillEnd(const engine::FinishEvent& event, int64_t prompt_tokens, v1::CompletionEnd* out);
+void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out);
 
 // GetModelInfo's answer from the engine's config, options and stats.
 void FillModelInfo(const ServingState& state, v1::ModelInfo* out);

@@ -39,7 +39,6 @@ struct UnaryShared {
   std::optional<engine::RequestId> id;
   bool details = false;
   const engine::Tokenizer* tokenizer = nullptr;
-  int64_t prompt_tokens = 0;  // as sent (a session's turn: its new tokens only)
 };
 
 class UnaryCall final : public ::grpc::ServerUnaryReactor {
@@ -107,7 +106,7 @@ class UnarySink final : public engine::RequestSink {
       if (s_->finish_claimed) return;
       v1::Completion* c = s_->result.mutable_completions(event.index);
       c->mutable_text()->append(event.text);
-      FillEnd(event, s_->prompt_tokens, c->mutable_end());
+      FillEnd(event, c->mutable_end());
       if (!event.status.ok() && s_->status.ok()) s_->status = event.status;
       if (--s_->pending > 0) return;
       s_->finish_claimed = true;
@@ -115,13 +114,13 @@ class UnarySink final : public engine::RequestSink {
       status = ToGrpcStatus(s_->status);
       if (status.ok()) {
         v1::Usage* u = s_->result.mutable_usage();
-        u->set_prompt_tokens(s_->prompt_tokens);
+        u->set_prompt_tokens(event.usage.prompt_tokens);
         int64_t generated = 0;
         for (const v1::Completion& done : s_->result.completions()) {
           generated += done.end().usage().completion_tokens();
         }
         u->set_completion_tokens(generated);
-        u->set_total_tokens(s_->prompt_tokens + generated);
+        u->set_total_tokens(event.usage.prompt_tokens + generated);
         u->set_cached_tokens(event.usage.cached_tokens);
         u->set_session_tokens(event.session_tokens);
         SerializeToBuffer(s_->result, s_->response);
@@ -148,7 +147,6 @@ void UnaryCall::Start(::grpc::CallbackServerContext* context, const ::grpc::Byte
     shared_->details = prepared->token_details;
     shared_->tokenizer = state_->tokenizer;
     shared_->pending = n;
-    shared_->prompt_tokens = static_cast<int64_t>(prepared->request.prompt.size());
     for (int i = 0; i < n; ++i) shared_->result.add_completions()->set_index(i);
     if (prepared->echo) *shared_->result.mutable_prompt() = std::move(prepared->prompt);
   }
@@ -183,7 +181,6 @@ struct StreamShared {
   const engine::Tokenizer* tokenizer = nullptr;
   bool details = false;
   int64_t max_buffer_bytes = 0;
-  int64_t prompt_tokens = 0;  // as sent (a session's turn: its new tokens only)
 
   // Queues a message; false when the client is too far behind, and the call must end.
   bool Push(v1::GenerateStreamResponse message) {
@@ -292,7 +289,7 @@ class StreamSink final : public engine::RequestSink {
       v1::GenerateStreamResponse m;
       m.set_index(event.index);
       m.set_text(event.text);
-      FillEnd(event, s_->prompt_tokens, m.mutable_end());
+      FillEnd(event, m.mutable_end());
       s_->Push(std::move(m));
     }
     if (!event.status.ok() && s_->status.ok()) s_->status = event.status;
@@ -324,7 +321,6 @@ void StreamCall::Start(::grpc::CallbackServerContext* context, const ::grpc::Byt
   s.details = prepared->token_details;
   s.max_buffer_bytes = options.max_stream_buffer_bytes;
   s.pending = prepared->request.n;
-  s.prompt_tokens = static_cast<int64_t>(prepared->request.prompt.size());
   if (prepared->echo) {
     v1::GenerateStreamResponse m;
     *m.mutable_prompt() = std::move(prepared->prompt);

@@ -104,9 +104,6 @@ class HttpSessionsTest : public ::testing::Test {
     history->insert(history->end(), want.ids.begin(), want.ids.end());
     EXPECT_EQ(r["choices"][0]["text"], want.text) << session << ": " << text;
     EXPECT_EQ(r["session"], json({{"id", session}, {"tokens", history->size()}}));
-    // The usage counts what was sent: the turn's new tokens (the rest was restored).
-    EXPECT_EQ(r["usage"]["prompt_tokens"], added.size());
-    EXPECT_EQ(r["usage"]["completion_tokens"], kTurnTokens);
     return r["choices"][0]["text"].is_string() ? r["choices"][0]["text"].get<std::string>() : "";
   }
 
