@@ -496,11 +496,14 @@ std::optional<std::string> CheckSessionGrowth(const GenerateResult& result,
   *held = s.tokens;
   if (!before) return std::nullopt;
   const int64_t generated = result.OutputTokens();
+  // A session turn's usage counts the whole prompt the model read: what the session held
+  // before plus the turn's new tokens.
   if (std::optional<int64_t> prompt = result.PromptTokens()) {
-    const int64_t want = *before + *prompt + generated;
-    if (s.tokens == want) return std::nullopt;
+    const int64_t want = *prompt + generated;
+    if (s.tokens == want && *prompt > *before) return std::nullopt;
     return absl::StrCat("session '", session_id, "' holds ", s.tokens, " tokens, expected ", want,
-                        " (", *before, " + ", *prompt, " prompt + ", generated, " generated)");
+                        " (", *prompt, " prompt, of which ", *before, " held before, + ", generated,
+                        " generated)");
   }
   if (s.tokens >= *before + generated) return std::nullopt;
   return absl::StrCat("session '", session_id, "' holds ", s.tokens, " tokens, fewer than ",

@@ -128,6 +128,9 @@ absl::Status ValidateSessionId(std::string_view id) {
     return absl::InvalidArgumentError(
         absl::StrCat("a session id has 1 to ", kMaxSessionIdBytes, " bytes, got ", id.size()));
   }
+  if (id == "." || id == "..") {
+    return absl::InvalidArgumentError("a session id may not be '.' or '..'");
+  }
   for (char c : id) {
     if (!IdByteOk(c)) {
       return absl::InvalidArgumentError(

@@ -29,7 +29,8 @@ namespace mamba::engine {
 
 inline constexpr size_t kMaxSessionIdBytes = 128;
 
-// 1 to 128 bytes of [A-Za-z0-9._~-] (URL-safe as it is). InvalidArgument otherwise.
+// 1 to 128 bytes of [A-Za-z0-9._~-], not "." or ".." (URL-safe as it is; URL clients would
+// resolve those two away). InvalidArgument otherwise.
 absl::Status ValidateSessionId(std::string_view id);
 
 // What a session file describes and is checked against: the model it belongs to and the shape

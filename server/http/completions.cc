@@ -175,6 +175,9 @@ class CompletionCall : public GenerationCall {
     ch.done = true;
     completion_tokens_ += ev.usage.completion_tokens;
     if (ev.index == 0) cached_tokens_ += ev.usage.cached_tokens;  // once per prompt
+    // A session turn's prompt is everything the session held plus the new text (what the model
+    // read; cached_tokens is the part restored), as the engine counts it.
+    if (ev.index == 0 && Session()) prompt_tokens_ = ev.usage.prompt_tokens;
     const bool ok = ev.reason == engine::Finish::kStop || ev.reason == engine::Finish::kLength;
     if (!ok && !spec_.stream) return Fail(FinishError(ev.status));
     if (ok) ch.finish = ev.reason == engine::Finish::kStop ? "stop" : "length";

@@ -249,14 +249,15 @@ TEST(SessionCheckTest, CountsMustGrowByPromptAndAnswer) {
   std::optional<int64_t> held = 0;
   EXPECT_FALSE(CheckSessionGrowth(Answer(5, 3, SessionReport{"s", 8}), "s", &held));
   EXPECT_EQ(held, 8);
-  EXPECT_FALSE(CheckSessionGrowth(Answer(4, 3, SessionReport{"s", 15}), "s", &held));
+  // The usage's prompt is the whole prompt read: the 8 held + 4 new.
+  EXPECT_FALSE(CheckSessionGrowth(Answer(12, 3, SessionReport{"s", 15}), "s", &held));
   std::optional<std::string> e =
-      CheckSessionGrowth(Answer(4, 3, SessionReport{"s", 21}), "s", &held);
+      CheckSessionGrowth(Answer(19, 3, SessionReport{"s", 21}), "s", &held);
   ASSERT_TRUE(e.has_value());
   EXPECT_NE(e->find("expected 22"), std::string::npos) << *e;
   EXPECT_EQ(held, 21);  // re-synchronised on the server's count
-  EXPECT_FALSE(CheckSessionGrowth(Answer(1, 1, SessionReport{"", 23}), "s", &held));  // no id
-  e = CheckSessionGrowth(Answer(1, 1, SessionReport{"t", 25}), "s", &held);
+  EXPECT_FALSE(CheckSessionGrowth(Answer(22, 1, SessionReport{"", 23}), "s", &held));  // no id
+  e = CheckSessionGrowth(Answer(24, 1, SessionReport{"t", 25}), "s", &held);
   ASSERT_TRUE(e.has_value());
   EXPECT_NE(e->find("'t'"), std::string::npos) << *e;
   e = CheckSessionGrowth(Answer(1, 1, std::nullopt), "s", &held);
@@ -302,15 +303,17 @@ class FakeSessionGenerator : public Generator {
       ++r.completions[0].streamed_tokens;
     }
     r.completions[0].finish_reason = "length";
-    r.usage = Usage{prompt, n, prompt + n};
     r.server_counted_output = true;
     std::lock_guard<std::mutex> lock(s_->mu);
     s_->specs.push_back(spec);
+    int64_t read = prompt;  // the usage counts the whole prompt read: a session's history too
     if (!spec.session_id.empty()) {
       int64_t& held = s_->held[spec.session_id];
+      read += held;
       held += prompt + n;
       r.session = SessionReport{spec.session_id, held + s_->skew};
     }
+    r.usage = Usage{read, n, read + n};
     return r;
   }
   const char* api_name() const override { return "fake"; }
@@ -357,7 +360,7 @@ TEST(SessionRunnerTest, EachTurnSendsItsNewInputOnTheConversationsSession) {
   for (int c = 0; c < 4; ++c) EXPECT_EQ(ids.count(absl::StrCat(r->session_prefix, c)), 1u);
   for (const RequestRecord& rec : r->requests) {
     EXPECT_TRUE(rec.ok) << rec.error;
-    EXPECT_EQ(rec.input_tokens, 6);  // the new input only
+    EXPECT_EQ(rec.input_tokens, 6 + 9 * rec.turn);  // the prompt read: the session's + 6 new
     ASSERT_TRUE(rec.session_tokens.has_value());
     EXPECT_EQ(*rec.session_tokens, 9 * (rec.turn + 1));
   }
@@ -373,7 +376,7 @@ TEST(SessionRunnerTest, EachTurnSendsItsNewInputOnTheConversationsSession) {
   ASSERT_EQ(m.ttft_by_turn.size(), 3u);
   for (const TurnLatency& t : m.ttft_by_turn) {
     EXPECT_EQ(t.ttft_ms.count, 4u);
-    EXPECT_DOUBLE_EQ(t.mean_input_tokens, 6);
+    EXPECT_DOUBLE_EQ(t.mean_input_tokens, 6 + 9 * (t.turn - 1));  // the prompt read
   }
   // Two runs never share session ids; a given prefix is used as is.
   FakeSessions s2;
@@ -400,10 +403,10 @@ TEST(SessionRunnerTest, AWrongCountIsASessionErrorAndTheConversationGoesOn) {
   ASSERT_EQ(r->requests.size(), 6u);  // nothing abandoned
   EXPECT_EQ(r->abandoned_turns, 0);
   Metrics m = ComputeMetrics(*r, {50}, {});
-  // Turn 1 of each conversation fails the check (reported 10, expected 0 + 6 + 3); later turns
-  // start from the server's count and pass (the skew is constant: 10 + 9 = 19 reported).
-  EXPECT_EQ(m.errors_by_kind.at("session"), 2);
-  EXPECT_EQ(m.completed, 4);
+  // Every turn fails the check: the session count is always one more than the prompt the
+  // usage says was read plus the answer (turn 1: reported 10, expected 6 + 3).
+  EXPECT_EQ(m.errors_by_kind.at("session"), 6);
+  EXPECT_EQ(m.completed, 0);
   EXPECT_NE(m.error_examples.at("session").find("expected 9"), std::string::npos)
       << m.error_examples.at("session");
 }
@@ -468,8 +471,10 @@ struct SessionServer {
         openai ? body["max_tokens"].get<int>() : body["parameters"]["max_new_tokens"].get<int>();
     const std::string id = body.value("session_id", "");
     nlohmann::json session;
+    int64_t read = prompt_tokens;  // usage: the whole prompt read, a session's history too
     if (!id.empty()) {
       int64_t& held = sessions[id];
+      read += held;
       held += prompt_tokens + n;
       session = {{"id", id}, {"tokens", held}};
     }
@@ -492,9 +497,8 @@ struct SessionServer {
              {"details", nullptr}};
         if (last) {
           e["generated_text"] = "w";
-          e["details"] = {{"finish_reason", "length"},
-                          {"generated_tokens", n},
-                          {"input_length", prompt_tokens}};
+          e["details"] = {
+              {"finish_reason", "length"}, {"generated_tokens", n}, {"input_length", read}};
         }
       }
       if (last && !session.is_null()) e["session"] = session;
@@ -503,7 +507,7 @@ struct SessionServer {
     if (openai) {
       event({{"choices", nlohmann::json::array()},
              {"usage",
-              {{"prompt_tokens", prompt_tokens},
+              {{"prompt_tokens", read},
                {"completion_tokens", n},
                {"total_tokens", prompt_tokens + n}}}});
       SendAll(fd, Chunk("data: [DONE]\n\n"));

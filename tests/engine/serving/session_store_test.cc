@@ -79,14 +79,10 @@ TEST(SessionIdTest, SafeAlphabetAndLength) {
     EXPECT_TRUE(ValidateSessionId(ok).ok()) << ok;
   }
   EXPECT_TRUE(ValidateSessionId(std::string(128, 'x')).ok());
-  for (std::string bad : {std::string(), std::string(129, 'x'), std::string("a/b"),
-                          std::string(".."), std::string("a b"), std::string("a\0b", 3),
-                          std::string("é"), std::string("a%2Fb"), std::string("a\\b")}) {
-    if (bad == "..") {
-      // Dots are in the alphabet; ".." is still safe because ids never become paths.
-      EXPECT_TRUE(ValidateSessionId(bad).ok());
-      continue;
-    }
+  for (std::string bad :
+       {std::string(), std::string(129, 'x'), std::string("a/b"), std::string(".."),
+        std::string("."), std::string("a b"), std::string("a\0b", 3), std::string("é"),
+        std::string("a%2Fb"), std::string("a\\b")}) {
     EXPECT_FALSE(ValidateSessionId(bad).ok()) << bad;
   }
 }

@@ -59,7 +59,11 @@ class GrpcSessionsTest : public ::testing::Test {
     ::grpc::Status s = stub_->Generate(Context().get(), r, &response);
     ASSERT_TRUE(s.ok()) << Describe(s);
     const std::vector<engine::TokenId> added = Encode(text);
+    const auto held = static_cast<int64_t>(history->size());
     history->insert(history->end(), added.begin(), added.end());
+    // The usage counts the prompt the model read: what the session held + the new tokens.
+    EXPECT_EQ(response.usage().prompt_tokens(), static_cast<int64_t>(history->size()));
+    EXPECT_EQ(response.usage().cached_tokens(), held > 0 ? held - 1 : 0);
     const ::mamba::testing::AloneResult want = RunAlone(server_->engine(), *history, kTurnTokens);
     history->insert(history->end(), want.ids.begin(), want.ids.end());
     ASSERT_EQ(response.completions_size(), 1);

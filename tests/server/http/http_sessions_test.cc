@@ -144,6 +144,10 @@ TEST_F(HttpSessionsTest, TokenIdTurnsAndEmptyTurns) {
     r = Post("/v1/completions", TurnBody(empty, "ids"));
     want = RunAlone(server_->engine(), history, kTurnTokens);
     EXPECT_EQ(r["choices"][0]["text"], want.text) << empty.dump();
+    // The usage counts the prompt the model read (the session's tokens), all but the last of
+    // them restored.
+    EXPECT_EQ(r["usage"]["prompt_tokens"], history.size());
+    EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], history.size() - 1);
     history.insert(history.end(), want.ids.begin(), want.ids.end());
     EXPECT_EQ(r["session"]["tokens"], history.size());
   }
