@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "client/errors.h"
@@ -469,8 +470,12 @@ absl::StatusOr<RunResult> Runner::Run() {
   if (source_error_ && records_.empty()) return *source_error_;
   RunResult result;
   result.requests = std::move(records_);
+  // In workload order (conversation, then turn): the order in which workers happened to start
+  // requests varies from run to run.
   std::sort(result.requests.begin(), result.requests.end(),
-            [](const RequestRecord& a, const RequestRecord& b) { return a.index < b.index; });
+            [](const RequestRecord& a, const RequestRecord& b) {
+              return std::tie(a.conversation, a.turn) < std::tie(b.conversation, b.turn);
+            });
   for (const RequestRecord& r : result.requests)
     result.duration_s = std::max(result.duration_s, r.start_s + r.e2e_s);
   result.max_in_flight = max_in_flight_.load();

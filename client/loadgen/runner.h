@@ -79,7 +79,7 @@ struct RequestRecord {
 };
 
 struct RunResult {
-  std::vector<RequestRecord> requests;  // by index
+  std::vector<RequestRecord> requests;  // by conversation, then turn (workload order)
   double duration_s = 0;                // run start -> last request finished
   int max_in_flight = 0;
   int64_t abandoned_turns = 0;  // later turns of conversations whose turn failed
