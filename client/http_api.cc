@@ -104,14 +104,6 @@ absl::StatusOr<std::string> HttpApi::FirstModelId(double timeout_s) {
   return first["id"].get<std::string>();
 }
 
-absl::Status HttpApi::DeleteSession(std::string_view id, double timeout_s) {
-  absl::StatusOr<HttpResult> r =
-      client_.Send(MakeCall("DELETE", absl::StrCat("/v1/sessions/", AV(id)), "", timeout_s));
-  if (!r.ok()) return r.status();
-  if (r->status / 100 != 2) return HttpError(r->status, ErrorMessageFromBody(r->body));
-  return absl::OkStatus();
-}
-
 std::optional<SessionReport> SessionOf(const Json& object) {
   auto s = object.find("session");
   if (s == object.end() || !s->is_object()) return std::nullopt;

@@ -45,8 +45,6 @@ class HttpApi {
   absl::StatusOr<std::string> Metrics(double timeout_s);
   // GET /v1/models: the first model's id ("" when the list is empty).
   absl::StatusOr<std::string> FirstModelId(double timeout_s);
-  // DELETE /v1/sessions/{id}; an HTTP error status (404 for an unknown id) is an HttpError.
-  absl::Status DeleteSession(std::string_view id, double timeout_s);
 
   HttpClient& client() { return client_; }
   const Endpoint& endpoint() const { return endpoint_; }

@@ -219,8 +219,8 @@ void AddFlags(CLI::App& app, Flags* f) {
       ->capture_default_str();
   app.add_option("--think-time-ms", L.think_time_ms, "Pause between the turns of a conversation");
   app.add_flag("--session", f->session,
-               "Run each conversation on a server session: a turn sends only its new input "
-               "(OpenAI and TGI APIs); the sessions are deleted at the end");
+               "Run each conversation on a server session: a turn sends only its new input; the "
+               "sessions are deleted at the end");
   app.add_option("--vocab-size", f->vocab_size,
                  "Random token ids below this (default: from the server)");
   app.add_flag("--respect-eos", f->respect_eos,
@@ -289,10 +289,6 @@ absl::Status Setup(Flags& f, bool num_requests_given, Context* ctx) {
   if (L.duration_s > 0 && !num_requests_given) L.num_requests = 0;
   if (L.cancel_fraction > 0 && L.cancel_after_ms <= 0) {
     return absl::InvalidArgumentError("--cancel-fraction needs --cancel-after-ms");
-  }
-  if (f.session && ctx->api == Api::kGrpc) {
-    return absl::InvalidArgumentError(
-        "--session needs an HTTP API (--api openai or tgi): the gRPC API has no sessions");
   }
   L.sessions = f.session;
   if (!f.no_metrics && !f.metrics_url.empty()) {
@@ -425,8 +421,8 @@ ServerReuse ReuseSince(const Context& ctx, const absl::StatusOr<PrometheusText>&
 
 // Deletes the run's sessions (best-effort), then reads how many sessions the server still holds.
 SessionCleanup Cleanup(const Context& ctx, const RunResult& run, Metrics* m) {
-  SessionCleanup c =
-      DeleteSessions(ctx.endpoint, ctx.connect.api_key, ctx.connect.http, run.session_ids, 60);
+  SessionCleanup c = DeleteSessions(ctx.endpoint, ctx.connect.api_key, ctx.connect.http,
+                                    ctx.connect.grpc, run.session_ids, 60);
   if (c.failed > 0) {
     std::fprintf(stderr, "mamba-loadgen: note: %lld of %zu sessions could not be deleted (%s)\n",
                  static_cast<long long>(c.failed), run.session_ids.size(), c.first_error.c_str());

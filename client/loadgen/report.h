@@ -23,7 +23,8 @@
 //   timeout, session, ...); requests the client cancelled on purpose are counted apart, in
 //   neither.
 //   TTFT by turn (multi-turn runs): the TTFT distribution of the successful requests of each
-//   turn index 1..T, and their mean input tokens (whole history, or new input with sessions).
+//   turn index 1..T, and their mean input tokens (the server's prompt count: the whole history
+//   with or without sessions; else the planned length, new input only with sessions).
 //   Server counters: deltas of the server's reuse counters over the run (server_state.h).
 #pragma once
 

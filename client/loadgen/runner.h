@@ -10,13 +10,13 @@
 //                kMaxWorkers.
 // A conversation's turns run one after another on one worker: each resends the whole history
 // (every earlier prompt and answer) and its new input, or, with `sessions`, sends only its new
-// input on the server session "<session_prefix><conversation index>" (OpenAI and TGI bodies'
-// "session_id"), which holds the rest. The session's token count that the server reports after
-// each turn must be the previous count + the turn's prompt tokens + its generated tokens; a
-// missing or different count fails that request with error kind "session" (the conversation goes
-// on). No request starts after `duration_s` or beyond `num_requests`; every request has
-// `request_timeout_s`. A `cancel_fraction` of requests (chosen by seed) is cancelled by the
-// client `cancel_after_ms` after it was sent.
+// input on the server session "<session_prefix><conversation index>" (GenerateSpec::session_id),
+// which holds the rest. The session's token count that the server reports after each turn must
+// be the turn's prompt tokens (the server counts what the model read: the session's tokens + the
+// new ones) + its generated tokens; a missing or different count fails that request with error
+// kind "session" (the conversation goes on). No request starts after `duration_s` or beyond
+// `num_requests`; every request has `request_timeout_s`. A `cancel_fraction` of requests (chosen by
+// seed) is cancelled by the client `cancel_after_ms` after it was sent.
 #pragma once
 
 #include <atomic>
@@ -90,9 +90,10 @@ struct RunResult {
 };
 
 // The session check of one answered turn: `held` is what the session held before the turn
-// (nullopt: unknown, after a turn without a count); afterwards it is the reported count. Returns
-// what is wrong, or nullopt when the count is as expected (or cannot be checked: without the
-// server's prompt count only "at least held + generated" is checked).
+// (nullopt: unknown, after a turn without a count); afterwards it is the reported count. With the
+// server's prompt count (held + new tokens) the count must be prompt + generated, and the prompt
+// more than `held`; without one (TGI without input_length) at least held + generated. Returns
+// what is wrong, or nullopt.
 std::optional<std::string> CheckSessionGrowth(const GenerateResult& result,
                                               const std::string& session_id,
                                               std::optional<int64_t>* held);

@@ -7,8 +7,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "client/errors.h"
 #include "client/http_api.h"
+#include "client/session_api.h"
 #include "client/strings.h"
 
 namespace mamba::client::loadgen {
@@ -176,11 +176,18 @@ absl::StatusOr<PrometheusText> ScrapeMetrics(const Endpoint& endpoint, const std
 }
 
 SessionCleanup DeleteSessions(const Endpoint& endpoint, const std::string& api_key,
-                              const HttpClientOptions& options, const std::vector<std::string>& ids,
-                              double budget_s) {
+                              const HttpClientOptions& http, const GrpcOptions& grpc,
+                              const std::vector<std::string>& ids, double budget_s) {
   SessionCleanup out;
-  HttpApi api(endpoint, api_key, options);
+  if (ids.empty()) return out;
   const Clock::time_point end = DeadlineAfter(budget_s);
+  absl::StatusOr<std::unique_ptr<SessionApi>> api =
+      MakeSessionApi(endpoint, api_key, http, grpc, std::min(budget_s, 10.0));
+  if (!api.ok()) {
+    out.failed = static_cast<int64_t>(ids.size());
+    out.first_error = std::string(api.status().message());
+    return out;
+  }
   for (size_t i = 0; i < ids.size(); ++i) {
     const double left = std::chrono::duration<double>(end - Clock::now()).count();
     if (left <= 0) {
@@ -189,10 +196,10 @@ SessionCleanup DeleteSessions(const Endpoint& endpoint, const std::string& api_k
         out.first_error = absl::StrCat("no time left (", budget_s, " s) for the rest");
       break;
     }
-    absl::Status s = api.DeleteSession(ids[i], std::min(left, 10.0));
+    absl::Status s = (*api)->Delete(ids[i]);
     if (s.ok()) {
       ++out.deleted;
-    } else if (HttpStatusOf(s) == 404) {
+    } else if (s.code() == absl::StatusCode::kNotFound) {
       ++out.not_found;
     } else {
       ++out.failed;

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/endpoint.h"
+#include "client/grpc_api.h"
 #include "client/http_client.h"
 
 namespace mamba::client::loadgen {
@@ -78,10 +79,11 @@ struct SessionCleanup {
   std::string first_error;
 };
 
-// DELETE /v1/sessions/{id} for each id, one connection, best-effort: a 404 counts as not found,
-// other errors as failed; stops (counting the rest as failed) once `budget_s` has passed.
+// Deletes each session (client/session_api.h: DELETE /v1/sessions/{id}, or MambaService's
+// DeleteSession), one connection, best-effort: NOT_FOUND (HTTP 404) counts as not found, other
+// errors as failed; stops (counting the rest as failed) once `budget_s` has passed.
 SessionCleanup DeleteSessions(const Endpoint& endpoint, const std::string& api_key,
-                              const HttpClientOptions& options, const std::vector<std::string>& ids,
-                              double budget_s);
+                              const HttpClientOptions& http, const GrpcOptions& grpc,
+                              const std::vector<std::string>& ids, double budget_s);
 
 }  // namespace mamba::client::loadgen

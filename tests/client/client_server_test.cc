@@ -421,6 +421,51 @@ TEST_F(ClientServerTest, LoadgenConversationsGrowTheirHistory) {
   }
 }
 
+TEST_F(ClientServerTest, LoadgenSessionsSendTheNewInputCheckTheCountsAndCleanUp) {
+  for (const std::string api : {"openai", "tgi", "grpc"}) {
+    const std::string target = api == "grpc" ? server_->grpc() : server_->http();
+    std::vector<std::string> args = {
+        "--api", api,           "--session", "--turns",      "3", "-n", "6", "-c",
+        "2",     "--input-len", "20",        "--output-len", "8"};
+    if (api == "grpc") {
+      args.push_back("--metrics-url");
+      args.push_back(server_->http());
+    }
+    ProcessResult out;
+    json j = Loadgen(target, args, &out);
+    ASSERT_TRUE(j.is_object()) << api;
+    // No "session" errors: every turn's session count was the prompt the model read + the answer.
+    EXPECT_EQ(j["completed"], 6) << api << j["errors"];
+    EXPECT_EQ(j["failed"], 0) << api << j["errors"];
+    EXPECT_EQ(j["workload"]["sessions"], true) << api;
+    ASSERT_EQ(j["session_tokens"].size(), 6u) << api;
+    std::map<int64_t, std::vector<int64_t>> held;
+    for (size_t i = 0; i < j["session_tokens"].size(); ++i) {
+      held[j["conversation_ids"][i]].push_back(j["session_tokens"][i]);
+      if (api == "grpc") {  // token ids: 20 new + 8 generated a turn
+        EXPECT_EQ(j["session_tokens"][i], 28 * (j["turns"][i].get<int>() + 1)) << i;
+        EXPECT_EQ(j["input_lens"][i], 20 + 28 * j["turns"][i].get<int>()) << i;  // read
+      }
+    }
+    for (const auto& [conversation, counts] : held) {
+      ASSERT_EQ(counts.size(), 3u) << api;
+      EXPECT_LT(counts[0], counts[1]) << api;
+      EXPECT_LT(counts[1], counts[2]) << api;
+    }
+    ASSERT_EQ(j["ttft_by_turn"].size(), 3u) << api;
+    EXPECT_EQ(j["ttft_by_turn"][2]["completed"], 2) << api;
+    EXPECT_EQ(j["session_cleanup"]["deleted"], 2) << api << j["session_cleanup"];
+    EXPECT_EQ(j["session_cleanup"]["failed"], 0) << api << j["session_cleanup"];
+    const json& m = j["server_metrics"];
+    EXPECT_TRUE(m["error"].is_null()) << api << m;
+    EXPECT_EQ(m["sessions_live"], 2) << api << m;
+    EXPECT_EQ(m["sessions_live_after_cleanup"], 0) << api << m;
+    EXPECT_GT(m["state_cache_tokens_reused"].get<int64_t>(), 0) << api << m;
+    EXPECT_TRUE(m["prompt_tokens_computed"].is_number()) << api << m;  // 0 when all was cached
+    EXPECT_NE(out.out.find("Sessions deleted after the run:"), std::string::npos) << out.out;
+  }
+}
+
 TEST_F(ClientServerTest, LoadgenSweepsWriteATableAndAChart) {
   ProcessResult out;
   json context =

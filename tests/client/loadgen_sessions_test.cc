@@ -565,7 +565,7 @@ TEST(SessionHttpTest, CleanupDeletesAndScrapesRead) {
   auto before = ScrapeMetrics(s.endpoint(), "", {}, 5);
   ASSERT_TRUE(before.ok()) << before.status();
   EXPECT_EQ(before->Value("mamba_sessions_live"), 2);
-  const SessionCleanup c = DeleteSessions(s.endpoint(), "", {}, {"a", "gone", "b"}, 10);
+  const SessionCleanup c = DeleteSessions(s.endpoint(), "", {}, {}, {"a", "gone", "b"}, 10);
   EXPECT_EQ(c.deleted, 2);
   EXPECT_EQ(c.not_found, 1);
   EXPECT_EQ(c.failed, 0);
@@ -579,7 +579,7 @@ TEST(SessionHttpTest, CleanupDeletesAndScrapesRead) {
   // An unreachable server: every id fails, with the reason.
   const Endpoint closed =
       ParseEndpoint(absl::StrCat("http://127.0.0.1:", mamba::testing::UnusedPort())).value();
-  const SessionCleanup f = DeleteSessions(closed, "", {}, {"x", "y"}, 10);
+  const SessionCleanup f = DeleteSessions(closed, "", {}, {}, {"x", "y"}, 10);
   EXPECT_EQ(f.failed, 2);
   EXPECT_FALSE(f.first_error.empty());
   EXPECT_FALSE(ScrapeMetrics(closed, "", {}, 5).ok());
@@ -622,7 +622,7 @@ TEST(LoadgenBinaryTest, SessionRunReportsTurnsCountersAndCleansUp) {
   for (const nlohmann::json& b : s.bodies) EXPECT_TRUE(b.contains("session_id")) << b.dump();
 }
 
-TEST(LoadgenBinaryTest, NoMetricsAndRefusals) {
+TEST(LoadgenBinaryTest, NoMetricsAndABadMetricsUrl) {
   SessionServer s;
   const client::testing::ProcessResult p = client::testing::RunProcess(
       {MAMBA_LOADGEN_BIN, "-t", s.url(), "--turns", "2", "-n", "2", "--input-len", "4",
@@ -637,11 +637,6 @@ TEST(LoadgenBinaryTest, NoMetricsAndRefusals) {
     for (const nlohmann::json& b : s.bodies) EXPECT_FALSE(b.contains("session_id")) << b.dump();
     EXPECT_TRUE(s.deleted.empty());
   }
-  const client::testing::ProcessResult grpc = client::testing::RunProcess(
-      {MAMBA_LOADGEN_BIN, "-t", "grpc://127.0.0.1:1", "--session", "-n", "1"}, "",
-      std::chrono::seconds(30));
-  EXPECT_EQ(grpc.exit_code, 1);
-  EXPECT_NE(grpc.err.find("--session needs an HTTP API"), std::string::npos) << grpc.err;
   const client::testing::ProcessResult bad_url = client::testing::RunProcess(
       {MAMBA_LOADGEN_BIN, "-t", s.url(), "--metrics-url", "grpc://127.0.0.1:1", "-n", "1"}, "",
       std::chrono::seconds(30));
