@@ -54,7 +54,7 @@ absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, i
 }
 
 absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
-                         const std::function<absl::Status(const Pass&)>& run) {
+                         const std::function<absl::Status(const Pass&)>& run, int64_t max_rows) {
   Pass pass;
   int64_t row = 0;
   auto flush = [&]() -> absl::Status {
@@ -62,23 +62,32 @@ absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
     absl::Status s = run(pass);
     pass.chunks.clear();
     pass.tokens.clear();
-    pass.logit_chunks.clear();
+    pass.logit_rows.clear();
     pass.first_row = row;
     return s;
   };
   for (const ChunkInput& c : chunks) {
     const auto n = static_cast<int64_t>(c.tokens.size());
     for (int64_t done = 0; done < n;) {
-      if (static_cast<int64_t>(pass.tokens.size()) == budget) {
+      const auto used = static_cast<int64_t>(pass.tokens.size());
+      const auto rows_left = max_rows - static_cast<int64_t>(pass.logit_rows.size());
+      // A piece that ends the chunk may need one row (want_logits); all_logits one per token.
+      if (used == budget || rows_left == 0) {
         if (absl::Status s = flush(); !s.ok()) return s;
+        continue;
       }
-      const int64_t take = std::min(n - done, budget - static_cast<int64_t>(pass.tokens.size()));
-      pass.chunks.push_back({static_cast<int64_t>(pass.tokens.size()), take, c.slot.value});
+      int64_t take = std::min(n - done, budget - used);
+      if (c.all_logits) take = std::min(take, rows_left);
+      pass.chunks.push_back({used, take, c.slot.value});
       pass.tokens.insert(pass.tokens.end(), c.tokens.begin() + done,
                          c.tokens.begin() + done + take);
       done += take;
-      if (done == n && c.want_logits) {
-        pass.logit_chunks.push_back(static_cast<int>(pass.chunks.size() - 1));
+      if (c.all_logits) {
+        for (int64_t t = 0; t < take; ++t)
+          pass.logit_rows.push_back(static_cast<int32_t>(used + t));
+        row += take;
+      } else if (done == n && c.want_logits) {
+        pass.logit_rows.push_back(static_cast<int32_t>(used + take - 1));
         ++row;
       }
     }

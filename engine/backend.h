@@ -1,6 +1,7 @@
 // The Backend interface: runs the model over state slots. Prefill consumes chunks of several
 // requests in one call (each continuing from its slot's state); Decode consumes one token per
-// slot. Both return last-token logits and leave each slot's state after its last token.
+// slot. Both return last-token logits (Prefill: every token's for chunks that ask) and leave each
+// slot's state after its last token.
 #pragma once
 
 #include <functional>
@@ -55,6 +56,13 @@ struct ChunkInput {
   std::span<const TokenId> tokens;  // at least one
   bool start = false;               // a new sequence: zero the slot's state first
   bool want_logits = true;          // return the last token's logits (false mid-prompt)
+  // Return one row per token of this chunk (position i's row predicts token i + 1), e.g. for
+  // prompt log-probs; overrides want_logits. Only these rows pass the LM head, so chunks that
+  // do not ask cost nothing extra.
+  bool all_logits = false;
+  int64_t logit_rows() const {
+    return all_logits ? static_cast<int64_t>(tokens.size()) : want_logits ? 1 : 0;
+  }
 };
 
 class Backend {
@@ -67,7 +75,8 @@ class Backend {
   virtual kernels::DType compute_dtype() const = 0;
   virtual int num_slots() const = 0;
 
-  // Runs every chunk; logits gets one row per chunk with want_logits, in order. Slots must be
+  // Runs every chunk; logits gets ChunkInput::logit_rows() rows per chunk (one for want_logits,
+  // one per token for all_logits), chunk after chunk in order. Slots must be
   // distinct within a call; token ids must be in [0, vocab_size).
   virtual absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) = 0;
   // One token for each slot (distinct); logits gets one row per slot, in order.

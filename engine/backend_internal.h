@@ -2,6 +2,7 @@
 // passes of packed chunks. Not part of the Backend interface the engine and front ends see.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <vector>
@@ -16,13 +17,15 @@ namespace mamba::engine {
 struct Pass {
   std::vector<kernels::SeqChunk> chunks;  // index rows of `tokens`
   std::vector<TokenId> tokens;
-  std::vector<int> logit_chunks;  // chunks whose last token's logits the caller wants...
-  int64_t first_row = 0;          // ...written to these rows of the output, in order
+  std::vector<int32_t> logit_rows;  // rows of `tokens` whose logits the caller wants...
+  int64_t first_row = 0;            // ...written from this row of the output on, in order
 };
 
 // Packs a Prefill call into passes of at most `budget` tokens and runs them in order. A chunk
 // that does not fit is split: its later pieces continue from the state the earlier ones left.
+// A pass also holds at most `max_rows` logit rows (all-logits chunks are split to fit).
 absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
-                         const std::function<absl::Status(const Pass&)>& run);
+                         const std::function<absl::Status(const Pass&)>& run,
+                         int64_t max_rows = INT64_MAX);
 
 }  // namespace mamba::engine

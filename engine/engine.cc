@@ -159,7 +159,24 @@ absl::Status Engine::Validate(const Request& r) const {
           "prompt", absl::StrCat("token id ", t, " is outside the vocabulary [0, ", vocab, ")"));
     }
   }
-  MAMBA_RETURN_IF_ERROR(r.params.Validate(vocab));
+  if (r.prompt_logprobs < -1 || r.prompt_logprobs > kMaxTopLogprobs) {
+    return InvalidField("prompt_logprobs",
+                        absl::StrCat("prompt_logprobs must be in [0, ", kMaxTopLogprobs,
+                                     "] (or -1: off), got ", r.prompt_logprobs));
+  }
+  if (r.params.max_new_tokens == 0) {
+    // Scoring: the prompt's log-probs are the whole answer.
+    if (r.prompt_logprobs < 0) {
+      return InvalidField("max_new_tokens",
+                          "max_new_tokens must be >= 1, or 0 with prompt log-probs (scoring the "
+                          "prompt without generating)");
+    }
+    SamplingParams p = r.params;
+    p.max_new_tokens = 1;
+    MAMBA_RETURN_IF_ERROR(p.Validate(vocab));
+  } else {
+    MAMBA_RETURN_IF_ERROR(r.params.Validate(vocab));
+  }
   if (r.params.max_new_tokens > options_.max_new_tokens_limit) {
     return InvalidField("max_new_tokens",
                         absl::StrCat("max_new_tokens ", r.params.max_new_tokens,

@@ -25,6 +25,12 @@ struct Request {
   // Continue this session (engine/serving/session_store.h): `prompt` is then only the new
   // tokens (may be empty when the session holds some), and the turn is saved into the session.
   std::string session_id;
+  // Prompt log-probs: -1 off; k >= 0 reports each prompt token's log-prob (the raw model's, as
+  // for generated tokens) and its k best alternatives in one PromptEvent. Every position reported
+  // is computed: such a request is not served from the state cache (a session turn still resumes
+  // from its session's state; see PromptEvent). With it, params.max_new_tokens may be 0: score
+  // the prompt without generating.
+  int32_t prompt_logprobs = -1;
 };
 
 enum class Finish {
@@ -40,6 +46,18 @@ struct TokenEvent {
   int index = 0;       // which of the n completions
   SampledToken token;  // id, log-prob and alternatives (when asked)
   std::string text;    // newly final text (stop strings cut; may be empty)
+};
+
+// The prompt's log-probs (Request::prompt_logprobs), sent once before the first token of any
+// completion. tokens[i] is the token at position `first + i` of the prompt the engine ran (a
+// session turn's: the session's tokens, then the new ones), given every token before it; the
+// entries run to the prompt's end, so they align with the END of the prompt a client sent. The
+// first token of a sequence has none (first >= 1); a session turn reports exactly its new
+// tokens (the first one given the session, from the logits the session keeps or by feeding its
+// last token again).
+struct PromptEvent {
+  int64_t first = 1;
+  std::vector<SampledToken> tokens;  // id = the prompt token; logprob; top (k alternatives)
 };
 
 struct Usage {
@@ -63,13 +81,16 @@ struct FinishEvent {
 };
 
 // Receives a request's events on the engine's scheduler thread, in order, per completion index:
-// OnToken* then exactly one OnFinish. Implementations must not block (queue and return); a
-// slow client is the front end's to bound, by cancelling.
+// [OnPrompt] then OnToken* then exactly one OnFinish. Implementations must not block (queue and
+// return); a slow client is the front end's to bound, by cancelling.
 class RequestSink {
  public:
   virtual ~RequestSink() = default;
   virtual void OnToken(const TokenEvent& event) = 0;
   virtual void OnFinish(const FinishEvent& event) = 0;
+  // Only for requests with prompt_logprobs >= 0: once, before any OnToken / OnFinish of a
+  // completion that ran (a request ended before its prompt finished never sends it).
+  virtual void OnPrompt(const PromptEvent& event) { (void)event; }
 };
 
 }  // namespace mamba::engine

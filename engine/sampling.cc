@@ -295,6 +295,26 @@ SampledToken Sampler::Sample(std::span<float> logits) {
   return out;
 }
 
+SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top) {
+  struct Candidate {
+    float p;
+    TokenId id;
+  };
+  SampledToken out;
+  out.id = id;
+  const double log_normalizer = LogSumExp(logits);
+  out.logprob = static_cast<float>(logits[static_cast<size_t>(id)] - log_normalizer);
+  if (top > 0) {
+    std::vector<Candidate> heap;
+    TopN(logits, static_cast<size_t>(top), heap);
+    std::sort_heap(heap.begin(), heap.end(), Before<Candidate>);
+    out.top.reserve(heap.size());
+    for (const Candidate& c : heap)
+      out.top.push_back({c.id, static_cast<float>(c.p - log_normalizer)});
+  }
+  return out;
+}
+
 TokenId Sampler::DrawRandom(std::span<float> logits) {
   const double u = NextUniform();  // first, so that every path consumes exactly one draw
   const float max_logit = MaxLogit(logits);

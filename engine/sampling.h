@@ -50,6 +50,10 @@ struct SampledToken {
   std::vector<TokenLogprob> top;  // best first (ties -> lowest id); only when top_logprobs > 0
 };
 
+// The raw log-prob (log_softmax of `logits`) of token `id` and the `top` best alternatives (best
+// first, ties -> lowest id), as Sampler::Sample reports a sampled token: e.g. a prompt token's.
+SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top);
+
 // Samples one request's tokens, one call per step. One per request; not thread-safe.
 //
 // Order of work in Sample (the order of vLLM and HF generate):

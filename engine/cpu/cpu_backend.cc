@@ -230,18 +230,18 @@ absl::Status CpuBackend::Decode(std::span<const SlotId> slots, std::span<const T
 absl::Status CpuBackend::Prefill(std::span<const ChunkInput> chunks, Logits* logits) {
   MAMBA_RETURN_IF_ERROR(ValidateChunks(chunks, options_.num_slots, config().vocab_size));
   int64_t rows = 0;
-  for (const ChunkInput& c : chunks) rows += c.want_logits ? 1 : 0;
+  for (const ChunkInput& c : chunks) rows += c.logit_rows();
   logits->Resize(rows, config().vocab_size);
   for (const ChunkInput& c : chunks) {
     if (c.start) ZeroSlot(c.slot.value);  // slots are distinct, so zeroing up front is safe
   }
   return ForEachPass(chunks, options_.max_step_tokens, [&](const Pass& pass) {
-    return Forward(pass.chunks, pass.tokens, pass.logit_chunks, logits, pass.first_row);
+    return Forward(pass.chunks, pass.tokens, pass.logit_rows, logits, pass.first_row);
   });
 }
 
 absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<const TokenId> tokens,
-                                 std::span<const int> logit_chunks, Logits* logits,
+                                 std::span<const int32_t> logit_rows, Logits* logits,
                                  int64_t first_row) {
   const ModelConfig& c = config();
   const int64_t T = static_cast<int64_t>(tokens.size()), d = c.hidden_size;
@@ -255,12 +255,13 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
     }
   }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) MAMBA_RETURN_IF_ERROR(RunLayer(l, chunks, T));
-  if (logit_chunks.empty()) return absl::OkStatus();
+  if (logit_rows.empty()) return absl::OkStatus();
   OpTimer timer(options_.profile, &op_seconds_[kHead]);
-  const auto R = static_cast<int64_t>(logit_chunks.size());
+  // Only the rows asked for pass the final norm and the LM head (gathered into xc_, which holds
+  // T x d_inner >= T x d floats).
+  const auto R = static_cast<int64_t>(logit_rows.size());
   for (int64_t i = 0; i < R; ++i) {
-    const SeqChunk& ch = chunks[static_cast<size_t>(logit_chunks[i])];
-    std::memcpy(xc_.data() + i * d, residual_.data() + (ch.begin + ch.length - 1) * d,
+    std::memcpy(xc_.data() + i * d, residual_.data() + int64_t{logit_rows[i]} * d,
                 static_cast<size_t>(d) * 4);
   }
   kc::RmsNorm(

@@ -40,10 +40,10 @@ class CpuBackend : public Backend {
 
   CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
              std::unique_ptr<CpuWeights> weights);
-  // One pass over at most max_step_tokens tokens: `chunks` index rows of `tokens`; logits for
-  // the chunks listed in `logit_chunks` are appended to `logits` starting at row `first_row`.
+  // One pass over at most max_step_tokens tokens: `chunks` index rows of `tokens`; logits of
+  // the token rows listed in `logit_rows` are written to `logits` from row `first_row` on.
   absl::Status Forward(std::span<const kernels::SeqChunk> chunks, std::span<const TokenId> tokens,
-                       std::span<const int> logit_chunks, Logits* logits, int64_t first_row);
+                       std::span<const int32_t> logit_rows, Logits* logits, int64_t first_row);
   absl::Status RunLayer(int64_t layer, std::span<const kernels::SeqChunk> chunks, int64_t tokens);
   void ZeroSlot(int32_t slot);
   absl::Status CheckSlot(SlotId slot) const;

@@ -102,7 +102,7 @@ class CudaBackend : public Backend {
   absl::Status EnqueueLayer(int64_t l, const PassShape& p);
   absl::Status EnqueueHead(const PassShape& p);
   absl::Status RunPrefillPass(std::span<const kernels::SeqChunk> chunks,
-                              std::span<const TokenId> tokens, std::span<const int> logit_chunks,
+                              std::span<const TokenId> tokens, std::span<const int32_t> logit_rows,
                               Logits* logits, int64_t first_row);
   // Validates a decode batch; *chunks receives it as 1-token chunks.
   absl::Status CheckDecode(std::span<const SlotId> slots, std::span<const TokenId> tokens,

@@ -51,29 +51,32 @@ absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
   MAMBA_RETURN_IF_ERROR(Ready());
   last_logit_rows_ = -1;
   int64_t rows = 0;
-  for (const ChunkInput& c : chunks) rows += c.want_logits ? 1 : 0;
+  for (const ChunkInput& c : chunks) rows += c.logit_rows();
   logits->Resize(rows, config().vocab_size);
   // Slots are distinct within a call, so new sequences can all be zeroed up front.
   for (const ChunkInput& c : chunks) {
     if (c.start) MAMBA_RETURN_IF_ERROR(ZeroSlotAsync(c.slot.value));
   }
-  // A pass holds at most one piece per slot, so its logit rows never exceed max_logit_rows_.
+  // ForEachPass caps a pass's logit rows at max_logit_rows_ (all-logits chunks are split).
   int passes = 0;
-  MAMBA_RETURN_IF_ERROR(ForEachPass(chunks, max_tokens_, [&](const Pass& pass) {
-    ++passes;
-    return RunPrefillPass(pass.chunks, pass.tokens, pass.logit_chunks, logits, pass.first_row);
-  }));
+  MAMBA_RETURN_IF_ERROR(ForEachPass(
+      chunks, max_tokens_,
+      [&](const Pass& pass) {
+        ++passes;
+        return RunPrefillPass(pass.chunks, pass.tokens, pass.logit_rows, logits, pass.first_row);
+      },
+      max_logit_rows_));
   if (passes <= 1) last_logit_rows_ = rows;
   return absl::OkStatus();
 }
 
 absl::Status CudaBackend::RunPrefillPass(std::span<const SeqChunk> chunks,
                                          std::span<const TokenId> tokens,
-                                         std::span<const int> logit_chunks, Logits* logits,
+                                         std::span<const int32_t> logit_rows, Logits* logits,
                                          int64_t first_row) {
   const auto T = static_cast<int64_t>(tokens.size());
   const auto C = static_cast<int64_t>(chunks.size());
-  const auto R = static_cast<int64_t>(logit_chunks.size());
+  const auto R = static_cast<int64_t>(logit_rows.size());
   if (T > max_tokens_ || C > max_tokens_ || R > max_logit_rows_) {
     return absl::InternalError(absl::StrCat("prefill pass of ", T, " tokens, ", C, " chunks and ",
                                             R, " logit rows exceeds the scratch"));
@@ -86,10 +89,7 @@ absl::Status CudaBackend::RunPrefillPass(std::span<const SeqChunk> chunks,
     table[i] = kc::ChunkDesc{ch.begin, ch.length, ch.slot};
   }
   auto* rows = reinterpret_cast<int32_t*>(stage + stage_rows_);
-  for (int64_t i = 0; i < R; ++i) {
-    const SeqChunk& ch = chunks[static_cast<size_t>(logit_chunks[static_cast<size_t>(i)])];
-    rows[i] = static_cast<int32_t>(ch.begin + ch.length - 1);
-  }
+  std::copy(logit_rows.begin(), logit_rows.end(), rows);
   const struct {
     void* dst;
     size_t at, bytes;

@@ -1,5 +1,6 @@
 #include "engine/serving/batch_loop.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -69,7 +70,9 @@ void BatchLoop::LookUp(LiveRequest& live, double now) {
   const std::span<const TokenId> prompt(live.req.prompt);
   const auto L = static_cast<int64_t>(prompt.size());
   StateStore::Match m;
-  if (cache_.store) {
+  // Prompt log-probs need every reported position computed: no restore from the store (a
+  // session turn still resumes from its session and reports the new tokens only).
+  if (cache_.store && live.req.prompt_logprobs < 0) {
     m = cache_.store->Lookup(cache_.key, prompt, L, now);
     // A snapshot of the whole prompt serves only with its logits; else one token must run.
     if (m.length == L && m.snapshot->logits.empty()) {
@@ -131,7 +134,7 @@ void BatchLoop::SelectAdmissible(size_t free_slots) {
     LiveRequest& live = *waiting_[k];
     if (static_cast<size_t>(live.view.n) > free_slots) break;
     LookUp(live, now);
-    if (cache_.store && WaitForSibling(live)) {
+    if (cache_.store && live.req.prompt_logprobs < 0 && WaitForSibling(live)) {
       if (++waiting_on_siblings == kMaxWaitingScan) break;
       continue;
     }
@@ -156,6 +159,19 @@ absl::Status BatchLoop::Admit(const StepPlan& plan) {
         ++cache_counts_.partial_hits;
       } else {
         ++cache_counts_.misses;
+      }
+    }
+    l.prompt_event.first = std::max<int64_t>(1, l.view.restore);
+    if (l.req.prompt_logprobs >= 0 && l.restore_from && l.view.restore > 0 &&
+        l.view.restore < l.view.prompt_tokens) {
+      // The restored state's logits, if kept, give the first token after it; else that token
+      // is reported from the next one on (its predecessor is not fed again).
+      if (l.restore_from->logits.empty()) {
+        l.prompt_event.first = l.view.restore + 1;
+      } else {
+        l.prompt_event.tokens.push_back(LogProbOf(l.restore_from->logits,
+                                                  l.req.prompt[static_cast<size_t>(l.view.restore)],
+                                                  l.req.prompt_logprobs));
       }
     }
     if (!l.restore_from || !status.ok()) continue;
@@ -220,7 +236,10 @@ absl::Status BatchLoop::CommitSession(LiveRequest& live, const Completion& c, Fi
   SessionContent content;
   content.tokens = live.req.prompt;
   content.tokens.insert(content.tokens.end(), c.generated.begin(), c.generated.end());
-  content.state_tokens = static_cast<int64_t>(content.tokens.size()) - 1;
+  // Nothing generated (scoring): the state covers every token, with the prompt's last logits.
+  content.state_tokens =
+      static_cast<int64_t>(content.tokens.size()) - (c.generated.empty() ? 0 : 1);
+  if (c.generated.empty()) snapshot->logits = std::move(live.end_logits);
   // The same state is the end-of-completion snapshot the store would take.
   if (cache_.store && c.generated.size() >= 2 &&
       !cache_.store->Contains(
@@ -237,6 +256,15 @@ absl::Status BatchLoop::CommitSession(LiveRequest& live, const Completion& c, Fi
 void BatchLoop::Fork(LiveRequest& live, const StepPlan& plan, int request,
                      std::span<const float> logits) {
   MoveTo(live.view.phase, Phase::kDecoding);
+  if (live.req.prompt_logprobs >= 0) live.sink->OnPrompt(live.prompt_event);
+  live.prompt_event.tokens = {};
+  if (live.req.params.max_new_tokens == 0) {  // scoring only
+    if (live.session) live.end_logits.assign(logits.begin(), logits.end());
+    for (int i = 0; i < live.req.n; ++i) {
+      FinishCompletion(live, i, Finish::kLength, absl::OkStatus());
+    }
+    return;
+  }
   for (const StepPlan::Copy& copy : plan.copies) {
     if (copy.request != request) continue;
     if (absl::Status s = backend_.CopySlot(copy.from, copy.to); !s.ok()) {
@@ -246,6 +274,18 @@ void BatchLoop::Fork(LiveRequest& live, const StepPlan& plan, int request,
   for (int i = 0; i < live.req.n; ++i) {
     scratch_.assign(logits.begin(), logits.end());
     SampleAndEmit(live, i, scratch_);
+  }
+}
+
+// Rows first_row.. of logits_ are an all-logits chunk's, prompt positions begin..begin+count-1:
+// the row of position p gives the log-prob of the prompt token at p + 1.
+void BatchLoop::ScorePrompt(LiveRequest& live, int64_t begin, int64_t count, int64_t first_row) {
+  const std::span<const TokenId> prompt(live.req.prompt);
+  for (int64_t i = 0; i < count; ++i) {
+    const auto next = static_cast<size_t>(begin + i + 1);
+    if (next >= prompt.size()) break;
+    live.prompt_event.tokens.push_back(
+        LogProbOf(logits_.Row(first_row + i), prompt[next], live.req.prompt_logprobs));
   }
 }
 
@@ -278,7 +318,8 @@ BatchLoop::StepResult BatchLoop::Step() {
                        .subspan(static_cast<size_t>(c.begin), static_cast<size_t>(c.count))
                  : std::span<const TokenId>(
                        &live.completions[static_cast<size_t>(c.completion)].last, 1);
-    chunks_.push_back({c.slot, tokens, c.start, c.want_logits});
+    chunks_.push_back(
+        {c.slot, tokens, c.start, c.want_logits, c.prompt && live.req.prompt_logprobs >= 0});
   }
   const Clock::time_point t0 = Clock::now();
   if (!chunks_.empty()) {
@@ -296,8 +337,13 @@ BatchLoop::StepResult BatchLoop::Step() {
       continue;
     }
     live.view.computed += c.count;
+    const bool all = live.req.prompt_logprobs >= 0;
+    if (all) {
+      ScorePrompt(live, c.begin, c.count, row);
+      row += c.count;
+    }
     if (!c.want_logits) continue;
-    const std::span<const float> logits = logits_.Row(row++);
+    const std::span<const float> logits = all ? logits_.Row(row - 1) : logits_.Row(row++);
     if (cache_.store) Save(c.slot, live.req.prompt, {}, logits);
     Fork(live, plan, c.request, logits);
   }

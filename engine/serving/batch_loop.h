@@ -58,6 +58,11 @@ struct LiveRequest {
   std::unique_ptr<SessionStore::Lease> session;
   std::shared_ptr<const StateSnapshot> session_state;
   int64_t session_state_tokens = 0;
+  // Prompt log-probs (req.prompt_logprobs >= 0): gathered chunk by chunk, sent at the prompt's
+  // end (PromptEvent); and a session turn that generates nothing keeps the prompt's last logits
+  // for its session (its state then covers every token).
+  PromptEvent prompt_event;
+  std::vector<float> end_logits;
 };
 
 // The state cache a loop uses: where snapshots go and what, besides tokens, keys them.
@@ -144,6 +149,7 @@ class BatchLoop {
   absl::Status CommitSession(LiveRequest& live, const Completion& c, FinishEvent* ev);
   void RunCachedPrompt(LiveRequest& live, const StepPlan& plan, int request);
   void Fork(LiveRequest& live, const StepPlan& plan, int request, std::span<const float> logits);
+  void ScorePrompt(LiveRequest& live, int64_t begin, int64_t count, int64_t first_row);
   void Start(LiveRequest& live, std::vector<SlotId> slots);
   void SampleAndEmit(LiveRequest& live, int index, std::span<float> logits);
   void FinishCompletion(LiveRequest& live, int index, Finish reason, absl::Status status);

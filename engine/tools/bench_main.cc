@@ -51,13 +51,14 @@ json OpDelta(const std::map<std::string, double>& before, const Backend& b, doub
   return j;
 }
 
-// Seconds per Prefill of a `len`-token prompt (best of `reps`).
-absl::StatusOr<double> TimePrefill(Backend& b, int64_t len, int reps) {
+// Seconds per Prefill of a `len`-token prompt (best of `reps`); `all_logits`: every position's
+// logits (prompt log-probs), else the last token's.
+absl::StatusOr<double> TimePrefill(Backend& b, int64_t len, int reps, bool all_logits = false) {
   auto toks = RandomTokens(len, b.config().vocab_size, 7);
   Logits logits;
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
-    ChunkInput c{SlotId(0), toks, true, true};
+    ChunkInput c{SlotId(0), toks, true, true, all_logits};
     const double t0 = Now();
     if (absl::Status s = b.Prefill({&c, 1}, &logits); !s.ok()) return s;
     best = std::min(best, Now() - t0);
@@ -126,6 +127,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--decode-steps", decode_steps)->capture_default_str();
   app.add_flag("--profile", profile, "Report time per op");
+  bool all_logits = false;
+  app.add_flag("--all-logits", all_logits,
+               "Also time each prefill with logits at every position (prompt log-probs)");
   app.add_flag("!--no-roofline", roofline, "Skip the bandwidth / oneDNN reference measurements");
   app.add_option("--json", json_path, "Also write the results as JSON to this file");
   CLI11_PARSE(app, argc, argv);
@@ -172,6 +176,13 @@ int main(int argc, char** argv) {
     if (profile) p["op_seconds_per_run"] = OpDelta(before, b, 1.0 / 3);
     std::printf("prefill %5lld tokens: %8.1f tokens/s  (%.3f s, %.0f GEMM GFLOP/s)\n",
                 static_cast<long long>(len), tps, *t, p["gflops"].get<double>());
+    if (!all_logits) continue;
+    auto ta = TimePrefill(b, len, 3, true);
+    if (!ta.ok()) return Fail(ta.status());
+    p["all_logits_seconds"] = *ta;
+    std::printf(
+        "prefill %5lld tokens, logits at every position: %8.1f tokens/s  (%.2fx the time)\n",
+        static_cast<long long>(len), static_cast<double>(len) / *ta, *ta / *t);
   }
   for (int batch : batches) {
     if (batch > b.num_slots()) continue;

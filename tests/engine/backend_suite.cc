@@ -237,6 +237,52 @@ TEST_P(BackendTest, StepsLargerThanScratchAreSplit) {
   EXPECT_TRUE(AllClose(got.data, D(want.data), tol().consistency));
 }
 
+// all_logits: one row per token, chunk after chunk, among chunks that want one row or none;
+// each row matches the float64 reference fed token by token, in any chunking and when a small
+// scratch splits the chunk across passes.
+TEST_P(BackendTest, AllLogitsMatchReferenceAtEveryPosition) {
+  const auto prompt = RandomPrompt(45, vocab(), 21);
+  const auto other = RandomPrompt(9, vocab(), 22), quiet = RandomPrompt(6, vocab(), 23);
+  std::vector<std::vector<double>> want;
+  for (TokenId t : prompt) want.push_back(reference_->Forward({&t, 1}));
+  reference_->Reset();
+  const std::vector<double> want_other = reference_->Forward(other);
+  for (int64_t step_tokens : {2048, 7}) {
+    auto b = MakeBackend(4, step_tokens);
+    ASSERT_NE(b, nullptr);
+    int64_t at = 0;
+    for (int64_t piece : {20, 1, 24}) {
+      std::vector<ChunkInput> chunks = {
+          {SlotId(3), std::span<const TokenId>(prompt).subspan(at, piece), at == 0, true, true}};
+      if (at == 0) {
+        chunks.insert(chunks.begin(), {SlotId(1), other, true, true});
+        chunks.push_back({SlotId(0), quiet, true, false});
+      }
+      Logits got;
+      ASSERT_TRUE(b->Prefill(chunks, &got).ok());
+      const int64_t first = at == 0 ? 1 : 0;
+      ASSERT_EQ(got.rows, piece + first);
+      if (at == 0) {
+        EXPECT_TRUE(AllClose(got.Row(0), want_other, tol().reference));
+      }
+      for (int64_t i = 0; i < piece; ++i) {
+        EXPECT_TRUE(
+            AllClose(got.Row(first + i), want[static_cast<size_t>(at + i)], tol().reference))
+            << "position " << at + i << ", scratch " << step_tokens;
+      }
+      at += piece;
+    }
+    // The slot's state continues as after a plain prefill.
+    Logits next;
+    ASSERT_TRUE(Dec(*b, {SlotId(3)}, {5}, &next).ok());
+    reference_->Reset();
+    reference_->Forward(prompt);
+    const TokenId five = 5;
+    EXPECT_TRUE(AllClose(next.Row(0), reference_->Forward({&five, 1}), tol().reference));
+    reference_->Reset();
+  }
+}
+
 TEST_P(BackendTest, CopySlotForksAndResetClears) {
   const auto prompt = RandomPrompt(9, vocab(), 7);
   Logits a, b, fresh;

@@ -61,7 +61,7 @@ absl::Status FakeBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
   if (absl::Status s = ValidateChunks(chunks, num_slots(), config_.vocab_size); !s.ok()) return s;
   Call call;
   int64_t rows = 0;
-  for (const ChunkInput& c : chunks) rows += c.want_logits ? 1 : 0;
+  for (const ChunkInput& c : chunks) rows += c.logit_rows();
   logits->Resize(rows, config_.vocab_size);
   int64_t row = 0;
   for (const ChunkInput& c : chunks) {
@@ -71,8 +71,11 @@ absl::Status FakeBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
     }
     uint64_t& s = state_[static_cast<size_t>(c.slot.value)];
     if (c.start) s = kStart;
-    for (TokenId t : c.tokens) s = Next(s, t);
-    if (c.want_logits) LogitsOf(s, logits->Row(row++));
+    for (TokenId t : c.tokens) {
+      s = Next(s, t);
+      if (c.all_logits) LogitsOf(s, logits->Row(row++));  // one row per token
+    }
+    if (c.want_logits && !c.all_logits) LogitsOf(s, logits->Row(row++));
   }
   if (record_calls_) calls_.push_back(std::move(call));
   return absl::OkStatus();
