@@ -42,7 +42,17 @@ struct SessionCommand {
   std::string file;    // export / import ("-": stdout / stdin)
 };
 
+// `score FILE`: tokens, negative log-likelihood, perplexity and bits per byte of a text, streamed
+// through one server-side session in chunks (client/cli/score_command.cc).
+struct ScoreOptions {
+  std::string file;  // "-": stdin
+  int chunk_tokens = 1024;
+  bool json = false;
+  bool progress = false;
+};
+
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o);
+int RunScore(const GlobalOptions& g, const ScoreOptions& o);
 int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_tokens, bool json);
 int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, bool skip_special,
                   bool json);

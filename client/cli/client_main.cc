@@ -1,5 +1,5 @@
 // mamba-client: talk to a MambaServe server (or any server with the same gRPC / OpenAI / TGI
-// API) from a terminal: generate (streamed), tokenize, detokenize, info, health, session.
+// API) from a terminal: generate (streamed), score, tokenize, detokenize, info, health, session.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -115,6 +115,19 @@ int main(int argc, char** argv) {
   generate->add_flag("--stats", gen.stats,
                      "Print token counts and timing to stderr (default when it is a terminal)");
 
+  // score
+  mamba::client::cli::ScoreOptions score_opt;
+  CLI::App* score = app.add_subcommand(
+      "score", "Log-likelihood of a text file: tokens, NLL, perplexity, bits per byte");
+  score->add_option("file", score_opt.file, "The text (- for stdin)")->required();
+  score
+      ->add_option("--chunk", score_opt.chunk_tokens,
+                   "Tokens per request; the document flows through one session state")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  score->add_flag("--json", score_opt.json, "Print the figures as JSON");
+  score->add_flag("--progress", score_opt.progress, "Show progress on stderr");
+
   // tokenize
   PromptSource tok_prompt;
   bool show_tokens = false, tok_json = false;
@@ -181,6 +194,7 @@ int main(int argc, char** argv) {
   opt.Apply();
 
   if (*generate) return mamba::client::cli::RunGenerate(g, gen);
+  if (*score) return mamba::client::cli::RunScore(g, score_opt);
   if (*tokenize) return mamba::client::cli::RunTokenize(g, tok_prompt, show_tokens, tok_json);
   if (*detokenize) return mamba::client::cli::RunDetokenize(g, ids, skip_special, detok_json);
   if (*info) return mamba::client::cli::RunInfo(g, info_json);

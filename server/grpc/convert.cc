@@ -1,5 +1,6 @@
 #include "server/grpc/convert.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -81,7 +82,15 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
                                                std::optional<engine::Clock::time_point> deadline) {
   PreparedRequest out;
   engine::Request& r = out.request;
-  out.echo = in.echo();
+  out.echo = in.echo() || in.has_prompt_logprobs();  // prompt log-probs come in the echo
+  if (in.has_prompt_logprobs()) {
+    if (in.prompt_logprobs() < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt_logprobs must be in [0, ",
+                                                     engine::kMaxTopLogprobs, "], got ",
+                                                     in.prompt_logprobs()));
+    }
+    r.prompt_logprobs = in.prompt_logprobs();
+  }
   r.skip_special_tokens = in.has_skip_special_tokens() ? in.skip_special_tokens() : true;
   if (absl::Status s = SetPrompt(in, state, &out); !s.ok()) return s;
 
@@ -196,6 +205,22 @@ void FillToken(const engine::SampledToken& token, bool details, const engine::To
     t->set_token_id(alt.id);
     t->set_logprob(alt.logprob);
     t->set_token_bytes(bytes_of(alt.id));
+  }
+}
+
+void FillPromptLogprobs(const engine::PromptEvent& event, const engine::Tokenizer* tokenizer,
+                        v1::PromptEcho* echo) {
+  const auto& ids = echo->token_ids();
+  const auto m = static_cast<size_t>(ids.size());
+  const size_t k = std::min(event.tokens.size(), m), skip = m - k;
+  echo->clear_logprobs();
+  for (size_t j = 0; j < m; ++j) {
+    v1::Token* t = echo->add_logprobs();
+    if (j < skip) {
+      t->set_id(ids[static_cast<int>(j)]);
+    } else {
+      FillToken(event.tokens[event.tokens.size() - k + (j - skip)], true, tokenizer, t);
+    }
   }
 }
 

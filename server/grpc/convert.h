@@ -56,6 +56,11 @@ void FillToken(const engine::SampledToken& token, bool details, const engine::To
 
 void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out);
 
+// PromptEcho.logprobs from the prompt's log-probs, aligned with the end of echo->token_ids()
+// (entries the engine did not report carry only the id).
+void FillPromptLogprobs(const engine::PromptEvent& event, const engine::Tokenizer* tokenizer,
+                        v1::PromptEcho* echo);
+
 // GetModelInfo's answer from the engine's config, options and stats.
 void FillModelInfo(const ServingState& state, v1::ModelInfo* out);
 

@@ -98,6 +98,12 @@ class UnarySink final : public engine::RequestSink {
     if (s_->details) FillToken(event.token, true, s_->tokenizer, c->add_logprobs());
   }
 
+  void OnPrompt(const engine::PromptEvent& event) override {
+    std::lock_guard<std::mutex> lock(s_->mu);
+    if (s_->finish_claimed) return;
+    FillPromptLogprobs(event, s_->tokenizer, s_->result.mutable_prompt());
+  }
+
   void OnFinish(const FinishEvent& event) override {
     UnaryCall* reactor = nullptr;
     ::grpc::Status status;
@@ -181,6 +187,8 @@ struct StreamShared {
   const engine::Tokenizer* tokenizer = nullptr;
   bool details = false;
   int64_t max_buffer_bytes = 0;
+  // With prompt log-probs the echo message waits for them (StreamSink::OnPrompt).
+  std::optional<v1::PromptEcho> echo;
 
   // Queues a message; false when the client is too far behind, and the call must end.
   bool Push(v1::GenerateStreamResponse message) {
@@ -281,6 +289,23 @@ class StreamSink final : public engine::RequestSink {
     Advance(*s_, std::move(lock));
   }
 
+  void OnPrompt(const engine::PromptEvent& event) override {
+    Lock lock(s_->mu);
+    if (s_->finish_claimed || s_->cancelled || !s_->status.ok() || !s_->echo) return;
+    v1::GenerateStreamResponse m;
+    *m.mutable_prompt() = *std::move(s_->echo);
+    s_->echo.reset();
+    FillPromptLogprobs(event, s_->tokenizer, m.mutable_prompt());
+    if (!s_->Push(std::move(m))) {
+      const std::optional<engine::RequestId> id = s_->id;
+      s_->cancel_engine = !id;
+      lock.unlock();
+      if (id) s_->engine->Cancel(*id);
+      lock.lock();
+    }
+    Advance(*s_, std::move(lock));
+  }
+
   void OnFinish(const FinishEvent& event) override {
     Lock lock(s_->mu);
     --s_->pending;
@@ -321,7 +346,9 @@ void StreamCall::Start(::grpc::CallbackServerContext* context, const ::grpc::Byt
   s.details = prepared->token_details;
   s.max_buffer_bytes = options.max_stream_buffer_bytes;
   s.pending = prepared->request.n;
-  if (prepared->echo) {
+  if (prepared->echo && prepared->request.prompt_logprobs >= 0) {
+    s.echo = std::move(prepared->prompt);
+  } else if (prepared->echo) {
     v1::GenerateStreamResponse m;
     *m.mutable_prompt() = std::move(prepared->prompt);
     s.Push(std::move(m));

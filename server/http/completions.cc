@@ -2,6 +2,7 @@
 // whole or as SSE chunks (`data: {...}\n\n` ... `data: [DONE]\n\n`).
 #include "server/http/completions.h"
 
+#include <algorithm>
 #include <ctime>
 #include <random>
 
@@ -50,7 +51,8 @@ class CompletionCall : public GenerationCall {
     for (size_t c = 0; c < choices_.size(); ++c) StartChoice(c);
     if (!spec_.stream) return;
     exchange_->StartStream();
-    if (!spec_.echo) return;
+    // With prompt log-probs the echo waits for them (OnPrompt, before any token).
+    if (!spec_.echo || spec_.request.prompt_logprobs >= 0) return;
     // The prompt text first, as its own chunk per choice.
     for (size_t c = 0; c < choices_.size(); ++c) {
       if (!WriteOrCancel(Sse(
@@ -64,9 +66,10 @@ class CompletionCall : public GenerationCall {
 
  private:
   struct Choice {
-    std::string text;    // unary: everything so far; stream: echo only
-    Logprobs lp;         // unary: everything so far
-    int64_t offset = 0;  // text_offset of the next token, in characters
+    std::string text;             // unary: everything so far; stream: echo only
+    Logprobs lp;                  // unary: everything so far
+    int64_t offset = 0;           // text_offset of the next token, in characters
+    OrderedJson prompt_logprobs;  // vLLM's, when asked: null per token without one
     const char* finish = nullptr;
     bool done = false;
   };
@@ -75,8 +78,8 @@ class CompletionCall : public GenerationCall {
     return spec_.prompts[choice / static_cast<size_t>(spec_.request.n)];
   }
 
-  // Echo puts the prompt (and, with logprobs, its tokens, whose log-probs we do not compute:
-  // null) in front of the choice.
+  // Echo puts the prompt (and, with logprobs, its tokens: log-probs null until OnPrompt fills
+  // them) in front of the choice.
   void StartChoice(size_t c) {
     if (!spec_.echo) return;
     Choice& ch = choices_[c];
@@ -106,6 +109,73 @@ class CompletionCall : public GenerationCall {
     }
     // Generated tokens' offsets continue from the echoed text itself.
     ch.offset = CountCodePoints(ch.text);
+  }
+
+  // The prompt's log-probs, aligned with the end of the prompt as sent (the first token, and a
+  // session turn's tokens the engine did not report, stay null): into the echoed logprobs and
+  // vLLM's prompt_logprobs of each choice of the prompt; a stream sends the echo chunk now.
+  void OnPrompt(int prompt_index, const engine::PromptEvent& ev) override {
+    const size_t n = static_cast<size_t>(spec_.request.n);
+    for (size_t c = static_cast<size_t>(prompt_index) * n;
+         c < static_cast<size_t>(prompt_index + 1) * n; ++c) {
+      Choice& ch = choices_[c];
+      const size_t m = PromptOf(c).ids.size(), k = std::min(ev.tokens.size(), m);
+      const size_t skip = m - k;
+      if (spec_.echo && spec_.logprobs) {
+        for (size_t j = 0; j < k; ++j) {
+          const engine::SampledToken& t = ev.tokens[ev.tokens.size() - k + j];
+          ch.lp.token_logprobs[skip + j] = t.logprob;
+          ch.lp.top_logprobs[skip + j] = TopJson(t, *spec_.logprobs);
+        }
+      }
+      if (spec_.prompt_logprobs) {
+        ch.prompt_logprobs = OrderedJson::array();
+        for (size_t j = 0; j < skip; ++j) ch.prompt_logprobs.push_back(nullptr);
+        for (size_t j = 0; j < k; ++j) {
+          ch.prompt_logprobs.push_back(
+              VllmLogprobs(ev.tokens[ev.tokens.size() - k + j], *spec_.prompt_logprobs));
+        }
+      }
+      if (!spec_.stream) continue;
+      OrderedJson chunk = Chunk(c, spec_.echo ? ch.text : std::string(),
+                                spec_.echo && spec_.logprobs ? &ch.lp : nullptr, nullptr);
+      if (spec_.prompt_logprobs) chunk["choices"][0]["prompt_logprobs"] = ch.prompt_logprobs;
+      if (!WriteOrCancel(Sse(chunk))) return;
+      ch.text.clear();
+      ch.lp = Logprobs();
+    }
+  }
+
+  // OpenAI's top_logprobs entry: token text -> log-prob, the `k` best.
+  OrderedJson TopJson(const engine::SampledToken& tok, int k) const {
+    OrderedJson top = OrderedJson::object();
+    for (size_t i = 0; i < tok.top.size() && i < static_cast<size_t>(k); ++i) {
+      top[TokenText(ctx_.state->tokenizer, tok.top[i].id)] = tok.top[i].logprob;
+    }
+    return top;
+  }
+
+  // vLLM's per-token dict: {"<id>": {logprob, rank, decoded_token}} for the token and its `k`
+  // best alternatives (rank 1 = the best; the token's own rank only when it is among them).
+  OrderedJson VllmLogprobs(const engine::SampledToken& tok, int k) const {
+    OrderedJson d = OrderedJson::object();
+    auto entry = [&](engine::TokenId id, float logprob, std::optional<int> rank) {
+      OrderedJson e = {{"logprob", logprob}};
+      if (rank) e["rank"] = *rank;
+      e["decoded_token"] = TokenText(ctx_.state->tokenizer, id);
+      d[absl::StrCat(id)] = std::move(e);
+    };
+    std::optional<int> own;
+    for (size_t i = 0; i < tok.top.size(); ++i) {
+      if (tok.top[i].id == tok.id) own = static_cast<int>(i) + 1;
+    }
+    entry(tok.id, tok.logprob, own);
+    for (size_t i = 0; i < tok.top.size() && i < static_cast<size_t>(k); ++i) {
+      if (tok.top[i].id != tok.id) {
+        entry(tok.top[i].id, tok.top[i].logprob, static_cast<int>(i) + 1);
+      }
+    }
+    return d;
   }
 
   void AddLogprob(Choice& ch, const engine::SampledToken& tok, Logprobs* lp) {
@@ -211,6 +281,7 @@ class CompletionCall : public GenerationCall {
       OrderedJson choice = {{"index", c}, {"text", std::move(choices_[c].text)}};
       choice["logprobs"] = spec_.logprobs ? choices_[c].lp.ToJson() : OrderedJson(nullptr);
       choice["finish_reason"] = choices_[c].finish;
+      if (spec_.prompt_logprobs) choice["prompt_logprobs"] = std::move(choices_[c].prompt_logprobs);
       choices.push_back(std::move(choice));
     }
     OrderedJson j = Envelope();

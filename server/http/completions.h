@@ -20,6 +20,9 @@ struct CompletionSpec {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;
   std::optional<int> logprobs;  // OpenAI `logprobs`: alternatives per token, when set
+  // vLLM's `prompt_logprobs`: alternatives per prompt token, answered in
+  // choices[i].prompt_logprobs (the first token null), when set.
+  std::optional<int> prompt_logprobs;
 };
 
 // Fields (OpenAI): model, prompt (string | [string] | [int] | [[int]]), max_tokens (16),
@@ -27,7 +30,10 @@ struct CompletionSpec {
 // seed, logprobs, echo, presence_penalty, frequency_penalty, user (ignored); extensions:
 // top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
 // skip_special_tokens, stop_token_ids, timeout (seconds), session_id (continue that session: the
-// prompt is then one prompt, the turn's new text, possibly empty; n must be 1). Unknown fields are
+// prompt is then one prompt, the turn's new text, possibly empty; n must be 1), prompt_logprobs
+// (vLLM). `echo` with `logprobs` reports the prompt tokens' log-probs (computed: the first token's
+// null, as OpenAI did); `max_tokens` 0 scores the prompt without generating and needs `echo` or
+// `prompt_logprobs` (lm-evaluation-harness's loglikelihood requests). Unknown fields are
 // ignored; suffix and logit_bias are refused when given. Ranges and limits are checked by
 // Engine::Validate, on each prompt's request, before anything is submitted; errors name the field
 // (api_error.h).

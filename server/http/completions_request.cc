@@ -1,4 +1,5 @@
 // Parsing and validation of a /v1/completions body into a CompletionSpec.
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -97,6 +98,36 @@ absl::Status ParseSampling(const Json& body, engine::SamplingParams* p) {
   return absl::OkStatus();
 }
 
+// Prompt log-probs: `echo` with `logprobs` (OpenAI) and vLLM's `prompt_logprobs` ask for them;
+// max_tokens 0 only scores the prompt, so it needs one of echo / prompt_logprobs. Call after
+// echo, logprobs and max_tokens are read.
+absl::Status ParsePromptLogprobs(const Json& body, CompletionSpec* out) {
+  if (auto it = body.find("prompt_logprobs"); it != body.end() && !it->is_null()) {
+    int32_t k = 0;
+    MAMBA_RETURN_IF_ERROR(ReadInt(body, "prompt_logprobs", kIntMin, kIntMax, &k));
+    if (k < 0 || k > engine::kMaxTopLogprobs) {
+      return engine::InvalidField(
+          "prompt_logprobs",
+          absl::StrCat("'prompt_logprobs' must be in [0, ", engine::kMaxTopLogprobs, "], got ", k));
+    }
+    out->prompt_logprobs = k;
+  }
+  engine::Request& r = out->request;
+  r.prompt_logprobs = -1;
+  if (out->echo && out->logprobs) r.prompt_logprobs = *out->logprobs;
+  if (out->prompt_logprobs) r.prompt_logprobs = std::max(r.prompt_logprobs, *out->prompt_logprobs);
+  if (r.params.max_new_tokens == 0) {
+    if (!out->echo && !out->prompt_logprobs) {
+      return engine::InvalidField(
+          "max_tokens",
+          "'max_tokens' 0 generates nothing: it scores the prompt, and needs 'echo': true (with "
+          "'logprobs' for the prompt's log-probs) or 'prompt_logprobs'");
+    }
+    r.prompt_logprobs = std::max(r.prompt_logprobs, 0);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
@@ -154,6 +185,7 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
     r.params.logprobs = true;
     r.params.top_logprobs = *out->logprobs;
   }
+  MAMBA_RETURN_IF_ERROR(ParsePromptLogprobs(body, out));
 
   MAMBA_RETURN_IF_ERROR(ParsePrompts(body, ctx, session, &out->prompts));
   if (session && out->prompts.size() != 1) {

@@ -75,6 +75,11 @@ class GenerationCall::Sink : public engine::RequestSink {
       if (!call->done_) call->OnFinish(p, event);
     });
   }
+  void OnPrompt(const engine::PromptEvent& event) override {
+    call_->exchange_->Post([call = call_, p = prompt_index_, event] {
+      if (!call->done_) call->OnPrompt(p, event);
+    });
+  }
 
  private:
   std::shared_ptr<GenerationCall> call_;

@@ -78,6 +78,11 @@ class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
 
   virtual void OnToken(int prompt_index, const engine::TokenEvent& event) = 0;
   virtual void OnFinish(int prompt_index, const engine::FinishEvent& event) = 0;
+  // The prompt's log-probs (requests with prompt_logprobs >= 0), before any token of it.
+  virtual void OnPrompt(int prompt_index, const engine::PromptEvent& event) {
+    (void)prompt_index;
+    (void)event;
+  }
 
   const HandlerContext& ctx_;
   std::shared_ptr<Exchange> exchange_;

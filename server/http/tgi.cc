@@ -52,6 +52,8 @@ absl::Status ParseParameters(const Json& p, TgiSpec* out) {
   } else if (!sp.seed) {
     sp.seed = std::random_device{}() * uint64_t{0x9E3779B97F4A7C15} ^ std::random_device{}();
   }
+  // Prefill log-probs are computed when asked (the first token's null, as in TGI).
+  if (out->decoder_input_details) out->request.prompt_logprobs = 0;
   // Every TGI token carries its log-prob.
   sp.logprobs = true;
   sp.top_logprobs = out->top_n_tokens;
@@ -177,12 +179,22 @@ class TgiCall : public GenerationCall {
 
   const std::string& Session() const { return spec_.request.session_id; }
 
+  void OnPrompt(int, const engine::PromptEvent& ev) override { prompt_logprobs_ = ev; }
+
+  // The prompt's tokens with their log-probs, aligned with the end of the prompt (the first
+  // token's, and a session turn's tokens the engine did not report, null).
   OrderedJson Prefill() const {
     OrderedJson prefill = OrderedJson::array();
     if (!spec_.decoder_input_details) return prefill;
-    for (engine::TokenId id : spec_.prompt.ids) {
-      prefill.push_back(
-          {{"id", id}, {"text", TokenText(ctx_.state->tokenizer, id)}, {"logprob", nullptr}});
+    const std::vector<engine::TokenId>& ids = spec_.prompt.ids;
+    const std::vector<engine::SampledToken>& lps = prompt_logprobs_.tokens;
+    const size_t k = std::min(lps.size(), ids.size()), skip = ids.size() - k;
+    for (size_t j = 0; j < ids.size(); ++j) {
+      const OrderedJson logprob =
+          j < skip ? OrderedJson(nullptr) : OrderedJson(lps[lps.size() - k + (j - skip)].logprob);
+      prefill.push_back({{"id", ids[j]},
+                         {"text", TokenText(ctx_.state->tokenizer, ids[j])},
+                         {"logprob", logprob}});
     }
     return prefill;
   }
@@ -195,7 +207,8 @@ class TgiCall : public GenerationCall {
   OrderedJson top_tokens_ = OrderedJson::array();
   std::optional<engine::TokenEvent> held_;
   int64_t index_ = 0;
-  int64_t session_tokens_ = 0;  // tokens the session holds after this turn
+  int64_t session_tokens_ = 0;           // tokens the session holds after this turn
+  engine::PromptEvent prompt_logprobs_;  // decoder_input_details
 };
 
 }  // namespace

@@ -15,7 +15,7 @@ struct TgiSpec {
   Prompt prompt;
   engine::Request request;  // everything but the prompt
   bool details = false;
-  bool decoder_input_details = false;  // prefill tokens in details (log-probs null: not computed)
+  bool decoder_input_details = false;  // prefill tokens with their log-probs in details
   bool return_full_text = false;
   int32_t top_n_tokens = 0;
   bool sampling = false;  // do_sample: the seed is reported only then

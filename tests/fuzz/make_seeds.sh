@@ -59,6 +59,10 @@ req bad_json POST /v1/completions '{"prompt": "unterminated'
 req deep POST /generate "$(printf '%.0s[' {1..70})"
 req long_ids POST /v1/completions "{\"prompt\":[$(seq -s, 1 600)]}"
 req expect POST /detokenize '{"tokens":[1,2,3]}' 'Expect: 100-continue' 'Connection: keep-alive'
+req cmpl_score POST /v1/completions '{"prompt":[[510,3220,273],"And God said"],"max_tokens":0,"echo":true,"logprobs":1,"temperature":0,"seed":1234}'
+req cmpl_prompt_logprobs POST /v1/completions '{"prompt":"Let there be light","max_tokens":2,"prompt_logprobs":3,"stream":true,"echo":true,"logprobs":2}'
+req cmpl_score_bad POST /v1/completions '{"prompt":"x","max_tokens":0,"prompt_logprobs":-1,"logprobs":0}'
+req gen_prefill POST /generate '{"inputs":"And God said","parameters":{"max_new_tokens":1,"details":true,"decoder_input_details":true}}'
 # Chunked body, HTTP/1.0, and two pipelined requests.
 printf 'POST /tokenize HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{"prom\r\nb;ext=1\r\npt":"hi"}\n\r\n0\r\nTrailer: x\r\n\r\n' >"$http/chunked"
 printf 'GET /health HTTP/1.0\r\n\r\n' >"$http/http10"
@@ -89,6 +93,9 @@ grpc 02 TokenizeRequest tok_empty ''
 grpc 03 DetokenizeRequest detok 'token_ids: [510, 3220, 2047, 0]'
 grpc 07 DetokenizeRequest detok_skip 'token_ids: [0, 510, 0] skip_special_tokens: true'
 grpc 03 DetokenizeRequest detok_bad 'token_ids: [50279, 1048576, -1]'
+grpc 00 GenerateRequest gen_score 'token_ids { ids: [510, 3220, 273] } stopping { max_new_tokens: 0 } prompt_logprobs: 2'
+grpc 04 GenerateRequest gen_score_stream 'text: "And God said" stopping { max_new_tokens: 2 } prompt_logprobs: 0 session_id: "fuzz-score"'
+grpc 01 GenerateRequest gen_score_bad 'text: "x" stopping { max_new_tokens: 0 } prompt_logprobs: -5'
 # Raw bytes protoc cannot write: invalid UTF-8 in a string field, and no protobuf at all.
 printf '\x00\x0a\x04ba\xc3\x28' >"$grpc/gen_bad_utf8"
 printf '\x02\x0a\x02\xff\xfe' >"$grpc/tok_bad_utf8"
