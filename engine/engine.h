@@ -56,6 +56,8 @@ struct EngineStats {
   int64_t cache_lookups = 0, cache_hits = 0, cache_partial_hits = 0, cache_misses = 0;
   int64_t cache_tokens_reused = 0, cache_snapshots = 0, cache_entries = 0, cache_bytes = 0;
   int64_t cache_evictions = 0;
+  // Snapshots the cost policy did not store (worth less than what they would displace).
+  int64_t cache_refused = 0;
   int64_t cache_snapshot_bytes = 0;  // bytes of every snapshot taken (store and sessions)
   int64_t session_restores = 0;      // session turns resumed from their session's state
   SessionStats sessions;

@@ -81,6 +81,7 @@ void Engine::Account(int64_t admitted, int64_t dropped, int64_t retired) {
     stats_.cache_entries = st.entries;
     stats_.cache_bytes = st.bytes;
     stats_.cache_evictions = st.evictions;
+    stats_.cache_refused = st.refused;
     if (st.evicted_never_hit > 0 && !never_hit_logged_) {
       never_hit_logged_ = true;
       log_->info(

@@ -85,6 +85,10 @@ Metrics::Metrics()
                                "State snapshots taken and stored")),
       cache_evictions_(Counter(*registry_, "mamba_state_cache_evictions_total",
                                "Snapshots evicted under the byte budget")),
+      cache_refused_(
+          Counter(*registry_, "mamba_state_cache_refused_total",
+                  "Snapshots not stored: worth less than the entries they would displace "
+                  "(cost policy)")),
       cache_entries_(Gauge(*registry_, "mamba_state_cache_entries", "Snapshots held")),
       cache_bytes_(Gauge(*registry_, "mamba_state_cache_bytes", "Host memory held by snapshots")),
       cache_snapshot_bytes_(Counter(*registry_, "mamba_state_cache_snapshot_bytes_total",
@@ -219,6 +223,7 @@ std::string Metrics::Render(const engine::EngineStats& stats) {
   catch_up(cache_tokens_reused_, stats.cache_tokens_reused);
   catch_up(cache_snapshots_, stats.cache_snapshots);
   catch_up(cache_evictions_, stats.cache_evictions);
+  catch_up(cache_refused_, stats.cache_refused);
   cache_entries_.Set(static_cast<double>(stats.cache_entries));
   cache_bytes_.Set(static_cast<double>(stats.cache_bytes));
   catch_up(cache_snapshot_bytes_, stats.cache_snapshot_bytes);

@@ -72,6 +72,7 @@ class Metrics : public engine::EngineObserver {
   prometheus::Counter& cache_tokens_reused_;
   prometheus::Counter& cache_snapshots_;
   prometheus::Counter& cache_evictions_;
+  prometheus::Counter& cache_refused_;
   prometheus::Gauge& cache_entries_;
   prometheus::Gauge& cache_bytes_;
   prometheus::Counter& cache_snapshot_bytes_;

@@ -22,6 +22,7 @@ struct StateStore::Node {
   std::shared_ptr<const StateSnapshot> snapshot;
   int64_t bytes = 0;
   double last_use = 0;
+  double base = 0;  // kCost: the inflation when last inserted or refreshed
   int64_t hits = 0;
   int64_t seq = 0;
   size_t entry_index = 0;  // into StateStore::entries_
@@ -102,7 +103,10 @@ StateStore::Match StateStore::Lookup(const StateKey& key, std::span<const TokenI
   match.snapshot = best->snapshot;
   ++best->hits;
   ++(match.length == limit ? stats_.hits : stats_.partial_hits);
-  for (Node* p = best; p != nullptr; p = p->parent) p->last_use = std::max(p->last_use, now);
+  for (Node* p = best; p != nullptr; p = p->parent) {
+    p->last_use = std::max(p->last_use, now);
+    p->base = inflation_;
+  }
   return match;
 }
 
@@ -174,7 +178,50 @@ bool StateStore::Insert(const StateKey& key, std::span<const TokenId> tokens,
   Node* node = FindExact(key, tokens);
   if (node != nullptr && node->snapshot == nullptr) node = nullptr;
   const int64_t freed = node != nullptr ? node->bytes : 0;
-  while (stats_.bytes - freed + bytes > options_.capacity_bytes) Evict(PickVictim(node, now));
+  // The entries to displace, cheapest first. kCost stores nothing rather than displace an entry
+  // worth more than the new one (a replacement is always stored).
+  std::vector<Node*> victims;
+  int64_t room = options_.capacity_bytes - (stats_.bytes - freed);
+  while (room < bytes) {
+    Node* v = PickVictim(node, victims);
+    victims.push_back(v);
+    room += v->bytes;
+  }
+  if (options_.policy == EvictionPolicy::kCost && node == nullptr && !victims.empty()) {
+    // The new entry's priority, against its nearest ancestor that holds a snapshot now.
+    int64_t ancestor = 0;
+    if (auto it = roots_.find(key); it != roots_.end()) {
+      const Node* n = it->second.get();
+      size_t pos = 0;
+      while (pos < tokens.size()) {
+        const Node* child = const_cast<Node*>(n)->Child(tokens[pos]);
+        if (child == nullptr || child->edge.size() > tokens.size() - pos ||
+            CommonPrefix(child->edge, tokens.subspan(pos)) < child->edge.size()) {
+          break;
+        }
+        pos += child->edge.size();
+        n = child;
+        if (n->snapshot != nullptr && n->depth < static_cast<int64_t>(tokens.size())) {
+          ancestor = n->depth;
+        }
+      }
+    }
+    Node probe;
+    probe.depth = static_cast<int64_t>(tokens.size());
+    probe.bytes = bytes;
+    const double h = inflation_ + Value(probe, ancestor);
+    for (const Node* v : victims) {
+      if (Score(*v) > h) {
+        inflation_ = std::max(inflation_, h);
+        ++stats_.refused;
+        return false;
+      }
+    }
+  }
+  for (Node* v : victims) {
+    if (options_.policy == EvictionPolicy::kCost) inflation_ = std::max(inflation_, Score(*v));
+    Evict(v);
+  }
 
   if (node == nullptr) {
     std::unique_ptr<Node>& root = roots_[key];
@@ -193,32 +240,37 @@ bool StateStore::Insert(const StateKey& key, std::span<const TokenId> tokens,
   node->snapshot = std::move(s);
   node->bytes = bytes;
   node->last_use = now;
+  node->base = inflation_;
   node->seq = next_seq_++;
   return true;
 }
 
-// Lower is evicted first. kCost compares log2 of the score, which cannot underflow with age.
-double StateStore::Score(const Node& n, double now) const {
-  if (options_.policy == EvictionPolicy::kLru) return n.last_use;
-  int64_t ancestor = 0;
+int64_t StateStore::SnapshotAncestorDepth(const Node& n) const {
   for (const Node* p = n.parent; p != nullptr; p = p->parent) {
-    if (p->snapshot != nullptr) {
-      ancestor = p->depth;
-      break;
-    }
+    if (p->snapshot != nullptr) return p->depth;
   }
-  double score =
-      std::log2(static_cast<double>(n.depth - ancestor)) - std::log2(static_cast<double>(n.bytes));
-  if (options_.half_life_seconds > 0) score -= (now - n.last_use) / options_.half_life_seconds;
-  return score;
+  return 0;
 }
 
-StateStore::Node* StateStore::PickVictim(const Node* keep, double now) const {
+// kCost's (1 + hits) * marginal tokens per byte, in tokens per MB.
+double StateStore::Value(const Node& n, int64_t ancestor_depth) const {
+  return static_cast<double>(1 + n.hits) * static_cast<double>(n.depth - ancestor_depth) * 1e6 /
+         static_cast<double>(n.bytes);
+}
+
+// Lower is evicted first.
+double StateStore::Score(const Node& n) const {
+  if (options_.policy == EvictionPolicy::kLru) return n.last_use;
+  return n.base + Value(n, SnapshotAncestorDepth(n));
+}
+
+// The entry to evict next, other than `keep` and those already `chosen`.
+StateStore::Node* StateStore::PickVictim(const Node* keep, std::span<Node* const> chosen) const {
   Node* victim = nullptr;
   double victim_score = std::numeric_limits<double>::infinity();
   for (Node* n : entries_) {
-    if (n == keep) continue;
-    const double score = Score(*n, now);
+    if (n == keep || std::find(chosen.begin(), chosen.end(), n) != chosen.end()) continue;
+    const double score = Score(*n);
     // Ties: the least recently used, then the oldest insert.
     if (victim == nullptr || score < victim_score ||
         (score == victim_score && (n->last_use < victim->last_use ||

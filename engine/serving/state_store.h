@@ -39,22 +39,25 @@ struct StateSnapshot {
   }
 };
 
-// Eviction policy. kCost (the default) keeps what saves the most prefill work per byte:
-//   score = marginal_tokens / bytes * 2^(-(now - last_use) / half_life)
+// Eviction policy. kCost (the default) is Greedy-Dual-Size-Frequency over prefill work: an
+// entry's priority is
+//   H = L + (1 + hits) * marginal_tokens / bytes
 // where marginal_tokens is the entry's length minus that of its nearest ancestor holding a
-// snapshot (the tokens it saves beyond what the ancestor already saves), and last_use is
-// refreshed on every Lookup that is served by the entry or by any of its descendants. The lowest
-// score goes first. So a shared system prompt (many tokens, refreshed by every sibling's hit)
-// outlives the short per-request suffixes below it, which plain LRU would keep instead whenever
-// the parent happened to be touched less recently; ageing still lets a cold entry go eventually.
+// snapshot (the tokens it saves beyond what the ancestor already saves), hits counts the
+// lookups it served, and L ("inflation") is the priority of the last entry evicted or refused,
+// taken into H when the entry is inserted and whenever a Lookup is served by it or by any of its
+// descendants. The lowest H goes first, and a new entry whose H is below everything it would
+// displace is not stored at all. So a shared system prompt (many tokens, hit by every sibling,
+// refreshed by their hits) outlives the short per-request suffixes below it; and entries that
+// stop being used age out as L rises with every eviction, however much work they once saved
+// (ageing by the store's own churn, not by the clock: an idle server keeps its entries).
 // kLru evicts the least recently used entry (same refresh rule), for comparison in benchmarks.
 // Each eviction scans all entries (O(entries x tree depth)): fine up to ~10k entries, i.e. far
 // beyond any budget of real states (2.8 MB each for 130m).
 enum class EvictionPolicy { kCost, kLru };
 
 struct StateStoreOptions {
-  int64_t capacity_bytes = 0;      // 0: the store keeps nothing (Insert refuses, Lookup misses)
-  double half_life_seconds = 300;  // ageing of the kCost score; <= 0: no ageing
+  int64_t capacity_bytes = 0;  // 0: the store keeps nothing (Insert refuses, Lookup misses)
   EvictionPolicy policy = EvictionPolicy::kCost;
 };
 
@@ -81,7 +84,8 @@ class StateStore {
                double now);
   // Stores a snapshot of the state after exactly `tokens` (replacing one already there, whose hit
   // count carries over), evicting by the policy to stay within capacity_bytes. Returns false
-  // (storing nothing, evicting nothing) if it cannot fit at all, if `tokens` is empty or `s` null.
+  // (storing nothing, evicting nothing) if it cannot fit at all, if `tokens` is empty or `s` null,
+  // or (kCost) if it is worth less than the entries it would displace.
   bool Insert(const StateKey& key, std::span<const TokenId> tokens,
               std::shared_ptr<const StateSnapshot> s, double now);
   // Whether a snapshot exists at exactly `tokens` (no stats, no refresh).
@@ -92,6 +96,7 @@ class StateStore {
   struct Stats {
     int64_t entries = 0, bytes = 0, hits = 0, partial_hits = 0, misses = 0, inserts = 0,
             evictions = 0, evicted_never_hit = 0;
+    int64_t refused = 0;  // kCost: inserts not stored, worth less than what they would displace
     int64_t nodes = 0;  // tree nodes, one root per key that holds entries (empty trees are dropped)
   };
   Stats stats() const;
@@ -101,8 +106,10 @@ class StateStore {
   struct Node;
   Node* FindExact(const StateKey& key, std::span<const TokenId> tokens) const;
   Node* MakePath(Node* root, std::span<const TokenId> tokens);
-  Node* PickVictim(const Node* keep, double now) const;
-  double Score(const Node& n, double now) const;
+  Node* PickVictim(const Node* keep, std::span<Node* const> chosen) const;
+  double Score(const Node& n) const;
+  double Value(const Node& n, int64_t ancestor_depth) const;
+  int64_t SnapshotAncestorDepth(const Node& n) const;
   void Evict(Node* n);
   void Prune(Node* n);
 
@@ -111,6 +118,7 @@ class StateStore {
   std::vector<Node*> entries_;  // the nodes holding a snapshot; Node::entry_index points back
   Stats stats_;
   int64_t next_seq_ = 0;  // insertion order, the last tie-break of eviction
+  double inflation_ = 0;  // kCost's L: the priority of the last entry evicted or refused
 };
 
 }  // namespace mamba::engine
