@@ -219,6 +219,25 @@ absl::Status SamplingParams::Validate(int64_t vocab_size) const {
     return OutOfRange("min_new_tokens", absl::StrCat("in [0, max_new_tokens=", max_new_tokens, "]"),
                       min_new_tokens);
   }
+  if (logit_bias.size() > kMaxLogitBias) {
+    return InvalidField("logit_bias", absl::StrCat("logit_bias has ", logit_bias.size(),
+                                                   " entries; at most ", kMaxLogitBias));
+  }
+  for (size_t i = 0; i < logit_bias.size(); ++i) {
+    const LogitBias& b = logit_bias[i];
+    if (b.id < 0 || b.id >= vocab_size) {
+      return OutOfRange("logit_bias", absl::StrCat("keyed by token ids in [0, ", vocab_size, ")"),
+                        b.id);
+    }
+    if (!InRange(b.bias, -kMaxAbsLogitBias, kMaxAbsLogitBias)) {
+      return OutOfRange("logit_bias", absl::StrCat("in [-100, 100] (token ", b.id, ")"), b.bias);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (logit_bias[j].id == b.id) {
+        return InvalidField("logit_bias", absl::StrCat("token ", b.id, " is biased twice"));
+      }
+    }
+  }
   for (size_t i = 0; i < stop_token_ids.size(); ++i) {
     if (stop_token_ids[i] < 0 || stop_token_ids[i] >= vocab_size) {
       return WithField(
@@ -257,6 +276,9 @@ void Sampler::ProcessLogits(std::span<float> logits) const {
   const float rep = params_.repetition_penalty;
   const float presence = params_.presence_penalty;
   const float frequency = params_.frequency_penalty;
+  for (const LogitBias& b : params_.logit_bias) {
+    if (b.id >= 0 && b.id < vocab) logits[b.id] += b.bias;
+  }
   for (const Occurrence& o : occurrences_) {
     if (o.id < 0 || o.id >= vocab) continue;  // ids from a different vocabulary: nothing to do
     float& x = logits[o.id];

@@ -16,6 +16,15 @@ namespace mamba::engine {
 
 // The most alternatives a request may ask for per token (OpenAI's limit).
 inline constexpr int32_t kMaxTopLogprobs = 20;
+// The most logit_bias entries a request may give, and their range (OpenAI's limits).
+inline constexpr size_t kMaxLogitBias = 300;
+inline constexpr float kMaxAbsLogitBias = 100.0f;
+
+// A value added to one token's logit before anything else (OpenAI's logit_bias).
+struct LogitBias {
+  TokenId id;
+  float bias;
+};
 
 struct SamplingParams {
   float temperature = 1.0f;  // >= 0; 0 (or below 1e-5) means greedy: argmax, ties -> lowest id
@@ -32,6 +41,9 @@ struct SamplingParams {
   int32_t max_new_tokens = 16;  // >= 1 (the upper bound is the caller's to check)
   int32_t min_new_tokens = 0;   // [0, max_new_tokens]; eos and stop ids are masked until reached
   bool ignore_eos = false;
+  // At most kMaxLogitBias entries, ids distinct and in [0, vocab_size), each bias in
+  // [-100, 100]: -100 in effect bans a token, 100 all but forces it.
+  std::vector<LogitBias> logit_bias = {};
 
   // InvalidArgument naming the field and the value ("top_p must be in (0, 1], got 1.5"), with
   // the field as its payload (engine/request_validation.h); NaN and infinities are rejected;
@@ -58,7 +70,8 @@ SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top);
 //
 // Order of work in Sample (the order of vLLM and HF generate):
 //  1. Reported log-probs come from the RAW row: log_softmax of the model output, before any
-//     penalty or warping (vLLM's and OpenAI's default).
+//     bias, penalty or warping (vLLM's and OpenAI's default).
+//  1b. logit_bias: each listed id's logit += its bias (vLLM applies it before the penalties).
 //  2. Repetition penalty (HF): each distinct id in prompt + generated tokens, once:
 //     logit < 0 ? logit * p : logit / p.
 //  3. Presence/frequency penalties (OpenAI), generated tokens only:
@@ -86,7 +99,7 @@ class Sampler {
   // penalties and the length count. `logits` is used as scratch and left modified.
   SampledToken Sample(std::span<float> logits);
 
-  // Steps 2-4 above, in place: what Sample does to the row before temperature and picking.
+  // Steps 1b-4 above, in place: what Sample does to the row before temperature and picking.
   // Public so that the processors can be checked exactly and reused without a draw.
   void ProcessLogits(std::span<float> logits) const;
 

@@ -95,6 +95,10 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   }
   auto checkpoint = engine::Checkpoint::Open(dir);
   if (!checkpoint.ok()) return Fail("cannot load the model", checkpoint.status());
+  auto defaults = LoadGenerationDefaults(c, dir);
+  if (!defaults.ok()) return Fail("bad --generation-config", defaults.status());
+  Log()->info("sampling defaults for fields a request leaves unset (--generation-config {}): {}",
+              c.generation_config, defaults->ToString());
   std::shared_ptr<const engine::Tokenizer> tokenizer;
   if (fs::exists(fs::path(dir) / "tokenizer.json")) {
     auto t = engine::Tokenizer::FromFile(fs::path(dir) / "tokenizer.json");
@@ -122,7 +126,10 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   ServingState state;
   state.engine = eng->get();
   state.tokenizer = tokenizer.get();
-  state.model_name = c.model_name.empty() ? fs::path(dir).filename().string() : c.model_name;
+  state.served_model_names = ServedModelNames(c, dir);
+  state.model_name = state.served_model_names.front();
+  state.strict_model_name = c.strict_model_name;
+  state.generation_defaults = *defaults;
   state.device = info.device;
 
   std::unique_ptr<HttpServer> http;

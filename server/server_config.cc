@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -17,8 +18,24 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
                  "Model directory (HF layout); default: the bundled demo model")
       ->envname("MAMBA_MODEL");
   app.add_option("--model-name", c->model_name,
-                 "Name reported by the APIs (default: directory name)")
+                 "Name reported by the APIs (default: the first --served-model-name, else the "
+                 "directory name)")
       ->envname("MAMBA_MODEL_NAME");
+  app.add_option("--served-model-name", c->served_model_names,
+                 "Names a request's \"model\" may give, listed by /v1/models (repeat the flag or "
+                 "separate with commas)")
+      ->delimiter(',')
+      ->envname("MAMBA_SERVED_MODEL_NAME");
+  app.add_flag("--strict-model-name", c->strict_model_name,
+               "Answer 404 to a \"model\" that is not a served name (default: one model is "
+               "served, so any name selects it, as TGI and llama.cpp do)")
+      ->envname("MAMBA_STRICT_MODEL_NAME");
+  app.add_option("--generation-config", c->generation_config,
+                 "Sampling defaults (temperature, top_k, top_p, min_p, repetition_penalty, "
+                 "max_new_tokens) for requests that leave them unset: auto (the model "
+                 "directory's generation_config.json, if any), none, or a file or directory")
+      ->envname("MAMBA_GENERATION_CONFIG")
+      ->capture_default_str();
   app.add_option("--host", c->host, "Address to bind")
       ->envname("MAMBA_HOST")
       ->capture_default_str();
@@ -171,6 +188,39 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError("--state-cache-policy must be cost or lru");
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> ServedModelNames(const ServerConfig& c, const std::string& model_dir) {
+  std::vector<std::string> names;
+  auto add = [&](const std::string& n) {
+    if (!n.empty() && std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  };
+  add(c.model_name);
+  for (const std::string& n : c.served_model_names) add(n);
+  std::filesystem::path dir(model_dir);
+  if (dir.filename().empty()) dir = dir.parent_path();  // "models/kjv/"
+  if (names.empty()) add(dir.filename().string());
+  if (names.empty()) names.push_back("mamba");  // a directory path like "/"
+  return names;
+}
+
+absl::StatusOr<engine::GenerationDefaults> LoadGenerationDefaults(const ServerConfig& c,
+                                                                  const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  if (c.generation_config == "none") return engine::GenerationDefaults{};
+  fs::path path;
+  if (c.generation_config == "auto") {
+    path = fs::path(model_dir) / "generation_config.json";
+    if (!fs::exists(path)) return engine::GenerationDefaults{};
+  } else {
+    path = c.generation_config;
+    if (fs::is_directory(path)) path /= "generation_config.json";
+  }
+  absl::StatusOr<engine::GenerationDefaults> d = engine::ReadGenerationDefaults(path);
+  if (d.ok() && d->max_new_tokens && *d->max_new_tokens > c.max_new_tokens_limit) {
+    d->max_new_tokens = c.max_new_tokens_limit;
+  }
+  return d;
 }
 
 std::string DefaultModelDir() { return engine::tools::DemoModelDir(); }

@@ -4,18 +4,23 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/engine.h"
+#include "engine/generation_config.h"
 #include "server/serving_state.h"
 
 namespace mamba::server {
 
 struct ServerConfig {
   std::string model_dir;   // empty: the bundled demo model
-  std::string model_name;  // empty: the model directory's name
+  std::string model_name;  // empty: the first served name, else the model directory's name
+  std::vector<std::string> served_model_names;  // more names the `model` field may give
+  bool strict_model_name = false;  // a `model` not served is 404 (default: any name is served)
+  std::string generation_config = "auto";  // auto | none | a generation_config.json or its dir
   std::string host = "127.0.0.1";
   int http_port = 8000;   // 0 picks a free port; -1 disables HTTP
   int grpc_port = 50051;  // 0 picks a free port; -1 disables gRPC
@@ -60,6 +65,17 @@ int64_t DefaultStateCacheBytes();
 
 // The bundled demo model's directory, relative to the binary (engine/tools/demo_model.h).
 std::string DefaultModelDir();
+
+// The names the server answers to, the reported one first: --model-name, then
+// --served-model-name in order (duplicates dropped); the model directory's name when neither is
+// given.
+std::vector<std::string> ServedModelNames(const ServerConfig& c, const std::string& model_dir);
+
+// The sampling defaults --generation-config names: auto = the model directory's
+// generation_config.json when it exists; none = no defaults; else that file (or the one in that
+// directory), which must exist. A max_new_tokens above --max-new-tokens-limit is lowered to it.
+absl::StatusOr<engine::GenerationDefaults> LoadGenerationDefaults(const ServerConfig& c,
+                                                                  const std::string& model_dir);
 
 engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype);
 engine::EngineOptions ToEngineOptions(const ServerConfig& c);

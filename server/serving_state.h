@@ -2,11 +2,20 @@
 // (starting / serving / draining) and the options every front end honours.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "engine/engine.h"
+#include "engine/generation_config.h"
+#include "engine/request_validation.h"
 
 namespace mamba::server {
 
@@ -33,8 +42,54 @@ struct ServingState {
   engine::Engine* engine = nullptr;
   const engine::Tokenizer* tokenizer = nullptr;  // may be null: text prompts then refused
   std::string model_name;                        // what /v1/models and ModelInfo report
-  std::string device;                            // e.g. "cpu"
+  // Every name a request's `model` may give (--served-model-name aliases; model_name first).
+  // Empty: model_name alone.
+  std::vector<std::string> served_model_names;
+  // One model is served, so by default any `model` selects it (as TGI and llama.cpp's server
+  // do; Hugging Face's client sends the endpoint URL). Strict: a name not served is NotFound.
+  bool strict_model_name = false;
+  // The model's sampling defaults (generation_config.json): what a request that leaves a field
+  // unset is sampled with, on every front end, before the API's own default.
+  engine::GenerationDefaults generation_defaults;
+  std::string device;  // e.g. "cpu"
   std::atomic<Health> health{Health::kStarting};
 };
+
+// The names the server answers to, model_name first.
+inline std::vector<std::string> ServedModelNames(const ServingState& s) {
+  if (s.served_model_names.empty()) return {s.model_name};
+  return s.served_model_names;
+}
+
+// The served name a request's `model` selects, as the answer reports it: the name itself when it
+// is one of ServedModelNames, model_name when it is empty or (not strict) any other name;
+// nullopt when strict and not served.
+inline std::optional<std::string> ResolveModelName(const ServingState& s,
+                                                   std::string_view requested) {
+  if (requested.empty()) return s.model_name;
+  const std::vector<std::string> names = ServedModelNames(s);
+  if (std::find(names.begin(), names.end(), requested) != names.end()) {
+    return std::string(requested);
+  }
+  if (s.strict_model_name) return std::nullopt;
+  return s.model_name;
+}
+
+// The text of token ids a client sent, for /detokenize and echo: every id below the model's
+// vocab_size is valid (the model has an embedding row for it), and those the tokenizer cannot
+// spell decode to "". Ids outside [0, vocab_size) are InvalidArgument naming `field`.
+inline absl::StatusOr<std::string> DecodeClientIds(const ServingState& s,
+                                                   std::span<const engine::TokenId> ids,
+                                                   bool skip_special_tokens, const char* field) {
+  const int64_t vocab =
+      s.engine ? s.engine->backend().config().vocab_size : s.tokenizer->vocab_size();
+  for (engine::TokenId id : ids) {
+    if (id < 0 || id >= vocab) {
+      return engine::InvalidField(
+          field, absl::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab, ")"));
+    }
+  }
+  return s.tokenizer->DecodeKnown(ids, skip_special_tokens);
+}
 
 }  // namespace mamba::server

@@ -225,6 +225,15 @@ absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids,
   return text;
 }
 
+std::string Tokenizer::DecodeKnown(std::span<const TokenId> ids, bool skip_special_tokens) const {
+  std::vector<TokenId> known;
+  known.reserve(ids.size());
+  for (const TokenId id : ids) {
+    if (HasToken(id)) known.push_back(id);
+  }
+  return Decode(known, skip_special_tokens).value_or(std::string());
+}
+
 std::optional<TokenId> Tokenizer::TokenToId(std::string_view token) const {
   if (auto it = added_ids_.find(absl::string_view(token.data(), token.size()));
       it != added_ids_.end()) {

@@ -57,6 +57,10 @@ class Tokenizer {
   absl::StatusOr<std::string> Decode(std::span<const TokenId> ids,
                                      bool skip_special_tokens = false) const;
 
+  // Decode as HF does it: ids without a token (a model's embedding rows beyond the tokenizer's
+  // vocabulary, or any other) add nothing. Range checks against the model are the caller's.
+  std::string DecodeKnown(std::span<const TokenId> ids, bool skip_special_tokens = false) const;
+
   // Number of ids: one past the largest id of the model vocabulary and the added tokens.
   int64_t vocab_size() const { return static_cast<int64_t>(token_offsets_.size()) - 1; }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/request_validation.h"
 #include "engine/tokenizer/utf8.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "kernels/dtype.h"
@@ -44,10 +45,10 @@ absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
       const auto& ids = in.token_ids().ids();
       prompt.assign(ids.begin(), ids.end());
       if (out->echo && state.tokenizer != nullptr) {
-        // Out-of-range ids are the engine's to reject, with its message; echo what decodes.
-        absl::StatusOr<std::string> text =
-            state.tokenizer->Decode(prompt, out->request.skip_special_tokens);
-        if (text.ok()) out->prompt.set_text(*text);
+        // Out-of-range ids are the engine's to reject, with its message; ids the tokenizer
+        // cannot spell echo as "".
+        out->prompt.set_text(
+            state.tokenizer->DecodeKnown(prompt, out->request.skip_special_tokens));
       }
       break;
     }
@@ -64,15 +65,20 @@ absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
   return absl::OkStatus();
 }
 
+// Unset fields keep what `p` holds: the model's defaults (GenerationDefaults::Apply).
 void SetSampling(const v1::SamplingParameters& s, engine::SamplingParams* p) {
   if (s.has_temperature()) p->temperature = s.temperature();
-  p->top_k = s.top_k();
+  if (s.has_top_k()) p->top_k = s.top_k();
   if (s.has_top_p()) p->top_p = s.top_p();
-  p->min_p = s.min_p();
+  if (s.has_min_p()) p->min_p = s.min_p();
   if (s.has_repetition_penalty()) p->repetition_penalty = s.repetition_penalty();
   p->presence_penalty = s.presence_penalty();
   p->frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) p->seed = s.seed();
+  // A map's order is unspecified: by id, so that equal requests are equal.
+  for (const auto& [id, bias] : s.logit_bias()) p->logit_bias.push_back({id, bias});
+  std::sort(p->logit_bias.begin(), p->logit_bias.end(),
+            [](const engine::LogitBias& a, const engine::LogitBias& b) { return a.id < b.id; });
 }
 
 }  // namespace
@@ -95,9 +101,12 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
   if (absl::Status s = SetPrompt(in, state, &out); !s.ok()) return s;
 
   engine::SamplingParams& p = r.params;
+  p = state.generation_defaults.Apply(p);
   SetSampling(in.sampling(), &p);
   const v1::StoppingCriteria& stop = in.stopping();
-  p.max_new_tokens = stop.has_max_new_tokens() ? stop.max_new_tokens() : kDefaultMaxNewTokens;
+  p.max_new_tokens = stop.has_max_new_tokens()
+                         ? stop.max_new_tokens()
+                         : state.generation_defaults.max_new_tokens.value_or(kDefaultMaxNewTokens);
   p.min_new_tokens = stop.min_new_tokens();
   p.ignore_eos = stop.ignore_eos();
   p.stop_token_ids.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
@@ -111,6 +120,19 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
   out.token_details = p.logprobs;
 
   r.n = in.n() == 0 ? 1 : in.n();
+  out.returned = r.n;
+  if (in.best_of() != 0 && in.best_of() < r.n) {
+    return engine::InvalidField(
+        "best_of", absl::StrCat("best_of: must be >= n (", r.n, "), got ", in.best_of()));
+  }
+  if (in.best_of() > r.n) {
+    if (!in.session_id().empty()) {
+      return engine::InvalidField("best_of",
+                                  "best_of: a session continues one conversation: no best_of");
+    }
+    r.n = in.best_of();
+    p.logprobs = true;  // the ranking needs each token's log-prob
+  }
   r.deadline = deadline;
   if (!in.session_id().empty()) {
     if (absl::Status s = ValidateFrontEndSessionId(in.session_id()); !s.ok()) {

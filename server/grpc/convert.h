@@ -23,11 +23,13 @@ struct PreparedRequest {
   bool echo = false;
   v1::PromptEcho prompt;       // filled when echo
   bool token_details = false;  // logprobs or top_logprobs asked: fill Token's optional fields
+  int returned = 1;            // completions answered: request.n, or fewer (best_of > n)
 };
 
 // Converts the prompt and options, applies the documented defaults, and checks the result with
 // Engine::Validate (the one validator; the unary call sizes its reply by n before Submit).
-// Errors: InvalidArgument (no prompt, invalid UTF-8, a bad session id or n > 1 with one, and
+// With best_of > n, request.n is best_of and `returned` n. Errors: InvalidArgument (no prompt,
+// invalid UTF-8, a bad session id or n > 1 with one, best_of < n or with a session, and
 // every range or limit the engine checks: an empty or too long prompt, n, sampling),
 // FailedPrecondition (text or stop strings without a tokenizer).
 absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,

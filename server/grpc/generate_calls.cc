@@ -1,10 +1,12 @@
 #include "server/grpc/generate_calls.h"
 
+#include <algorithm>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc/convert.h"
@@ -39,7 +41,26 @@ struct UnaryShared {
   std::optional<engine::RequestId> id;
   bool details = false;
   const engine::Tokenizer* tokenizer = nullptr;
+  int returned = 0;                // completions answered: all, or the n best of best_of
+  std::vector<double> cumulative;  // per completion: the sum of its tokens' log-probs
 };
+
+// Keeps the `keep` completions with the highest cumulative log-prob, best first (ties: the lower
+// index), renumbered from 0.
+void KeepBest(int keep, const std::vector<double>& cumulative, v1::GenerateResponse* result) {
+  std::vector<int> order(static_cast<size_t>(result->completions_size()));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return cumulative[static_cast<size_t>(a)] > cumulative[static_cast<size_t>(b)];
+  });
+  google::protobuf::RepeatedPtrField<v1::Completion> all;
+  all.Swap(result->mutable_completions());
+  for (int i = 0; i < keep; ++i) {
+    v1::Completion* c = result->add_completions();
+    c->Swap(&all[order[static_cast<size_t>(i)]]);
+    c->set_index(i);
+  }
+}
 
 class UnaryCall final : public ::grpc::ServerUnaryReactor {
  public:
@@ -93,6 +114,7 @@ class UnarySink final : public engine::RequestSink {
     std::lock_guard<std::mutex> lock(s_->mu);
     if (s_->finish_claimed) return;
     v1::Completion* c = s_->result.mutable_completions(event.index);
+    s_->cumulative[static_cast<size_t>(event.index)] += event.token.logprob;
     c->add_token_ids(event.token.id);
     c->mutable_text()->append(event.text);
     if (s_->details) FillToken(event.token, true, s_->tokenizer, c->add_logprobs());
@@ -129,6 +151,9 @@ class UnarySink final : public engine::RequestSink {
         u->set_total_tokens(event.usage.prompt_tokens + generated);
         u->set_cached_tokens(event.usage.cached_tokens);
         u->set_session_tokens(event.session_tokens);
+        if (s_->returned < s_->result.completions_size()) {
+          KeepBest(s_->returned, s_->cumulative, &s_->result);
+        }
         SerializeToBuffer(s_->result, s_->response);
       }
     }
@@ -153,6 +178,8 @@ void UnaryCall::Start(::grpc::CallbackServerContext* context, const ::grpc::Byte
     shared_->details = prepared->token_details;
     shared_->tokenizer = state_->tokenizer;
     shared_->pending = n;
+    shared_->returned = prepared->returned;
+    shared_->cumulative.assign(static_cast<size_t>(n), 0.0);
     for (int i = 0; i < n; ++i) shared_->result.add_completions()->set_index(i);
     if (prepared->echo) *shared_->result.mutable_prompt() = std::move(prepared->prompt);
   }
@@ -331,6 +358,8 @@ void StreamCall::Start(::grpc::CallbackServerContext* context, const ::grpc::Byt
   absl::StatusOr<PreparedRequest> prepared = absl::UnknownError("unset");
   if (absl::Status s = ParseRequest(raw, &request); !s.ok()) {
     prepared = s;
+  } else if (request.best_of() > std::max(request.n(), 1)) {
+    prepared = absl::InvalidArgumentError("best_of: best_of > n cannot be streamed (use Generate)");
   } else {
     prepared = PrepareRequest(request, *state_,
                               EngineDeadline(context->deadline(), options.request_timeout_ms));

@@ -99,7 +99,8 @@ absl::Status MambaServiceImpl::Admit(const ::grpc::CallbackServerContext& contex
   const engine::Tokenizer* tok = state_->tokenizer;
   if (tok == nullptr) return Answer(context, NoTokenizer());
   const std::vector<engine::TokenId> ids(request->token_ids().begin(), request->token_ids().end());
-  absl::StatusOr<std::string> text = tok->Decode(ids, request->skip_special_tokens());
+  absl::StatusOr<std::string> text =
+      DecodeClientIds(*state_, ids, request->skip_special_tokens(), "token_ids");
   if (!text.ok()) return Answer(context, text.status());
   response->set_text(*std::move(text));
   return Answer(context, absl::OkStatus());

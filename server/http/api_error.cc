@@ -26,7 +26,9 @@ std::string OpenAiFieldName(std::string field) {
 }  // namespace
 
 ApiStyle StyleOf(std::string_view path) {
-  return path == "/generate" || path == "/generate_stream" ? ApiStyle::kTgi : ApiStyle::kOpenAi;
+  return path == "/generate" || path == "/generate_stream" || path == "/" || path == "/info"
+             ? ApiStyle::kTgi
+             : ApiStyle::kOpenAi;
 }
 
 int HttpStatus(absl::StatusCode code, ApiStyle style) {

@@ -66,9 +66,11 @@ class CompletionCall : public GenerationCall {
 
  private:
   struct Choice {
-    std::string text;             // unary: everything so far; stream: echo only
-    Logprobs lp;                  // unary: everything so far
-    int64_t offset = 0;           // text_offset of the next token, in characters
+    std::string text;    // unary: everything so far; stream: echo only
+    Logprobs lp;         // unary: everything so far
+    int64_t offset = 0;  // text_offset of the next token, in characters
+    // Of the generated tokens: best_of ranks the choices by it.
+    double cumulative_logprob = 0;
     OrderedJson prompt_logprobs;  // vLLM's, when asked: null per token without one
     const char* finish = nullptr;
     bool done = false;
@@ -203,10 +205,8 @@ class CompletionCall : public GenerationCall {
   }
 
   OrderedJson Envelope() const {
-    return {{"id", id_},
-            {"object", "text_completion"},
-            {"created", created_},
-            {"model", ctx_.state->model_name}};
+    return {
+        {"id", id_}, {"object", "text_completion"}, {"created", created_}, {"model", spec_.model}};
   }
 
   OrderedJson Usage() const {
@@ -225,6 +225,7 @@ class CompletionCall : public GenerationCall {
   void OnToken(int prompt_index, const engine::TokenEvent& ev) override {
     const size_t c = ChoiceIndex(prompt_index, ev.index);
     Choice& ch = choices_[c];
+    ch.cumulative_logprob += ev.token.logprob;
     if (!spec_.stream) {
       ch.text += ev.text;
       if (spec_.logprobs) AddLogprob(ch, ev.token, &ch.lp);
@@ -277,8 +278,10 @@ class CompletionCall : public GenerationCall {
       return;
     }
     OrderedJson choices = OrderedJson::array();
-    for (size_t c = 0; c < choices_.size(); ++c) {
-      OrderedJson choice = {{"index", c}, {"text", std::move(choices_[c].text)}};
+    const std::vector<size_t> returned = Returned();
+    for (size_t i = 0; i < returned.size(); ++i) {
+      const size_t c = returned[i];
+      OrderedJson choice = {{"index", i}, {"text", std::move(choices_[c].text)}};
       choice["logprobs"] = spec_.logprobs ? choices_[c].lp.ToJson() : OrderedJson(nullptr);
       choice["finish_reason"] = choices_[c].finish;
       if (spec_.prompt_logprobs) choice["prompt_logprobs"] = std::move(choices_[c].prompt_logprobs);
@@ -289,6 +292,25 @@ class CompletionCall : public GenerationCall {
     j["usage"] = Usage();
     if (Session()) j["session"] = SessionSummaryJson(*Session(), session_tokens_);
     exchange_->Respond({200, "application/json", Dump(j), {}});
+  }
+
+  // The choices a unary answer returns, in order: all of them; with best_of > n, of each
+  // prompt's best_of the n with the highest cumulative log-prob, best first (as vLLM).
+  std::vector<size_t> Returned() const {
+    const auto ran = static_cast<size_t>(spec_.request.n), keep = static_cast<size_t>(spec_.n);
+    std::vector<size_t> out;
+    for (size_t first = 0; first < choices_.size(); first += ran) {
+      std::vector<size_t> group(ran);
+      for (size_t i = 0; i < ran; ++i) group[i] = first + i;
+      if (keep < ran) {
+        std::stable_sort(group.begin(), group.end(), [&](size_t a, size_t b) {
+          return choices_[a].cumulative_logprob > choices_[b].cumulative_logprob;
+        });
+        group.resize(keep);
+      }
+      out.insert(out.end(), group.begin(), group.end());
+    }
+    return out;
   }
 
   // The session the request continues, if any.

@@ -15,7 +15,9 @@ namespace mamba::server::http {
 
 struct CompletionSpec {
   std::vector<Prompt> prompts;  // choices are indexed prompt_index * n + i
-  engine::Request request;      // everything but the prompt; n in request.n
+  std::string model;            // the served name answers report (ResolveModelName)
+  engine::Request request;      // everything but the prompt; request.n completions run
+  int32_t n = 1;                // completions returned per prompt: request.n, or fewer (best_of)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;
@@ -25,8 +27,10 @@ struct CompletionSpec {
   std::optional<int> prompt_logprobs;
 };
 
-// Fields (OpenAI): model, prompt (string | [string] | [int] | [[int]]), max_tokens (16),
-// temperature, top_p, n, best_of (== n only), stream, stream_options.include_usage, stop,
+// Fields (OpenAI): model (any name unless ServingState::strict_model_name), prompt (string |
+// [string] | [int] | [[int]]), max_tokens (16), temperature, top_p, n, best_of (>= n: best_of
+// run, the n with the highest cumulative log-prob returned; not with stream), logit_bias
+// ({"<id>": bias in [-100, 100]}, at most 300), stream, stream_options.include_usage, stop,
 // seed, logprobs, echo, presence_penalty, frequency_penalty, user (ignored); extensions:
 // top_k (-1 or 0 = off), min_p, repetition_penalty, min_tokens, ignore_eos,
 // skip_special_tokens, stop_token_ids, timeout (seconds), session_id (continue that session: the
@@ -34,7 +38,7 @@ struct CompletionSpec {
 // (vLLM). `echo` with `logprobs` reports the prompt tokens' log-probs (computed: the first token's
 // null, as OpenAI did); `max_tokens` 0 scores the prompt without generating and needs `echo` or
 // `prompt_logprobs` (lm-evaluation-harness's loglikelihood requests). Unknown fields are
-// ignored; suffix and logit_bias are refused when given. Ranges and limits are checked by
+// ignored; suffix is refused when given. Ranges and limits are checked by
 // Engine::Validate, on each prompt's request, before anything is submitted; errors name the field
 // (api_error.h).
 absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "engine/request_validation.h"
 #include "engine/status_macros.h"
 #include "server/http/completions.h"
@@ -60,25 +61,50 @@ absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, bool sess
 }
 
 // Features we do not implement are refused rather than silently ignored.
-absl::Status RefuseUnsupported(const Json& body, int32_t n) {
+absl::Status RefuseUnsupported(const Json& body) {
   if (auto it = body.find("suffix"); it != body.end() && !it->is_null()) {
     return engine::InvalidField("suffix", "'suffix' is not supported");
-  }
-  if (auto it = body.find("logit_bias");
-      it != body.end() && !it->is_null() && !(it->is_object() && it->empty())) {
-    return engine::InvalidField("logit_bias", "'logit_bias' is not supported");
-  }
-  int32_t best_of = n;
-  MAMBA_RETURN_IF_ERROR(ReadInt(body, "best_of", 1, kIntMax, &best_of));
-  if (best_of != n) {
-    return engine::InvalidField("best_of", "'best_of' other than n is not supported");
   }
   return absl::OkStatus();
 }
 
-// Wire fields to engine fields; their ranges are Engine::Validate's to check.
-absl::Status ParseSampling(const Json& body, engine::SamplingParams* p) {
+// logit_bias: {"<token id>": bias, ...}; the count, ids and ranges are SamplingParams::Validate's.
+absl::Status ReadLogitBias(const Json& body, std::vector<engine::LogitBias>* out) {
+  auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_object()) {
+    return engine::InvalidField("logit_bias",
+                                "'logit_bias' must be an object mapping token ids to biases");
+  }
+  if (it->size() > engine::kMaxLogitBias) {
+    return engine::InvalidField(
+        "logit_bias",
+        absl::StrCat("'logit_bias' has ", it->size(), " entries; at most ", engine::kMaxLogitBias));
+  }
+  for (const auto& [key, value] : it->items()) {
+    int64_t id = -1;
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        key.find_first_not_of("0123456789") == std::string::npos;
+    if (digits) id = std::stoll(key);
+    if (!digits || id > kIntMax) {
+      return engine::InvalidField(
+          "logit_bias", absl::StrCat("'logit_bias' keys must be token ids, got \"", key, "\""));
+    }
+    if (!value.is_number()) {
+      return engine::InvalidField(
+          "logit_bias", absl::StrCat("'logit_bias' values must be numbers (token ", key, ")"));
+    }
+    out->push_back({static_cast<engine::TokenId>(id), value.get<float>()});
+  }
+  return absl::OkStatus();
+}
+
+// Wire fields to engine fields; their ranges are Engine::Validate's to check. Unset fields
+// take the model's defaults, then OpenAI's (max_tokens 16, temperature 1).
+absl::Status ParseSampling(const Json& body, const engine::GenerationDefaults& defaults,
+                           engine::SamplingParams* p) {
   p->max_new_tokens = 16;
+  *p = defaults.Apply(*p);
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "max_tokens", kIntMin, kIntMax, &p->max_new_tokens));
   MAMBA_RETURN_IF_ERROR(ReadFloat(body, "temperature", &p->temperature));
   MAMBA_RETURN_IF_ERROR(ReadFloat(body, "top_p", &p->top_p));
@@ -86,11 +112,12 @@ absl::Status ParseSampling(const Json& body, engine::SamplingParams* p) {
   MAMBA_RETURN_IF_ERROR(ReadFloat(body, "frequency_penalty", &p->frequency_penalty));
   MAMBA_RETURN_IF_ERROR(ReadFloat(body, "min_p", &p->min_p));
   MAMBA_RETURN_IF_ERROR(ReadFloat(body, "repetition_penalty", &p->repetition_penalty));
-  int32_t top_k = 0;  // vLLM's -1 means "off", like our 0
+  int32_t top_k = p->top_k;  // vLLM's -1 means "off", like our 0
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "top_k", kIntMin, kIntMax, &top_k));
   p->top_k = top_k == -1 ? 0 : top_k;
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "min_tokens", kIntMin, kIntMax, &p->min_new_tokens));
   MAMBA_RETURN_IF_ERROR(ReadBool(body, "ignore_eos", &p->ignore_eos));
+  MAMBA_RETURN_IF_ERROR(ReadLogitBias(body, &p->logit_bias));
   MAMBA_RETURN_IF_ERROR(ReadUint64(body, "seed", &p->seed));
   if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
     MAMBA_RETURN_IF_ERROR(ReadTokenIds(*it, "stop_token_ids", &p->stop_token_ids));
@@ -134,24 +161,29 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
                                     CompletionSpec* out) {
   std::string model;
   MAMBA_RETURN_IF_ERROR(ReadString(body, "model", &model));
-  if (!model.empty() && model != ctx.state->model_name) {
+  std::optional<std::string> served = ResolveModelName(*ctx.state, model);
+  if (!served) {
     return engine::WithField(absl::NotFoundError(absl::StrCat(
                                  "the model '", model, "' does not exist; this server serves '",
-                                 ctx.state->model_name, "'")),
+                                 absl::StrJoin(ServedModelNames(*ctx.state), "', '"), "'")),
                              "model", "model_not_found");
   }
-  std::string user;
+  out->model = *std::move(served);
+  std::string user;  // accepted and ignored (OpenAI's end-user id for abuse monitoring)
   MAMBA_RETURN_IF_ERROR(ReadString(body, "user", &user));
 
   engine::Request& r = out->request;
   MAMBA_RETURN_IF_ERROR(ReadSessionId(body, &r.session_id));
   const bool session = !r.session_id.empty();
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "n", kIntMin, kIntMax, &r.n));
-  MAMBA_RETURN_IF_ERROR(RefuseUnsupported(body, r.n));
+  MAMBA_RETURN_IF_ERROR(RefuseUnsupported(body));
   if (session && r.n != 1) {
     return engine::InvalidField("n", "a session continues one conversation: n must be 1");
   }
-  MAMBA_RETURN_IF_ERROR(ParseSampling(body, &r.params));
+  out->n = r.n;
+  int32_t best_of = r.n;
+  MAMBA_RETURN_IF_ERROR(ReadInt(body, "best_of", kIntMin, kIntMax, &best_of));
+  MAMBA_RETURN_IF_ERROR(ParseSampling(body, ctx.state->generation_defaults, &r.params));
   MAMBA_RETURN_IF_ERROR(ReadBool(body, "skip_special_tokens", &r.skip_special_tokens));
   std::vector<std::string> stops;
   MAMBA_RETURN_IF_ERROR(ReadStringList(body, "stop", &stops));
@@ -169,6 +201,21 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
       return engine::InvalidField("stream_options", "'stream_options' must be an object");
     }
     MAMBA_RETURN_IF_ERROR(ReadBool(*it, "include_usage", &out->include_usage));
+  }
+  if (best_of < r.n) {
+    return engine::InvalidField("best_of",
+                                absl::StrCat("'best_of' must be >= n (", r.n, "), got ", best_of));
+  }
+  if (best_of > r.n) {
+    // best_of completions run (as n); the n with the highest cumulative log-prob are returned.
+    if (out->stream) {
+      return engine::InvalidField("best_of", "'best_of' > n cannot be streamed");
+    }
+    if (session) {
+      return engine::InvalidField("best_of", "a session continues one conversation: no best_of");
+    }
+    r.n = best_of;
+    r.params.logprobs = true;  // the ranking needs each token's log-prob
   }
   MAMBA_RETURN_IF_ERROR(ReadBool(body, "echo", &out->echo));
   if (auto it = body.find("logprobs"); it != body.end() && !it->is_null()) {

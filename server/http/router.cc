@@ -28,6 +28,8 @@ enum class Route {
   kCompletions,
   kGenerate,
   kGenerateStream,
+  kTgiCompat,  // POST /: generate or generate_stream by the body's "stream"
+  kTgiInfo,
   kTokenize,
   kDetokenize,
   kSessions,  // every /v1/sessions route (sessions.h)
@@ -60,6 +62,8 @@ RouteInfo Find(std::string_view path) {
   if (path == "/v1/completions") return {Route::kCompletions, "POST"};
   if (path == "/generate") return {Route::kGenerate, "POST"};
   if (path == "/generate_stream") return {Route::kGenerateStream, "POST"};
+  if (path == "/") return {Route::kTgiCompat, "POST"};
+  if (path == "/info") return {Route::kTgiInfo, "GET"};
   if (path == "/tokenize") return {Route::kTokenize, "POST"};
   if (path == "/detokenize") return {Route::kDetokenize, "POST"};
   return {Route::kNone, ""};
@@ -95,15 +99,16 @@ HttpResponse MetricsText(const HandlerContext& ctx) {
   return {200, "text/plain; version=0.0.4; charset=utf-8", ctx.metrics->Render(stats), {}};
 }
 
-OrderedJson ModelCard(const HandlerContext& ctx, int64_t created) {
-  OrderedJson m = {{"id", ctx.state->model_name},
-                   {"object", "model"},
-                   {"created", created},
-                   {"owned_by", "mambaserve"}};
+OrderedJson ModelCard(const HandlerContext& ctx, const std::string& id, int64_t created) {
+  OrderedJson m = {
+      {"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "mambaserve"}};
   if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
     m["max_prompt_tokens"] = ctx.state->engine->options().max_prompt_tokens;
     // Extension: lets clients (mamba-loadgen) draw valid random token-id prompts.
+    // Every id below vocab_size is a valid input; the tokenizer spells the ids below
+    // tokenizer_vocab_size (others, e.g. padding rows of the embedding, decode to "").
     m["vocab_size"] = ctx.state->engine->backend().config().vocab_size;
+    if (ctx.state->tokenizer) m["tokenizer_vocab_size"] = ctx.state->tokenizer->vocab_size();
   }
   return m;
 }
@@ -132,8 +137,8 @@ absl::StatusOr<OrderedJson> Detokenize(const HandlerContext& ctx, const HttpRequ
   std::vector<engine::TokenId> ids;
   MAMBA_RETURN_IF_ERROR(ReadTokenIds(*it, "tokens", &ids));
   if (!ctx.state->tokenizer) return NoTokenizer();
-  absl::StatusOr<std::string> text = ctx.state->tokenizer->Decode(ids);
-  if (!text.ok()) return engine::InvalidField("tokens", text.status().message());
+  absl::StatusOr<std::string> text = DecodeClientIds(*ctx.state, ids, false, "tokens");
+  if (!text.ok()) return text.status();
   return OrderedJson{{"prompt", *text}};
 }
 
@@ -236,20 +241,24 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
     case Route::kMetrics:
       return exchange->Respond(MetricsText(ctx_));
     case Route::kModels: {
-      OrderedJson list = {{"object", "list"},
-                          {"data", OrderedJson::array({ModelCard(ctx_, created_)})}};
-      return exchange->Respond(JsonResponse(list));
+      OrderedJson data = OrderedJson::array();
+      for (const std::string& name : ServedModelNames(*ctx_.state)) {
+        data.push_back(ModelCard(ctx_, name, created_));
+      }
+      return exchange->Respond(JsonResponse({{"object", "list"}, {"data", std::move(data)}}));
     }
     case Route::kModel: {
-      const std::string_view id =
-          std::string_view(request.path).substr(std::string_view("/v1/models/").size());
-      if (id != ctx_.state->model_name) {
-        return exchange->Respond(ErrorResponse(
-            {.status = 404,
-             .message = absl::StrCat("the model '", std::string(id), "' does not exist"),
-             .code = "model_not_found"}));
+      // A lookup of what exists: the served names only, even when any `model` is accepted.
+      const std::string id = std::string(
+          std::string_view(request.path).substr(std::string_view("/v1/models/").size()));
+      const std::vector<std::string> names = ServedModelNames(*ctx_.state);
+      if (std::find(names.begin(), names.end(), id) == names.end()) {
+        return exchange->Respond(
+            ErrorResponse({.status = 404,
+                           .message = absl::StrCat("the model '", id, "' does not exist"),
+                           .code = "model_not_found"}));
       }
-      return exchange->Respond(JsonResponse(ModelCard(ctx_, created_)));
+      return exchange->Respond(JsonResponse(ModelCard(ctx_, id, created_)));
     }
     case Route::kCompletions:
       return HandleCompletions(ctx_, request, std::move(exchange));
@@ -257,6 +266,10 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
       return HandleTgiGenerate(ctx_, request, std::move(exchange), false);
     case Route::kGenerateStream:
       return HandleTgiGenerate(ctx_, request, std::move(exchange), true);
+    case Route::kTgiCompat:
+      return HandleTgiGenerate(ctx_, request, std::move(exchange), std::nullopt);
+    case Route::kTgiInfo:
+      return exchange->Respond(JsonResponse(TgiInfo(ctx_)));
     case Route::kTokenize:
       return exchange->Respond(JsonOrError(Tokenize(ctx_, request)));
     case Route::kDetokenize:

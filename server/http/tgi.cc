@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/request_validation.h"
 #include "engine/status_macros.h"
+#include "kernels/dtype.h"
 #include "server/http/sessions.h"
 
 namespace mamba::server::http {
@@ -18,9 +19,11 @@ constexpr int32_t kDefaultMaxNewTokens = 100;  // TGI's default
 
 // Wire fields to engine fields; their ranges are Engine::Validate's to check, except TGI's own
 // rule that a given temperature is positive.
-absl::Status ParseParameters(const Json& p, TgiSpec* out) {
+absl::Status ParseParameters(const Json& p, const engine::GenerationDefaults& defaults,
+                             TgiSpec* out) {
   engine::SamplingParams& sp = out->request.params;
-  sp.max_new_tokens = kDefaultMaxNewTokens;
+  sp.max_new_tokens = defaults.max_new_tokens.value_or(kDefaultMaxNewTokens);
+  if (defaults.repetition_penalty) sp.repetition_penalty = *defaults.repetition_penalty;
   MAMBA_RETURN_IF_ERROR(ReadInt(p, "max_new_tokens", kIntMin, kIntMax, &sp.max_new_tokens));
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "do_sample", &out->sampling));
   MAMBA_RETURN_IF_ERROR(ReadFloat(p, "temperature", &sp.temperature));
@@ -46,6 +49,14 @@ absl::Status ParseParameters(const Json& p, TgiSpec* out) {
   // do_sample; with none of them and do_sample false (the default), decoding is greedy.
   const bool warpers = sp.temperature != 1.0f || sp.top_k > 0 || sp.top_p < 1.0f;
   out->sampling = out->sampling || warpers;
+  if (out->sampling) {
+    // The model's defaults for what the request leaves unset (HF generate with do_sample).
+    auto unset = [&](const char* key) { return !p.contains(key) || p[key].is_null(); };
+    if (defaults.temperature && unset("temperature")) sp.temperature = *defaults.temperature;
+    if (defaults.top_k && unset("top_k")) sp.top_k = *defaults.top_k;
+    if (defaults.top_p && unset("top_p")) sp.top_p = *defaults.top_p;
+    if (defaults.min_p) sp.min_p = *defaults.min_p;
+  }
   if (!out->sampling) {
     sp.temperature = 0;  // greedy
     sp.seed.reset();
@@ -224,13 +235,13 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
     if (!p->is_object()) {
       return engine::InvalidField("parameters", "'parameters' must be an object");
     }
-    MAMBA_RETURN_IF_ERROR(ParseParameters(*p, out));
+    MAMBA_RETURN_IF_ERROR(ParseParameters(*p, ctx.state->generation_defaults, out));
     float timeout = 0;
     MAMBA_RETURN_IF_ERROR(ReadFloat(*p, "timeout", &timeout));
     if (timeout < 0) return engine::InvalidField("timeout", "'timeout' must be >= 0 seconds");
     out->request.deadline = Deadline(ctx.options, timeout);
   } else {
-    MAMBA_RETURN_IF_ERROR(ParseParameters(Json::object(), out));
+    MAMBA_RETURN_IF_ERROR(ParseParameters(Json::object(), ctx.state->generation_defaults, out));
     out->request.deadline = Deadline(ctx.options, 0);
   }
   MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, it->get<std::string>(), &out->prompt));
@@ -243,17 +254,55 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
 }
 
 void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
-                       std::shared_ptr<Exchange> exchange, bool stream) {
+                       std::shared_ptr<Exchange> exchange, std::optional<bool> stream) {
   absl::StatusOr<engine::Engine*> engine = ServingEngine(ctx);
   if (!engine.ok()) return exchange->Respond(ErrorResponse(engine.status(), ApiStyle::kTgi));
   absl::StatusOr<Json> body = ParseObject(request.body);
   if (!body.ok()) return exchange->Respond(ErrorResponse(body.status(), ApiStyle::kTgi));
+  if (!stream) {  // POST /: the body's "stream" chooses
+    bool s = false;
+    if (absl::Status st = ReadBool(*body, "stream", &s); !st.ok()) {
+      return exchange->Respond(ErrorResponse(st, ApiStyle::kTgi));
+    }
+    stream = s;
+  }
   TgiSpec spec;
   if (absl::Status s = ParseTgiRequest(*body, ctx, &spec); !s.ok()) {
     return exchange->Respond(ErrorResponse(s, ApiStyle::kTgi));
   }
-  auto call = std::make_shared<TgiCall>(ctx, std::move(exchange), std::move(spec), stream);
+  auto call = std::make_shared<TgiCall>(ctx, std::move(exchange), std::move(spec), *stream);
   call->Run(*engine);
+}
+
+OrderedJson TgiInfo(const HandlerContext& ctx) {
+  const ServingState& st = *ctx.state;
+  OrderedJson j = {{"model_id", st.model_name},
+                   {"model_sha", nullptr},
+                   {"model_dtype", nullptr},
+                   {"model_device_type", st.device.substr(0, st.device.find(':'))},
+                   {"model_pipeline_tag", "text-generation"}};
+  if (st.engine != nullptr) {
+    const engine::Engine& e = *st.engine;
+    const engine::EngineOptions& o = e.options();
+    // TGI reports the torch dtype ("torch.float16").
+    j["model_dtype"] = absl::StrCat("torch.", kernels::Name(e.backend().compute_dtype()));
+    // Requests in flight before 429: every slot busy and the queue full.
+    j["max_concurrent_requests"] = e.backend().num_slots() + o.max_queue;
+    j["max_best_of"] = 1;
+    j["max_stop_sequences"] = 16;  // Engine::Validate's limit
+    j["max_input_tokens"] = o.max_prompt_tokens;
+    j["max_input_length"] = o.max_prompt_tokens;  // TGI 1.x's name
+    j["max_total_tokens"] = o.max_prompt_tokens + o.max_new_tokens_limit;
+    // The tokens one engine step runs (prompt chunks + one per decoding sequence).
+    j["max_batch_total_tokens"] = o.max_step_tokens;
+    j["max_batch_size"] = e.backend().num_slots();
+    j["max_client_batch_size"] = 1;
+  }
+  j["router"] = "mambaserve";
+  j["version"] = MAMBA_VERSION;
+  j["sha"] = nullptr;
+  j["docker_label"] = nullptr;
+  return j;
 }
 
 }  // namespace mamba::server::http

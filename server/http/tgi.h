@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "server/http/exchange.h"
@@ -29,7 +30,15 @@ struct TgiSpec {
 // without a seed gets a random one, reported in details as TGI does.
 absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out);
 
+// POST /generate (stream false), /generate_stream (true), or / (nullopt: the body's "stream",
+// default false, chooses, as TGI's compat route).
 void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
-                       std::shared_ptr<Exchange> exchange, bool stream);
+                       std::shared_ptr<Exchange> exchange, std::optional<bool> stream);
+
+// GET /info in TGI's shape: model_id, model_dtype ("torch.float32"), model_device_type,
+// max_concurrent_requests (slots + queue), max_input_tokens (and 1.x's max_input_length),
+// max_total_tokens (prompt limit + max_new_tokens limit), max_batch_total_tokens (the step
+// budget), max_best_of, max_stop_sequences, version; TGI's other keys null or absent.
+OrderedJson TgiInfo(const HandlerContext& ctx);
 
 }  // namespace mamba::server::http

@@ -59,6 +59,12 @@ req bad_json POST /v1/completions '{"prompt": "unterminated'
 req deep POST /generate "$(printf '%.0s[' {1..70})"
 req long_ids POST /v1/completions "{\"prompt\":[$(seq -s, 1 600)]}"
 req expect POST /detokenize '{"tokens":[1,2,3]}' 'Expect: 100-continue' 'Connection: keep-alive'
+req cmpl_compat POST /v1/completions '{"model":"https://example.org/endpoint","prompt":[510,50277,50279],"logit_bias":{"510":100,"50279":-100,"0":0.5},"n":2,"best_of":3,"user":"u-1","logprobs":1}'
+req cmpl_bias_bad POST /v1/completions '{"prompt":"x","logit_bias":{"abc":1,"-1":2,"50280":3,"5":101,"6":"1"},"best_of":0}'
+req tgi_info GET /info ''
+req tgi_root POST / '{"inputs":"In the beginning","parameters":{"max_new_tokens":3,"details":true},"stream":false}'
+req tgi_root_stream POST / '{"inputs":"And God said","stream":true,"parameters":{"max_new_tokens":2}}'
+req tgi_root_bad POST / '{"inputs":"x","stream":"yes"}'
 req cmpl_score POST /v1/completions '{"prompt":[[510,3220,273],"And God said"],"max_tokens":0,"echo":true,"logprobs":1,"temperature":0,"seed":1234}'
 req cmpl_prompt_logprobs POST /v1/completions '{"prompt":"Let there be light","max_tokens":2,"prompt_logprobs":3,"stream":true,"echo":true,"logprobs":2}'
 req cmpl_score_bad POST /v1/completions '{"prompt":"x","max_tokens":0,"prompt_logprobs":-1,"logprobs":0}'
@@ -97,6 +103,8 @@ grpc 00 GenerateRequest gen_score 'token_ids { ids: [510, 3220, 273] } stopping 
 grpc 04 GenerateRequest gen_score_stream 'text: "And God said" stopping { max_new_tokens: 2 } prompt_logprobs: 0 session_id: "fuzz-score"'
 grpc 01 GenerateRequest gen_score_bad 'text: "x" stopping { max_new_tokens: 0 } prompt_logprobs: -5'
 # Raw bytes protoc cannot write: invalid UTF-8 in a string field, and no protobuf at all.
+grpc 00 GenerateRequest gen_compat 'token_ids { ids: [510, 50277, 50279] } sampling { temperature: 0.9 logit_bias { key: 510 value: 100 } logit_bias { key: 50279 value: -100 } } n: 2 best_of: 3 echo: true'
+grpc 05 GenerateRequest gen_compat_bad 'text: "x" sampling { logit_bias { key: 50280 value: 1 } logit_bias { key: -1 value: 200 } } n: 2 best_of: 1'
 printf '\x00\x0a\x04ba\xc3\x28' >"$grpc/gen_bad_utf8"
 printf '\x02\x0a\x02\xff\xfe' >"$grpc/tok_bad_utf8"
 printf '\x01\x0a\xff\xff\xff\xff\xff\xff' >"$grpc/garbage"

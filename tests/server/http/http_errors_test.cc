@@ -79,6 +79,7 @@ double CancelledCount(HttpTestServer& s) {
 
 TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ServerSetup setup;
+  setup.strict_model_name = true;  // an unknown model is 404 (not strict: any name serves)
   setup.front_end.max_body_bytes = 64 * 1024;
   setup.engine.max_prompt_tokens = 100;
   auto s = HttpTestServer::Start(setup);
@@ -104,7 +105,8 @@ TEST(HttpErrorsTest, MalformedInputIsAnsweredAndHarmless) {
   ExpectError(post("/v1/completions", R"({"prompt": "x", "stream": 1})"), 400, "stream int");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "stop": [1]})"), 400, "stop int");
   ExpectError(post("/v1/completions", R"({"prompt": "x", "suffix": "y"})"), 400, "suffix");
-  ExpectError(post("/v1/completions", R"({"prompt": "x", "best_of": 3})"), 400, "best_of");
+  ExpectError(post("/v1/completions", R"({"prompt": "x", "best_of": 0})"), 400, "best_of");
+  ExpectError(post("/v1/completions", R"({"prompt": "x", "logit_bias": [1]})"), 400, "logit_bias");
   ExpectError(post("/v1/completions", R"({"max_tokens": 3})"), 400, "no prompt");
   ExpectError(post("/v1/completions", R"({"prompt": ""})"), 400, "empty prompt");
   ExpectError(post("/v1/completions", R"({"prompt": []})"), 400, "empty array");
@@ -476,6 +478,7 @@ TEST(HttpErrorsTest, OneStatusPerCode) {
 // /detokenize, /metrics and unknown paths; TGI's on /generate and /generate_stream.
 TEST(HttpErrorsTest, EachRouteAnswersInItsShape) {
   ServerSetup setup;
+  setup.strict_model_name = true;  // an unknown model is 404 (not strict: any name serves)
   setup.engine.max_prompt_tokens = 100;
   setup.front_end.max_body_bytes = 64 * 1024;
   auto s = HttpTestServer::Start(setup);

@@ -16,6 +16,9 @@ std::unique_ptr<HttpTestServer> HttpTestServer::Start(const ServerSetup& setup) 
   serving.observer = t->metrics_.get();
   t->serving_ = ::mamba::testing::ServingHarness::Start(serving);
   if (!t->serving_) return nullptr;
+  t->serving_->state().served_model_names = setup.served_model_names;
+  t->serving_->state().strict_model_name = setup.strict_model_name;
+  t->serving_->state().generation_defaults = setup.generation_defaults;
   FrontEndOptions fe = setup.front_end;
   fe.host = "127.0.0.1";
   fe.port = 0;

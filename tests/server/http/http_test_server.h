@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "engine/engine.h"
 #include "server/http/http_server.h"
@@ -35,6 +37,9 @@ struct ServerSetup {
   FrontEndOptions front_end;
   bool with_tokenizer = true;
   bool perturbed_model = false;  // another model (tests/support/serving_harness.h TinyModel)
+  std::vector<std::string> served_model_names;  // ServingState's (empty: kModelName alone)
+  bool strict_model_name = false;
+  engine::GenerationDefaults generation_defaults;  // the model's sampling defaults
 };
 
 class HttpTestServer {
