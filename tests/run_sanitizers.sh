@@ -23,6 +23,7 @@ asan_tests=(
   cpu_backend_test generate_test kjv_model_test engine_test
   scheduler_test batch_loop_test state_store_test session_store_test
   http_server_test http_errors_test http_sessions_test grpc_convert_test grpc_server_test
+  sampling_defaults_test http_compat_test grpc_compat_test
   client_http_test client_generators_test client_loadgen_test
   client_server_test server_binary_test fault_test soak_test  # integration: the binaries below
   session_test session_cli_test
