@@ -155,8 +155,9 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   }
   state.health = Health::kServing;
   if (grpc) grpc->SetServing(true);
-  Log()->info("serving '{}' ({}) — HTTP {}:{}, gRPC {}:{}", state.model_name, info.description,
-              c.host, http_port, c.host, grpc_port);
+  auto where = [&](int port) { return port >= 0 ? fmt::format("{}:{}", c.host, port) : "off"; };
+  Log()->info("serving '{}' ({}) — HTTP {}, gRPC {}", state.model_name, info.description,
+              where(http_port), where(grpc_port));
 
   int sig = 0;
   sigwait(&signals, &sig);
