@@ -25,7 +25,7 @@ class Hash128 {
       Word(w);
     }
     uint64_t tail = 0;
-    std::memcpy(&tail, p, n);
+    if (n > 0) std::memcpy(&tail, p, n);  // p may be null when bytes is empty
     Word(tail);
   }
   void Update(std::string_view s) { Update(std::as_bytes(std::span<const char>(s))); }

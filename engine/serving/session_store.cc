@@ -320,7 +320,7 @@ absl::StatusOr<DecodedSession> DecodeSessionFile(const SessionModel& model,
   absl::StatusOr<std::string_view> tok = take("tokens", "I32", {*tokens});
   if (!tok.ok()) return tok.status();
   out.content.tokens.resize(static_cast<size_t>(*tokens));
-  std::memcpy(out.content.tokens.data(), tok->data(), tok->size());
+  if (!tok->empty()) std::memcpy(out.content.tokens.data(), tok->data(), tok->size());
   for (TokenId t : out.content.tokens) {
     if (t < 0 || t >= model.vocab_size) {
       return Invalid(
