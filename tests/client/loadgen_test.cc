@@ -3,6 +3,7 @@
 // metrics and the JSON result, and the gnuplot chart.
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "client/errors.h"
@@ -217,9 +218,12 @@ TEST(RunnerTest, ClosedLoop) {
   ASSERT_EQ(r->requests.size(), 12u);
   EXPECT_EQ(b.max_seen.load(), 3);
   EXPECT_EQ(r->max_in_flight, 3);
+  std::set<int64_t> sent;  // indexes are in order of sending, the list in workload order
   for (size_t i = 0; i < r->requests.size(); ++i) {
     const RequestRecord& rec = r->requests[i];
-    EXPECT_EQ(rec.index, static_cast<int64_t>(i));
+    EXPECT_EQ(rec.conversation, static_cast<int64_t>(i));
+    EXPECT_TRUE(sent.insert(rec.index).second);
+    EXPECT_LT(rec.index, 12);
     EXPECT_TRUE(rec.ok) << rec.error;
     EXPECT_EQ(rec.output_tokens, 4);
     EXPECT_EQ(rec.streamed_tokens, 4);
