@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/serving/state_store.h"
+#include "engine/serving/session_file.h"
 #include "engine/types.h"
 
 namespace mamba::engine {
@@ -32,18 +32,6 @@ inline constexpr size_t kMaxSessionIdBytes = 128;
 // 1 to 128 bytes of [A-Za-z0-9._~-], not "." or ".." (URL-safe as it is; URL clients would
 // resolve those two away). InvalidArgument otherwise.
 absl::Status ValidateSessionId(std::string_view id);
-
-// What a session file describes and is checked against: the model it belongs to and the shape
-// of its state (per layer: conv [d_conv-1, d_inner], then SSM [d_state, d_inner], fp32).
-struct SessionModel {
-  std::string fingerprint;  // Checkpoint::fingerprint()
-  std::string dtype;        // the compute dtype of the server that wrote it (informational)
-  int64_t layers = 0, d_inner = 0, conv_rows = 0, d_state = 0;  // conv_rows = d_conv - 1
-  int64_t vocab_size = 0;
-  int64_t conv_floats() const { return conv_rows * d_inner; }  // per layer
-  int64_t ssm_floats() const { return d_state * d_inner; }     // per layer
-  int64_t state_floats() const { return layers * (conv_floats() + ssm_floats()); }
-};
 
 struct SessionOptions {
   int64_t max_bytes = 0;      // memory for all sessions' states and tokens; 0 turns sessions off
@@ -61,29 +49,6 @@ struct SessionInfo {
   int64_t created_ms = 0, last_used_ms = 0, expires_ms = 0;
   bool in_use = false;  // a request is running on it now
 };
-
-// A session's content: the tokens and the state after the first `state_tokens` of them.
-struct SessionContent {
-  std::vector<TokenId> tokens;
-  std::shared_ptr<const StateSnapshot> state;  // null when the session holds no token yet
-  int64_t state_tokens = 0;
-};
-
-// Encodes a session as a safetensors file: per layer `layers.{i}.conv_state` [d_conv-1, d_inner]
-// and `layers.{i}.ssm_state` [d_state, d_inner] (F32), `tokens` [n] (I32), `logits` [vocab] (F32)
-// when the state covers every token; metadata: format, session id, model fingerprint, dtype,
-// token and state-token counts, created/last used times and a checksum of the data.
-std::string EncodeSessionFile(const SessionModel& model, std::string_view id,
-                              const SessionContent& content, int64_t created_ms,
-                              int64_t last_used_ms);
-// The inverse; every field checked (InvalidArgument naming what is wrong; a model mismatch names
-// both fingerprints).
-struct DecodedSession {
-  std::string id;
-  SessionContent content;
-  int64_t created_ms = 0, last_used_ms = 0;
-};
-absl::StatusOr<DecodedSession> DecodeSessionFile(const SessionModel& model, std::string_view bytes);
 
 struct SessionStats {
   int64_t live = 0, bytes = 0;

@@ -110,13 +110,15 @@ StateStore::Match StateStore::Lookup(const StateKey& key, std::span<const TokenI
   return match;
 }
 
-StateStore::Node* StateStore::FindExact(const StateKey& key,
-                                        std::span<const TokenId> tokens) const {
+StateStore::Node* StateStore::FindExact(const StateKey& key, std::span<const TokenId> tokens,
+                                        int64_t* ancestor) const {
+  if (ancestor != nullptr) *ancestor = 0;
   auto it = roots_.find(key);
   if (it == roots_.end()) return nullptr;
   Node* node = it->second.get();
   size_t pos = 0;
   while (pos < tokens.size()) {
+    if (ancestor != nullptr && node->snapshot != nullptr) *ancestor = node->depth;
     Node* child = node->Child(tokens[pos]);
     if (child == nullptr || child->edge.size() > tokens.size() - pos ||
         CommonPrefix(child->edge, tokens.subspan(pos)) < child->edge.size()) {
@@ -190,22 +192,7 @@ bool StateStore::Insert(const StateKey& key, std::span<const TokenId> tokens,
   if (options_.policy == EvictionPolicy::kCost && node == nullptr && !victims.empty()) {
     // The new entry's priority, against its nearest ancestor that holds a snapshot now.
     int64_t ancestor = 0;
-    if (auto it = roots_.find(key); it != roots_.end()) {
-      const Node* n = it->second.get();
-      size_t pos = 0;
-      while (pos < tokens.size()) {
-        const Node* child = const_cast<Node*>(n)->Child(tokens[pos]);
-        if (child == nullptr || child->edge.size() > tokens.size() - pos ||
-            CommonPrefix(child->edge, tokens.subspan(pos)) < child->edge.size()) {
-          break;
-        }
-        pos += child->edge.size();
-        n = child;
-        if (n->snapshot != nullptr && n->depth < static_cast<int64_t>(tokens.size())) {
-          ancestor = n->depth;
-        }
-      }
-    }
+    FindExact(key, tokens, &ancestor);
     Node probe;
     probe.depth = static_cast<int64_t>(tokens.size());
     probe.bytes = bytes;

@@ -104,7 +104,10 @@ class StateStore {
 
  private:
   struct Node;
-  Node* FindExact(const StateKey& key, std::span<const TokenId> tokens) const;
+  // The node at exactly `tokens`, or null; `ancestor` (when given) gets the depth of the deepest
+  // node holding a snapshot on the way there, short of `tokens` (0: none), found or not.
+  Node* FindExact(const StateKey& key, std::span<const TokenId> tokens,
+                  int64_t* ancestor = nullptr) const;
   Node* MakePath(Node* root, std::span<const TokenId> tokens);
   Node* PickVictim(const Node* keep, std::span<Node* const> chosen) const;
   double Score(const Node& n) const;

@@ -355,6 +355,25 @@ TEST_F(EngineTest, InvalidRequests) {
   EXPECT_EQ(engine->Submit(r, sink).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Checks `got` against `turn` run alone on `solo` with prompt `whole` (for a session turn: the
+// whole conversation so far + the new text), token for token, and log-prob for log-prob where
+// the packed GEMM makes results batch-independent.
+void ExpectCold(Backend& solo, const std::vector<TokenId>& whole, const Request& turn,
+                Collector& got) {
+  auto cold = testing::SingleRequest(solo, whole, turn.params, 0);
+  ASSERT_TRUE(cold.ok()) << cold.status();
+  std::vector<TokenId> ids;
+  std::vector<float> logprobs;
+  for (const SampledToken& t : *cold) {
+    ids.push_back(t.id);
+    logprobs.push_back(t.logprob);
+  }
+  EXPECT_EQ(got.tokens(), ids);
+  if (solo.Describe().find("packed") != std::string::npos) {
+    EXPECT_EQ(got.logprobs(), logprobs);
+  }
+}
+
 // The state cache on the CPU engine: conversations (each turn = the last prompt + its
 // completion + new text), siblings under a shared prefix and repeats, greedy and seeded, served
 // with the cache equal the same requests decoded alone, token for token and log-prob for
@@ -365,7 +384,6 @@ TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
   eo.max_step_tokens = 64;
   auto engine = MakeEngine(4, eo);
   auto solo = MakeBackend(1);
-  const bool exact = solo->Describe().find("packed") != std::string::npos;
   const std::vector<TokenId> system = testing::RandomPrompt(80, 50000, 21);
   std::vector<Request> asked;
   std::vector<std::shared_ptr<Collector>> sinks;
@@ -392,17 +410,9 @@ TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
   ask(asked[4].prompt, false);  // a repeat
   int64_t cached = 0;
   for (size_t i = 0; i < asked.size(); ++i) {
-    auto cold = testing::SingleRequest(*solo, asked[i].prompt, asked[i].params, 0);
-    ASSERT_TRUE(cold.ok()) << cold.status();
-    std::vector<TokenId> ids;
-    std::vector<float> logprobs;
-    for (const SampledToken& t : *cold) {
-      ids.push_back(t.id);
-      logprobs.push_back(t.logprob);
-    }
-    EXPECT_EQ(sinks[i]->tokens(), ids) << "request " << i;
-    if (exact) {
-      EXPECT_EQ(sinks[i]->logprobs(), logprobs) << "request " << i;
+    {
+      SCOPED_TRACE(absl::StrCat("request ", i));
+      ExpectCold(*solo, asked[i].prompt, asked[i], *sinks[i]);
     }
     cached += sinks[i]->finish().usage.cached_tokens;
   }
@@ -412,25 +422,6 @@ TEST_F(EngineTest, StateCacheServesExactlyWhatAColdRunServes) {
   const EngineStats st = engine->Stats();
   EXPECT_GT(st.cache_hits + st.cache_partial_hits, 7);
   EXPECT_GT(st.cache_entries, 0);
-}
-
-// Cold runs of each turn's whole conversation (prompt = everything so far + the new text): what
-// a session turn must produce, token for token (and log-prob for log-prob where the packed GEMM
-// makes results batch-independent).
-void ExpectCold(Backend& solo, const std::vector<TokenId>& whole, const Request& turn,
-                Collector& got) {
-  auto cold = testing::SingleRequest(solo, whole, turn.params, 0);
-  ASSERT_TRUE(cold.ok()) << cold.status();
-  std::vector<TokenId> ids;
-  std::vector<float> logprobs;
-  for (const SampledToken& t : *cold) {
-    ids.push_back(t.id);
-    logprobs.push_back(t.logprob);
-  }
-  EXPECT_EQ(got.tokens(), ids);
-  if (solo.Describe().find("packed") != std::string::npos) {
-    EXPECT_EQ(got.logprobs(), logprobs);
-  }
 }
 
 // A conversation sent turn by turn through a session (only the new text each turn) produces
