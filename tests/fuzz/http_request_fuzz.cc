@@ -173,7 +173,12 @@ void CheckPrompt(const mamba::server::http::Prompt& p) {
 
 void CheckRequest(const mamba::engine::Request& r) {
   const mamba::engine::Engine& e = *F().state.engine;
-  Check(r.params.Validate(e.backend().config().vocab_size).ok(), "accepted invalid sampling");
+  mamba::engine::SamplingParams p = r.params;
+  if (p.max_new_tokens == 0) {  // scoring only: needs prompt log-probs, the rest must hold
+    Check(r.prompt_logprobs >= 0, "accepted max tokens 0 without prompt log-probs");
+    p.max_new_tokens = 1;
+  }
+  Check(p.Validate(e.backend().config().vocab_size).ok(), "accepted invalid sampling");
   Check(r.params.max_new_tokens <= e.options().max_new_tokens_limit,
         "accepted max tokens over the limit");
   Check(r.n >= 1 && r.n <= e.backend().num_slots(), "accepted n outside [1, slots]");
