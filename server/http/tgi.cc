@@ -222,6 +222,16 @@ class TgiCall : public GenerationCall {
   engine::PromptEvent prompt_logprobs_;  // decoder_input_details
 };
 
+// What TGI refuses on its streamed route (its validation errors, in its words).
+absl::Status CheckStreamable(const TgiSpec& spec) {
+  if (spec.decoder_input_details) {
+    return engine::InvalidField("decoder_input_details",
+                                "'decoder_input_details' == true is not supported when streaming "
+                                "tokens");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out) {
@@ -267,9 +277,9 @@ void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
     stream = s;
   }
   TgiSpec spec;
-  if (absl::Status s = ParseTgiRequest(*body, ctx, &spec); !s.ok()) {
-    return exchange->Respond(ErrorResponse(s, ApiStyle::kTgi));
-  }
+  absl::Status s = ParseTgiRequest(*body, ctx, &spec);
+  if (s.ok() && *stream) s = CheckStreamable(spec);
+  if (!s.ok()) return exchange->Respond(ErrorResponse(s, ApiStyle::kTgi));
   auto call = std::make_shared<TgiCall>(ctx, std::move(exchange), std::move(spec), *stream);
   call->Run(*engine);
 }

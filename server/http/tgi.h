@@ -31,7 +31,8 @@ struct TgiSpec {
 absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpec* out);
 
 // POST /generate (stream false), /generate_stream (true), or / (nullopt: the body's "stream",
-// default false, chooses, as TGI's compat route).
+// default false, chooses, as TGI's compat route). A stream refuses decoder_input_details (422,
+// as TGI).
 void HandleTgiGenerate(const HandlerContext& ctx, const HttpRequest& request,
                        std::shared_ptr<Exchange> exchange, std::optional<bool> stream);
 

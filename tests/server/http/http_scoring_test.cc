@@ -229,6 +229,18 @@ TEST_F(HttpScoringTest, BadScoringRequests) {
       Post(port(), "/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 0}, {"echo", true}});
   EXPECT_EQ(ok["choices"][0]["text"], "Hello");
   EXPECT_TRUE(ok["choices"][0]["logprobs"].is_null());
+  // TGI streams no prefill: decoder_input_details on a stream is a validation error, as in TGI.
+  const json tgi = {{"inputs", "Hello"},
+                    {"parameters", {{"max_new_tokens", 2}, {"decoder_input_details", true}}}};
+  for (const auto& [path, stream] : {std::pair{"/generate_stream", false}, {"/", true}}) {
+    json body = tgi;
+    if (stream) body["stream"] = true;
+    e = Post(port(), path, body, 422);
+    EXPECT_EQ(e["error_type"], "validation") << path;
+    EXPECT_THAT(e["error"].get<std::string>(),
+                ::testing::HasSubstr("'decoder_input_details' == true is not supported when "
+                                     "streaming tokens"));
+  }
 }
 
 }  // namespace
