@@ -300,15 +300,14 @@ class CompletionCall : public GenerationCall {
     const auto ran = static_cast<size_t>(spec_.request.n), keep = static_cast<size_t>(spec_.n);
     std::vector<size_t> out;
     for (size_t first = 0; first < choices_.size(); first += ran) {
-      std::vector<size_t> group(ran);
-      for (size_t i = 0; i < ran; ++i) group[i] = first + i;
-      if (keep < ran) {
-        std::stable_sort(group.begin(), group.end(), [&](size_t a, size_t b) {
-          return choices_[a].cumulative_logprob > choices_[b].cumulative_logprob;
-        });
-        group.resize(keep);
+      if (keep == ran) {
+        for (size_t i = 0; i < ran; ++i) out.push_back(first + i);
+        continue;
       }
-      out.insert(out.end(), group.begin(), group.end());
+      std::vector<double> scores(ran);
+      for (size_t i = 0; i < ran; ++i) scores[i] = choices_[first + i].cumulative_logprob;
+      const std::vector<size_t> best = BestFirst(scores);
+      for (size_t i = 0; i < keep; ++i) out.push_back(first + best[i]);
     }
     return out;
   }

@@ -1,7 +1,9 @@
 #include "server/http/generation_call.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "engine/request_validation.h"
@@ -49,6 +51,15 @@ absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, 
 }
 
 std::string Sse(const OrderedJson& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
+
+std::vector<size_t> BestFirst(std::span<const double> cumulative_logprobs) {
+  std::vector<size_t> order(cumulative_logprobs.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return cumulative_logprobs[a] > cumulative_logprobs[b];
+  });
+  return order;
+}
 
 absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx) {
   // health is stored after engine is set, so reading it first makes the pointer safe to use.

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,10 @@ absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx);
 
 // One server-sent event carrying `j`: "data: <json>\n\n".
 std::string Sse(const OrderedJson& j);
+
+// best_of's ranking (OpenAI, vLLM, TGI): the indexes of the completions' cumulative log-probs
+// (of their generated tokens) from the highest to the lowest, ties in index order.
+std::vector<size_t> BestFirst(std::span<const double> cumulative_logprobs);
 
 class GenerationCall : public std::enable_shared_from_this<GenerationCall> {
  public:

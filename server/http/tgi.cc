@@ -20,7 +20,8 @@ constexpr int32_t kDefaultMaxNewTokens = 100;  // TGI's default
 // Wire fields to engine fields; their ranges are Engine::Validate's to check, except TGI's own
 // rule that a given temperature is positive.
 absl::Status ParseParameters(const Json& p, const engine::GenerationDefaults& defaults,
-                             TgiSpec* out) {
+                             int32_t max_best_of, TgiSpec* out) {
+  auto given = [&](const char* key) { return p.contains(key) && !p[key].is_null(); };
   engine::SamplingParams& sp = out->request.params;
   sp.max_new_tokens = defaults.max_new_tokens.value_or(kDefaultMaxNewTokens);
   if (defaults.repetition_penalty) sp.repetition_penalty = *defaults.repetition_penalty;
@@ -39,22 +40,30 @@ absl::Status ParseParameters(const Json& p, const engine::GenerationDefaults& de
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "decoder_input_details", &out->decoder_input_details));
   MAMBA_RETURN_IF_ERROR(ReadBool(p, "return_full_text", &out->return_full_text));
   MAMBA_RETURN_IF_ERROR(ReadInt(p, "top_n_tokens", kIntMin, kIntMax, &out->top_n_tokens));
-  int32_t best_of = 1;
-  MAMBA_RETURN_IF_ERROR(ReadInt(p, "best_of", 1, kIntMax, &best_of));
-  if (best_of != 1) return engine::InvalidField("best_of", "'best_of' > 1 is not supported");
-  if (sp.temperature <= 0 && p.contains("temperature") && !p["temperature"].is_null()) {
+  MAMBA_RETURN_IF_ERROR(ReadInt(p, "best_of", 1, max_best_of, &out->best_of));
+  if (sp.temperature <= 0 && given("temperature")) {
     return engine::InvalidField("temperature", "'temperature' must be strictly positive");
   }
   // As TGI: a warper (temperature other than 1, top_k, top_p below 1) samples even without
   // do_sample; with none of them and do_sample false (the default), decoding is greedy.
   const bool warpers = sp.temperature != 1.0f || sp.top_k > 0 || sp.top_p < 1.0f;
   out->sampling = out->sampling || warpers;
+  if (out->best_of > 1) {
+    // As TGI: best_of needs sampling, do_sample or a warper given (a neutral one included).
+    if (!out->sampling && !given("temperature") && !given("top_k") && !given("top_p") &&
+        !given("typical_p")) {
+      return engine::InvalidField("best_of", "you must use sampling when 'best_of' is > 1");
+    }
+    if (!out->request.session_id.empty()) {
+      return engine::InvalidField("best_of", "a session continues one conversation: no best_of");
+    }
+    out->request.n = out->best_of;  // the engine's n completions; the call picks the best
+  }
   if (out->sampling) {
     // The model's defaults for what the request leaves unset (HF generate with do_sample).
-    auto unset = [&](const char* key) { return !p.contains(key) || p[key].is_null(); };
-    if (defaults.temperature && unset("temperature")) sp.temperature = *defaults.temperature;
-    if (defaults.top_k && unset("top_k")) sp.top_k = *defaults.top_k;
-    if (defaults.top_p && unset("top_p")) sp.top_p = *defaults.top_p;
+    if (defaults.temperature && !given("temperature")) sp.temperature = *defaults.temperature;
+    if (defaults.top_k && !given("top_k")) sp.top_k = *defaults.top_k;
+    if (defaults.top_p && !given("top_p")) sp.top_p = *defaults.top_p;
     if (defaults.min_p) sp.min_p = *defaults.min_p;
   }
   if (!out->sampling) {
@@ -65,7 +74,7 @@ absl::Status ParseParameters(const Json& p, const engine::GenerationDefaults& de
   }
   // Prefill log-probs are computed when asked (the first token's null, as in TGI).
   if (out->decoder_input_details) out->request.prompt_logprobs = 0;
-  // Every TGI token carries its log-prob.
+  // Every TGI token carries its log-prob (and best_of ranks the sequences by their sum).
   sp.logprobs = true;
   sp.top_logprobs = out->top_n_tokens;
   return absl::OkStatus();
@@ -76,7 +85,9 @@ class TgiCall : public GenerationCall {
   TgiCall(const HandlerContext& ctx, std::shared_ptr<Exchange> exchange, TgiSpec spec, bool stream)
       : GenerationCall(ctx, std::move(exchange), ApiStyle::kTgi),
         spec_(std::move(spec)),
-        stream_(stream) {}
+        stream_(stream) {
+    seqs_.resize(static_cast<size_t>(spec_.request.n));
+  }
 
   void Run(engine::Engine* engine) {
     const auto& eos = engine->backend().config().eos_token_ids;
@@ -88,6 +99,15 @@ class TgiCall : public GenerationCall {
   }
 
  private:
+  // One of the best_of sequences (the engine's n completions; a stream has one).
+  struct Sequence {
+    std::string text;                               // generated so far
+    OrderedJson tokens = OrderedJson::array();      // unary: details.tokens
+    OrderedJson top_tokens = OrderedJson::array();  // unary: details.top_tokens
+    double cumulative_logprob = 0;                  // best_of ranks the sequences by it
+    OrderedJson details;  // once finished: finish_reason, generated_tokens, seed
+  };
+
   OrderedJson Token(engine::TokenId id, float logprob, std::string text) const {
     const engine::Tokenizer* tok = ctx_.state->tokenizer;
     return {{"id", id},
@@ -113,10 +133,12 @@ class TgiCall : public GenerationCall {
   }
 
   void OnToken(int, const engine::TokenEvent& ev) override {
-    text_ += ev.text;
+    Sequence& s = seqs_[static_cast<size_t>(ev.index)];
+    s.text += ev.text;
+    s.cumulative_logprob += ev.token.logprob;
     if (!stream_) {
-      tokens_.push_back(Token(ev.token.id, ev.token.logprob, TextOf(ev)));
-      if (spec_.top_n_tokens > 0) top_tokens_.push_back(TopTokens(ev.token));
+      s.tokens.push_back(Token(ev.token.id, ev.token.logprob, TextOf(ev)));
+      if (spec_.top_n_tokens > 0) s.top_tokens.push_back(TopTokens(ev.token));
       return;
     }
     // Held back one event: the last token's event carries the answer and the details.
@@ -128,7 +150,7 @@ class TgiCall : public GenerationCall {
   OrderedJson StreamEvent(const engine::TokenEvent& ev, const OrderedJson* final_details) {
     OrderedJson j = {{"index", ++index_}, {"token", Token(ev.token.id, ev.token.logprob, ev.text)}};
     if (spec_.top_n_tokens > 0) j["top_tokens"] = TopTokens(ev.token);
-    j["generated_text"] = final_details ? OrderedJson(FullText()) : OrderedJson(nullptr);
+    j["generated_text"] = final_details ? OrderedJson(FullText(seqs_[0])) : OrderedJson(nullptr);
     j["details"] = final_details && spec_.details ? *final_details : OrderedJson(nullptr);
     if (final_details && !Session().empty()) {
       j["session"] = SessionSummaryJson(Session(), session_tokens_);
@@ -136,8 +158,8 @@ class TgiCall : public GenerationCall {
     return j;
   }
 
-  std::string FullText() const {
-    return spec_.return_full_text && spec_.prompt.text ? *spec_.prompt.text + text_ : text_;
+  std::string FullText(const Sequence& s) const {
+    return spec_.return_full_text && spec_.prompt.text ? *spec_.prompt.text + s.text : s.text;
   }
 
   const char* FinishReason(const engine::FinishEvent& ev) const {
@@ -156,36 +178,67 @@ class TgiCall : public GenerationCall {
       if (WriteOrCancel(Sse(ErrorBody(FinishError(ev.status))))) exchange_->EndStream();
       return;
     }
-    done_ = true;
-    session_tokens_ = ev.session_tokens;
+    if (ev.index == 0) session_tokens_ = ev.session_tokens;
+    Sequence& s = seqs_[static_cast<size_t>(ev.index)];
     // TGI's answer includes the stop sequence that ended it; the engine's text stops before.
     const std::string tail = ev.text + ev.matched_stop;
-    text_ += tail;
-    OrderedJson details = {
-        {"finish_reason", FinishReason(ev)},
-        {"generated_tokens", ev.usage.completion_tokens},
-        {"seed", spec_.request.params.seed ? OrderedJson(*spec_.request.params.seed)
-                                           : OrderedJson(nullptr)}};
+    s.text += tail;
+    // The engine runs completion i with seed + i.
+    std::optional<uint64_t> seed = spec_.request.params.seed;
+    if (seed) *seed += static_cast<uint64_t>(ev.index);
+    s.details = {{"finish_reason", FinishReason(ev)},
+                 {"generated_tokens", ev.usage.completion_tokens},
+                 {"seed", seed ? OrderedJson(*seed) : OrderedJson(nullptr)}};
     if (stream_) {
+      done_ = true;
       if (!held_) {  // no token at all (cannot happen for a finished request, but be safe)
         held_ = engine::TokenEvent{0, engine::SampledToken{0, 0.0f, {}}, ""};
       }
       held_->text += tail;
-      if (WriteOrCancel(Sse(StreamEvent(*held_, &details)))) exchange_->EndStream();
+      if (WriteOrCancel(Sse(StreamEvent(*held_, &s.details)))) exchange_->EndStream();
       return;
     }
-    if (!tokens_.empty() && !tail.empty()) {
-      (*tokens_.rbegin())["text"] = (*tokens_.rbegin())["text"].get<std::string>() + tail;
+    if (!s.tokens.empty() && !tail.empty()) {
+      (*s.tokens.rbegin())["text"] = (*s.tokens.rbegin())["text"].get<std::string>() + tail;
     }
-    OrderedJson j = {{"generated_text", FullText()}};
+    if (++finished_ == seqs_.size()) Respond();
+  }
+
+  // The unary answer: the sequence with the highest sum of log-probs (the only one without
+  // best_of); with details, the others in details.best_of_sequences in the order they ran, as
+  // TGI.
+  void Respond() {
+    done_ = true;
+    std::vector<double> scores;
+    for (const Sequence& s : seqs_) scores.push_back(s.cumulative_logprob);
+    const size_t best = BestFirst(scores)[0];
+    OrderedJson j = {{"generated_text", FullText(seqs_[best])}};
     if (spec_.details) {
-      details["prefill"] = Prefill();
-      details["tokens"] = std::move(tokens_);
-      if (spec_.top_n_tokens > 0) details["top_tokens"] = std::move(top_tokens_);
+      OrderedJson details = Details(best);
+      if (seqs_.size() > 1) {
+        OrderedJson others = OrderedJson::array();
+        for (size_t i = 0; i < seqs_.size(); ++i) {
+          if (i == best) continue;
+          OrderedJson other = {{"generated_text", FullText(seqs_[i])}};
+          other.update(Details(i));
+          others.push_back(std::move(other));
+        }
+        details["best_of_sequences"] = std::move(others);
+      }
       j["details"] = std::move(details);
     }
     if (!Session().empty()) j["session"] = SessionSummaryJson(Session(), session_tokens_);
     exchange_->Respond({200, "application/json", Dump(j), {}});
+  }
+
+  // Sequence i's details (its tokens moved out): finish_reason, generated_tokens, seed, prefill,
+  // tokens, [top_tokens].
+  OrderedJson Details(size_t i) {
+    OrderedJson d = seqs_[i].details;
+    d["prefill"] = Prefill();
+    d["tokens"] = std::move(seqs_[i].tokens);
+    if (spec_.top_n_tokens > 0) d["top_tokens"] = std::move(seqs_[i].top_tokens);
+    return d;
   }
 
   const std::string& Session() const { return spec_.request.session_id; }
@@ -213,9 +266,8 @@ class TgiCall : public GenerationCall {
   TgiSpec spec_;
   bool stream_;
   std::vector<engine::TokenId> eos_;
-  std::string text_;
-  OrderedJson tokens_ = OrderedJson::array();
-  OrderedJson top_tokens_ = OrderedJson::array();
+  std::vector<Sequence> seqs_;  // spec_.request.n (best_of)
+  size_t finished_ = 0;
   std::optional<engine::TokenEvent> held_;
   int64_t index_ = 0;
   int64_t session_tokens_ = 0;           // tokens the session holds after this turn
@@ -224,6 +276,9 @@ class TgiCall : public GenerationCall {
 
 // What TGI refuses on its streamed route (its validation errors, in its words).
 absl::Status CheckStreamable(const TgiSpec& spec) {
+  if (spec.best_of != 1) {
+    return engine::InvalidField("best_of", "'best_of' != 1 is not supported when streaming tokens");
+  }
   if (spec.decoder_input_details) {
     return engine::InvalidField("decoder_input_details",
                                 "'decoder_input_details' == true is not supported when streaming "
@@ -241,17 +296,20 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
   }
   if (!it->is_string()) return engine::InvalidField("inputs", "'inputs' must be a string");
   MAMBA_RETURN_IF_ERROR(ReadSessionId(body, &out->request.session_id));
+  // best_of sequences run at once, one slot each (the limit of n).
+  const int32_t max_best_of = ctx.state->engine ? ctx.state->engine->backend().num_slots() : 1;
   if (auto p = body.find("parameters"); p != body.end() && !p->is_null()) {
     if (!p->is_object()) {
       return engine::InvalidField("parameters", "'parameters' must be an object");
     }
-    MAMBA_RETURN_IF_ERROR(ParseParameters(*p, ctx.state->generation_defaults, out));
+    MAMBA_RETURN_IF_ERROR(ParseParameters(*p, ctx.state->generation_defaults, max_best_of, out));
     float timeout = 0;
     MAMBA_RETURN_IF_ERROR(ReadFloat(*p, "timeout", &timeout));
     if (timeout < 0) return engine::InvalidField("timeout", "'timeout' must be >= 0 seconds");
     out->request.deadline = Deadline(ctx.options, timeout);
   } else {
-    MAMBA_RETURN_IF_ERROR(ParseParameters(Json::object(), ctx.state->generation_defaults, out));
+    MAMBA_RETURN_IF_ERROR(
+        ParseParameters(Json::object(), ctx.state->generation_defaults, max_best_of, out));
     out->request.deadline = Deadline(ctx.options, 0);
   }
   MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, it->get<std::string>(), &out->prompt));
@@ -298,8 +356,8 @@ OrderedJson TgiInfo(const HandlerContext& ctx) {
     j["model_dtype"] = absl::StrCat("torch.", kernels::Name(e.backend().compute_dtype()));
     // Requests in flight before 429: every slot busy and the queue full.
     j["max_concurrent_requests"] = e.backend().num_slots() + o.max_queue;
-    j["max_best_of"] = 1;
-    j["max_stop_sequences"] = 16;  // Engine::Validate's limit
+    j["max_best_of"] = e.backend().num_slots();  // best_of sequences run at once
+    j["max_stop_sequences"] = 16;                // Engine::Validate's limit
     j["max_input_tokens"] = o.max_prompt_tokens;
     j["max_input_length"] = o.max_prompt_tokens;  // TGI 1.x's name
     j["max_total_tokens"] = o.max_prompt_tokens + o.max_new_tokens_limit;

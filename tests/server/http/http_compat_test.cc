@@ -1,6 +1,6 @@
 // What existing clients send that the plain API tests do not: any `model` name (Hugging Face's
 // client posts its endpoint URL), served aliases, token ids the tokenizer cannot spell, TGI's
-// GET /info and POST /, OpenAI's logit_bias, best_of and user.
+// GET /info, POST / and best_of, OpenAI's logit_bias, best_of and user.
 #include <set>
 #include <string>
 #include <vector>
@@ -138,7 +138,7 @@ TEST(HttpCompatTest, TgiInfo) {
   EXPECT_EQ(info["max_batch_total_tokens"], 256);
   EXPECT_EQ(info["max_concurrent_requests"], 14);
   EXPECT_EQ(info["max_stop_sequences"], 16);
-  EXPECT_EQ(info["max_best_of"], 1);
+  EXPECT_EQ(info["max_best_of"], 4);  // best_of sequences run at once, one slot each
   EXPECT_TRUE(info["version"].is_string());
   EXPECT_FALSE(info["version"].get<std::string>().empty());
   EXPECT_EQ(Call(s->port(), "POST", "/info")->status, 405);
@@ -304,6 +304,89 @@ TEST(HttpCompatTest, BestOf) {
   best["best_of"] = 9;  // more than the slots: n's limit
   best.erase("stream");
   EXPECT_EQ(Post(port, "/v1/completions", best, 400)["error"]["param"], "n");
+}
+
+// TGI's best_of: best_of sampled sequences (sequence i seeded seed + i), the one with the
+// highest sum of log-probs answered, the others in details.best_of_sequences in order.
+TEST(HttpCompatTest, TgiBestOf) {
+  ServerSetup setup;
+  setup.num_slots = 8;
+  auto s = HttpTestServer::Start(setup);
+  ASSERT_TRUE(s);
+  const int port = s->port();
+  json req = {{"inputs", "Best of"},
+              {"parameters",
+               {{"max_new_tokens", 6},
+                {"do_sample", true},
+                {"temperature", 1.5},
+                {"seed", 11},
+                {"ignore_eos", true},
+                {"best_of", 4},
+                {"details", true},
+                {"decoder_input_details", true},
+                {"top_n_tokens", 2}}}};
+  json r = Post(port, "/generate", req);
+  const json& details = r["details"];
+  ASSERT_EQ(details["best_of_sequences"].size(), 3u) << r.dump();
+  std::vector<json> seqs = {details};
+  seqs.front()["generated_text"] = r["generated_text"];
+  for (const json& other : details["best_of_sequences"]) seqs.push_back(other);
+  std::vector<double> sums;
+  std::set<uint64_t> seeds;
+  for (const json& seq : seqs) {
+    EXPECT_EQ(seq["finish_reason"], "length");
+    EXPECT_EQ(seq["generated_tokens"], 6);
+    ASSERT_EQ(seq["tokens"].size(), 6u);
+    EXPECT_EQ(seq["top_tokens"].size(), 6u);
+    EXPECT_EQ(seq["prefill"].size(), details["prefill"].size());
+    EXPECT_TRUE(seq["prefill"].back()["logprob"].is_number());
+    double sum = 0;
+    for (const json& t : seq["tokens"]) sum += t["logprob"].get<double>();
+    sums.push_back(sum);
+    seeds.insert(seq["seed"].get<uint64_t>());
+    // Each sequence is what one request with its seed generates.
+    json one = req;
+    one["parameters"].erase("best_of");
+    one["parameters"]["seed"] = seq["seed"];
+    EXPECT_EQ(Post(port, "/generate", one)["generated_text"], seq["generated_text"]);
+  }
+  EXPECT_EQ(seeds, (std::set<uint64_t>{11, 12, 13, 14}));
+  for (size_t i = 1; i < seqs.size(); ++i) {
+    EXPECT_GE(sums[0], sums[i]) << "the answer is not the best sequence";
+    if (i > 1) {
+      EXPECT_LT(seqs[i - 1]["seed"], seqs[i]["seed"]);  // in the order they ran
+    }
+  }
+  // Without details only the best text; a neutral warper given counts as sampling (as TGI).
+  req["parameters"].erase("details");
+  json plain = Post(port, "/generate", req);
+  EXPECT_EQ(plain["generated_text"], r["generated_text"]);
+  EXPECT_FALSE(plain.contains("details"));
+  Post(
+      port, "/generate",
+      {{"inputs", "x"}, {"parameters", {{"best_of", 2}, {"temperature", 1.0}, {"details", true}}}});
+
+  // Refusals, 422 in TGI's words: greedy, streamed, more than the slots, a session.
+  auto refused = [&](const std::string& path, json body, const std::string& message) {
+    json e = Post(port, path, body, 422);
+    EXPECT_EQ(e["error_type"], "validation") << body.dump();
+    EXPECT_THAT(e["error"].get<std::string>(), ::testing::HasSubstr(message)) << body.dump();
+  };
+  refused("/generate", {{"inputs", "x"}, {"parameters", {{"best_of", 2}}}},
+          "you must use sampling when 'best_of' is > 1");
+  const json sampled = {{"inputs", "x"}, {"parameters", {{"best_of", 2}, {"do_sample", true}}}};
+  refused("/generate_stream", sampled, "'best_of' != 1 is not supported when streaming tokens");
+  json root = sampled;
+  root["stream"] = true;
+  refused("/", root, "'best_of' != 1 is not supported when streaming tokens");
+  json nine = sampled;
+  nine["parameters"]["best_of"] = 9;
+  refused("/generate", nine, "'best_of' must be in [1, 8]");
+  nine["parameters"]["best_of"] = 0;
+  refused("/generate", nine, "'best_of' must be in [1, 8]");
+  json session = sampled;
+  session["session_id"] = "bo";
+  refused("/generate", session, "no best_of");
 }
 
 }  // namespace
