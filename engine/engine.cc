@@ -84,10 +84,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Backend> 
       new Engine(std::move(backend), std::move(tokenizer), options, observer));
   if (options.sessions.max_bytes > 0) {
     SessionOptions so = options.sessions;
-    // A session may grow by a turn's completion beyond the prompt limit (its next turn is then
+    // A session may grow by a turn's completion beyond the session limit (its next turn is then
     // refused); an import may bring one that large.
-    if (so.max_tokens <= 0)
-      so.max_tokens = options.max_prompt_tokens + options.max_new_tokens_limit;
+    if (so.max_tokens <= 0) so.max_tokens = e->max_session_tokens() + options.max_new_tokens_limit;
     MAMBA_ASSIGN_OR_RETURN(e->sessions_, SessionStore::Create(so, SessionModelOf(*e->backend_)));
   }
   e->thread_ = std::thread([p = e.get()] { p->Loop(); });
@@ -214,12 +213,11 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
       const std::vector<TokenId>& held = lease->content().tokens;
       if (held.empty() && request.prompt.empty()) {
         s = InvalidField("prompt", "the prompt is empty (a new session needs one)");
-      } else if (static_cast<int64_t>(held.size() + request.prompt.size()) >
-                 options_.max_prompt_tokens) {
+      } else if (static_cast<int64_t>(held.size() + request.prompt.size()) > max_session_tokens()) {
         s = InvalidField("prompt",
                          absl::StrCat("session '", request.session_id, "' holds ", held.size(),
                                       " tokens; with this prompt's ", request.prompt.size(),
-                                      " it would pass the limit of ", options_.max_prompt_tokens),
+                                      " it would pass the session limit of ", max_session_tokens()),
                          kContextLengthExceeded);
       } else {
         request.prompt.insert(request.prompt.begin(), held.begin(), held.end());

@@ -42,6 +42,13 @@ struct EngineOptions {
   EvictionPolicy state_cache_policy = EvictionPolicy::kCost;
   // Sessions (engine/serving/session_store.h): max_bytes 0 turns them off.
   SessionOptions sessions;
+  // A session turn is refused when the session's tokens plus its new prompt would pass this
+  // (0: max_prompt_tokens). Each turn's own prompt still obeys max_prompt_tokens; the history is
+  // restored from the session's state, not recomputed, so a document of any length can flow
+  // through one session in turns (scoring). A completion may take a session up to
+  // max_new_tokens_limit beyond it; sessions.max_tokens (what an import may hold) defaults to
+  // the sum.
+  int64_t max_session_tokens = 0;
 };
 
 // Point-in-time view for health, metrics and model info.
@@ -94,7 +101,7 @@ class Engine {
   // Validates and queues. InvalidArgument: bad parameters or token ids; ResourceExhausted: the
   // queue is full; Unavailable: draining or stopped. With request.session_id the prompt is the
   // new tokens only, appended to the session (created when new): Aborted when a request is
-  // running on that session, InvalidArgument when the session would pass max_prompt_tokens or
+  // running on that session, InvalidArgument when the session would pass max_session_tokens or
   // n > 1, FailedPrecondition when sessions are off.
   absl::StatusOr<RequestId> Submit(Request request, std::shared_ptr<RequestSink> sink);
   // The checks Submit makes, for front ends that must check before sizing a reply. InvalidArgument
@@ -123,6 +130,11 @@ class Engine {
   const Backend& backend() const { return *backend_; }
   const Tokenizer* tokenizer() const { return tokenizer_.get(); }
   const EngineOptions& options() const { return options_; }
+  // The session limit in effect (options().max_session_tokens, or max_prompt_tokens when 0).
+  int64_t max_session_tokens() const {
+    return options_.max_session_tokens > 0 ? options_.max_session_tokens
+                                           : options_.max_prompt_tokens;
+  }
 
  private:
   Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer> tokenizer,

@@ -98,6 +98,12 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")
       ->envname("MAMBA_MAX_PROMPT_TOKENS")
       ->capture_default_str();
+  app.add_option("--max-session-tokens", c->max_session_tokens,
+                 "Most tokens one session may hold (history + a turn's prompt); each turn's "
+                 "prompt still obeys --max-prompt-tokens, so long documents flow through a "
+                 "session in turns (mamba-client score)")
+      ->envname("MAMBA_MAX_SESSION_TOKENS")
+      ->capture_default_str();
   app.add_option("--max-new-tokens-limit", c->max_new_tokens_limit, "Largest max_tokens accepted")
       ->envname("MAMBA_MAX_NEW_TOKENS_LIMIT")
       ->capture_default_str();
@@ -166,7 +172,7 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   }
   if (c.slots < 0 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
       c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
-      c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1 ||
+      c.max_session_tokens < 1 || c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1 ||
       c.stream_send_buffer_bytes < 0 || c.stream_send_buffer_bytes > (1 << 30) ||
       c.state_cache_bytes < -1) {
     return absl::InvalidArgumentError("slots, budgets, queue and timeouts must be positive");
@@ -267,9 +273,7 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
       c.state_cache_policy == "lru" ? engine::EvictionPolicy::kLru : engine::EvictionPolicy::kCost;
   o.sessions.max_bytes = c.session_bytes < 0 ? DefaultStateCacheBytes() : c.session_bytes;
   o.sessions.ttl_seconds = c.session_ttl_s;
-  // A turn may leave a session up to a completion beyond the prompt limit (its next turn is then
-  // refused); its exported file must still import, here or into a server like this one.
-  o.sessions.max_tokens = c.max_prompt_tokens + c.max_new_tokens_limit;
+  o.max_session_tokens = c.max_session_tokens;  // the engine bounds imports by it + a completion
   o.sessions.dir = c.session_dir;
   o.sessions.dir_max_bytes = c.session_dir_bytes;
   return o;

@@ -30,6 +30,7 @@ struct ServerConfig {
   int slots = 16;
   int64_t max_step_tokens = 512;
   int64_t max_prompt_tokens = 65536;
+  int64_t max_session_tokens = int64_t{1} << 24;
   int32_t max_new_tokens_limit = 16384;
   int max_queue = 256;
   int64_t state_cache_bytes = -1;           // -1: min(2 GiB, 25 % of RAM or cgroup limit); 0: off

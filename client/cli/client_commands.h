@@ -47,6 +47,9 @@ struct SessionCommand {
 struct ScoreOptions {
   std::string file;  // "-": stdin
   int chunk_tokens = 1024;
+  // Longer texts are tokenized in pieces of at most this many bytes, split at line starts (a
+  // server takes 8 MiB bodies by default; JSON escaping may grow a text up to six times).
+  int64_t piece_bytes = 1 << 20;
   bool json = false;
   bool progress = false;
 };

@@ -125,6 +125,12 @@ int main(int argc, char** argv) {
                    "Tokens per request; the document flows through one session state")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  score
+      ->add_option("--piece-bytes", score_opt.piece_bytes,
+                   "Longer texts are tokenized in pieces of at most this many bytes, split where "
+                   "a line starts (exact for byte-level BPE tokenizers; checked at each split)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   score->add_flag("--json", score_opt.json, "Print the figures as JSON");
   score->add_flag("--progress", score_opt.progress, "Show progress on stderr");
 

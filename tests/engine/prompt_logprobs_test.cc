@@ -146,6 +146,17 @@ TEST_F(PromptLogprobsTest, EveryPositionMatchesTheFloat64Reference) {
     EXPECT_EQ(got.id, prompt[i + 1]);
     const double w = RefLogProb(want, prompt[i + 1]);
     EXPECT_NEAR(got.logprob, w, atol + rtol * std::abs(w)) << "position " << i + 1;
+    // Its rank, top-3 or not: 1 + the entries with a larger logit, counted by brute force on the
+    // reference's (an entry within the fp32 tolerance of the token's may count either way).
+    const double own = want[static_cast<size_t>(prompt[i + 1])];
+    const double tol = atol + rtol * std::abs(own);
+    int32_t surely = 0, maybe = 0;
+    for (double x : want) {
+      surely += x > own + tol ? 1 : 0;
+      maybe += x > own - tol ? 1 : 0;
+    }
+    EXPECT_GE(got.rank, 1 + surely) << "position " << i + 1;
+    EXPECT_LE(got.rank, 1 + maybe) << "position " << i + 1;
     ASSERT_EQ(got.top.size(), 3u);
     for (const TokenLogprob& t : got.top) {
       const double wt = RefLogProb(want, t.id);
@@ -278,6 +289,65 @@ TEST_F(PromptLogprobsTest, SessionScoresADocumentPieceByPiece) {
     ASSERT_EQ(g->tokens().size(), 3u);
     for (size_t i = 0; i < 3; ++i) EXPECT_EQ(g->tokens()[i].id, cold->tokens()[i].id);
   }
+}
+
+// A session may hold more than max_prompt_tokens (up to max_session_tokens): a document longer
+// than any one prompt is scored turn by turn, bitwise equal to an engine that takes it whole;
+// the turn that would pass max_session_tokens is refused and changes nothing. Without
+// max_session_tokens the prompt limit bounds a session, as before.
+TEST_F(PromptLogprobsTest, SessionsHoldMoreThanOnePrompt) {
+  EngineOptions big;
+  big.max_prompt_tokens = 1000;
+  const std::vector<TokenId> doc = testing::RandomPrompt(90, kVocab, 11);
+  const PromptEvent whole = Run(*MakeEngine(big), Scoring(doc, 1))->prompt();
+  ASSERT_EQ(whole.tokens.size(), 89u);
+
+  EngineOptions eo;
+  eo.sessions.max_bytes = int64_t{1} << 26;
+  eo.max_step_tokens = 16;
+  eo.max_prompt_tokens = 32;
+  eo.max_session_tokens = 100;
+  auto engine = MakeEngine(eo);
+  EXPECT_EQ(engine->max_session_tokens(), 100);
+  for (size_t at = 0; at < doc.size(); at += 30) {
+    Request r = Scoring({doc.begin() + at, doc.begin() + at + 30}, 1);
+    r.session_id = "long";
+    auto sink = Run(*engine, r);
+    const PromptEvent p = sink->prompt();
+    SCOPED_TRACE(absl::StrCat("piece at ", at));
+    EXPECT_EQ(sink->finish().usage.prompt_tokens, static_cast<int64_t>(at + 30));
+    ASSERT_EQ(p.tokens.size(), at == 0 ? 29u : 30u);
+    for (size_t i = 0; i < p.tokens.size(); ++i) {
+      const size_t pos = static_cast<size_t>(p.first) + i;
+      EXPECT_EQ(p.tokens[i].id, doc[pos]);
+      EXPECT_EQ(p.tokens[i].logprob, whole.tokens[pos - 1].logprob) << "position " << pos;
+    }
+  }
+  EXPECT_EQ(engine->GetSession("long")->tokens, 90);
+  Request over = Scoring(testing::RandomPrompt(11, kVocab, 12), 1);
+  over.session_id = "long";
+  auto refused = engine->Submit(over, std::make_shared<Recorder>());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("session limit of 100"), std::string::npos)
+      << refused.status();
+  EXPECT_EQ(engine->GetSession("long")->tokens, 90);
+  over.prompt.resize(10);  // exactly at the limit
+  EXPECT_EQ(Run(*engine, over)->finish().session_tokens, 100);
+  // One turn still obeys max_prompt_tokens.
+  Request wide = Scoring(testing::RandomPrompt(33, kVocab, 13), 1);
+  wide.session_id = "wide";
+  EXPECT_EQ(engine->Submit(wide, std::make_shared<Recorder>()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  eo.max_session_tokens = 0;
+  auto bounded = MakeEngine(eo);
+  EXPECT_EQ(bounded->max_session_tokens(), 32);
+  Request a = Scoring({doc.begin(), doc.begin() + 30}, 1);
+  a.session_id = "s";
+  Run(*bounded, a);
+  a.prompt.resize(3);
+  EXPECT_EQ(bounded->Submit(a, std::make_shared<Recorder>()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

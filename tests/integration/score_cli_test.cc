@@ -95,5 +95,58 @@ TEST(ScoreCliTest, MatchesTheFloat64ReferenceOverHttpAndGrpc) {
   EXPECT_NE(r.err.find("fewer than 2 tokens"), std::string::npos) << r.err;
 }
 
+// A text longer than any one prompt the server takes (--max-prompt-tokens 48), tokenized in
+// pieces of at most 120 bytes split at line starts, flows through one session (its limit is
+// --max-session-tokens): the same total as the float64 reference; a server whose session limit
+// is too small refuses it with a clear message.
+TEST(ScoreCliTest, ADocumentLongerThanAnyPrompt) {
+  constexpr char kGenesis[] =
+      "In the beginning God created the heaven and the earth.\n"
+      "And the earth was without form, and void; and darkness was upon the face of the deep. "
+      "And the Spirit of God moved upon the face of the waters.\n"
+      "And God said, Let there be light: and there was light.\n"
+      "And God saw the light, that it was good: and God divided the light from the darkness.\n"
+      "And God called the light Day, and the darkness he called Night. And the evening and the "
+      "morning were the first day.\n"
+      "And God said, Let there be a firmament in the midst of the waters, and let it divide the "
+      "waters from the waters.\n";
+  std::string error;
+  auto server = ServerProcess::Start({"--dtype", "float32", "--max-step-tokens", "16",
+                                      "--max-prompt-tokens", "48", "--max-session-tokens", "1000"},
+                                     std::chrono::seconds(120), &error);
+  if (!server) GTEST_SKIP() << error;
+  auto ckpt = engine::Checkpoint::Open(engine::tools::DemoModelDir());
+  ASSERT_TRUE(ckpt.ok()) << ckpt.status();
+  auto tok = engine::Tokenizer::FromFile(engine::tools::DemoModelDir() + "/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<engine::TokenId> ids = (*tok)->Encode(kGenesis).value();
+  ASSERT_GT(ids.size(), 100u);
+  const double want = ReferenceNll(**ckpt, ids);
+  testing::TempDir dir;
+  const std::string file = (dir.path() / "genesis.txt").string();
+  std::ofstream(file, std::ios::binary) << kGenesis;
+  for (const std::string& target : {server->http(), server->grpc()}) {
+    SCOPED_TRACE(target);
+    const ProcessResult r = RunProcess(
+        {::mamba::testing::BinaryPath("mamba-client").string(), "--target", target, "--timeout",
+         "60", "score", file, "--chunk", "40", "--piece-bytes", "120", "--json"},
+        "", std::chrono::seconds(120));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j["tokens"], ids.size());
+    EXPECT_NEAR(j["nll"].get<double>(), want, 1e-3 * static_cast<double>(ids.size()));
+  }
+  // One prompt of the whole text is over the limit; a session limit below the text's length
+  // ends the scoring with the server's reason.
+  auto small = ServerProcess::Start({"--max-prompt-tokens", "48", "--max-session-tokens", "100"},
+                                    std::chrono::seconds(120), &error);
+  ASSERT_TRUE(small) << error;
+  const ProcessResult r = RunProcess({::mamba::testing::BinaryPath("mamba-client").string(),
+                                      "--target", small->http(), "score", file, "--chunk", "40"},
+                                     "", std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("session limit of 100"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace mamba::client
