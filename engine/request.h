@@ -57,7 +57,7 @@ struct TokenEvent {
 // last token again).
 struct PromptEvent {
   int64_t first = 1;
-  std::vector<SampledToken> tokens;  // id = the prompt token; logprob; top (k alternatives)
+  std::vector<SampledToken> tokens;  // id = the prompt token; logprob; rank; top (k best)
 };
 
 struct Usage {

@@ -325,7 +325,10 @@ SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top) {
   SampledToken out;
   out.id = id;
   const double log_normalizer = LogSumExp(logits);
-  out.logprob = static_cast<float>(logits[static_cast<size_t>(id)] - log_normalizer);
+  const float own = logits[static_cast<size_t>(id)];
+  out.logprob = static_cast<float>(own - log_normalizer);
+  out.rank = 1 + static_cast<int32_t>(std::count_if(logits.begin(), logits.end(),
+                                                    [own](float x) { return x > own; }));
   if (top > 0) {
     std::vector<Candidate> heap;
     TopN(logits, static_cast<size_t>(top), heap);

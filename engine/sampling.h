@@ -60,10 +60,15 @@ struct SampledToken {
   TokenId id;
   float logprob = 0.0f;           // log-prob of `id`; only when params.logprobs
   std::vector<TokenLogprob> top;  // best first (ties -> lowest id); only when top_logprobs > 0
+  // vLLM's rank of `id`: 1 + the entries whose raw logit is strictly larger (1 = the most likely,
+  // tied tokens share it), whether or not `id` is in `top`. Filled by LogProbOf (prompt tokens);
+  // 0 = not computed (Sampler::Sample leaves it: no API reports a generated token's rank).
+  int32_t rank = 0;
 };
 
-// The raw log-prob (log_softmax of `logits`) of token `id` and the `top` best alternatives (best
-// first, ties -> lowest id), as Sampler::Sample reports a sampled token: e.g. a prompt token's.
+// The raw log-prob (log_softmax of `logits`) of token `id`, its rank and the `top` best
+// alternatives (best first, ties -> lowest id), as Sampler::Sample reports a sampled token: e.g. a
+// prompt token's. O(vocab).
 SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top);
 
 // Samples one request's tokens, one call per step. One per request; not thread-safe.

@@ -158,7 +158,8 @@ class CompletionCall : public GenerationCall {
   }
 
   // vLLM's per-token dict: {"<id>": {logprob, rank, decoded_token}} for the token and its `k`
-  // best alternatives (rank 1 = the best; the token's own rank only when it is among them).
+  // best alternatives (rank 1 = the best). The token's rank is its place among them when it is
+  // one (as vLLM, whose alternatives' entries overwrite the token's), else the engine's count.
   OrderedJson VllmLogprobs(const engine::SampledToken& tok, int k) const {
     OrderedJson d = OrderedJson::object();
     auto entry = [&](engine::TokenId id, float logprob, std::optional<int> rank) {
@@ -168,7 +169,8 @@ class CompletionCall : public GenerationCall {
       d[absl::StrCat(id)] = std::move(e);
     };
     std::optional<int> own;
-    for (size_t i = 0; i < tok.top.size(); ++i) {
+    if (tok.rank > 0) own = tok.rank;
+    for (size_t i = 0; i < tok.top.size() && i < static_cast<size_t>(k); ++i) {
       if (tok.top[i].id == tok.id) own = static_cast<int>(i) + 1;
     }
     entry(tok.id, tok.logprob, own);

@@ -598,6 +598,30 @@ TEST(SamplerLogprobs, NothingFilledUnlessRequested) {
   EXPECT_TRUE(t.top.empty());
 }
 
+// A prompt token's rank is 1 + the count of strictly larger logits (ties share a rank), for
+// every id, inside or outside the top alternatives; Sample does not compute it.
+TEST(LogProbOf, RankIsOnePlusTheLargerLogits) {
+  std::vector<float> logits = RandomLogits(500, /*seed=*/17);
+  for (size_t i = 0; i < logits.size(); i += 7) logits[i] = 0.5f;  // ties
+  const std::vector<double> want = LogSoftmaxDouble(logits);
+  for (TokenId id = 0; id < static_cast<TokenId>(logits.size()); ++id) {
+    const SampledToken t = LogProbOf(logits, id, 2);
+    int32_t larger = 0;
+    for (float x : logits) larger += x > logits[static_cast<size_t>(id)] ? 1 : 0;
+    EXPECT_EQ(t.rank, larger + 1) << id;
+    EXPECT_NEAR(t.logprob, want[static_cast<size_t>(id)], 1e-5) << id;
+    ASSERT_EQ(t.top.size(), 2u);
+    if (t.rank == 1) {
+      EXPECT_EQ(t.top[0].logprob, t.logprob) << id;
+    }
+  }
+  EXPECT_EQ(LogProbOf(std::vector<float>{1.0f, 2.0f, 2.0f, 0.0f}, 2, 0).rank, 1);
+  EXPECT_EQ(LogProbOf(std::vector<float>{1.0f, 2.0f, 2.0f, 0.0f}, 0, 0).rank, 3);
+  EXPECT_EQ(LogProbOf(std::vector<float>{1.0f, 2.0f, 2.0f, 0.0f}, 3, 0).rank, 4);
+  Sampler sampler = MakeSampler({.temperature = 0.0f, .logprobs = true});
+  EXPECT_EQ(SampleCopy(sampler, {1.0f, 2.0f}).rank, 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validation
 

@@ -177,6 +177,7 @@ TEST_F(HttpScoringTest, VllmPromptLogprobsAndTgiPrefill) {
                 {{"prompt", ids}, {"max_tokens", 2}, {"temperature", 0}, {"prompt_logprobs", 2}});
   const json& pl = r["choices"][0]["prompt_logprobs"];
   ASSERT_EQ(pl.size(), ids.size());
+  int outside = 0;  // prompt tokens outside their top 2
   EXPECT_TRUE(pl[0].is_null());
   EXPECT_TRUE(r["choices"][0]["logprobs"].is_null());
   for (size_t i = 1; i < ids.size(); ++i) {
@@ -188,7 +189,17 @@ TEST_F(HttpScoringTest, VllmPromptLogprobsAndTgiPrefill) {
     EXPECT_EQ(d[std::to_string(best.id)]["rank"], 1);
     EXPECT_GE(d.size(), 2u);
     EXPECT_LE(d.size(), 3u);
+    // Every prompt token has its rank, among the alternatives (its place) or not (the engine's
+    // count of larger logits).
+    int rank = want.tokens[i - 1].rank;
+    for (size_t j = 0; j < want.tokens[i - 1].top.size(); ++j) {
+      if (want.tokens[i - 1].top[j].id == ids[i]) rank = static_cast<int>(j) + 1;
+    }
+    ASSERT_TRUE(d[key].contains("rank")) << "position " << i << ": " << d.dump();
+    EXPECT_EQ(d[key]["rank"], rank) << "position " << i;
+    outside += rank > 2 ? 1 : 0;
   }
+  EXPECT_GT(outside, 0) << "no prompt token outside the top 2: the test shows nothing";
   // max_tokens 0 with prompt_logprobs and no echo scores too.
   r = Post(port(), "/v1/completions", {{"prompt", ids}, {"max_tokens", 0}, {"prompt_logprobs", 0}});
   EXPECT_EQ(r["choices"][0]["text"], "");
