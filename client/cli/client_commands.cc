@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/errors.h"
 #include "client/generators.h"
@@ -215,6 +216,20 @@ void PrintCompletions(const GenerateResult& r,
   }
 }
 
+// "temperature=0.8 top_k=40" (as the server logs them at start-up), or "none".
+std::string DefaultsText(const v1::GenerationDefaults& d) {
+  std::vector<std::string> parts;
+  if (d.has_temperature()) parts.push_back(absl::StrCat("temperature=", d.temperature()));
+  if (d.has_top_k()) parts.push_back(absl::StrCat("top_k=", d.top_k()));
+  if (d.has_top_p()) parts.push_back(absl::StrCat("top_p=", d.top_p()));
+  if (d.has_min_p()) parts.push_back(absl::StrCat("min_p=", d.min_p()));
+  if (d.has_repetition_penalty()) {
+    parts.push_back(absl::StrCat("repetition_penalty=", d.repetition_penalty()));
+  }
+  if (d.has_max_new_tokens()) parts.push_back(absl::StrCat("max_new_tokens=", d.max_new_tokens()));
+  return parts.empty() ? "none" : absl::StrJoin(parts, " ");
+}
+
 }  // namespace
 
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o) {
@@ -392,6 +407,10 @@ int RunInfo(const GlobalOptions& g, bool json) {
   std::printf("load           %d slots used, %lld running, %lld waiting%s\n", r->slots_used(),
               static_cast<long long>(r->requests_running()),
               static_cast<long long>(r->requests_waiting()), r->draining() ? ", DRAINING" : "");
+  if (r->served_model_names_size() > 1) {
+    std::printf("served as      %s\n", absl::StrJoin(r->served_model_names(), ", ").c_str());
+  }
+  std::printf("defaults       %s\n", DefaultsText(r->generation_defaults()).c_str());
   return 0;
 }
 

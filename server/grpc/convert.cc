@@ -303,6 +303,16 @@ void FillModelInfo(const ServingState& state, v1::ModelInfo* out) {
   out->set_requests_waiting(s.waiting);
   out->set_requests_running(s.running);
   out->set_draining(s.draining);
+
+  for (const std::string& name : ServedModelNames(state)) out->add_served_model_names(name);
+  const engine::GenerationDefaults& d = state.generation_defaults;
+  v1::GenerationDefaults* gd = out->mutable_generation_defaults();
+  if (d.temperature) gd->set_temperature(*d.temperature);
+  if (d.top_k) gd->set_top_k(*d.top_k);
+  if (d.top_p) gd->set_top_p(*d.top_p);
+  if (d.min_p) gd->set_min_p(*d.min_p);
+  if (d.repetition_penalty) gd->set_repetition_penalty(*d.repetition_penalty);
+  if (d.max_new_tokens) gd->set_max_new_tokens(*d.max_new_tokens);
 }
 
 }  // namespace mamba::server

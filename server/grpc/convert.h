@@ -63,7 +63,8 @@ void FillEnd(const engine::FinishEvent& event, v1::CompletionEnd* out);
 void FillPromptLogprobs(const engine::PromptEvent& event, const engine::Tokenizer* tokenizer,
                         v1::PromptEcho* echo);
 
-// GetModelInfo's answer from the engine's config, options and stats.
+// GetModelInfo's answer from the engine's config, options and stats, and the serving state's
+// names and generation defaults.
 void FillModelInfo(const ServingState& state, v1::ModelInfo* out);
 
 void FillSessionInfo(const engine::SessionInfo& info, v1::SessionInfo* out);

@@ -144,10 +144,15 @@ TEST_F(ClientServerTest, Info) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_NE(text.out.find("kjv-mamba-4x192"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("8 slots"), std::string::npos) << text.out;
+  // The demo model's generation_config.json, which the server applies.
+  EXPECT_NE(text.out.find("defaults       min_p=0.05\n"), std::string::npos) << text.out;
   ProcessResult j = Client(server_->grpc(), {"info", "--json"});
   ASSERT_EQ(j.exit_code, 0) << j.err;
   json info = json::parse(j.out);
   EXPECT_EQ(info["model_name"], "kjv-mamba-4x192");
+  EXPECT_EQ(info["served_model_names"], json::array({"kjv-mamba-4x192"}));
+  EXPECT_NEAR(info["generation_defaults"]["min_p"].get<double>(), 0.05, 1e-6);
+  EXPECT_FALSE(info["generation_defaults"].contains("temperature"));
   EXPECT_EQ(info["slots_total"], 8);
   EXPECT_EQ(info["config"]["vocab_size"], "50280");  // int64 fields are strings in proto JSON
   ProcessResult h = Client(server_->http(), {"info"});

@@ -1,5 +1,6 @@
-// The gRPC side of what existing clients need: logit_bias and best_of on GenerateRequest, and
-// token ids the tokenizer cannot spell (the model's padding rows) as valid input.
+// The gRPC side of what existing clients need: logit_bias and best_of on GenerateRequest, token
+// ids the tokenizer cannot spell (the model's padding rows) as valid input, and ModelInfo's
+// served names and generation defaults.
 #include <algorithm>
 #include <set>
 #include <string>
@@ -160,6 +161,45 @@ TEST(GrpcCompatTest, ModelDefaultsFillUnsetFields) {
   std::set<std::string> texts;
   for (const v1::Completion& c : r.completions()) texts.insert(c.text());
   EXPECT_GT(texts.size(), 1u);
+}
+
+// ModelInfo names what requests may call the model (its aliases) and the generation defaults the
+// server applies, each set only when the model's generation_config.json gives it.
+TEST(GrpcCompatTest, ModelInfoListsNamesAndGenerationDefaults) {
+  auto server = TestServer::Start();
+  ASSERT_TRUE(server);
+  auto stub = server->Stub();
+  v1::ModelInfo info;
+  ASSERT_TRUE(stub->GetModelInfo(Context().get(), {}, &info).ok());
+  ASSERT_EQ(info.served_model_names_size(), 1);
+  EXPECT_EQ(info.served_model_names(0), info.model_name());
+  EXPECT_TRUE(info.has_generation_defaults());
+  EXPECT_EQ(info.generation_defaults().ByteSizeLong(), 0u);  // no generation_config.json
+
+  server->state().served_model_names = {info.model_name(), "alias-a", "alias-b"};
+  server->state().generation_defaults.min_p = 0.05f;
+  server->state().generation_defaults.max_new_tokens = 4;
+  ASSERT_TRUE(stub->GetModelInfo(Context().get(), {}, &info).ok());
+  ASSERT_EQ(info.served_model_names_size(), 3);
+  EXPECT_EQ(info.served_model_names(0), info.model_name());
+  EXPECT_EQ(info.served_model_names(1), "alias-a");
+  EXPECT_EQ(info.served_model_names(2), "alias-b");
+  const v1::GenerationDefaults& d = info.generation_defaults();
+  ASSERT_TRUE(d.has_min_p());
+  EXPECT_EQ(d.min_p(), 0.05f);
+  ASSERT_TRUE(d.has_max_new_tokens());
+  EXPECT_EQ(d.max_new_tokens(), 4);
+  EXPECT_FALSE(d.has_temperature());
+  EXPECT_FALSE(d.has_top_k());
+  EXPECT_FALSE(d.has_top_p());
+  EXPECT_FALSE(d.has_repetition_penalty());
+  // What ModelInfo reports is what a request that leaves the field unset gets.
+  v1::GenerateRequest req;
+  req.set_text("Defaults");
+  req.mutable_stopping()->set_ignore_eos(true);
+  v1::GenerateResponse r;
+  ASSERT_TRUE(stub->Generate(Context().get(), req, &r).ok());
+  EXPECT_EQ(r.completions(0).token_ids_size(), d.max_new_tokens());
 }
 
 }  // namespace
