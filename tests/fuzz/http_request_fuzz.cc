@@ -216,6 +216,10 @@ void CheckParsers(const std::string& body) {
     Check(tgi.prompt.text.has_value(), "TGI: a prompt without its text");
     CheckRequest(tgi.request);
     Check(tgi.sampling || tgi.request.params.temperature == 0, "TGI: greedy with a temperature");
+    Check(tgi.best_of == tgi.request.n, "TGI: best_of is not the sequences run");
+    if (tgi.best_of > 1) {
+      Check(tgi.sampling && tgi.request.session_id.empty(), "TGI: best_of greedy or on a session");
+    }
   } else {
     Check(ParseStatusOk(s, ApiStyle::kTgi), "TGI: unexpected error code");
   }
