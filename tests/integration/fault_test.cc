@@ -104,11 +104,12 @@ TEST(Faults, ClientThatStopsReadingIsCutOffWhileOthersAreServed) {
 // Below the buffer limit a write that makes no progress for the idle timeout closes the
 // connection too.
 TEST(Faults, ClientThatReadsNothingIsClosedAfterTheIdleTimeout) {
-  // Without the demo model's min_p the tokens (and their 5 alternatives) are long byte soup,
-  // which fills the socket buffers within seconds even on a loaded machine.
-  auto server = ServerProcess::Start({"--dtype", "float32", "--http-idle-timeout", "1",
-                                      "--max-stream-buffer-bytes", "1000000000",
-                                      "--generation-config", "none"});
+  // Without the demo model's min_p the tokens (and their 5 alternatives) are long byte soup;
+  // with a small send buffer (as above) the socket is full after a few dozen events, even on a
+  // loaded machine (the kernel's autotuned buffer of megabytes took minutes under ctest -j2).
+  auto server = ServerProcess::Start(
+      {"--dtype", "float32", "--http-idle-timeout", "1", "--max-stream-buffer-bytes", "1000000000",
+       "--generation-config", "none", "--stream-send-buffer-bytes", "8192"});
   ASSERT_TRUE(server);
   const int fd = Connect(server->http_port(), 4096);
   ASSERT_GE(fd, 0);
