@@ -1,6 +1,8 @@
 #include "engine/model_config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -152,20 +154,32 @@ absl::StatusOr<ModelConfig> FromHf(const json& j) {
       return absl::InvalidArgumentError("config.json: 'hidden_act' must be a string");
     c.hidden_act = it->get<std::string>();
   }
+  MAMBA_RETURN_IF_ERROR(ReadDouble(j, "mixer_rms_eps", &c.mixer_rms_eps));
   return c;
 }
+
+constexpr const char* kModelTypes[] = {"mamba", "falcon_mamba"};
 
 }  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("config.json: top level must be an object");
-  if (auto it = j.find("model_type"); it != j.end() && it->is_string() && *it != "mamba") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: model_type ", it->dump(), " is not supported (only \"mamba\")"));
+  std::string model_type = "mamba";
+  if (auto it = j.find("model_type"); it != j.end() && !it->is_null()) {
+    if (!it->is_string())
+      return absl::InvalidArgumentError("config.json: 'model_type' must be a string");
+    model_type = it->get<std::string>();
+    if (std::find(std::begin(kModelTypes), std::end(kModelTypes), model_type) ==
+        std::end(kModelTypes)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: model_type ", it->dump(),
+                       " is not supported (supported: ", absl::StrJoin(kModelTypes, ", "), ")"));
+    }
   }
   const bool mamba_ssm = j.contains("d_model") && !j.contains("hidden_size");
   absl::StatusOr<ModelConfig> c = mamba_ssm ? FromMambaSsm(j) : FromHf(j);
   if (!c.ok()) return c;
+  c->model_type = model_type;
   MAMBA_RETURN_IF_ERROR(ReadInt(j, "bos_token_id", &c->bos_token_id));
   MAMBA_RETURN_IF_ERROR(ReadIdList(j, "eos_token_id", &c->eos_token_ids));
   MAMBA_RETURN_IF_ERROR(ReadInt(j, "pad_token_id", &c->pad_token_id));
@@ -191,6 +205,15 @@ absl::Status ModelConfig::Validate() const {
   if (!(layer_norm_epsilon > 0) || !std::isfinite(layer_norm_epsilon)) {
     return absl::InvalidArgumentError("config.json: 'layer_norm_epsilon' must be positive");
   }
+  if (std::find(std::begin(kModelTypes), std::end(kModelTypes), model_type) ==
+      std::end(kModelTypes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: model_type \"", model_type,
+                     "\" is not supported (supported: ", absl::StrJoin(kModelTypes, ", "), ")"));
+  }
+  if (!(mixer_rms_eps > 0) || !std::isfinite(mixer_rms_eps)) {
+    return absl::InvalidArgumentError("config.json: 'mixer_rms_eps' must be positive");
+  }
   if (hidden_act != "silu" && hidden_act != "swish") {
     return absl::InvalidArgumentError(
         absl::StrCat("config.json: hidden_act '", hidden_act, "' is not supported (only silu)"));
@@ -206,25 +229,28 @@ absl::Status ModelConfig::Validate() const {
 
 nlohmann::json ModelConfig::ToJson() const {
   json eos = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
-  return json{{"model_type", "mamba"},
-              {"architectures", {"MambaForCausalLM"}},
-              {"vocab_size", vocab_size},
-              {"hidden_size", hidden_size},
-              {"state_size", state_size},
-              {"num_hidden_layers", num_hidden_layers},
-              {"layer_norm_epsilon", layer_norm_epsilon},
-              {"expand", intermediate_size / hidden_size},
-              {"intermediate_size", intermediate_size},
-              {"conv_kernel", conv_kernel},
-              {"use_bias", use_bias},
-              {"use_conv_bias", use_conv_bias},
-              {"hidden_act", hidden_act},
-              {"time_step_rank", time_step_rank},
-              {"residual_in_fp32", residual_in_fp32},
-              {"tie_word_embeddings", tie_word_embeddings},
-              {"bos_token_id", bos_token_id},
-              {"eos_token_id", eos},
-              {"pad_token_id", pad_token_id}};
+  const bool falcon = mixer_rms_norm();
+  json j{{"model_type", model_type},
+         {"architectures", {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"}},
+         {"vocab_size", vocab_size},
+         {"hidden_size", hidden_size},
+         {"state_size", state_size},
+         {"num_hidden_layers", num_hidden_layers},
+         {"layer_norm_epsilon", layer_norm_epsilon},
+         {"expand", intermediate_size / hidden_size},
+         {"intermediate_size", intermediate_size},
+         {"conv_kernel", conv_kernel},
+         {"use_bias", use_bias},
+         {"use_conv_bias", use_conv_bias},
+         {"hidden_act", hidden_act},
+         {"time_step_rank", time_step_rank},
+         {"residual_in_fp32", residual_in_fp32},
+         {"tie_word_embeddings", tie_word_embeddings},
+         {"bos_token_id", bos_token_id},
+         {"eos_token_id", eos},
+         {"pad_token_id", pad_token_id}};
+  if (falcon) j["mixer_rms_eps"] = mixer_rms_eps;
+  return j;
 }
 
 int64_t ModelConfig::StateBytesPerSequence() const {
@@ -243,10 +269,18 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
   struct Preset {
     const char* name;
     int64_t d_model, layers, vocab;
+    bool falcon = false;  // FalconMamba: mixer RMS norms, untied LM head
   };
-  static constexpr Preset kPresets[] = {{"tiny", 64, 2, 512},      {"130m", 768, 24, 50280},
-                                        {"370m", 1024, 48, 50280}, {"790m", 1536, 48, 50280},
-                                        {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280}};
+  // tiiuae/falcon-mamba-7b: d_model 4096, 64 layers, intermediate 8192 (its config.json gives
+  // intermediate_size beside an unused expand), dt rank 256, vocab 65024, untied: 7.27 B weights.
+  static constexpr Preset kPresets[] = {{"tiny", 64, 2, 512},
+                                        {"130m", 768, 24, 50280},
+                                        {"370m", 1024, 48, 50280},
+                                        {"790m", 1536, 48, 50280},
+                                        {"1.4b", 2048, 48, 50280},
+                                        {"2.8b", 2560, 64, 50280},
+                                        {"falcon-tiny", 64, 2, 512, true},
+                                        {"falcon-mamba-7b", 4096, 64, 65024, true}};
   for (const Preset& p : kPresets) {
     if (name != p.name) continue;
     ModelConfig c;
@@ -255,12 +289,19 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.vocab_size = p.vocab;
     c.intermediate_size = 2 * p.d_model;
     c.time_step_rank = (p.d_model + 15) / 16;
+    if (p.falcon) {
+      c.model_type = "falcon_mamba";
+      c.tie_word_embeddings = false;
+      c.eos_token_ids = {p.vocab > 11 ? 11 : 0};  // falcon-mamba-7b's <|endoftext|>
+    }
     return c;
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown preset '", name, "' (known: ", absl::StrJoin(PresetNames(), ", "), ")"));
 }
 
-std::vector<std::string> PresetNames() { return {"tiny", "130m", "370m", "790m", "1.4b", "2.8b"}; }
+std::vector<std::string> PresetNames() {
+  return {"tiny", "130m", "370m", "790m", "1.4b", "2.8b", "falcon-tiny", "falcon-mamba-7b"};
+}
 
 }  // namespace mamba::engine

@@ -1,5 +1,5 @@
-// The Mamba model configuration: every field of HF MambaConfig (and of the original mamba_ssm
-// config.json) that changes inference, parsed and validated.
+// The Mamba model configuration: every field of HF MambaConfig and FalconMambaConfig (and of the
+// original mamba_ssm config.json) that changes inference, parsed and validated.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,13 @@ struct ModelConfig {
   // The layout the file was written in; informational ("hf" or "mamba_ssm").
   std::string source_format = "hf";
 
+  // "mamba" (MambaForCausalLM) or "falcon_mamba" (FalconMambaForCausalLM: a Mamba-1 whose
+  // x_proj outputs dt, B and C each pass a weightless RMS norm with mixer_rms_eps before dt_proj
+  // and the scan).
+  std::string model_type = "mamba";
+  double mixer_rms_eps = 1e-6;
+  bool mixer_rms_norm() const { return model_type == "falcon_mamba"; }
+
   // Parses HF MambaConfig JSON or the original mamba_ssm layout (d_model, n_layer, ssm_cfg,
   // pad_vocab_size_multiple). Errors name the offending field.
   static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& j);
@@ -46,8 +53,9 @@ struct ModelConfig {
   int64_t NumParameters(bool untied_head) const;
 };
 
-// Presets with the real models' shapes: "130m", "370m", "790m", "1.4b", "2.8b", plus "tiny"
-// (test size). Unknown names are an error listing the known ones.
+// Presets with the real models' shapes: "130m", "370m", "790m", "1.4b", "2.8b", "falcon-mamba-7b"
+// (untied head), plus "tiny" and "falcon-tiny" (test sizes). Unknown names are an error listing
+// the known ones.
 absl::StatusOr<ModelConfig> PresetConfig(const std::string& name);
 std::vector<std::string> PresetNames();
 

@@ -389,8 +389,9 @@ int RunInfo(const GlobalOptions& g, bool json) {
   if (r->backend() != r->device()) std::printf("backend        %s\n", r->backend().c_str());
   std::printf("parameters     %lld\n", static_cast<long long>(r->num_parameters()));
   std::printf(
-      "architecture   %lld layers, d_model %lld, d_inner %lld, d_state %lld, d_conv %lld, vocab "
-      "%lld\n",
+      "architecture   %s, %lld layers, d_model %lld, d_inner %lld, d_state %lld, d_conv %lld, "
+      "vocab %lld\n",
+      m.model_type().empty() ? "mamba" : m.model_type().c_str(),
       static_cast<long long>(m.num_hidden_layers()), static_cast<long long>(m.hidden_size()),
       static_cast<long long>(m.intermediate_size()), static_cast<long long>(m.state_size()),
       static_cast<long long>(m.conv_kernel()), static_cast<long long>(m.vocab_size()));

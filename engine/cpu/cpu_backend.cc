@@ -299,6 +299,13 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
     OpTimer timer(prof, &op_seconds_[kXProj]);
     MAMBA_RETURN_IF_ERROR(
         w.x_proj.MatMul(xc_.data(), e, nullptr, dbc_.data(), dbc_width, T, false));
+    if (c.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised in place
+      const float* ones = weights_->mixer_norm_ones.data();
+      for (auto [at, len] : {std::pair{int64_t{0}, r}, {r, n}, {r + n, n}}) {
+        kc::RmsNorm({dbc_.data() + at, dbc_width, ones, dbc_.data() + at, dbc_width, T, len,
+                     c.mixer_rms_eps});
+      }
+    }
   }
   {
     OpTimer timer(prof, &op_seconds_[kDtProj]);

@@ -1,5 +1,6 @@
 #include "engine/cpu/cpu_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -95,6 +96,9 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
   MAMBA_ASSIGN_OR_RETURN(w->lm_head, MakeMatrix(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(),
                                                 compute, w.get()));
   w->norm_f = ToF32(&ckpt.norm_f());
+  if (c.mixer_rms_norm()) {
+    w->mixer_norm_ones.assign(static_cast<size_t>(std::max(c.time_step_rank, c.state_size)), 1.0f);
+  }
   const int64_t e = c.intermediate_size, n = c.state_size;
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);

@@ -46,6 +46,9 @@ struct CpuWeights {
   const TensorInfo* embedding = nullptr;  // any stored dtype; rows converted on lookup
   CpuMatrix lm_head;                      // [vocab, d_model]
   std::vector<float> norm_f;              // [d_model]
+  // FalconMamba's weightless mixer RMS norms as the kernel's weight: ones, [max(dt_rank,
+  // d_state)] (x * 1.0f is exact); empty for Mamba.
+  std::vector<float> mixer_norm_ones;
   std::vector<CpuLayerWeights> layers;
   int64_t gemm_bytes = 0;   // bytes of GEMM weights read per token
   int64_t owned_bytes = 0;  // bytes converted into memory we own

@@ -326,6 +326,21 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   MAMBA_RETURN_IF_ERROR(Gemm({lowp ? xc_lowp_.get() : xc_.get(), e, w.x_proj, wt, dbc_width, e,
                               dbc_.as<float>(), dbc_width, T, false},
                              "x_proj", l, kXProj));
+  if (c.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised in place
+    for (auto [at, len] : {std::pair{int64_t{0}, r}, {r, n}, {r + n, n}}) {
+      kc::AddRmsNormArgs mn;
+      mn.residual = dbc_.as<float>() + at;  // no delta: read, normalised, written back
+      mn.residual_stride = dbc_width;
+      mn.weight = weights_->mixer_norm_ones;
+      mn.out = dbc_.as<float>() + at;
+      mn.out_dtype = DType::kF32;
+      mn.out_stride = dbc_width;
+      mn.rows = T;
+      mn.dim = len;
+      mn.eps = c.mixer_rms_eps;
+      MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(mn, stream_), "mixer_rms_norm", l, kXProj));
+    }
+  }
   MAMBA_RETURN_IF_ERROR(
       Gemm({dbc_.get(), dbc_width, w.dt_proj, DType::kF32, e, r, dt_.as<float>(), e, T, false},
            "dt_proj", l, kDtProj));

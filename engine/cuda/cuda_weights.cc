@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -88,6 +89,15 @@ class Planner {
     });
   }
 
+  // `count` floats of `value`.
+  void Constant(int64_t count, float value, const float** slot) {
+    const size_t bytes = static_cast<size_t>(count) * 4;
+    Add(bytes, slot, [count, value, bytes](std::byte* dst) {
+      const std::vector<float> v(static_cast<size_t>(count), value);
+      return CopyToDevice(dst, v.data(), bytes, "constant");
+    });
+  }
+
   absl::Status Run(DeviceBuffer* arena) {
     MAMBA_ASSIGN_OR_RETURN(*arena, DeviceBuffer::Allocate(total_, "model weights"));
     auto* base = arena->as<std::byte>();
@@ -143,6 +153,9 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   const bool alias_head = head == nullptr && emb.dtype == compute;
   if (!alias_head) plan.Matrix(head ? *head : emb, compute, &cw.lm_head, &cw.gemm_bytes);
   plan.Floats(&ckpt.norm_f(), &cw.norm_f);
+  if (c.mixer_rms_norm()) {
+    plan.Constant(std::max(c.time_step_rank, c.state_size), 1.0f, &cw.mixer_norm_ones);
+  }
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CudaLayerWeights& L = cw.layers[static_cast<size_t>(i)];

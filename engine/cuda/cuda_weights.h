@@ -37,6 +37,9 @@ struct CudaWeights {
   kernels::DType embedding_dtype = kernels::DType::kF32;
   const void* lm_head = nullptr;  // [vocab, d_model] in compute dtype (may alias embedding)
   const float* norm_f = nullptr;  // [d_model]
+  // FalconMamba's weightless mixer RMS norms as the kernel's weight: ones, [max(dt_rank,
+  // d_state)]; null for Mamba.
+  const float* mixer_norm_ones = nullptr;
   std::vector<CudaLayerWeights> layers;
   int64_t gemm_bytes = 0;  // GEMM weight bytes read by one decode step (incl. the LM head)
   DeviceBuffer arena;      // every tensor above, 256-byte aligned

@@ -142,6 +142,7 @@ int main(int argc, char** argv) {
     if (!dt.ok()) return Fail(dt.status());
     RandomCheckpointOptions o;
     o.config = *cfg;
+    o.untied_head = !cfg->tie_word_embeddings;  // falcon-mamba-7b
     o.dtype = *dt == ComputeDType::kBFloat16  ? mamba::kernels::DType::kBF16
               : *dt == ComputeDType::kFloat16 ? mamba::kernels::DType::kF16
                                               : mamba::kernels::DType::kF32;

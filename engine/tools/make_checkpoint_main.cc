@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   }
   o.config = *config;
   o.config.use_bias = use_bias;
+  if (!o.config.tie_word_embeddings) o.untied_head = true;  // the preset's (falcon-mamba-7b)
   if (layers) o.config.num_hidden_layers = layers;
   if (d_model) {
     o.config.hidden_size = d_model;

@@ -32,7 +32,14 @@ BackendTolerances TolerancesFor(DType compute) {
 
 std::vector<BackendVariant> BackendVariants() {
   using V = BackendVariant;
+  auto falcon = [](V v) {
+    v.falcon = true;
+    return v;
+  };
   return {
+      falcon(V{"falcon", DType::kF32, ComputeDType::kAuto, false, false, true}),
+      falcon(V{"falcon_bf16", DType::kBF16, ComputeDType::kAuto, false, false, true, false, 1, 48,
+               16, 5, 4, 3}),
       V{"base"},
       V{"bias", DType::kF32, ComputeDType::kAuto, true},
       V{"no_conv_bias", DType::kF32, ComputeDType::kAuto, false, true},

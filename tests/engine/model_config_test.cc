@@ -103,5 +103,52 @@ TEST(ModelConfig, JsonRoundTrip) {
   EXPECT_EQ(back->ToJson(), c->ToJson());
 }
 
+TEST(ModelConfig, ParsesFalconMamba7bConfig) {
+  // config.json of tiiuae/falcon-mamba-7b (the fields that matter): intermediate_size is given
+  // beside an expand that would disagree with it (HF keeps the given size).
+  json j = json::parse(R"({
+    "architectures": ["FalconMambaForCausalLM"], "model_type": "falcon_mamba",
+    "bos_token_id": 0, "eos_token_id": 11, "pad_token_id": 11, "conv_kernel": 4, "expand": 16,
+    "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 8192,
+    "layer_norm_epsilon": 1e-05, "mixer_rms_eps": 1e-06, "num_hidden_layers": 64,
+    "residual_in_fp32": true, "state_size": 16, "tie_word_embeddings": false,
+    "time_step_rank": 256, "use_bias": false, "use_conv_bias": true, "vocab_size": 65024})");
+  auto c = ModelConfig::FromJson(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model_type, "falcon_mamba");
+  EXPECT_TRUE(c->mixer_rms_norm());
+  EXPECT_DOUBLE_EQ(c->mixer_rms_eps, 1e-6);
+  EXPECT_EQ(c->intermediate_size, 8192);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_EQ(c->eos_token_ids, std::vector<int64_t>{11});
+  // The preset has the same shape: 7.27 B weights with the untied head, as published.
+  auto p = PresetConfig("falcon-mamba-7b");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->hidden_size, c->hidden_size);
+  EXPECT_EQ(p->intermediate_size, c->intermediate_size);
+  EXPECT_EQ(p->time_step_rank, c->time_step_rank);
+  EXPECT_EQ(p->num_hidden_layers, c->num_hidden_layers);
+  EXPECT_EQ(p->vocab_size, c->vocab_size);
+  EXPECT_TRUE(p->mixer_rms_norm());
+  EXPECT_FALSE(p->tie_word_embeddings);
+  EXPECT_NEAR(static_cast<double>(p->NumParameters(true)), 7.27e9, 0.01e9);
+  // Round trip keeps the family and its eps; Mamba configs say nothing of it.
+  auto back = ModelConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), c->ToJson());
+  EXPECT_EQ(c->ToJson()["architectures"][0], "FalconMambaForCausalLM");
+  EXPECT_FALSE(PresetConfig("130m")->ToJson().contains("mixer_rms_eps"));
+  // A bad mixer_rms_eps is refused (it is read for either family).
+  j["mixer_rms_eps"] = -1;
+  EXPECT_FALSE(ModelConfig::FromJson(j).ok());
+  j["mixer_rms_eps"] = "small";
+  EXPECT_FALSE(ModelConfig::FromJson(j).ok());
+  // An unknown family lists the supported ones.
+  auto bad = ModelConfig::FromJson(json::parse(R"({"model_type": "jamba"})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("mamba, falcon_mamba"), std::string::npos)
+      << bad.status();
+}
+
 }  // namespace
 }  // namespace mamba::engine

@@ -95,7 +95,15 @@ std::vector<double> ReferenceModel::Step(TokenId token) {
       for (size_t k = 0; k < K; ++k) acc += L.conv[i * K + k] * s[k];
       x[i] = Silu(acc);
     }
-    const std::vector<double> dbc = Linear(L.x_proj, {}, x, r + 2 * n);
+    std::vector<double> dbc = Linear(L.x_proj, {}, x, r + 2 * n);
+    if (c_.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised, no weight
+      for (auto [at, len] : {std::pair{size_t{0}, r}, {r, n}, {r + n, n}}) {
+        double sum = 0;
+        for (size_t i = at; i < at + len; ++i) sum += dbc[i] * dbc[i];
+        const double inv = 1.0 / std::sqrt(sum / static_cast<double>(len) + c_.mixer_rms_eps);
+        for (size_t i = at; i < at + len; ++i) dbc[i] *= inv;
+      }
+    }
     const std::vector<double> dt_in(dbc.begin(), dbc.begin() + static_cast<long>(r));
     const std::vector<double> dt_lin = Linear(L.dt_proj, L.dt_bias, dt_in, e);
     for (size_t i = 0; i < e; ++i) {

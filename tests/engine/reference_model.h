@@ -1,5 +1,6 @@
-// A float64 re-statement of HF MambaForCausalLM's slow path, token by token, written
-// independently of the engine's kernels: the reference every engine path is compared with.
+// A float64 re-statement of HF MambaForCausalLM's slow path (and FalconMambaForCausalLM's: the
+// mixer RMS norms on dt, B and C), token by token, written independently of the engine's
+// kernels: the reference every engine path is compared with.
 #pragma once
 
 #include <span>

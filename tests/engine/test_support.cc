@@ -38,6 +38,10 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> OpenVariantModel(const TempDir
   o.config.num_hidden_layers = v.layers;
   o.config.use_bias = v.use_bias;
   o.config.use_conv_bias = !v.no_conv_bias;
+  if (v.falcon) {
+    o.config.model_type = "falcon_mamba";
+    o.config.mixer_rms_eps = 1e-4;
+  }
   o.dtype = v.stored;
   o.untied_head = v.untied;
   o.mamba_ssm_layout = v.mamba_ssm;

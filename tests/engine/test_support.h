@@ -37,6 +37,7 @@ struct BackendVariant {
   bool use_bias = false, no_conv_bias = false, untied = false, mamba_ssm = false;
   int shards = 1;
   int64_t hidden = 32, d_state = 16, dt_rank = 4, conv = 4, layers = 2;
+  bool falcon = false;  // model_type falcon_mamba (mixer RMS norms, eps 1e-4 to see it honoured)
 };
 
 // Writes the variant's checkpoint (seed 42, perturbed constants) under dir and opens it.

@@ -252,6 +252,8 @@ TEST_F(GrpcServerTest, ModelInfoDescribesModelAndLimits) {
   EXPECT_EQ(info.config().hidden_size(), 32);
   EXPECT_EQ(info.config().num_hidden_layers(), 1);
   EXPECT_EQ(info.config().intermediate_size(), 64);
+  EXPECT_EQ(info.config().model_type(), "mamba");
+  EXPECT_EQ(info.config().mixer_rms_eps(), 0.0);  // FalconMamba only
   EXPECT_EQ(info.config().state_size(), 16);
   EXPECT_EQ(info.config().conv_kernel(), 4);
   EXPECT_EQ(info.dtype(), "float32");

@@ -86,6 +86,8 @@ TEST(HttpCompatTest, TokenIdsBeyondTheTokenizerAreValidInput) {
   json models = json::parse(Call(port, "GET", "/v1/models")->body);
   EXPECT_EQ(models["data"][0]["vocab_size"], 50280);
   EXPECT_EQ(models["data"][0]["tokenizer_vocab_size"], spelled);
+  EXPECT_EQ(models["data"][0]["model_type"], "mamba");
+  EXPECT_EQ(models["data"][0]["max_session_tokens"], 65536);  // the prompt limit when unset
 
   // A multi-turn client resends what it was given, ids the tokenizer lacks included.
   std::vector<int> ids = s->tokenizer().Encode("In the beginning").value();
