@@ -16,6 +16,7 @@
 #include "engine/tokenizer/byte_level.h"
 #include "engine/tokenizer/normalizer.h"
 #include "engine/tokenizer/pre_tokenizer.h"
+#include "engine/tokenizer/pre_tokenizer_sequence.h"
 #include "engine/tokenizer/tokenizer_json.h"
 #include "engine/tokenizer/utf8.h"
 
@@ -29,6 +30,7 @@ struct EncodeScratch {
   std::vector<WordSpan> words;
   std::string normalized;
   std::string prefixed;
+  std::vector<std::string> owned_words;  // SequencePreTokenizer's words
 };
 
 EncodeScratch& Scratch() {
@@ -72,6 +74,12 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
       ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
   if (!pre.ok()) return pre.status();
   pre_tokenizer_ = std::move(*pre);
+  if (!spec->pre_tokenizer_steps.empty()) {
+    absl::StatusOr<std::unique_ptr<SequencePreTokenizer>> sequence =
+        SequencePreTokenizer::Create(std::move(spec->pre_tokenizer_steps));
+    if (!sequence.ok()) return sequence.status();
+    sequence_ = std::move(*sequence);
+  }
   absl::StatusOr<std::unique_ptr<BpeModel>> model =
       BpeModel::Create(spec->model, {.enable_cache = options.enable_word_cache,
                                      .linear_merge_max_symbols = options.linear_merge_max_symbols});
@@ -137,6 +145,13 @@ absl::Status Tokenizer::EncodeNormalizedPiece(std::string_view piece,
       continue;
     }
     if (p.end <= p.begin) continue;  // HF drops empty splits
+    if (sequence_ != nullptr) {
+      absl::Status s =
+          sequence_->Split(piece.substr(p.begin, p.end - p.begin), &scratch.owned_words);
+      if (!s.ok()) return s;
+      for (const std::string& w : scratch.owned_words) model_->Tokenize(w, ids);
+      continue;
+    }
     absl::StatusOr<std::string_view> text = pre_tokenizer_->Split(
         piece.substr(p.begin, p.end - p.begin), &scratch.prefixed, &scratch.words);
     if (!text.ok()) return text.status();

@@ -22,6 +22,7 @@ class AddedVocabulary;
 class BpeModel;
 class ByteLevelPreTokenizer;
 class Normalizer;
+class SequencePreTokenizer;
 
 struct TokenizerOptions {
   bool enable_word_cache = true;      // per-thread cache of recently seen words
@@ -90,6 +91,7 @@ class Tokenizer {
 
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<ByteLevelPreTokenizer> pre_tokenizer_;
+  std::unique_ptr<SequencePreTokenizer> sequence_;  // instead of pre_tokenizer_ when set
   std::unique_ptr<BpeModel> model_;
   std::unique_ptr<AddedVocabulary> added_;
   absl::flat_hash_map<std::string, TokenId> added_ids_;  // added token content -> id

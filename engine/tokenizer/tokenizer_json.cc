@@ -2,6 +2,7 @@
 // caught here and never leave this file.
 #include "engine/tokenizer/tokenizer_json.h"
 
+#include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -79,37 +80,115 @@ absl::Status ParseNormalizer(const Json& j, const std::string& where,
   return Unsupported(absl::StrCat("normalizer type \"", *type, "\" (", where, ")"));
 }
 
-absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options) {
-  if (j.is_null()) return Unsupported("no pre_tokenizer (only ByteLevel is implemented)");
-  absl::StatusOr<std::string> type = TypeOf(j, "pre_tokenizer");
-  if (!type.ok()) return type.status();
-  const Json* byte_level = &j;
-  if (*type == "Sequence") {
-    auto it = j.find("pretokenizers");
-    if (it == j.end() || !it->is_array()) return Malformed("pre_tokenizer.pretokenizers");
-    std::vector<std::string> types;
-    for (const Json& p : *it) {
-      absl::StatusOr<std::string> t = TypeOf(p, "pre_tokenizer.pretokenizers[]");
-      if (!t.ok()) return t.status();
-      types.push_back(*t);
-    }
-    if (types.size() != 1 || types[0] != "ByteLevel") {
-      return Unsupported(absl::StrCat("pre_tokenizer Sequence [", absl::StrJoin(types, ", "),
-                                      "] (only a lone ByteLevel is implemented)"));
-    }
-    byte_level = &(*it)[0];
-  } else if (*type != "ByteLevel") {
-    return Unsupported(absl::StrCat("pre_tokenizer type \"", *type, "\""));
+absl::Status ParseByteLevel(const Json& j, const std::string& where, ByteLevelOptions* options) {
+  if (!j.contains("add_prefix_space")) {
+    return Malformed(absl::StrCat(where, " (ByteLevel) has no add_prefix_space"));
   }
-  if (!byte_level->contains("add_prefix_space")) {
-    return Malformed("pre_tokenizer ByteLevel has no add_prefix_space");
-  }
-  absl::StatusOr<bool> prefix = BoolMember(*byte_level, "add_prefix_space", false, "pre_tokenizer");
-  absl::StatusOr<bool> regex = BoolMember(*byte_level, "use_regex", true, "pre_tokenizer");
+  absl::StatusOr<bool> prefix = BoolMember(j, "add_prefix_space", false, where);
+  absl::StatusOr<bool> regex = BoolMember(j, "use_regex", true, where);
   if (!prefix.ok()) return prefix.status();
   if (!regex.ok()) return regex.status();
   options->add_prefix_space = *prefix;
   options->use_regex = *regex;
+  return absl::OkStatus();
+}
+
+// HF's SplitDelimiterBehavior, serialized by name.
+absl::StatusOr<SplitBehavior> ParseBehavior(const Json& j, const std::string& where,
+                                            bool required) {
+  auto it = j.find("behavior");
+  if (it == j.end() || it->is_null()) {
+    if (required) return Malformed(absl::StrCat(where, " has no behavior"));
+    return SplitBehavior::kIsolated;
+  }
+  static const std::pair<const char*, SplitBehavior> kNames[] = {
+      {"Removed", SplitBehavior::kRemoved},
+      {"Isolated", SplitBehavior::kIsolated},
+      {"MergedWithPrevious", SplitBehavior::kMergedWithPrevious},
+      {"MergedWithNext", SplitBehavior::kMergedWithNext},
+      {"Contiguous", SplitBehavior::kContiguous}};
+  if (it->is_string()) {
+    for (const auto& [name, behavior] : kNames) {
+      if (it->get<std::string>() == name) return behavior;
+    }
+  }
+  return Malformed(absl::StrCat(where, ".behavior ", it->dump(), " is not a split behavior"));
+}
+
+// One pre-tokenizer (a Sequence is flattened: its steps run in order on every piece, which is
+// what nesting means too).
+absl::Status ParsePreTokenizerStep(const Json& j, const std::string& where,
+                                   std::vector<PreTokenizerStep>* steps) {
+  absl::StatusOr<std::string> type = TypeOf(j, where);
+  if (!type.ok()) return type.status();
+  using Kind = PreTokenizerStep::Kind;
+  PreTokenizerStep step;
+  if (*type == "Sequence") {
+    auto it = j.find("pretokenizers");
+    if (it == j.end() || !it->is_array()) return Malformed(absl::StrCat(where, ".pretokenizers"));
+    for (size_t i = 0; i < it->size(); ++i) {
+      absl::Status s =
+          ParsePreTokenizerStep((*it)[i], absl::StrCat(where, ".pretokenizers[", i, "]"), steps);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  } else if (*type == "ByteLevel") {
+    step.kind = Kind::kByteLevel;
+    if (absl::Status s = ParseByteLevel(j, where, &step.byte_level); !s.ok()) return s;
+  } else if (*type == "Punctuation") {
+    step.kind = Kind::kPunctuation;
+    absl::StatusOr<SplitBehavior> behavior = ParseBehavior(j, where, /*required=*/false);
+    if (!behavior.ok()) return behavior.status();
+    step.behavior = *behavior;
+  } else if (*type == "Digits") {
+    step.kind = Kind::kDigits;
+    absl::StatusOr<bool> individual = BoolMember(j, "individual_digits", false, where);
+    if (!individual.ok()) return individual.status();
+    step.individual_digits = *individual;
+  } else if (*type == "Split") {
+    auto pattern = j.find("pattern");
+    if (pattern == j.end() || !pattern->is_object() || pattern->size() != 1) {
+      return Malformed(absl::StrCat(where, ".pattern is not {\"String\": ..} or {\"Regex\": ..}"));
+    }
+    if (auto it = pattern->find("String"); it != pattern->end() && it->is_string()) {
+      step.kind = Kind::kSplitString;
+      step.pattern = it->get<std::string>();
+    } else if (auto it = pattern->find("Regex"); it != pattern->end() && it->is_string()) {
+      step.kind = Kind::kSplitRegex;
+      step.pattern = it->get<std::string>();
+    } else {
+      return Malformed(absl::StrCat(where, ".pattern is not {\"String\": ..} or {\"Regex\": ..}"));
+    }
+    absl::StatusOr<SplitBehavior> behavior = ParseBehavior(j, where, /*required=*/true);
+    if (!behavior.ok()) return behavior.status();
+    step.behavior = *behavior;
+    absl::StatusOr<bool> invert = BoolMember(j, "invert", false, where);
+    if (!invert.ok()) return invert.status();
+    step.invert = *invert;
+  } else {
+    return Unsupported(absl::StrCat("pre_tokenizer type \"", *type, "\" (", where, ")"));
+  }
+  steps->push_back(std::move(step));
+  return absl::OkStatus();
+}
+
+// A lone ByteLevel (also inside a one-element Sequence) fills `options` and takes the fast
+// path; anything else becomes `steps` for SequencePreTokenizer.
+absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options,
+                               std::vector<PreTokenizerStep>* steps) {
+  if (j.is_null()) return Unsupported("no pre_tokenizer (byte-level BPE needs ByteLevel)");
+  std::vector<PreTokenizerStep> parsed;
+  if (absl::Status s = ParsePreTokenizerStep(j, "pre_tokenizer", &parsed); !s.ok()) return s;
+  if (parsed.size() == 1 && parsed[0].kind == PreTokenizerStep::Kind::kByteLevel) {
+    *options = parsed[0].byte_level;
+    return absl::OkStatus();
+  }
+  if (std::none_of(parsed.begin(), parsed.end(), [](const PreTokenizerStep& s) {
+        return s.kind == PreTokenizerStep::Kind::kByteLevel;
+      })) {
+    return Unsupported("a pre_tokenizer without ByteLevel (the BPE model here is byte-level)");
+  }
+  *steps = std::move(parsed);
   return absl::OkStatus();
 }
 
@@ -241,7 +320,8 @@ absl::StatusOr<TokenizerSpec> ParseRoot(const Json& root) {
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParsePreTokenizer(root.value("pre_tokenizer", Json()), &spec.pre_tokenizer);
+  if (absl::Status s = ParsePreTokenizer(root.value("pre_tokenizer", Json()), &spec.pre_tokenizer,
+                                         &spec.pre_tokenizer_steps);
       !s.ok()) {
     return s;
   }

@@ -2,8 +2,10 @@
 // merges in pair form load identically to the string form.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/tokenizer/tokenizer_test_util.h"
@@ -56,8 +58,18 @@ TEST(TokenizerLoadTest, UnsupportedFeaturesAreNamed) {
       {"Replace", "/normalizer",
        R"({"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Replace"}]})"},
       {"Whitespace", "/pre_tokenizer", R"({"type": "Whitespace"})"},
-      {"Split", "/pre_tokenizer",
-       R"({"type": "Sequence", "pretokenizers": [{"type": "Split"}, {"type": "ByteLevel"}]})"},
+      {"WhitespaceSplit", "/pre_tokenizer",
+       R"({"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"},
+           {"type": "ByteLevel", "add_prefix_space": false}]})"},
+      {"Metaspace", "/pre_tokenizer",
+       R"({"type": "Sequence", "pretokenizers": [{"type": "Sequence", "pretokenizers":
+           [{"type": "Metaspace"}]}, {"type": "ByteLevel", "add_prefix_space": false}]})"},
+      {"without ByteLevel", "/pre_tokenizer", R"({"type": "Digits"})"},
+      {"Split regex with \\w", "/pre_tokenizer",
+       R"({"type": "Sequence", "pretokenizers": [{"type": "ByteLevel", "add_prefix_space": false},
+           {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated"}]})"},
+      {"without ByteLevel", "/pre_tokenizer",
+       R"({"type": "Sequence", "pretokenizers": [{"type": "Punctuation"}]})"},
       {"no pre_tokenizer", "/pre_tokenizer", "null"},
       {"Metaspace", "/decoder", R"({"type": "Metaspace"})"},
       {"no decoder", "/decoder", "null"},
@@ -73,6 +85,26 @@ TEST(TokenizerLoadTest, UnsupportedFeaturesAreNamed) {
     Json json = TinyJson();
     json[Json::json_pointer(c.pointer)] = Json::parse(c.value);
     ExpectError(LoadStatus(json), absl::StatusCode::kUnimplemented, c.feature);
+  }
+}
+
+TEST(TokenizerLoadTest, MalformedPreTokenizersAreInvalidArgument) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"pattern", R"({"type": "Split", "behavior": "Isolated"})"},
+      {"pattern", R"({"type": "Split", "pattern": {"Glob": "*"}, "behavior": "Isolated"})"},
+      {"has no behavior", R"({"type": "Split", "pattern": {"String": " "}})"},
+      {"not a split behavior", R"({"type": "Punctuation", "behavior": "Sideways"})"},
+      {"does not compile",
+       R"({"type": "Split", "pattern": {"Regex": "[0-9"}, "behavior": "Isolated"})"},
+      {"individual_digits", R"({"type": "Digits", "individual_digits": "yes"})"},
+      {"add_prefix_space", R"({"type": "ByteLevel"})"},
+  };
+  for (const auto& [what, value] : cases) {
+    Json json = TinyJson();
+    json["pre_tokenizer"] = Json::parse(absl::StrCat(
+        R"({"type": "Sequence", "pretokenizers": [{"type": "ByteLevel", "add_prefix_space": false}, )",
+        value, "]}"));
+    ExpectError(LoadStatus(json), absl::StatusCode::kInvalidArgument, what);
   }
 }
 

@@ -195,6 +195,50 @@ const variants = {
   pretok_sequence: { pre_tokenizer: { type: 'Sequence', pretokenizers: [byteLevel(false, true)] } },
 };
 
+// ---- pre-tokenizer sequences (Falcon's and every HF behavior), on the NeoX vocabulary ----
+// Falcon's pre_tokenizer as tiiuae/falcon-7b's tokenizer.json ships it (also falcon-mamba-7b;
+// found through a public GGUF-to-tokenizer.json table that copies it from that checkpoint's file):
+const FALCON_PRE = { type: 'Sequence', pretokenizers: [
+  { type: 'Punctuation', behavior: 'Contiguous' },
+  byteLevel(false, true),
+  { type: 'Digits', individual_digits: false },
+  { type: 'Split', pattern: { Regex: '[0-9][0-9][0-9]' }, behavior: 'Isolated', invert: false }] };
+const seq = (...p) => ({ type: 'Sequence', pretokenizers: p });
+const split = (pattern, behavior, invert) => ({ type: 'Split', pattern, behavior, invert });
+const sequenceVariants = {
+  falcon: FALCON_PRE,
+  punct_isolated: seq({ type: 'Punctuation', behavior: 'Isolated' }, byteLevel(false, true)),
+  punct_removed: seq({ type: 'Punctuation', behavior: 'Removed' }, byteLevel(false, true)),
+  punct_prev: seq({ type: 'Punctuation', behavior: 'MergedWithPrevious' }, byteLevel(false, false)),
+  punct_next: seq({ type: 'Punctuation', behavior: 'MergedWithNext' }, byteLevel(false, false)),
+  punct_default: seq({ type: 'Punctuation' }, byteLevel(true, true)),
+  digits_individual: seq(byteLevel(false, true), { type: 'Digits', individual_digits: true }),
+  digits_before_bl: seq({ type: 'Digits', individual_digits: true }, byteLevel(false, false)),
+  split_space_removed: seq(split({ String: ' ' }, 'Removed', false), byteLevel(false, false)),
+  split_space_prev: seq(split({ String: ' ' }, 'MergedWithPrevious', false), byteLevel(false, false)),
+  split_space_next: seq(split({ String: ' ' }, 'MergedWithNext', false), byteLevel(false, false)),
+  split_space_contig: seq(split({ String: ' ' }, 'Contiguous', false), byteLevel(false, false)),
+  split_literal_meta: seq(split({ String: '.*' }, 'Isolated', false), byteLevel(false, true)),
+  split_letters_invert: seq(split({ Regex: '[\\p{L}\\p{N}_]+' }, 'Removed', true), byteLevel(false, false)),
+  split_nums_invert_contig: seq(split({ Regex: '[0-9]+' }, 'Contiguous', true), byteLevel(false, false)),
+  // Llama-3's pattern, then ByteLevel without its own regex.
+  split_llama3: seq(split({ Regex: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+" }, 'Isolated', false), byteLevel(false, false)),
+  // After ByteLevel a space is "Ġ" and "é" is "Ã©": the split sees those characters.
+  split_after_bl: seq(byteLevel(false, true), split({ String: 'Ġ' }, 'MergedWithNext', false), { type: 'Punctuation', behavior: 'Isolated' }),
+  nested: seq(seq({ type: 'Digits', individual_digits: false }), seq(byteLevel(true, true), split({ Regex: '[aeiou]' }, 'MergedWithPrevious', false))),
+};
+const sequenceTexts = variantTexts.concat([
+  '1', '12', '123', '1234', '12345', '1234567', '3.14159', '1,000,000.00', '-42', 'x1y22z333w4444', 'a 1 22 333 4444 55555',
+  '2024-01-15T12:34:56Z', '$1.99', '50%', 'v1.2.3', '0x1F2E', '١٢٣٤', '٣.١٤', '१२३४५', '²³¹', '½¼¾', 'Ⅻ', '①②③④', '１２３４', '𝟙𝟚𝟛𝟜',
+  '!!!', '?!?!', '...', 'Hello, world!', 'Wait... what?!', '«guillemets»', '¿Qué?', '¡Hola!', '"quoted"', "it's", "don't stop",
+  '((a+b)*c)', 'a.b,c;d:e', '--flag=value', 'x -- y', 'e-mail', 'http://x.y/z?q=1&r=2', '#hashtag @user', '~/.bashrc', '...!!!???',
+  '…', '—dash—', '‘single’ “double”', '•·°', '§¶†‡', '、。「」', '؟،', '।॥', '﹏', '⸻', '\u2e43', '\u2e4f', '\u2e52', '\u{111C9}', '\u166d',
+  '  two spaces', 'trailing  ', ' \t\n ', '\n\n\n', 'a\nb\r\nc', 'tab\there', '  \u00a0x', 'a  b   c    d',
+  'über café naïve', 'Ünïcödé', 'Straße', '日本語のテキスト123。', '中文，标点！', '한국어 1234', 'Привет, мир! 2024', 'emoji 😀👍🏽 12',
+  '👨‍👩‍👧‍👦', '🇯🇵', 'Zalgo Z̷̢a̸l̵g̶o̴', '\u0000x', 'ÿ ¼ ½', 'Ã©', 'ĠĠ', 'hello<|endoftext|>123', '<|endoftext|>!!',
+  'The year 1492, or 2024; 99 bottles.', 'a1!b2?c3.', '.1', '1.', '1..2', '12.34.56', 'x=1+2*3/4-5', '[1, 22, 333]']);
+for (const [name, pre] of Object.entries(sequenceVariants)) variants[name] = { pre_tokenizer: pre };
+
 // A tiny tokenizer for unk / fuse_unk / ignore_merges, which NeoX cannot show.
 function tinyTokenizer(opts) {
   const vocab = { '<unk>': 0 };
@@ -278,7 +322,8 @@ async function main() {
     for (const t of (patch.added_tokens || [])) {
       if (tok.tokenToId(t.content) !== t.id) throw new Error(`HF gives ${t.content} another id`);
     }
-    for (let i = 0; i < variantTexts.length; ++i) emit(await encodeCase(tok, name, `${name}_${i}`, variantTexts[i]));
+    const texts = name in sequenceVariants ? sequenceTexts : variantTexts;
+    for (let i = 0; i < texts.length; ++i) emit(await encodeCase(tok, name, `${name}_${i}`, texts[i]));
   }
   for (const [name, json] of Object.entries(tinies)) {
     emit({ kind: 'tokenizer', name, json });
