@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cctype>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -124,12 +125,26 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const BpeSpec& spec,
   model->vocab_.reserve(spec.vocab.size());
   for (const auto& [token, id] : spec.vocab) model->vocab_.emplace(token, id);
 
+  model->byte_level_ = spec.byte_level;
+  model->byte_fallback_ = spec.byte_fallback;
   model->byte_to_id_.fill(-1);
+  model->fallback_ids_.fill(-1);
   for (int b = 0; b < 256; ++b) {
     std::string ch;
-    utf8::AppendCodePoint(byte_level::ByteToChar(static_cast<uint8_t>(b)), &ch);
-    if (auto it = model->vocab_.find(ch); it != model->vocab_.end()) {
+    if (spec.byte_level) {
+      utf8::AppendCodePoint(byte_level::ByteToChar(static_cast<uint8_t>(b)), &ch);
+    } else if (b < 0x80) {
+      ch.assign(1, static_cast<char>(b));  // an ASCII character spells itself
+    }
+    if (auto it = model->vocab_.find(ch); !ch.empty() && it != model->vocab_.end()) {
       model->byte_to_id_[b] = it->second;
+    }
+    // HF looks the byte up as format!("<{:#04X}>", b): "<0x0A>".
+    const std::string code = absl::StrCat("<0x", absl::Hex(b, absl::kZeroPad2), ">");
+    std::string upper = code;
+    for (size_t i = 3; i < 5; ++i) upper[i] = static_cast<char>(std::toupper(upper[i]));
+    if (auto it = model->vocab_.find(upper); it != model->vocab_.end()) {
+      model->fallback_ids_[b] = it->second;
     }
   }
   if (spec.unk_token) {
@@ -142,6 +157,10 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::Create(const BpeSpec& spec,
   }
   if (spec.ignore_merges) {
     for (const auto& [token, id] : spec.vocab) {
+      if (!spec.byte_level) {
+        model->byte_vocab_.emplace(token, id);
+        continue;
+      }
       std::string bytes = byte_level::DecodeToken(token);
       // Only tokens spelled entirely in the byte alphabet can be a word's bytes.
       if (byte_level::EncodeBytes(bytes) == token) model->byte_vocab_.emplace(bytes, id);
@@ -171,7 +190,49 @@ std::optional<TokenId> BpeModel::TokenToId(std::string_view token) const {
   return it->second;
 }
 
+// HF's merge_word for a vocabulary of characters: a character that is a token is a symbol;
+// otherwise, with byte_fallback, the "<0xNN>" tokens of its bytes if all exist (without first
+// emitting a pending unk, as HF does); otherwise unk (fused if fuse_unk) or nothing.
+void BpeModel::InitCharSymbols(std::string_view word, std::vector<Symbol>* symbols) const {
+  symbols->clear();
+  auto push = [symbols](TokenId id, uint32_t len) {
+    const auto index = static_cast<int32_t>(symbols->size());
+    symbols->push_back({id, index - 1, index + 1, len});
+  };
+  uint32_t unk_len = 0;
+  for (size_t pos = 0; pos < word.size();) {
+    const size_t begin = pos;
+    utf8::DecodeValid(word, &pos);
+    const std::string_view ch = word.substr(begin, pos - begin);
+    TokenId id = ch.size() == 1 ? byte_to_id_[static_cast<unsigned char>(ch[0])] : -1;
+    if (ch.size() > 1) {
+      if (auto it = vocab_.find(absl::string_view(ch.data(), ch.size())); it != vocab_.end()) {
+        id = it->second;
+      }
+    }
+    if (id >= 0) {
+      if (unk_len > 0) push(*unk_id_, unk_len);
+      unk_len = 0;
+      push(id, static_cast<uint32_t>(ch.size()));
+      continue;
+    }
+    if (byte_fallback_ && std::all_of(ch.begin(), ch.end(), [this](char b) {
+          return fallback_ids_[static_cast<unsigned char>(b)] >= 0;
+        })) {
+      for (const char b : ch) push(fallback_ids_[static_cast<unsigned char>(b)], 1);
+      continue;
+    }
+    if (unk_id_) {
+      if (unk_len > 0 && !fuse_unk_) push(*unk_id_, std::exchange(unk_len, 0));
+      unk_len += static_cast<uint32_t>(ch.size());
+    }
+  }
+  if (unk_len > 0) push(*unk_id_, unk_len);
+  if (!symbols->empty()) symbols->back().next = -1;
+}
+
 void BpeModel::InitSymbols(std::string_view word, std::vector<Symbol>* symbols) const {
+  if (!byte_level_) return InitCharSymbols(word, symbols);
   symbols->clear();
   auto push = [symbols](TokenId id, uint32_t len) {
     const auto index = static_cast<int32_t>(symbols->size());

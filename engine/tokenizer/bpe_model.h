@@ -23,6 +23,11 @@ struct BpeSpec {
   std::optional<std::string> unk_token;
   bool fuse_unk = false;
   bool ignore_merges = false;  // a word that is itself a token skips the merges
+  // false: SentencePiece-style BPE, whose vocabulary spells text itself (e.g. "▁the"): a word's
+  // initial symbols are its characters, and with byte_fallback a character without a token
+  // becomes the tokens "<0xNN>" of its bytes.
+  bool byte_level = true;
+  bool byte_fallback = false;
 };
 
 struct BpeOptions {
@@ -40,8 +45,8 @@ class BpeModel {
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;
 
-  // Appends the ids of one word given as raw bytes (the byte-level mapping is implied: byte b
-  // is the vocabulary character ByteToChar(b)). Thread-safe.
+  // Appends the ids of one word given as raw bytes (for a byte-level model the mapping is
+  // implied: byte b is the vocabulary character ByteToChar(b)). Thread-safe.
   void Tokenize(std::string_view word, std::vector<TokenId>* ids) const;
 
   std::optional<TokenId> TokenToId(std::string_view token) const;
@@ -56,6 +61,7 @@ class BpeModel {
 
   // Builds the initial symbols of `word` (unknown bytes become unk or are dropped).
   void InitSymbols(std::string_view word, std::vector<Symbol>* symbols) const;
+  void InitCharSymbols(std::string_view word, std::vector<Symbol>* symbols) const;
   void MergeLinear(std::vector<Symbol>* symbols) const;
   void MergeHeap(std::vector<Symbol>* symbols) const;
   void MergeWord(std::string_view word, std::vector<TokenId>* ids) const;
@@ -70,6 +76,9 @@ class BpeModel {
   std::optional<TokenId> unk_id_;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
+  bool byte_level_ = true;
+  std::array<TokenId, 256> fallback_ids_{};  // "<0xNN>" tokens (-1: none), with byte_fallback
+  bool byte_fallback_ = false;
   BpeOptions options_;
   uint64_t serial_ = 0;  // distinguishes this model's entries in the per-thread caches
 };

@@ -8,10 +8,38 @@
 namespace mamba::engine {
 
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_special_tokens)
-    : tokenizer_(&tok), skip_special_tokens_(skip_special_tokens) {}
+    : tokenizer_(&tok), skip_special_tokens_(skip_special_tokens), strip_left_(tok.strip_start()) {}
+
+// SentencePiece-style: text tokens are whole characters and final at once; byte-fallback
+// tokens wait until their run ends (HF's ByteFallback judges a run as a whole), and the
+// decoder's Strip removes leading characters of the first text.
+std::string IncrementalDetokenizer::FlushRun() {
+  std::string text;
+  if (utf8::FindInvalid(pending_) == utf8::kAllValid) {
+    text = pending_;
+  } else {
+    for (size_t i = 0; i < pending_.size(); ++i) text += "\xEF\xBF\xBD";
+  }
+  pending_.clear();
+  return text;
+}
+
+std::string IncrementalDetokenizer::AddPiece(TokenId id) {
+  absl::StatusOr<std::string_view> bytes = tokenizer_->TokenBytes(id);
+  if (!bytes.ok()) return {};
+  if (tokenizer_->IsByteFallbackToken(id)) {
+    pending_.append(*bytes);
+    return {};
+  }
+  std::string text = FlushRun();
+  text.append(*bytes);
+  tokenizer_->StripLeading(&text, &strip_left_);
+  return text;
+}
 
 std::string IncrementalDetokenizer::Add(TokenId id) {
   if (skip_special_tokens_ && tokenizer_->IsSpecial(id)) return {};
+  if (!tokenizer_->is_byte_level()) return AddPiece(id);
   absl::StatusOr<std::string_view> bytes = tokenizer_->TokenBytes(id);
   if (!bytes.ok()) return {};
   std::string text;
@@ -28,6 +56,12 @@ std::string IncrementalDetokenizer::Add(TokenId id) {
 }
 
 std::string IncrementalDetokenizer::Flush() {
+  if (!tokenizer_->is_byte_level()) {
+    std::string text = FlushRun();
+    tokenizer_->StripLeading(&text, &strip_left_);
+    strip_left_ = tokenizer_->strip_start();
+    return text;
+  }
   std::string text;
   utf8::AppendLossy(pending_, &text);
   pending_.clear();

@@ -28,14 +28,21 @@ class IncrementalDetokenizer {
   // U+FFFD); afterwards pending() is empty and the detokenizer can be reused.
   std::string Flush();
 
-  // Bytes held back because they may be the start of a character (at most 3). Stop-string
-  // matching on the emitted text must treat these as "text may still follow".
+  // Bytes held back because they may be the start of a character (at most 3 for a byte-level
+  // tokenizer; for a SentencePiece-style one the whole current run of byte-fallback tokens,
+  // since HF decodes a run that is not valid UTF-8 as one U+FFFD per token, so no part of a
+  // run is final before it ends). Stop-string matching on the emitted text must treat these
+  // as "text may still follow".
   std::string_view pending() const { return pending_; }
 
  private:
+  std::string AddPiece(TokenId id);
+  std::string FlushRun();
+
   const Tokenizer* tokenizer_;
   bool skip_special_tokens_;
   std::string pending_;
+  int strip_left_ = 0;  // SentencePiece-style: leading Strip characters still to remove
 };
 
 }  // namespace mamba::engine

@@ -153,6 +153,17 @@ void ApplyStep(const NormalizerStep& step, std::string_view in, std::string* out
       if (!in.empty()) out->append(step.prepend);  // HF prepends only to non-empty text
       out->append(in);
       return;
+    case Kind::kReplace:
+      for (size_t pos = 0;;) {  // non-overlapping occurrences, left to right
+        const size_t hit = in.find(step.prepend, pos);
+        if (hit == std::string_view::npos) {
+          out->append(in.substr(pos));
+          return;
+        }
+        out->append(in.substr(pos, hit - pos));
+        out->append(step.content);
+        pos = hit + step.prepend.size();
+      }
   }
 }
 
@@ -170,6 +181,8 @@ bool IsNoOp(const NormalizerStep& step, std::string_view in) {
       return false;
     case Kind::kPrepend:
       return in.empty();
+    case Kind::kReplace:
+      return in.find(step.prepend) == std::string_view::npos;
   }
   return false;
 }

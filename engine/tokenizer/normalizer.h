@@ -1,5 +1,5 @@
 // Text normalizers of a tokenizer.json ("NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Prepend",
-// and a "Sequence" of them), implemented with utf8proc.
+// "Replace" of a literal, and a "Sequence" of them), implemented with utf8proc.
 #pragma once
 
 #include <string>
@@ -9,9 +9,10 @@
 namespace mamba::engine {
 
 struct NormalizerStep {
-  enum class Kind { kNfc, kNfd, kNfkc, kNfkd, kLowercase, kPrepend };
+  enum class Kind { kNfc, kNfd, kNfkc, kNfkd, kLowercase, kPrepend, kReplace };
   Kind kind = Kind::kNfc;
-  std::string prepend;  // kPrepend only
+  std::string prepend;  // kPrepend: the text; kReplace: the (non-empty) literal to replace
+  std::string content;  // kReplace: what replaces each non-overlapping occurrence
 };
 
 // Applies the steps in order. Stateless and thread-safe.

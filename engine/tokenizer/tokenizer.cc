@@ -5,12 +5,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <fstream>
 #include <limits>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "engine/tokenizer/added_vocabulary.h"
 #include "engine/tokenizer/bpe_model.h"
 #include "engine/tokenizer/byte_level.h"
@@ -70,10 +72,16 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
   absl::StatusOr<TokenizerSpec> spec = ParseTokenizerJson(json_text);
   if (!spec.ok()) return spec.status();
   normalizer_ = std::make_unique<Normalizer>(std::move(spec->normalizer));
-  absl::StatusOr<std::unique_ptr<ByteLevelPreTokenizer>> pre =
-      ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
-  if (!pre.ok()) return pre.status();
-  pre_tokenizer_ = std::move(*pre);
+  byte_level_ = spec->byte_level;
+  metaspace_ = spec->metaspace;
+  strip_start_ = spec->piece_decoder.strip_start;
+  strip_content_ = spec->piece_decoder.strip_content;
+  if (byte_level_) {
+    absl::StatusOr<std::unique_ptr<ByteLevelPreTokenizer>> pre =
+        ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
+    if (!pre.ok()) return pre.status();
+    pre_tokenizer_ = std::move(*pre);
+  }
   if (!spec->pre_tokenizer_steps.empty()) {
     absl::StatusOr<std::unique_ptr<SequencePreTokenizer>> sequence =
         SequencePreTokenizer::Create(std::move(spec->pre_tokenizer_steps));
@@ -89,12 +97,12 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
       AddedVocabulary::Create(spec->added_tokens, *model_, *normalizer_);
   if (!added.ok()) return added.status();
   added_ = std::move(*added);
-  return BuildTokenTable();
+  return BuildTokenTable(spec->piece_decoder);
 }
 
 // Lays out, per id, the spelling (added tokens override the model's, as HF's id_to_token
 // does), its byte-level-decoded bytes and whether decoding skips it as special.
-absl::Status Tokenizer::BuildTokenTable() {
+absl::Status Tokenizer::BuildTokenTable(const PieceDecoderSpec& decoder) {
   std::vector<const std::string*> spelling;
   auto put = [&spelling](TokenId id, const std::string* text) {
     if (static_cast<size_t>(id) >= spelling.size()) spelling.resize(id + size_t{1}, nullptr);
@@ -122,8 +130,28 @@ absl::Status Tokenizer::BuildTokenTable() {
   for (size_t id = 0; id < spelling.size(); ++id) {
     if (spelling[id] != nullptr) {
       token_text_ += *spelling[id];
-      token_bytes_ += byte_level::DecodeToken(*spelling[id]);
       flags_[id] = kHasToken | (special_contents.contains(*spelling[id]) ? kSpecial : 0);
+      if (byte_level_) {
+        token_bytes_ += byte_level::DecodeToken(*spelling[id]);
+      } else {
+        std::string text = *spelling[id];
+        for (const auto& [from, to] : decoder.replacements) {
+          text = absl::StrReplaceAll(text, {{from, to}});
+        }
+        // HF's ByteFallback decoder: "<0x" + two hex digits + ">" is that byte.
+        int byte = -1;
+        if (decoder.byte_fallback && text.size() == 6 && text.starts_with("<0x") &&
+            text.back() == '>' && std::isxdigit(static_cast<unsigned char>(text[3])) &&
+            std::isxdigit(static_cast<unsigned char>(text[4]))) {
+          byte = std::stoi(text.substr(3, 2), nullptr, 16);
+        }
+        if (byte >= 0) {
+          token_bytes_ += static_cast<char>(byte);
+          flags_[id] |= kByte;
+        } else {
+          token_bytes_ += text;
+        }
+      }
     }
     if (token_bytes_.size() > std::numeric_limits<uint32_t>::max() ||
         token_text_.size() > std::numeric_limits<uint32_t>::max()) {
@@ -135,7 +163,37 @@ absl::Status Tokenizer::BuildTokenTable() {
   return absl::OkStatus();
 }
 
-absl::Status Tokenizer::EncodeNormalizedPiece(std::string_view piece,
+// HF's Metaspace pre-tokenizer: ' ' -> replacement, prepend it (kFirst: only at the start of
+// the input), split before each replacement (MergedWithNext), then BPE on each word.
+void Tokenizer::EncodeMetaspace(std::string_view piece, bool at_text_start,
+                                std::vector<TokenId>* ids) const {
+  const MetaspaceOptions& m = *metaspace_;
+  std::string text;
+  text.reserve(piece.size() + 8);
+  for (const char c : piece) {
+    if (c == ' ') {
+      text += m.replacement;
+    } else {
+      text += c;
+    }
+  }
+  const bool prepend = m.prepend == MetaspaceOptions::Prepend::kAlways ||
+                       (m.prepend == MetaspaceOptions::Prepend::kFirst && at_text_start);
+  if (prepend && !text.starts_with(m.replacement)) text.insert(0, m.replacement);
+  if (!m.split) {
+    model_->Tokenize(text, ids);
+    return;
+  }
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    size_t next = rest.find(m.replacement, 1);
+    if (next == std::string_view::npos) next = rest.size();
+    model_->Tokenize(rest.substr(0, next), ids);
+    rest.remove_prefix(next);
+  }
+}
+
+absl::Status Tokenizer::EncodeNormalizedPiece(std::string_view piece, bool at_text_start,
                                               std::vector<TokenId>* ids) const {
   EncodeScratch& scratch = Scratch();
   added_->SplitNormalized(piece, &scratch.normalized_pieces);
@@ -145,6 +203,15 @@ absl::Status Tokenizer::EncodeNormalizedPiece(std::string_view piece,
       continue;
     }
     if (p.end <= p.begin) continue;  // HF drops empty splits
+    if (!byte_level_) {
+      const std::string_view text = piece.substr(p.begin, p.end - p.begin);
+      if (metaspace_) {
+        EncodeMetaspace(text, at_text_start && p.begin == 0, ids);
+      } else {
+        model_->Tokenize(text, ids);
+      }
+      continue;
+    }
     if (sequence_ != nullptr) {
       absl::Status s =
           sequence_->Split(piece.substr(p.begin, p.end - p.begin), &scratch.owned_words);
@@ -172,7 +239,7 @@ absl::Status Tokenizer::EncodeInto(std::string_view text, std::vector<TokenId>* 
     if (p.end <= p.begin) continue;
     const std::string_view normalized =
         normalizer_->Normalize(text.substr(p.begin, p.end - p.begin), &scratch.normalized);
-    if (absl::Status s = EncodeNormalizedPiece(normalized, ids); !s.ok()) return s;
+    if (absl::Status s = EncodeNormalizedPiece(normalized, p.begin == 0, ids); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -225,13 +292,37 @@ absl::StatusOr<std::vector<std::vector<TokenId>>> Tokenizer::EncodeBatch(
 absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids,
                                               bool skip_special_tokens) const {
   std::string bytes;
+  // SentencePiece-style: HF's ByteFallback decodes a run of byte tokens as UTF-8 if it is
+  // valid and else as one U+FFFD per token.
+  std::string run;
+  auto flush_run = [&] {
+    if (utf8::FindInvalid(run) == utf8::kAllValid) {
+      bytes += run;
+    } else {
+      for (size_t i = 0; i < run.size(); ++i) bytes += "\xEF\xBF\xBD";
+    }
+    run.clear();
+  };
   for (const TokenId id : ids) {
     if (!HasToken(id)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "token id ", id, " is not in the vocabulary (ids are 0..", vocab_size() - 1, ")"));
     }
     if (skip_special_tokens && (flags_[id] & kSpecial)) continue;
+    if (!byte_level_) {
+      if (flags_[id] & kByte) {
+        run += token_bytes_[token_offsets_[id]];
+        continue;
+      }
+      flush_run();
+    }
     bytes.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
+  }
+  if (!byte_level_) {
+    flush_run();
+    int left = strip_start_;
+    StripLeading(&bytes, &left);
+    return bytes;  // valid UTF-8: tokens are JSON strings, byte runs are checked
   }
   if (utf8::FindInvalid(bytes) == utf8::kAllValid) return bytes;
   std::string text;
@@ -261,6 +352,17 @@ std::optional<std::string_view> Tokenizer::IdToToken(TokenId id) const {
   if (!HasToken(id)) return std::nullopt;
   return std::string_view(token_text_)
       .substr(token_text_offsets_[id], token_text_offsets_[id + 1] - token_text_offsets_[id]);
+}
+
+void Tokenizer::StripLeading(std::string* text, int* left) const {
+  size_t cut = 0;
+  while (*left > 0 && !strip_content_.empty() &&
+         std::string_view(*text).substr(cut).starts_with(strip_content_)) {
+    cut += strip_content_.size();
+    --*left;
+  }
+  text->erase(0, cut);
+  if (!text->empty()) *left = 0;
 }
 
 bool Tokenizer::IsSpecial(TokenId id) const { return HasToken(id) && (flags_[id] & kSpecial); }

@@ -1,5 +1,7 @@
-// A Hugging Face tokenizer.json (byte-level BPE, e.g. GPT-NeoX-20B for the Mamba checkpoints)
-// with exact parity: Encode gives the ids HF `tokenizers` gives, Decode the text it gives.
+// A Hugging Face tokenizer.json (byte-level BPE, e.g. GPT-NeoX-20B for the Mamba checkpoints or
+// Falcon's with its pre-tokenizer sequence; or SentencePiece-style BPE with byte fallback, as
+// Mistral / Codestral ship it) with exact parity: Encode gives the ids HF `tokenizers` gives,
+// Decode the text it gives.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/tokenizer/tokenizer_json.h"
 #include "engine/types.h"
 
 namespace mamba::engine {
@@ -73,21 +76,43 @@ class Tokenizer {
   // Special added tokens are the ones Decode(..., skip_special_tokens=true) leaves out.
   bool IsSpecial(TokenId id) const;
   // The bytes one token stands for after byte-level decoding (may be a partial UTF-8
-  // character). Used by the incremental detokenizer and for per-token (logprob) text.
+  // character). Used by the incremental detokenizer and for per-token (logprob) text. For a
+  // SentencePiece-style tokenizer: the token after the decoder's replacements ("▁the" -> " the"),
+  // and for a byte-fallback token ("<0xE4>") its one byte.
   absl::StatusOr<std::string_view> TokenBytes(TokenId id) const;
+
+  // SentencePiece-style decoding (byte_fallback, Strip), for the incremental detokenizer.
+  bool is_byte_level() const { return byte_level_; }
+  // Whether the decoder turns this token into one raw byte ("<0xNN>" with ByteFallback).
+  bool IsByteFallbackToken(TokenId id) const { return HasToken(id) && (flags_[id] & kByte); }
+  // The decoder's Strip: up to strip_start() leading strip_content() characters of the whole
+  // decoded text are removed (0 / "" without one).
+  int strip_start() const { return strip_start_; }
+  std::string_view strip_content() const { return strip_content_; }
+  // Removes up to `*left` leading strip characters from `text`, counting them down; `*left`
+  // becomes 0 as soon as `text` holds anything else.
+  void StripLeading(std::string* text, int* left) const;
 
  private:
   Tokenizer();
   absl::Status Init(std::string_view json_text, const TokenizerOptions& options);
-  absl::Status BuildTokenTable();
+  absl::Status BuildTokenTable(const PieceDecoderSpec& decoder);
   absl::Status EncodeInto(std::string_view text, std::vector<TokenId>* ids) const;
-  absl::Status EncodeNormalizedPiece(std::string_view piece, std::vector<TokenId>* ids) const;
+  absl::Status EncodeNormalizedPiece(std::string_view piece, bool at_text_start,
+                                     std::vector<TokenId>* ids) const;
+  void EncodeMetaspace(std::string_view piece, bool at_text_start, std::vector<TokenId>* ids) const;
   bool HasToken(TokenId id) const {
     return id >= 0 && id < vocab_size() && (flags_[id] & kHasToken);
   }
 
   static constexpr uint8_t kHasToken = 1;
   static constexpr uint8_t kSpecial = 2;
+  static constexpr uint8_t kByte = 4;  // SentencePiece byte-fallback token
+
+  bool byte_level_ = true;
+  std::optional<MetaspaceOptions> metaspace_;
+  int strip_start_ = 0;
+  std::string strip_content_;
 
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<ByteLevelPreTokenizer> pre_tokenizer_;

@@ -63,7 +63,27 @@ absl::Status ParseNormalizer(const Json& j, const std::string& where,
   if (*type == "Prepend") {
     auto it = j.find("prepend");
     if (it == j.end() || !it->is_string()) return Malformed(absl::StrCat(where, ".prepend"));
-    steps->push_back({Kind::kPrepend, it->get<std::string>()});
+    steps->push_back({Kind::kPrepend, it->get<std::string>(), ""});
+    return absl::OkStatus();
+  }
+  if (*type == "Replace") {
+    // {"type": "Replace", "pattern": {"String": "a"}, "content": "b"}; Regex patterns are not
+    // implemented.
+    auto pattern = j.find("pattern");
+    auto content = j.find("content");
+    if (pattern == j.end() || !pattern->is_object() || content == j.end() ||
+        !content->is_string()) {
+      return Malformed(absl::StrCat(where, " (Replace) needs a pattern and a string content"));
+    }
+    auto literal = pattern->find("String");
+    if (literal == pattern->end() || !literal->is_string()) {
+      return Unsupported(absl::StrCat("normalizer Replace with pattern ", pattern->dump(), " (",
+                                      where, "; only String patterns are implemented)"));
+    }
+    if (literal->get<std::string>().empty()) {
+      return Unsupported(absl::StrCat("normalizer Replace of an empty String (", where, ")"));
+    }
+    steps->push_back({Kind::kReplace, literal->get<std::string>(), content->get<std::string>()});
     return absl::OkStatus();
   }
   static const std::pair<const char*, Kind> kSimple[] = {{"NFC", Kind::kNfc},
@@ -73,7 +93,7 @@ absl::Status ParseNormalizer(const Json& j, const std::string& where,
                                                          {"Lowercase", Kind::kLowercase}};
   for (const auto& [name, kind] : kSimple) {
     if (*type == name) {
-      steps->push_back({kind, ""});
+      steps->push_back({kind, "", ""});
       return absl::OkStatus();
     }
   }
@@ -192,20 +212,148 @@ absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options,
   return absl::OkStatus();
 }
 
-// Decoder and post-processor: only what leaves byte-level ids and text alone.
-absl::Status CheckDecoderAndPostProcessor(const Json& root) {
+// A String pattern member {"String": "..."}; Unimplemented for {"Regex": ..}.
+absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& where) {
+  auto pattern = j.find("pattern");
+  if (pattern == j.end() || !pattern->is_object())
+    return Malformed(absl::StrCat(where, ".pattern"));
+  auto literal = pattern->find("String");
+  if (literal == pattern->end() || !literal->is_string()) {
+    return Unsupported(absl::StrCat(where, " with pattern ", pattern->dump(),
+                                    " (only String patterns are implemented)"));
+  }
+  return literal->get<std::string>();
+}
+
+// SentencePiece-style decoders: Sequence[Replace*, ByteFallback?, Fuse?, Strip?] (Mistral's
+// and Llama 2's order), or any prefix of it.
+absl::Status ParsePieceDecoder(const Json& decoder, PieceDecoderSpec* spec) {
+  std::vector<const Json*> steps;
+  absl::StatusOr<std::string> type = TypeOf(decoder, "decoder");
+  if (!type.ok()) return type.status();
+  if (*type == "Sequence") {
+    auto it = decoder.find("decoders");
+    if (it == decoder.end() || !it->is_array()) return Malformed("decoder.decoders");
+    for (const Json& d : *it) steps.push_back(&d);
+  } else {
+    steps.push_back(&decoder);
+  }
+  int stage = 0;  // 0: Replace, 1: after ByteFallback, 2: after Fuse, 3: after Strip
+  std::vector<std::string> names;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Json& d = *steps[i];
+    const std::string where = absl::StrCat("decoder.decoders[", i, "]");
+    absl::StatusOr<std::string> t = TypeOf(d, where);
+    if (!t.ok()) return t.status();
+    names.push_back(*t);
+    int next_stage = -1;
+    if (*t == "Replace" && stage == 0) {
+      absl::StatusOr<std::string> pattern = StringPattern(d, "decoder Replace");
+      if (!pattern.ok()) return pattern.status();
+      auto content = d.find("content");
+      if (content == d.end() || !content->is_string()) return Malformed(where + ".content");
+      if (pattern->empty()) return Unsupported("decoder Replace of an empty String");
+      spec->replacements.emplace_back(*pattern, content->get<std::string>());
+      next_stage = 0;
+    } else if (*t == "ByteFallback" && stage == 0) {
+      spec->byte_fallback = true;
+      next_stage = 1;
+    } else if (*t == "Fuse" && stage <= 1) {
+      next_stage = 2;
+    } else if (*t == "Strip" && stage == 2) {
+      auto content = d.find("content");
+      auto start = d.find("start");
+      auto stop = d.find("stop");
+      if (content == d.end() || !content->is_string() || start == d.end() ||
+          !start->is_number_unsigned() || stop == d.end() || !stop->is_number_unsigned()) {
+        return Malformed(where + " (Strip) needs content, start and stop");
+      }
+      if (stop->get<uint64_t>() != 0) return Unsupported("decoder Strip with stop > 0");
+      spec->strip_content = content->get<std::string>();
+      spec->strip_start = static_cast<int>(std::min<uint64_t>(start->get<uint64_t>(), 1 << 20));
+      size_t pos = 0;
+      if (!spec->strip_content.empty()) utf8::DecodeValid(spec->strip_content, &pos);
+      if (pos != spec->strip_content.size() || pos == 0) {
+        return Malformed(where + ".content is not one character");
+      }
+      next_stage = 3;
+    }
+    if (next_stage < 0) {
+      return Unsupported(absl::StrCat("decoder [", absl::StrJoin(names, ", "),
+                                      "...] (implemented: ByteLevel, or SentencePiece-style "
+                                      "Sequence[Replace*, ByteFallback, Fuse, Strip])"));
+    }
+    stage = next_stage;
+  }
+  return absl::OkStatus();
+}
+
+// Decoder and post-processor. A ByteLevel decoder makes a byte-level tokenizer; any other we
+// implement a SentencePiece-style one.
+absl::Status ParseDecoderAndPostProcessor(const Json& root, TokenizerSpec* spec) {
   const Json decoder = root.value("decoder", Json());
   if (decoder.is_null()) return Unsupported("no decoder (HF would join tokens with spaces)");
   absl::StatusOr<std::string> type = TypeOf(decoder, "decoder");
   if (!type.ok()) return type.status();
-  if (*type != "ByteLevel") return Unsupported(absl::StrCat("decoder type \"", *type, "\""));
+  spec->byte_level = *type == "ByteLevel";
+  if (!spec->byte_level) {
+    if (*type != "Sequence" && *type != "Replace" && *type != "ByteFallback" && *type != "Fuse") {
+      return Unsupported(absl::StrCat("decoder type \"", *type, "\""));
+    }
+    if (absl::Status s = ParsePieceDecoder(decoder, &spec->piece_decoder); !s.ok()) return s;
+  }
   const Json post = root.value("post_processor", Json());
   if (post.is_null()) return absl::OkStatus();
   type = TypeOf(post, "post_processor");
   if (!type.ok()) return type.status();
-  if (*type != "ByteLevel") {
+  if (*type != "ByteLevel" || !spec->byte_level) {
     return Unsupported(absl::StrCat("post_processor type \"", *type, "\""));
   }
+  return absl::OkStatus();
+}
+
+// The pre-tokenizer of a SentencePiece-style tokenizer: none, or Metaspace.
+absl::Status ParseMetaspace(const Json& j, TokenizerSpec* spec) {
+  if (j.is_null()) return absl::OkStatus();
+  absl::StatusOr<std::string> type = TypeOf(j, "pre_tokenizer");
+  if (!type.ok()) return type.status();
+  if (*type != "Metaspace") {
+    return Unsupported(absl::StrCat("pre_tokenizer type \"", *type,
+                                    "\" without a ByteLevel decoder (SentencePiece-style "
+                                    "tokenizers may use only Metaspace)"));
+  }
+  MetaspaceOptions options;
+  if (auto it = j.find("replacement"); it != j.end()) {
+    if (!it->is_string()) return Malformed("pre_tokenizer.replacement");
+    options.replacement = it->get<std::string>();
+    size_t pos = 0;
+    if (!options.replacement.empty()) utf8::DecodeValid(options.replacement, &pos);
+    if (pos == 0 || pos != options.replacement.size()) {
+      return Malformed("pre_tokenizer.replacement is not one character");
+    }
+  }
+  if (auto it = j.find("prepend_scheme"); it != j.end() && !it->is_null()) {
+    const std::string scheme = it->is_string() ? it->get<std::string>() : "";
+    if (scheme == "always") {
+      options.prepend = MetaspaceOptions::Prepend::kAlways;
+    } else if (scheme == "first") {
+      options.prepend = MetaspaceOptions::Prepend::kFirst;
+    } else if (scheme == "never") {
+      options.prepend = MetaspaceOptions::Prepend::kNever;
+    } else {
+      return Malformed(absl::StrCat("pre_tokenizer.prepend_scheme ", it->dump()));
+    }
+  } else {
+    // Older files: add_prefix_space (default true) means "always".
+    absl::StatusOr<bool> prefix = BoolMember(j, "add_prefix_space", true, "pre_tokenizer");
+    if (!prefix.ok()) return prefix.status();
+    options.prepend =
+        *prefix ? MetaspaceOptions::Prepend::kAlways : MetaspaceOptions::Prepend::kNever;
+  }
+  absl::StatusOr<bool> split = BoolMember(j, "split", true, "pre_tokenizer");
+  if (!split.ok()) return split.status();
+  options.split = *split;
+  spec->metaspace = options;
   return absl::OkStatus();
 }
 
@@ -264,7 +412,10 @@ absl::Status ParseModel(const Json& model, BpeSpec* spec) {
   for (const auto* s : {&byte_fallback, &fuse_unk, &ignore_merges}) {
     if (!s->ok()) return s->status();
   }
-  if (*byte_fallback) return Unsupported("model.byte_fallback");
+  if (*byte_fallback && spec->byte_level) {
+    return Unsupported("model.byte_fallback with a ByteLevel decoder");
+  }
+  spec->byte_fallback = *byte_fallback;
   spec->fuse_unk = *fuse_unk;
   spec->ignore_merges = *ignore_merges;
   if (auto it = model.find("unk_token"); it != model.end() && !it->is_null()) {
@@ -320,13 +471,18 @@ absl::StatusOr<TokenizerSpec> ParseRoot(const Json& root) {
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParsePreTokenizer(root.value("pre_tokenizer", Json()), &spec.pre_tokenizer,
-                                         &spec.pre_tokenizer_steps);
-      !s.ok()) {
+  if (absl::Status s = ParseDecoderAndPostProcessor(root, &spec); !s.ok()) return s;
+  if (spec.byte_level) {
+    if (absl::Status s = ParsePreTokenizer(root.value("pre_tokenizer", Json()), &spec.pre_tokenizer,
+                                           &spec.pre_tokenizer_steps);
+        !s.ok()) {
+      return s;
+    }
+  } else if (absl::Status s = ParseMetaspace(root.value("pre_tokenizer", Json()), &spec); !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckDecoderAndPostProcessor(root); !s.ok()) return s;
   if (!root.contains("model")) return Malformed("no model");
+  spec.model.byte_level = spec.byte_level;
   if (absl::Status s = ParseModel(root["model"], &spec.model); !s.ok()) return s;
   if (absl::Status s = ParseAddedTokens(root.value("added_tokens", Json()), &spec.added_tokens);
       !s.ok()) {

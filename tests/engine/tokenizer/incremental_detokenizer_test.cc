@@ -48,6 +48,57 @@ TEST(IncrementalDetokenizerTest, EveryVectorStreamsToItsDecode) {
   EXPECT_GT(streamed, 700);
 }
 
+// SentencePiece-style tokenizers (byte_fallback, Strip): every encoded vector and every
+// decode-only sequence streams to HF's text. A run of byte tokens is held back whole (HF turns
+// an invalid run into one U+FFFD per token), so pending() may exceed 3 bytes here; after each
+// step, what is out is a prefix of the final text.
+TEST(IncrementalDetokenizerTest, ByteFallbackTokensStreamToHuggingFacesText) {
+  int streamed = 0;
+  for (const auto* list : {&Vectors().cases, &Vectors().decodes}) {
+    for (const Vector& v : *list) {
+      if (!v.tokenizer.starts_with("sp_")) continue;
+      ++streamed;
+      const Tokenizer& tok = TokenizerNamed(v.tokenizer);
+      for (bool skip : {false, true}) {
+        const std::string& want = skip ? v.decoded_skip : v.decoded;
+        IncrementalDetokenizer detok(tok, skip);
+        std::string emitted;
+        for (TokenId id : v.ids) {
+          const std::string piece = detok.Add(id);
+          EXPECT_EQ(utf8::FindInvalid(piece), utf8::kAllValid);
+          emitted += piece;
+          ASSERT_TRUE(want.starts_with(emitted))
+              << v.tokenizer << " " << ::testing::PrintToString(v.ids) << " emitted "
+              << Printable(emitted) << " want " << Printable(want);
+        }
+        emitted += detok.Flush();
+        EXPECT_TRUE(detok.pending().empty());
+        ASSERT_EQ(emitted, want) << v.tokenizer << " " << ::testing::PrintToString(v.ids);
+        // Reusable after Flush: the Strip of a leading space applies again.
+        for (TokenId id : v.ids) emitted = detok.Add(id);
+        detok.Flush();
+      }
+    }
+  }
+  EXPECT_GT(streamed, 1000);
+}
+
+TEST(IncrementalDetokenizerTest, ByteFallbackCharacterComesOutWhenItsRunEnds) {
+  const Tokenizer& tok = TokenizerNamed("sp_legacy");
+  const TokenId e4 = *tok.TokenToId("<0xE4>"), b8 = *tok.TokenToId("<0xB8>"),
+                ad = *tok.TokenToId("<0xAD>"), a = *tok.TokenToId("a");
+  IncrementalDetokenizer detok(tok);
+  EXPECT_EQ(detok.Add(e4), "");
+  EXPECT_EQ(detok.Add(b8), "");
+  EXPECT_EQ(detok.Add(ad), "");
+  EXPECT_EQ(detok.pending(), "\xE4\xB8\xAD");
+  EXPECT_EQ(detok.Add(a),
+            "\xE4\xB8\xAD"
+            "a");  // 中a
+  EXPECT_EQ(detok.Add(e4), "");
+  EXPECT_EQ(detok.Flush(), std::string(kReplacement));  // an incomplete run: one per token
+}
+
 TEST(IncrementalDetokenizerTest, LongDocumentStreams) {
   for (const Vector& v : Vectors().cases) {
     if (v.text.size() < 100000) continue;

@@ -90,17 +90,24 @@ TEST(NormalizerTest, SequenceAndSimpleNormalizers) {
   const Normalizer none;
   EXPECT_EQ(none.Normalize("Ab\xCC\x81", &scratch), "Ab\xCC\x81");
 
-  const Normalizer lower({{Kind::kLowercase, ""}});
+  const Normalizer lower({{Kind::kLowercase, "", ""}});
   EXPECT_EQ(lower.Normalize("ÀB İ ΣΑΣ", &scratch), "àb i\xCC\x87 σασ");  // no final sigma
 
-  const Normalizer nfd_lower({{Kind::kNfd, ""}, {Kind::kLowercase, ""}});
+  const Normalizer nfd_lower({{Kind::kNfd, "", ""}, {Kind::kLowercase, "", ""}});
   EXPECT_EQ(nfd_lower.Normalize("É", &scratch), "e\xCC\x81");
 
-  const Normalizer nfkc({{Kind::kNfkc, ""}});
+  const Normalizer nfkc({{Kind::kNfkc, "", ""}});
   EXPECT_EQ(nfkc.Normalize("ﬁ①Ａ", &scratch), "fi1A");
 
-  const Normalizer prepend({{Kind::kPrepend, "\xE2\x96\x81"}, {Kind::kNfc, ""}});
+  const Normalizer prepend({{Kind::kPrepend, "\xE2\x96\x81", ""}, {Kind::kNfc, "", ""}});
   EXPECT_EQ(prepend.Normalize("e\xCC\x81", &scratch), "\xE2\x96\x81\xC3\xA9");
+
+  // Replace of a literal: non-overlapping occurrences, left to right.
+  const Normalizer replace({{Kind::kReplace, " ", "\xE2\x96\x81"}, {Kind::kReplace, "aa", "b"}});
+  EXPECT_EQ(replace.Normalize("a  aaa", &scratch),
+            "a\xE2\x96\x81\xE2\x96\x81"
+            "ba");
+  EXPECT_EQ(replace.Normalize("xyz", &scratch), "xyz");
   EXPECT_EQ(prepend.Normalize("", &scratch), "");  // HF prepends only to non-empty text
 }
 

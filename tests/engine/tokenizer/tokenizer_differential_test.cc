@@ -185,7 +185,7 @@ TEST(TokenizerDifferentialTest, PerCodePointClassesAndNfc) {
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
   auto pre = ByteLevelPreTokenizer::Create({});
   ASSERT_TRUE(pre.ok());
-  const Normalizer nfc({{NormalizerStep::Kind::kNfc, ""}});
+  const Normalizer nfc({{NormalizerStep::Kind::kNfc, "", ""}});
   RangeReport report;
   std::ifstream in(out_path);
   int lines = 0;

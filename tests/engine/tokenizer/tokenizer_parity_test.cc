@@ -70,6 +70,25 @@ TEST(TokenizerParityTest, DecodeMatchesHuggingFace) {
   EXPECT_EQ(failures, 0);
 }
 
+// SentencePiece-style decoding of id sequences no encoding gives: byte-fallback runs that are
+// (not) valid UTF-8, special tokens inside runs, the Strip of a leading space.
+TEST(TokenizerParityTest, DecodeOnlyVectorsMatchHuggingFace) {
+  EXPECT_GE(Vectors().decodes.size(), 400u);
+  int failures = 0;
+  for (const Vector& v : Vectors().decodes) {
+    const Tokenizer& tok = TokenizerNamed(v.tokenizer);
+    absl::StatusOr<std::string> text = tok.Decode(v.ids);
+    absl::StatusOr<std::string> skip = tok.Decode(v.ids, /*skip_special_tokens=*/true);
+    ASSERT_TRUE(text.ok() && skip.ok()) << text.status() << skip.status();
+    if ((*text != v.decoded || *skip != v.decoded_skip) && ++failures <= 10) {
+      ADD_FAILURE() << "[" << v.tokenizer << "] " << ::testing::PrintToString(v.ids)
+                    << "\n  decode got " << Printable(*text) << " want " << Printable(v.decoded)
+                    << "\n  skip got " << Printable(*skip) << " want " << Printable(v.decoded_skip);
+    }
+  }
+  EXPECT_EQ(failures, 0);
+}
+
 // The word cache and the two merge algorithms must never change a result.
 TEST(TokenizerParityTest, EveryInternalConfigurationMatches) {
   const std::string json = ReadFileOrDie(NeoxJsonPath());

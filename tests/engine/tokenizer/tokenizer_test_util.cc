@@ -68,6 +68,14 @@ VectorFile LoadVectors() {
       file.vocab_fnv = record.at("fnv").get<std::vector<uint32_t>>();
       file.vocab_fnv_skip = record.at("fnv_skip").get<std::vector<uint32_t>>();
       file.vocab_fnv_roundtrip = record.at("fnv_roundtrip").get<std::vector<uint32_t>>();
+    } else if (kind == "decode") {
+      Vector v;
+      v.tokenizer = record.at("tokenizer");
+      v.name = "decode";
+      v.ids = record.at("ids").get<std::vector<TokenId>>();
+      v.decoded = record.at("decoded");
+      v.decoded_skip = record.at("decoded_skip");
+      file.decodes.push_back(std::move(v));
     } else {
       Vector v;
       v.tokenizer = record.at("tokenizer");

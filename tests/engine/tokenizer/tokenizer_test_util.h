@@ -32,6 +32,7 @@ struct Vector {
 
 struct VectorFile {
   std::vector<Vector> cases;
+  std::vector<Vector> decodes;  // "decode" records: ids and HF's text, no text to encode
   std::map<std::string, std::string> tokenizer_json;  // name -> tokenizer.json text
   // Per block of `vocab_block` ids: FNV-1a of HF's decode([id]) (+ "\0") over the block.
   int64_t vocab_size = 0;

@@ -16,6 +16,7 @@
 //       text = concat over i < C of pieces[(i*S) % pieces.length] + i + (i%8==7 ? "\n" : " ");
 //       such a case has no "decoded": it decodes to the text itself, and with
 //       skip_special_tokens to the text without its "<|endoftext|>"s
+//   {"kind":"decode","tokenizer":N,"ids":[..],"decoded":..,"decoded_skip":..}   decoding alone
 //   {"kind":"vocab_decode","tokenizer":"neox","block":64,"fnv":[..],"fnv_skip":[..],
 //    "fnv_roundtrip":[..]}
 //       FNV-1a (32-bit) of the UTF-8 of decode([id]) + "\0", chained over each block of 64 ids;
@@ -262,6 +263,75 @@ const tinies = {
   tiny_ignore_merges: tinyTokenizer({ ignore_merges: true }),
 };
 
+// ---- SentencePiece-style BPE (Mistral / Codestral / Llama 2 shape), on a small vocabulary ----
+// <unk> <s> </s>, the 256 byte-fallback tokens <0x00>..<0xFF>, some characters and merges.
+function spTokenizer(opts) {
+  const vocab = { '<unk>': 0, '<s>': 1, '</s>': 2 };
+  for (let b = 0; b < 256; ++b) vocab['<0x' + b.toString(16).toUpperCase().padStart(2, '0') + '>'] = 3 + b;
+  for (const c of ['▁', ...'abcdefghijklmnopqrstuvwxyzHTW0123456789.,!?\'-', 'é', '中', '文', 'П', 'р', 'и']) {
+    vocab[c] = Object.keys(vocab).length;
+  }
+  const merges = [];
+  for (const m of ['▁ t', 'h e', '▁t he', '▁ a', 'i n', '▁ in', 'e r', 'o n', '▁a n', 'n d', '▁an d', 'l l',
+                   'H e', 'He ll', 'Hell o', '▁ w', 'o r', '▁w or', '▁wor l', '▁worl d', '▁ ▁', '▁▁ ▁▁',
+                   'c a', 'ca f', 'caf é', '中 文', '▁ 中', '1 2', '12 3', '▁ 1', 'П р', 'Пр и']) {
+    const [a, b] = m.split(' ');
+    merges.push(m);
+    if (!((a + b) in vocab)) vocab[a + b] = Object.keys(vocab).length;
+  }
+  const special = (id, content) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  return Object.assign({
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+    pre_tokenizer: null, post_processor: null,
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' },
+      { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+  }, opts.root || {}, {
+    model: Object.assign({ type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges }, opts.model || {}),
+  });
+}
+const metaspace = (scheme, split) => ({ normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: scheme, split } });
+const sps = {
+  sp_legacy: spTokenizer({}),
+  sp_metaspace_first: spTokenizer({ root: metaspace('first', false) }),
+  sp_metaspace_always_split: spTokenizer({ root: metaspace('always', true) }),
+  sp_metaspace_never_split: spTokenizer({ root: metaspace('never', true) }),
+  sp_no_fallback: spTokenizer({ model: { byte_fallback: false, fuse_unk: false } }),
+  sp_no_fallback_fuse: spTokenizer({ model: { byte_fallback: false } }),
+  sp_ignore_merges: spTokenizer({ root: metaspace('first', true), model: { ignore_merges: true } }),
+};
+const spTexts = tinyTexts.concat(sequenceTexts.filter((t, i) => i % 3 === 0), [
+  'Hello world', 'Hello  world', ' Hello', '  Hello', 'Hello ', 'the theme and then', 'in an inn', 'café', 'cafe\u0301',
+  '中文', '中文 text 中', '日本語', 'Привет', '😀', 'a😀b', '😀😀', '€100', '\n', 'line1\nline2\n', 'tab\there', '',
+  ' ', '  ', '   x', '▁', '▁▁x', 'x▁y', 'ÿ', '\u0000', '\u007f', '<s>', '</s>', '<s>Hello</s>', 'Hello<s>world',
+  'x </s> y', ' <s> ', '<unk>', '<0x41>', 'HELLO', 'Hello, World! 123', '12345 123', '1 2 3', 'é́', '\u{10FFFF}',
+  'Zalgo Z̷̢a̸l̵g̶o̴', '👨‍👩‍👧‍👦', 'mixed 中文 and Привет and 😀!']);
+for (let i = 0; i < 40; ++i) {
+  let t = '';
+  for (let j = 0, len = 1 + below(16); j < len; ++j) t += pick(alphabet);
+  spTexts.push(t);
+}
+// Id sequences for decoding alone: byte-fallback runs that are (not) valid UTF-8, Strip cases.
+function spDecodeIds(json) {
+  const v = json.model.vocab;
+  const b = (x) => v['<0x' + x.toString(16).toUpperCase().padStart(2, '0') + '>'];
+  const seqs = [
+    [b(0xE4), b(0xB8), b(0xAD)], [b(0xE4), b(0xB8)], [b(0xE4), b(0xB8), v['a'], b(0xAD)], [b(0xC3), b(0xA9), b(0xFF)],
+    [b(0x20), v['a']], [b(0x20), b(0x20), v['a']], [v['▁'], v['▁'], v['a']], [v['▁'], b(0x41)], [1, v['▁the']], [1, 1, v['▁'], 2],
+    [b(0xF0), b(0x9F), b(0x98), b(0x80), b(0xF0)], [b(0x80)], [b(0xFF), v['a'], b(0xFF)], [0, b(0x41), 0], [b(0xE4), 1, b(0xB8), b(0xAD)],
+    [v['▁▁▁▁'], v['x']], [b(0xE2), b(0x96), b(0x81)], [v['▁He'] || v['H'], v['▁']], [], [2],
+  ];
+  const n = Object.keys(v).length;
+  for (let i = 0; i < 60; ++i) {
+    const seq = [];
+    for (let j = 0, len = 1 + below(10); j < len; ++j) seq.push(below(4) === 0 ? 3 + below(256) : below(n));
+    seqs.push(seq);
+  }
+  return seqs;
+}
+
 // ---- output ----
 function fnv1a(hash, bytes) {
   for (const b of bytes) { hash ^= b; hash = Math.imul(hash, 16777619) >>> 0; }
@@ -329,6 +399,14 @@ async function main() {
     emit({ kind: 'tokenizer', name, json });
     const tok = Tokenizer.fromString(JSON.stringify(json));
     for (let i = 0; i < tinyTexts.length; ++i) emit(await encodeCase(tok, name, `${name}_${i}`, tinyTexts[i]));
+  }
+  for (const [name, json] of Object.entries(sps)) {
+    emit({ kind: 'tokenizer', name, json });
+    const tok = Tokenizer.fromString(JSON.stringify(json));
+    for (let i = 0; i < spTexts.length; ++i) emit(await encodeCase(tok, name, `${name}_${i}`, spTexts[i]));
+    for (const ids of spDecodeIds(json)) {
+      emit({ kind: 'decode', tokenizer: name, ids, decoded: await tok.decode(ids, false), decoded_skip: await tok.decode(ids, true) });
+    }
   }
   fs.writeFileSync(OUT_PATH, lines.join('\n') + '\n');
   console.log(`wrote ${lines.length} records to ${OUT_PATH}`);
