@@ -289,17 +289,17 @@ absl::StatusOr<std::vector<std::vector<TokenId>>> Tokenizer::EncodeBatch(
   return results;
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids,
-                                              bool skip_special_tokens) const {
-  std::string bytes;
-  // SentencePiece-style: HF's ByteFallback decodes a run of byte tokens as UTF-8 if it is
-  // valid and else as one U+FFFD per token.
+// SentencePiece-style: HF's ByteFallback decodes a run of byte tokens as UTF-8 if it is valid
+// and else as one U+FFFD per token; then the decoder's Strip.
+absl::StatusOr<std::string> Tokenizer::DecodePieces(std::span<const TokenId> ids,
+                                                    bool skip_special_tokens) const {
+  std::string text;
   std::string run;
   auto flush_run = [&] {
     if (utf8::FindInvalid(run) == utf8::kAllValid) {
-      bytes += run;
+      text += run;
     } else {
-      for (size_t i = 0; i < run.size(); ++i) bytes += "\xEF\xBF\xBD";
+      for (size_t i = 0; i < run.size(); ++i) text += "\xEF\xBF\xBD";
     }
     run.clear();
   };
@@ -309,20 +309,30 @@ absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids,
           "token id ", id, " is not in the vocabulary (ids are 0..", vocab_size() - 1, ")"));
     }
     if (skip_special_tokens && (flags_[id] & kSpecial)) continue;
-    if (!byte_level_) {
-      if (flags_[id] & kByte) {
-        run += token_bytes_[token_offsets_[id]];
-        continue;
-      }
-      flush_run();
+    if (flags_[id] & kByte) {
+      run += token_bytes_[token_offsets_[id]];
+      continue;
     }
-    bytes.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
-  }
-  if (!byte_level_) {
     flush_run();
-    int left = strip_start_;
-    StripLeading(&bytes, &left);
-    return bytes;  // valid UTF-8: tokens are JSON strings, byte runs are checked
+    text.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
+  }
+  flush_run();
+  int left = strip_start_;
+  StripLeading(&text, &left);
+  return text;  // valid UTF-8: tokens are JSON strings, byte runs are checked
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(std::span<const TokenId> ids,
+                                              bool skip_special_tokens) const {
+  if (!byte_level_) return DecodePieces(ids, skip_special_tokens);
+  std::string bytes;
+  for (const TokenId id : ids) {
+    if (!HasToken(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", id, " is not in the vocabulary (ids are 0..", vocab_size() - 1, ")"));
+    }
+    if (skip_special_tokens && (flags_[id] & kSpecial)) continue;
+    bytes.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
   }
   if (utf8::FindInvalid(bytes) == utf8::kAllValid) return bytes;
   std::string text;

@@ -97,6 +97,8 @@ class Tokenizer {
   Tokenizer();
   absl::Status Init(std::string_view json_text, const TokenizerOptions& options);
   absl::Status BuildTokenTable(const PieceDecoderSpec& decoder);
+  absl::StatusOr<std::string> DecodePieces(std::span<const TokenId> ids,
+                                           bool skip_special_tokens) const;
   absl::Status EncodeInto(std::string_view text, std::vector<TokenId>* ids) const;
   absl::Status EncodeNormalizedPiece(std::string_view piece, bool at_text_start,
                                      std::vector<TokenId>* ids) const;
