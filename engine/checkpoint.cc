@@ -203,6 +203,16 @@ absl::Status Checkpoint::Bind() {
   return absl::OkStatus();
 }
 
+void Checkpoint::ReleasePages(const TensorInfo& t) const {
+  for (const auto& f : files_) {
+    if (f->ReleasePages(t)) return;
+  }
+}
+
+void Checkpoint::ReleaseAllPages() const {
+  for (const auto& [name, where] : by_name_) where.second->ReleasePages(*where.first);
+}
+
 int64_t Checkpoint::stored_bytes() const {
   int64_t total = 0;
   for (const auto& [name, where] : by_name_) total += static_cast<int64_t>(where.first->nbytes);

@@ -50,6 +50,10 @@ class Checkpoint {
   // generation config's special tokens), every tensor's name, dtype and shape, and samples of
   // its data (first, middle and last 4 KiB). Exported states carry it; an import checks it.
   const std::string& fingerprint() const { return fingerprint_; }
+  // An engine that has copied `t` (packed, converted or uploaded it) lets its mapped pages go
+  // (SafetensorsFile::ReleasePages); reading `t` afterwards stays valid, only slower.
+  void ReleasePages(const TensorInfo& t) const;
+  void ReleaseAllPages() const;  // every tensor's (an engine that uploaded them all)
 
  private:
   Checkpoint() = default;

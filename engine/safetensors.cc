@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 
@@ -165,6 +166,19 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   if (!tensors.ok()) return tensors.status();
   f->tensors_ = std::move(*tensors);
   return f;
+}
+
+bool SafetensorsFile::ReleasePages(const TensorInfo& t) const {
+  const auto* base = static_cast<const std::byte*>(map_);
+  const auto* data = static_cast<const std::byte*>(t.data);
+  if (base == nullptr || data < base || data + t.nbytes > base + size_) return false;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + t.nbytes) / page * page;
+  if (end > begin) {
+    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: never fails
+  }
+  return true;
 }
 
 SafetensorsFile::~SafetensorsFile() {

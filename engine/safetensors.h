@@ -44,6 +44,11 @@ class SafetensorsFile {
   const std::filesystem::path& path() const { return path_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   size_t size_bytes() const { return size_; }
+  // When `t` lies in this file's mapping, the whole pages inside its bytes leave the process's
+  // resident set (MADV_DONTNEED on the read-only private mapping; the data stays valid: a later
+  // read faults the pages back in from the file) and true is returned. For weights an engine has
+  // copied (packed, converted, uploaded), so that a model loads with one copy resident, not two.
+  bool ReleasePages(const TensorInfo& t) const;
 
  private:
   SafetensorsFile() = default;

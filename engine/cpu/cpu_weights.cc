@@ -50,8 +50,11 @@ GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
 }
 
 // A [n, k] matrix in `compute`: packed for our kernel when the CPU runs it; else, for oneDNN,
-// the mapped bytes when the dtype matches, or a converted copy.
-absl::StatusOr<CpuMatrix> MakeMatrix(const TensorInfo& t, DType compute, CpuWeights* w) {
+// the mapped bytes when the dtype matches, or a converted copy. A copy lets the tensor's mapped
+// pages go (a model is then resident once, not twice: falcon-mamba-7b in bf16 is 14.5 GB) unless
+// `keep_mapped` (the embedding, whose rows lookups read from the mapping).
+absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& t, DType compute,
+                                     CpuWeights* w, bool keep_mapped = false) {
   const int64_t n = t.shape[0];
   const int64_t k = t.NumElements() / n;
   w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
@@ -62,9 +65,10 @@ absl::StatusOr<CpuMatrix> MakeMatrix(const TensorInfo& t, DType compute, CpuWeig
     if (!p.ok()) return p.status();
     w->owned_bytes += p->bytes;
     m.packed = std::move(*p);
-    return m;
+  } else {
+    m.plain = MakeGemmWeight(t, compute, w);
   }
-  m.plain = MakeGemmWeight(t, compute, w);
+  if (!keep_mapped && m.plain.data != t.data) ckpt.ReleasePages(t);
   return m;
 }
 
@@ -93,8 +97,9 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
   w->compute = compute;
   w->packed = kernels::cpu::PackedGemmSupported(compute);
   w->embedding = &ckpt.embedding();
-  MAMBA_ASSIGN_OR_RETURN(w->lm_head, MakeMatrix(ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(),
-                                                compute, w.get()));
+  MAMBA_ASSIGN_OR_RETURN(
+      w->lm_head, MakeMatrix(ckpt, ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute,
+                             w.get(), /*keep_mapped=*/ckpt.lm_head() == nullptr));
   w->norm_f = ToF32(&ckpt.norm_f());
   if (c.mixer_rms_norm()) {
     w->mixer_norm_ones.assign(static_cast<size_t>(std::max(c.time_step_rank, c.state_size)), 1.0f);
@@ -103,10 +108,10 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CpuLayerWeights L;
-    MAMBA_ASSIGN_OR_RETURN(L.in_proj, MakeMatrix(*t.in_proj, compute, w.get()));
-    MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(*t.x_proj, compute, w.get()));
-    MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(*t.dt_proj, compute, w.get()));
-    MAMBA_ASSIGN_OR_RETURN(L.out_proj, MakeMatrix(*t.out_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.in_proj, MakeMatrix(ckpt, *t.in_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(ckpt, *t.x_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(ckpt, *t.dt_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.out_proj, MakeMatrix(ckpt, *t.out_proj, compute, w.get()));
     L.norm = ToF32(t.norm);
     L.in_proj_bias = ToF32(t.in_proj_bias);
     L.out_proj_bias = ToF32(t.out_proj_bias);

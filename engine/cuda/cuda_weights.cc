@@ -180,6 +180,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   // cudaMemcpy from pageable memory may return before its DMA lands, and the engine's stream
   // does not wait for the legacy stream: wait here.
   MAMBA_RETURN_IF_ERROR(CudaStatus(cudaDeviceSynchronize(), "weight upload"));
+  ckpt.ReleaseAllPages();  // every tensor now lives on the device
   if (alias_head) {
     cw.lm_head = cw.embedding;
     cw.gemm_bytes += emb.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));

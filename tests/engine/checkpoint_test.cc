@@ -3,6 +3,7 @@
 // the file).
 #include "engine/checkpoint.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -245,6 +246,59 @@ TEST_F(CheckpointTest, ShardProblems) {
 
 // Random byte corruption of a small file: parsing returns OK or an error, never crashes, and
 // every tensor it accepts lies inside the buffer.
+// Resident kilobytes of this process in the mapping that holds `p` (/proc/self/smaps).
+int64_t MappedRssKb(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool in = false;
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  while (std::getline(smaps, line)) {
+    unsigned long lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > 8) {
+      in = at >= lo && at < hi;
+    } else if (in && line.rfind("Rss:", 0) == 0) {
+      return std::stoll(line.substr(4));
+    }
+  }
+  return -1;
+}
+
+// An engine that copied a tensor lets its mapped pages go: they leave the resident set, and the
+// tensor still reads the same bytes (faulted back in from the file). The CPU engine does it for
+// every matrix it packs or converts, so a model is resident once.
+TEST_F(CheckpointTest, ReleasedPagesLeaveTheResidentSetAndStayReadable) {
+  RandomCheckpointOptions o;
+  o.config = testing::SmallConfig();
+  o.config.hidden_size = 256;
+  o.config.intermediate_size = 512;
+  auto ck = Checkpoint::Open(testing::WriteModel(dir_, "big", o));
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  const TensorInfo& t = *(*ck)->layer(0).in_proj;  // 1024 x 256 fp32: 1 MiB
+  ASSERT_EQ(t.nbytes, size_t{1} << 20);
+  auto sum = [&] {
+    uint64_t h = 0;
+    const auto* b = reinterpret_cast<const unsigned char*>(t.data);
+    for (size_t i = 0; i < t.nbytes; ++i) h = h * 31 + b[i];
+    return h;
+  };
+  const uint64_t before = sum();  // every page of the tensor resident now
+  const int64_t resident = MappedRssKb(t.data);
+  ASSERT_GT(resident, 0);
+  (*ck)->ReleasePages(t);
+  const int64_t after = MappedRssKb(t.data);
+  // All but the partial pages at either end left.
+  EXPECT_LE(after, resident - static_cast<int64_t>(t.nbytes / 1024) + 8)
+      << "resident " << resident << " KiB -> " << after << " KiB, tensor " << t.nbytes << " B";
+  EXPECT_EQ(sum(), before);
+  // Bytes outside every mapping are not touched (madvise would zero heap memory).
+  std::vector<std::byte> heap(1 << 16, std::byte{7});
+  TensorInfo fake = t;
+  fake.data = heap.data();
+  fake.nbytes = heap.size();
+  (*ck)->ReleasePages(fake);
+  EXPECT_EQ(heap[heap.size() / 2], std::byte{7});
+}
+
 TEST(SafetensorsFuzz, MutatedHeadersNeverEscapeTheBuffer) {
   TempDir dir;
   RandomCheckpointOptions o;
