@@ -3,6 +3,8 @@
 // character, and keeping that character's bytes, reproduces Decode piece by piece.
 #include "engine/tokenizer/incremental_detokenizer.h"
 
+#include <utility>
+
 #include "engine/tokenizer/utf8.h"
 
 namespace mamba::engine {
@@ -27,12 +29,17 @@ std::string IncrementalDetokenizer::FlushRun() {
 std::string IncrementalDetokenizer::AddPiece(TokenId id) {
   absl::StatusOr<std::string_view> bytes = tokenizer_->TokenBytes(id);
   if (!bytes.ok()) return {};
+  const bool first = std::exchange(first_token_, false);
   if (tokenizer_->IsByteFallbackToken(id)) {
     pending_.append(*bytes);
     return {};
   }
   std::string text = FlushRun();
-  text.append(*bytes);
+  if (first) {
+    text += tokenizer_->FirstTokenText(id);
+  } else {
+    text.append(*bytes);
+  }
   tokenizer_->StripLeading(&text, &strip_left_);
   return text;
 }
@@ -60,6 +67,7 @@ std::string IncrementalDetokenizer::Flush() {
     std::string text = FlushRun();
     tokenizer_->StripLeading(&text, &strip_left_);
     strip_left_ = tokenizer_->strip_start();
+    first_token_ = true;
     return text;
   }
   std::string text;

@@ -42,7 +42,8 @@ class IncrementalDetokenizer {
   const Tokenizer* tokenizer_;
   bool skip_special_tokens_;
   std::string pending_;
-  int strip_left_ = 0;  // SentencePiece-style: leading Strip characters still to remove
+  int strip_left_ = 0;       // SentencePiece-style: leading Strip characters still to remove
+  bool first_token_ = true;  // SentencePiece-style: no token decoded yet (Metaspace decoder)
 };
 
 }  // namespace mamba::engine

@@ -76,6 +76,7 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
   metaspace_ = spec->metaspace;
   strip_start_ = spec->piece_decoder.strip_start;
   strip_content_ = spec->piece_decoder.strip_content;
+  drop_in_first_ = spec->piece_decoder.drop_in_first;
   if (byte_level_) {
     absl::StatusOr<std::unique_ptr<ByteLevelPreTokenizer>> pre =
         ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
@@ -295,6 +296,7 @@ absl::StatusOr<std::string> Tokenizer::DecodePieces(std::span<const TokenId> ids
                                                     bool skip_special_tokens) const {
   std::string text;
   std::string run;
+  bool first = true;
   auto flush_run = [&] {
     if (utf8::FindInvalid(run) == utf8::kAllValid) {
       text += run;
@@ -311,10 +313,16 @@ absl::StatusOr<std::string> Tokenizer::DecodePieces(std::span<const TokenId> ids
     if (skip_special_tokens && (flags_[id] & kSpecial)) continue;
     if (flags_[id] & kByte) {
       run += token_bytes_[token_offsets_[id]];
+      first = false;
       continue;
     }
     flush_run();
-    text.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
+    if (first && !drop_in_first_.empty()) {
+      text += FirstTokenText(id);
+    } else {
+      text.append(token_bytes_, token_offsets_[id], token_offsets_[id + 1] - token_offsets_[id]);
+    }
+    first = false;
   }
   flush_run();
   int left = strip_start_;
@@ -373,6 +381,12 @@ void Tokenizer::StripLeading(std::string* text, int* left) const {
   }
   text->erase(0, cut);
   if (!text->empty()) *left = 0;
+}
+
+std::string Tokenizer::FirstTokenText(TokenId id) const {
+  if (drop_in_first_.empty() || !HasToken(id)) return std::string(TokenBytes(id).value_or(""));
+  const std::string_view token = *IdToToken(id);
+  return absl::StrReplaceAll(absl::string_view(token.data(), token.size()), {{drop_in_first_, ""}});
 }
 
 bool Tokenizer::IsSpecial(TokenId id) const { return HasToken(id) && (flags_[id] & kSpecial); }

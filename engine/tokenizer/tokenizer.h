@@ -92,6 +92,9 @@ class Tokenizer {
   // Removes up to `*left` leading strip characters from `text`, counting them down; `*left`
   // becomes 0 as soon as `text` holds anything else.
   void StripLeading(std::string* text, int* left) const;
+  // A Metaspace decoder drops the replacement characters of the first decoded token (after
+  // skipped special tokens) instead of turning them into spaces: that token's text.
+  std::string FirstTokenText(TokenId id) const;
 
  private:
   Tokenizer();
@@ -115,6 +118,7 @@ class Tokenizer {
   std::optional<MetaspaceOptions> metaspace_;
   int strip_start_ = 0;
   std::string strip_content_;
+  std::string drop_in_first_;  // Metaspace decoder: dropped from the first token
 
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<ByteLevelPreTokenizer> pre_tokenizer_;

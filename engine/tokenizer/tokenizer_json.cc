@@ -212,6 +212,8 @@ absl::Status ParsePreTokenizer(const Json& j, ByteLevelOptions* options,
   return absl::OkStatus();
 }
 
+absl::Status ParseMetaspaceOptions(const Json& j, const std::string& where, MetaspaceOptions* out);
+
 // A String pattern member {"String": "..."}; Unimplemented for {"Regex": ..}.
 absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& where) {
   auto pattern = j.find("pattern");
@@ -296,7 +298,14 @@ absl::Status ParseDecoderAndPostProcessor(const Json& root, TokenizerSpec* spec)
   absl::StatusOr<std::string> type = TypeOf(decoder, "decoder");
   if (!type.ok()) return type.status();
   spec->byte_level = *type == "ByteLevel";
-  if (!spec->byte_level) {
+  if (*type == "Metaspace") {
+    MetaspaceOptions options;
+    if (absl::Status s = ParseMetaspaceOptions(decoder, "decoder", &options); !s.ok()) return s;
+    spec->piece_decoder.replacements.emplace_back(options.replacement, " ");
+    if (options.prepend != MetaspaceOptions::Prepend::kNever) {
+      spec->piece_decoder.drop_in_first = options.replacement;
+    }
+  } else if (!spec->byte_level) {
     if (*type != "Sequence" && *type != "Replace" && *type != "ByteFallback" && *type != "Fuse") {
       return Unsupported(absl::StrCat("decoder type \"", *type, "\""));
     }
@@ -323,13 +332,20 @@ absl::Status ParseMetaspace(const Json& j, TokenizerSpec* spec) {
                                     "tokenizers may use only Metaspace)"));
   }
   MetaspaceOptions options;
+  if (absl::Status s = ParseMetaspaceOptions(j, "pre_tokenizer", &options); !s.ok()) return s;
+  spec->metaspace = options;
+  return absl::OkStatus();
+}
+
+absl::Status ParseMetaspaceOptions(const Json& j, const std::string& where, MetaspaceOptions* out) {
+  MetaspaceOptions options;
   if (auto it = j.find("replacement"); it != j.end()) {
-    if (!it->is_string()) return Malformed("pre_tokenizer.replacement");
+    if (!it->is_string()) return Malformed(where + ".replacement");
     options.replacement = it->get<std::string>();
     size_t pos = 0;
     if (!options.replacement.empty()) utf8::DecodeValid(options.replacement, &pos);
     if (pos == 0 || pos != options.replacement.size()) {
-      return Malformed("pre_tokenizer.replacement is not one character");
+      return Malformed(where + ".replacement is not one character");
     }
   }
   if (auto it = j.find("prepend_scheme"); it != j.end() && !it->is_null()) {
@@ -341,19 +357,19 @@ absl::Status ParseMetaspace(const Json& j, TokenizerSpec* spec) {
     } else if (scheme == "never") {
       options.prepend = MetaspaceOptions::Prepend::kNever;
     } else {
-      return Malformed(absl::StrCat("pre_tokenizer.prepend_scheme ", it->dump()));
+      return Malformed(absl::StrCat(where, ".prepend_scheme ", it->dump()));
     }
   } else {
     // Older files: add_prefix_space (default true) means "always".
-    absl::StatusOr<bool> prefix = BoolMember(j, "add_prefix_space", true, "pre_tokenizer");
+    absl::StatusOr<bool> prefix = BoolMember(j, "add_prefix_space", true, where);
     if (!prefix.ok()) return prefix.status();
     options.prepend =
         *prefix ? MetaspaceOptions::Prepend::kAlways : MetaspaceOptions::Prepend::kNever;
   }
-  absl::StatusOr<bool> split = BoolMember(j, "split", true, "pre_tokenizer");
+  absl::StatusOr<bool> split = BoolMember(j, "split", true, where);
   if (!split.ok()) return split.status();
   options.split = *split;
-  spec->metaspace = options;
+  *out = options;
   return absl::OkStatus();
 }
 

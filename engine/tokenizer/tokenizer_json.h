@@ -23,7 +23,8 @@ namespace mamba::engine {
 // Split that includes a ByteLevel (Falcon's); decoder ByteLevel;
 // post_processor null or ByteLevel; no truncation or padding. SentencePiece-style (Mistral,
 // Llama 2): normalizer as above (typically Prepend("▁") + Replace(" ", "▁")), pre_tokenizer
-// null or Metaspace, model BPE with or without byte_fallback, decoder as PieceDecoderSpec.
+// null or Metaspace, model BPE with or without byte_fallback, decoder as PieceDecoderSpec
+// (Sequence[Replace*, ByteFallback, Fuse, Strip] or Metaspace).
 // The Metaspace pre-tokenizer of SentencePiece-style tokenizers: ' ' becomes `replacement`,
 // which is prepended to the text (kFirst: only to a piece at the very start of the input), and
 // with `split` each replacement starts a new word.
@@ -38,8 +39,11 @@ struct MetaspaceOptions {
 // literal replacements, then "<0xNN>" tokens as bytes (a run of them that is not valid UTF-8
 // becomes one U+FFFD per token), then the joined text loses up to `strip_start` leading
 // `strip_content` characters.
+// A Metaspace decoder is the replacement -> ' ' and, unless its prepend_scheme is "never",
+// the first token's replacement characters dropped instead (`drop_in_first`).
 struct PieceDecoderSpec {
   std::vector<std::pair<std::string, std::string>> replacements;
+  std::string drop_in_first;
   bool byte_fallback = false;
   std::string strip_content;
   int strip_start = 0;

@@ -72,7 +72,8 @@ TEST(TokenizerLoadTest, UnsupportedFeaturesAreNamed) {
       {"without ByteLevel", "/pre_tokenizer",
        R"({"type": "Sequence", "pretokenizers": [{"type": "Punctuation"}]})"},
       {"no pre_tokenizer", "/pre_tokenizer", "null"},
-      {"Metaspace", "/decoder", R"({"type": "Metaspace"})"},
+      // A SentencePiece-style decoder with a ByteLevel pre-tokenizer.
+      {"\"ByteLevel\" without a ByteLevel decoder", "/decoder", R"({"type": "Metaspace"})"},
       {"no decoder", "/decoder", "null"},
       // SentencePiece-style decoders: only Sequence[Replace*, ByteFallback, Fuse, Strip].
       {"Strip", "/decoder",

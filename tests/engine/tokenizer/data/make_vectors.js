@@ -301,6 +301,11 @@ const sps = {
   sp_no_fallback: spTokenizer({ model: { byte_fallback: false, fuse_unk: false } }),
   sp_no_fallback_fuse: spTokenizer({ model: { byte_fallback: false } }),
   sp_ignore_merges: spTokenizer({ root: metaspace('first', true), model: { ignore_merges: true } }),
+  // The Metaspace decoder drops the first token's "▁"s (unless prepend_scheme is "never").
+  sp_metaspace_decoder: spTokenizer({ root: Object.assign(metaspace('first', false),
+    { decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: false } }) }),
+  sp_metaspace_decoder_never: spTokenizer({ root: Object.assign(metaspace('never', true),
+    { decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'never', split: true } }) }),
 };
 const spTexts = tinyTexts.concat(sequenceTexts.filter((t, i) => i % 3 === 0), [
   'Hello world', 'Hello  world', ' Hello', '  Hello', 'Hello ', 'the theme and then', 'in an inn', 'café', 'cafe\u0301',
