@@ -77,6 +77,8 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
   strip_start_ = spec->piece_decoder.strip_start;
   strip_content_ = spec->piece_decoder.strip_content;
   drop_in_first_ = spec->piece_decoder.drop_in_first;
+  template_prefix_ = spec->template_prefix;
+  template_suffix_ = spec->template_suffix;
   if (byte_level_) {
     absl::StatusOr<std::unique_ptr<ByteLevelPreTokenizer>> pre =
         ByteLevelPreTokenizer::Create(spec->pre_tokenizer);
@@ -98,7 +100,16 @@ absl::Status Tokenizer::Init(std::string_view json_text, const TokenizerOptions&
       AddedVocabulary::Create(spec->added_tokens, *model_, *normalizer_);
   if (!added.ok()) return added.status();
   added_ = std::move(*added);
-  return BuildTokenTable(spec->piece_decoder);
+  if (absl::Status s = BuildTokenTable(spec->piece_decoder); !s.ok()) return s;
+  for (const auto* ids : {&template_prefix_, &template_suffix_}) {
+    for (const TokenId id : *ids) {
+      if (!HasToken(id)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "malformed tokenizer.json: post_processor special token id ", id, " has no token"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Lays out, per id, the spelling (added tokens override the model's, as HF's id_to_token
@@ -258,6 +269,15 @@ absl::StatusOr<std::vector<TokenId>> Tokenizer::Encode(std::string_view text) co
     std::string().swap(normalized);
   }
   if (!status.ok()) return status;
+  return ids;
+}
+
+absl::StatusOr<std::vector<TokenId>> Tokenizer::EncodeWithSpecialTokens(
+    std::string_view text) const {
+  absl::StatusOr<std::vector<TokenId>> ids = Encode(text);
+  if (!ids.ok() || (template_prefix_.empty() && template_suffix_.empty())) return ids;
+  ids->insert(ids->begin(), template_prefix_.begin(), template_prefix_.end());
+  ids->insert(ids->end(), template_suffix_.begin(), template_suffix_.end());
   return ids;
 }
 

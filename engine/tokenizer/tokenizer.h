@@ -50,6 +50,11 @@ class Tokenizer {
   // byte offset: HF's APIs take Rust strings, so they can never see invalid UTF-8 at all.
   absl::StatusOr<std::vector<TokenId>> Encode(std::string_view text) const;
 
+  // The ids HF gives for `encode(text, add_special_tokens=True)`: Encode's ids inside the
+  // post_processor's TemplateProcessing "single" template (e.g. "<s>" first for Mistral);
+  // the same as Encode for a tokenizer without one.
+  absl::StatusOr<std::vector<TokenId>> EncodeWithSpecialTokens(std::string_view text) const;
+
   // Encode of each text, spread over up to `num_threads` threads (<= 1: the calling thread).
   // The first failing text's error is returned, naming its index.
   absl::StatusOr<std::vector<std::vector<TokenId>>> EncodeBatch(std::span<const std::string> texts,
@@ -119,6 +124,8 @@ class Tokenizer {
   int strip_start_ = 0;
   std::string strip_content_;
   std::string drop_in_first_;  // Metaspace decoder: dropped from the first token
+  std::vector<TokenId> template_prefix_;
+  std::vector<TokenId> template_suffix_;
 
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<ByteLevelPreTokenizer> pre_tokenizer_;

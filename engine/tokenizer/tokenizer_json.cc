@@ -227,6 +227,52 @@ absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& wher
   return literal->get<std::string>();
 }
 
+// TemplateProcessing's "single" template: [{"SpecialToken": {"id": "<s>"}}, {"Sequence":
+// {"id": "A"}}, ...], the special tokens' ids from "special_tokens". (Encode never adds them:
+// it is HF's encode with add_special_tokens=False; EncodeWithSpecialTokens does.)
+absl::Status ParseTemplate(const Json& post, TokenizerSpec* spec) {
+  auto single = post.find("single");
+  auto specials = post.find("special_tokens");
+  if (single == post.end() || !single->is_array() || specials == post.end() ||
+      !specials->is_object()) {
+    return Malformed("post_processor (TemplateProcessing) needs single and special_tokens");
+  }
+  bool seen_sequence = false;
+  for (size_t i = 0; i < single->size(); ++i) {
+    const Json& item = (*single)[i];
+    const std::string where = absl::StrCat("post_processor.single[", i, "]");
+    if (!item.is_object() || item.size() != 1) return Malformed(where);
+    if (auto seq = item.find("Sequence"); seq != item.end()) {
+      if (!seq->is_object() || seq->value("id", "") != "A" || seen_sequence) {
+        return Unsupported(absl::StrCat(where, " ", item.dump(), " (only one Sequence A)"));
+      }
+      seen_sequence = true;
+      continue;
+    }
+    auto special = item.find("SpecialToken");
+    if (special == item.end() || !special->is_object() || !special->contains("id") ||
+        !(*special)["id"].is_string()) {
+      return Malformed(where);
+    }
+    const std::string name = (*special)["id"].get<std::string>();
+    auto entry = specials->find(name);
+    if (entry == specials->end() || !entry->is_object() || !entry->contains("ids") ||
+        !(*entry)["ids"].is_array()) {
+      return Malformed(absl::StrCat(where, ": special token \"", name,
+                                    "\" is not in post_processor.special_tokens"));
+    }
+    for (const Json& id : (*entry)["ids"]) {
+      if (!id.is_number_unsigned() || id.get<uint64_t>() > std::numeric_limits<TokenId>::max()) {
+        return Malformed(absl::StrCat("post_processor.special_tokens[\"", name, "\"].ids"));
+      }
+      (seen_sequence ? spec->template_suffix : spec->template_prefix)
+          .push_back(static_cast<TokenId>(id.get<uint64_t>()));
+    }
+  }
+  if (!seen_sequence) return Malformed("post_processor.single has no Sequence A");
+  return absl::OkStatus();
+}
+
 // SentencePiece-style decoders: Sequence[Replace*, ByteFallback?, Fuse?, Strip?] (Mistral's
 // and Llama 2's order), or any prefix of it.
 absl::Status ParsePieceDecoder(const Json& decoder, PieceDecoderSpec* spec) {
@@ -315,6 +361,7 @@ absl::Status ParseDecoderAndPostProcessor(const Json& root, TokenizerSpec* spec)
   if (post.is_null()) return absl::OkStatus();
   type = TypeOf(post, "post_processor");
   if (!type.ok()) return type.status();
+  if (*type == "TemplateProcessing") return ParseTemplate(post, spec);
   if (*type != "ByteLevel" || !spec->byte_level) {
     return Unsupported(absl::StrCat("post_processor type \"", *type, "\""));
   }

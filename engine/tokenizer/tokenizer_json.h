@@ -59,6 +59,10 @@ struct TokenizerSpec {
   std::vector<PreTokenizerStep> pre_tokenizer_steps;
   BpeSpec model;
   std::vector<AddedTokenSpec> added_tokens;
+  // post_processor TemplateProcessing's "single" template: the special-token ids around the
+  // text's ids when special tokens are added (Mistral's "<s>" before). Empty otherwise.
+  std::vector<TokenId> template_prefix;
+  std::vector<TokenId> template_suffix;
 };
 
 // InvalidArgument for malformed files, Unimplemented for valid files using a feature we lack.

@@ -84,7 +84,11 @@ TEST(TokenizerLoadTest, UnsupportedFeaturesAreNamed) {
            "start": 1, "stop": 1}]})"},
       {"without a ByteLevel decoder", "/decoder", R"({"type": "Fuse"})"},
       {"Regex", "/decoder", R"({"type": "Replace", "pattern": {"Regex": "_"}, "content": " "})"},
-      {"TemplateProcessing", "/post_processor", R"({"type": "TemplateProcessing"})"},
+      {"post_processor type \"Sequence\"", "/post_processor",
+       R"({"type": "Sequence", "processors": []})"},
+      {"only one Sequence A", "/post_processor",
+       R"({"type": "TemplateProcessing", "single": [{"Sequence": {"id": "B", "type_id": 0}}],
+           "special_tokens": {}})"},
       {"truncation", "/truncation", R"({"max_length": 512})"},
       {"padding", "/padding", R"({"strategy": "BatchLongest"})"},
       {"byte_fallback", "/model/byte_fallback", "true"},
@@ -115,6 +119,24 @@ TEST(TokenizerLoadTest, MalformedPreTokenizersAreInvalidArgument) {
     json["pre_tokenizer"] = Json::parse(absl::StrCat(
         R"({"type": "Sequence", "pretokenizers": [{"type": "ByteLevel", "add_prefix_space": false}, )",
         value, "]}"));
+    ExpectError(LoadStatus(json), absl::StatusCode::kInvalidArgument, what);
+  }
+}
+
+TEST(TokenizerLoadTest, MalformedTemplatesAreInvalidArgument) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"needs single", R"({"type": "TemplateProcessing"})"},
+      {"no Sequence A", R"({"type": "TemplateProcessing", "single": [], "special_tokens": {}})"},
+      {"not in post_processor.special_tokens",
+       R"({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
+           {"Sequence": {"id": "A"}}], "special_tokens": {}})"},
+      {"has no token",
+       R"({"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}},
+           {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [99999]}}})"},
+  };
+  for (const auto& [what, value] : cases) {
+    Json json = TinyJson();
+    json["post_processor"] = Json::parse(value);
     ExpectError(LoadStatus(json), absl::StatusCode::kInvalidArgument, what);
   }
 }

@@ -89,6 +89,22 @@ TEST(TokenizerParityTest, DecodeOnlyVectorsMatchHuggingFace) {
   EXPECT_EQ(failures, 0);
 }
 
+// A TemplateProcessing post_processor: EncodeWithSpecialTokens is HF's encode with
+// add_special_tokens=True; Encode (add_special_tokens=False) is unaffected by it.
+TEST(TokenizerParityTest, EncodeWithSpecialTokensMatchesHuggingFace) {
+  int checked = 0;
+  for (const Vector& v : Vectors().cases) {
+    if (!v.ids_special) continue;
+    ++checked;
+    absl::StatusOr<std::vector<TokenId>> ids =
+        TokenizerNamed(v.tokenizer).EncodeWithSpecialTokens(v.text);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, *v.ids_special) << v.tokenizer << " " << Printable(v.text);
+  }
+  EXPECT_GE(checked, 300);
+  EXPECT_EQ(*Neox().EncodeWithSpecialTokens("Hello world"), *Neox().Encode("Hello world"));
+}
+
 // The word cache and the two merge algorithms must never change a result.
 TEST(TokenizerParityTest, EveryInternalConfigurationMatches) {
   const std::string json = ReadFileOrDie(NeoxJsonPath());

@@ -81,6 +81,9 @@ VectorFile LoadVectors() {
       v.tokenizer = record.at("tokenizer");
       v.name = record.at("name");
       v.ids = record.at("ids").get<std::vector<TokenId>>();
+      if (record.contains("ids_special")) {
+        v.ids_special = record.at("ids_special").get<std::vector<TokenId>>();
+      }
       if (record.contains("generator")) {
         v.text = RebuildGenerated(record.at("generator"));
         v.decoded = v.text;

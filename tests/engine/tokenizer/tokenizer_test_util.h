@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,7 @@ struct Vector {
   std::string name;       // category or case name
   std::string text;
   std::vector<TokenId> ids;
+  std::optional<std::vector<TokenId>> ids_special;  // HF's encode with add_special_tokens=True
   std::string decoded;
   std::string decoded_skip;
 };

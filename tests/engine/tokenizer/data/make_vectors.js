@@ -16,6 +16,8 @@
 //       text = concat over i < C of pieces[(i*S) % pieces.length] + i + (i%8==7 ? "\n" : " ");
 //       such a case has no "decoded": it decodes to the text itself, and with
 //       skip_special_tokens to the text without its "<|endoftext|>"s
+//   a case of a tokenizer with a post_processor also has "ids_special": encode with
+//   add_special_tokens=True
 //   {"kind":"decode","tokenizer":N,"ids":[..],"decoded":..,"decoded_skip":..}   decoding alone
 //   {"kind":"vocab_decode","tokenizer":"neox","block":64,"fnv":[..],"fnv_skip":[..],
 //    "fnv_roundtrip":[..]}
@@ -292,6 +294,15 @@ function spTokenizer(opts) {
       fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges }, opts.model || {}),
   });
 }
+function template(before, after) {
+  const ids = { '<s>': 1, '</s>': 2 };
+  const item = (t) => ({ SpecialToken: { id: t, type_id: 0 } });
+  const special_tokens = {};
+  for (const t of before.concat(after)) special_tokens[t] = { id: t, ids: [ids[t]], tokens: [t] };
+  return { type: 'TemplateProcessing', single: [...before.map(item), { Sequence: { id: 'A', type_id: 0 } }, ...after.map(item)],
+    pair: [...before.map(item), { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }, ...after.map(item)],
+    special_tokens };
+}
 const metaspace = (scheme, split) => ({ normalizer: null, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: scheme, split } });
 const sps = {
   sp_legacy: spTokenizer({}),
@@ -306,6 +317,10 @@ const sps = {
     { decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'first', split: false } }) }),
   sp_metaspace_decoder_never: spTokenizer({ root: Object.assign(metaspace('never', true),
     { decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'never', split: true } }) }),
+  // Mistral's post_processor: "<s>" before the text when special tokens are added (and a
+  // variant with "</s>" after), recorded as ids_special.
+  sp_template: spTokenizer({ root: Object.assign(metaspace('first', false), { post_processor: template(['<s>'], []) }) }),
+  sp_template_eos: spTokenizer({ root: { post_processor: template(['<s>'], ['</s>']) } }),
 };
 const spTexts = tinyTexts.concat(sequenceTexts.filter((t, i) => i % 3 === 0), [
   'Hello world', 'Hello  world', ' Hello', '  Hello', 'Hello ', 'the theme and then', 'in an inn', 'café', 'cafe\u0301',
@@ -408,7 +423,11 @@ async function main() {
   for (const [name, json] of Object.entries(sps)) {
     emit({ kind: 'tokenizer', name, json });
     const tok = Tokenizer.fromString(JSON.stringify(json));
-    for (let i = 0; i < spTexts.length; ++i) emit(await encodeCase(tok, name, `${name}_${i}`, spTexts[i]));
+    for (let i = 0; i < spTexts.length; ++i) {
+      const rec = await encodeCase(tok, name, `${name}_${i}`, spTexts[i]);
+      if (json.post_processor) rec.ids_special = (await tok.encode(spTexts[i], null, { addSpecialTokens: true })).getIds();
+      emit(rec);
+    }
     for (const ids of spDecodeIds(json)) {
       emit({ kind: 'decode', tokenizer: name, ids, decoded: await tok.decode(ids, false), decoded_skip: await tok.decode(ids, true) });
     }
