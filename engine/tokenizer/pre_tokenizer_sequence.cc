@@ -228,18 +228,27 @@ struct SequencePreTokenizer::Step {
   PreTokenizerStep spec;
   std::unique_ptr<ByteLevelPreTokenizer> byte_level;  // kByteLevel
   pcre2_code* regex = nullptr;                        // kSplit*
+  bool jit = false;
   ~Step() { pcre2_code_free(regex); }
 
   absl::Status FindRegexMatches(std::string_view text, std::vector<Match>* out) const {
-    pcre2_match_data* data = pcre2_match_data_create_from_pattern(regex, nullptr);
+    // One pair of offsets is all we read (rc 0 then means "more groups matched": fine).
+    thread_local std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> match_data(
+        pcre2_match_data_create(1, nullptr), pcre2_match_data_free);
+    pcre2_match_data* data = match_data.get();
     if (data == nullptr) return absl::ResourceExhaustedError("PCRE2 match data");
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t prev = 0;
     size_t offset = 0;
     absl::Status status;
     while (offset <= text.size()) {
-      const int rc =
-          pcre2_match(regex, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data, nullptr);
+      int rc =
+          jit ? pcre2_jit_match(regex, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data,
+                                nullptr)
+              : pcre2_match(regex, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data, nullptr);
+      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // the interpreter keeps its frames on the heap
+        rc = pcre2_match(regex, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, data, nullptr);
+      }
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) {
         status = absl::InternalError(absl::StrCat("PCRE2 match: ", Pcre2Message(rc)));
@@ -260,7 +269,6 @@ struct SequencePreTokenizer::Step {
           ++offset;
       }
     }
-    pcre2_match_data_free(data);
     if (prev != text.size()) out->push_back({prev, text.size(), false});
     return status;
   }
@@ -352,6 +360,8 @@ absl::StatusOr<std::unique_ptr<SequencePreTokenizer>> SequencePreTokenizer::Crea
               "malformed tokenizer.json: pre_tokenizer Split pattern \"", step->spec.pattern,
               "\" does not compile (offset ", error_offset, "): ", Pcre2Message(error)));
         }
+        // Without JIT (e.g. an executable-memory policy) pcre2_match finds the same matches.
+        step->jit = pcre2_jit_compile(step->regex, PCRE2_JIT_COMPLETE) == 0;
         break;
       }
       default:
