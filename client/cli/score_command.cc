@@ -20,9 +20,7 @@
 #include "client/grpc_api.h"
 #include "client/http_api.h"
 #include "client/session_api.h"
-#include "client/strings.h"
 #include "client/text_pieces.h"
-#include "engine/status_macros.h"
 
 namespace mamba::client::cli {
 namespace {
@@ -130,57 +128,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return text.str();
 }
 
-constexpr size_t kCheckBytes = 4096;  // context on each side of a split, to check it
-
-bool IsContinuationByte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
-
-// The line of `text` that ends at its end (at most kCheckBytes, starting on a character).
-std::string_view LastLine(std::string_view text) {
-  size_t from = text.size() >= 2 ? text.rfind('\n', text.size() - 2) : std::string_view::npos;
-  from = from == std::string_view::npos ? 0 : from + 1;
-  if (text.size() - from > kCheckBytes) from = text.size() - kCheckBytes;
-  while (from < text.size() && IsContinuationByte(text[from])) ++from;
-  return text.substr(from);
-}
-
-// The first line of `text` with its newline (at most kCheckBytes, ending on a character).
-std::string_view FirstLine(std::string_view text) {
-  size_t to = text.find('\n');
-  to = to == std::string_view::npos ? text.size() : to + 1;
-  if (to > kCheckBytes) {
-    to = kCheckBytes;
-    while (to > 0 && IsContinuationByte(text[to])) --to;
-  }
-  return text.substr(0, to);
-}
-
-absl::StatusOr<std::vector<int32_t>> TokenizeOnce(Scorer& scorer, std::string_view text) {
-  return scorer.Tokenize(std::string(text));
-}
-
-// The whole text's tokens, in pieces when it is long. Each split is checked: the lines on both
-// sides encode to the same tokens together as apart (a tokenizer that adds a BOS or a prefix
-// space to every call fails this); if one is not, the text goes in one request after all.
-absl::StatusOr<std::vector<int32_t>> TokenizeDocument(Scorer& scorer, std::string_view text,
-                                                      size_t piece_bytes) {
-  const std::vector<std::string_view> pieces = SplitAtSafeLineStarts(text, piece_bytes);
-  if (pieces.size() <= 1) return TokenizeOnce(scorer, text);
-  for (size_t i = 0; i + 1 < pieces.size(); ++i) {
-    const std::string_view a = LastLine(pieces[i]), b = FirstLine(pieces[i + 1]);
-    MAMBA_ASSIGN_OR_RETURN(std::vector<int32_t> ta, TokenizeOnce(scorer, a));
-    MAMBA_ASSIGN_OR_RETURN(std::vector<int32_t> tb, TokenizeOnce(scorer, b));
-    MAMBA_ASSIGN_OR_RETURN(std::vector<int32_t> tab, scorer.Tokenize(absl::StrCat(AV(a), AV(b))));
-    ta.insert(ta.end(), tb.begin(), tb.end());
-    if (ta != tab) return TokenizeOnce(scorer, text);
-  }
-  std::vector<int32_t> ids;
-  for (std::string_view piece : pieces) {
-    MAMBA_ASSIGN_OR_RETURN(std::vector<int32_t> t, TokenizeOnce(scorer, piece));
-    ids.insert(ids.end(), t.begin(), t.end());
-  }
-  return ids;
-}
-
 std::string RandomSessionId() {
   std::mt19937_64 rng(std::random_device{}());
   return absl::StrFormat("score-%016x", rng());
@@ -215,7 +162,8 @@ int RunScore(const GlobalOptions& g, const ScoreOptions& o) {
   absl::StatusOr<std::string> text = ReadFile(o.file);
   if (!text.ok()) return Fail(text.status());
   absl::StatusOr<std::vector<int32_t>> ids =
-      TokenizeDocument(*scorer, *text, static_cast<size_t>(o.piece_bytes));
+      TokenizeInPieces(*text, static_cast<size_t>(o.piece_bytes),
+                       [&scorer](std::string_view s) { return scorer->Tokenize(std::string(s)); });
   if (!ids.ok()) return Fail(ids.status());
   if (ids->size() < 2) {
     return Fail(absl::InvalidArgumentError("the text has fewer than 2 tokens: nothing to score"));

@@ -92,5 +92,54 @@ TEST(TextPiecesTest, TheNeoxTokenizerEncodesThePiecesAsTheWhole) {
   }
 }
 
+// TokenizeInPieces with the NeoX tokenizer: several calls, the whole text's tokens. With a
+// tokenizer that adds a BOS to every call (as SentencePiece templates do) the check at the first
+// split fails and the text goes whole in one call; an error of the tokenizer comes back as is.
+TEST(TextPiecesTest, TokenizeInPiecesChecksEverySplit) {
+  auto tok = engine::Tokenizer::FromFile(::mamba::testing::SourceDir() /
+                                         "models/gpt-neox-20b/tokenizer.json");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::string text = MixedText(7, 80);
+  const std::vector<engine::TokenId> whole = (*tok)->Encode(text).value();
+  std::vector<std::string> calls;
+  auto neox = [&](std::string_view s) -> absl::StatusOr<std::vector<int32_t>> {
+    calls.emplace_back(s);
+    return (*tok)->Encode(std::string(s));
+  };
+  auto got = TokenizeInPieces(text, 100, neox);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, whole);
+  EXPECT_GT(calls.size(), 4u);
+  for (const std::string& c : calls) EXPECT_LT(c.size(), text.size());
+
+  calls.clear();
+  auto with_bos = [&](std::string_view s) -> absl::StatusOr<std::vector<int32_t>> {
+    calls.emplace_back(s);
+    absl::StatusOr<std::vector<int32_t>> e = (*tok)->Encode(std::string(s));
+    if (!e.ok()) return e.status();
+    e->insert(e->begin(), -1);
+    return e;
+  };
+  got = TokenizeInPieces(text, 100, with_bos);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_FALSE(got->empty());
+  EXPECT_EQ((*got)[0], -1);
+  EXPECT_EQ(std::vector<int32_t>(got->begin() + 1, got->end()), whole);
+  EXPECT_EQ(calls.back(), text);  // the last call: the whole text
+  EXPECT_EQ(calls.size(), 4u);    // the first split's three checks, then the text
+
+  // Short texts go in one call; errors pass through.
+  calls.clear();
+  const absl::StatusOr<std::vector<int32_t>> short_text =
+      TokenizeInPieces("In the beginning", 100, neox);
+  ASSERT_TRUE(short_text.ok()) << short_text.status();
+  EXPECT_EQ(*short_text, (*tok)->Encode("In the beginning").value());
+  EXPECT_EQ(calls.size(), 1u);
+  auto failing = [](std::string_view) -> absl::StatusOr<std::vector<int32_t>> {
+    return absl::UnavailableError("server gone");
+  };
+  EXPECT_EQ(TokenizeInPieces(text, 100, failing).status().code(), absl::StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace mamba::client
