@@ -57,6 +57,9 @@ absl::Status ParseParameters(const Json& p, const engine::GenerationDefaults& de
     if (!out->request.session_id.empty()) {
       return engine::InvalidField("best_of", "a session continues one conversation: no best_of");
     }
+    // A neutral warper given (temperature 1, top_p 1) passes TGI's check; best_of then samples
+    // too, or its sequences would be the same greedy one repeated (found by the request fuzzer).
+    out->sampling = true;
     out->request.n = out->best_of;  // the engine's n completions; the call picks the best
   }
   if (out->sampling) {

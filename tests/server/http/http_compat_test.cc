@@ -364,9 +364,13 @@ TEST(HttpCompatTest, TgiBestOf) {
   json plain = Post(port, "/generate", req);
   EXPECT_EQ(plain["generated_text"], r["generated_text"]);
   EXPECT_FALSE(plain.contains("details"));
-  Post(
+  // ... and then samples: each sequence has its own seed (not the greedy one twice).
+  json neutral = Post(
       port, "/generate",
       {{"inputs", "x"}, {"parameters", {{"best_of", 2}, {"temperature", 1.0}, {"details", true}}}});
+  ASSERT_EQ(neutral["details"]["best_of_sequences"].size(), 1u) << neutral.dump();
+  EXPECT_TRUE(neutral["details"]["seed"].is_number()) << neutral.dump();
+  EXPECT_NE(neutral["details"]["seed"], neutral["details"]["best_of_sequences"][0]["seed"]);
 
   // Refusals, 422 in TGI's words: greedy, streamed, more than the slots, a session.
   auto refused = [&](const std::string& path, json body, const std::string& message) {
