@@ -158,23 +158,35 @@ absl::StatusOr<ModelConfig> FromHf(const json& j) {
   return c;
 }
 
-constexpr const char* kModelTypes[] = {"mamba", "falcon_mamba"};
+constexpr ModelType kModelTypes[] = {ModelType::kMamba, ModelType::kFalconMamba};
+
+std::string SupportedModelTypes() {
+  std::vector<std::string> names;
+  for (ModelType t : kModelTypes) names.emplace_back(ModelTypeName(t));
+  return absl::StrJoin(names, ", ");
+}
 
 }  // namespace
 
+std::string_view ModelTypeName(ModelType t) {
+  return t == ModelType::kFalconMamba ? "falcon_mamba" : "mamba";
+}
+
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("config.json: top level must be an object");
-  std::string model_type = "mamba";
+  ModelType model_type = ModelType::kMamba;
   if (auto it = j.find("model_type"); it != j.end() && !it->is_null()) {
     if (!it->is_string())
       return absl::InvalidArgumentError("config.json: 'model_type' must be a string");
-    model_type = it->get<std::string>();
-    if (std::find(std::begin(kModelTypes), std::end(kModelTypes), model_type) ==
-        std::end(kModelTypes)) {
+    const std::string name = it->get<std::string>();
+    const auto known = std::find_if(std::begin(kModelTypes), std::end(kModelTypes),
+                                    [&](ModelType t) { return ModelTypeName(t) == name; });
+    if (known == std::end(kModelTypes)) {
       return absl::InvalidArgumentError(
           absl::StrCat("config.json: model_type ", it->dump(),
-                       " is not supported (supported: ", absl::StrJoin(kModelTypes, ", "), ")"));
+                       " is not supported (supported: ", SupportedModelTypes(), ")"));
     }
+    model_type = *known;
   }
   const bool mamba_ssm = j.contains("d_model") && !j.contains("hidden_size");
   absl::StatusOr<ModelConfig> c = mamba_ssm ? FromMambaSsm(j) : FromHf(j);
@@ -205,12 +217,6 @@ absl::Status ModelConfig::Validate() const {
   if (!(layer_norm_epsilon > 0) || !std::isfinite(layer_norm_epsilon)) {
     return absl::InvalidArgumentError("config.json: 'layer_norm_epsilon' must be positive");
   }
-  if (std::find(std::begin(kModelTypes), std::end(kModelTypes), model_type) ==
-      std::end(kModelTypes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: model_type \"", model_type,
-                     "\" is not supported (supported: ", absl::StrJoin(kModelTypes, ", "), ")"));
-  }
   if (!(mixer_rms_eps > 0) || !std::isfinite(mixer_rms_eps)) {
     return absl::InvalidArgumentError("config.json: 'mixer_rms_eps' must be positive");
   }
@@ -230,7 +236,7 @@ absl::Status ModelConfig::Validate() const {
 nlohmann::json ModelConfig::ToJson() const {
   json eos = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
   const bool falcon = mixer_rms_norm();
-  json j{{"model_type", model_type},
+  json j{{"model_type", ModelTypeName(model_type)},
          {"architectures", {falcon ? "FalconMambaForCausalLM" : "MambaForCausalLM"}},
          {"vocab_size", vocab_size},
          {"hidden_size", hidden_size},
@@ -290,7 +296,7 @@ absl::StatusOr<ModelConfig> PresetConfig(const std::string& name) {
     c.intermediate_size = 2 * p.d_model;
     c.time_step_rank = (p.d_model + 15) / 16;
     if (p.falcon) {
-      c.model_type = "falcon_mamba";
+      c.model_type = ModelType::kFalconMamba;
       c.tie_word_embeddings = false;
       c.eos_token_ids = {p.vocab > 11 ? 11 : 0};  // falcon-mamba-7b's <|endoftext|>
     }

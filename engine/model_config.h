@@ -4,12 +4,19 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 
 namespace mamba::engine {
+
+// HF's model_type: "mamba" (MambaForCausalLM) or "falcon_mamba" (FalconMambaForCausalLM: a
+// Mamba-1 whose x_proj outputs dt, B and C each pass a weightless RMS norm with mixer_rms_eps
+// before dt_proj and the scan).
+enum class ModelType { kMamba, kFalconMamba };
+std::string_view ModelTypeName(ModelType t);  // as config.json spells it
 
 struct ModelConfig {
   int64_t vocab_size = 50280;
@@ -32,12 +39,9 @@ struct ModelConfig {
   // The layout the file was written in; informational ("hf" or "mamba_ssm").
   std::string source_format = "hf";
 
-  // "mamba" (MambaForCausalLM) or "falcon_mamba" (FalconMambaForCausalLM: a Mamba-1 whose
-  // x_proj outputs dt, B and C each pass a weightless RMS norm with mixer_rms_eps before dt_proj
-  // and the scan).
-  std::string model_type = "mamba";
-  double mixer_rms_eps = 1e-6;
-  bool mixer_rms_norm() const { return model_type == "falcon_mamba"; }
+  ModelType model_type = ModelType::kMamba;
+  double mixer_rms_eps = 1e-6;  // falcon_mamba
+  bool mixer_rms_norm() const { return model_type == ModelType::kFalconMamba; }
 
   // Parses HF MambaConfig JSON or the original mamba_ssm layout (d_model, n_layer, ssm_cfg,
   // pad_vocab_size_multiple). Errors name the offending field.

@@ -283,7 +283,7 @@ void FillModelInfo(const ServingState& state, v1::ModelInfo* out) {
   pc->set_bos_token_id(c.bos_token_id);
   for (int64_t id : c.eos_token_ids) pc->add_eos_token_ids(id);
   pc->set_pad_token_id(c.pad_token_id);
-  pc->set_model_type(c.model_type);
+  pc->set_model_type(std::string(engine::ModelTypeName(c.model_type)));
   if (c.mixer_rms_norm()) pc->set_mixer_rms_eps(c.mixer_rms_eps);
 
   out->set_dtype(kernels::Name(e.backend().compute_dtype()));

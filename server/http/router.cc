@@ -105,7 +105,8 @@ OrderedJson ModelCard(const HandlerContext& ctx, const std::string& id, int64_t 
   if (ctx.state->health.load() != Health::kStarting && ctx.state->engine) {
     m["max_prompt_tokens"] = ctx.state->engine->options().max_prompt_tokens;
     m["max_session_tokens"] = ctx.state->engine->max_session_tokens();
-    m["model_type"] = ctx.state->engine->backend().config().model_type;  // mamba, falcon_mamba
+    m["model_type"] =
+        std::string(engine::ModelTypeName(ctx.state->engine->backend().config().model_type));
     // Extension: lets clients (mamba-loadgen) draw valid random token-id prompts.
     // Every id below vocab_size is a valid input; the tokenizer spells the ids below
     // tokenizer_vocab_size (others, e.g. padding rows of the embedding, decode to "").

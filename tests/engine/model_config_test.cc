@@ -115,7 +115,7 @@ TEST(ModelConfig, ParsesFalconMamba7bConfig) {
     "time_step_rank": 256, "use_bias": false, "use_conv_bias": true, "vocab_size": 65024})");
   auto c = ModelConfig::FromJson(j);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->model_type, "falcon_mamba");
+  EXPECT_EQ(c->model_type, ModelType::kFalconMamba);
   EXPECT_TRUE(c->mixer_rms_norm());
   EXPECT_DOUBLE_EQ(c->mixer_rms_eps, 1e-6);
   EXPECT_EQ(c->intermediate_size, 8192);

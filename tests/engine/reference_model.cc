@@ -1,6 +1,8 @@
 #include "tests/engine/reference_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 
 namespace mamba::engine::testing {
 namespace {
@@ -122,6 +124,23 @@ std::vector<double> ReferenceModel::Step(TokenId token) {
   }
   return Linear(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
                 static_cast<size_t>(c_.vocab_size));
+}
+
+std::vector<TokenId> ReferenceGreedy(ReferenceModel& ref, std::span<const TokenId> prompt, size_t n,
+                                     double min_margin) {
+  ref.Reset();
+  std::vector<double> logits = ref.Forward(prompt);
+  std::vector<TokenId> out;
+  while (out.size() < n) {
+    std::vector<double> top = logits;
+    std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<>());
+    if (top[0] - top[1] < min_margin) break;
+    const auto best =
+        static_cast<TokenId>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    out.push_back(best);
+    logits = ref.Forward({&out.back(), 1});
+  }
+  return out;
 }
 
 }  // namespace mamba::engine::testing

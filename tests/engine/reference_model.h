@@ -34,4 +34,10 @@ class ReferenceModel {
   std::vector<Layer> layers_;
 };
 
+// The reference's greedy continuation of `prompt` (from a reset state), up to `n` tokens, ending
+// early before the first step whose best logit leads the runner-up by less than `min_margin` (too
+// close to call for an engine in fp32): the tokens an engine's greedy decoding must reproduce.
+std::vector<TokenId> ReferenceGreedy(ReferenceModel& ref, std::span<const TokenId> prompt, size_t n,
+                                     double min_margin = 1e-3);
+
 }  // namespace mamba::engine::testing

@@ -39,7 +39,7 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> OpenVariantModel(const TempDir
   o.config.use_bias = v.use_bias;
   o.config.use_conv_bias = !v.no_conv_bias;
   if (v.falcon) {
-    o.config.model_type = "falcon_mamba";
+    o.config.model_type = ModelType::kFalconMamba;
     o.config.mixer_rms_eps = 1e-4;
   }
   o.dtype = v.stored;
