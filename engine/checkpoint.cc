@@ -1,6 +1,7 @@
 #include "engine/checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -20,6 +21,39 @@ std::string ShapeStr(const std::vector<int64_t>& s) {
   return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
 }
 
+// Python's json module writes float('inf') and nan as bare Infinity, -Infinity and NaN, which
+// JSON has no spelling for (transformers' Mamba2Config.time_step_limit is [0.0, Infinity]): such
+// tokens outside strings become the strings "Infinity", "-Infinity" and "NaN".
+std::string QuoteNonFiniteLiterals(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (in_string) {
+      out += ch;
+      if (ch == '\\' && i + 1 < text.size()) {
+        out += text[++i];
+      } else if (ch == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (ch == '"') in_string = true;
+    bool replaced = false;
+    for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
+      if (text.compare(i, std::strlen(token), token) == 0) {
+        absl::StrAppend(&out, "\"", token, "\"");
+        i += std::strlen(token) - 1;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += ch;
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
@@ -27,7 +61,7 @@ absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
   std::stringstream ss;
   ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  json j = json::parse(QuoteNonFiniteLiterals(ss.str()), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": invalid JSON"));
   return j;
@@ -180,11 +214,22 @@ absl::Status Checkpoint::Bind() {
     LayerTensors& L = layers_[static_cast<size_t>(i)];
     const std::string p = absl::StrCat("backbone.layers.", i, ".");
     const std::string m = p + "mixer.";
+    const int64_t cd = c.conv_dim(), ip = c.in_proj_size();
     MAMBA_RETURN_IF_ERROR(get({p + "norm.weight"}, {d}, true, &L.norm));
-    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.weight"}, {2 * e, d}, true, &L.in_proj));
-    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.bias"}, {2 * e}, c.use_bias, &L.in_proj_bias));
-    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.weight"}, {e, 1, c.conv_kernel}, true, &L.conv));
-    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.bias"}, {e}, c.use_conv_bias, &L.conv_bias));
+    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.weight"}, {ip, d}, true, &L.in_proj));
+    MAMBA_RETURN_IF_ERROR(get({m + "in_proj.bias"}, {ip}, c.use_bias, &L.in_proj_bias));
+    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.weight"}, {cd, 1, c.conv_kernel}, true, &L.conv));
+    MAMBA_RETURN_IF_ERROR(get({m + "conv1d.bias"}, {cd}, c.use_conv_bias, &L.conv_bias));
+    if (c.is_mamba2()) {
+      const int64_t h = c.num_heads;
+      MAMBA_RETURN_IF_ERROR(get({m + "dt_bias"}, {h}, true, &L.dt_proj_bias));
+      MAMBA_RETURN_IF_ERROR(get({m + "A_log"}, {h}, true, &L.a_log));
+      MAMBA_RETURN_IF_ERROR(get({m + "D"}, {h}, true, &L.d));
+      MAMBA_RETURN_IF_ERROR(get({m + "norm.weight"}, {e}, true, &L.gated_norm));
+      MAMBA_RETURN_IF_ERROR(get({m + "out_proj.weight"}, {d, c.mlp_size + e}, true, &L.out_proj));
+      MAMBA_RETURN_IF_ERROR(get({m + "out_proj.bias"}, {d}, c.use_bias, &L.out_proj_bias));
+      continue;
+    }
     MAMBA_RETURN_IF_ERROR(get({m + "x_proj.weight"}, {r + 2 * n, e}, true, &L.x_proj));
     MAMBA_RETURN_IF_ERROR(get({m + "dt_proj.weight"}, {e, r}, true, &L.dt_proj));
     MAMBA_RETURN_IF_ERROR(get({m + "dt_proj.bias"}, {e}, true, &L.dt_proj_bias));
@@ -195,9 +240,10 @@ absl::Status Checkpoint::Bind() {
   }
   for (const auto& [name, where] : by_name_) {
     if (!used.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where.second->path().filename().string(), ": unexpected tensor '", name,
-          "' (not part of a Mamba model with ", c.num_hidden_layers, " layers and this config)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where.second->path().filename().string(), ": unexpected tensor '", name,
+                       "' (not part of a ", std::string(ModelTypeName(c.model_type)),
+                       " model with ", c.num_hidden_layers, " layers and this config)"));
     }
   }
   return absl::OkStatus();

@@ -16,18 +16,20 @@
 namespace mamba::engine {
 
 // One mixer layer's tensors (HF names under backbone.layers.N.); optional ones may be null.
+// Shapes are Mamba-1's; Mamba-2's differ where noted (H heads, conv_dim = d_inner + 2*G*d_state).
 struct LayerTensors {
   const TensorInfo* norm = nullptr;     // [d_model]
-  const TensorInfo* in_proj = nullptr;  // [2*d_inner, d_model]
+  const TensorInfo* in_proj = nullptr;  // [2*d_inner, d_model]; Mamba-2 [in_proj_size, d_model]
   const TensorInfo* in_proj_bias = nullptr;
-  const TensorInfo* conv = nullptr;          // [d_inner, 1, d_conv]
-  const TensorInfo* conv_bias = nullptr;     // [d_inner]
-  const TensorInfo* x_proj = nullptr;        // [dt_rank + 2*d_state, d_inner]
-  const TensorInfo* dt_proj = nullptr;       // [d_inner, dt_rank]
-  const TensorInfo* dt_proj_bias = nullptr;  // [d_inner]
-  const TensorInfo* a_log = nullptr;         // [d_inner, d_state]
-  const TensorInfo* d = nullptr;             // [d_inner]
-  const TensorInfo* out_proj = nullptr;      // [d_model, d_inner]
+  const TensorInfo* conv = nullptr;          // [d_inner, 1, d_conv]; Mamba-2 [conv_dim, 1, d_conv]
+  const TensorInfo* conv_bias = nullptr;     // [d_inner]; Mamba-2 [conv_dim]
+  const TensorInfo* x_proj = nullptr;        // [dt_rank + 2*d_state, d_inner]; not in Mamba-2
+  const TensorInfo* dt_proj = nullptr;       // [d_inner, dt_rank]; not in Mamba-2
+  const TensorInfo* dt_proj_bias = nullptr;  // [d_inner]; Mamba-2: mixer.dt_bias [H]
+  const TensorInfo* a_log = nullptr;         // [d_inner, d_state]; Mamba-2 [H]
+  const TensorInfo* d = nullptr;             // [d_inner]; Mamba-2 [H]
+  const TensorInfo* gated_norm = nullptr;    // Mamba-2 only: mixer.norm.weight [d_inner]
+  const TensorInfo* out_proj = nullptr;      // [d_model, d_inner]; Mamba-2 [d_model, mlp+d_inner]
   const TensorInfo* out_proj_bias = nullptr;
 };
 

@@ -62,6 +62,28 @@ class Generator {
   DType dtype_;
 };
 
+// A Mamba-2 mixer (mamba_ssm's Mamba2 initialisation: A = U(1, 16) per head, D and the gated
+// norm's weight ones, dt in [1e-3, 1e-1]).
+template <typename Add, typename DtBias>
+void AddMamba2Mixer(const ModelConfig& c, const std::string& m, float noise, Generator& g, Add& add,
+                    DtBias& dt_bias) {
+  const int64_t d = c.hidden_size, e = c.intermediate_size, h = c.num_heads, cd = c.conv_dim();
+  g.Uniform(add(m + "in_proj.weight", {c.in_proj_size(), d}),
+            1.0f / std::sqrt(static_cast<float>(d)));
+  if (c.use_bias) g.Constant(add(m + "in_proj.bias", {c.in_proj_size()}), 0.0f, noise);
+  const float conv_bound = 1.0f / std::sqrt(static_cast<float>(c.conv_kernel));
+  g.Uniform(add(m + "conv1d.weight", {cd, 1, c.conv_kernel}), conv_bound);
+  if (c.use_conv_bias) g.Uniform(add(m + "conv1d.bias", {cd}), conv_bound);
+  dt_bias(add(m + "dt_bias", {h}));
+  std::uniform_real_distribution<float> a(1.0f, 16.0f);
+  g.Fill(add(m + "A_log", {h}), [&](int64_t) { return std::log(a(g.rng())); });
+  g.Constant(add(m + "D", {h}), 1.0f, noise);
+  g.Constant(add(m + "norm.weight", {e}), 1.0f, noise);
+  g.Uniform(add(m + "out_proj.weight", {d, c.mlp_size + e}),
+            1.0f / std::sqrt(static_cast<float>((c.mlp_size + e) * c.num_hidden_layers)));
+  if (c.use_bias) g.Constant(add(m + "out_proj.bias", {d}), 0.0f, noise);
+}
+
 std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
   const ModelConfig& c = o.config;
   const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
@@ -75,10 +97,22 @@ std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
   g.Normal(add(o.mamba_ssm_layout ? "backbone.embedding.weight" : "backbone.embeddings.weight",
                {c.vocab_size, d}),
            0.02f);
+  // dt = exp(U(log 1e-3, log 1e-1)), bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+  auto dt_bias = [&g](Pending& t) {
+    std::uniform_real_distribution<float> log_dt(std::log(1e-3f), std::log(1e-1f));
+    g.Fill(t, [&](int64_t) {
+      const float dt = std::max(std::exp(log_dt(g.rng())), 1e-4f);
+      return dt + std::log(-std::expm1(-dt));
+    });
+  };
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = absl::StrCat("backbone.layers.", i, ".");
     const std::string m = p + "mixer.";
     g.Constant(add(p + "norm.weight", {d}), 1.0f, noise);
+    if (c.is_mamba2()) {
+      AddMamba2Mixer(c, m, noise, g, add, dt_bias);
+      continue;
+    }
     g.Uniform(add(m + "in_proj.weight", {2 * e, d}), 1.0f / std::sqrt(static_cast<float>(d)));
     if (c.use_bias) g.Constant(add(m + "in_proj.bias", {2 * e}), 0.0f, noise);
     const float conv_bound = 1.0f / std::sqrt(static_cast<float>(c.conv_kernel));
@@ -86,12 +120,7 @@ std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
     if (c.use_conv_bias) g.Uniform(add(m + "conv1d.bias", {e}), conv_bound);
     g.Uniform(add(m + "x_proj.weight", {r + 2 * n, e}), 1.0f / std::sqrt(static_cast<float>(e)));
     g.Uniform(add(m + "dt_proj.weight", {e, r}), 1.0f / std::sqrt(static_cast<float>(r)));
-    // dt = exp(U(log 1e-3, log 1e-1)), bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
-    std::uniform_real_distribution<float> log_dt(std::log(1e-3f), std::log(1e-1f));
-    g.Fill(add(m + "dt_proj.bias", {e}), [&](int64_t) {
-      const float dt = std::max(std::exp(log_dt(g.rng())), 1e-4f);
-      return dt + std::log(-std::expm1(-dt));
-    });
+    dt_bias(add(m + "dt_proj.bias", {e}));
     g.Fill(add(m + "A_log", {e, n}),
            [&](int64_t k) { return std::log(static_cast<float>(k % n + 1)); });
     g.Constant(add(m + "D", {e}), 1.0f, noise);
@@ -107,6 +136,30 @@ std::vector<Pending> MakeTensors(const RandomCheckpointOptions& o) {
 json MambaSsmConfig(const ModelConfig& c) {
   // The layout has no intermediate_size: WriteRandomCheckpoint refuses a d_inner that is not a
   // whole multiple of d_model rather than truncating it here.
+  if (c.is_mamba2()) {
+    const int64_t d_inner = c.intermediate_size + c.mlp_size;
+    json ssm{{"layer", "Mamba2"},          {"d_state", c.state_size},
+             {"d_conv", c.conv_kernel},    {"expand", d_inner / c.hidden_size},
+             {"headdim", c.head_dim},      {"ngroups", c.n_groups},
+             {"chunk_size", c.chunk_size}, {"conv_bias", c.use_conv_bias},
+             {"bias", c.use_bias}};
+    if (c.mlp_size > 0) ssm["d_ssm"] = c.intermediate_size;
+    if (c.time_step_min_limit > 0 || c.time_step_max_limit > 0) {
+      ssm["dt_limit"] = {c.time_step_min_limit, c.time_step_max_limit > 0
+                                                    ? json(c.time_step_max_limit)
+                                                    : json("Infinity")};
+    }
+    return json{{"d_model", c.hidden_size},
+                {"d_intermediate", 0},
+                {"n_layer", c.num_hidden_layers},
+                {"vocab_size", c.vocab_size},
+                {"ssm_cfg", ssm},
+                {"rms_norm", true},
+                {"residual_in_fp32", c.residual_in_fp32},
+                {"fused_add_norm", true},
+                {"pad_vocab_size_multiple", 16},
+                {"tie_embeddings", c.tie_word_embeddings}};
+  }
   return json{{"d_model", c.hidden_size},
               {"n_layer", c.num_hidden_layers},
               {"vocab_size", c.vocab_size},
@@ -170,10 +223,15 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
 
 absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::path& dir) {
   MAMBA_RETURN_IF_ERROR(o.config.Validate());
-  if (o.mamba_ssm_layout && o.config.intermediate_size % o.config.hidden_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the mamba_ssm layout stores an integer expand: intermediate_size ",
-        o.config.intermediate_size, " is not a multiple of hidden_size ", o.config.hidden_size));
+  const int64_t d_inner = o.config.intermediate_size + o.config.mlp_size;
+  if (o.mamba_ssm_layout && d_inner % o.config.hidden_size != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the mamba_ssm layout stores an integer expand: d_inner ", d_inner,
+                     " is not a multiple of hidden_size ", o.config.hidden_size));
+  }
+  if (!o.mamba_ssm_layout && o.config.mlp_size > 0) {
+    return absl::InvalidArgumentError(
+        "HF's Mamba2Config has no MLP split (mamba_ssm's d_ssm): write the mamba_ssm layout");
   }
   std::error_code ec;
   fs::create_directories(dir, ec);

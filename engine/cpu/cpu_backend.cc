@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -12,6 +13,7 @@
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/causal_conv.h"
+#include "kernels/cpu/mamba2_scan.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/selective_scan.h"
 #include "kernels/cpu/threading.h"
@@ -92,18 +94,20 @@ CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const Backe
     : checkpoint_(std::move(checkpoint)), options_(options), weights_(std::move(weights)) {
   const ModelConfig& c = config();
   const int64_t e = c.intermediate_size, L = c.num_hidden_layers, S = options_.num_slots;
-  conv_slot_floats_ = (c.conv_kernel - 1) * e;
-  ssm_slot_floats_ = c.state_size * e;
+  conv_slot_floats_ = (c.conv_kernel - 1) * c.conv_dim();
+  ssm_slot_floats_ = c.ssm_state_floats();
   conv_state_.assign(static_cast<size_t>(L * S * conv_slot_floats_), 0.0f);
   ssm_state_.assign(static_cast<size_t>(L * S * ssm_slot_floats_), 0.0f);
   const auto T = static_cast<size_t>(options_.max_step_tokens);
   residual_.resize(T * c.hidden_size);
   normed_.resize(T * c.hidden_size);
-  xz_.resize(T * 2 * e);
-  xc_.resize(T * e);
-  dbc_.resize(T * (c.time_step_rank + 2 * c.state_size));
-  dt_.resize(T * e);
-  y_.resize(T * e);
+  xz_.resize(T * c.in_proj_size());
+  xc_.resize(T * std::max(c.conv_dim(), c.hidden_size));  // also the LM head's gather
+  if (!c.is_mamba2()) {
+    dbc_.resize(T * (c.time_step_rank + 2 * c.state_size));
+    dt_.resize(T * e);
+  }
+  y_.resize(T * (c.mlp_size + e));
 }
 
 std::string CpuBackend::Describe() const {
@@ -258,7 +262,7 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
   if (logit_rows.empty()) return absl::OkStatus();
   OpTimer timer(options_.profile, &op_seconds_[kHead]);
   // Only the rows asked for pass the final norm and the LM head (gathered into xc_, which holds
-  // T x d_inner >= T x d floats).
+  // at least T x d floats).
   const auto R = static_cast<int64_t>(logit_rows.size());
   for (int64_t i = 0; i < R; ++i) {
     std::memcpy(xc_.data() + i * d, residual_.data() + int64_t{logit_rows[i]} * d,
@@ -273,6 +277,7 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
 
 absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
   const ModelConfig& c = config();
+  if (c.is_mamba2()) return RunMamba2Layer(l, chunks, T);
   const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
   const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank,
                 S = options_.num_slots;
@@ -322,9 +327,83 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   return w.out_proj.MatMul(y_.data(), e, bias(w.out_proj_bias), residual_.data(), d, T, true);
 }
 
+absl::Status CpuBackend::RunMamba2Layer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
+  const ModelConfig& c = config();
+  const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
+  const int64_t d = c.hidden_size, e = c.intermediate_size, mlp = c.mlp_size, cd = c.conv_dim(),
+                ip = c.in_proj_size(), gn = c.n_groups * c.state_size, yw = mlp + e,
+                S = options_.num_slots;
+  // in_proj's row: z0 | x0 (mlp each) | z (e) | x B C (cd) | dt (heads).
+  float* const z = xz_.data() + 2 * mlp;
+  float* const xbc = z + e;
+  float* const dt = xbc + cd;
+  const bool prof = options_.profile;
+  auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
+  {
+    OpTimer timer(prof, &op_seconds_[kNorm]);
+    kc::RmsNorm(
+        {residual_.data(), d, w.norm.data(), normed_.data(), d, T, d, c.layer_norm_epsilon});
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kInProj]);
+    MAMBA_RETURN_IF_ERROR(
+        w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(), ip, T, false));
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kConv]);
+    kc::CausalConv({xbc, ip, w.conv.data(), bias(w.conv_bias),
+                    conv_state_.data() + l * S * conv_slot_floats_, xc_.data(), cd, cd,
+                    static_cast<int>(c.conv_kernel), chunks});
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kScan]);
+    kc::Mamba2Scan({xc_.data(),
+                    cd,
+                    dt,
+                    ip,
+                    w.dt_bias.data(),
+                    w.a.data(),
+                    xc_.data() + e,
+                    xc_.data() + e + gn,
+                    cd,
+                    w.d.data(),
+                    z,
+                    ip,
+                    ssm_state_.data() + l * S * ssm_slot_floats_,
+                    y_.data() + mlp,
+                    yw,
+                    c.num_heads,
+                    c.head_dim,
+                    c.state_size,
+                    c.n_groups,
+                    c.time_step_min_limit,
+                    c.time_step_max_limit,
+                    chunks});
+  }
+  {
+    OpTimer timer(prof, &op_seconds_[kGatedNorm]);
+    // RMSNormGated(norm_before_gate=False): the scan's y * silu(z) normalised per group of
+    // d_inner / n_groups channels (mamba_ssm's and HF's group_size), in place.
+    const int64_t gs = e / c.n_groups;
+    for (int64_t g = 0; g < c.n_groups; ++g) {
+      float* y = y_.data() + mlp + g * gs;
+      kc::RmsNorm({y, yw, w.gated_norm.data() + g * gs, y, yw, T, gs, c.layer_norm_epsilon});
+    }
+    for (int64_t t = 0; t < T && mlp > 0; ++t) {  // mamba_ssm's d_ssm < d_inner: silu(z0) * x0
+      const float* zx = xz_.data() + t * ip;
+      for (int64_t i = 0; i < mlp; ++i) {
+        y_[static_cast<size_t>(t * yw + i)] = zx[mlp + i] * (zx[i] / (1.0f + std::exp(-zx[i])));
+      }
+    }
+  }
+  OpTimer timer(prof, &op_seconds_[kOutProj]);
+  return w.out_proj.MatMul(y_.data(), yw, bias(w.out_proj_bias), residual_.data(), d, T, true);
+}
+
 std::vector<std::pair<std::string, double>> CpuBackend::OpSeconds() const {
-  static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
-                                                  "dt_proj", "scan", "out_proj", "head"};
+  static constexpr const char* kNames[kNumOps] = {"embed",    "norm",    "in_proj", "conv",
+                                                  "x_proj",   "dt_proj", "scan",    "gated_norm",
+                                                  "out_proj", "head"};
   std::vector<std::pair<std::string, double>> out;
   for (int i = 0; i < kNumOps; ++i)
     out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);

@@ -36,7 +36,19 @@ class CpuBackend : public Backend {
   int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }
 
  private:
-  enum Op { kEmbed, kNorm, kInProj, kConv, kXProj, kDtProj, kScan, kOutProj, kHead, kNumOps };
+  enum Op {
+    kEmbed,
+    kNorm,
+    kInProj,
+    kConv,
+    kXProj,
+    kDtProj,
+    kScan,
+    kGatedNorm,
+    kOutProj,
+    kHead,
+    kNumOps
+  };
 
   CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
              std::unique_ptr<CpuWeights> weights);
@@ -45,13 +57,17 @@ class CpuBackend : public Backend {
   absl::Status Forward(std::span<const kernels::SeqChunk> chunks, std::span<const TokenId> tokens,
                        std::span<const int32_t> logit_rows, Logits* logits, int64_t first_row);
   absl::Status RunLayer(int64_t layer, std::span<const kernels::SeqChunk> chunks, int64_t tokens);
+  // Mamba-2's mixer: in_proj -> conv over x|B|C -> multi-head scan -> gated RMS norm -> out_proj.
+  absl::Status RunMamba2Layer(int64_t layer, std::span<const kernels::SeqChunk> chunks,
+                              int64_t tokens);
   void ZeroSlot(int32_t slot);
   absl::Status CheckSlot(SlotId slot) const;
 
   std::shared_ptr<const Checkpoint> checkpoint_;
   BackendOptions options_;
   std::unique_ptr<CpuWeights> weights_;
-  // State pools, per layer: conv [slots, d_conv-1, d_inner] and ssm [slots, d_state, d_inner].
+  // State pools, per layer: conv [slots, d_conv-1, d_inner] and ssm [slots, d_state, d_inner]
+  // (Mamba-2: conv [slots, d_conv-1, conv_dim], ssm [slots, heads, d_state, head_dim]).
   std::vector<float> conv_state_;
   std::vector<float> ssm_state_;
   int64_t conv_slot_floats_ = 0;  // per layer per slot

@@ -82,6 +82,8 @@ std::vector<float> Transpose(const std::vector<float>& in, int64_t rows, int64_t
   return out;
 }
 
+float MinusExp(float v) { return -std::exp(v); }
+
 }  // namespace
 
 absl::Status CpuMatrix::MatMul(const float* x, int64_t ldx, const float* bias, float* y,
@@ -109,17 +111,22 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
     const LayerTensors& t = ckpt.layer(i);
     CpuLayerWeights L;
     MAMBA_ASSIGN_OR_RETURN(L.in_proj, MakeMatrix(ckpt, *t.in_proj, compute, w.get()));
-    MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(ckpt, *t.x_proj, compute, w.get()));
-    MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(ckpt, *t.dt_proj, compute, w.get()));
+    if (!c.is_mamba2()) {
+      MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(ckpt, *t.x_proj, compute, w.get()));
+      MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(ckpt, *t.dt_proj, compute, w.get()));
+    }
     MAMBA_ASSIGN_OR_RETURN(L.out_proj, MakeMatrix(ckpt, *t.out_proj, compute, w.get()));
     L.norm = ToF32(t.norm);
     L.in_proj_bias = ToF32(t.in_proj_bias);
     L.out_proj_bias = ToF32(t.out_proj_bias);
-    L.conv = Transpose(ToF32(t.conv), e, c.conv_kernel, [](float v) { return v; });
+    L.conv = Transpose(ToF32(t.conv), c.conv_dim(), c.conv_kernel, [](float v) { return v; });
     L.conv_bias = ToF32(t.conv_bias);
     L.dt_bias = ToF32(t.dt_proj_bias);
-    L.a = Transpose(ToF32(t.a_log), e, n, [](float v) { return -std::exp(v); });
+    // Mamba-1's A_log is [d_inner, d_state] (transposed for the kernel), Mamba-2's one per head.
+    L.a = c.is_mamba2() ? Transpose(ToF32(t.a_log), 1, c.num_heads, MinusExp)
+                        : Transpose(ToF32(t.a_log), e, n, MinusExp);
     L.d = ToF32(t.d);
+    L.gated_norm = ToF32(t.gated_norm);
     w->layers.push_back(std::move(L));
   }
   return w;

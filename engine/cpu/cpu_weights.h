@@ -25,19 +25,22 @@ struct CpuMatrix {
                       int64_t m, bool accumulate) const;
 };
 
+// Shapes are Mamba-1's; Mamba-2's (H heads, conv_dim = d_inner + 2*G*d_state) where noted.
 struct CpuLayerWeights {
-  CpuMatrix in_proj;                 // [2*d_inner, d_model]
-  CpuMatrix x_proj;                  // [dt_rank + 2*d_state, d_inner]
-  CpuMatrix dt_proj;                 // [d_inner, dt_rank]
-  CpuMatrix out_proj;                // [d_model, d_inner]
+  CpuMatrix in_proj;                 // [2*d_inner, d_model]; Mamba-2 [in_proj_size, d_model]
+  CpuMatrix x_proj;                  // [dt_rank + 2*d_state, d_inner]; unset in Mamba-2
+  CpuMatrix dt_proj;                 // [d_inner, dt_rank]; unset in Mamba-2
+  CpuMatrix out_proj;                // [d_model, d_inner]; Mamba-2 [d_model, mlp + d_inner]
   std::vector<float> norm;           // [d_model]
-  std::vector<float> in_proj_bias;   // [2*d_inner] or empty
+  std::vector<float> in_proj_bias;   // [in_proj rows] or empty
   std::vector<float> out_proj_bias;  // [d_model] or empty
-  std::vector<float> conv;           // [d_conv, d_inner] (transposed from [d_inner, 1, d_conv])
-  std::vector<float> conv_bias;      // [d_inner] or empty
-  std::vector<float> dt_bias;        // [d_inner]
-  std::vector<float> a;              // [d_state, d_inner] = -exp(A_log)^T
-  std::vector<float> d;              // [d_inner]
+  std::vector<float> conv;           // [d_conv, d_inner] (transposed from [d_inner, 1, d_conv]); or
+                                     // [d_conv, conv_dim]
+  std::vector<float> conv_bias;      // [d_inner] or [conv_dim] or empty
+  std::vector<float> dt_bias;        // [d_inner]; Mamba-2 [H]
+  std::vector<float> a;           // [d_state, d_inner] = -exp(A_log)^T; Mamba-2 [H] = -exp(A_log)
+  std::vector<float> d;           // [d_inner]; Mamba-2 [H]
+  std::vector<float> gated_norm;  // Mamba-2: [d_inner], the gated RMS norm's weight
 };
 
 struct CpuWeights {

@@ -73,6 +73,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         "(0, 1]");
   }
   const ModelConfig& c = checkpoint->config();
+  if (c.is_mamba2()) {
+    return absl::UnimplementedError(
+        "the CUDA engine does not run Mamba-2 yet: use --device cpu for this model");
+  }
   if (c.conv_kernel < 1 || c.conv_kernel > kc::kMaxConvWidth || c.state_size < 1 ||
       c.state_size > kc::kMaxStateSize) {
     return absl::InvalidArgumentError(absl::StrCat(

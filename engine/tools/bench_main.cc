@@ -92,13 +92,20 @@ absl::StatusOr<double> TimeDecode(Backend& b, int batch, int steps) {
 // GEMM flops of one prefill of `len` tokens (logits for the last token only).
 double PrefillFlops(const ModelConfig& c, int64_t len) {
   const double d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
-  const double per_token = 2 * (2 * e * d + (r + 2 * n) * e + e * r + d * e);
+  const double per_token =
+      c.is_mamba2() ? 2 * (static_cast<double>(c.in_proj_size()) * d + d * (c.mlp_size + e))
+                    : 2 * (2 * e * d + (r + 2 * n) * e + e * r + d * e);
   return per_token * len * c.num_hidden_layers + 2.0 * c.vocab_size * d;
 }
 
 double OneDnnPrefillSeconds(const ModelConfig& c, int64_t len, mamba::kernels::DType dt) {
   using tools::MeasureOneDnnGemmSeconds;
   const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank;
+  if (c.is_mamba2()) {
+    const double layer = MeasureOneDnnGemmSeconds(len, c.in_proj_size(), d, dt) +
+                         MeasureOneDnnGemmSeconds(len, d, c.mlp_size + e, dt);
+    return layer * c.num_hidden_layers + MeasureOneDnnGemmSeconds(1, c.vocab_size, d, dt);
+  }
   const double layer = MeasureOneDnnGemmSeconds(len, 2 * e, d, dt) +
                        MeasureOneDnnGemmSeconds(len, r + 2 * n, e, dt) +
                        MeasureOneDnnGemmSeconds(len, e, r, dt) +

@@ -36,7 +36,24 @@ std::vector<BackendVariant> BackendVariants() {
     v.falcon = true;
     return v;
   };
+  // Mamba-2: 4 heads of 16 in 2 groups; bf16 untied; mamba_ssm's layout with an MLP split (3
+  // heads) and dt limits; biases everywhere with head_dim 24 (vector tails).
+  auto mamba2 = [](V v, int64_t head_dim, int64_t groups, int64_t mlp = 0, double dt_max = 0) {
+    v.head_dim = head_dim;
+    v.n_groups = groups;
+    v.mlp = mlp;
+    v.dt_min = dt_max > 0 ? 0.002 : 0.0;
+    v.dt_max = dt_max;
+    return v;
+  };
   return {
+      mamba2(V{"mamba2"}, 16, 2),
+      mamba2(V{"mamba2_bf16", DType::kBF16, ComputeDType::kAuto, false, false, true}, 16, 1),
+      mamba2(V{"mamba2_ssm_mlp", DType::kF32, ComputeDType::kAuto, false, false, false, true}, 16,
+             3, 16, 0.05),
+      mamba2(
+          V{"mamba2_bias", DType::kF32, ComputeDType::kAuto, true, false, false, false, 1, 36, 8},
+          24, 1, 0, 0.08),
       falcon(V{"falcon", DType::kF32, ComputeDType::kAuto, false, false, true}),
       falcon(V{"falcon_bf16", DType::kBF16, ComputeDType::kAuto, false, false, true, false, 1, 48,
                16, 5, 4, 3}),

@@ -1,6 +1,10 @@
 #include "engine/model_config.h"
 
+#include <fstream>
+
+#include "engine/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/support/temp_dir.h"
 
 namespace mamba::engine {
 namespace {
@@ -64,11 +68,11 @@ TEST(ModelConfig, RejectsBadFieldsNamingThem) {
       {R"({"state_size": 0})", "state_size"},
       {R"({"conv_kernel": 9})", "conv_kernel"},
       {R"({"hidden_act": "gelu"})", "gelu"},
-      {R"({"model_type": "mamba2"})", "mamba2"},
+      {R"({"model_type": "mamba3"})", "mamba3"},
       {R"({"use_bias": 1})", "use_bias"},
       {R"({"time_step_rank": "huge"})", "time_step_rank"},
       {R"({"eos_token_id": 99999999})", "eos_token_id"},
-      {R"({"d_model": 64, "ssm_cfg": {"layer": "Mamba2"}})", "Mamba2"},
+      {R"({"d_model": 64, "ssm_cfg": {"layer": "Mamba3"}})", "Mamba3"},
       {R"([1, 2])", "object"},
       // expand * hidden overflows int64 before any range check (UB; UBSan stage catches it).
       {R"({"hidden_size": 5966666666666666662})", "overflows"},
@@ -148,6 +152,111 @@ TEST(ModelConfig, ParsesFalconMamba7bConfig) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(std::string(bad.status().message()).find("mamba, falcon_mamba"), std::string::npos)
       << bad.status();
+}
+
+}  // namespace
+}  // namespace mamba::engine
+
+namespace mamba::engine {
+namespace {
+
+using nlohmann::json;
+
+// config.json of mistralai/Mamba-Codestral-7B-v0.1 (the fields that matter), with the bare
+// Infinity Python's json module writes: read through ReadJsonFile as from a model directory.
+TEST(ModelConfig, ParsesMambaCodestralConfig) {
+  testing::TempDir dir;
+  const auto path = dir.path() / "config.json";
+  std::ofstream(path) << R"({
+    "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "bos_token_id": 1,
+    "eos_token_id": 2, "pad_token_id": 0, "chunk_size": 256, "conv_kernel": 4, "expand": 2,
+    "head_dim": 64, "hidden_act": "silu", "hidden_size": 4096, "layer_norm_epsilon": 1e-05,
+    "n_groups": 8, "num_heads": 128, "num_hidden_layers": 64, "residual_in_fp32": true,
+    "rms_norm": true, "state_size": 128, "tie_word_embeddings": false, "time_step_floor": 0.0001,
+    "time_step_limit": [0.0, Infinity], "time_step_max": 0.1, "time_step_min": 0.001,
+    "time_step_rank": 256, "use_bias": false, "use_conv_bias": true, "vocab_size": 32768})";
+  auto j = ReadJsonFile(path);
+  ASSERT_TRUE(j.ok()) << j.status();
+  auto c = ModelConfig::FromJson(*j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->is_mamba2());
+  EXPECT_EQ(c->intermediate_size, 8192);
+  EXPECT_EQ(c->num_heads, 128);
+  EXPECT_EQ(c->n_groups, 8);
+  EXPECT_EQ(c->conv_dim(), 8192 + 2 * 8 * 128);
+  EXPECT_EQ(c->in_proj_size(), 18560);   // the published in_proj.weight is [18560, 4096]
+  EXPECT_EQ(c->time_step_max_limit, 0);  // Infinity: no limit
+  // 268 MB of SSM state per sequence (128 x 64 x 128 fp32 x 64 layers) + the conv state.
+  EXPECT_EQ(c->StateBytesPerSequence(), 64 * (3 * 10240 + 128 * 64 * 128) * 4);
+  auto p = PresetConfig("codestral-7b");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->ToJson(), c->ToJson());
+  EXPECT_NEAR(static_cast<double>(p->NumParameters(true)), 7.29e9, 0.01e9);
+  auto back = ModelConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), c->ToJson());
+  // transformers 5 spells infinity {"__float__": "Infinity"}.
+  (*j)["time_step_limit"] = json::parse(R"([0.0, {"__float__": "Infinity"}])");
+  ASSERT_TRUE(ModelConfig::FromJson(*j).ok());
+}
+
+// state-spaces/mamba2-130m's config.json (mamba_ssm's own format; ssm_cfg defaults apply).
+TEST(ModelConfig, ParsesMambaSsmMamba2Config) {
+  json j = json::parse(R"({"d_model": 768, "d_intermediate": 0, "n_layer": 24,
+    "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba2"}, "attn_layer_idx": [], "attn_cfg": {},
+    "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
+    "pad_vocab_size_multiple": 16, "tie_embeddings": true})");
+  auto c = ModelConfig::FromJson(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->is_mamba2());
+  EXPECT_EQ(c->vocab_size, 50288);
+  EXPECT_EQ(c->state_size, 128);
+  EXPECT_EQ(c->num_heads, 24);
+  EXPECT_EQ(c->head_dim, 64);
+  EXPECT_EQ(c->source_format, "mamba_ssm");
+  auto p = PresetConfig("mamba2-130m");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->ToJson(), c->ToJson());
+  EXPECT_NEAR(static_cast<double>(p->NumParameters(false)), 129.0e6, 0.5e6);
+  // d_ssm < d_inner: an MLP split of the rest.
+  j["ssm_cfg"]["d_ssm"] = 1024;
+  c = ModelConfig::FromJson(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->intermediate_size, 1024);
+  EXPECT_EQ(c->mlp_size, 512);
+  EXPECT_EQ(c->num_heads, 16);
+  EXPECT_EQ(c->in_proj_size(), 2 * 512 + 1024 + (1024 + 256) + 16);
+}
+
+// Each contradiction or unsupported variant is refused, naming the field.
+TEST(ModelConfig, RefusesInconsistentMamba2Configs) {
+  const json base = PresetConfig("mamba2-130m")->ToJson();
+  auto refused = [&](const json& patch, const std::string& field, bool mamba_ssm = false) {
+    json j = mamba_ssm ? json::parse(R"({"d_model": 768, "n_layer": 2, "vocab_size": 512,
+                                         "ssm_cfg": {"layer": "Mamba2"}})")
+                       : base;
+    j.merge_patch(patch);
+    auto c = ModelConfig::FromJson(j);
+    if (c.ok()) return ::testing::AssertionFailure() << patch.dump() << " was accepted";
+    if (std::string(c.status().message()).find(field) == std::string::npos) {
+      return ::testing::AssertionFailure() << c.status() << " does not name " << field;
+    }
+    return ::testing::AssertionSuccess();
+  };
+  EXPECT_TRUE(refused({{"num_heads", 20}}, "num_heads"));
+  EXPECT_TRUE(refused({{"head_dim", 48}}, "head_dim"));
+  EXPECT_TRUE(refused({{"n_groups", 5}}, "n_groups"));
+  EXPECT_TRUE(refused({{"rms_norm", false}}, "rms_norm"));
+  EXPECT_TRUE(refused({{"time_step_limit", {0.5, 0.1}}}, "time_step_limit"));
+  EXPECT_TRUE(refused({{"time_step_limit", {0.0}}}, "time_step_limit"));
+  EXPECT_TRUE(refused({{"time_step_limit", {0.0, "big"}}}, "time_step_limit"));
+  EXPECT_TRUE(refused({{"ssm_cfg", {{"norm_before_gate", true}}}}, "norm_before_gate", true));
+  EXPECT_TRUE(refused({{"ssm_cfg", {{"D_has_hdim", true}}}}, "D_has_hdim", true));
+  EXPECT_TRUE(refused({{"ssm_cfg", {{"rmsnorm", false}}}}, "rmsnorm", true));
+  EXPECT_TRUE(refused({{"ssm_cfg", {{"d_ssm", 2048}}}}, "d_ssm", true));
+  EXPECT_TRUE(refused({{"ssm_cfg", {{"layer", "Mamba3"}}}}, "Mamba2", true));
+  EXPECT_TRUE(refused({{"attn_layer_idx", {1}}}, "attn_layer_idx", true));
+  EXPECT_TRUE(refused({{"d_intermediate", 4096}}, "d_intermediate", true));
 }
 
 }  // namespace

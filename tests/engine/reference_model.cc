@@ -60,6 +60,7 @@ ReferenceModel::ReferenceModel(const Checkpoint& ck) : c_(ck.config()) {
             ToDouble(t.d),
             ToDouble(t.out_proj),
             ToDouble(t.out_proj_bias),
+            ToDouble(t.gated_norm),
             {},
             {}};
     layers_.push_back(std::move(L));
@@ -69,7 +70,7 @@ ReferenceModel::ReferenceModel(const Checkpoint& ck) : c_(ck.config()) {
 
 void ReferenceModel::Reset() {
   for (Layer& L : layers_) {
-    L.conv_state.assign(static_cast<size_t>(c_.intermediate_size * c_.conv_kernel), 0.0);
+    L.conv_state.assign(static_cast<size_t>(c_.conv_dim() * c_.conv_kernel), 0.0);
     L.ssm_state.assign(static_cast<size_t>(c_.intermediate_size * c_.state_size), 0.0);
   }
 }
@@ -80,50 +81,122 @@ std::vector<double> ReferenceModel::Forward(std::span<const TokenId> tokens) {
   return logits;
 }
 
+namespace {
+
+// Shifts `in` into a conv state [channels, K] (newest last) and returns silu(conv + bias).
+std::vector<double> ConvStep(std::vector<double>& state, const std::vector<double>& weight,
+                             const std::vector<double>& bias, const std::vector<double>& in,
+                             size_t K) {
+  std::vector<double> out(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    double* s = &state[i * K];
+    for (size_t k = 0; k + 1 < K; ++k) s[k] = s[k + 1];  // roll left, newest last
+    s[K - 1] = in[i];
+    double acc = bias.empty() ? 0.0 : bias[i];
+    for (size_t k = 0; k < K; ++k) acc += weight[i * K + k] * s[k];
+    out[i] = Silu(acc);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<double> ReferenceModel::Step(TokenId token) {
-  const auto d = static_cast<size_t>(c_.hidden_size), e = static_cast<size_t>(c_.intermediate_size),
-             n = static_cast<size_t>(c_.state_size), r = static_cast<size_t>(c_.time_step_rank),
-             K = static_cast<size_t>(c_.conv_kernel);
+  const auto d = static_cast<size_t>(c_.hidden_size);
   std::vector<double> h(embedding_.begin() + token * d, embedding_.begin() + (token + 1) * d);
   for (Layer& L : layers_) {
-    const std::vector<double> xz =
-        Linear(L.in_proj, L.in_bias, RmsNorm(h, L.norm, c_.layer_norm_epsilon), 2 * e);
-    std::vector<double> x(e), y(e);
-    for (size_t i = 0; i < e; ++i) {
-      double* s = &L.conv_state[i * K];
-      for (size_t k = 0; k + 1 < K; ++k) s[k] = s[k + 1];  // roll left, newest last
-      s[K - 1] = xz[i];
-      double acc = L.conv_bias.empty() ? 0.0 : L.conv_bias[i];
-      for (size_t k = 0; k < K; ++k) acc += L.conv[i * K + k] * s[k];
-      x[i] = Silu(acc);
-    }
-    std::vector<double> dbc = Linear(L.x_proj, {}, x, r + 2 * n);
-    if (c_.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised, no weight
-      for (auto [at, len] : {std::pair{size_t{0}, r}, {r, n}, {r + n, n}}) {
-        double sum = 0;
-        for (size_t i = at; i < at + len; ++i) sum += dbc[i] * dbc[i];
-        const double inv = 1.0 / std::sqrt(sum / static_cast<double>(len) + c_.mixer_rms_eps);
-        for (size_t i = at; i < at + len; ++i) dbc[i] *= inv;
-      }
-    }
-    const std::vector<double> dt_in(dbc.begin(), dbc.begin() + static_cast<long>(r));
-    const std::vector<double> dt_lin = Linear(L.dt_proj, L.dt_bias, dt_in, e);
-    for (size_t i = 0; i < e; ++i) {
-      const double dt = Softplus(dt_lin[i]);
-      double acc = 0;
-      for (size_t s = 0; s < n; ++s) {
-        const double a = -std::exp(L.a_log[i * n + s]);
-        double& hs = L.ssm_state[i * n + s];
-        hs = std::exp(dt * a) * hs + dt * dbc[r + s] * x[i];
-        acc += hs * dbc[r + n + s];
-      }
-      y[i] = (acc + L.d[i] * x[i]) * Silu(xz[e + i]);
-    }
-    const std::vector<double> out = Linear(L.out_proj, L.out_bias, y, d);
+    const std::vector<double> u = RmsNorm(h, L.norm, c_.layer_norm_epsilon);
+    const std::vector<double> out = c_.is_mamba2() ? Mamba2Mixer(L, u) : Mamba1Mixer(L, u);
     for (size_t i = 0; i < d; ++i) h[i] += out[i];
   }
   return Linear(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
                 static_cast<size_t>(c_.vocab_size));
+}
+
+std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<double>& u) {
+  const auto d = static_cast<size_t>(c_.hidden_size), e = static_cast<size_t>(c_.intermediate_size),
+             n = static_cast<size_t>(c_.state_size), r = static_cast<size_t>(c_.time_step_rank),
+             K = static_cast<size_t>(c_.conv_kernel);
+  const std::vector<double> xz = Linear(L.in_proj, L.in_bias, u, 2 * e);
+  const std::vector<double> x =
+      ConvStep(L.conv_state, L.conv, L.conv_bias, {xz.begin(), xz.begin() + long(e)}, K);
+  std::vector<double> y(e);
+  std::vector<double> dbc = Linear(L.x_proj, {}, x, r + 2 * n);
+  if (c_.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised, no weight
+    for (auto [at, len] : {std::pair{size_t{0}, r}, {r, n}, {r + n, n}}) {
+      double sum = 0;
+      for (size_t i = at; i < at + len; ++i) sum += dbc[i] * dbc[i];
+      const double inv = 1.0 / std::sqrt(sum / static_cast<double>(len) + c_.mixer_rms_eps);
+      for (size_t i = at; i < at + len; ++i) dbc[i] *= inv;
+    }
+  }
+  const std::vector<double> dt_in(dbc.begin(), dbc.begin() + static_cast<long>(r));
+  const std::vector<double> dt_lin = Linear(L.dt_proj, L.dt_bias, dt_in, e);
+  for (size_t i = 0; i < e; ++i) {
+    const double dt = Softplus(dt_lin[i]);
+    double acc = 0;
+    for (size_t s = 0; s < n; ++s) {
+      const double a = -std::exp(L.a_log[i * n + s]);
+      double& hs = L.ssm_state[i * n + s];
+      hs = std::exp(dt * a) * hs + dt * dbc[r + s] * x[i];
+      acc += hs * dbc[r + n + s];
+    }
+    y[i] = (acc + L.d[i] * x[i]) * Silu(xz[e + i]);
+  }
+  return Linear(L.out_proj, L.out_bias, y, d);
+}
+
+// HF Mamba2Mixer.torch_forward with a cache and one token (its decode branch): in_proj ->
+// [z0 | x0 | z | xBC | dt] (mamba_ssm's order; z0, x0 only with an MLP split), conv + SiLU over
+// xBC, per head: dt = clamp(softplus(dt + dt_bias)), state = exp(dt A) state + dt x B^T (state
+// [head_dim, d_state] as HF holds it), y = state C + D x; then RMSNormGated (norm_before_gate
+// False: y * silu(z), normalised per group of d_inner / n_groups) and out_proj over
+// [silu(z0) * x0 | y].
+std::vector<double> ReferenceModel::Mamba2Mixer(Layer& L, const std::vector<double>& u) {
+  const auto d = static_cast<size_t>(c_.hidden_size), e = static_cast<size_t>(c_.intermediate_size),
+             n = static_cast<size_t>(c_.state_size), K = static_cast<size_t>(c_.conv_kernel),
+             H = static_cast<size_t>(c_.num_heads), P = static_cast<size_t>(c_.head_dim),
+             G = static_cast<size_t>(c_.n_groups), mlp = static_cast<size_t>(c_.mlp_size),
+             cd = static_cast<size_t>(c_.conv_dim());
+  const std::vector<double> proj = Linear(L.in_proj, L.in_bias, u, 2 * mlp + e + cd + H);
+  const double* z0 = proj.data();
+  const double* x0 = z0 + mlp;
+  const double* z = x0 + mlp;
+  const std::vector<double> xbc_in(z + e, z + e + cd);
+  const double* dt_raw = z + e + cd;
+  const std::vector<double> xbc = ConvStep(L.conv_state, L.conv, L.conv_bias, xbc_in, K);
+  const double* x = xbc.data();
+  const double* B = x + e;
+  const double* C = B + G * n;
+  std::vector<double> y(e);
+  for (size_t h = 0; h < H; ++h) {
+    const size_t g = h / (H / G);
+    double dt = Softplus(dt_raw[h] + L.dt_bias[h]);
+    dt = std::max(dt, c_.time_step_min_limit);
+    if (c_.time_step_max_limit > 0) dt = std::min(dt, c_.time_step_max_limit);
+    const double dA = std::exp(dt * -std::exp(L.a_log[h]));
+    for (size_t p = 0; p < P; ++p) {
+      const size_t ch = h * P + p;
+      double acc = 0;
+      for (size_t s = 0; s < n; ++s) {
+        double& st = L.ssm_state[(h * P + p) * n + s];
+        st = st * dA + dt * B[g * n + s] * x[ch];
+        acc += st * C[g * n + s];
+      }
+      y[ch] = (acc + x[ch] * L.d[h]) * Silu(z[ch]);
+    }
+  }
+  std::vector<double> full(mlp + e);
+  for (size_t i = 0; i < mlp; ++i) full[i] = Silu(z0[i]) * x0[i];
+  const size_t gs = e / G;
+  for (size_t g = 0; g < G; ++g) {
+    const std::vector<double> part(y.begin() + long(g * gs), y.begin() + long((g + 1) * gs));
+    const std::vector<double> w(L.gated_norm.begin() + long(g * gs),
+                                L.gated_norm.begin() + long((g + 1) * gs));
+    const std::vector<double> normed = RmsNorm(part, w, c_.layer_norm_epsilon);
+    std::copy(normed.begin(), normed.end(), full.begin() + long(mlp + g * gs));
+  }
+  return Linear(L.out_proj, L.out_bias, full, d);
 }
 
 std::vector<TokenId> ReferenceGreedy(ReferenceModel& ref, std::span<const TokenId> prompt, size_t n,

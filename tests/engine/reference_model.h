@@ -1,6 +1,7 @@
 // A float64 re-statement of HF MambaForCausalLM's slow path (and FalconMambaForCausalLM's: the
-// mixer RMS norms on dt, B and C), token by token, written independently of the engine's
-// kernels: the reference every engine path is compared with.
+// mixer RMS norms on dt, B and C; and Mamba2ForCausalLM's torch_forward decode step), token by
+// token, written independently of the engine's kernels: the reference every engine path is
+// compared with.
 #pragma once
 
 #include <span>
@@ -23,11 +24,14 @@ class ReferenceModel {
  private:
   struct Layer {
     std::vector<double> norm, in_proj, in_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, a_log, d,
-        out_proj, out_bias;
-    std::vector<double> conv_state;  // [d_inner, d_conv]: last d_conv inputs, oldest first
-    std::vector<double> ssm_state;   // [d_inner, d_state]
+        out_proj, out_bias, gated_norm;
+    std::vector<double> conv_state;  // [conv channels, d_conv]: last d_conv inputs, oldest first
+    std::vector<double> ssm_state;   // [d_inner, d_state]; Mamba-2 [heads, head_dim, d_state]
   };
   std::vector<double> Step(TokenId token);
+  // One layer's mixer output for the normalised input `u`.
+  std::vector<double> Mamba1Mixer(Layer& L, const std::vector<double>& u);
+  std::vector<double> Mamba2Mixer(Layer& L, const std::vector<double>& u);
 
   ModelConfig c_;
   std::vector<double> embedding_, norm_f_, lm_head_;

@@ -42,6 +42,17 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> OpenVariantModel(const TempDir
     o.config.model_type = ModelType::kFalconMamba;
     o.config.mixer_rms_eps = 1e-4;
   }
+  if (v.head_dim > 0) {
+    ModelConfig& c = o.config;
+    c.model_type = ModelType::kMamba2;
+    c.intermediate_size = 2 * v.hidden - v.mlp;
+    c.mlp_size = v.mlp;
+    c.head_dim = v.head_dim;
+    c.num_heads = c.intermediate_size / v.head_dim;
+    c.n_groups = v.n_groups;
+    c.time_step_min_limit = v.dt_min;
+    c.time_step_max_limit = v.dt_max;
+  }
   o.dtype = v.stored;
   o.untied_head = v.untied;
   o.mamba_ssm_layout = v.mamba_ssm;

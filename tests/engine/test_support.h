@@ -38,6 +38,10 @@ struct BackendVariant {
   int shards = 1;
   int64_t hidden = 32, d_state = 16, dt_rank = 4, conv = 4, layers = 2;
   bool falcon = false;  // model_type falcon_mamba (mixer RMS norms, eps 1e-4 to see it honoured)
+  // model_type mamba2 when head_dim > 0: heads = (2 * hidden - mlp) / head_dim in n_groups groups;
+  // mlp > 0 (mamba_ssm's d_ssm < d_inner) needs the mamba_ssm layout; dt limits when max > 0.
+  int64_t head_dim = 0, n_groups = 1, mlp = 0;
+  double dt_min = 0.0, dt_max = 0.0;
 };
 
 // Writes the variant's checkpoint (seed 42, perturbed constants) under dir and opens it.
