@@ -39,6 +39,26 @@ __global__ void __launch_bounds__(kThreads) AddRmsNormKernel(AddRmsNormArgs a) {
   }
 }
 
+// One block per (row, group), looping when there are more than the grid.
+template <typename OutT>
+__global__ void __launch_bounds__(kThreads) GroupRmsNormKernel(GroupRmsNormArgs a) {
+  __shared__ float scratch[32];
+  OutT* out_base = static_cast<OutT*>(a.out);
+  const int64_t gs = a.group_size;
+  for (int64_t rg = blockIdx.x; rg < a.rows * a.groups; rg += gridDim.x) {
+    const int64_t r = rg / a.groups, first = (rg % a.groups) * gs;
+    const float* in = a.in + r * a.in_stride + first;
+    float sum = 0.0f;
+    for (int64_t k = threadIdx.x; k < gs; k += kThreads) sum += in[k] * in[k];
+    sum = detail::BlockSum(sum, scratch);
+    const float inv = 1.0f / sqrtf(sum / static_cast<float>(gs) + static_cast<float>(a.eps));
+    OutT* out = out_base + r * a.out_stride + first;
+    const float* w = a.weight + first;
+    for (int64_t k = threadIdx.x; k < gs; k += kThreads)
+      out[k] = FromFloat<OutT>(w[k] * (in[k] * inv));
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) EmbeddingKernel(EmbeddingArgs a) {
   const T* table = static_cast<const T*>(a.table);
@@ -66,6 +86,20 @@ cudaError_t AddRmsNorm(const AddRmsNormArgs& a, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(std::min(a.rows, kMaxBlocks));
   return detail::DispatchDType(a.out_dtype, [&](auto tag) {
     AddRmsNormKernel<typename decltype(tag)::type><<<blocks, kThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t GroupRmsNorm(const GroupRmsNormArgs& a, cudaStream_t stream) {
+  if (a.rows < 0 || a.groups < 1 || a.group_size <= 0) return cudaErrorInvalidValue;
+  if (a.rows == 0) return cudaSuccess;
+  const int64_t width = a.groups * a.group_size;
+  if (!a.in || !a.weight || !a.out || a.in_stride < width || a.out_stride < width) {
+    return cudaErrorInvalidValue;
+  }
+  const unsigned blocks = static_cast<unsigned>(std::min(a.rows * a.groups, kMaxBlocks));
+  return detail::DispatchDType(a.out_dtype, [&](auto tag) {
+    GroupRmsNormKernel<typename decltype(tag)::type><<<blocks, kThreads, 0, stream>>>(a);
     return cudaGetLastError();
   });
 }

@@ -1,6 +1,6 @@
 // CUDA RMSNorm with the fp32 residual add fused (the Mamba block's Add + MambaRMSNorm), the
-// final norm over selected rows, and the embedding lookup that starts the residual stream.
-// CPU twin: kernels/cpu/rms_norm.h (RmsNormReference).
+// final norm over selected rows, Mamba-2's gated norm per group of channels, and the embedding
+// lookup that starts the residual stream. CPU twin: kernels/cpu/rms_norm.h (RmsNormReference).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -32,6 +32,25 @@ struct AddRmsNormArgs {
 };
 
 cudaError_t AddRmsNorm(const AddRmsNormArgs& a, cudaStream_t stream);
+
+// RMSNorm over each group of group_size channels of a row on its own (Mamba-2's RMSNormGated
+// after the scan, whose output already carries the silu(z) gate): for row r and group g,
+//   v = in[r, g*group_size : (g+1)*group_size]
+//   out[r, same columns] = weight[same] * (v * rsqrt(mean(v^2) + eps))   in out_dtype
+struct GroupRmsNormArgs {
+  const float* in = nullptr;  // [rows, groups * group_size], rows in_stride apart
+  int64_t in_stride = 0;
+  const float* weight = nullptr;  // [groups * group_size]
+  void* out = nullptr;            // [rows, groups * group_size], rows out_stride apart
+  DType out_dtype = DType::kF32;
+  int64_t out_stride = 0;
+  int64_t rows = 0;
+  int64_t groups = 1;
+  int64_t group_size = 0;
+  double eps = 1e-5;
+};
+
+cudaError_t GroupRmsNorm(const GroupRmsNormArgs& a, cudaStream_t stream);
 
 // out[t] = float(table[tokens[t]]) for t < rows. Ids out of [0, vocab) give a row of NaNs
 // (callers validate ids; this keeps a bad id from reading outside the table).
