@@ -45,11 +45,14 @@ SessionModel SessionModelOf(const Backend& backend) {
   m.d_inner = c.intermediate_size;
   m.conv_rows = c.conv_kernel - 1;
   m.d_state = c.state_size;
+  m.conv_dim = c.conv_dim();
+  m.heads = c.is_mamba2() ? c.num_heads : 0;
   if (m.state_floats() != backend.state_floats()) {
     m.layers = 1;
     m.d_inner = backend.state_floats();
     m.conv_rows = 0;
     m.d_state = 1;
+    m.heads = 0;
   }
   return m;
 }

@@ -395,6 +395,12 @@ int RunInfo(const GlobalOptions& g, bool json) {
       static_cast<long long>(m.num_hidden_layers()), static_cast<long long>(m.hidden_size()),
       static_cast<long long>(m.intermediate_size()), static_cast<long long>(m.state_size()),
       static_cast<long long>(m.conv_kernel()), static_cast<long long>(m.vocab_size()));
+  if (m.num_heads() > 0) {
+    std::printf("heads          %lld of %lld channels, %lld group(s) sharing B and C%s\n",
+                static_cast<long long>(m.num_heads()), static_cast<long long>(m.head_dim()),
+                static_cast<long long>(m.n_groups()),
+                m.mlp_size() > 0 ? absl::StrCat(", MLP split ", m.mlp_size()).c_str() : "");
+  }
   std::printf("state          %lld bytes per sequence\n",
               static_cast<long long>(r->state_bytes_per_sequence()));
   std::printf(

@@ -69,13 +69,11 @@ std::string EncodeSessionFile(const SessionModel& model, std::string_view id,
       if (model.conv_floats() > 0) {
         parts.push_back({absl::StrCat("layers.", l, ".conv_state"),
                          "F32",
-                         {model.conv_rows, model.d_inner},
+                         {model.conv_rows, model.conv_channels()},
                          floats(s, model.conv_floats())});
         s += model.conv_floats();
       }
-      parts.push_back({absl::StrCat("layers.", l, ".ssm_state"),
-                       "F32",
-                       {model.d_state, model.d_inner},
+      parts.push_back({absl::StrCat("layers.", l, ".ssm_state"), "F32", model.ssm_shape(),
                        floats(s, model.ssm_floats())});
       s += model.ssm_floats();
     }
@@ -249,13 +247,13 @@ absl::StatusOr<DecodedSession> DecodeSessionFile(const SessionModel& model,
     for (int64_t l = 0; l < model.layers; ++l) {
       if (model.conv_floats() > 0) {
         absl::StatusOr<std::string_view> c = take(absl::StrCat("layers.", l, ".conv_state"), "F32",
-                                                  {model.conv_rows, model.d_inner});
+                                                  {model.conv_rows, model.conv_channels()});
         if (!c.ok()) return c.status();
         std::memcpy(s, c->data(), c->size());
         s += model.conv_floats();
       }
       absl::StatusOr<std::string_view> m =
-          take(absl::StrCat("layers.", l, ".ssm_state"), "F32", {model.d_state, model.d_inner});
+          take(absl::StrCat("layers.", l, ".ssm_state"), "F32", model.ssm_shape());
       if (!m.ok()) return m.status();
       std::memcpy(s, m->data(), m->size());
       s += model.ssm_floats();

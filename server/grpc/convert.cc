@@ -32,7 +32,11 @@ absl::Status SetPrompt(const v1::GenerateRequest& in, const ServingState& state,
         return absl::FailedPreconditionError("a text prompt needs a tokenizer; none is loaded");
       }
       if (absl::Status s = CheckUtf8(in.text(), "prompt text"); !s.ok()) return s;
-      absl::StatusOr<std::vector<engine::TokenId>> ids = state.tokenizer->Encode(in.text());
+      const bool special =
+          in.has_add_special_tokens() ? in.add_special_tokens() : in.session_id().empty();
+      absl::StatusOr<std::vector<engine::TokenId>> ids =
+          special ? state.tokenizer->EncodeWithSpecialTokens(in.text())
+                  : state.tokenizer->Encode(in.text());
       if (!ids.ok()) {
         return absl::Status(ids.status().code(),
                             absl::StrCat("prompt text: ", std::string(ids.status().message())));
@@ -285,6 +289,15 @@ void FillModelInfo(const ServingState& state, v1::ModelInfo* out) {
   pc->set_pad_token_id(c.pad_token_id);
   pc->set_model_type(std::string(engine::ModelTypeName(c.model_type)));
   if (c.mixer_rms_norm()) pc->set_mixer_rms_eps(c.mixer_rms_eps);
+  if (c.is_mamba2()) {
+    pc->set_time_step_rank(0);
+    pc->set_num_heads(c.num_heads);
+    pc->set_head_dim(c.head_dim);
+    pc->set_n_groups(c.n_groups);
+    pc->set_mlp_size(c.mlp_size);
+    pc->set_time_step_min_limit(c.time_step_min_limit);
+    pc->set_time_step_max_limit(c.time_step_max_limit);
+  }
 
   out->set_dtype(kernels::Name(e.backend().compute_dtype()));
   out->set_device(state.device);

@@ -17,16 +17,19 @@ constexpr int32_t kIntMin = std::numeric_limits<int32_t>::min();
 constexpr int32_t kIntMax = std::numeric_limits<int32_t>::max();
 
 // prompt: "text" | ["text", ...] | [id, ...] | [[id, ...], ...]. With a session the prompt is
-// the new text of a turn: one prompt, which may be "" or [].
+// the new text of a turn: one prompt, which may be "" or []. Texts get the tokenizer's special
+// tokens (vLLM's add_special_tokens, default true) unless the turn continues a session.
 absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, bool session,
                           std::vector<Prompt>* out) {
+  bool special = !session;
+  MAMBA_RETURN_IF_ERROR(ReadBool(body, "add_special_tokens", &special));
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null())
     return engine::InvalidField("prompt", "'prompt' is required");
   const Json& p = *it;
   if (p.is_string()) {
     out->emplace_back();
-    return TokenizePrompt(ctx, p.get<std::string>(), &out->back());
+    return TokenizePrompt(ctx, p.get<std::string>(), special, &out->back());
   }
   const char* kShape =
       "'prompt' must be a string, an array of strings, an array of token ids "
@@ -50,7 +53,7 @@ absl::Status ParsePrompts(const Json& body, const HandlerContext& ctx, bool sess
     const Json& e = p[i];
     out->emplace_back();
     if (strings && e.is_string()) {
-      MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, e.get<std::string>(), &out->back()));
+      MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, e.get<std::string>(), special, &out->back()));
     } else if (!strings && e.is_array()) {
       MAMBA_RETURN_IF_ERROR(ReadTokenIds(e, absl::StrCat("prompt[", i, "]"), &out->back().ids));
     } else {

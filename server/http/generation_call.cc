@@ -33,14 +33,16 @@ std::string TokenText(const engine::Tokenizer* tokenizer, engine::TokenId id) {
   return text.ok() ? *std::move(text) : std::string();
 }
 
-absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, Prompt* out) {
+absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, bool special,
+                            Prompt* out) {
   const engine::Tokenizer* tok = ctx.state->tokenizer;
   if (!tok) {
     return engine::WithField(
         absl::FailedPreconditionError("no tokenizer is loaded: send prompts as token ids"),
         "prompt");
   }
-  absl::StatusOr<std::vector<engine::TokenId>> ids = tok->Encode(text);
+  absl::StatusOr<std::vector<engine::TokenId>> ids =
+      special ? tok->EncodeWithSpecialTokens(text) : tok->Encode(text);
   if (!ids.ok()) {
     return engine::InvalidField(
         "prompt", absl::StrCat("cannot tokenize the prompt: ", ids.status().message()));

@@ -46,9 +46,11 @@ std::optional<engine::Clock::time_point> Deadline(const FrontEndOptions& options
 // special token's content). Empty for ids without a token.
 std::string TokenText(const engine::Tokenizer* tokenizer, engine::TokenId id);
 
-// Encodes a text prompt: FailedPrecondition without a tokenizer, InvalidArgument ("prompt")
-// when the text cannot be tokenized. Its length (and emptiness) is Engine::Validate's to check.
-absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, Prompt* out);
+// Encodes a text prompt, inside the tokenizer's post-processor template when `special` (HF's
+// add_special_tokens): FailedPrecondition without a tokenizer, InvalidArgument ("prompt") when
+// the text cannot be tokenized. Its length (and emptiness) is Engine::Validate's to check.
+absl::Status TokenizePrompt(const HandlerContext& ctx, const std::string& text, bool special,
+                            Prompt* out);
 
 // An engine that accepts requests, or Unavailable while starting or draining.
 absl::StatusOr<engine::Engine*> ServingEngine(const HandlerContext& ctx);

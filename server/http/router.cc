@@ -126,8 +126,12 @@ absl::StatusOr<OrderedJson> Tokenize(const HandlerContext& ctx, const HttpReques
     return engine::InvalidField("prompt", "'prompt' is required and must be a string");
   }
   if (!ctx.state->tokenizer) return NoTokenizer();
+  bool special = false;  // the text's own tokens unless asked (scoring tokenizes in pieces)
+  MAMBA_RETURN_IF_ERROR(ReadBool(*body, "add_special_tokens", &special));
+  const std::string& text = it->get<std::string>();
   absl::StatusOr<std::vector<engine::TokenId>> ids =
-      ctx.state->tokenizer->Encode(it->get<std::string>());
+      special ? ctx.state->tokenizer->EncodeWithSpecialTokens(text)
+              : ctx.state->tokenizer->Encode(text);
   if (!ids.ok()) return engine::InvalidField("prompt", ids.status().message());
   return OrderedJson{{"tokens", *ids}, {"count", ids->size()}};
 }

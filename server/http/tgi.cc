@@ -315,7 +315,9 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
         ParseParameters(Json::object(), ctx.state->generation_defaults, max_best_of, out));
     out->request.deadline = Deadline(ctx.options, 0);
   }
-  MAMBA_RETURN_IF_ERROR(TokenizePrompt(ctx, it->get<std::string>(), &out->prompt));
+  // TGI encodes inputs with the tokenizer's special tokens; a session turn continues a sequence.
+  MAMBA_RETURN_IF_ERROR(
+      TokenizePrompt(ctx, it->get<std::string>(), out->request.session_id.empty(), &out->prompt));
   if (const engine::Engine* e = ctx.state->engine) {
     engine::Request r = out->request;
     r.prompt = out->prompt.ids;

@@ -104,6 +104,24 @@ TEST(SessionFileTest, RoundTrips) {
   }
 }
 
+// Mamba-2's state: conv over x|B|C channels, SSM state per head; a Mamba-1 reading of the same
+// floats (same count) is refused by shape.
+TEST(SessionFileTest, Mamba2StateShapesRoundTrip) {
+  SessionModel m = TestModel();
+  m.d_inner = 8;
+  m.heads = 2;
+  m.conv_dim = 12;
+  const SessionContent c = Content(m, 4, 9, true);
+  const std::string bytes = EncodeSessionFile(m, "m2", c, 1, 2);
+  auto d = DecodeSessionFile(m, bytes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ExpectSame(d->content, c);
+  EXPECT_NE(bytes.find("[2,2,4]"), std::string::npos);  // ssm_state [heads, d_state, head_dim]
+  SessionModel flat = m;
+  flat.heads = 0;
+  EXPECT_FALSE(DecodeSessionFile(flat, bytes).ok());
+}
+
 TEST(SessionFileTest, RefusesEveryDamage) {
   const SessionModel m = TestModel();
   const std::string good = EncodeSessionFile(m, "s", Content(m, 2, 20), 1, 2);

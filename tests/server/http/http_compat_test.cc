@@ -1,13 +1,17 @@
 // What existing clients send that the plain API tests do not: any `model` name (Hugging Face's
 // client posts its endpoint URL), served aliases, token ids the tokenizer cannot spell, TGI's
 // GET /info, POST / and best_of, OpenAI's logit_bias, best_of and user.
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/tokenizer/tokenizer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/http/http_test_server.h"
+#include "tests/support/temp_dir.h"
 
 namespace mamba::server::http_testing {
 namespace {
@@ -393,6 +397,63 @@ TEST(HttpCompatTest, TgiBestOf) {
   json session = sampled;
   session["session_id"] = "bo";
   refused("/generate", session, "no best_of");
+}
+
+}  // namespace
+}  // namespace mamba::server::http_testing
+
+namespace mamba::server::http_testing {
+namespace {
+
+// A tokenizer whose post-processor template puts a BOS first (Mistral/Codestral's "<s>"; here
+// the NeoX tokenizer with id 0 as the BOS): text prompts get it by default on the OpenAI and TGI
+// routes (vLLM's add_special_tokens, TGI's encoding), not when asked otherwise, not on a session
+// turn, and /tokenize only when asked.
+TEST(HttpCompatTest, AddSpecialTokensFollowsTheTemplate) {
+  std::ifstream in(::mamba::testing::SourceDir() / "models/gpt-neox-20b/tokenizer.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  json tj = json::parse(text.str());
+  tj["post_processor"] = json::parse(R"({"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+      "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0],
+                                           "tokens": ["<|endoftext|>"]}}})");
+  auto bos_tokenizer = engine::Tokenizer::FromJson(tj.dump());
+  ASSERT_TRUE(bos_tokenizer.ok()) << bos_tokenizer.status();
+  ServerSetup setup;
+  setup.engine.sessions.max_bytes = 16 << 20;
+  auto s = HttpTestServer::Start(setup);
+  ASSERT_TRUE(s);
+  s->state().tokenizer = bos_tokenizer->get();
+  const int port = s->port();
+  const std::string prompt = "In the beginning God created";
+  const json plain = Post(port, "/tokenize", {{"prompt", prompt}});
+  const auto n = plain["tokens"].size();
+  ASSERT_GT(n, 2u);
+  EXPECT_NE(plain["tokens"][0], 0);
+  const json with = Post(port, "/tokenize", {{"prompt", prompt}, {"add_special_tokens", true}});
+  ASSERT_EQ(with["tokens"].size(), n + 1);
+  EXPECT_EQ(with["tokens"][0], 0);
+
+  json body = Greedy(prompt, 1);
+  EXPECT_EQ(Post(port, "/v1/completions", body)["usage"]["prompt_tokens"], n + 1);
+  body["add_special_tokens"] = false;
+  EXPECT_EQ(Post(port, "/v1/completions", body)["usage"]["prompt_tokens"], n);
+  body["add_special_tokens"] = "yes";
+  Post(port, "/v1/completions", body, 400);
+  json turn = Greedy(prompt, 1);
+  turn["session_id"] = "bos-test";
+  EXPECT_EQ(Post(port, "/v1/completions", turn)["usage"]["prompt_tokens"], n);
+  const json tgi =
+      Post(port, "/generate",
+           {{"inputs", prompt},
+            {"parameters",
+             {{"max_new_tokens", 1}, {"details", true}, {"decoder_input_details", true}}}});
+  ASSERT_EQ(tgi["details"]["prefill"].size(), n + 1);
+  EXPECT_EQ(tgi["details"]["prefill"][0]["id"], 0);
+  s->state().tokenizer = &s->tokenizer();  // the harness's own before it shuts down
 }
 
 }  // namespace
