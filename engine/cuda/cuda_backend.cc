@@ -14,6 +14,7 @@
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/mamba2_scan.h"
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/selective_scan.h"
@@ -73,15 +74,17 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         "(0, 1]");
   }
   const ModelConfig& c = checkpoint->config();
-  if (c.is_mamba2()) {
-    return absl::UnimplementedError(
-        "the CUDA engine does not run Mamba-2 yet: use --device cpu for this model");
-  }
   if (c.conv_kernel < 1 || c.conv_kernel > kc::kMaxConvWidth || c.state_size < 1 ||
       c.state_size > kc::kMaxStateSize) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the CUDA engine supports conv_kernel 1..", kc::kMaxConvWidth, " and state_size 1..",
         kc::kMaxStateSize, " (model: ", c.conv_kernel, ", ", c.state_size, ")"));
+  }
+  if (c.is_mamba2() && !kc::Mamba2ScanShapeSupported(c.num_heads, c.head_dim, c.state_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the CUDA engine's Mamba-2 scan does not take ", c.num_heads, " heads of ",
+                     c.head_dim, " with state_size ", c.state_size, " (state_size 1..",
+                     kc::kMaxMamba2StateSize, ", heads * ceil(head_dim / 8) <= 65535)"));
   }
   std::string why;
   const int count = kc::DeviceCount(&why);
@@ -141,8 +144,8 @@ absl::Status CudaBackend::Init(DType dtype) {
   const double t0 = Now();
   MAMBA_ASSIGN_OR_RETURN(weights_, UploadCudaWeights(*checkpoint_, dtype));
   const ModelConfig& c = config();
-  conv_layer_floats_ = (c.conv_kernel - 1) * c.intermediate_size;
-  ssm_layer_floats_ = c.state_size * c.intermediate_size;
+  conv_layer_floats_ = (c.conv_kernel - 1) * c.conv_dim();
+  ssm_layer_floats_ = c.ssm_state_floats();
   conv_slot_floats_ = conv_layer_floats_ * c.num_hidden_layers;
   ssm_slot_floats_ = ssm_layer_floats_ * c.num_hidden_layers;
   max_tokens_ = options_.max_step_tokens;
@@ -161,9 +164,12 @@ absl::Status CudaBackend::Init(DType dtype) {
 
 absl::Status CudaBackend::AllocateScratch() {
   const ModelConfig& c = config();
+  const bool m2 = c.is_mamba2(), lowp = weights_->compute != DType::kF32;
   const size_t T = static_cast<size_t>(max_tokens_), d = static_cast<size_t>(c.hidden_size),
                e = static_cast<size_t>(c.intermediate_size),
-               dbc = static_cast<size_t>(c.time_step_rank + 2 * c.state_size);
+               ip = static_cast<size_t>(c.in_proj_size()), cd = static_cast<size_t>(c.conv_dim()),
+               dbc = m2 ? 0 : static_cast<size_t>(c.time_step_rank + 2 * c.state_size),
+               y = static_cast<size_t>(c.mlp_size) + e;  // out_proj's input width
   const size_t ws = kernels::SizeOf(weights_->compute);
   struct Want {
     DeviceBuffer* buf;
@@ -174,12 +180,13 @@ absl::Status CudaBackend::AllocateScratch() {
       {&residual_, T * d * 4, "residual stream"},
       {&delta_, T * d * 4, "out_proj output"},
       {&normed_, T * d * ws, "normed activations"},
-      {&xz_, T * 2 * e * 4, "in_proj output"},
-      {&xc_, T * e * 4, "conv output"},
-      {&xc_lowp_, weights_->compute == DType::kF32 ? 0 : T * e * ws, "conv output (GEMM input)"},
+      {&xz_, T * ip * 4, "in_proj output"},
+      {&xc_, T * cd * 4, "conv output"},
+      {&xc_lowp_, lowp && !m2 ? T * e * ws : 0, "conv output (GEMM input)"},
       {&dbc_, T * dbc * 4, "x_proj output"},
-      {&dt_, T * e * 4, "dt_proj output"},
-      {&y_, T * e * ws, "scan output"},
+      {&dt_, m2 ? 0 : T * e * 4, "dt_proj output"},
+      {&ssm_y_, m2 ? T * e * 4 : 0, "scan output"},
+      {&y_, T * y * ws, "out_proj input"},
       {&tokens_dev_, T * 4, "token ids"},
       {&slots_dev_, T * 4, "decode slots"},
       {&chunks_dev_, T * sizeof(kc::ChunkDesc), "chunk table"},
@@ -502,8 +509,9 @@ absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out
 }
 
 std::vector<std::pair<std::string, double>> CudaBackend::OpSeconds() const {
-  static constexpr const char* kNames[kNumOps] = {"embed",   "norm", "in_proj",  "conv", "x_proj",
-                                                  "dt_proj", "scan", "out_proj", "head"};
+  static constexpr const char* kNames[kNumOps] = {"embed",    "norm",    "in_proj", "conv",
+                                                  "x_proj",   "dt_proj", "scan",    "gated_norm",
+                                                  "out_proj", "head"};
   std::vector<std::pair<std::string, double>> out;
   for (int i = 0; i < kNumOps; ++i)
     out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);

@@ -80,7 +80,19 @@ class CudaBackend : public Backend {
   int graphs_captured() const;
 
  private:
-  enum Op { kEmbed, kNorm, kInProj, kConv, kXProj, kDtProj, kScan, kOutProj, kHead, kNumOps };
+  enum Op {
+    kEmbed,
+    kNorm,
+    kInProj,
+    kConv,
+    kXProj,
+    kDtProj,
+    kScan,
+    kGatedNorm,
+    kOutProj,
+    kHead,
+    kNumOps
+  };
   // One pass over `tokens` rows. Decode: row i is a token of slot slots_dev_[i] (-1: padding),
   // logits for every row. Prefill: chunk table in chunks_dev_, logits for the rows listed in
   // rows_dev_.
@@ -100,6 +112,9 @@ class CudaBackend : public Backend {
 
   absl::Status EnqueueForward(const PassShape& p);
   absl::Status EnqueueLayer(int64_t l, const PassShape& p);
+  // Mamba-2's mixer (cuda_mamba2.cc): in_proj -> conv over x|B|C -> multi-head scan -> gated
+  // RMS norm per group (+ the MLP split) -> out_proj.
+  absl::Status EnqueueMamba2Layer(int64_t l, const PassShape& p);
   absl::Status EnqueueHead(const PassShape& p);
   absl::Status RunPrefillPass(std::span<const kernels::SeqChunk> chunks,
                               std::span<const TokenId> tokens, std::span<const int32_t> logit_rows,
@@ -134,13 +149,16 @@ class CudaBackend : public Backend {
   std::unique_ptr<CudaWeights> weights_;
   // State pool, slot-major so that one slot's whole state is one contiguous block (cheap
   // reset, copy and future snapshots): conv [slots, layers, d_conv-1, d_inner] and
-  // ssm [slots, layers, d_state, d_inner], fp32.
+  // ssm [slots, layers, d_state, d_inner], fp32 (Mamba-2: conv [slots, layers, d_conv-1,
+  // conv_dim] and ssm [slots, layers, heads, d_state, head_dim]).
   DeviceBuffer conv_state_, ssm_state_;
   int64_t conv_layer_floats_ = 0, ssm_layer_floats_ = 0;  // one layer of one slot
   int64_t conv_slot_floats_ = 0, ssm_slot_floats_ = 0;    // all layers of one slot
-  // Per-pass scratch for max_tokens_ rows ("lowp" = compute dtype: GEMM inputs).
+  // Per-pass scratch for max_tokens_ rows ("lowp" = compute dtype: GEMM inputs). Mamba-2 has
+  // no xc_lowp_, dbc_ or dt_ (empty) and ssm_y_, the fp32 scan output the gated norm reads.
   int64_t max_tokens_ = 0, max_logit_rows_ = 0;
-  DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, y_, head_in_, logits_;
+  DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, ssm_y_, y_, head_in_,
+      logits_;
   DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
   PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
   size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets

@@ -269,6 +269,7 @@ absl::Status CudaBackend::EnqueueForward(const PassShape& p) {
 
 absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   const ModelConfig& c = config();
+  if (c.is_mamba2()) return EnqueueMamba2Layer(l, p);
   const CudaLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
   const int64_t T = p.tokens, d = c.hidden_size, e = c.intermediate_size, n = c.state_size,
                 r = c.time_step_rank, dbc_width = r + 2 * n;

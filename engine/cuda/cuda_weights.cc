@@ -156,25 +156,32 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   if (c.mixer_rms_norm()) {
     plan.Constant(std::max(c.time_step_rank, c.state_size), 1.0f, &cw.mixer_norm_ones);
   }
+  const bool m2 = c.is_mamba2();
+  const int64_t conv_dim = c.conv_dim();
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CudaLayerWeights& L = cw.layers[static_cast<size_t>(i)];
     plan.Matrix(*t.in_proj, compute, &L.in_proj, &cw.gemm_bytes);
-    plan.Matrix(*t.x_proj, compute, &L.x_proj, &cw.gemm_bytes);
-    plan.Matrix(*t.dt_proj, DType::kF32, &L.dt_proj, &cw.gemm_bytes);
+    if (!m2) {  // Mamba-2's dt, B and C come from in_proj
+      plan.Matrix(*t.x_proj, compute, &L.x_proj, &cw.gemm_bytes);
+      plan.Matrix(*t.dt_proj, DType::kF32, &L.dt_proj, &cw.gemm_bytes);
+    }
     plan.Matrix(*t.out_proj, compute, &L.out_proj, &cw.gemm_bytes);
     plan.Floats(t.norm, &L.norm);
     plan.Floats(t.in_proj_bias, &L.in_proj_bias);
     plan.Floats(t.out_proj_bias, &L.out_proj_bias);
-    plan.Floats(t.conv, &L.conv, [e, w](const TensorInfo& ti) {
-      return Transpose(ToF32(ti), e, w, [](float v) { return v; });
+    plan.Floats(t.conv, &L.conv, [conv_dim, w](const TensorInfo& ti) {
+      return Transpose(ToF32(ti), conv_dim, w, [](float v) { return v; });
     });
     plan.Floats(t.conv_bias, &L.conv_bias);
     plan.Floats(t.dt_proj_bias, &L.dt_bias);
-    plan.Floats(t.a_log, &L.a, [e, n](const TensorInfo& ti) {
-      return Transpose(ToF32(ti), e, n, [](float v) { return -std::exp(v); });
+    // Mamba-1's A_log is [d_inner, d_state] (transposed for the kernel), Mamba-2's one per head.
+    const int64_t a_rows = m2 ? 1 : e, a_cols = m2 ? c.num_heads : n;
+    plan.Floats(t.a_log, &L.a, [a_rows, a_cols](const TensorInfo& ti) {
+      return Transpose(ToF32(ti), a_rows, a_cols, [](float v) { return -std::exp(v); });
     });
     plan.Floats(t.d, &L.d);
+    plan.Floats(t.gated_norm, &L.gated_norm);
   }
   MAMBA_RETURN_IF_ERROR(plan.Run(&cw.arena));
   // cudaMemcpy from pageable memory may return before its DMA lands, and the engine's stream
