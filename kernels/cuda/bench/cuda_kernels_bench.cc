@@ -1,6 +1,7 @@
 // cuda_kernels_bench: each CUDA kernel on the shapes of mamba-130m and mamba-2.8b (2048-token
-// prefill, batch-256 decode), its achieved bandwidth against the measured device-to-device copy
-// bandwidth, plus the bf16 GEMMs. Prints "RESULT key=value ..." lines (tests/gpu/run_all.sh).
+// prefill, batch-256 decode), Mamba-2's scan and gated norm on mamba2-130m's and Codestral-7B's,
+// its achieved bandwidth against the measured device-to-device copy bandwidth, plus the bf16
+// GEMMs. Prints "RESULT key=value ..." lines (tests/gpu/run_all.sh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/mamba2_scan.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/cuda/selective_scan.h"
@@ -227,6 +229,75 @@ void BenchModel(const char* model, int64_t d, int64_t T, int64_t batch) {
   }
 }
 
+// Mamba-2: the scan over a T-token prefill (1 and 8 chunks) and a decode batch, and the gated
+// norm, with the engine's layout (x | B | C conv rows, z | dt from in_proj's row).
+void BenchMamba2(const char* model, int64_t heads, int64_t head_dim, int64_t n, int64_t groups,
+                 int64_t T, int64_t batch) {
+  const int64_t e = heads * head_dim, gn = groups * n, cd = e + 2 * gn, zdt = e + heads;
+  const int64_t rows = std::max(T, batch), slots = std::max<int64_t>(batch, 8);
+  Buf xbc(rows * cd * 4), zd(rows * zdt * 4), out(rows * e * 4), y(rows * e * 2),
+      state(slots * e * n * 4);
+  Buf dt_bias(heads * 4), a(heads * 4), dskip(heads * 4), norm_w(e * 4);
+  Buf chunk_buf(64 * sizeof(kc::ChunkDesc)), slot_buf(batch * 4);
+  std::vector<int32_t> slot_ids(static_cast<size_t>(batch));
+  for (int64_t i = 0; i < batch; ++i)
+    slot_ids[static_cast<size_t>(i)] = static_cast<int32_t>(batch - 1 - i);
+  Upload(slot_buf, slot_ids);
+  Upload(a, std::vector<float>(static_cast<size_t>(heads), -0.5f));  // decaying, as trained
+  kc::Mamba2ScanArgs sc;
+  sc.x = xbc.as<float>();
+  sc.x_stride = cd;
+  sc.dt = zd.as<float>() + e;
+  sc.dt_stride = zdt;
+  sc.dt_bias = dt_bias.as<float>();
+  sc.a = a.as<float>();
+  sc.b = xbc.as<float>() + e;
+  sc.c = xbc.as<float>() + e + gn;
+  sc.bc_stride = cd;
+  sc.d_skip = dskip.as<float>();
+  sc.z = zd.as<float>();
+  sc.z_stride = zdt;
+  sc.state = state.as<float>();
+  sc.state_slot_stride = e * n;
+  sc.out = out.as<float>();
+  sc.out_stride = e;
+  sc.heads = heads;
+  sc.head_dim = head_dim;
+  sc.d_state = n;
+  sc.groups = groups;
+  const std::string pre = std::string(model) + "_T" + std::to_string(T);
+  for (int chunks : {1, 8}) {
+    std::vector<kc::ChunkDesc> table;
+    for (int i = 0; i < chunks; ++i) table.push_back({T / chunks * i, T / chunks, i});
+    Upload(chunk_buf, table);
+    kc::Mamba2ScanArgs p = sc;
+    p.chunks = chunk_buf.as<kc::ChunkDesc>();
+    p.num_chunks = chunks;
+    p.tokens = T;
+    Report("mamba2_scan", pre + "_chunks" + std::to_string(chunks),
+           TimeUs([&] { return kc::Mamba2Scan(p, nullptr); }),
+           static_cast<double>(T * (3 * e + 2 * gn + heads) * 4 + chunks * 2 * e * n * 4));
+  }
+  kc::Mamba2ScanArgs dec = sc;
+  dec.tokens = batch;
+  dec.slots = slot_buf.as<int32_t>();
+  Report("mamba2_scan_decode", std::string(model) + "_B" + std::to_string(batch),
+         TimeUs([&] { return kc::Mamba2ScanDecode(dec, nullptr); }),
+         static_cast<double>(batch * (2 * e * n + 3 * e + 2 * gn + heads) * 4));
+  kc::GroupRmsNormArgs g;
+  g.in = out.as<float>();
+  g.in_stride = e;
+  g.weight = norm_w.as<float>();
+  g.out = y.p;
+  g.out_dtype = DType::kBF16;
+  g.out_stride = e;
+  g.rows = T;
+  g.groups = groups;
+  g.group_size = e / groups;
+  Report("gated_rms_norm", pre, TimeUs([&] { return kc::GroupRmsNorm(g, nullptr); }),
+         static_cast<double>(T * e * (4 + 2)));
+}
+
 void BenchGreedy(int64_t rows, int64_t vocab) {
   Buf logits(rows * vocab * 4), tok(rows * 4), lp(rows * 4), ids(rows * kc::kMaxTopN * 4),
       tlp(rows * kc::kMaxTopN * 4);
@@ -262,6 +333,8 @@ int main() {
   }
   BenchModel("130m", 768, 2048, 256);
   BenchModel("2.8b", 2560, 2048, 256);
+  BenchMamba2("mamba2-130m", 24, 64, 128, 1, 2048, 256);
+  BenchMamba2("codestral-7b", 128, 64, 128, 8, 2048, 64);
   BenchGreedy(256, 50280);
   return 0;
 }
