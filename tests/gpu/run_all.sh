@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the CUDA engine for sm_90, runs every ctest `gpu` test,
-# the kernel benchmarks and the engine benchmarks (130m, 1.4b and 2.8b random-weight presets in
-# bfloat16), and prints a short table: kernel bandwidth against the device-to-device copy
+# the kernel benchmarks and the engine benchmarks (130m, 1.4b, 2.8b and mamba2-130m random-weight
+# presets in bfloat16), and prints a short table: kernel bandwidth against the device-to-device copy
 # bandwidth, decode step time at batch 1/8/64/256, prefill tokens/s for a 2048-token prompt.
 # Bounded to fit ~8 minutes on an H100/H200 with 16 cores (every step has a timeout).
 # Usage: bash tests/gpu/run_all.sh [build-dir]      (default build-gpu; logs in <build>/gpu-results)
@@ -28,7 +28,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMAMBA_CUDA=ON \
 # ---- checkpoints, written in the background while the rest builds ----
 log "build mamba-make-checkpoint"
 cmake --build "$build" -j"$jobs" --target mamba-make-checkpoint >"$res/build.log" 2>&1 || { tail -30 "$res/build.log"; exit 1; }
-presets=(130m 1.4b 2.8b)
+presets=(130m 1.4b 2.8b mamba2-130m)
 pids=()
 for p in "${presets[@]}"; do
   dir=$models/$p-bf16
@@ -39,7 +39,7 @@ for p in "${presets[@]}"; do
 done
 
 log "build engine, tests and benchmarks (-j$jobs)"
-gpu_tests=(cuda_kernels_test cuda_gemm_sampling_test cuda_backend_test)
+gpu_tests=(cuda_kernels_test cuda_mamba2_test cuda_gemm_sampling_test cuda_backend_test)
 if ! cmake --build "$build" -j"$jobs" --target "${gpu_tests[@]}" cuda_kernels_bench mamba-cuda-bench >>"$res/build.log" 2>&1; then
   tail -40 "$res/build.log"
   exit 1
