@@ -1,16 +1,12 @@
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace mamba::engine {
@@ -88,12 +84,6 @@ absl::Status ParseEntry(const std::string& name, const json& v, uint64_t data_si
 
 }  // namespace
 
-int64_t TensorInfo::NumElements() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(std::span<const std::byte> file,
                                                          std::string_view file_name) {
   auto fail = [&](const std::string& what) {
@@ -138,51 +128,11 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(std::span<const std::by
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(
-        absl::StrCat(path.string(), ": cannot open: ", std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a regular file"));
-  }
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  f->size_ = static_cast<size_t>(st.st_size);
-  if (f->size_ > 0) {
-    f->map_ = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  }
-  ::close(fd);
-  if (f->map_ == MAP_FAILED) {
-    f->map_ = nullptr;
-    return absl::InternalError(
-        absl::StrCat(path.string(), ": mmap failed: ", std::strerror(errno)));
-  }
-  std::span<const std::byte> bytes(static_cast<const std::byte*>(f->map_), f->size_);
-  absl::StatusOr<std::vector<TensorInfo>> tensors =
-      ParseSafetensors(bytes, path.filename().string());
-  if (!tensors.ok()) return tensors.status();
-  f->tensors_ = std::move(*tensors);
+  MAMBA_ASSIGN_OR_RETURN(f->map_, MappedFile::Open(path));
+  MAMBA_ASSIGN_OR_RETURN(f->tensors_, ParseSafetensors(f->map_->bytes(), path.filename().string()));
   return f;
-}
-
-bool SafetensorsFile::ReleasePages(const TensorInfo& t) const {
-  const auto* base = static_cast<const std::byte*>(map_);
-  const auto* data = static_cast<const std::byte*>(t.data);
-  if (base == nullptr || data < base || data + t.nbytes > base + size_) return false;
-  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + t.nbytes) / page * page;
-  if (end > begin) {
-    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // a hint: never fails
-  }
-  return true;
-}
-
-SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(map_, size_);
 }
 
 absl::Status WriteSafetensors(const std::filesystem::path& path,

@@ -11,21 +11,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/dtype.h"
+#include "engine/tensor_file.h"
 
 namespace mamba::engine {
-
-using kernels::DType;
-
-struct TensorInfo {
-  std::string name;
-  DType dtype = DType::kF32;
-  std::vector<int64_t> shape;
-  const std::byte* data = nullptr;  // points into the mapping; valid while the file is open
-  size_t nbytes = 0;
-
-  int64_t NumElements() const;
-};
 
 // Parses and validates a whole safetensors image (8-byte header length, JSON header, data):
 // every offset in range, sizes matching dtype x shape, no overlaps. `file_name` is used in
@@ -34,27 +22,22 @@ absl::StatusOr<std::vector<TensorInfo>> ParseSafetensors(std::span<const std::by
                                                          std::string_view file_name);
 
 // A memory-mapped safetensors file.
-class SafetensorsFile {
+class SafetensorsFile : public TensorFile {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::filesystem::path& path);
-  ~SafetensorsFile();
-  SafetensorsFile(const SafetensorsFile&) = delete;
-  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
 
-  const std::filesystem::path& path() const { return path_; }
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }
-  size_t size_bytes() const { return size_; }
-  // When `t` lies in this file's mapping, the whole pages inside its bytes leave the process's
-  // resident set (MADV_DONTNEED on the read-only private mapping; the data stays valid: a later
-  // read faults the pages back in from the file) and true is returned. For weights an engine has
-  // copied (packed, converted, uploaded), so that a model loads with one copy resident, not two.
-  bool ReleasePages(const TensorInfo& t) const;
+  const std::filesystem::path& path() const override { return path_; }
+  const std::vector<TensorInfo>& tensors() const override { return tensors_; }
+  size_t size_bytes() const { return map_->bytes().size(); }
+  // MADV_DONTNEED on the read-only private mapping: see TensorFile::ReleasePages.
+  bool ReleasePages(const TensorInfo& t) const override {
+    return map_->ReleasePages(t.data, t.nbytes);
+  }
 
  private:
   SafetensorsFile() = default;
   std::filesystem::path path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  std::unique_ptr<MappedFile> map_;
   std::vector<TensorInfo> tensors_;
 };
 

@@ -16,7 +16,7 @@ if [ "${1:-}" = "--ci" ]; then
 fi
 seconds=${1:-60}
 build=build-fuzz
-targets=(safetensors tokenizer http_request grpc_request)
+targets=(safetensors pytorch_bin tokenizer http_request grpc_request)
 
 launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=)
 if [ "$ci" = 1 ] && command -v ccache >/dev/null; then
