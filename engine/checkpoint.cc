@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/hash.h"
+#include "engine/pytorch_bin.h"
+#include "engine/safetensors.h"
 #include "engine/status_macros.h"
 
 namespace mamba::engine {
@@ -123,38 +125,64 @@ void Checkpoint::ComputeFingerprint(const json& config) {
   fingerprint_ = h.Hex();
 }
 
+namespace {
+
+// Reads a sharded checkpoint's index: tensor -> shard file name, and the shard paths.
+absl::Status ReadIndex(const fs::path& index_path,
+                       std::unordered_map<std::string, std::string>* index,
+                       std::vector<fs::path>* paths) {
+  MAMBA_ASSIGN_OR_RETURN(json j, ReadJsonFile(index_path));
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": no weight_map object"));
+  }
+  std::set<std::string> shards;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string() || it.value().get<std::string>().find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": bad shard name for tensor '", it.key(), "'"));
+    }
+    (*index)[it.key()] = it.value().get<std::string>();
+    shards.insert(it.value().get<std::string>());
+  }
+  for (const std::string& s : shards) paths->push_back(index_path.parent_path() / s);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Checkpoint::LoadFiles() {
   std::vector<fs::path> paths;
   std::unordered_map<std::string, std::string> index;  // tensor -> shard file name
-  if (fs::exists(dir_ / "model.safetensors")) {
-    paths.push_back(dir_ / "model.safetensors");
-  } else if (fs::exists(dir_ / "model.safetensors.index.json")) {
-    const fs::path index_path = dir_ / "model.safetensors.index.json";
-    MAMBA_ASSIGN_OR_RETURN(json j, ReadJsonFile(index_path));
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_path.string(), ": no weight_map object"));
+  // safetensors first (what HF prefers too), then torch.save files; each whole or sharded.
+  const char* kLayouts[][2] = {{"model.safetensors", "model.safetensors.index.json"},
+                               {"pytorch_model.bin", "pytorch_model.bin.index.json"}};
+  std::string index_name;
+  bool bin = false;
+  for (const auto& [whole, sharded] : kLayouts) {
+    if (fs::exists(dir_ / whole)) {
+      paths.push_back(dir_ / whole);
+    } else if (fs::exists(dir_ / sharded)) {
+      index_name = sharded;
+      MAMBA_RETURN_IF_ERROR(ReadIndex(dir_ / sharded, &index, &paths));
+    } else {
+      continue;
     }
-    std::set<std::string> shards;
-    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string() || it.value().get<std::string>().find('/') != std::string::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(index_path.string(), ": bad shard name for tensor '", it.key(), "'"));
-      }
-      index[it.key()] = it.value().get<std::string>();
-      shards.insert(it.value().get<std::string>());
-    }
-    for (const std::string& s : shards) paths.push_back(dir_ / s);
-  } else {
-    const bool has_bin = fs::exists(dir_ / "pytorch_model.bin");
-    return absl::NotFoundError(absl::StrCat(
-        dir_.string(), ": no model.safetensors or model.safetensors.index.json",
-        has_bin ? " (pytorch_model.bin is not supported: convert it to safetensors)" : ""));
+    bin = whole == std::string_view("pytorch_model.bin");
+    break;
+  }
+  if (paths.empty() && index_name.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat(dir_.string(),
+                     ": no model.safetensors, model.safetensors.index.json, pytorch_model.bin "
+                     "or pytorch_model.bin.index.json"));
   }
   for (const fs::path& p : paths) {
-    MAMBA_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(p));
-    files_.push_back(std::move(file));
-    const SafetensorsFile* f = files_.back().get();
+    if (bin) {
+      MAMBA_ASSIGN_OR_RETURN(files_.emplace_back(), PytorchBinFile::Open(p));
+    } else {
+      MAMBA_ASSIGN_OR_RETURN(files_.emplace_back(), SafetensorsFile::Open(p));
+    }
+    const TensorFile* f = files_.back().get();
     for (const TensorInfo& t : f->tensors()) {
       const std::string fname = p.filename().string();
       if (!index.empty() && index.count(t.name) && index[t.name] != fname) {
@@ -169,8 +197,8 @@ absl::Status Checkpoint::LoadFiles() {
   }
   for (const auto& [name, shard] : index) {
     if (!by_name_.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          shard, ": tensor '", name, "' is listed in model.safetensors.index.json but missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(shard, ": tensor '", name, "' is listed in ", index_name, " but missing"));
     }
   }
   return absl::OkStatus();

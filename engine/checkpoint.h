@@ -1,5 +1,6 @@
 // A Hugging Face Mamba model directory, opened as users download it: config.json,
-// model.safetensors or a sharded index + shards (F32/F16/BF16), optional generation_config.json.
+// model.safetensors or a sharded index + shards, else pytorch_model.bin (sharded or not; read
+// without running code, see pickle_reader.h) (F32/F16/BF16), optional generation_config.json.
 // Files stay memory-mapped; every tensor is checked against the config before use.
 #pragma once
 
@@ -11,7 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
-#include "engine/safetensors.h"
+#include "engine/safetensors.h"  // TensorToWrite etc. for users of checkpoints
+#include "engine/tensor_file.h"
 
 namespace mamba::engine {
 
@@ -53,7 +55,7 @@ class Checkpoint {
   // its data (first, middle and last 4 KiB). Exported states carry it; an import checks it.
   const std::string& fingerprint() const { return fingerprint_; }
   // An engine that has copied `t` (packed, converted or uploaded it) lets its mapped pages go
-  // (SafetensorsFile::ReleasePages); reading `t` afterwards stays valid, only slower.
+  // (TensorFile::ReleasePages); reading `t` afterwards stays valid, only slower.
   void ReleasePages(const TensorInfo& t) const;
   void ReleaseAllPages() const;  // every tensor's (an engine that uploaded them all)
 
@@ -67,8 +69,8 @@ class Checkpoint {
   std::filesystem::path dir_;
   ModelConfig config_;
   std::string fingerprint_;
-  std::vector<std::unique_ptr<SafetensorsFile>> files_;
-  std::unordered_map<std::string, std::pair<const TensorInfo*, const SafetensorsFile*>> by_name_;
+  std::vector<std::unique_ptr<TensorFile>> files_;
+  std::unordered_map<std::string, std::pair<const TensorInfo*, const TensorFile*>> by_name_;
   const TensorInfo* embedding_ = nullptr;
   const TensorInfo* norm_f_ = nullptr;
   const TensorInfo* lm_head_ = nullptr;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/pytorch_bin_writer.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
 
@@ -190,10 +191,14 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
   auto view = [&](const Pending& p) {
     return TensorToWrite{p.name, o.dtype, p.shape, std::span<const std::byte>(p.bytes)};
   };
+  const bool bin = o.format == CheckpointFormat::kPytorchBin;
+  auto write = [&](const fs::path& path, const std::vector<TensorToWrite>& part) {
+    return bin ? WritePytorchBin(path, part) : WriteSafetensors(path, part);
+  };
   if (o.shards <= 1) {
     std::vector<TensorToWrite> all;
     for (const Pending& p : tensors) all.push_back(view(p));
-    return WriteSafetensors(dir / "model.safetensors", all);
+    return write(dir / (bin ? "pytorch_model.bin" : "model.safetensors"), all);
   }
   int64_t total = 0;
   for (const Pending& p : tensors) total += static_cast<int64_t>(p.bytes.size());
@@ -201,7 +206,9 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
   size_t next = 0;
   int64_t written = 0;
   for (int s = 0; s < o.shards; ++s) {
-    const std::string name = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.shards);
+    const std::string name =
+        bin ? absl::StrFormat("pytorch_model-%05d-of-%05d.bin", s + 1, o.shards)
+            : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.shards);
     std::vector<TensorToWrite> part;
     int64_t bytes = 0;
     const int64_t budget = total * (s + 1) / o.shards;
@@ -213,9 +220,9 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
       ++next;
     }
     written += bytes;
-    MAMBA_RETURN_IF_ERROR(WriteSafetensors(dir / name, part));
+    MAMBA_RETURN_IF_ERROR(write(dir / name, part));
   }
-  return WriteJson(dir / "model.safetensors.index.json",
+  return WriteJson(dir / (bin ? "pytorch_model.bin.index.json" : "model.safetensors.index.json"),
                    json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
 }
 

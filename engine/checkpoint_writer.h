@@ -12,10 +12,17 @@
 
 namespace mamba::engine {
 
+// The weight files a checkpoint is written as (Checkpoint::Open reads both).
+enum class CheckpointFormat {
+  kSafetensors,  // model.safetensors, or model-0000i-of-0000n.safetensors + index
+  kPytorchBin,   // pytorch_model.bin (as torch.save writes it), or shards + index
+};
+
 struct RandomCheckpointOptions {
   ModelConfig config;
   kernels::DType dtype = kernels::DType::kF32;
   uint64_t seed = 0;
+  CheckpointFormat format = CheckpointFormat::kSafetensors;
   int shards = 1;                 // > 1 writes model-0000i-of-0000n.safetensors + index
   bool untied_head = false;       // write a separate lm_head.weight
   bool mamba_ssm_layout = false;  // original config.json keys and backbone.embedding.weight

@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   using namespace mamba::engine;
   CLI::App app{"Write a seeded random-weight Mamba checkpoint (HF layout)"};
-  std::string out, preset = "tiny", dtype = "float32", tokenizer;
+  std::string out, preset = "tiny", dtype = "float32", tokenizer, format = "safetensors";
   RandomCheckpointOptions o;
   int64_t layers = 0, d_model = 0, vocab = 0, d_state = 0, d_conv = 0, dt_rank = 0, expand = 0,
           d_inner = 0;
@@ -18,7 +18,9 @@ int main(int argc, char** argv) {
   app.add_option("--preset", preset, absl::StrJoin(PresetNames(), " | "))->capture_default_str();
   app.add_option("--dtype", dtype, "float32 | bfloat16 | float16")->capture_default_str();
   app.add_option("--seed", o.seed)->capture_default_str();
-  app.add_option("--shards", o.shards, "Number of safetensors shards")->capture_default_str();
+  app.add_option("--shards", o.shards, "Number of weight file shards")->capture_default_str();
+  app.add_option("--format", format, "safetensors | bin (pytorch_model.bin as torch.save writes)")
+      ->capture_default_str();
   app.add_option("--layers", layers, "Override the preset's layer count");
   app.add_option("--d-model", d_model, "Override hidden_size (d_inner = 2x)");
   app.add_option("--vocab", vocab, "Override vocab_size");
@@ -62,6 +64,12 @@ int main(int argc, char** argv) {
   if (no_conv_bias) o.config.use_conv_bias = false;
   if (residual_16bit) o.config.residual_in_fp32 = false;
 
+  if (format == "bin") {
+    o.format = mamba::engine::CheckpointFormat::kPytorchBin;
+  } else if (format != "safetensors") {
+    std::fprintf(stderr, "error: --format must be safetensors or bin\n");
+    return 2;
+  }
   if (dtype == "float32") {
     o.dtype = mamba::kernels::DType::kF32;
   } else if (dtype == "bfloat16") {
