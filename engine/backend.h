@@ -33,8 +33,13 @@ struct BackendOptions {
   ComputeDType dtype = ComputeDType::kAuto;  // auto = the checkpoint's stored dtype
   int num_threads = 0;                       // CPU threads; 0 = all cores
   // State slots (concurrent sequences). 0 = automatic: CUDA fills the device memory left after
-  // the weights; the CPU engine takes kDefaultCpuSlots.
+  // the weights; the CPU engine takes kDefaultCpuSlots, fewer when their states would take more
+  // than a quarter of memory_bytes (a Mamba-Codestral-7B state is 276 MB).
   int num_slots = 16;
+  // The host memory this process may use (0: unknown, not checked). The CPU engine refuses a slot
+  // count whose states alone would exceed it: better a clear error at start-up than the OOM
+  // killer on the first busy minute.
+  int64_t memory_bytes = 0;
   int64_t max_step_tokens = 2048;  // scratch size; larger calls are split internally
   bool profile = false;            // accumulate time per op (see Backend::OpSeconds)
 };

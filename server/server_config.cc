@@ -57,7 +57,8 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option(
          "--slots", c->slots,
          "State slots = max concurrent sequences (0 = automatic: CUDA fills the memory left after "
-         "the weights, the CPU engine takes 16)")
+         "the weights, the CPU engine takes 16, fewer when their states would take more than a "
+         "quarter of memory; on the CPU, slots whose states exceed the memory are refused)")
       ->envname("MAMBA_SLOTS")
       ->capture_default_str();
   app.add_option("--state-cache-bytes", c->state_cache_bytes,
@@ -231,16 +232,6 @@ absl::StatusOr<engine::GenerationDefaults> LoadGenerationDefaults(const ServerCo
 
 std::string DefaultModelDir() { return engine::tools::DemoModelDir(); }
 
-engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype) {
-  engine::BackendOptions o;
-  o.device = c.device;
-  o.dtype = dtype;
-  o.num_threads = c.threads;
-  o.num_slots = c.slots;
-  o.max_step_tokens = std::max<int64_t>(c.max_step_tokens, c.slots);
-  return o;
-}
-
 namespace {
 
 // The memory this process may use: the machine's, or less when a cgroup (v2: memory.max, v1:
@@ -258,6 +249,17 @@ int64_t UsableMemoryBytes() {
 }
 
 }  // namespace
+
+engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDType dtype) {
+  engine::BackendOptions o;
+  o.device = c.device;
+  o.dtype = dtype;
+  o.num_threads = c.threads;
+  o.num_slots = c.slots;
+  o.max_step_tokens = std::max<int64_t>(c.max_step_tokens, c.slots);
+  o.memory_bytes = UsableMemoryBytes();
+  return o;
+}
 
 int64_t DefaultStateCacheBytes() { return std::min(int64_t{2} << 30, UsableMemoryBytes() / 4); }
 

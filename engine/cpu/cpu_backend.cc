@@ -74,7 +74,19 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
   if (options.max_step_tokens < 1)
     return absl::InvalidArgumentError("max_step_tokens must be >= 1");
   BackendOptions resolved = options;
-  if (resolved.num_slots == 0) resolved.num_slots = kDefaultCpuSlots;
+  const int64_t per_slot = checkpoint->config().StateBytesPerSequence();
+  if (resolved.num_slots == 0) {
+    resolved.num_slots = kDefaultCpuSlots;
+    if (options.memory_bytes > 0) {
+      resolved.num_slots = static_cast<int>(
+          std::clamp<int64_t>(options.memory_bytes / 4 / per_slot, 1, kDefaultCpuSlots));
+    }
+  } else if (options.memory_bytes > 0 && resolved.num_slots * per_slot > options.memory_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(resolved.num_slots, " state slots of ", per_slot >> 20, " MiB each (",
+                     resolved.num_slots * per_slot >> 20, " MiB) exceed the ",
+                     options.memory_bytes >> 20, " MiB this process may use: lower --slots"));
+  }
   kc::SetNumThreads(resolved.num_threads);
   MAMBA_ASSIGN_OR_RETURN(DType dtype, ResolveDType(*checkpoint, resolved.dtype));
   // Weights are packed with OpenMP. libgomp keeps a thread pool per thread that opens a parallel

@@ -60,6 +60,19 @@ TEST(CpuBackendOptions, UnsupportedOptions) {
   auto automatic = cpu::CpuBackend::Create(checkpoint, bo);
   ASSERT_TRUE(automatic.ok()) << automatic.status();
   EXPECT_EQ((*automatic)->num_slots(), kDefaultCpuSlots);
+  // With a memory size: automatic slots keep their states within a quarter of it, and explicit
+  // slots whose states alone exceed it are refused.
+  const int64_t per_slot = checkpoint->config().StateBytesPerSequence();
+  bo.memory_bytes = 4 * 5 * per_slot + 1;
+  auto sized = cpu::CpuBackend::Create(checkpoint, bo);
+  ASSERT_TRUE(sized.ok()) << sized.status();
+  EXPECT_EQ((*sized)->num_slots(), 5);
+  bo.num_slots = 21;
+  EXPECT_EQ(cpu::CpuBackend::Create(checkpoint, bo).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  bo.num_slots = 20;
+  EXPECT_TRUE(cpu::CpuBackend::Create(checkpoint, bo).ok());
+  bo.memory_bytes = 0;
   bo.num_slots = 1;
   bo.device = "tpu";
   EXPECT_EQ(CreateBackend(checkpoint, bo).status().code(), absl::StatusCode::kInvalidArgument);
