@@ -236,6 +236,12 @@ absl::Status Checkpoint::Bind() {
   // config forbids: silently reusing the embedding would compute a different model.
   MAMBA_RETURN_IF_ERROR(
       get({"lm_head.weight"}, {c.vocab_size, d}, !c.tie_word_embeddings, &lm_head_));
+  // torch.save of a tied model (mamba_ssm's pytorch_model.bin) stores lm_head.weight as the
+  // embedding's own bytes: that head is tied, and an engine need not hold it twice.
+  if (lm_head_ != nullptr && lm_head_->data == embedding_->data &&
+      lm_head_->dtype == embedding_->dtype) {
+    lm_head_ = nullptr;
+  }
   if (lm_head_ != nullptr) config_.tie_word_embeddings = false;  // what is computed (model info)
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {

@@ -6,6 +6,8 @@
 
 #include "engine/backend_factory.h"
 #include "engine/checkpoint.h"
+#include "engine/pytorch_bin.h"
+#include "engine/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/test_support.h"
@@ -32,11 +34,12 @@ Logits PrefillLogits(std::shared_ptr<const Checkpoint> ck) {
   BackendOptions bo;
   bo.device = "cpu";
   bo.num_slots = 1;
+  bo.max_step_tokens = 64;
   auto b = CreateBackend(std::move(ck), bo);
   EXPECT_TRUE(b.ok()) << b.status();
   Logits logits;
   if (!b.ok()) return logits;
-  const auto prompt = RandomPrompt(9, SmallConfig().vocab_size, 7);
+  const auto prompt = RandomPrompt(9, (*b)->config().vocab_size, 7);
   ChunkInput c{SlotId(0), prompt, true, true};
   c.all_logits = true;
   EXPECT_TRUE((*b)->Prefill({&c, 1}, &logits).ok());
@@ -76,6 +79,33 @@ TEST(CheckpointBinTest, PytorchBinLoadsAsTheSameModelAsSafetensors) {
     ASSERT_FALSE(la.data.empty());
     EXPECT_EQ(std::memcmp(la.data.data(), lb.data.data(), la.data.size() * sizeof(float)), 0);
   }
+}
+
+// A model directory torch wrote as mamba_ssm does (make_golden.py): mamba_ssm config.json,
+// backbone.embedding.weight, lm_head.weight saved as the embedding itself. It loads tied and
+// computes what the same tensors as safetensors compute, bit for bit.
+TEST(CheckpointBinTest, TorchWrittenMambaSsmModel) {
+  const fs::path golden = SourceDir() / "tests/engine/testdata/pytorch_bin/tiny_mamba_ssm";
+  auto bin = Checkpoint::Open(golden);
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  EXPECT_EQ((*bin)->lm_head(), nullptr) << "a head stored as the embedding's bytes is tied";
+  EXPECT_TRUE((*bin)->config().tie_word_embeddings);
+  TempDir dir;
+  fs::copy_file(golden / "config.json", dir.path() / "config.json");
+  auto f = PytorchBinFile::Open(golden / "pytorch_model.bin");
+  ASSERT_TRUE(f.ok()) << f.status();
+  std::vector<TensorToWrite> tensors;
+  for (const TensorInfo& t : (*f)->tensors()) {
+    if (t.name == "lm_head.weight") continue;
+    tensors.push_back({t.name, t.dtype, t.shape, {t.data, t.nbytes}});
+  }
+  ASSERT_TRUE(WriteSafetensors(dir.path() / "model.safetensors", tensors).ok());
+  auto st = Checkpoint::Open(dir.path());
+  ASSERT_TRUE(st.ok()) << st.status();
+  const Logits la = PrefillLogits(*st), lb = PrefillLogits(*bin);
+  ASSERT_EQ(la.data.size(), lb.data.size());
+  ASSERT_FALSE(la.data.empty());
+  EXPECT_EQ(std::memcmp(la.data.data(), lb.data.data(), la.data.size() * sizeof(float)), 0);
 }
 
 TEST(CheckpointBinTest, RefusesAPickleThatRunsCode) {

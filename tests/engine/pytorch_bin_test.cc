@@ -196,6 +196,20 @@ TEST(PytorchBinTest, RefusesWhatTorchWritesButWeDoNotLoad) {
   ExpectRefused("int64.bin", "tensor 'ids': has dtype int64 (torch.LongStorage)");
 }
 
+// Protocol 4 opcodes; an archive Python's zipfile wrote (no data descriptors, no alignment)
+// with newer torch's entries under "archive/" (byteorder, .data/serialization_id).
+TEST(PytorchBinTest, ReadsProtocol4AndOtherZipWriters) {
+  for (const char* name : {"protocol4.bin", "rezipped.bin"}) {
+    auto f = PytorchBinFile::Open(Golden(name));
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_EQ((*f)->tensors().size(), 1u);
+    EXPECT_THAT((*f)->tensors()[0].shape, ElementsAre(2, 3));
+    ExpectGolden((*f)->tensors()[0], 1);
+  }
+  ExpectRefused("big_endian.bin", "big-endian");
+  ExpectRefused("deflated.bin", "is compressed (method 8)");
+}
+
 TEST(PytorchBinTest, RefusesCodeExecutionNamingTheGlobal) {
   ExpectRefused("os_system.bin", "global 'posix.system'");
   ExpectRefused("builtins_eval.bin", "global '__builtin__.eval'");
