@@ -1,0 +1,236 @@
+#include "kernels/cpu/int8_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/int8_gemm_internal.h"
+#include "kernels/cpu/memory.h"
+#include "kernels/cpu/threading.h"
+#include "kernels/cpu/vec.h"
+
+namespace mamba::kernels::cpu {
+namespace {
+
+using int8_internal::Job;
+
+constexpr int64_t kMBlock = 128;  // rows whose activations stay in L2 while the weights stream
+
+// q = round-to-nearest-even(v * inv) in [-127, 127]. nearbyint, unlike adding 1.5 * 2^23, cannot
+// be contracted into an FMA, so every clone of the caller rounds alike.
+inline int8_t Round127(float v) {
+  return static_cast<int8_t>(std::clamp(std::nearbyint(v), -127.0f, 127.0f));
+}
+
+MAMBA_CPU_CLONES float QuantizeRow(const float* x, int64_t k, int8_t* q) {
+  float amax = 0.0f;
+  for (int64_t l = 0; l < k; ++l) amax = std::max(amax, std::fabs(x[l]));
+  if (!(amax > 0.0f)) {  // zero (or NaN) row
+    std::memset(q, 0, static_cast<size_t>(k));
+    return 0.0f;
+  }
+  const float inv = 127.0f / amax;
+  for (int64_t l = 0; l < k; ++l) q[l] = Round127(x[l] * inv);
+  return amax / 127.0f;
+}
+
+// The scalar path: the integer sums of kVnni (without the u8 offset, which cancels exactly) and
+// the same float steps, so its bits equal kVnni's. q: int8 activations [m][k_pad].
+void ScalarBlocks(const Job& job, const int8_t* q, int64_t b0, int64_t b1) {
+  const Int8Weight& w = *job.w;
+  const int64_t k4 = w.k_pad / 4, g4 = w.group_size / 4;
+  for (int64_t b = b0; b < b1; ++b) {
+    const auto* wp = reinterpret_cast<const int8_t*>(w.data.get()) + b * w.k_pad * kInt8Cols;
+    for (int64_t r = 0; r < job.m; ++r) {
+      const int8_t* xr = q + r * w.k_pad;
+      float facc[kInt8Cols] = {};
+      for (int64_t g = 0; g < w.groups; ++g) {
+        int32_t acc[kInt8Cols] = {};
+        for (int64_t kk = g * g4; kk < std::min(k4, (g + 1) * g4); ++kk) {
+          for (int c = 0; c < kInt8Cols; ++c) {
+            for (int t = 0; t < 4; ++t) acc[c] += xr[4 * kk + t] * wp[kk * 64 + c * 4 + t];
+          }
+        }
+        for (int c = 0; c < kInt8Cols; ++c) {
+          const float f = static_cast<float>(acc[c]);
+          const float sc = w.scales[static_cast<size_t>(g * w.n_pad + b * kInt8Cols + c)];
+          facc[c] = std::fma(f, sc, facc[c]);
+        }
+      }
+      for (int c = 0; c < kInt8Cols && b * kInt8Cols + c < w.n; ++c) {
+        const int64_t j = b * kInt8Cols + c;
+        const float xs = job.xs[r];
+        float v = job.bias ? std::fma(facc[c], xs, job.bias[j]) : facc[c] * xs;
+        float& y = job.y[r * job.ldy + j];
+        y = job.accumulate ? y + v : v;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+float QuantizeActivationRow(const float* x, int64_t k, int8_t* q) { return QuantizeRow(x, k, q); }
+
+absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
+                                          int64_t group_size) {
+  if (n <= 0 || k <= 0) return absl::InvalidArgumentError("int8 weight needs n, k > 0");
+  if (group_size < 0 || group_size % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int8 group size must be a multiple of 4, got ", group_size));
+  }
+  Int8Weight w;
+  w.n = n;
+  w.k = k;
+  w.k_pad = (k + 3) / 4 * 4;
+  w.n_pad = (n + kInt8Cols - 1) / kInt8Cols * kInt8Cols;
+  w.group_size = group_size == 0 ? w.k_pad : std::min(group_size, w.k_pad);
+  w.groups = (w.k_pad + w.group_size - 1) / w.group_size;
+  w.bytes = w.n_pad * w.k_pad;
+  w.data =
+      std::shared_ptr<std::byte[]>(AllocateStreamed(static_cast<size_t>(w.bytes)), FreeDeleter());
+  if (!w.data) return absl::ResourceExhaustedError("out of memory quantizing weights");
+  w.scales.assign(static_cast<size_t>(w.groups * w.n_pad), 0.0f);
+  w.offsets.assign(static_cast<size_t>(w.groups * w.n_pad), 0);
+  const size_t src_row = static_cast<size_t>(k) * SizeOf(src_dtype);
+  const int64_t blocks = w.n_pad / kInt8Cols;
+  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
+    std::vector<float> row(static_cast<size_t>(w.k_pad));
+    std::vector<int8_t> q(static_cast<size_t>(w.k_pad));
+    for (int64_t b = b0; b < b1; ++b) {
+      auto* panel = reinterpret_cast<int8_t*>(w.data.get()) + b * w.k_pad * kInt8Cols;
+      for (int64_t c = 0; c < kInt8Cols; ++c) {
+        const int64_t j = b * kInt8Cols + c;
+        std::fill(row.begin(), row.end(), 0.0f);
+        if (j < n) {
+          ConvertToF32(static_cast<const std::byte*>(src) + j * src_row, src_dtype, row.data(), k);
+        }
+        for (int64_t g = 0; g < w.groups; ++g) {
+          const int64_t l0 = g * w.group_size, len = std::min(w.group_size, w.k_pad - l0);
+          const size_t at = static_cast<size_t>(g * w.n_pad + j);
+          w.scales[at] = QuantizeRow(row.data() + l0, len, q.data() + l0);
+          int32_t sum = 0;
+          for (int64_t l = l0; l < l0 + len; ++l) sum += q[static_cast<size_t>(l)];
+          w.offsets[at] = 128 * sum;
+        }
+        for (int64_t l = 0; l < w.k_pad; ++l) {
+          panel[(l / 4) * 64 + c * 4 + l % 4] = q[static_cast<size_t>(l)];
+        }
+      }
+    }
+  });
+  return w;
+}
+
+std::vector<float> DequantizeWeight(const Int8Weight& w) {
+  std::vector<float> out(static_cast<size_t>(w.n * w.k));
+  for (int64_t j = 0; j < w.n; ++j) {
+    for (int64_t l = 0; l < w.k; ++l)
+      out[static_cast<size_t>(j * w.k + l)] = w.Q(j, l) * w.Scale(j, l);
+  }
+  return out;
+}
+
+bool Int8GemmSupported(Int8Path path) {
+  __builtin_cpu_init();
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  switch (path) {
+    case Int8Path::kAuto:
+    case Int8Path::kScalar:
+      return true;
+    case Int8Path::kVnni:
+      return avx512 && __builtin_cpu_supports("avx512vnni");
+    case Int8Path::kDequantF32:
+      return avx512 && __builtin_cpu_supports("avx512vbmi");
+  }
+  return false;
+}
+
+Int8Path Int8AutoPath() {
+  return Int8GemmSupported(Int8Path::kVnni) ? Int8Path::kVnni : Int8Path::kScalar;
+}
+
+absl::Status Int8Gemm(const Int8GemmArgs& a) {
+  if (a.m == 0) return absl::OkStatus();
+  if (a.w == nullptr || !a.w->data || a.x == nullptr || a.y == nullptr) {
+    return absl::InvalidArgumentError("int8 GEMM: missing operand");
+  }
+  const Int8Weight& w = *a.w;
+  if (a.ldx < w.k || a.ldy < w.n) return absl::InvalidArgumentError("int8 GEMM: bad strides");
+  const Int8Path path = a.path == Int8Path::kAuto ? Int8AutoPath() : a.path;
+  if (!Int8GemmSupported(path)) {
+    return absl::FailedPreconditionError("int8 GEMM: this path needs AVX-512 on this CPU");
+  }
+  // Activations in the path's form, rows k_pad apart (thread-local: reused step to step).
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> xs, xf;
+  const bool fp = path == Int8Path::kDequantF32;
+  if (fp) {
+    xf.assign(static_cast<size_t>(a.m * w.k_pad), 0.0f);
+    for (int64_t i = 0; i < a.m; ++i) {
+      std::memcpy(xf.data() + i * w.k_pad, a.x + i * a.ldx, static_cast<size_t>(w.k) * 4);
+    }
+  } else {
+    q.resize(static_cast<size_t>(a.m * w.k_pad));
+    xs.resize(static_cast<size_t>(a.m));
+    const bool offset = path == Int8Path::kVnni;  // vpdpbusd takes u8: q + 128 = q ^ 0x80
+    auto quantize = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        int8_t* qi = q.data() + i * w.k_pad;
+        xs[static_cast<size_t>(i)] = QuantizeRow(a.x + i * a.ldx, w.k, qi);
+        std::memset(qi + w.k, 0, static_cast<size_t>(w.k_pad - w.k));
+        if (offset) {
+          for (int64_t l = 0; l < w.k_pad; ++l) qi[l] = static_cast<int8_t>(qi[l] ^ 0x80);
+        }
+      }
+    };
+    if (a.m * w.k >= (1 << 16)) {
+      ParallelFor(a.m, quantize);
+    } else {
+      quantize(0, a.m);
+    }
+  }
+  const int64_t blocks = w.n_pad / kInt8Cols;
+  for (int64_t m0 = 0; m0 < a.m; m0 += kMBlock) {
+    const int64_t mb = std::min(kMBlock, a.m - m0);
+    Job job;
+    job.m = mb;
+    job.w = &w;
+    job.bias = a.bias;
+    job.y = a.y + m0 * a.ldy;
+    job.ldy = a.ldy;
+    job.accumulate = a.accumulate;
+    const int8_t* qm = q.data() + m0 * w.k_pad;
+    if (fp) {
+      job.xf = xf.data() + m0 * w.k_pad;
+    } else {
+      job.xq = reinterpret_cast<const uint32_t*>(qm);
+      job.xs = xs.data() + m0;
+    }
+    const int64_t per = int8_internal::BlocksPerTile(mb);
+    auto run = [&](int64_t t0, int64_t t1) {
+      const int64_t b0 = t0 * per, b1 = std::min(blocks, t1 * per);
+      switch (path) {
+        case Int8Path::kVnni:
+          int8_internal::VnniBlocks(job, b0, b1);
+          break;
+        case Int8Path::kDequantF32:
+          int8_internal::DequantF32Blocks(job, b0, b1);
+          break;
+        default:
+          ScalarBlocks(job, qm, b0, b1);
+          break;
+      }
+    };
+    const int64_t tiles = (blocks + per - 1) / per;
+    if (mb * w.n * w.k < (1 << 14)) {  // tiny: not worth the fork (cf. packed_gemm.cc)
+      run(0, tiles);
+    } else {
+      ParallelFor(tiles, run);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace mamba::kernels::cpu

@@ -1,0 +1,107 @@
+// int8 weights for the CPU engine (issue 17): W [n, k] quantized once at load to symmetric int8
+// with an fp32 scale per output row (or per group of K inputs), packed for AVX-512 VNNI, and
+// y [m, n] (+)= x [m, k] W^T (+ bias) with fp32 x and y.
+//
+// Paths (Int8Path): kVnni quantizes each activation row to int8 on the fly (one scale per row)
+// and multiplies with vpdpbusd into exact int32 sums; kDequantF32 keeps fp32 activations and
+// converts the weights to fp32 in registers; kScalar is the portable fallback and does the same
+// integer arithmetic as kVnni. kAuto takes kVnni for every m, including m = 1: it was measured
+// faster than kDequantF32 at m = 1 (docs/PERF.md, "int8 GEMM kernels") and, since the integer
+// sums are exact and every output goes through the same float operations, a row's bits do not
+// depend on m, the tile or the thread (kScalar gives the same bits as kVnni).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/dtype.h"
+
+namespace mamba::kernels::cpu {
+
+inline constexpr int64_t kInt8Cols = 16;  // columns per packed block (one 512-bit vector)
+
+struct Int8Weight {
+  int64_t n = 0;
+  int64_t k = 0;
+  int64_t k_pad = 0;       // k rounded up to 4: a vpdpbusd lane sums 4 consecutive inputs
+  int64_t n_pad = 0;       // n rounded up to kInt8Cols
+  int64_t group_size = 0;  // inputs per scale, a multiple of 4; k_pad for one scale per row
+  int64_t groups = 0;      // k_pad / group_size rounded up
+  // int8 [n_pad / 16][k_pad / 4][16][4]: block, input quad, column, input within the quad.
+  std::shared_ptr<std::byte[]> data;
+  std::vector<float> scales;     // [groups][n_pad]; w[j][l] ~ q[j][l] * scales[l / group][j]
+  std::vector<int32_t> offsets;  // [groups][n_pad]: 128 x the sum of q over the group: what
+                                 // u8 activations (q + 128) add to the vpdpbusd sums
+  int64_t bytes = 0;             // of data
+
+  int8_t Q(int64_t j, int64_t l) const {  // quantized W[j][l]
+    const int64_t off = (j / kInt8Cols) * k_pad * kInt8Cols + (l / 4) * 64 + (j % kInt8Cols) * 4;
+    return static_cast<int8_t>(data[static_cast<size_t>(off + l % 4)]);
+  }
+  float Scale(int64_t j, int64_t l) const {
+    return scales[static_cast<size_t>((l / group_size) * n_pad + j)];
+  }
+};
+
+// Quantizes W [n, k] stored as `src_dtype`: per row and group, scale = max|w| / 127 and
+// q = round-to-nearest-even(w * 127 / max|w|). group_size 0 means one group per row; otherwise a
+// positive multiple of 4. Row blocks are converted in parallel.
+absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
+                                          int64_t group_size = 0);
+
+// W dequantized to fp32 [n, k] (q * scale).
+std::vector<float> DequantizeWeight(const Int8Weight& w);
+
+// One activation row x [k] to q [k] in [-127, 127]; returns its scale (max|x| / 127, 0 for a zero
+// row), x ~ q * scale. Every path and the reference quantize with this rounding.
+float QuantizeActivationRow(const float* x, int64_t k, int8_t* q);
+
+enum class Int8Path : uint8_t { kAuto, kVnni, kDequantF32, kScalar };
+
+// Whether this CPU runs `path` (kVnni: AVX-512 VNNI + BW; kDequantF32: AVX-512 VBMI + BW).
+bool Int8GemmSupported(Int8Path path);
+// The path kAuto takes here: kVnni where supported, else kScalar.
+Int8Path Int8AutoPath();
+
+struct Int8GemmArgs {
+  const float* x = nullptr;  // [m, k], rows ldx apart
+  int64_t ldx = 0;
+  const Int8Weight* w = nullptr;
+  const float* bias = nullptr;  // [n] or nullptr
+  float* y = nullptr;           // [m, n], rows ldy apart
+  int64_t ldy = 0;
+  int64_t m = 0;
+  bool accumulate = false;  // y += x W^T (+ bias)
+  Int8Path path = Int8Path::kAuto;
+};
+
+absl::Status Int8Gemm(const Int8GemmArgs& a);
+
+// Reference in T (double in the tests): W dequantized; x quantized per row first when
+// `quantize_x` (what kVnni and kScalar compute, up to their fp32 rounding), else used as is
+// (kDequantF32).
+template <typename T>
+void Int8GemmReference(const float* x, int64_t ldx, const Int8Weight& w, const float* bias, T* y,
+                       int64_t ldy, int64_t m, bool accumulate, bool quantize_x) {
+  std::vector<int8_t> q(static_cast<size_t>(w.k));
+  std::vector<T> xr(static_cast<size_t>(w.k));
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * ldx;
+    if (quantize_x) {
+      const float s = QuantizeActivationRow(xi, w.k, q.data());
+      for (int64_t l = 0; l < w.k; ++l) xr[l] = T(q[l]) * T(s);
+    } else {
+      for (int64_t l = 0; l < w.k; ++l) xr[l] = T(xi[l]);
+    }
+    for (int64_t j = 0; j < w.n; ++j) {
+      T acc = bias ? T(bias[j]) : T(0);
+      for (int64_t l = 0; l < w.k; ++l) acc += xr[l] * T(w.Q(j, l)) * T(w.Scale(j, l));
+      y[i * ldy + j] = accumulate ? y[i * ldy + j] + acc : acc;
+    }
+  }
+}
+
+}  // namespace mamba::kernels::cpu
