@@ -175,10 +175,13 @@ absl::Status Int8Gemm(const Int8GemmArgs& a) {
     q.resize(static_cast<size_t>(a.m * w.k_pad));
     xs.resize(static_cast<size_t>(a.m));
     const bool offset = path == Int8Path::kVnni;  // vpdpbusd takes u8: q + 128 = q ^ 0x80
+    // Plain pointers: inside the lambda, q and xs would name the worker threads' own buffers.
+    int8_t* qd = q.data();
+    float* xsd = xs.data();
     auto quantize = [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
-        int8_t* qi = q.data() + i * w.k_pad;
-        xs[static_cast<size_t>(i)] = QuantizeRow(a.x + i * a.ldx, w.k, qi);
+        int8_t* qi = qd + i * w.k_pad;
+        xsd[i] = QuantizeRow(a.x + i * a.ldx, w.k, qi);
         std::memset(qi + w.k, 0, static_cast<size_t>(w.k_pad - w.k));
         if (offset) {
           for (int64_t l = 0; l < w.k_pad; ++l) qi[l] = static_cast<int8_t>(qi[l] ^ 0x80);

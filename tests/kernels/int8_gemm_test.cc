@@ -140,6 +140,7 @@ std::vector<Case> Cases() {
     }
     out.push_back({p, 9, 200, 768, 128, true, true});
     out.push_back({p, 2, 17, 3, 0, true, false});
+    out.push_back({p, 100, 33, 700, 0, false, false});  // activations quantized in parallel
   }
   return out;
 }
