@@ -1,12 +1,14 @@
 // Micro-benchmarks of the CPU kernels on the 130m shapes (Google Benchmark):
 //   ./build/bin/cpu_kernels_bench --benchmark_filter=Gemm
 // GEMMs cycle through 24 weight copies so that, like a real decode step, weights come from DRAM.
+#include <algorithm>
 #include <random>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/causal_conv.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/packed_gemm.h"
 #include "kernels/cpu/selective_scan.h"
 #include "kernels/cpu/threading.h"
@@ -66,6 +68,53 @@ BENCHMARK(BM_Gemm)
     ->ArgsProduct({{1, 8, 32, 128, 512}, {3072}, {768}, {0, 1}, {0, 1}})
     ->Args({1, 50280, 768, 1, 0})
     ->Args({1, 50280, 768, 1, 1})
+    ->UseRealTime();
+
+// int8 against our bf16 packed GEMM on the same shape, adjacent in one run (issue 17). args: m,
+// n, k, impl (0 bf16 packed, 1 int8 kVnni, 2 int8 kDequantF32). Enough weight copies to cycle
+// through >= 384 MB, so that the weights come from DRAM as in a decode step.
+void BM_Int8VsBf16(benchmark::State& st) {
+  const int64_t m = st.range(0), n = st.range(1), k = st.range(2), impl = st.range(3);
+  const Int8Path path = impl == 2 ? Int8Path::kDequantF32 : Int8Path::kVnni;
+  if (impl == 0 && !PackedGemmSupported(DType::kBF16)) return st.SkipWithError("no AVX512-BF16");
+  if (impl != 0 && !Int8GemmSupported(path)) return st.SkipWithError("no AVX-512 VNNI/VBMI");
+  const int64_t bytes = impl == 0 ? 2 * n * k : n * k;
+  const int copies = static_cast<int>(std::clamp<int64_t>((384 << 20) / bytes, 2, kLayers));
+  auto w = Random(static_cast<size_t>(n * k), 1);
+  std::vector<PackedWeight> pw;
+  std::vector<Int8Weight> qw;
+  for (int l = 0; l < copies; ++l) {
+    if (impl == 0) {
+      pw.push_back(*PackWeight(w.data(), DType::kF32, n, k, DType::kBF16));
+    } else {
+      qw.push_back(*QuantizeWeight(w.data(), DType::kF32, n, k));
+    }
+  }
+  auto x = Random(static_cast<size_t>(m * k), 2);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  int l = 0;
+  for (auto _ : st) {
+    if (impl == 0) {
+      benchmark::DoNotOptimize(PackedGemm({x.data(), k, &pw[l], nullptr, y.data(), n, m, false}));
+    } else {
+      benchmark::DoNotOptimize(
+          Int8Gemm({x.data(), k, &qw[l], nullptr, y.data(), n, m, false, path}));
+    }
+    l = (l + 1) % copies;
+  }
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["weight_GB/s"] =
+      benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Int8VsBf16)
+    ->ArgNames({"m", "n", "k", "impl"})
+    ->ArgsProduct({{1}, {3072}, {768}, {0, 1, 2}})
+    ->ArgsProduct({{8, 32, 512}, {3072}, {768}, {0, 1}})
+    ->ArgsProduct({{1}, {768}, {1536}, {0, 1, 2}})
+    ->ArgsProduct({{8, 32, 512}, {768}, {1536}, {0, 1}})
+    ->ArgsProduct({{1}, {8192}, {2048}, {0, 1, 2}})
+    ->ArgsProduct({{8, 32, 512}, {8192}, {2048}, {0, 1}})
     ->UseRealTime();
 
 // args: tokens per chunk, chunks
