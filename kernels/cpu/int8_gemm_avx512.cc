@@ -3,7 +3,9 @@
 // attribute, so the library builds for baseline x86-64 and dispatches at run time.
 // GCC 12 reports the intrinsics' deliberately undefined pass-through operands (vpermb, the
 // 128-bit extracts, the plain conversions) as maybe-uninitialized once they are inlined here.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <immintrin.h>
 
