@@ -178,9 +178,20 @@ json MambaSsmConfig(const ModelConfig& c) {
               {"tie_embeddings", c.tie_word_embeddings}};
 }
 
+// JSON as Python's json module writes it: an infinite time_step_limit bound, held as the string
+// "Infinity" (JSON has no spelling for it), becomes the bare Infinity that transformers and
+// mamba_ssm read as float('inf') (ReadJsonFile reads it back).
+std::string PythonJson(const json& j) {
+  std::string text = j.dump(2);
+  for (size_t at = 0; (at = text.find("\"Infinity\"", at)) != std::string::npos;) {
+    text.replace(at, 10, "Infinity");
+  }
+  return text;
+}
+
 absl::Status WriteJson(const fs::path& path, const json& j) {
   std::ofstream out(path);
-  out << j.dump(2) << "\n";
+  out << PythonJson(j) << "\n";
   out.close();
   if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
   return absl::OkStatus();
