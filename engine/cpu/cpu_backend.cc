@@ -289,7 +289,6 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
 
 absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
   const ModelConfig& c = config();
-  if (c.is_mamba2()) return RunMamba2Layer(l, chunks, T);
   const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
   const int64_t d = c.hidden_size, e = c.intermediate_size, n = c.state_size, r = c.time_step_rank,
                 S = options_.num_slots;
@@ -303,9 +302,10 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   }
   {
     OpTimer timer(prof, &op_seconds_[kInProj]);
-    MAMBA_RETURN_IF_ERROR(
-        w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(), 2 * e, T, false));
+    MAMBA_RETURN_IF_ERROR(w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(),
+                                           c.in_proj_size(), T, false));
   }
+  if (c.is_mamba2()) return RunMamba2Mixer(l, chunks, T);
   {
     OpTimer timer(prof, &op_seconds_[kConv]);
     kc::CausalConv({xz_.data(), 2 * e, w.conv.data(), bias(w.conv_bias),
@@ -339,7 +339,7 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
   return w.out_proj.MatMul(y_.data(), e, bias(w.out_proj_bias), residual_.data(), d, T, true);
 }
 
-absl::Status CpuBackend::RunMamba2Layer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
+absl::Status CpuBackend::RunMamba2Mixer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
   const ModelConfig& c = config();
   const CpuLayerWeights& w = weights_->layers[static_cast<size_t>(l)];
   const int64_t d = c.hidden_size, e = c.intermediate_size, mlp = c.mlp_size, cd = c.conv_dim(),
@@ -351,16 +351,6 @@ absl::Status CpuBackend::RunMamba2Layer(int64_t l, std::span<const SeqChunk> chu
   float* const dt = xbc + cd;
   const bool prof = options_.profile;
   auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
-  {
-    OpTimer timer(prof, &op_seconds_[kNorm]);
-    kc::RmsNorm(
-        {residual_.data(), d, w.norm.data(), normed_.data(), d, T, d, c.layer_norm_epsilon});
-  }
-  {
-    OpTimer timer(prof, &op_seconds_[kInProj]);
-    MAMBA_RETURN_IF_ERROR(
-        w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(), ip, T, false));
-  }
   {
     OpTimer timer(prof, &op_seconds_[kConv]);
     kc::CausalConv({xbc, ip, w.conv.data(), bias(w.conv_bias),

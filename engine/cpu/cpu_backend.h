@@ -57,8 +57,9 @@ class CpuBackend : public Backend {
   absl::Status Forward(std::span<const kernels::SeqChunk> chunks, std::span<const TokenId> tokens,
                        std::span<const int32_t> logit_rows, Logits* logits, int64_t first_row);
   absl::Status RunLayer(int64_t layer, std::span<const kernels::SeqChunk> chunks, int64_t tokens);
-  // Mamba-2's mixer: in_proj -> conv over x|B|C -> multi-head scan -> gated RMS norm -> out_proj.
-  absl::Status RunMamba2Layer(int64_t layer, std::span<const kernels::SeqChunk> chunks,
+  // Mamba-2's mixer after the shared norm and in_proj: conv over x|B|C -> multi-head scan ->
+  // gated RMS norm -> out_proj.
+  absl::Status RunMamba2Mixer(int64_t layer, std::span<const kernels::SeqChunk> chunks,
                               int64_t tokens);
   void ZeroSlot(int32_t slot);
   absl::Status CheckSlot(SlotId slot) const;

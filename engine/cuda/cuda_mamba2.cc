@@ -1,4 +1,4 @@
-// CudaBackend's Mamba-2 layer (HF Mamba2Mixer; CPU twin: CpuBackend::RunMamba2Layer). Prefill
+// CudaBackend's Mamba-2 layer (HF Mamba2Mixer; CPU twin: CpuBackend::RunMamba2Mixer). Prefill
 // and decode differ only in the conv and scan launchers (chunk table or slot array), so decode
 // steps are captured in graphs as Mamba-1's are.
 #include "absl/strings/str_cat.h"
