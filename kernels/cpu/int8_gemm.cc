@@ -73,8 +73,10 @@ void ScalarBlocks(const Job& job, const int8_t* q, int64_t b0, int64_t b1) {
 
 float QuantizeActivationRow(const float* x, int64_t k, int8_t* q) { return QuantizeRow(x, k, q); }
 
-absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
-                                          int64_t group_size) {
+namespace {
+
+// The layout of a quantized [n, k] (see Int8Weight), data allocated, scales and offsets zeroed.
+absl::StatusOr<Int8Weight> NewInt8Weight(int64_t n, int64_t k, int64_t group_size) {
   if (n <= 0 || k <= 0) return absl::InvalidArgumentError("int8 weight needs n, k > 0");
   if (group_size < 0 || group_size % 4 != 0) {
     return absl::InvalidArgumentError(
@@ -93,34 +95,120 @@ absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int6
   if (!w.data) return absl::ResourceExhaustedError("out of memory quantizing weights");
   w.scales.assign(static_cast<size_t>(w.groups * w.n_pad), 0.0f);
   w.offsets.assign(static_cast<size_t>(w.groups * w.n_pad), 0);
-  const size_t src_row = static_cast<size_t>(k) * SizeOf(src_dtype);
-  const int64_t blocks = w.n_pad / kInt8Cols;
-  ParallelFor(blocks, [&](int64_t b0, int64_t b1) {
+  return w;
+}
+
+// The one quantization of a weight row, for QuantizeWeight and QuantizeRowMajor alike: row j of
+// `src` (zero past n and past k, up to k_pad) to q [k_pad] and one scale per group, at
+// scales[g * stride]. `row`: fp32 scratch [k_pad].
+void QuantizeWeightRow(const void* src, DType src_dtype, int64_t j, const Int8Weight& w, float* row,
+                       int8_t* q, float* scales, int64_t stride) {
+  std::fill(row, row + w.k_pad, 0.0f);
+  if (j < w.n) {
+    const size_t src_row = static_cast<size_t>(w.k) * SizeOf(src_dtype);
+    ConvertToF32(static_cast<const std::byte*>(src) + j * src_row, src_dtype, row, w.k);
+  }
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t l0 = g * w.group_size, len = std::min(w.group_size, w.k_pad - l0);
+    scales[g * stride] = QuantizeRow(row + l0, len, q + l0);
+  }
+}
+
+// Row j's q [k_pad] into the packed panel, and its offsets (its scales are already in place).
+void PackWeightRow(Int8Weight& w, int64_t j, const int8_t* q) {
+  auto* panel = reinterpret_cast<int8_t*>(w.data.get()) + (j / kInt8Cols) * w.k_pad * kInt8Cols;
+  const int64_t c = j % kInt8Cols;
+  for (int64_t l = 0; l < w.k_pad; ++l) panel[(l / 4) * 64 + c * 4 + l % 4] = q[l];
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t l0 = g * w.group_size, len = std::min(w.group_size, w.k_pad - l0);
+    int32_t sum = 0;
+    for (int64_t l = l0; l < l0 + len; ++l) sum += q[l];
+    w.offsets[static_cast<size_t>(g * w.n_pad + j)] = 128 * sum;
+  }
+}
+
+}  // namespace
+
+int64_t Int8GroupCount(int64_t k, int64_t group_size) {
+  if (k <= 0 || group_size < 0 || group_size % 4 != 0) return 0;
+  const int64_t k_pad = (k + 3) / 4 * 4;
+  const int64_t g = group_size == 0 ? k_pad : std::min(group_size, k_pad);
+  return (k_pad + g - 1) / g;
+}
+
+absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
+                                          int64_t group_size) {
+  absl::StatusOr<Int8Weight> made = NewInt8Weight(n, k, group_size);
+  if (!made.ok()) return made.status();
+  Int8Weight& w = *made;
+  ParallelFor(w.n_pad / kInt8Cols, [&](int64_t b0, int64_t b1) {
     std::vector<float> row(static_cast<size_t>(w.k_pad));
     std::vector<int8_t> q(static_cast<size_t>(w.k_pad));
-    for (int64_t b = b0; b < b1; ++b) {
-      auto* panel = reinterpret_cast<int8_t*>(w.data.get()) + b * w.k_pad * kInt8Cols;
-      for (int64_t c = 0; c < kInt8Cols; ++c) {
-        const int64_t j = b * kInt8Cols + c;
-        std::fill(row.begin(), row.end(), 0.0f);
-        if (j < n) {
-          ConvertToF32(static_cast<const std::byte*>(src) + j * src_row, src_dtype, row.data(), k);
-        }
-        for (int64_t g = 0; g < w.groups; ++g) {
-          const int64_t l0 = g * w.group_size, len = std::min(w.group_size, w.k_pad - l0);
-          const size_t at = static_cast<size_t>(g * w.n_pad + j);
-          w.scales[at] = QuantizeRow(row.data() + l0, len, q.data() + l0);
-          int32_t sum = 0;
-          for (int64_t l = l0; l < l0 + len; ++l) sum += q[static_cast<size_t>(l)];
-          w.offsets[at] = 128 * sum;
-        }
-        for (int64_t l = 0; l < w.k_pad; ++l) {
-          panel[(l / 4) * 64 + c * 4 + l % 4] = q[static_cast<size_t>(l)];
-        }
-      }
+    for (int64_t j = b0 * kInt8Cols; j < b1 * kInt8Cols; ++j) {
+      QuantizeWeightRow(src, src_dtype, j, w, row.data(), q.data(), w.scales.data() + j, w.n_pad);
+      PackWeightRow(w, j, q.data());
     }
   });
-  return w;
+  return made;
+}
+
+absl::Status QuantizeRowMajor(const void* src, DType src_dtype, int64_t n, int64_t k,
+                              int64_t group_size, int8_t* q, float* scales) {
+  // The layout only (no data): the same k_pad, group_size and groups as QuantizeWeight.
+  Int8Weight w;
+  w.n = n;
+  w.k = k;
+  w.k_pad = (k + 3) / 4 * 4;
+  w.groups = Int8GroupCount(k, group_size);
+  if (n <= 0 || w.groups == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("int8 weight [", n, ", ", k,
+                                                   "] with group size ", group_size,
+                                                   ": needs n, k > 0 and a multiple of 4"));
+  }
+  w.group_size = group_size == 0 ? w.k_pad : std::min(group_size, w.k_pad);
+  ParallelFor(n, [&](int64_t j0, int64_t j1) {
+    std::vector<float> row(static_cast<size_t>(w.k_pad));
+    std::vector<int8_t> qr(static_cast<size_t>(w.k_pad));
+    for (int64_t j = j0; j < j1; ++j) {
+      QuantizeWeightRow(src, src_dtype, j, w, row.data(), qr.data(), scales + j * w.groups, 1);
+      std::memcpy(q + j * k, qr.data(), static_cast<size_t>(k));
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Int8Weight> PackInt8Weight(const int8_t* q, const float* scales, int64_t n,
+                                          int64_t k, int64_t group_size) {
+  absl::StatusOr<Int8Weight> made = NewInt8Weight(n, k, group_size);
+  if (!made.ok()) return made.status();
+  Int8Weight& w = *made;
+  for (int64_t i = 0; i < n * w.groups; ++i) {
+    if (!(scales[i] >= 0.0f) || !std::isfinite(scales[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("int8 scale [", i / w.groups, ", ",
+                                                     i % w.groups, "] is ", scales[i],
+                                                     " (must be finite and >= 0)"));
+    }
+  }
+  for (int64_t i = 0; i < n * k; ++i) {
+    if (q[i] == -128) {
+      return absl::InvalidArgumentError(absl::StrCat("int8 value -128 at [", i / k, ", ", i % k,
+                                                     "] (symmetric int8 is [-127, 127])"));
+    }
+  }
+  ParallelFor(w.n_pad / kInt8Cols, [&](int64_t b0, int64_t b1) {
+    std::vector<int8_t> qr(static_cast<size_t>(w.k_pad));
+    for (int64_t j = b0 * kInt8Cols; j < b1 * kInt8Cols; ++j) {
+      std::fill(qr.begin(), qr.end(), int8_t{0});
+      if (j < n) {
+        std::memcpy(qr.data(), q + j * k, static_cast<size_t>(k));
+        for (int64_t g = 0; g < w.groups; ++g) {
+          w.scales[static_cast<size_t>(g * w.n_pad + j)] = scales[j * w.groups + g];
+        }
+      }
+      PackWeightRow(w, j, qr.data());
+    }
+  });
+  return made;
 }
 
 std::vector<float> DequantizeWeight(const Int8Weight& w) {

@@ -53,6 +53,22 @@ struct Int8Weight {
 absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
                                           int64_t group_size = 0);
 
+// The number of scales per row of a [n, k] weight quantized with `group_size` (0: per row): the
+// groups of Int8Weight, which cover k rounded up to 4 (k_pad). A quantized checkpoint's
+// `X.weight_scale` tensors are [n, Int8GroupCount(k, group_size)].
+int64_t Int8GroupCount(int64_t k, int64_t group_size);
+
+// W [n, k] quantized exactly as QuantizeWeight does (the same per-row routine), but row-major for
+// files: q [n, k] int8 and scales [n, Int8GroupCount(k, group_size)] fp32.
+absl::Status QuantizeRowMajor(const void* src, DType src_dtype, int64_t n, int64_t k,
+                              int64_t group_size, int8_t* q, float* scales);
+
+// The packed Int8Weight (offsets included) of row-major q [n, k] and scales [n, groups] as
+// QuantizeRowMajor writes them: PackInt8Weight(QuantizeRowMajor(W)) is QuantizeWeight(W), byte
+// for byte. Refuses q = -128 (symmetric int8 is [-127, 127]) and negative or non-finite scales.
+absl::StatusOr<Int8Weight> PackInt8Weight(const int8_t* q, const float* scales, int64_t n,
+                                          int64_t k, int64_t group_size);
+
 // W dequantized to fp32 [n, k] (q * scale).
 std::vector<float> DequantizeWeight(const Int8Weight& w);
 

@@ -175,6 +175,80 @@ TEST(Int8QuantizeTest, RoundTripWithinHalfAStep) {
   }
 }
 
+// A quantized checkpoint stores QuantizeRowMajor's q and scales; loading packs them with
+// PackInt8Weight. That must be QuantizeWeight's result byte for byte (data, scales, offsets), so
+// a quantized checkpoint computes the same bits as quantizing at load.
+TEST(Int8QuantizeTest, RowMajorThenPackIsQuantizeWeight) {
+  struct Shape {
+    int64_t n, k, group;
+  };
+  for (Shape s : {Shape{45, 37, 0}, Shape{131, 301, 64}, Shape{17, 3, 0}, Shape{16, 128, 32},
+                  Shape{33, 130, 128}, Shape{5, 70, 8}, Shape{20, 64, 256}}) {
+    auto w = Random(static_cast<size_t>(s.n * s.k), 70, -2, 2);
+    w[3] = 0.0f;
+    for (int64_t l = 0; l < s.k; ++l) w[static_cast<size_t>(s.k + l)] = 0.0f;  // a zero row
+    for (DType t : {DType::kF32, DType::kBF16, DType::kF16}) {
+      std::vector<uint16_t> bits;
+      const void* src = w.data();
+      if (t != DType::kF32) {
+        bits = ::mamba::kernels::testing::ToHalfBits(w, t);
+        src = bits.data();
+      }
+      const std::string what = "n " + std::to_string(s.n) + " k " + std::to_string(s.k) +
+                               " group " + std::to_string(s.group) + " " +
+                               ::mamba::kernels::Name(t);
+      auto want = QuantizeWeight(src, t, s.n, s.k, s.group);
+      ASSERT_TRUE(want.ok()) << want.status();
+      const int64_t groups = Int8GroupCount(s.k, s.group);
+      ASSERT_EQ(groups, want->groups) << what;
+      std::vector<int8_t> q(static_cast<size_t>(s.n * s.k));
+      std::vector<float> scales(static_cast<size_t>(s.n * groups));
+      ASSERT_TRUE(QuantizeRowMajor(src, t, s.n, s.k, s.group, q.data(), scales.data()).ok());
+      for (int64_t j = 0; j < s.n; ++j) {
+        for (int64_t l = 0; l < s.k; ++l) ASSERT_EQ(q[j * s.k + l], want->Q(j, l)) << what;
+      }
+      auto got = PackInt8Weight(q.data(), scales.data(), s.n, s.k, s.group);
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_EQ(got->n, want->n);
+      EXPECT_EQ(got->k_pad, want->k_pad);
+      EXPECT_EQ(got->n_pad, want->n_pad);
+      EXPECT_EQ(got->group_size, want->group_size);
+      EXPECT_EQ(got->groups, want->groups);
+      ASSERT_EQ(got->bytes, want->bytes);
+      EXPECT_EQ(0, std::memcmp(got->data.get(), want->data.get(), static_cast<size_t>(got->bytes)))
+          << what;
+      ASSERT_EQ(got->scales.size(), want->scales.size());
+      EXPECT_EQ(0, std::memcmp(got->scales.data(), want->scales.data(), got->scales.size() * 4))
+          << what;
+      EXPECT_EQ(got->offsets, want->offsets) << what;
+    }
+  }
+}
+
+TEST(Int8QuantizeTest, PackRefusesWhatQuantizationNeverWrites) {
+  std::vector<int8_t> q(2 * 8, 1);
+  std::vector<float> scales = {0.5f, 0.25f};
+  ASSERT_TRUE(PackInt8Weight(q.data(), scales.data(), 2, 8, 0).ok());
+  EXPECT_FALSE(PackInt8Weight(q.data(), scales.data(), 2, 8, 6).ok());  // group not a multiple of 4
+  std::vector<float> bad = {0.5f, -0.25f};
+  auto r = PackInt8Weight(q.data(), bad.data(), 2, 8, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("scale [1, 0]"), std::string::npos) << r.status();
+  bad = {std::nanf(""), 0.25f};
+  EXPECT_FALSE(PackInt8Weight(q.data(), bad.data(), 2, 8, 0).ok());
+  bad = {INFINITY, 0.25f};
+  EXPECT_FALSE(PackInt8Weight(q.data(), bad.data(), 2, 8, 0).ok());
+  q[9] = -128;
+  r = PackInt8Weight(q.data(), scales.data(), 2, 8, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("-128 at [1, 1]"), std::string::npos) << r.status();
+  EXPECT_EQ(Int8GroupCount(37, 0), 1);
+  EXPECT_EQ(Int8GroupCount(301, 64), 5);   // k_pad 304
+  EXPECT_EQ(Int8GroupCount(130, 128), 2);  // k_pad 132
+  EXPECT_EQ(Int8GroupCount(64, 256), 1);
+  EXPECT_EQ(Int8GroupCount(64, 6), 0);
+}
+
 TEST(Int8QuantizeTest, ZeroRowsAndBadGroups) {
   std::vector<float> w(3 * 8, 0.0f);
   w[8] = 2.0f;  // row 1 has one value; rows 0 and 2 are zero
