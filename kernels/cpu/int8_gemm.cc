@@ -1,5 +1,7 @@
 #include "kernels/cpu/int8_gemm.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -36,7 +38,8 @@ MAMBA_CPU_CLONES float QuantizeRow(const float* x, int64_t k, int8_t* q) {
 }
 
 // The scalar path: the integer sums of kVnni (without the u8 offset, which cancels exactly) and
-// the same float steps, so its bits equal kVnni's. q: int8 activations [m][k_pad].
+// the float steps of int8_gemm_internal.h, so its bits equal kVnni's. q: int8 activations
+// [m][k_pad].
 void ScalarBlocks(const Job& job, const int8_t* q, int64_t b0, int64_t b1) {
   const Int8Weight& w = *job.w;
   const int64_t k4 = w.k_pad / 4, g4 = w.group_size / 4;
@@ -67,6 +70,13 @@ void ScalarBlocks(const Job& job, const int8_t* q, int64_t b0, int64_t b1) {
       }
     }
   }
+}
+
+// AVX-VNNI (VEX vpdpbusd): CPUID leaf 7, sub-leaf 1, EAX bit 4. Read directly: clang 14's
+// __builtin_cpu_supports does not know "avxvnni". The OS's YMM state is checked with "avx2".
+bool HasAvxVnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax >> 4 & 1) != 0;
 }
 
 }  // namespace
@@ -223,6 +233,7 @@ std::vector<float> DequantizeWeight(const Int8Weight& w) {
 bool Int8GemmSupported(Int8Path path) {
   __builtin_cpu_init();
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   switch (path) {
     case Int8Path::kAuto:
     case Int8Path::kScalar:
@@ -231,12 +242,37 @@ bool Int8GemmSupported(Int8Path path) {
       return avx512 && __builtin_cpu_supports("avx512vnni");
     case Int8Path::kDequantF32:
       return avx512 && __builtin_cpu_supports("avx512vbmi");
+    case Int8Path::kAvx2:
+      return avx2;
+    case Int8Path::kAvxVnni:
+      return avx2 && HasAvxVnni();
   }
   return false;
 }
 
 Int8Path Int8AutoPath() {
-  return Int8GemmSupported(Int8Path::kVnni) ? Int8Path::kVnni : Int8Path::kScalar;
+  for (Int8Path p : {Int8Path::kVnni, Int8Path::kAvxVnni, Int8Path::kAvx2}) {
+    if (Int8GemmSupported(p)) return p;
+  }
+  return Int8Path::kScalar;
+}
+
+const char* Int8PathName(Int8Path path) {
+  switch (path) {
+    case Int8Path::kAuto:
+      return "auto";
+    case Int8Path::kVnni:
+      return "avx512-vnni";
+    case Int8Path::kDequantF32:
+      return "dequant-f32";
+    case Int8Path::kScalar:
+      return "scalar";
+    case Int8Path::kAvx2:
+      return "avx2";
+    case Int8Path::kAvxVnni:
+      return "avx-vnni";
+  }
+  return "?";
 }
 
 absl::Status Int8Gemm(const Int8GemmArgs& a) {
@@ -248,7 +284,8 @@ absl::Status Int8Gemm(const Int8GemmArgs& a) {
   if (a.ldx < w.k || a.ldy < w.n) return absl::InvalidArgumentError("int8 GEMM: bad strides");
   const Int8Path path = a.path == Int8Path::kAuto ? Int8AutoPath() : a.path;
   if (!Int8GemmSupported(path)) {
-    return absl::FailedPreconditionError("int8 GEMM: this path needs AVX-512 on this CPU");
+    return absl::FailedPreconditionError(
+        absl::StrCat("int8 GEMM: this CPU cannot run the ", Int8PathName(path), " path"));
   }
   // Activations in the path's form, rows k_pad apart (thread-local: reused step to step).
   thread_local std::vector<int8_t> q;
@@ -262,7 +299,8 @@ absl::Status Int8Gemm(const Int8GemmArgs& a) {
   } else {
     q.resize(static_cast<size_t>(a.m * w.k_pad));
     xs.resize(static_cast<size_t>(a.m));
-    const bool offset = path == Int8Path::kVnni;  // vpdpbusd takes u8: q + 128 = q ^ 0x80
+    // vpdpbusd takes u8: q + 128 = q ^ 0x80
+    const bool offset = path == Int8Path::kVnni || path == Int8Path::kAvxVnni;
     // Plain pointers: inside the lambda, q and xs would name the worker threads' own buffers.
     int8_t* qd = q.data();
     float* xsd = xs.data();
@@ -308,6 +346,12 @@ absl::Status Int8Gemm(const Int8GemmArgs& a) {
           break;
         case Int8Path::kDequantF32:
           int8_internal::DequantF32Blocks(job, b0, b1);
+          break;
+        case Int8Path::kAvxVnni:
+          int8_internal::AvxVnniBlocks(job, b0, b1);
+          break;
+        case Int8Path::kAvx2:
+          int8_internal::Avx2Blocks(job, b0, b1);
           break;
         default:
           ScalarBlocks(job, qm, b0, b1);

@@ -3,13 +3,16 @@
 // y [m, n] (+)= x [m, k] W^T (+ bias) with fp32 x and y.
 //
 // Paths (Int8Path): kVnni quantizes each activation row to int8 on the fly (one scale per row)
-// and multiplies with vpdpbusd into exact int32 sums; kDequantF32 keeps fp32 activations and
-// converts the weights to fp32 in registers; kScalar is the portable fallback (no AVX2 kernel yet)
-// and does the same integer arithmetic as kVnni. kAuto takes kVnni for every m, including m = 1:
+// and multiplies with vpdpbusd into exact int32 sums; kAvxVnni does the same with the 256-bit VEX
+// vpdpbusd (AVX-VNNI), kAvx2 with vpmaddubsw on |w| and sign-adjusted x (exact: no pair reaches
+// the int16 limit), both on the same packed weights; kDequantF32 keeps fp32 activations and
+// converts the weights to fp32 in registers; kScalar is the portable fallback and does the same
+// integer arithmetic. kAuto takes the first this CPU runs of kVnni, kAvxVnni, kAvx2, kScalar
+// (no AMX-INT8 path: no machine here has AMX to test one on); kVnni for every m, including m = 1:
 // at m = 1 it was faster than kDequantF32 on the 130m shapes (in_proj 59-77 vs 85-91 us, out_proj
 // 18-20 vs 27-29 us) and equal on the 1.4b one (docs/PERF.md, "int8 GEMM kernels"), and since its
 // integer sums are exact and every output goes through the same float steps, a row's bits do not
-// depend on m, the tile or the thread (kScalar gives the same bits as kVnni).
+// depend on m, the tile or the thread (kScalar, kAvx2 and kAvxVnni give the same bits as kVnni).
 #pragma once
 
 #include <cmath>
@@ -76,12 +79,15 @@ std::vector<float> DequantizeWeight(const Int8Weight& w);
 // row), x ~ q * scale. Every path and the reference quantize with this rounding.
 float QuantizeActivationRow(const float* x, int64_t k, int8_t* q);
 
-enum class Int8Path : uint8_t { kAuto, kVnni, kDequantF32, kScalar };
+enum class Int8Path : uint8_t { kAuto, kVnni, kDequantF32, kScalar, kAvx2, kAvxVnni };
 
-// Whether this CPU runs `path` (kVnni: AVX-512 VNNI + BW; kDequantF32: AVX-512 VBMI + BW).
+// Whether this CPU runs `path` (kVnni: AVX-512 VNNI + BW; kDequantF32: AVX-512 VBMI + BW; kAvx2:
+// AVX2 + FMA; kAvxVnni: those + AVX-VNNI).
 bool Int8GemmSupported(Int8Path path);
-// The path kAuto takes here: kVnni where supported, else kScalar.
+// The path kAuto takes here: the first supported of kVnni, kAvxVnni, kAvx2, else kScalar.
 Int8Path Int8AutoPath();
+// "avx512-vnni", "avx-vnni", "avx2", "scalar", ... (for logs and benchmark labels).
+const char* Int8PathName(Int8Path path);
 
 struct Int8GemmArgs {
   const float* x = nullptr;  // [m, k], rows ldx apart

@@ -28,7 +28,7 @@ struct Case {
 
 std::string Name(const ::testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
-  const char* p[] = {"auto", "vnni", "dequant", "scalar"};
+  const char* p[] = {"auto", "vnni", "dequant", "scalar", "avx2", "avxvnni"};
   return std::string(p[static_cast<int>(c.path)]) + "_m" + std::to_string(c.m) + "_n" +
          std::to_string(c.n) + "_k" + std::to_string(c.k) + "_g" + std::to_string(c.group) +
          (c.bias ? "_bias" : "") + (c.accumulate ? "_acc" : "");
@@ -37,7 +37,10 @@ std::string Name(const ::testing::TestParamInfo<Case>& info) {
 class Int8GemmTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    if (!Int8GemmSupported(GetParam().path)) GTEST_SKIP() << "path not supported on this CPU";
+    if (!Int8GemmSupported(GetParam().path)) {
+      GTEST_SKIP() << "this CPU lacks what the " << Int8PathName(GetParam().path)
+                   << " path needs (kAvx2: AVX2 + FMA; kAvxVnni: + AVX-VNNI; kVnni: AVX-512 VNNI)";
+    }
   }
 };
 
@@ -122,18 +125,21 @@ TEST_P(Int8GemmTest, RowsAreBitwiseIndependentOfM) {
           << "m " << m << " from row " << r0;
     }
   }
-  if (c.path != Int8Path::kDequantF32 && Int8GemmSupported(Int8Path::kVnni)) {
-    std::vector<float> scalar(all.size());
-    ASSERT_TRUE(
-        Int8Gemm({x.data(), c.k, &*q, bias, scalar.data(), c.n, 77, false, Int8Path::kScalar})
-            .ok());
-    EXPECT_EQ(0, std::memcmp(scalar.data(), all.data(), all.size() * 4)) << "scalar vs vnni";
+  // Every integer path gives the same bits as every other this CPU runs (kScalar always runs).
+  if (c.path == Int8Path::kDequantF32) return;
+  for (Int8Path other : {Int8Path::kScalar, Int8Path::kVnni, Int8Path::kAvxVnni, Int8Path::kAvx2}) {
+    if (other == c.path || !Int8GemmSupported(other)) continue;
+    std::vector<float> got(all.size());
+    ASSERT_TRUE(Int8Gemm({x.data(), c.k, &*q, bias, got.data(), c.n, 77, false, other}).ok());
+    EXPECT_EQ(0, std::memcmp(got.data(), all.data(), all.size() * 4))
+        << Int8PathName(other) << " vs " << Int8PathName(c.path);
   }
 }
 
 std::vector<Case> Cases() {
   std::vector<Case> out;
-  for (Int8Path p : {Int8Path::kVnni, Int8Path::kDequantF32, Int8Path::kScalar, Int8Path::kAuto}) {
+  for (Int8Path p : {Int8Path::kVnni, Int8Path::kDequantF32, Int8Path::kScalar, Int8Path::kAuto,
+                     Int8Path::kAvx2, Int8Path::kAvxVnni}) {
     for (int64_t m : {1, 3, 32, 77}) {
       out.push_back({p, m, 45, 37, 0, m % 2 == 1, m >= 32});
       out.push_back({p, m, 131, 301, 64, m != 3, m % 2 == 1});
@@ -145,6 +151,61 @@ std::vector<Case> Cases() {
   return out;
 }
 INSTANTIATE_TEST_SUITE_P(Paths, Int8GemmTest, ::testing::ValuesIn(Cases()), Name);
+
+// Every integer path against kScalar, bit for bit, over the tails of every kernel: n not a
+// multiple of 16 (the last block's columns), k not a multiple of 4 (the padded quad), groups,
+// m = 1..33 (every row tile and its remainder), bias and accumulate. The second weight is all
+// +-1 and the activations +-1 too, so every q is +-127: the products a saturating int16 pair sum
+// would get wrong (vpmaddubsw on u8 q + 128 reaches 2 * 255 * 127).
+TEST(Int8GemmPathsTest, IntegerPathsGiveTheScalarBitsOnEveryTail) {
+  struct Shape {
+    int64_t n, k, group;
+    bool extreme;
+  };
+  const Shape shapes[] = {{1, 3, 0, false},   {15, 37, 0, false}, {17, 301, 64, false},
+                          {45, 130, 4, true}, {33, 768, 0, true}, {131, 64, 32, false}};
+  std::vector<Int8Path> paths;
+  for (Int8Path p : {Int8Path::kVnni, Int8Path::kAvxVnni, Int8Path::kAvx2, Int8Path::kAuto}) {
+    if (Int8GemmSupported(p)) paths.push_back(p);
+  }
+  if (!Int8GemmSupported(Int8Path::kAvx2)) {
+    GTEST_SKIP() << "this CPU lacks AVX2 + FMA: only the scalar path runs";
+  }
+  for (const Shape& sh : shapes) {
+    auto x = Random(static_cast<size_t>(33 * sh.k), 70);
+    auto w = Random(static_cast<size_t>(sh.n * sh.k), 71);
+    if (sh.extreme) {
+      for (auto& v : x) v = v < 0 ? -1.0f : 1.0f;
+      for (auto& v : w) v = v < 0 ? -1.0f : 1.0f;
+    }
+    const auto b = Random(static_cast<size_t>(sh.n), 72);
+    const auto y0 = Random(static_cast<size_t>(33 * sh.n), 73);
+    auto q = QuantizeWeight(w.data(), DType::kF32, sh.n, sh.k, sh.group);
+    ASSERT_TRUE(q.ok());
+    for (int64_t m = 1; m <= 33; ++m) {
+      for (int variant = 0; variant < 2; ++variant) {
+        const float* bias = variant == 1 ? b.data() : nullptr;
+        const bool acc = variant == 1;
+        std::vector<float> want(y0.begin(), y0.begin() + m * sh.n);
+        ASSERT_TRUE(
+            Int8Gemm({x.data(), sh.k, &*q, bias, want.data(), sh.n, m, acc, Int8Path::kScalar})
+                .ok());
+        for (Int8Path p : paths) {
+          std::vector<float> got(y0.begin(), y0.begin() + m * sh.n);
+          ASSERT_TRUE(Int8Gemm({x.data(), sh.k, &*q, bias, got.data(), sh.n, m, acc, p}).ok());
+          ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4))
+              << Int8PathName(p) << " n " << sh.n << " k " << sh.k << " group " << sh.group << " m "
+              << m << (acc ? " bias acc" : "");
+        }
+        if (sh.extreme && m == 33 && acc) {  // the scalar bits are the right ones
+          std::vector<double> ref(y0.begin(), y0.begin() + m * sh.n);
+          Int8GemmReference<double>(x.data(), sh.k, *q, bias, ref.data(), sh.n, m, acc, true);
+          EXPECT_TRUE(Close(want, ref, 1e-6 * static_cast<double>(sh.k), 1e-5, "extreme"));
+        }
+      }
+    }
+  }
+}
 
 // Round trip: every weight within half a step (scale / 2) of its value, from every source
 // dtype; a bf16 source quantizes like its fp32 value.
