@@ -12,8 +12,9 @@ absl::StatusOr<ComputeDType> ParseComputeDType(std::string_view name) {
   if (name == "float32" || name == "fp32" || name == "f32") return ComputeDType::kFloat32;
   if (name == "bfloat16" || name == "bf16") return ComputeDType::kBFloat16;
   if (name == "float16" || name == "fp16" || name == "f16") return ComputeDType::kFloat16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", std::string(name), "' (auto, float32, bfloat16, float16)"));
+  if (name == "int8" || name == "i8") return ComputeDType::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", std::string(name),
+                                                 "' (auto, float32, bfloat16, float16, int8)"));
 }
 
 const char* Name(ComputeDType t) {
@@ -26,6 +27,8 @@ const char* Name(ComputeDType t) {
       return "bfloat16";
     case ComputeDType::kFloat16:
       return "float16";
+    case ComputeDType::kInt8:
+      return "int8";
   }
   return "?";
 }

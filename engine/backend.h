@@ -21,9 +21,12 @@
 namespace mamba::engine {
 
 // The dtype weights are used in for compute; activations and the recurrent state stay fp32.
-enum class ComputeDType { kAuto, kFloat32, kBFloat16, kFloat16 };
+// kInt8: the large GEMM weights (in_proj, x_proj, dt_proj, out_proj, LM head) as symmetric int8
+// with fp32 scales (quantized at load, or as a quantized checkpoint stores them); the embedding
+// table, norms, conv, A, D and biases keep their stored dtype / fp32.
+enum class ComputeDType { kAuto, kFloat32, kBFloat16, kFloat16, kInt8 };
 absl::StatusOr<ComputeDType> ParseComputeDType(
-    std::string_view name);  // auto|float32|bfloat16|float16
+    std::string_view name);  // auto|float32|bfloat16|float16|int8
 const char* Name(ComputeDType t);
 
 inline constexpr int kDefaultCpuSlots = 16;
@@ -42,6 +45,9 @@ struct BackendOptions {
   int64_t memory_bytes = 0;
   int64_t max_step_tokens = 2048;  // scratch size; larger calls are split internally
   bool profile = false;            // accumulate time per op (see Backend::OpSeconds)
+  // int8 weights quantized at load: inputs per fp32 scale, a multiple of 4 (0: one scale per
+  // output row). A quantized checkpoint keeps the grouping it was written with.
+  int64_t int8_group_size = 0;
 };
 
 // What a running backend is, for logs, /v1/models, ModelInfo and metrics: read it instead of

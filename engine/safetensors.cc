@@ -32,6 +32,8 @@ const char* DTypeTag(DType t) {
       return "F16";
     case DType::kBF16:
       return "BF16";
+    case DType::kI8:
+      return "I8";
   }
   return "?";
 }

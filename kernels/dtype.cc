@@ -12,6 +12,8 @@ const char* Name(DType t) {
       return "float16";
     case DType::kBF16:
       return "bfloat16";
+    case DType::kI8:
+      return "int8";
   }
   return "?";
 }
@@ -75,6 +77,11 @@ void ConvertToF32(const void* src, DType type, float* dst, int64_t n) {
     case DType::kF16: {
       const auto* s = static_cast<const uint16_t*>(src);
       for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
+      return;
+    }
+    case DType::kI8: {
+      const auto* s = static_cast<const int8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = s[i];
       return;
     }
   }

@@ -48,8 +48,14 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--device", c->device, "auto | cpu | cuda[:N]")
       ->envname("MAMBA_DEVICE")
       ->capture_default_str();
-  app.add_option("--dtype", c->dtype, "auto | float32 | bfloat16 | float16")
+  app.add_option("--dtype", c->dtype,
+                 "auto | float32 | bfloat16 | float16 | int8 (int8: the large matrices quantized "
+                 "at load to int8 with fp32 scales; auto: as the checkpoint stores them)")
       ->envname("MAMBA_DTYPE")
+      ->capture_default_str();
+  app.add_option("--int8-group-size", c->int8_group_size,
+                 "With --dtype int8: inputs per scale, a multiple of 4 (0 = one scale per row)")
+      ->envname("MAMBA_INT8_GROUP_SIZE")
       ->capture_default_str();
   app.add_option("--threads", c->threads, "Compute threads (0 = all cores)")
       ->envname("MAMBA_THREADS")
@@ -171,6 +177,10 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.tls_cert_file.empty() != c.tls_key_file.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
   }
+  if (c.int8_group_size < 0 || c.int8_group_size % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--int8-group-size must be 0 or a positive multiple of 4, got ", c.int8_group_size));
+  }
   if (c.slots < 0 || c.max_step_tokens < 1 || c.max_queue < 0 || c.drain_timeout_s < 0 ||
       c.request_timeout_s < 0 || c.http_threads < 1 || c.max_prompt_tokens < 1 ||
       c.max_session_tokens < 1 || c.http_idle_timeout_s <= 0 || c.max_stream_buffer_bytes < 1 ||
@@ -257,6 +267,7 @@ engine::BackendOptions ToBackendOptions(const ServerConfig& c, engine::ComputeDT
   o.num_threads = c.threads;
   o.num_slots = c.slots;
   o.max_step_tokens = std::max<int64_t>(c.max_step_tokens, c.slots);
+  o.int8_group_size = c.int8_group_size;
   o.memory_bytes = UsableMemoryBytes();
   return o;
 }

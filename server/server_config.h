@@ -26,6 +26,7 @@ struct ServerConfig {
   int grpc_port = 50051;  // 0 picks a free port; -1 disables gRPC
   std::string device = "auto";
   std::string dtype = "auto";
+  int64_t int8_group_size = 0;
   int threads = 0;
   int slots = 16;
   int64_t max_step_tokens = 512;

@@ -12,7 +12,8 @@
 #   MAMBA_BIN [./build/bin]           mamba-bench, mamba-generate, mamba-make-checkpoint
 #   SHAPES ["130m 1.4b"]              mamba-make-checkpoint presets (mamba2-* need a llama.cpp
 #                                     with arch "mamba2": the compilade/mamba2 branch)
-#   KINDS ["bf16 f32 q8_0"]           llama.cpp weight types (ours runs bf16 and f32)
+#   KINDS ["bf16 f32 q8_0"]           llama.cpp weight types; ours runs each beside the
+#                                     matching one: bfloat16, float32, and int8 beside q8_0
 #   WORK [/var/tmp/mamba-gguf]        checkpoints and GGUF files (~25 GB for 1.4b)
 #   OUT [/tmp/llama-cpp-compare]      raw logs and summary.md
 #   THREADS [2]  PYTHON [/usr/bin/python3, needs numpy]  VERIFY [1]
@@ -89,7 +90,7 @@ sys.exit(0 if same and diff < 1e-3 else 1)
 EOF
 }
 
-ours() {  # $1 preset, $2 dtype (bfloat16|float32), $3 round
+ours() {  # $1 preset, $2 dtype (bfloat16|float32|int8), $3 round
   params "$1"
   flock $LOCK "$MAMBA_BIN/mamba-bench" --model "$WORK/$1-bf16" --dtype "$2" --threads "$THREADS" \
       --slots 32 --prefill 512 --batches 1 8 32 --decode-steps $STEPS --no-roofline \
@@ -99,7 +100,8 @@ ours() {  # $1 preset, $2 dtype (bfloat16|float32), $3 round
 theirs() {  # $1 preset, $2 kind (bf16|f32|q8_0), $3 round
   params "$1"
   local m=$WORK/$1.$2.gguf
-  flock $LOCK "$L/llama-bench" -m "$m" -p 512 -n $TG -t "$THREADS" -r $REPS -o jsonl \
+  flock $LOCK /usr/bin/time -f "%M" -o "$OUT/$1-llama-$2-r$3-rss.txt" \
+      "$L/llama-bench" -m "$m" -p 512 -n $TG -t "$THREADS" -r $REPS -o jsonl \
       > "$OUT/$1-llama-$2-r$3-bench.jsonl" 2> "$OUT/$1-llama-$2-r$3-bench.log"
   flock $LOCK "$L/llama-batched-bench" -m "$m" -c $((32 * (16 + NTG) + 64)) -b 2048 -ub 512 \
       -npp 16 -ntg $NTG -npl 1,8,32 -t "$THREADS" --output-format jsonl \
@@ -111,7 +113,11 @@ if [[ $VERIFY == 1 ]]; then for p in $SHAPES; do case $p in *130m*) verify "$p" 
 for r in $(seq 1 "$ROUNDS"); do
   for p in $SHAPES; do
     for k in $KINDS; do
-      case $k in bf16) ours "$p" bfloat16 "$r" ;; f32) ours "$p" float32 "$r" ;; esac
+      case $k in
+        bf16) ours "$p" bfloat16 "$r" ;;
+        f32) ours "$p" float32 "$r" ;;
+        q8_0) ours "$p" int8 "$r" ;;
+      esac
       theirs "$p" "$k" "$r"
       echo "$(date -u +%H:%M:%S) round $r $p $k done"
     done
@@ -127,8 +133,9 @@ def add(key, metric, v):
 for f in glob.glob(os.path.join(out, "*-ours-*-r*.json")):
     shape, dtype = re.match(r"(.+)-ours-(\w+)-r\d+\.json", os.path.basename(f)).groups()
     j = json.load(open(f))
-    key = (shape, "ours", {"bfloat16": "bf16", "float32": "f32"}[dtype])
+    key = (shape, "ours", {"bfloat16": "bf16", "float32": "f32", "int8": "int8"}[dtype])
     add(key, "pp512", j["prefill"]["512"]["tokens_per_s"])
+    add(key, "rss", j["peak_rss_mib"])
     for b in ("1", "8", "32"):
         add(key, "b" + b, j["decode"][b]["tokens_per_s"])
 for f in glob.glob(os.path.join(out, "*-llama-*-r*-bench.jsonl")):
@@ -138,6 +145,9 @@ for f in glob.glob(os.path.join(out, "*-llama-*-r*-bench.jsonl")):
         metric = "pp512" if j["n_prompt"] else "tg"
         for v in j["samples_ts"]:
             add((shape, "llama.cpp", kind), metric, v)
+for f in glob.glob(os.path.join(out, "*-llama-*-r*-rss.txt")):
+    shape, kind = re.match(r"(.+)-llama-(\w+)-r\d+-rss\.txt", os.path.basename(f)).groups()
+    add((shape, "llama.cpp", kind), "rss", int(open(f).read().split()[-1]) / 1024)
 for f in glob.glob(os.path.join(out, "*-llama-*-r*-batched.jsonl")):
     shape, kind = re.match(r"(.+)-llama-(\w+)-r\d+-batched\.jsonl", os.path.basename(f)).groups()
     for line in open(f):
@@ -152,12 +162,13 @@ def span(v):  # best / median / worst (samples): the host is shared, low outlier
     return f"{v[-1]:.0f} / {med:.0f} / {v[0]:.0f} ({len(v)})"
 print("tokens/s: best / median / worst (samples)")
 print()
-print("| shape | engine | weights | prefill 512 | decode b1 (llama-bench tg) | b1 (batched-bench) | b8 | b32 |")
-print("|---|---|---|---|---|---|---|---|")
+print("| shape | engine | weights | prefill 512 | decode b1 (llama-bench tg) | b1 (batched-bench) | b8 | b32 | peak RSS MiB (llama-bench) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for key in sorted(rows, key=lambda k: (k[0], k[1] != "ours", k[2])):
     m = rows[key]
     b1 = span(m.get("b1")) if key[1] == "ours" else span(m.get("tg"))
     b1b = "" if key[1] == "ours" else span(m.get("b1"))
+    rss = f"{max(m['rss']):.0f}" if m.get("rss") else "—"
     print(f"| {key[0]} | {key[1]} | {key[2]} | {span(m.get('pp512'))} | {b1} | {b1b} | "
-          f"{span(m.get('b8'))} | {span(m.get('b32'))} |")
+          f"{span(m.get('b8'))} | {span(m.get('b32'))} | {rss} |")
 EOF

@@ -13,6 +13,7 @@
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/causal_conv.h"
+#include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/mamba2_scan.h"
 #include "kernels/cpu/rms_norm.h"
 #include "kernels/cpu/selective_scan.h"
@@ -47,7 +48,15 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
   DType dtype = want == ComputeDType::kFloat32    ? DType::kF32
                 : want == ComputeDType::kBFloat16 ? DType::kBF16
                 : want == ComputeDType::kFloat16  ? DType::kF16
+                : want == ComputeDType::kInt8     ? DType::kI8
                                                   : stored;
+  if (dtype == DType::kI8) {
+    if (kc::Int8AutoPath() == kc::Int8Path::kScalar) {
+      NamedLogger("engine")->warn(
+          "cpu: this CPU has no AVX-512 VNNI; int8 weights use the portable scalar kernel (slow)");
+    }
+    return dtype;
+  }
   std::string impl;
   if (dtype != DType::kF32 && !kc::PackedGemmSupported(dtype) &&
       !kc::GemmHasFastPath(dtype, &impl)) {
@@ -95,7 +104,9 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
   // decode step of the engine's own pool slower (served tokens/s -15 % at 32 streams, measured).
   // So pack in a thread of its own, whose pool ends with it.
   absl::StatusOr<std::unique_ptr<CpuWeights>> weights = absl::UnknownError("not run");
-  std::thread([&] { weights = PrepareCpuWeights(*checkpoint, dtype); }).join();
+  std::thread([&] {
+    weights = PrepareCpuWeights(*checkpoint, dtype, resolved.int8_group_size);
+  }).join();
   if (!weights.ok()) return weights.status();
   return std::unique_ptr<CpuBackend>(
       new CpuBackend(std::move(checkpoint), resolved, *std::move(weights)));
@@ -122,10 +133,26 @@ CpuBackend::CpuBackend(std::shared_ptr<const Checkpoint> checkpoint, const Backe
   y_.resize(T * (c.mlp_size + e));
 }
 
+namespace {
+
+// The GEMM the weights go through, for Describe().
+std::string GemmName(const CpuWeights& w) {
+  if (w.compute != DType::kI8) return w.packed ? "AVX-512 packed GEMM" : "oneDNN GEMM";
+  const kc::Int8Weight& m = w.layers.front().in_proj.int8;
+  const kc::Int8Path path = kc::Int8AutoPath();
+  return absl::StrCat("int8 GEMM ",
+                      path == kc::Int8Path::kVnni     ? "AVX-512 VNNI"
+                      : path == kc::Int8Path::kScalar ? "scalar"
+                                                      : "AVX2",
+                      m.groups == 1 ? ", a scale per row"
+                                    : absl::StrCat(", a scale per ", m.group_size, " inputs"));
+}
+
+}  // namespace
+
 std::string CpuBackend::Describe() const {
-  return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights (",
-                      weights_->packed ? "AVX-512 packed GEMM" : "oneDNN GEMM", "), ",
-                      kc::NumThreads(), " threads, ", options_.num_slots, " state slots");
+  return absl::StrCat("cpu: ", kernels::Name(weights_->compute), " weights (", GemmName(*weights_),
+                      "), ", kc::NumThreads(), " threads, ", options_.num_slots, " state slots");
 }
 
 namespace {

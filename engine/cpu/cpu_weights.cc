@@ -57,8 +57,17 @@ absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& t
                                      CpuWeights* w, bool keep_mapped = false) {
   const int64_t n = t.shape[0];
   const int64_t k = t.NumElements() / n;
-  w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
   CpuMatrix m;
+  if (compute == DType::kI8) {
+    MAMBA_ASSIGN_OR_RETURN(m.int8,
+                           kernels::cpu::QuantizeWeight(t.data, t.dtype, n, k, w->int8_group_size));
+    const int64_t scale_bytes = static_cast<int64_t>(m.int8.scales.size()) * 4;
+    w->gemm_bytes += m.int8.bytes + scale_bytes;
+    w->owned_bytes += m.int8.bytes + scale_bytes;
+    if (!keep_mapped) ckpt.ReleasePages(t);
+    return m;
+  }
+  w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
   if (w->packed) {
     absl::StatusOr<kernels::cpu::PackedWeight> p =
         kernels::cpu::PackWeight(t.data, t.dtype, n, k, compute);
@@ -88,16 +97,23 @@ float MinusExp(float v) { return -std::exp(v); }
 
 absl::Status CpuMatrix::MatMul(const float* x, int64_t ldx, const float* bias, float* y,
                                int64_t ldy, int64_t m, bool accumulate) const {
+  if (int8.data) {
+    kernels::cpu::Int8GemmArgs a;
+    a.x = x, a.ldx = ldx, a.w = &int8, a.bias = bias, a.y = y, a.ldy = ldy, a.m = m;
+    a.accumulate = accumulate;
+    return kernels::cpu::Int8Gemm(a);
+  }
   if (packed.data) return kernels::cpu::PackedGemm({x, ldx, &packed, bias, y, ldy, m, accumulate});
   return kernels::cpu::Gemm({x, ldx, plain, bias, y, ldy, m, accumulate});
 }
 
-absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& ckpt,
-                                                              DType compute) {
+absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& ckpt, DType compute,
+                                                              int64_t int8_group_size) {
   const ModelConfig& c = ckpt.config();
   auto w = std::make_unique<CpuWeights>();
   w->compute = compute;
-  w->packed = kernels::cpu::PackedGemmSupported(compute);
+  w->packed = compute != DType::kI8 && kernels::cpu::PackedGemmSupported(compute);
+  w->int8_group_size = int8_group_size;
   w->embedding = &ckpt.embedding();
   MAMBA_ASSIGN_OR_RETURN(
       w->lm_head, MakeMatrix(ckpt, ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute,

@@ -10,13 +10,15 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/int8_gemm.h"
 #include "kernels/cpu/packed_gemm.h"
 
 namespace mamba::engine::cpu {
 
-// A weight matrix [n, k] in the compute dtype: packed for our AVX-512 kernel where the CPU has
-// it, else plain row-major for oneDNN.
+// A weight matrix [n, k] in the compute dtype: int8 with scales (compute int8); else packed for
+// our AVX-512 kernel where the CPU has it, else plain row-major for oneDNN.
 struct CpuMatrix {
+  kernels::cpu::Int8Weight int8;      // used when int8.data is set
   kernels::cpu::PackedWeight packed;  // used when packed.data is set
   kernels::cpu::GemmWeight plain;
 
@@ -45,7 +47,8 @@ struct CpuLayerWeights {
 
 struct CpuWeights {
   kernels::DType compute = kernels::DType::kF32;
-  bool packed = false;                    // our AVX-512 GEMM (else oneDNN)
+  bool packed = false;                    // our AVX-512 GEMM (else oneDNN); not for int8
+  int64_t int8_group_size = 0;            // compute int8: inputs per scale (0: one per row)
   const TensorInfo* embedding = nullptr;  // any stored dtype; rows converted on lookup
   CpuMatrix lm_head;                      // [vocab, d_model]
   std::vector<float> norm_f;              // [d_model]
@@ -60,7 +63,9 @@ struct CpuWeights {
   std::vector<std::unique_ptr<std::byte[]>> storage;
 };
 
+// `int8_group_size` applies when `compute` is int8 (see BackendOptions::int8_group_size).
 absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& checkpoint,
-                                                              kernels::DType compute);
+                                                              kernels::DType compute,
+                                                              int64_t int8_group_size = 0);
 
 }  // namespace mamba::engine::cpu

@@ -150,7 +150,9 @@ int main(int argc, char** argv) {
     RandomCheckpointOptions o;
     o.config = *cfg;
     o.untied_head = !cfg->tie_word_embeddings;  // falcon-mamba-7b
-    o.dtype = *dt == ComputeDType::kBFloat16  ? mamba::kernels::DType::kBF16
+    // int8 quantizes a bf16 checkpoint at load (as from a bf16 hub checkpoint).
+    o.dtype = *dt == ComputeDType::kBFloat16 || *dt == ComputeDType::kInt8
+                  ? mamba::kernels::DType::kBF16
               : *dt == ComputeDType::kFloat16 ? mamba::kernels::DType::kF16
                                               : mamba::kernels::DType::kF32;
     ef.model_dir = (fs::path(cache_dir) / (preset + "-" + mamba::kernels::Name(o.dtype))).string();
@@ -224,7 +226,7 @@ int main(int argc, char** argv) {
       out["decode_b32_over_b1"] = r;
       std::printf("decode b32 / b1: %.1fx\n", r);
     }
-    if (out["prefill"].contains("512")) {
+    if (out["prefill"].contains("512") && b.compute_dtype() != mamba::kernels::DType::kI8) {
       const double ref = OneDnnPrefillSeconds(b.config(), 512, b.compute_dtype());
       const double ours = out["prefill"]["512"]["seconds"].get<double>();
       out["onednn_gemm_only_prefill512_seconds"] = ref;

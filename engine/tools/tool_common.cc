@@ -12,7 +12,11 @@ namespace mamba::engine::tools {
 void AddEngineFlags(CLI::App& app, EngineFlags* f) {
   app.add_option("--model", f->model_dir, "Model directory (HF layout)")->capture_default_str();
   app.add_option("--device", f->device, "auto | cpu | cuda[:N]")->capture_default_str();
-  app.add_option("--dtype", f->dtype, "Weight compute dtype: auto | float32 | bfloat16 | float16")
+  app.add_option("--dtype", f->dtype,
+                 "Weight compute dtype: auto | float32 | bfloat16 | float16 | int8")
+      ->capture_default_str();
+  app.add_option("--int8-group-size", f->int8_group_size,
+                 "With --dtype int8: inputs per scale, a multiple of 4 (0 = one scale per row)")
       ->capture_default_str();
   app.add_option("--threads", f->threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--slots", f->slots, "State slots (concurrent sequences)")->capture_default_str();
@@ -52,6 +56,7 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadBackend(const EngineFlags& f, bool 
   o.num_slots = f.slots;
   o.max_step_tokens = f.max_step_tokens;
   o.profile = profile;
+  o.int8_group_size = f.int8_group_size;
   return CreateBackend(std::move(ckpt), o);
 }
 

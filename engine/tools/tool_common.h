@@ -17,6 +17,7 @@ struct EngineFlags {
   std::string model_dir = DemoModelDir();
   std::string device = "auto";
   std::string dtype = "auto";
+  int64_t int8_group_size = 0;
   int threads = 0;
   int slots = 16;
   int64_t max_step_tokens = 2048;

@@ -32,6 +32,8 @@ memory::data_type ToDnnl(DType t) {
       return memory::data_type::f16;
     case DType::kBF16:
       return memory::data_type::bf16;
+    case DType::kI8:
+      return memory::data_type::s8;
   }
   return memory::data_type::undef;
 }

@@ -75,6 +75,8 @@ cudaError_t DispatchDType(DType dtype, F&& f) {
       return f(Tag<__nv_bfloat16>{});
     case DType::kF16:
       return f(Tag<__half>{});
+    case DType::kI8:  // int8 weights go through the int8 GEMM, never these kernels
+      break;
   }
   return cudaErrorInvalidValue;
 }

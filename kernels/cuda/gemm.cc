@@ -19,6 +19,8 @@ cudaDataType_t CudaType(DType t) {
       return CUDA_R_16BF;
     case DType::kF16:
       return CUDA_R_16F;
+    case DType::kI8:
+      return CUDA_R_8I;
   }
   return CUDA_R_32F;
 }

@@ -35,6 +35,9 @@ struct BackendDevice {
   // Whether a row's logits are bitwise the same whatever else is in the step (CPU packed GEMM);
   // else they agree within the consistency tolerance.
   std::function<bool(const Backend&)> batch_invariant;
+  // How the device computes with int8 weights (the reference follows it; `int8` and the group
+  // size are set per variant).
+  ReferenceOptions int8_scheme;
 };
 
 // The one place the backend tests decide to skip: GTEST_SKIP()s the current test (or fails it,

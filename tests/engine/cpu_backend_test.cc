@@ -33,10 +33,11 @@ BackendDevice CpuDevice() {
     if (!b.ok()) return b.status();
     return std::unique_ptr<Backend>(std::move(*b));
   };
-  // The packed GEMM computes a row the same way whatever the batch; the oneDNN fallback does
-  // not promise it (kernels/cpu/gemm.cc).
+  // The packed GEMM computes a row the same way whatever the batch, and so does the int8 GEMM
+  // (exact integer sums, per-row activation scales); the oneDNN fallback does not promise it
+  // (kernels/cpu/gemm.cc).
   d.batch_invariant = [](const Backend& b) {
-    return b.Describe().find("packed") != std::string::npos;
+    return b.compute_dtype() == DType::kI8 || b.Describe().find("packed") != std::string::npos;
   };
   return d;
 }
@@ -76,7 +77,7 @@ TEST(CpuBackendOptions, UnsupportedOptions) {
   bo.num_slots = 1;
   bo.device = "tpu";
   EXPECT_EQ(CreateBackend(checkpoint, bo).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_FALSE(ParseComputeDType("int8").ok());
+  EXPECT_FALSE(ParseComputeDType("int4").ok());
   bo.device = "cpu";
   bo.dtype = ComputeDType::kFloat16;
   auto f16 = CreateBackend(checkpoint, bo);

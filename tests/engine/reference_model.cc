@@ -4,6 +4,8 @@
 #include <cmath>
 #include <functional>
 
+#include "kernels/cpu/int8_gemm.h"
+
 namespace mamba::engine::testing {
 namespace {
 
@@ -12,6 +14,16 @@ std::vector<double> ToDouble(const TensorInfo* t) {
   std::vector<float> f(static_cast<size_t>(t->NumElements()));
   kernels::ConvertToF32(t->data, t->dtype, f.data(), t->NumElements());
   return {f.begin(), f.end()};
+}
+
+// A [n, k] matrix as the engine's int8 weights hold it: quantized, then dequantized.
+std::vector<double> Int8Dequantized(const TensorInfo* t, int64_t group_size) {
+  if (t == nullptr) return {};
+  const int64_t n = t->shape[0], k = t->NumElements() / n;
+  auto q = kernels::cpu::QuantizeWeight(t->data, t->dtype, n, k, group_size);
+  if (!q.ok()) std::abort();  // the engine refuses the same shapes
+  const std::vector<float> w = kernels::cpu::DequantizeWeight(*q);
+  return {w.begin(), w.end()};
 }
 
 // y[n] = sum_k W[n, k] x[k] (+ b[n])
@@ -42,23 +54,27 @@ double Softplus(double v) { return v > 20.0 ? v : std::log1p(std::exp(v)); }
 
 }  // namespace
 
-ReferenceModel::ReferenceModel(const Checkpoint& ck) : c_(ck.config()) {
+ReferenceModel::ReferenceModel(const Checkpoint& ck, const ReferenceOptions& options)
+    : c_(ck.config()), options_(options) {
+  auto matrix = [&](const TensorInfo* t) {
+    return options.int8 ? Int8Dequantized(t, options.int8_group_size) : ToDouble(t);
+  };
   embedding_ = ToDouble(&ck.embedding());
   norm_f_ = ToDouble(&ck.norm_f());
-  lm_head_ = ck.lm_head() ? ToDouble(ck.lm_head()) : embedding_;
+  lm_head_ = matrix(ck.lm_head() ? ck.lm_head() : &ck.embedding());
   for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
     const LayerTensors& t = ck.layer(i);
     Layer L{ToDouble(t.norm),
-            ToDouble(t.in_proj),
+            matrix(t.in_proj),
             ToDouble(t.in_proj_bias),
             ToDouble(t.conv),
             ToDouble(t.conv_bias),
-            ToDouble(t.x_proj),
-            ToDouble(t.dt_proj),
+            matrix(t.x_proj),
+            options.int8_dt_proj ? matrix(t.dt_proj) : ToDouble(t.dt_proj),
             ToDouble(t.dt_proj_bias),
             ToDouble(t.a_log),
             ToDouble(t.d),
-            ToDouble(t.out_proj),
+            matrix(t.out_proj),
             ToDouble(t.out_proj_bias),
             ToDouble(t.gated_norm),
             {},
@@ -73,6 +89,22 @@ void ReferenceModel::Reset() {
     L.conv_state.assign(static_cast<size_t>(c_.conv_dim() * c_.conv_kernel), 0.0);
     L.ssm_state.assign(static_cast<size_t>(c_.intermediate_size * c_.state_size), 0.0);
   }
+}
+
+std::vector<double> ReferenceModel::Project(const std::vector<double>& w,
+                                            const std::vector<double>& b,
+                                            const std::vector<double>& x, size_t n) const {
+  if (!options_.int8 || !options_.int8_activations) return Linear(w, b, x, n);
+  // Per row: scale max|x| / 127, q = round-to-nearest-even(x * 127 / max|x|).
+  double amax = 0;
+  for (double v : x) amax = std::max(amax, std::fabs(v));
+  std::vector<double> xq(x.size(), 0.0);
+  if (amax > 0) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      xq[i] = std::clamp(std::nearbyint(x[i] * 127.0 / amax), -127.0, 127.0) * (amax / 127.0);
+    }
+  }
+  return Linear(w, b, xq, n);
 }
 
 std::vector<double> ReferenceModel::Forward(std::span<const TokenId> tokens) {
@@ -109,19 +141,19 @@ std::vector<double> ReferenceModel::Step(TokenId token) {
     const std::vector<double> out = c_.is_mamba2() ? Mamba2Mixer(L, u) : Mamba1Mixer(L, u);
     for (size_t i = 0; i < d; ++i) h[i] += out[i];
   }
-  return Linear(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
-                static_cast<size_t>(c_.vocab_size));
+  return Project(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
+                 static_cast<size_t>(c_.vocab_size));
 }
 
 std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<double>& u) {
   const auto d = static_cast<size_t>(c_.hidden_size), e = static_cast<size_t>(c_.intermediate_size),
              n = static_cast<size_t>(c_.state_size), r = static_cast<size_t>(c_.time_step_rank),
              K = static_cast<size_t>(c_.conv_kernel);
-  const std::vector<double> xz = Linear(L.in_proj, L.in_bias, u, 2 * e);
+  const std::vector<double> xz = Project(L.in_proj, L.in_bias, u, 2 * e);
   const std::vector<double> x =
       ConvStep(L.conv_state, L.conv, L.conv_bias, {xz.begin(), xz.begin() + long(e)}, K);
   std::vector<double> y(e);
-  std::vector<double> dbc = Linear(L.x_proj, {}, x, r + 2 * n);
+  std::vector<double> dbc = Project(L.x_proj, {}, x, r + 2 * n);
   if (c_.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised, no weight
     for (auto [at, len] : {std::pair{size_t{0}, r}, {r, n}, {r + n, n}}) {
       double sum = 0;
@@ -131,7 +163,8 @@ std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<doub
     }
   }
   const std::vector<double> dt_in(dbc.begin(), dbc.begin() + static_cast<long>(r));
-  const std::vector<double> dt_lin = Linear(L.dt_proj, L.dt_bias, dt_in, e);
+  const std::vector<double> dt_lin = options_.int8_dt_proj ? Project(L.dt_proj, L.dt_bias, dt_in, e)
+                                                           : Linear(L.dt_proj, L.dt_bias, dt_in, e);
   for (size_t i = 0; i < e; ++i) {
     const double dt = Softplus(dt_lin[i]);
     double acc = 0;
@@ -143,7 +176,7 @@ std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<doub
     }
     y[i] = (acc + L.d[i] * x[i]) * Silu(xz[e + i]);
   }
-  return Linear(L.out_proj, L.out_bias, y, d);
+  return Project(L.out_proj, L.out_bias, y, d);
 }
 
 // HF Mamba2Mixer.torch_forward with a cache and one token (its decode branch): in_proj ->
@@ -158,7 +191,7 @@ std::vector<double> ReferenceModel::Mamba2Mixer(Layer& L, const std::vector<doub
              H = static_cast<size_t>(c_.num_heads), P = static_cast<size_t>(c_.head_dim),
              G = static_cast<size_t>(c_.n_groups), mlp = static_cast<size_t>(c_.mlp_size),
              cd = static_cast<size_t>(c_.conv_dim());
-  const std::vector<double> proj = Linear(L.in_proj, L.in_bias, u, 2 * mlp + e + cd + H);
+  const std::vector<double> proj = Project(L.in_proj, L.in_bias, u, 2 * mlp + e + cd + H);
   const double* z0 = proj.data();
   const double* x0 = z0 + mlp;
   const double* z = x0 + mlp;
@@ -196,7 +229,7 @@ std::vector<double> ReferenceModel::Mamba2Mixer(Layer& L, const std::vector<doub
     const std::vector<double> normed = RmsNorm(part, w, c_.layer_norm_epsilon);
     std::copy(normed.begin(), normed.end(), full.begin() + long(mlp + g * gs));
   }
-  return Linear(L.out_proj, L.out_bias, full, d);
+  return Project(L.out_proj, L.out_bias, full, d);
 }
 
 std::vector<TokenId> ReferenceGreedy(ReferenceModel& ref, std::span<const TokenId> prompt, size_t n,

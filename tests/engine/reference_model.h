@@ -12,9 +12,23 @@
 
 namespace mamba::engine::testing {
 
+// Where the engine under test deliberately computes something other than the checkpoint's float
+// model, the reference follows it.
+struct ReferenceOptions {
+  // int8 weights (--dtype int8): in_proj, x_proj, dt_proj, out_proj and the LM head quantized as
+  // the engine quantizes them (kernels/cpu/int8_gemm.h: symmetric, one scale per row or per group
+  // of `int8_group_size` inputs) and used dequantized; with `int8_activations` the input of each
+  // of those products is quantized per row as well (the CPU engine's integer kernels), else used
+  // as is (a weight-only kernel).
+  bool int8 = false;
+  int64_t int8_group_size = 0;
+  bool int8_activations = true;
+  bool int8_dt_proj = true;  // false: dt_proj stays float (the CUDA engine keeps it fp32)
+};
+
 class ReferenceModel {
  public:
-  explicit ReferenceModel(const Checkpoint& checkpoint);
+  explicit ReferenceModel(const Checkpoint& checkpoint, const ReferenceOptions& options = {});
 
   // Feeds tokens after the current state; returns the logits after the last one.
   std::vector<double> Forward(std::span<const TokenId> tokens);
@@ -29,11 +43,15 @@ class ReferenceModel {
     std::vector<double> ssm_state;   // [d_inner, d_state]; Mamba-2 [heads, head_dim, d_state]
   };
   std::vector<double> Step(TokenId token);
+  // W x (+ b) for the large matrices (the ones --dtype int8 quantizes).
+  std::vector<double> Project(const std::vector<double>& w, const std::vector<double>& b,
+                              const std::vector<double>& x, size_t n) const;
   // One layer's mixer output for the normalised input `u`.
   std::vector<double> Mamba1Mixer(Layer& L, const std::vector<double>& u);
   std::vector<double> Mamba2Mixer(Layer& L, const std::vector<double>& u);
 
   ModelConfig c_;
+  ReferenceOptions options_;
   std::vector<double> embedding_, norm_f_, lm_head_;
   std::vector<Layer> layers_;
 };

@@ -42,6 +42,7 @@ struct BackendVariant {
   // mlp > 0 (mamba_ssm's d_ssm < d_inner) needs the mamba_ssm layout; dt limits when max > 0.
   int64_t head_dim = 0, n_groups = 1, mlp = 0;
   double dt_min = 0.0, dt_max = 0.0;
+  int64_t int8_group_size = 0;  // with compute int8: inputs per scale (0: per row)
 };
 
 // Writes the variant's checkpoint (seed 42, perturbed constants) under dir and opens it.
