@@ -46,6 +46,8 @@ DType ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
       return DType::kBF16;
     case ComputeDType::kFloat16:
       return DType::kF16;
+    case ComputeDType::kInt8:
+      return DType::kI8;
     case ComputeDType::kAuto:
       break;
   }
@@ -106,6 +108,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         ".", minor, "; the CUDA engine needs 8.0 or newer"));
   }
   const DType dtype = ResolveDType(*checkpoint, options.dtype);
+  if (dtype == DType::kI8) {
+    return absl::UnimplementedError("int8 weights are not implemented on the CUDA engine yet");
+  }
   std::unique_ptr<CudaBackend> b(
       new CudaBackend(std::move(checkpoint), options, cuda_options, device));
   MAMBA_RETURN_IF_ERROR(b->Init(dtype));
