@@ -14,6 +14,7 @@
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/mamba2_scan.h"
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/sampling.h"
@@ -108,9 +109,6 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         ".", minor, "; the CUDA engine needs 8.0 or newer"));
   }
   const DType dtype = ResolveDType(*checkpoint, options.dtype);
-  if (dtype == DType::kI8) {
-    return absl::UnimplementedError("int8 weights are not implemented on the CUDA engine yet");
-  }
   std::unique_ptr<CudaBackend> b(
       new CudaBackend(std::move(checkpoint), options, cuda_options, device));
   MAMBA_RETURN_IF_ERROR(b->Init(dtype));
@@ -147,7 +145,8 @@ absl::Status CudaBackend::Init(DType dtype) {
   stream_ = stream;
   MAMBA_ASSIGN_OR_RETURN(gemm_, kc::CublasGemm::Create(stream_));
   const double t0 = Now();
-  MAMBA_ASSIGN_OR_RETURN(weights_, UploadCudaWeights(*checkpoint_, dtype));
+  MAMBA_ASSIGN_OR_RETURN(weights_,
+                         UploadCudaWeights(*checkpoint_, dtype, options_.int8_group_size));
   const ModelConfig& c = config();
   conv_layer_floats_ = (c.conv_kernel - 1) * c.conv_dim();
   ssm_layer_floats_ = c.ssm_state_floats();
@@ -199,6 +198,13 @@ absl::Status CudaBackend::AllocateScratch() {
   };
   for (const Want& w : wants) {
     MAMBA_ASSIGN_OR_RETURN(*w.buf, DeviceBuffer::Allocate(w.bytes, w.what));
+  }
+  // int8 weights: passes of more than kInt8GemvMaxRows rows dequantize tiles of W here (graphs
+  // included: nothing is allocated during a pass).
+  if (max_tokens_ > kc::kInt8GemvMaxRows) {
+    MAMBA_ASSIGN_OR_RETURN(int8_workspace_,
+                           DeviceBuffer::Allocate(weights_->int8_workspace_bytes,
+                                                  "int8 GEMM workspace (dequantized weights)"));
   }
   stage_tokens_ = 0;
   stage_slots_ = AlignUp(T * 4, 64);
@@ -273,9 +279,13 @@ std::string CudaBackend::Describe() const {
   const std::string graphs =
       graphs_enabled_ ? absl::StrCat("CUDA graphs for decode batches up to ", buckets_.back())
                       : std::string("no CUDA graphs");
+  const std::string gemms = weights_->weights == DType::kI8
+                                ? absl::StrCat(" weights (int8 GEMV / dequantized ",
+                                               kernels::Name(weights_->compute), " cuBLAS GEMMs), ")
+                                : std::string(" weights (cuBLAS GEMMs), ");
   return absl::StrCat(
-      "cuda:", device_, " (", device_name_, "): ", kernels::Name(weights_->compute),
-      " weights (cuBLAS GEMMs), ", num_slots_, " state slots of ",
+      "cuda:", device_, " (", device_name_, "): ", kernels::Name(weights_->weights), gemms,
+      num_slots_, " state slots of ",
       absl::StrFormat("%.1f", static_cast<double>(state_bytes_per_slot()) / (1 << 20)), " MiB, ",
       graphs);
 }
@@ -284,7 +294,7 @@ BackendInfo CudaBackend::info() const {
   BackendInfo i;
   i.device = absl::StrCat("cuda:", device_);
   i.device_name = device_name_;
-  i.dtype = weights_->compute;
+  i.dtype = weights_->weights;
   i.slots = num_slots_;
   i.description = Describe();
   i.model_fingerprint = checkpoint_->fingerprint();

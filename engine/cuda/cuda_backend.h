@@ -19,7 +19,6 @@ struct CUgraphExec_st;
 
 namespace mamba::kernels::cuda {
 class CublasGemm;
-struct GemmArgs;
 }  // namespace mamba::kernels::cuda
 
 namespace mamba::engine::cuda {
@@ -46,7 +45,7 @@ class CudaBackend : public Backend {
   const ModelConfig& config() const override { return checkpoint_->config(); }
   std::string Describe() const override;
   BackendInfo info() const override;
-  kernels::DType compute_dtype() const override { return weights_->compute; }
+  kernels::DType compute_dtype() const override { return weights_->weights; }
   int num_slots() const override { return num_slots_; }
   // A CUDA error fails the call with Internal naming the kernel (or the step, for errors found
   // at synchronization); an error that leaves the device unusable fails every later call too.
@@ -128,10 +127,12 @@ class CudaBackend : public Backend {
   void CaptureGraph(size_t bucket);
 
   // Error plumbing: Launched checks one enqueued op (and times it when profiling, unless op is
-  // kNumOps); Gemm does the same for a cuBLAS call; Sync
+  // kNumOps); Gemm enqueues y[rows, w.n] = x[rows, w.k] W^T (x in W's dtype, or in
+  // weights_->compute for int8 W; y fp32) through cuBLAS or the int8 GEMM and does the same; Sync
   // waits for the stream; Fail logs, and marks the engine broken when the context is lost.
   absl::Status Launched(int cuda_error, const char* kernel, int64_t layer, Op op);
-  absl::Status Gemm(const kernels::cuda::GemmArgs& args, const char* name, int64_t layer, Op op);
+  absl::Status Gemm(const DeviceMatrix& w, const void* x, int64_t ldx, float* y, int64_t ldy,
+                    int64_t rows, const char* name, int64_t layer, Op op);
   absl::Status Sync(const std::string& what);
   absl::Status Fail(absl::Status s);
   absl::Status Ready();  // broken_ or cudaSetDevice failure
@@ -159,6 +160,7 @@ class CudaBackend : public Backend {
   int64_t max_tokens_ = 0, max_logit_rows_ = 0;
   DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, ssm_y_, y_, head_in_,
       logits_;
+  DeviceBuffer int8_workspace_;  // int8 weights, more than kInt8GemvMaxRows rows: dequantized tiles
   DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
   PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
   size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets

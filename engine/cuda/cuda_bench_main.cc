@@ -74,14 +74,18 @@ int main(int argc, char** argv) {
   CLI::App app{"Benchmark the CUDA engine on a model directory"};
   std::string model, dtype_name = "auto", json_path, label;
   int device = 0, slots = 256, decode_steps = 20;
-  int64_t max_step_tokens = 2048;
+  int64_t max_step_tokens = 2048, int8_group_size = 0;
   std::vector<int> batches = {1, 8, 64, 256};
   std::vector<int64_t> prefill_lens = {2048};
   bool no_graphs = false;
   app.add_option("--model", model, "Model directory")->required();
   app.add_option("--label", label, "Name in the RESULT lines (default: the directory name)");
   app.add_option("--device", device)->capture_default_str();
-  app.add_option("--dtype", dtype_name, "auto | float32 | bfloat16 | float16")
+  app.add_option("--dtype", dtype_name,
+                 "auto | float32 | bfloat16 | float16 | int8 (float weights quantized at load)")
+      ->capture_default_str();
+  app.add_option("--int8-group-size", int8_group_size,
+                 "int8: inputs per scale, a multiple of 4 (0: one scale per output row)")
       ->capture_default_str();
   app.add_option("--slots", slots)->capture_default_str();
   app.add_option("--max-step-tokens", max_step_tokens)->capture_default_str();
@@ -102,6 +106,7 @@ int main(int argc, char** argv) {
   o.dtype = *dtype;
   o.num_slots = slots;
   o.max_step_tokens = max_step_tokens;
+  o.int8_group_size = int8_group_size;
   cuda::CudaBackendOptions co;
   co.cuda_graphs = !no_graphs;
   co.max_graph_batch = std::max(256, slots);

@@ -15,6 +15,7 @@
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/selective_scan.h"
@@ -35,8 +36,29 @@ static_assert(sizeof(kc::ChunkDesc) == sizeof(SeqChunk) &&
 
 }  // namespace
 
-absl::Status CudaBackend::Gemm(const kc::GemmArgs& args, const char* name, int64_t layer, Op op) {
-  if (absl::Status s = gemm_->Run(args); !s.ok()) {
+absl::Status CudaBackend::Gemm(const DeviceMatrix& w, const void* x, int64_t ldx, float* y,
+                               int64_t ldy, int64_t rows, const char* name, int64_t layer, Op op) {
+  absl::Status s;
+  if (w.dtype == DType::kI8) {
+    kc::Int8GemmArgs a;
+    a.x = x;
+    a.ldx = ldx;
+    a.x_dtype = weights_->compute;
+    a.q = static_cast<const int8_t*>(w.data);
+    a.scales = w.scales;
+    a.group_size = w.group_size;
+    a.n = w.n;
+    a.k = w.k;
+    a.y = y;
+    a.ldy = ldy;
+    a.m = rows;
+    a.workspace = int8_workspace_.get();
+    a.workspace_bytes = int8_workspace_.bytes();
+    s = kc::Int8Gemm(a, *gemm_, stream_);
+  } else {
+    s = gemm_->Run({x, ldx, w.data, w.dtype, w.n, w.k, y, ldy, rows, false});
+  }
+  if (!s.ok()) {
     return Fail(absl::InternalError(
         absl::StrCat(name, layer >= 0 ? absl::StrCat(" (layer ", layer, ")") : std::string(), ": ",
                      s.message())));
@@ -295,8 +317,7 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(norm, stream_), "add_rms_norm", l, kNorm));
 
   MAMBA_RETURN_IF_ERROR(
-      Gemm({normed_.get(), d, w.in_proj, wt, 2 * e, d, xz_.as<float>(), 2 * e, T, false}, "in_proj",
-           l, kInProj));
+      Gemm(w.in_proj, normed_.get(), d, xz_.as<float>(), 2 * e, T, "in_proj", l, kInProj));
 
   kc::CausalConvArgs cv;
   cv.x = xz_.as<float>();
@@ -324,9 +345,8 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
     MAMBA_RETURN_IF_ERROR(Launched(kc::CausalConv(cv, stream_), "causal_conv", l, kConv));
   }
 
-  MAMBA_RETURN_IF_ERROR(Gemm({lowp ? xc_lowp_.get() : xc_.get(), e, w.x_proj, wt, dbc_width, e,
-                              dbc_.as<float>(), dbc_width, T, false},
-                             "x_proj", l, kXProj));
+  MAMBA_RETURN_IF_ERROR(Gemm(w.x_proj, lowp ? xc_lowp_.get() : xc_.get(), e, dbc_.as<float>(),
+                             dbc_width, T, "x_proj", l, kXProj));
   if (c.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised in place
     for (auto [at, len] : {std::pair{int64_t{0}, r}, {r, n}, {r + n, n}}) {
       kc::AddRmsNormArgs mn;
@@ -343,8 +363,7 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
     }
   }
   MAMBA_RETURN_IF_ERROR(
-      Gemm({dbc_.get(), dbc_width, w.dt_proj, DType::kF32, e, r, dt_.as<float>(), e, T, false},
-           "dt_proj", l, kDtProj));
+      Gemm(w.dt_proj, dbc_.get(), dbc_width, dt_.as<float>(), e, T, "dt_proj", l, kDtProj));
 
   kc::SelectiveScanArgs sc;
   sc.x = xc_.as<float>();
@@ -379,8 +398,7 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   }
 
   // out_proj writes delta_; the next norm (or the final one) adds it to the residual.
-  return Gemm({y_.get(), e, w.out_proj, wt, d, e, delta_.as<float>(), d, T, false}, "out_proj", l,
-              kOutProj);
+  return Gemm(w.out_proj, y_.get(), e, delta_.as<float>(), d, T, "out_proj", l, kOutProj);
 }
 
 absl::Status CudaBackend::EnqueueHead(const PassShape& p) {
@@ -404,9 +422,8 @@ absl::Status CudaBackend::EnqueueHead(const PassShape& p) {
   fn.dim = d;
   fn.eps = c.layer_norm_epsilon;
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(fn, stream_), "final_norm", -1, kHead));
-  return Gemm({head_in_.get(), d, weights_->lm_head, weights_->compute, c.vocab_size, d,
-               logits_.as<float>(), c.vocab_size, R, false},
-              "lm_head", -1, kHead);
+  return Gemm(weights_->lm_head, head_in_.get(), d, logits_.as<float>(), c.vocab_size, R, "lm_head",
+              -1, kHead);
 }
 
 }  // namespace mamba::engine::cuda

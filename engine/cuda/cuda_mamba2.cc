@@ -49,8 +49,7 @@ absl::Status CudaBackend::EnqueueMamba2Layer(int64_t l, const PassShape& p) {
   norm.eps = c.layer_norm_epsilon;
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(norm, stream_), "add_rms_norm", l, kNorm));
 
-  MAMBA_RETURN_IF_ERROR(
-      Gemm({normed_.get(), d, w.in_proj, wt, ip, d, xz, ip, T, false}, "in_proj", l, kInProj));
+  MAMBA_RETURN_IF_ERROR(Gemm(w.in_proj, normed_.get(), d, xz, ip, T, "in_proj", l, kInProj));
   if (w.in_proj_bias != nullptr) {  // five consumers read the row: add the bias once
     MAMBA_RETURN_IF_ERROR(Launched(kc::AddBias({xz, ip, w.in_proj_bias, T, ip}, stream_),
                                    "in_proj_bias", l, kInProj));
@@ -143,8 +142,7 @@ absl::Status CudaBackend::EnqueueMamba2Layer(int64_t l, const PassShape& p) {
   }
 
   // out_proj writes delta_; the next norm (or the final one) adds it to the residual.
-  return Gemm({y_.get(), yw, w.out_proj, wt, d, yw, delta_.as<float>(), d, T, false}, "out_proj", l,
-              kOutProj);
+  return Gemm(w.out_proj, y_.get(), yw, delta_.as<float>(), d, T, "out_proj", l, kOutProj);
 }
 
 }  // namespace mamba::engine::cuda

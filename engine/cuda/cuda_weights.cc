@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/status_macros.h"
+#include "kernels/cpu/int8_gemm.h"
+#include "kernels/cuda/int8_gemm.h"
 
 namespace mamba::engine::cuda {
 namespace {
@@ -67,16 +69,60 @@ absl::Status UploadConverted(std::byte* dst, const std::byte* src, DType from, D
   return absl::OkStatus();
 }
 
+// [n, k] of a weight stored as [n, ...] (a Linear's [out, in]).
+void MatrixShape(const TensorInfo& t, DeviceMatrix* m) {
+  m->n = t.shape.empty() ? 1 : t.shape[0];
+  m->k = m->n > 0 ? t.NumElements() / m->n : 0;
+}
+
 class Planner {
  public:
-  // A matrix in dtype `to` (GEMM weight), straight from the checkpoint.
-  template <typename P>
-  void Matrix(const TensorInfo& t, DType to, const P** slot, int64_t* gemm_bytes) {
+  // A tensor converted to dtype `to` (the embedding), straight from the checkpoint.
+  void Raw(const TensorInfo& t, DType to, const void** slot) {
     const size_t bytes = static_cast<size_t>(t.NumElements()) * kernels::SizeOf(to);
-    if (gemm_bytes) *gemm_bytes += static_cast<int64_t>(bytes);
     Add(bytes, slot, [&t, to](std::byte* dst) {
       return UploadConverted(dst, t.data, t.dtype, to, t.NumElements(), t.name);
     });
+  }
+  // A GEMM weight in dtype `to` (fp32/bf16/fp16), straight from the checkpoint.
+  void Matrix(const TensorInfo& t, DType to, DeviceMatrix* m, int64_t* gemm_bytes) {
+    MatrixShape(t, m);
+    m->dtype = to;
+    *gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(to));
+    Raw(t, to, &m->data);
+  }
+  // A GEMM weight quantized to int8 at upload: q [n, k] then its scales, one arena entry.
+  // `x_dtype` is the dtype of its inputs (for the workspace of the larger-m path).
+  void Int8Matrix(const TensorInfo& t, int64_t group_size, DType x_dtype, DeviceMatrix* m,
+                  int64_t* gemm_bytes, size_t* workspace_bytes) {
+    MatrixShape(t, m);
+    m->dtype = DType::kI8;
+    // The CPU engine's grouping (QuantizeRowMajor): group_size 0 means one group over k rounded
+    // up to 4, which the GPU kernels read as any group_size >= k.
+    m->group_size = group_size > 0 ? group_size : (m->k + 3) / 4 * 4;
+    const int64_t n = m->n, k = m->k, groups = kernels::cpu::Int8GroupCount(k, group_size);
+    const size_t q_bytes = static_cast<size_t>(n * k), at_scales = AlignUp(q_bytes),
+                 s_bytes = static_cast<size_t>(n * groups) * 4;
+    *gemm_bytes += static_cast<int64_t>(q_bytes + s_bytes);
+    *workspace_bytes =
+        std::max(*workspace_bytes, kernels::cuda::Int8GemmWorkspaceBytes(n, k, x_dtype));
+    Entry e;
+    e.offset = total_;
+    e.upload = [&t, n, k, groups, group_size, at_scales](std::byte* dst) -> absl::Status {
+      std::vector<int8_t> q(static_cast<size_t>(n * k));
+      std::vector<float> scales(static_cast<size_t>(n * groups));
+      MAMBA_RETURN_IF_ERROR(kernels::cpu::QuantizeRowMajor(t.data, t.dtype, n, k, group_size,
+                                                           q.data(), scales.data()));
+      MAMBA_RETURN_IF_ERROR(CopyToDevice(dst, q.data(), q.size(), t.name));
+      return CopyToDevice(dst + at_scales, scales.data(), scales.size() * 4,
+                          absl::StrCat(t.name, " (int8 scales)"));
+    };
+    e.bind = [m, at_scales](std::byte* p) {
+      m->data = p;
+      m->scales = reinterpret_cast<const float*>(p + at_scales);
+    };
+    total_ += AlignUp(at_scales + s_bytes);
+    entries_.push_back(std::move(e));
   }
   // An fp32 tensor computed on the host (small: norms, conv, A, biases); null tensor -> null.
   void Floats(const TensorInfo* t, const float** slot,
@@ -115,9 +161,10 @@ class Planner {
     e.offset = total_;
     e.upload = std::move(upload);
     e.bind = [slot](std::byte* p) { *slot = static_cast<const P*>(static_cast<void*>(p)); };
-    total_ += (bytes + kAlign - 1) / kAlign * kAlign;
+    total_ += AlignUp(bytes);
     entries_.push_back(std::move(e));
   }
+  static size_t AlignUp(size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
 
   std::vector<Entry> entries_;
   size_t total_ = 0;
@@ -136,22 +183,49 @@ std::vector<float> Transpose(const std::vector<float>& in, int64_t rows, int64_t
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint& ckpt,
-                                                               DType compute) {
+                                                               DType weight_dtype,
+                                                               int64_t int8_group_size) {
   const ModelConfig& c = ckpt.config();
   const int64_t e = c.intermediate_size, n = c.state_size, w = c.conv_kernel;
+  const bool int8 = weight_dtype == DType::kI8;
+  if (int8 && (int8_group_size < 0 || int8_group_size % 4 != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("int8 group size ", int8_group_size,
+                                                   ": 0 (a scale per row) or a multiple of 4"));
+  }
+  // Quantized checkpoints (int8 tensors with their scales) are not read here yet.
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerTensors& t = ckpt.layer(i);
+    for (const TensorInfo* m : {t.in_proj, t.x_proj, t.dt_proj, t.out_proj}) {
+      if (m != nullptr && m->dtype == DType::kI8) {
+        return absl::UnimplementedError(
+            absl::StrCat(m->name,
+                         " is stored as int8: the CUDA engine quantizes float checkpoints at load "
+                         "(--dtype int8) and does not read quantized checkpoints yet"));
+      }
+    }
+  }
   auto weights = std::make_unique<CudaWeights>();
   CudaWeights& cw = *weights;
-  cw.compute = compute;
+  cw.weights = weight_dtype;
+  cw.compute = int8 ? DType::kBF16 : weight_dtype;
   cw.layers.resize(static_cast<size_t>(c.num_hidden_layers));
   Planner plan;
+  // A GEMM weight in the weights' dtype (quantized at upload for int8).
+  auto gemm_matrix = [&](const TensorInfo& t, DeviceMatrix* m) {
+    if (int8) {
+      plan.Int8Matrix(t, int8_group_size, cw.compute, m, &cw.gemm_bytes, &cw.int8_workspace_bytes);
+    } else {
+      plan.Matrix(t, weight_dtype, m, &cw.gemm_bytes);
+    }
+  };
   // The embedding stays in its stored dtype (rows are converted on lookup, as on the CPU); the
-  // head is the embedding itself when tied and already in the compute dtype.
+  // head is the embedding itself when tied and already in the weights' dtype.
   const TensorInfo& emb = ckpt.embedding();
   cw.embedding_dtype = emb.dtype;
-  plan.Matrix(emb, emb.dtype, &cw.embedding, nullptr);
+  plan.Raw(emb, emb.dtype, &cw.embedding);
   const TensorInfo* head = ckpt.lm_head();
-  const bool alias_head = head == nullptr && emb.dtype == compute;
-  if (!alias_head) plan.Matrix(head ? *head : emb, compute, &cw.lm_head, &cw.gemm_bytes);
+  const bool alias_head = head == nullptr && emb.dtype == weight_dtype;
+  if (!alias_head) gemm_matrix(head ? *head : emb, &cw.lm_head);
   plan.Floats(&ckpt.norm_f(), &cw.norm_f);
   if (c.mixer_rms_norm()) {
     plan.Constant(std::max(c.time_step_rank, c.state_size), 1.0f, &cw.mixer_norm_ones);
@@ -161,12 +235,12 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CudaLayerWeights& L = cw.layers[static_cast<size_t>(i)];
-    plan.Matrix(*t.in_proj, compute, &L.in_proj, &cw.gemm_bytes);
+    gemm_matrix(*t.in_proj, &L.in_proj);
     if (!m2) {  // Mamba-2's dt, B and C come from in_proj
-      plan.Matrix(*t.x_proj, compute, &L.x_proj, &cw.gemm_bytes);
+      gemm_matrix(*t.x_proj, &L.x_proj);
       plan.Matrix(*t.dt_proj, DType::kF32, &L.dt_proj, &cw.gemm_bytes);
     }
-    plan.Matrix(*t.out_proj, compute, &L.out_proj, &cw.gemm_bytes);
+    gemm_matrix(*t.out_proj, &L.out_proj);
     plan.Floats(t.norm, &L.norm);
     plan.Floats(t.in_proj_bias, &L.in_proj_bias);
     plan.Floats(t.out_proj_bias, &L.out_proj_bias);
@@ -189,8 +263,10 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   MAMBA_RETURN_IF_ERROR(CudaStatus(cudaDeviceSynchronize(), "weight upload"));
   ckpt.ReleaseAllPages();  // every tensor now lives on the device
   if (alias_head) {
-    cw.lm_head = cw.embedding;
-    cw.gemm_bytes += emb.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
+    MatrixShape(emb, &cw.lm_head);
+    cw.lm_head.data = cw.embedding;
+    cw.lm_head.dtype = weight_dtype;
+    cw.gemm_bytes += emb.NumElements() * static_cast<int64_t>(kernels::SizeOf(weight_dtype));
   }
   return weights;
 }

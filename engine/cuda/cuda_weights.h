@@ -1,7 +1,9 @@
 // The CUDA engine's copy of a checkpoint in device memory, uploaded once: GEMM weights in the
-// compute dtype, small per-channel tensors in fp32 laid out for the kernels (as cpu_weights.h).
+// compute dtype (or int8 with fp32 scales, quantized at load), small per-channel tensors in fp32
+// laid out for the kernels (as cpu_weights.h).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -13,15 +15,29 @@
 
 namespace mamba::engine::cuda {
 
+// A GEMM weight W [n, k] row-major (torch.nn.Linear.weight) in device memory: multiplied by
+// cuBLAS in `dtype` (fp32, bf16, fp16; x in the same dtype), or int8 with fp32 scales (x in
+// CudaWeights::compute, kernels/cuda/int8_gemm.h). Every GEMM of the engine takes one of these
+// (CudaBackend::Gemm picks the kernel).
+struct DeviceMatrix {
+  const void* data = nullptr;  // [n, k] in dtype
+  kernels::DType dtype = kernels::DType::kF32;
+  const float* scales = nullptr;  // int8: [n, ceil(k / group_size)]
+  int64_t group_size = 0;         // int8: inputs per scale (>= k: one scale per row)
+  int64_t n = 0;
+  int64_t k = 0;
+};
+
 // Device pointers into CudaWeights::arena; optional tensors are null when absent. Shapes are
 // Mamba-1's; Mamba-2's (H heads, conv_dim = d_inner + 2*n_groups*d_state) where noted.
 struct CudaLayerWeights {
-  const void* in_proj = nullptr;  // [2*d_inner, d_model]; Mamba-2 [in_proj_size, d_model]
-  const void* x_proj = nullptr;   // [dt_rank + 2*d_state, d_inner]; null in Mamba-2
-  // [d_inner, dt_rank] always fp32: its input is x_proj's fp32 output, so no cast kernel runs
-  // between the two GEMMs (this matrix is ~2% of a layer's bytes). Null in Mamba-2.
-  const float* dt_proj = nullptr;
-  const void* out_proj = nullptr;        // [d_model, d_inner]; Mamba-2 [d_model, mlp + d_inner]
+  DeviceMatrix in_proj;  // [2*d_inner, d_model]; Mamba-2 [in_proj_size, d_model]
+  DeviceMatrix x_proj;   // [dt_rank + 2*d_state, d_inner]; absent in Mamba-2
+  // [d_inner, dt_rank] always fp32 (int8 models too): its input is x_proj's fp32 output, so no
+  // cast kernel runs between the two GEMMs (this matrix is ~2% of a layer's bytes). Absent in
+  // Mamba-2.
+  DeviceMatrix dt_proj;
+  DeviceMatrix out_proj;                 // [d_model, d_inner]; Mamba-2 [d_model, mlp + d_inner]
   const float* norm = nullptr;           // [d_model]
   const float* in_proj_bias = nullptr;   // [in_proj rows]
   const float* out_proj_bias = nullptr;  // [d_model]
@@ -35,21 +51,31 @@ struct CudaLayerWeights {
 };
 
 struct CudaWeights {
+  // The GEMM weights' dtype (kI8: int8 weights) and the dtype of the GEMM inputs (normed
+  // activations, conv and scan outputs, the LM head's input): the weight dtype, bf16 with int8
+  // weights (their dequantized tiles and cuBLAS run in bf16; the GEMV reads bf16 x).
+  kernels::DType weights = kernels::DType::kF32;
   kernels::DType compute = kernels::DType::kF32;
   const void* embedding = nullptr;  // [vocab, d_model] in embedding_dtype (as stored)
   kernels::DType embedding_dtype = kernels::DType::kF32;
-  const void* lm_head = nullptr;  // [vocab, d_model] in compute dtype (may alias embedding)
+  DeviceMatrix lm_head;           // [vocab, d_model] in the weights' dtype (may alias embedding)
   const float* norm_f = nullptr;  // [d_model]
   // FalconMamba's weightless mixer RMS norms as the kernel's weight: ones, [max(dt_rank,
   // d_state)]; null for Mamba.
   const float* mixer_norm_ones = nullptr;
   std::vector<CudaLayerWeights> layers;
-  int64_t gemm_bytes = 0;  // GEMM weight bytes read by one decode step (incl. the LM head)
-  DeviceBuffer arena;      // every tensor above, 256-byte aligned
+  int64_t gemm_bytes = 0;  // GEMM weight bytes read by one decode step (incl. the LM head;
+                           // int8: the int8 bytes and the scales)
+  // int8: the largest Int8GemmWorkspaceBytes of the int8 matrices (0 otherwise).
+  size_t int8_workspace_bytes = 0;
+  DeviceBuffer arena;  // every tensor above, 256-byte aligned
 };
 
-// Plans, allocates and uploads (synchronously) every tensor the engine uses.
+// Plans, allocates and uploads (synchronously) every tensor the engine uses. `weights` kI8
+// quantizes the GEMM matrices on the host (kernels::cpu::QuantizeWeight, int8_group_size inputs
+// per scale, 0: one per row) before the upload.
 absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint& checkpoint,
-                                                               kernels::DType compute);
+                                                               kernels::DType weights,
+                                                               int64_t int8_group_size = 0);
 
 }  // namespace mamba::engine::cuda

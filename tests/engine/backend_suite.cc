@@ -126,7 +126,8 @@ void BackendTest::SetUp() {
   reference_ = std::make_unique<ReferenceModel>(*checkpoint_, ro);
   backend_ = MakeBackend(4, 2048);
   ASSERT_NE(backend_, nullptr);
-  tol_ = TolerancesFor(backend_->compute_dtype());
+  const DType computed = backend_->compute_dtype();
+  tol_ = TolerancesFor(computed == DType::kI8 ? c.device.int8_tolerances : computed);
 }
 
 std::unique_ptr<Backend> BackendTest::MakeBackend(int slots, int64_t step_tokens) {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the CUDA engine for sm_90, runs every ctest `gpu` test,
 # the kernel benchmarks and the engine benchmarks (130m, 1.4b, 2.8b and mamba2-130m random-weight
-# presets in bfloat16), and prints a short table: kernel bandwidth against the device-to-device copy
-# bandwidth, decode step time at batch 1/8/64/256, prefill tokens/s for a 2048-token prompt.
+# presets in bfloat16; 130m and 1.4b also with int8 weights quantized at load), and prints a short
+# table: kernel bandwidth against the device-to-device copy bandwidth, decode step time at batch
+# 1/8/64/256, prefill tokens/s for a 2048-token prompt.
 # Bounded to fit ~8 minutes on an H100/H200 with 16 cores (every step has a timeout).
 # Usage: bash tests/gpu/run_all.sh [build-dir]      (default build-gpu; logs in <build>/gpu-results)
 # Env: MAMBA_CUDA_ARCHITECTURES (default 90), MAMBA_GPU_MODELS (default /tmp/mamba-gpu-models).
@@ -39,7 +40,7 @@ for p in "${presets[@]}"; do
 done
 
 log "build engine, tests and benchmarks (-j$jobs)"
-gpu_tests=(cuda_kernels_test cuda_mamba2_test cuda_gemm_sampling_test cuda_backend_test)
+gpu_tests=(cuda_kernels_test cuda_mamba2_test cuda_gemm_sampling_test cuda_int8_gemm_test cuda_backend_test)
 if ! cmake --build "$build" -j"$jobs" --target "${gpu_tests[@]}" cuda_kernels_bench mamba-cuda-bench >>"$res/build.log" 2>&1; then
   tail -40 "$res/build.log"
   exit 1
@@ -68,6 +69,15 @@ for p in "${presets[@]}"; do
     --prefill 2048 --decode-steps 10 --json "$res/engine-$p.json" >"$res/engine-$p.log" 2>&1 ||
     { status=1; tail -5 "$res/engine-$p.log"; }
 done
+# int8 weights (issue 17): the bf16 checkpoints quantized at load, one scale per row.
+for p in 130m 1.4b; do
+  dir=$models/$p-bf16
+  [[ -f $dir/config.json ]] || continue
+  log "engine benchmark $p int8"
+  timeout 150 "$build/bin/mamba-cuda-bench" --model "$dir" --label "$p-int8" --dtype int8 --slots 256 \
+    --batches 1,8,64,256 --prefill 2048 --decode-steps 10 --json "$res/engine-$p-int8.json" \
+    >"$res/engine-$p-int8.log" 2>&1 || { status=1; tail -5 "$res/engine-$p-int8.log"; }
+done
 
 # ---- summary ----
 results() { cat "$res"/kernels.log "$res"/engine-*.log 2>/dev/null | grep '^RESULT '; }
@@ -80,7 +90,7 @@ results | grep 'kind=kernel' | while read -r line; do
   printf '%-22s %-26s %10s %8s %8s\n' "$(val name <<<"$line")" "$(val shape <<<"$line")" \
     "$(val us <<<"$line")" "$(val gbps <<<"$line")" "$(val pct_of_copy <<<"$line")"
 done
-echo "== decode step, bfloat16 (ms; 'host' copies [batch, vocab] logits to the host as Backend::Decode does, 'device' samples greedily on the GPU)"
+echo "== decode step, bfloat16 and int8 (*-int8) weights (ms; 'host' copies [batch, vocab] logits to the host as Backend::Decode does, 'device' samples greedily on the GPU)"
 printf '%-6s %6s %10s %10s %10s %8s %12s\n' model batch host_ms device_ms floor_ms x_floor tokens/s
 results | grep 'kind=decode' | while read -r line; do
   printf '%-6s %6s %10s %10s %10s %8s %12s\n' "$(val model <<<"$line")" "$(val batch <<<"$line")" \

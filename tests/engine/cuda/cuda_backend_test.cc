@@ -45,6 +45,10 @@ BackendDevice CudaDevice() {
     return std::unique_ptr<Backend>(std::move(*b));
   };
   d.batch_invariant = [](const Backend&) { return false; };  // cuBLAS picks kernels by shape
+  // int8: weight-only (bf16 activations, not quantized), dt_proj kept fp32.
+  d.int8_scheme.int8_activations = false;
+  d.int8_scheme.int8_dt_proj = false;
+  d.int8_tolerances = DType::kBF16;
   return d;
 }
 
@@ -76,6 +80,7 @@ class CudaBackendTest : public ::testing::TestWithParam<Variant> {
                                                  bool graphs = true) {
     BackendOptions bo;
     bo.dtype = GetParam().compute;
+    bo.int8_group_size = GetParam().int8_group_size;
     bo.num_slots = slots;
     bo.max_step_tokens = step_tokens;
     cuda::CudaBackendOptions co;
@@ -87,6 +92,7 @@ class CudaBackendTest : public ::testing::TestWithParam<Variant> {
   std::unique_ptr<cpu::CpuBackend> MakeCpu(int slots) {
     BackendOptions bo;
     bo.dtype = GetParam().compute;
+    bo.int8_group_size = GetParam().int8_group_size;
     bo.num_slots = slots;
     auto b = cpu::CpuBackend::Create(checkpoint_, bo);
     EXPECT_TRUE(b.ok()) << b.status();
