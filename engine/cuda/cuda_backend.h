@@ -127,8 +127,8 @@ class CudaBackend : public Backend {
   void CaptureGraph(size_t bucket);
 
   // Error plumbing: Launched checks one enqueued op (and times it when profiling, unless op is
-  // kNumOps); Gemm enqueues y[rows, w.n] = x[rows, w.k] W^T (x in W's dtype, or in
-  // weights_->compute for int8 W; y fp32) through cuBLAS or the int8 GEMM and does the same; Sync
+  // kNumOps); Gemm enqueues y[rows, w.n] = x[rows, w.k] W^T (x in w.x_dtype, y fp32) through
+  // cuBLAS or the int8 GEMM and does the same; Sync
   // waits for the stream; Fail logs, and marks the engine broken when the context is lost.
   absl::Status Launched(int cuda_error, const char* kernel, int64_t layer, Op op);
   absl::Status Gemm(const DeviceMatrix& w, const void* x, int64_t ldx, float* y, int64_t ldy,

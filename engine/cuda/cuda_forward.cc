@@ -43,7 +43,7 @@ absl::Status CudaBackend::Gemm(const DeviceMatrix& w, const void* x, int64_t ldx
     kc::Int8GemmArgs a;
     a.x = x;
     a.ldx = ldx;
-    a.x_dtype = weights_->compute;
+    a.x_dtype = w.x_dtype;
     a.q = static_cast<const int8_t*>(w.data);
     a.scales = w.scales;
     a.group_size = w.group_size;

@@ -88,6 +88,7 @@ class Planner {
   void Matrix(const TensorInfo& t, DType to, DeviceMatrix* m, int64_t* gemm_bytes) {
     MatrixShape(t, m);
     m->dtype = to;
+    m->x_dtype = to;
     *gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(to));
     Raw(t, to, &m->data);
   }
@@ -97,6 +98,7 @@ class Planner {
                   int64_t* gemm_bytes, size_t* workspace_bytes) {
     MatrixShape(t, m);
     m->dtype = DType::kI8;
+    m->x_dtype = x_dtype;
     // The CPU engine's grouping (QuantizeRowMajor): group_size 0 means one group over k rounded
     // up to 4, which the GPU kernels read as any group_size >= k.
     m->group_size = group_size > 0 ? group_size : (m->k + 3) / 4 * 4;
@@ -266,6 +268,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
     MatrixShape(emb, &cw.lm_head);
     cw.lm_head.data = cw.embedding;
     cw.lm_head.dtype = weight_dtype;
+    cw.lm_head.x_dtype = weight_dtype;
     cw.gemm_bytes += emb.NumElements() * static_cast<int64_t>(kernels::SizeOf(weight_dtype));
   }
   return weights;

@@ -16,14 +16,15 @@
 namespace mamba::engine::cuda {
 
 // A GEMM weight W [n, k] row-major (torch.nn.Linear.weight) in device memory: multiplied by
-// cuBLAS in `dtype` (fp32, bf16, fp16; x in the same dtype), or int8 with fp32 scales (x in
-// CudaWeights::compute, kernels/cuda/int8_gemm.h). Every GEMM of the engine takes one of these
+// cuBLAS in `dtype` (fp32, bf16, fp16; x in the same dtype), or int8 with fp32 scales and x in
+// x_dtype (kernels/cuda/int8_gemm.h). Every GEMM of the engine takes one of these
 // (CudaBackend::Gemm picks the kernel).
 struct DeviceMatrix {
   const void* data = nullptr;  // [n, k] in dtype
   kernels::DType dtype = kernels::DType::kF32;
-  const float* scales = nullptr;  // int8: [n, ceil(k / group_size)]
-  int64_t group_size = 0;         // int8: inputs per scale (>= k: one scale per row)
+  kernels::DType x_dtype = kernels::DType::kF32;  // its inputs' dtype: dtype, unless int8
+  const float* scales = nullptr;                  // int8: [n, ceil(k / group_size)]
+  int64_t group_size = 0;  // int8: inputs per scale (>= k: one scale per row)
   int64_t n = 0;
   int64_t k = 0;
 };
