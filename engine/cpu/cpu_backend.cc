@@ -53,7 +53,8 @@ absl::StatusOr<DType> ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
   if (dtype == DType::kI8) {
     if (kc::Int8AutoPath() == kc::Int8Path::kScalar) {
       NamedLogger("engine")->warn(
-          "cpu: this CPU has no AVX-512 VNNI; int8 weights use the portable scalar kernel (slow)");
+          "cpu: this CPU has neither AVX-512 VNNI, AVX-VNNI nor AVX2; int8 weights use the "
+          "portable scalar kernel (slow)");
     }
     return dtype;
   }
@@ -139,11 +140,7 @@ namespace {
 std::string GemmName(const CpuWeights& w) {
   if (w.compute != DType::kI8) return w.packed ? "AVX-512 packed GEMM" : "oneDNN GEMM";
   const kc::Int8Weight& m = w.layers.front().in_proj.int8;
-  const kc::Int8Path path = kc::Int8AutoPath();
-  return absl::StrCat("int8 GEMM ",
-                      path == kc::Int8Path::kVnni     ? "AVX-512 VNNI"
-                      : path == kc::Int8Path::kScalar ? "scalar"
-                                                      : "AVX2",
+  return absl::StrCat("int8 GEMM ", kc::Int8PathName(kc::Int8AutoPath()),
                       m.groups == 1 ? ", a scale per row"
                                     : absl::StrCat(", a scale per ", m.group_size, " inputs"));
 }

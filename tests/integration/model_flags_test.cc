@@ -50,6 +50,23 @@ TEST(ModelFlags, ServedNamesAndStrictMode) {
   EXPECT_EQ(server->Terminate(), 0);
 }
 
+// --dtype int8: the demo model served with int8 weights (quantized at load), reported as such,
+// and its greedy text starting as the float model's (docs/PERF.md, "int8 weights": the first 16
+// tokens of this prompt agree with fp32).
+TEST(ModelFlags, Int8Weights) {
+  auto server = ServerProcess::Start({"--dtype", "int8"});
+  ASSERT_TRUE(server);
+  const int port = server->http_port();
+  auto info = HttpRequest(port, "GET", "/info");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(json::parse(info->body)["model_dtype"], "torch.int8") << info->body;
+  auto r = Complete(port, {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], " unto him, Go, and let us");
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
 TEST(ModelFlags, AnyNameWithoutStrictMode) {
   auto server = ServerProcess::Start({});
   ASSERT_TRUE(server);

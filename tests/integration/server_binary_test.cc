@@ -191,6 +191,8 @@ TEST(ServerBinary, BadFlagsExitWithUsageError) {
   EXPECT_NE(std::system((bin + " --tls-cert only.pem > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --slots -1 > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --http-idle-timeout 0 > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((bin + " --dtype int4 > /dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(std::system((bin + " --dtype int8 --int8-group-size 6 > /dev/null 2>&1").c_str()), 0);
 }
 
 // An unknown --log-level is refused at start-up (usage error, exit code 2) with a message that
