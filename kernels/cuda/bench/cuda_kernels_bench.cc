@@ -1,7 +1,8 @@
 // cuda_kernels_bench: each CUDA kernel on the shapes of mamba-130m and mamba-2.8b (2048-token
 // prefill, batch-256 decode), Mamba-2's scan and gated norm on mamba2-130m's and Codestral-7B's,
 // its achieved bandwidth against the measured device-to-device copy bandwidth, plus the bf16
-// GEMMs. Prints "RESULT key=value ..." lines (tests/gpu/run_all.sh).
+// GEMMs and the int8 weight-only GEMM on the same shapes. Prints "RESULT key=value ..." lines
+// (tests/gpu/run_all.sh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/mamba2_scan.h"
 #include "kernels/cuda/rms_norm.h"
 #include "kernels/cuda/sampling.h"
@@ -225,6 +227,32 @@ void BenchModel(const char* model, int64_t d, int64_t T, int64_t batch) {
     const std::string shape = std::string(model) + "_in_proj_m" + std::to_string(m);
     Report("gemm_bf16", shape, us, static_cast<double>(2 * e * d * 2 + m * d * 2 + m * 2 * e * 4));
     std::printf("RESULT kind=gemm name=gemm_bf16 shape=%s tflops=%.1f\n", shape.c_str(),
+                2.0 * static_cast<double>(m * 2 * e * d) / (us * 1e-6) / 1e12);
+  }
+  // The same with int8 weights (a scale per row, bf16 x): up to kInt8GemvMaxRows rows the GEMV
+  // reads W once; more rows dequantize W to bf16 in tiles and run cuBLAS.
+  Buf q_in(2 * e * d), s_in(2 * e * 4), ws(kc::Int8GemmWorkspaceBytes(2 * e, d, DType::kBF16));
+  for (int64_t m : {int64_t{1}, int64_t{8}, int64_t{64}, batch, T}) {
+    kc::Int8GemmArgs a;
+    a.x = x_in.p;
+    a.ldx = d;
+    a.x_dtype = DType::kBF16;
+    a.q = q_in.as<int8_t>();
+    a.scales = s_in.as<float>();
+    a.group_size = d;
+    a.n = 2 * e;
+    a.k = d;
+    a.y = y_in.as<float>();
+    a.ldy = 2 * e;
+    a.m = m;
+    a.workspace = ws.p;
+    a.workspace_bytes = ws.bytes;
+    const double us = TimeUs(
+        [&] { return kc::Int8Gemm(a, **gemm, nullptr).ok() ? cudaSuccess : cudaErrorUnknown; });
+    const std::string shape = std::string(model) + "_in_proj_m" + std::to_string(m);
+    Report("gemm_int8", shape, us,
+           static_cast<double>(2 * e * d + 2 * e * 4 + m * d * 2 + m * 2 * e * 4));
+    std::printf("RESULT kind=gemm name=gemm_int8 shape=%s tflops=%.1f\n", shape.c_str(),
                 2.0 * static_cast<double>(m * 2 * e * d) / (us * 1e-6) / 1e12);
   }
 }
