@@ -71,13 +71,17 @@ BENCHMARK(BM_Gemm)
     ->UseRealTime();
 
 // int8 against our bf16 packed GEMM on the same shape, adjacent in one run (issue 17). args: m,
-// n, k, impl (0 bf16 packed, 1 int8 kVnni, 2 int8 kDequantF32). Enough weight copies to cycle
-// through >= 384 MB, so that the weights come from DRAM as in a decode step.
+// n, k, impl (0 bf16 packed, 1 int8 kVnni, 2 int8 kDequantF32, 3 int8 kAvx2, 4 int8 kAvxVnni).
+// Enough weight copies to cycle through >= 384 MB, so that the weights come from DRAM as in a
+// decode step.
 void BM_Int8VsBf16(benchmark::State& st) {
   const int64_t m = st.range(0), n = st.range(1), k = st.range(2), impl = st.range(3);
-  const Int8Path path = impl == 2 ? Int8Path::kDequantF32 : Int8Path::kVnni;
+  const Int8Path paths[] = {Int8Path::kVnni, Int8Path::kVnni, Int8Path::kDequantF32,
+                            Int8Path::kAvx2, Int8Path::kAvxVnni};
+  const Int8Path path = paths[impl];
   if (impl == 0 && !PackedGemmSupported(DType::kBF16)) return st.SkipWithError("no AVX512-BF16");
-  if (impl != 0 && !Int8GemmSupported(path)) return st.SkipWithError("no AVX-512 VNNI/VBMI");
+  if (impl != 0 && !Int8GemmSupported(path)) return st.SkipWithError("CPU lacks this int8 path");
+  st.SetLabel(impl == 0 ? "bf16" : Int8PathName(path));
   const int64_t bytes = impl == 0 ? 2 * n * k : n * k;
   const int copies = static_cast<int>(std::clamp<int64_t>((384 << 20) / bytes, 2, kLayers));
   auto w = Random(static_cast<size_t>(n * k), 1);
@@ -115,6 +119,8 @@ BENCHMARK(BM_Int8VsBf16)
     ->ArgsProduct({{8, 32, 512}, {768}, {1536}, {0, 1}})
     ->ArgsProduct({{1}, {8192}, {2048}, {0, 1, 2}})
     ->ArgsProduct({{8, 32, 512}, {8192}, {2048}, {0, 1}})
+    ->ArgsProduct({{1, 8, 32, 512}, {3072}, {768}, {3, 4}})  // the 256-bit paths, 130m shapes
+    ->ArgsProduct({{1, 8, 32, 512}, {768}, {1536}, {3, 4}})
     ->UseRealTime();
 
 // args: tokens per chunk, chunks
