@@ -207,6 +207,28 @@ TEST(Int8GemmPathsTest, IntegerPathsGiveTheScalarBitsOnEveryTail) {
   }
 }
 
+// kAuto takes the first path this CPU runs in the documented order (int8_gemm.h), and it and
+// every explicit path this CPU lacks are refused, never run.
+TEST(Int8GemmPathsTest, AutoTakesTheFirstSupportedPathInOrder) {
+  Int8Path want = Int8Path::kScalar;
+  for (Int8Path p : {Int8Path::kAvx2, Int8Path::kAvxVnni, Int8Path::kVnni}) {
+    if (Int8GemmSupported(p)) want = p;
+  }
+  EXPECT_EQ(Int8PathName(Int8AutoPath()), std::string(Int8PathName(want)));
+  EXPECT_TRUE(Int8GemmSupported(Int8Path::kScalar));
+  // AVX-VNNI and AVX-512 imply AVX2 on every CPU that has them.
+  if (Int8GemmSupported(Int8Path::kAvxVnni) || Int8GemmSupported(Int8Path::kVnni)) {
+    EXPECT_TRUE(Int8GemmSupported(Int8Path::kAvx2));
+  }
+  std::vector<float> w(16 * 8, 0.5f), x(8, 1.0f), y(16);
+  auto q = QuantizeWeight(w.data(), DType::kF32, 16, 8, 0);
+  ASSERT_TRUE(q.ok());
+  for (Int8Path p : {Int8Path::kVnni, Int8Path::kDequantF32, Int8Path::kAvx2, Int8Path::kAvxVnni}) {
+    const absl::Status s = Int8Gemm({x.data(), 8, &*q, nullptr, y.data(), 16, 1, false, p});
+    EXPECT_EQ(s.ok(), Int8GemmSupported(p)) << Int8PathName(p) << ": " << s;
+  }
+}
+
 // Round trip: every weight within half a step (scale / 2) of its value, from every source
 // dtype; a bf16 source quantizes like its fp32 value.
 TEST(Int8QuantizeTest, RoundTripWithinHalfAStep) {
