@@ -1,6 +1,7 @@
 #include "engine/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -12,6 +13,7 @@
 #include "engine/pytorch_bin.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
+#include "kernels/cpu/int8_gemm.h"
 
 namespace mamba::engine {
 namespace {
@@ -56,7 +58,64 @@ std::string QuoteNonFiniteLiterals(const std::string& text) {
   return out;
 }
 
+// config.json's quantization_config: absent, or MambaServe's own int8 (kInt8QuantMethod); any
+// other method (gptq, awq, bitsandbytes, fp8, ...) is refused by name rather than misread.
+absl::Status ParseQuantization(const json& cfg, QuantizationInfo* q,
+                               std::vector<std::string>* modules) {
+  if (!cfg.is_object() || !cfg.contains("quantization_config") ||
+      cfg["quantization_config"].is_null()) {
+    return absl::OkStatus();
+  }
+  const json& qc = cfg["quantization_config"];
+  if (!qc.is_object()) return absl::InvalidArgumentError("quantization_config is not an object");
+  if (!qc.contains("quant_method") || !qc["quant_method"].is_string()) {
+    return absl::InvalidArgumentError("quantization_config has no quant_method");
+  }
+  const std::string method = qc["quant_method"].get<std::string>();
+  if (method != kInt8QuantMethod) {
+    return absl::UnimplementedError(absl::StrCat(
+        "quantization_config.quant_method '", method,
+        "' is not supported: MambaServe loads unquantized checkpoints (float32, bfloat16, "
+        "float16) and its own '",
+        kInt8QuantMethod, "' ones (mamba-quantize); use the model's unquantized weights"));
+  }
+  if (qc.contains("bits") && qc["bits"] != 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantization_config.bits is ", qc["bits"].dump(), "; ", kInt8QuantMethod, " is 8-bit"));
+  }
+  if (qc.contains("symmetric") && qc["symmetric"] != true) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantization_config.symmetric must be true for ", kInt8QuantMethod));
+  }
+  if (qc.contains("group_size")) {
+    const json& g = qc["group_size"];
+    if (!g.is_number_integer() || g.get<int64_t>() < 0 || g.get<int64_t>() % 4 != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("quantization_config.group_size is ", g.dump(),
+                                                     " (0 or a positive multiple of 4)"));
+    }
+    q->group_size = g.get<int64_t>();
+  }
+  if (!qc.contains("modules") || !qc["modules"].is_array() || qc["modules"].empty()) {
+    return absl::InvalidArgumentError("quantization_config.modules must be a non-empty list");
+  }
+  for (const json& m : qc["modules"]) {
+    const std::string name = m.is_string() ? m.get<std::string>() : m.dump();
+    if (std::find_if(std::begin(kInt8QuantModules), std::end(kInt8QuantModules),
+                     [&](const char* k) { return name == k; }) == std::end(kInt8QuantModules) ||
+        std::find(modules->begin(), modules->end(), name) != modules->end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("quantization_config.modules: '", name,
+                       "' is unknown or repeated (in_proj, x_proj, dt_proj, out_proj, lm_head)"));
+    }
+    modules->push_back(name);
+  }
+  q->int8 = true;
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+std::string Int8ScaleName(const std::string& weight_name) { return weight_name + "_scale"; }
 
 absl::StatusOr<json> ReadJsonFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -83,6 +142,9 @@ absl::StatusOr<std::shared_ptr<const Checkpoint>> Checkpoint::Open(const fs::pat
                         absl::StrCat((dir / "").string(), config.status().message()));
   }
   c->config_ = *config;
+  if (absl::Status s = ParseQuantization(cfg, &c->quantization_, &c->quant_modules_); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat((dir / "config.json").string(), ": ", s.message()));
+  }
   if (fs::exists(dir / "generation_config.json")) {
     MAMBA_ASSIGN_OR_RETURN(json gen, ReadJsonFile(dir / "generation_config.json"));
     json merged = cfg;
@@ -234,15 +296,17 @@ absl::Status Checkpoint::Bind() {
   // Present, lm_head.weight unties the head (whatever the config says, as the issue of record
   // and HF's loading of such files agree); absent, the head is the embedding, which an untied
   // config forbids: silently reusing the embedding would compute a different model.
-  MAMBA_RETURN_IF_ERROR(
-      get({"lm_head.weight"}, {c.vocab_size, d}, !c.tie_word_embeddings, &lm_head_));
+  // A quantized checkpoint stores an int8 head even for a tied model (the embedding stays float).
+  MAMBA_RETURN_IF_ERROR(get({"lm_head.weight"}, {c.vocab_size, d},
+                            !c.tie_word_embeddings || Quantizes("lm_head"), &lm_head_));
   // torch.save of a tied model (mamba_ssm's pytorch_model.bin) stores lm_head.weight as the
   // embedding's own bytes: that head is tied, and an engine need not hold it twice.
   if (lm_head_ != nullptr && lm_head_->data == embedding_->data &&
       lm_head_->dtype == embedding_->dtype) {
     lm_head_ = nullptr;
   }
-  if (lm_head_ != nullptr) config_.tie_word_embeddings = false;  // what is computed (model info)
+  // What is computed (model info); an int8 head of a tied model is the embedding, quantized.
+  if (lm_head_ != nullptr && !Quantizes("lm_head")) config_.tie_word_embeddings = false;
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     LayerTensors& L = layers_[static_cast<size_t>(i)];
@@ -272,6 +336,7 @@ absl::Status Checkpoint::Bind() {
     MAMBA_RETURN_IF_ERROR(get({m + "out_proj.weight"}, {d, e}, true, &L.out_proj));
     MAMBA_RETURN_IF_ERROR(get({m + "out_proj.bias"}, {d}, c.use_bias, &L.out_proj_bias));
   }
+  MAMBA_RETURN_IF_ERROR(BindQuantized(&used));
   for (const auto& [name, where] : by_name_) {
     if (!used.count(name)) {
       return absl::InvalidArgumentError(
@@ -279,6 +344,74 @@ absl::Status Checkpoint::Bind() {
                        "' (not part of a ", std::string(ModelTypeName(c.model_type)),
                        " model with ", c.num_hidden_layers, " layers and this config)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+bool Checkpoint::Quantizes(std::string_view module) const {
+  return std::find(quant_modules_.begin(), quant_modules_.end(), module) != quant_modules_.end();
+}
+
+// Binds the scales of the int8 matrices quantization_config lists (each must be I8, with F32
+// scales [rows, Int8GroupCount(k, group_size)], finite and >= 0) and refuses any other I8 tensor.
+absl::Status Checkpoint::BindQuantized(std::set<std::string>* used) {
+  auto file = [&](const std::string& name) {
+    return by_name_.at(name).second->path().filename().string();
+  };
+  std::set<std::string> int8;
+  auto bind = [&](const char* module, const TensorInfo* t, const TensorInfo** scale) {
+    if (t == nullptr || !Quantizes(module)) return absl::OkStatus();  // e.g. Mamba-2's x_proj
+    if (t->dtype != DType::kI8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file(t->name), ": tensor '", t->name, "' is ", kernels::Name(t->dtype),
+                       " but config.json's quantization_config lists '", module, "' as int8"));
+    }
+    const int64_t n = t->shape[0], k = t->NumElements() / n;
+    const std::vector<int64_t> want = {n,
+                                       kernels::cpu::Int8GroupCount(k, quantization_.group_size)};
+    const std::string name = Int8ScaleName(t->name);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end()) {
+      return absl::NotFoundError(absl::StrCat(dir_.filename().string(), ": missing tensor '", name,
+                                              "' ", ShapeStr(want), " (the scales of int8 '",
+                                              t->name, "')"));
+    }
+    const TensorInfo& s = *it->second.first;
+    if (s.dtype != DType::kF32 || s.shape != want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file(name), ": tensor '", name, "' is ", kernels::Name(s.dtype), " ",
+                       ShapeStr(s.shape), "; the scales of '", t->name, "' with group_size ",
+                       quantization_.group_size, " are float32 ", ShapeStr(want)));
+    }
+    for (int64_t i = 0; i < s.NumElements(); ++i) {
+      float v;
+      std::memcpy(&v, s.data + i * 4, 4);
+      if (!(v >= 0.0f) || !std::isfinite(v)) {
+        return absl::InvalidArgumentError(absl::StrCat(file(name), ": tensor '", name, "' holds ",
+                                                       v, " at [", i / want[1], ", ", i % want[1],
+                                                       "] (scales must be finite and >= 0)"));
+      }
+    }
+    used->insert(name);
+    int8.insert(t->name);
+    *scale = &s;
+    return absl::OkStatus();
+  };
+  MAMBA_RETURN_IF_ERROR(bind("lm_head", lm_head_, &lm_head_scale_));
+  for (LayerTensors& L : layers_) {
+    MAMBA_RETURN_IF_ERROR(bind("in_proj", L.in_proj, &L.in_proj_scale));
+    MAMBA_RETURN_IF_ERROR(bind("x_proj", L.x_proj, &L.x_proj_scale));
+    MAMBA_RETURN_IF_ERROR(bind("dt_proj", L.dt_proj, &L.dt_proj_scale));
+    MAMBA_RETURN_IF_ERROR(bind("out_proj", L.out_proj, &L.out_proj_scale));
+  }
+  for (const auto& [name, where] : by_name_) {
+    if (where.first->dtype != DType::kI8 || int8.count(name)) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        file(name), ": tensor '", name, "' is int8 but ",
+        quantization_.int8
+            ? absl::StrCat("is not a matrix of the modules quantization_config lists (",
+                           absl::StrJoin(quant_modules_, ", "), ")")
+            : absl::StrCat("config.json has no '", kInt8QuantMethod, "' quantization_config")));
   }
   return absl::OkStatus();
 }
@@ -291,6 +424,14 @@ void Checkpoint::ReleasePages(const TensorInfo& t) const {
 
 void Checkpoint::ReleaseAllPages() const {
   for (const auto& [name, where] : by_name_) where.second->ReleasePages(*where.first);
+}
+
+std::vector<const TensorInfo*> Checkpoint::tensors() const {
+  std::vector<const TensorInfo*> out;
+  for (const auto& f : files_) {
+    for (const TensorInfo& t : f->tensors()) out.push_back(&t);
+  }
+  return out;
 }
 
 int64_t Checkpoint::stored_bytes() const {

@@ -1,12 +1,16 @@
 // A Hugging Face Mamba model directory, opened as users download it: config.json,
 // model.safetensors or a sharded index + shards, else pytorch_model.bin (sharded or not; read
 // without running code, see pickle_reader.h) (F32/F16/BF16), optional generation_config.json.
-// Files stay memory-mapped; every tensor is checked against the config before use.
+// Also MambaServe's own int8 checkpoints (mamba-quantize; docs/ARCHITECTURE.md, "Quantized
+// checkpoints"): I8 matrices with F32 `.weight_scale` tensors. Files stay memory-mapped; every
+// tensor is checked against the config before use.
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -33,7 +37,24 @@ struct LayerTensors {
   const TensorInfo* gated_norm = nullptr;    // Mamba-2 only: mixer.norm.weight [d_inner]
   const TensorInfo* out_proj = nullptr;      // [d_model, d_inner]; Mamba-2 [d_model, mlp+d_inner]
   const TensorInfo* out_proj_bias = nullptr;
+  // A quantized checkpoint's scales of the I8 matrices above: F32 [rows, groups] (see
+  // kernels::cpu::Int8GroupCount); null unless that matrix is stored as int8.
+  const TensorInfo* in_proj_scale = nullptr;
+  const TensorInfo* x_proj_scale = nullptr;
+  const TensorInfo* dt_proj_scale = nullptr;
+  const TensorInfo* out_proj_scale = nullptr;
 };
+
+// How a checkpoint's matrices are quantized (config.json's quantization_config).
+struct QuantizationInfo {
+  bool int8 = false;       // quant_method "mambaserve_int8": symmetric int8 + fp32 scales
+  int64_t group_size = 0;  // inputs per scale (0: one scale per row)
+};
+
+// The quant_method of MambaServe's int8 checkpoints, and the modules they may quantize.
+inline constexpr char kInt8QuantMethod[] = "mambaserve_int8";
+inline constexpr const char* kInt8QuantModules[] = {"in_proj", "x_proj", "dt_proj", "out_proj",
+                                                    "lm_head"};
 
 class Checkpoint {
  public:
@@ -44,10 +65,19 @@ class Checkpoint {
   const std::filesystem::path& dir() const { return dir_; }
   const TensorInfo& embedding() const { return *embedding_; }  // [vocab, d_model]
   const TensorInfo& norm_f() const { return *norm_f_; }        // [d_model]
-  const TensorInfo* lm_head() const { return lm_head_; }       // null when tied
+  // Null when tied. In a quantized checkpoint that lists lm_head, the int8 head (written for
+  // tied models too: the embedding lookup stays the float table) with its scale.
+  const TensorInfo* lm_head() const { return lm_head_; }
+  const TensorInfo* lm_head_scale() const { return lm_head_scale_; }
+  const QuantizationInfo& quantization() const { return quantization_; }
   const LayerTensors& layer(int64_t i) const { return layers_[static_cast<size_t>(i)]; }
-  // The dtype of the bulk of the weights (in_proj of layer 0): what dtype=auto computes in.
-  DType weight_dtype() const { return layers_.front().in_proj->dtype; }
+  // The dtype of the bulk of the weights (in_proj of layer 0; int8 for a quantized checkpoint):
+  // what dtype=auto computes in.
+  DType weight_dtype() const {
+    return quantization_.int8 ? DType::kI8 : layers_.front().in_proj->dtype;
+  }
+  // Every tensor, files in order and each file's in its order (for tools that rewrite one).
+  std::vector<const TensorInfo*> tensors() const;
   // Bytes of all tensors as stored.
   int64_t stored_bytes() const;
   // Identifies the model across processes (32 hex digits): a hash of config.json (and the
@@ -63,6 +93,8 @@ class Checkpoint {
   Checkpoint() = default;
   absl::Status LoadFiles();
   absl::Status Bind();
+  absl::Status BindQuantized(std::set<std::string>* used);
+  bool Quantizes(std::string_view module) const;
 
   void ComputeFingerprint(const nlohmann::json& config);
 
@@ -74,8 +106,14 @@ class Checkpoint {
   const TensorInfo* embedding_ = nullptr;
   const TensorInfo* norm_f_ = nullptr;
   const TensorInfo* lm_head_ = nullptr;
+  const TensorInfo* lm_head_scale_ = nullptr;
   std::vector<LayerTensors> layers_;
+  QuantizationInfo quantization_;
+  std::vector<std::string> quant_modules_;  // quantization_config.modules
 };
+
+// "X.weight" -> "X.weight_scale": the name of an int8 matrix's scales.
+std::string Int8ScaleName(const std::string& weight_name);
 
 // Reads and parses a JSON file; errors name the file.
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::filesystem::path& path);

@@ -189,13 +189,7 @@ std::string PythonJson(const json& j) {
   return text;
 }
 
-absl::Status WriteJson(const fs::path& path, const json& j) {
-  std::ofstream out(path);
-  out << PythonJson(j) << "\n";
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
-  return absl::OkStatus();
-}
+absl::Status WriteJson(const fs::path& path, const json& j) { return WriteJsonFile(path, j); }
 
 absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pending>& tensors,
                          const fs::path& dir) {
@@ -238,6 +232,14 @@ absl::Status WriteShards(const RandomCheckpointOptions& o, const std::vector<Pen
 }
 
 }  // namespace
+
+absl::Status WriteJsonFile(const fs::path& path, const json& j) {
+  std::ofstream out(path);
+  out << PythonJson(j) << "\n";
+  out.close();
+  if (!out) return absl::InternalError(absl::StrCat(path.string(), ": write failed"));
+  return absl::OkStatus();
+}
 
 absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& o, const fs::path& dir) {
   MAMBA_RETURN_IF_ERROR(o.config.Validate());

@@ -35,4 +35,8 @@ struct RandomCheckpointOptions {
 absl::Status WriteRandomCheckpoint(const RandomCheckpointOptions& options,
                                    const std::filesystem::path& dir);
 
+// Writes `j` (2-space indent) as Python's json module would: an infinite time_step_limit bound,
+// held as the string "Infinity" (how ReadJsonFile reads the bare token), is written bare again.
+absl::Status WriteJsonFile(const std::filesystem::path& path, const nlohmann::json& j);
+
 }  // namespace mamba::engine

@@ -262,6 +262,10 @@ absl::Status WritePytorchBin(const std::filesystem::path& path,
                              std::span<const TensorToWrite> tensors,
                              const PytorchBinWriteOptions& options) {
   for (const TensorToWrite& t : tensors) {
+    if (t.dtype == DType::kI8) {  // quantized checkpoints are safetensors only
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.name, "': int8 is not written to pytorch_model.bin"));
+    }
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
     if (t.bytes.size() != static_cast<size_t>(n) * kernels::SizeOf(t.dtype)) {

@@ -20,8 +20,9 @@ absl::StatusOr<DType> ParseDType(const std::string& s) {
   if (s == "F32") return DType::kF32;
   if (s == "F16") return DType::kF16;
   if (s == "BF16") return DType::kBF16;
+  if (s == "I8") return DType::kI8;  // a quantized checkpoint's matrices (Checkpoint checks where)
   return absl::InvalidArgumentError(
-      absl::StrCat("dtype ", s, " is not supported (F32, F16 and BF16 are)"));
+      absl::StrCat("dtype ", s, " is not supported (F32, F16, BF16 and I8 are)"));
 }
 
 const char* DTypeTag(DType t) {

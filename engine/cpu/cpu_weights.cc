@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/threading.h"
 
@@ -49,23 +51,66 @@ GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
   return GemmWeight{compute, data, n, k};
 }
 
-// A [n, k] matrix in `compute`: packed for our kernel when the CPU runs it; else, for oneDNN,
-// the mapped bytes when the dtype matches, or a converted copy. A copy lets the tensor's mapped
-// pages go (a model is then resident once, not twice: falcon-mamba-7b in bf16 is 14.5 GB) unless
-// `keep_mapped` (the embedding, whose rows lookups read from the mapping).
-absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& t, DType compute,
-                                     CpuWeights* w, bool keep_mapped = false) {
-  const int64_t n = t.shape[0];
-  const int64_t k = t.NumElements() / n;
+// A stored int8 matrix (`t` I8, `scale` F32 [n, groups]) dequantized to fp32 (q * scale), for a
+// quantized checkpoint run in float32/bfloat16/float16: the quantized model, in float.
+std::unique_ptr<std::byte[]> Dequantize(const TensorInfo& t, const TensorInfo& scale,
+                                        int64_t group_size) {
+  const int64_t n = t.shape[0], k = t.NumElements() / n, groups = scale.shape[1];
+  const int64_t k_pad = (k + 3) / 4 * 4;  // the grouping of kernels::cpu::Int8Weight
+  const int64_t group = group_size == 0 ? k_pad : std::min(group_size, k_pad);
+  auto buf = std::make_unique<std::byte[]>(static_cast<size_t>(n * k) * 4);
+  kernels::cpu::ParallelFor(n, [&](int64_t r0, int64_t r1) {
+    std::vector<float> s(static_cast<size_t>(groups));
+    for (int64_t r = r0; r < r1; ++r) {
+      std::memcpy(s.data(), scale.data + r * groups * 4, s.size() * 4);  // maybe unaligned
+      const auto* q = reinterpret_cast<const int8_t*>(t.data) + r * k;
+      auto* out = reinterpret_cast<float*>(buf.get()) + r * k;
+      for (int64_t l = 0; l < k; ++l) out[l] = static_cast<float>(q[l]) * s[l / group];
+    }
+  });
+  return buf;
+}
+
+// A [n, k] matrix in `compute`. int8: a stored int8 matrix packed as it is (`scale` its scales),
+// a float one quantized here. Else packed for our kernel when the CPU runs it; else, for oneDNN,
+// the mapped bytes when the dtype matches, or a converted copy (a stored int8 matrix dequantized
+// to fp32 first). A copy lets the tensor's mapped pages go (a model is then resident once, not
+// twice: falcon-mamba-7b in bf16 is 14.5 GB) unless `keep_mapped` (the embedding, whose rows
+// lookups read from the mapping).
+absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& stored,
+                                     const TensorInfo* scale, DType compute, CpuWeights* w,
+                                     bool keep_mapped = false) {
+  const int64_t n = stored.shape[0];
+  const int64_t k = stored.NumElements() / n;
   CpuMatrix m;
   if (compute == DType::kI8) {
-    MAMBA_ASSIGN_OR_RETURN(m.int8,
-                           kernels::cpu::QuantizeWeight(t.data, t.dtype, n, k, w->int8_group_size));
+    if (stored.dtype == DType::kI8) {
+      std::vector<float> s(static_cast<size_t>(scale->NumElements()));
+      std::memcpy(s.data(), scale->data, s.size() * 4);
+      absl::StatusOr<kernels::cpu::Int8Weight> p = kernels::cpu::PackInt8Weight(
+          reinterpret_cast<const int8_t*>(stored.data), s.data(), n, k, w->int8_group_size);
+      if (!p.ok()) {
+        return absl::Status(p.status().code(),
+                            absl::StrCat("tensor '", stored.name, "': ", p.status().message()));
+      }
+      m.int8 = std::move(*p);
+    } else {
+      MAMBA_ASSIGN_OR_RETURN(m.int8, kernels::cpu::QuantizeWeight(stored.data, stored.dtype, n, k,
+                                                                  w->int8_group_size));
+    }
     const int64_t scale_bytes = static_cast<int64_t>(m.int8.scales.size()) * 4;
     w->gemm_bytes += m.int8.bytes + scale_bytes;
     w->owned_bytes += m.int8.bytes + scale_bytes;
-    if (!keep_mapped) ckpt.ReleasePages(t);
+    if (!keep_mapped) ckpt.ReleasePages(stored);
     return m;
+  }
+  TensorInfo t = stored;
+  std::unique_ptr<std::byte[]> dequantized;
+  if (stored.dtype == DType::kI8) {
+    dequantized = Dequantize(stored, *scale, w->int8_group_size);
+    t.dtype = DType::kF32;
+    t.data = dequantized.get();
+    t.nbytes = static_cast<size_t>(n * k) * 4;
   }
   w->gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(compute));
   if (w->packed) {
@@ -77,7 +122,11 @@ absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& t
   } else {
     m.plain = MakeGemmWeight(t, compute, w);
   }
-  if (!keep_mapped && m.plain.data != t.data) ckpt.ReleasePages(t);
+  if (dequantized && m.plain.data == dequantized.get()) {  // fp32 for oneDNN: the copy is it
+    w->owned_bytes += static_cast<int64_t>(t.nbytes);
+    w->storage.push_back(std::move(dequantized));
+  }
+  if (!keep_mapped && m.plain.data != stored.data) ckpt.ReleasePages(stored);
   return m;
 }
 
@@ -114,10 +163,21 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
   w->compute = compute;
   w->packed = compute != DType::kI8 && kernels::cpu::PackedGemmSupported(compute);
   w->int8_group_size = int8_group_size;
+  if (const QuantizationInfo& q = ckpt.quantization(); q.int8) {
+    // A quantized checkpoint keeps its grouping (the matrices it does not list are quantized
+    // with it too when computing in int8).
+    if (int8_group_size != 0 && int8_group_size != q.group_size && compute == DType::kI8) {
+      NamedLogger("engine")->warn(
+          "cpu: --int8-group-size {} ignored: the quantized checkpoint's group size is {}",
+          int8_group_size, q.group_size);
+    }
+    w->int8_group_size = q.group_size;
+  }
   w->embedding = &ckpt.embedding();
   MAMBA_ASSIGN_OR_RETURN(
-      w->lm_head, MakeMatrix(ckpt, ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), compute,
-                             w.get(), /*keep_mapped=*/ckpt.lm_head() == nullptr));
+      w->lm_head,
+      MakeMatrix(ckpt, ckpt.lm_head() ? *ckpt.lm_head() : ckpt.embedding(), ckpt.lm_head_scale(),
+                 compute, w.get(), /*keep_mapped=*/ckpt.lm_head() == nullptr));
   w->norm_f = ToF32(&ckpt.norm_f());
   if (c.mixer_rms_norm()) {
     w->mixer_norm_ones.assign(static_cast<size_t>(std::max(c.time_step_rank, c.state_size)), 1.0f);
@@ -126,12 +186,16 @@ absl::StatusOr<std::unique_ptr<CpuWeights>> PrepareCpuWeights(const Checkpoint& 
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CpuLayerWeights L;
-    MAMBA_ASSIGN_OR_RETURN(L.in_proj, MakeMatrix(ckpt, *t.in_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.in_proj,
+                           MakeMatrix(ckpt, *t.in_proj, t.in_proj_scale, compute, w.get()));
     if (!c.is_mamba2()) {
-      MAMBA_ASSIGN_OR_RETURN(L.x_proj, MakeMatrix(ckpt, *t.x_proj, compute, w.get()));
-      MAMBA_ASSIGN_OR_RETURN(L.dt_proj, MakeMatrix(ckpt, *t.dt_proj, compute, w.get()));
+      MAMBA_ASSIGN_OR_RETURN(L.x_proj,
+                             MakeMatrix(ckpt, *t.x_proj, t.x_proj_scale, compute, w.get()));
+      MAMBA_ASSIGN_OR_RETURN(L.dt_proj,
+                             MakeMatrix(ckpt, *t.dt_proj, t.dt_proj_scale, compute, w.get()));
     }
-    MAMBA_ASSIGN_OR_RETURN(L.out_proj, MakeMatrix(ckpt, *t.out_proj, compute, w.get()));
+    MAMBA_ASSIGN_OR_RETURN(L.out_proj,
+                           MakeMatrix(ckpt, *t.out_proj, t.out_proj_scale, compute, w.get()));
     L.norm = ToF32(t.norm);
     L.in_proj_bias = ToF32(t.in_proj_bias);
     L.out_proj_bias = ToF32(t.out_proj_bias);
