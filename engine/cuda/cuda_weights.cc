@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/int8_gemm.h"
 #include "kernels/cuda/int8_gemm.h"
@@ -75,6 +76,13 @@ void MatrixShape(const TensorInfo& t, DeviceMatrix* m) {
   m->k = m->n > 0 ? t.NumElements() / m->n : 0;
 }
 
+// The inputs per scale the GPU kernels read for the CPU engine's grouping (QuantizeRowMajor,
+// a quantized checkpoint): group_size 0 is one group over k rounded up to 4, read as any group
+// size >= k.
+int64_t Int8Group(int64_t k, int64_t group_size) {
+  return group_size > 0 ? group_size : (k + 3) / 4 * 4;
+}
+
 class Planner {
  public:
   // A tensor converted to dtype `to` (the embedding), straight from the checkpoint.
@@ -84,24 +92,41 @@ class Planner {
       return UploadConverted(dst, t.data, t.dtype, to, t.NumElements(), t.name);
     });
   }
-  // A GEMM weight in dtype `to` (fp32/bf16/fp16), straight from the checkpoint.
-  void Matrix(const TensorInfo& t, DType to, DeviceMatrix* m, int64_t* gemm_bytes) {
+  // A GEMM weight in dtype `to` (fp32/bf16/fp16), straight from the checkpoint; a stored int8
+  // one (`scale` its scales, `group_size` the checkpoint's) dequantized on the host first.
+  void Matrix(const TensorInfo& t, const TensorInfo* scale, int64_t group_size, DType to,
+              DeviceMatrix* m, int64_t* gemm_bytes) {
     MatrixShape(t, m);
     m->dtype = to;
     m->x_dtype = to;
     *gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(to));
-    Raw(t, to, &m->data);
+    if (t.dtype != DType::kI8) return Raw(t, to, &m->data);
+    const int64_t n = m->n, k = m->k, group = Int8Group(k, group_size);
+    Add(static_cast<size_t>(n * k) * kernels::SizeOf(to), &m->data,
+        [&t, scale, n, k, group, to](std::byte* dst) -> absl::Status {
+          if (scale == nullptr) return absl::InternalError(absl::StrCat(t.name, ": no scales"));
+          const int64_t groups = kernels::cpu::Int8GroupCount(k, group);
+          std::vector<float> s(static_cast<size_t>(n * groups)), w(static_cast<size_t>(n * k));
+          std::memcpy(s.data(), scale->data, s.size() * 4);  // maybe unaligned
+          const auto* q = reinterpret_cast<const int8_t*>(t.data);
+          for (int64_t i = 0; i < n * k; ++i) {
+            w[static_cast<size_t>(i)] = static_cast<float>(q[i]) *
+                                        s[static_cast<size_t>((i / k) * groups + (i % k) / group)];
+          }
+          return UploadConverted(dst, reinterpret_cast<const std::byte*>(w.data()), DType::kF32, to,
+                                 n * k, t.name);
+        });
   }
-  // A GEMM weight quantized to int8 at upload: q [n, k] then its scales, one arena entry.
-  // `x_dtype` is the dtype of its inputs (for the workspace of the larger-m path).
-  void Int8Matrix(const TensorInfo& t, int64_t group_size, DType x_dtype, DeviceMatrix* m,
-                  int64_t* gemm_bytes, size_t* workspace_bytes) {
+  // An int8 GEMM weight, q [n, k] then its scales [n, groups] in one arena entry: a float
+  // tensor quantized at upload as the CPU engine quantizes it, or a stored int8 one (`scale` its
+  // scales) copied as it is. `x_dtype` is the dtype of its inputs (for the workspace of the
+  // larger-m path).
+  void Int8Matrix(const TensorInfo& t, const TensorInfo* scale, int64_t group_size, DType x_dtype,
+                  DeviceMatrix* m, int64_t* gemm_bytes, size_t* workspace_bytes) {
     MatrixShape(t, m);
     m->dtype = DType::kI8;
     m->x_dtype = x_dtype;
-    // The CPU engine's grouping (QuantizeRowMajor): group_size 0 means one group over k rounded
-    // up to 4, which the GPU kernels read as any group_size >= k.
-    m->group_size = group_size > 0 ? group_size : (m->k + 3) / 4 * 4;
+    m->group_size = Int8Group(m->k, group_size);
     const int64_t n = m->n, k = m->k, groups = kernels::cpu::Int8GroupCount(k, group_size);
     const size_t q_bytes = static_cast<size_t>(n * k), at_scales = AlignUp(q_bytes),
                  s_bytes = static_cast<size_t>(n * groups) * 4;
@@ -110,7 +135,31 @@ class Planner {
         std::max(*workspace_bytes, kernels::cuda::Int8GemmWorkspaceBytes(n, k, x_dtype));
     Entry e;
     e.offset = total_;
-    e.upload = [&t, n, k, groups, group_size, at_scales](std::byte* dst) -> absl::Status {
+    e.upload = [&t, scale, n, k, groups, group_size, at_scales,
+                s_bytes](std::byte* dst) -> absl::Status {
+      if (t.dtype == DType::kI8) {
+        if (scale == nullptr || scale->nbytes != s_bytes) {
+          return absl::InternalError(
+              absl::StrCat(t.name, ": scales missing or not [", n, ", ", groups, "] fp32"));
+        }
+        // What PackInt8Weight refuses on the CPU: -128 (symmetric int8 is [-127, 127]) and
+        // negative or non-finite scales.
+        const auto* q = reinterpret_cast<const int8_t*>(t.data);
+        if (std::find(q, q + n * k, int8_t{-128}) != q + n * k) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("tensor '", t.name, "': -128 (int8 weights are in [-127, 127])"));
+        }
+        std::vector<float> s(static_cast<size_t>(n * groups));
+        std::memcpy(s.data(), scale->data, s_bytes);  // maybe unaligned
+        for (float v : s) {
+          if (!(v >= 0.0f) || !std::isfinite(v)) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "tensor '", scale->name, "': a negative or non-finite scale (", v, ")"));
+          }
+        }
+        MAMBA_RETURN_IF_ERROR(CopyToDevice(dst, q, static_cast<size_t>(n * k), t.name));
+        return CopyToDevice(dst + at_scales, s.data(), s_bytes, scale->name);
+      }
       std::vector<int8_t> q(static_cast<size_t>(n * k));
       std::vector<float> scales(static_cast<size_t>(n * groups));
       MAMBA_RETURN_IF_ERROR(kernels::cpu::QuantizeRowMajor(t.data, t.dtype, n, k, group_size,
@@ -194,17 +243,15 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
     return absl::InvalidArgumentError(absl::StrCat("int8 group size ", int8_group_size,
                                                    ": 0 (a scale per row) or a multiple of 4"));
   }
-  // Quantized checkpoints (int8 tensors with their scales) are not read here yet.
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const LayerTensors& t = ckpt.layer(i);
-    for (const TensorInfo* m : {t.in_proj, t.x_proj, t.dt_proj, t.out_proj}) {
-      if (m != nullptr && m->dtype == DType::kI8) {
-        return absl::UnimplementedError(
-            absl::StrCat(m->name,
-                         " is stored as int8: the CUDA engine quantizes float checkpoints at load "
-                         "(--dtype int8) and does not read quantized checkpoints yet"));
-      }
+  // A quantized checkpoint keeps its grouping (matrices it does not list are quantized with it
+  // too when computing in int8).
+  if (const QuantizationInfo& qi = ckpt.quantization(); qi.int8) {
+    if (int8 && int8_group_size != 0 && int8_group_size != qi.group_size) {
+      NamedLogger("cuda")->warn(
+          "cuda: --int8-group-size {} ignored: the quantized checkpoint's group size is {}",
+          int8_group_size, qi.group_size);
     }
+    int8_group_size = qi.group_size;
   }
   auto weights = std::make_unique<CudaWeights>();
   CudaWeights& cw = *weights;
@@ -212,12 +259,13 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   cw.compute = int8 ? DType::kBF16 : weight_dtype;
   cw.layers.resize(static_cast<size_t>(c.num_hidden_layers));
   Planner plan;
-  // A GEMM weight in the weights' dtype (quantized at upload for int8).
-  auto gemm_matrix = [&](const TensorInfo& t, DeviceMatrix* m) {
+  // A GEMM weight in the weights' dtype (quantized at upload for int8, unless stored so).
+  auto gemm_matrix = [&](const TensorInfo& t, const TensorInfo* scale, DeviceMatrix* m) {
     if (int8) {
-      plan.Int8Matrix(t, int8_group_size, cw.compute, m, &cw.gemm_bytes, &cw.int8_workspace_bytes);
+      plan.Int8Matrix(t, scale, int8_group_size, cw.compute, m, &cw.gemm_bytes,
+                      &cw.int8_workspace_bytes);
     } else {
-      plan.Matrix(t, weight_dtype, m, &cw.gemm_bytes);
+      plan.Matrix(t, scale, int8_group_size, weight_dtype, m, &cw.gemm_bytes);
     }
   };
   // The embedding stays in its stored dtype (rows are converted on lookup, as on the CPU); the
@@ -227,7 +275,7 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   plan.Raw(emb, emb.dtype, &cw.embedding);
   const TensorInfo* head = ckpt.lm_head();
   const bool alias_head = head == nullptr && emb.dtype == weight_dtype;
-  if (!alias_head) gemm_matrix(head ? *head : emb, &cw.lm_head);
+  if (!alias_head) gemm_matrix(head ? *head : emb, ckpt.lm_head_scale(), &cw.lm_head);
   plan.Floats(&ckpt.norm_f(), &cw.norm_f);
   if (c.mixer_rms_norm()) {
     plan.Constant(std::max(c.time_step_rank, c.state_size), 1.0f, &cw.mixer_norm_ones);
@@ -237,12 +285,20 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerTensors& t = ckpt.layer(i);
     CudaLayerWeights& L = cw.layers[static_cast<size_t>(i)];
-    gemm_matrix(*t.in_proj, &L.in_proj);
+    gemm_matrix(*t.in_proj, t.in_proj_scale, &L.in_proj);
     if (!m2) {  // Mamba-2's dt, B and C come from in_proj
-      gemm_matrix(*t.x_proj, &L.x_proj);
-      plan.Matrix(*t.dt_proj, DType::kF32, &L.dt_proj, &cw.gemm_bytes);
+      gemm_matrix(*t.x_proj, t.x_proj_scale, &L.x_proj);
+      // fp32 from a float checkpoint; a stored int8 dt_proj stays int8 with int8 weights (its
+      // input, x_proj's output, is fp32).
+      if (int8 && t.dt_proj->dtype == DType::kI8) {
+        plan.Int8Matrix(*t.dt_proj, t.dt_proj_scale, int8_group_size, DType::kF32, &L.dt_proj,
+                        &cw.gemm_bytes, &cw.int8_workspace_bytes);
+      } else {
+        plan.Matrix(*t.dt_proj, t.dt_proj_scale, int8_group_size, DType::kF32, &L.dt_proj,
+                    &cw.gemm_bytes);
+      }
     }
-    gemm_matrix(*t.out_proj, &L.out_proj);
+    gemm_matrix(*t.out_proj, t.out_proj_scale, &L.out_proj);
     plan.Floats(t.norm, &L.norm);
     plan.Floats(t.in_proj_bias, &L.in_proj_bias);
     plan.Floats(t.out_proj_bias, &L.out_proj_bias);

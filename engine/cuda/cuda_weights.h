@@ -73,8 +73,9 @@ struct CudaWeights {
 };
 
 // Plans, allocates and uploads (synchronously) every tensor the engine uses. `weights` kI8
-// quantizes the GEMM matrices on the host (kernels::cpu::QuantizeWeight, int8_group_size inputs
-// per scale, 0: one per row) before the upload.
+// quantizes float GEMM matrices on the host (kernels::cpu::QuantizeRowMajor, int8_group_size
+// inputs per scale, 0: one per row) and uploads a quantized checkpoint's int8 matrices and scales
+// as they are (with its group size); a float `weights` dtype dequantizes those.
 absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint& checkpoint,
                                                                kernels::DType weights,
                                                                int64_t int8_group_size = 0);

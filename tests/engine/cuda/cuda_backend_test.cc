@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "engine/backend_factory.h"
+#include "engine/checkpoint_quantizer.h"
 #include "engine/cpu/cpu_backend.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
@@ -159,6 +160,40 @@ TEST_P(CudaBackendTest, GraphDecodeEqualsEagerDecode) {
   }
   EXPECT_GE(backend_->graphs_captured(), 1);
   EXPECT_EQ(eager->graphs_captured(), 0);
+}
+
+// A quantized checkpoint (WriteInt8Checkpoint, mamba-quantize) runs with its int8 matrices and
+// scales uploaded as stored, dt_proj included (int8 with fp32 inputs): prefill and decode against
+// the weight-only reference that quantizes dt_proj too, at bf16 tolerances.
+TEST_P(CudaBackendTest, QuantizedCheckpointMatchesReference) {
+  if (GetParam().compute != ComputeDType::kInt8) GTEST_SKIP() << "int8 variants only";
+  QuantizeCheckpointOptions qo;
+  qo.group_size = GetParam().int8_group_size;
+  auto written = WriteInt8Checkpoint(*checkpoint_, dir_.path() / "int8", qo);
+  ASSERT_TRUE(written.ok()) << written.status();
+  auto q = Checkpoint::Open(dir_.path() / "int8");
+  ASSERT_TRUE(q.ok()) << q.status();
+  BackendOptions bo;  // dtype auto: the checkpoint's int8
+  bo.num_slots = 2;
+  auto b = cuda::CudaBackend::Create(*q, bo, 0);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->compute_dtype(), DType::kI8);
+  testing::ReferenceOptions ro;
+  ro.int8 = true;
+  ro.int8_group_size = GetParam().int8_group_size;
+  ro.int8_activations = false;
+  ro.int8_dt_proj = true;
+  testing::ReferenceModel ref(*checkpoint_, ro);
+  const auto tol = testing::TolerancesFor(DType::kBF16).reference;
+  const auto prompt = RandomPrompt(13, vocab(), 41);
+  Logits got;
+  ChunkInput in{SlotId(1), prompt, true, true};
+  ASSERT_TRUE((*b)->Prefill({&in, 1}, &got).ok());
+  EXPECT_TRUE(AllClose(got.Row(0), ref.Forward(prompt), tol));
+  for (TokenId t : {TokenId{3}, TokenId{7}}) {
+    ASSERT_TRUE(Dec(**b, {SlotId(1)}, {t}, &got).ok());
+    EXPECT_TRUE(AllClose(got.Row(0), ref.Forward({&t, 1}), tol)) << "token " << t;
+  }
 }
 
 // Greedy sampling on the device reports what the host Sampler reports at temperature 0.
