@@ -67,6 +67,28 @@ TEST(ModelFlags, Int8Weights) {
   EXPECT_EQ(server->Terminate(), 0);
 }
 
+// A quantized checkpoint (mamba-quantize of the demo model) is served in int8 under the default
+// --dtype auto, reported as int8, with the greedy text of --dtype int8 on the float model.
+TEST(ModelFlags, QuantizedCheckpoint) {
+  TempDir dir;
+  const fs::path q = dir.path() / "kjv-int8";
+  const std::string cmd = BinaryPath("mamba-quantize").string() + " --model " +
+                          (SourceDir() / "models/kjv-mamba-4x192").string() + " --out " +
+                          q.string() + " > " + (dir.path() / "log").string() + " 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto server = ServerProcess::Start({"--model", q.string()});
+  ASSERT_TRUE(server);
+  const int port = server->http_port();
+  auto info = HttpRequest(port, "GET", "/info");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(json::parse(info->body)["model_dtype"], "torch.int8") << info->body;
+  auto r = Complete(port, {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], " unto him, Go, and let us");
+  EXPECT_EQ(server->Terminate(), 0);
+}
+
 TEST(ModelFlags, AnyNameWithoutStrictMode) {
   auto server = ServerProcess::Start({});
   ASSERT_TRUE(server);
