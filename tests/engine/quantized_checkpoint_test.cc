@@ -139,6 +139,13 @@ TEST_P(QuantizedCheckpointTest, LoadsAndComputesWhatInt8AtLoadComputes) {
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  // The comparison sees the grouping: every variant has a matrix that the other group size
+  // (0 vs 64) quantizes differently.
+  auto regrouped = MakeCpu(*orig, ComputeDType::kInt8, c.group == 0 ? 64 : 0);
+  ASSERT_TRUE(regrouped);
+  const std::vector<float> d = RunLogits(*regrouped, 0);
+  ASSERT_LE(d.size(), b.size());
+  EXPECT_NE(0, std::memcmp(d.data(), b.data(), d.size() * sizeof(float)));
   // A group size asked for that differs from the checkpoint's is ignored (with a warning).
   auto other = MakeCpu(*q, ComputeDType::kInt8, c.group == 0 ? 32 : 0);
   ASSERT_TRUE(other);
