@@ -329,6 +329,29 @@ TEST(QuantizedCheckpointRefusals, NegativeOrNanScale) {
   }
 }
 
+// The fingerprint (what exported states are checked against) covers the scales: another scale
+// is another model.
+TEST(QuantizedCheckpointRefusals, ScalesAreInTheFingerprint) {
+  TempDir dir;
+  const fs::path m = WriteQuantized(dir);
+  auto before = Checkpoint::Open(m);
+  ASSERT_TRUE(before.ok()) << before.status();
+  const std::string fp = (*before)->fingerprint();
+  before->reset();
+  EditTensors(m, [&](auto& t, auto& keep) {
+    for (TensorToWrite& x : t) {
+      if (x.name != "backbone.layers.1.mixer.dt_proj.weight_scale") continue;
+      keep.emplace_back(x.bytes.begin(), x.bytes.end());
+      const float v = 0.125f;
+      std::memcpy(keep.back().data() + 4 * 7, &v, 4);
+      x.bytes = keep.back();
+    }
+  });
+  auto after = Checkpoint::Open(m);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_NE((*after)->fingerprint(), fp);
+}
+
 TEST(QuantizedCheckpointRefusals, MinusOneTwentyEightIsRefusedAtLoad) {
   TempDir dir;
   const fs::path m = WriteQuantized(dir);
