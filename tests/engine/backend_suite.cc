@@ -28,10 +28,13 @@ DType ComputeOf(const BackendVariant& v) {
 }  // namespace
 
 BackendTolerances TolerancesFor(DType compute) {
-  // int8 is checked as tightly as fp32: the reference quantizes as the engine does
-  // (ReferenceOptions), so what is left is fp32 rounding (measured: 1.2e-7 at most on the suite's
-  // variants; against the unquantized reference the same logits are off by 1e-2).
-  if (compute == DType::kF32 || compute == DType::kI8) return {{2e-4, 1e-3}, {1e-4, 1e-4}};
+  if (compute == DType::kF32) return {{2e-4, 1e-3}, {1e-4, 1e-4}};
+  // int8: the reference quantizes as the engine does (ReferenceOptions), so what is left is fp32
+  // rounding (1.2e-7 at most on the suite's variants) and, now and then, an activation that
+  // fp32 and float64 round to neighbouring int8 steps (quantized_checkpoint_test met one:
+  // 2.9e-3 on logits of ~0.3). Against the unquantized reference the suite's logits are off by
+  // 1.0e-2 to 1.2e-2, which this tolerance refuses.
+  if (compute == DType::kI8) return {{5e-3, 5e-3}, {1e-4, 1e-4}};
   return {{4e-2, 4e-2}, {4e-2, 4e-2}};
 }
 

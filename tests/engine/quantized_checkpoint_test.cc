@@ -19,6 +19,7 @@
 #include "engine/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/reference_model.h"
 #include "tests/engine/test_support.h"
 
 namespace mamba::engine {
@@ -164,6 +165,20 @@ TEST_P(QuantizedCheckpointTest, LoadsAndComputesWhatInt8AtLoadComputes) {
     mag = std::max(mag, static_cast<double>(std::fabs(b[i])));
   }
   EXPECT_LT(worst, 0.05 * mag + 1e-3) << "float32 on the dequantized weights vs int8";
+  // The float64 reference reads the stored int8 values too: it matches the int8 run with the
+  // activations quantized as the engine does (at int8's tolerance: see TolerancesFor), and the
+  // float32 run with them as they are.
+  testing::ReferenceModel ref_int8(ck, testing::ReferenceOptions{true, c.group, true, true});
+  testing::ReferenceModel ref_float(ck);
+  const auto prompt = RandomPrompt(13, ck.config().vocab_size, 3);
+  const auto V = static_cast<size_t>(ck.config().vocab_size);
+  ASSERT_GE(f.size(), prompt.size() * V);
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    const std::vector<double> want_int8 = ref_int8.Forward({&prompt[t], 1});
+    const std::vector<double> want_float = ref_float.Forward({&prompt[t], 1});
+    EXPECT_TRUE(testing::AllClose({b.data() + t * V, V}, want_int8, 5e-3, 5e-3)) << "int8, " << t;
+    EXPECT_TRUE(testing::AllClose({f.data() + t * V, V}, want_float, 2e-4, 1e-3)) << "fp32, " << t;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, QuantizedCheckpointTest, ::testing::ValuesIn(Cases()),

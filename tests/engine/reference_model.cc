@@ -26,6 +26,21 @@ std::vector<double> Int8Dequantized(const TensorInfo* t, int64_t group_size) {
   return {w.begin(), w.end()};
 }
 
+// A quantized checkpoint's I8 matrix [n, k] times its F32 scales [n, groups] (groups of
+// `group_size` inputs, 0 = the whole row).
+std::vector<double> FromInt8(const TensorInfo& t, const TensorInfo& scale, int64_t group_size) {
+  const int64_t n = t.shape[0], k = t.NumElements() / n, groups = scale.NumElements() / n;
+  const int64_t g = group_size == 0 ? k : group_size;
+  const std::vector<double> q = ToDouble(&t), s = ToDouble(&scale);
+  std::vector<double> w(q.size());
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t l = 0; l < k; ++l) {
+      w[j * k + l] = q[j * k + l] * s[j * groups + std::min(l / g, groups - 1)];
+    }
+  }
+  return w;
+}
+
 // y[n] = sum_k W[n, k] x[k] (+ b[n])
 std::vector<double> Linear(const std::vector<double>& w, const std::vector<double>& b,
                            const std::vector<double>& x, size_t n) {
@@ -56,25 +71,32 @@ double Softplus(double v) { return v > 20.0 ? v : std::log1p(std::exp(v)); }
 
 ReferenceModel::ReferenceModel(const Checkpoint& ck, const ReferenceOptions& options)
     : c_(ck.config()), options_(options) {
-  auto matrix = [&](const TensorInfo* t) {
+  // A matrix as the engine computes with it: a quantized checkpoint's int8 values as stored,
+  // else quantized at load for int8 compute, else as stored.
+  auto matrix = [&](const TensorInfo* t, const TensorInfo* scale = nullptr) {
+    if (t != nullptr && t->dtype == kernels::DType::kI8) {
+      if (scale == nullptr) std::abort();  // Checkpoint::Open refuses an I8 matrix without one
+      return FromInt8(*t, *scale, ck.quantization().group_size);
+    }
     return options.int8 ? Int8Dequantized(t, options.int8_group_size) : ToDouble(t);
   };
   embedding_ = ToDouble(&ck.embedding());
   norm_f_ = ToDouble(&ck.norm_f());
-  lm_head_ = matrix(ck.lm_head() ? ck.lm_head() : &ck.embedding());
+  lm_head_ = ck.lm_head() ? matrix(ck.lm_head(), ck.lm_head_scale()) : matrix(&ck.embedding());
   for (int64_t i = 0; i < c_.num_hidden_layers; ++i) {
     const LayerTensors& t = ck.layer(i);
     Layer L{ToDouble(t.norm),
-            matrix(t.in_proj),
+            matrix(t.in_proj, t.in_proj_scale),
             ToDouble(t.in_proj_bias),
             ToDouble(t.conv),
             ToDouble(t.conv_bias),
-            matrix(t.x_proj),
-            options.int8_dt_proj ? matrix(t.dt_proj) : ToDouble(t.dt_proj),
+            matrix(t.x_proj, t.x_proj_scale),
+            options.int8_dt_proj || t.dt_proj_scale ? matrix(t.dt_proj, t.dt_proj_scale)
+                                                    : ToDouble(t.dt_proj),
             ToDouble(t.dt_proj_bias),
             ToDouble(t.a_log),
             ToDouble(t.d),
-            matrix(t.out_proj),
+            matrix(t.out_proj, t.out_proj_scale),
             ToDouble(t.out_proj_bias),
             ToDouble(t.gated_norm),
             {},
