@@ -53,8 +53,8 @@ TEST(ModelFlags, ServedNamesAndStrictMode) {
 // --dtype int8: the demo model served with int8 weights (quantized at load), reported as such,
 // and its greedy text starting as the float model's (docs/PERF.md, "int8 weights": the first 16
 // tokens of this prompt agree with fp32).
-TEST(ModelFlags, Int8Weights) {
-  auto server = ServerProcess::Start({"--dtype", "int8"});
+void ExpectServesInt8(const std::vector<std::string>& flags) {
+  auto server = ServerProcess::Start(flags);
   ASSERT_TRUE(server);
   const int port = server->http_port();
   auto info = HttpRequest(port, "GET", "/info");
@@ -67,6 +67,8 @@ TEST(ModelFlags, Int8Weights) {
   EXPECT_EQ(server->Terminate(), 0);
 }
 
+TEST(ModelFlags, Int8Weights) { ExpectServesInt8({"--dtype", "int8"}); }
+
 // A quantized checkpoint (mamba-quantize of the demo model) is served in int8 under the default
 // --dtype auto, reported as int8, with the greedy text of --dtype int8 on the float model.
 TEST(ModelFlags, QuantizedCheckpoint) {
@@ -76,17 +78,7 @@ TEST(ModelFlags, QuantizedCheckpoint) {
                           (SourceDir() / "models/kjv-mamba-4x192").string() + " --out " +
                           q.string() + " > " + (dir.path() / "log").string() + " 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  auto server = ServerProcess::Start({"--model", q.string()});
-  ASSERT_TRUE(server);
-  const int port = server->http_port();
-  auto info = HttpRequest(port, "GET", "/info");
-  ASSERT_TRUE(info);
-  EXPECT_EQ(json::parse(info->body)["model_dtype"], "torch.int8") << info->body;
-  auto r = Complete(port, {{"prompt", "And God said"}, {"max_tokens", 8}, {"temperature", 0}});
-  ASSERT_TRUE(r);
-  ASSERT_EQ(r->status, 200) << r->body;
-  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], " unto him, Go, and let us");
-  EXPECT_EQ(server->Terminate(), 0);
+  ExpectServesInt8({"--model", q.string()});
 }
 
 TEST(ModelFlags, AnyNameWithoutStrictMode) {
