@@ -52,12 +52,19 @@ GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
 }
 
 // A stored int8 matrix (`t` I8, `scale` F32 [n, groups]) dequantized to fp32 (q * scale), for a
-// quantized checkpoint run in float32/bfloat16/float16: the quantized model, in float.
-std::unique_ptr<std::byte[]> Dequantize(const TensorInfo& t, const TensorInfo& scale,
-                                        int64_t group_size) {
+// quantized checkpoint run in float32/bfloat16/float16: the quantized model, in float. -128
+// (which quantization never writes) is refused here as PackInt8Weight refuses it for int8.
+absl::StatusOr<std::unique_ptr<std::byte[]>> Dequantize(const TensorInfo& t,
+                                                        const TensorInfo& scale,
+                                                        int64_t group_size) {
   const int64_t n = t.shape[0], k = t.NumElements() / n, groups = scale.shape[1];
   const int64_t k_pad = (k + 3) / 4 * 4;  // the grouping of kernels::cpu::Int8Weight
   const int64_t group = group_size == 0 ? k_pad : std::min(group_size, k_pad);
+  const auto* all = reinterpret_cast<const int8_t*>(t.data);
+  if (std::find(all, all + n * k, int8_t{-128}) != all + n * k) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", t.name, "': int8 value -128 (symmetric int8 is -127..127)"));
+  }
   auto buf = std::make_unique<std::byte[]>(static_cast<size_t>(n * k) * 4);
   kernels::cpu::ParallelFor(n, [&](int64_t r0, int64_t r1) {
     std::vector<float> s(static_cast<size_t>(groups));
@@ -98,16 +105,18 @@ absl::StatusOr<CpuMatrix> MakeMatrix(const Checkpoint& ckpt, const TensorInfo& s
       MAMBA_ASSIGN_OR_RETURN(m.int8, kernels::cpu::QuantizeWeight(stored.data, stored.dtype, n, k,
                                                                   w->int8_group_size));
     }
-    const int64_t scale_bytes = static_cast<int64_t>(m.int8.scales.size()) * 4;
-    w->gemm_bytes += m.int8.bytes + scale_bytes;
-    w->owned_bytes += m.int8.bytes + scale_bytes;
+    // The scales and the per-column offsets (the VNNI paths read both every step).
+    const int64_t side_bytes =
+        static_cast<int64_t>(m.int8.scales.size() * 4 + m.int8.offsets.size() * 4);
+    w->gemm_bytes += m.int8.bytes + side_bytes;
+    w->owned_bytes += m.int8.bytes + side_bytes;
     if (!keep_mapped) ckpt.ReleasePages(stored);
     return m;
   }
   TensorInfo t = stored;
   std::unique_ptr<std::byte[]> dequantized;
   if (stored.dtype == DType::kI8) {
-    dequantized = Dequantize(stored, *scale, w->int8_group_size);
+    MAMBA_ASSIGN_OR_RETURN(dequantized, Dequantize(stored, *scale, w->int8_group_size));
     t.dtype = DType::kF32;
     t.data = dequantized.get();
     t.nbytes = static_cast<size_t>(n * k) * 4;

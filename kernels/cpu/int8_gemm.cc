@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/int8_gemm_internal.h"
@@ -27,8 +28,17 @@ inline int8_t Round127(float v) {
 
 MAMBA_CPU_CLONES float QuantizeRow(const float* x, int64_t k, int8_t* q) {
   float amax = 0.0f;
-  for (int64_t l = 0; l < k; ++l) amax = std::max(amax, std::fabs(x[l]));
-  if (!(amax > 0.0f)) {  // zero (or NaN) row
+  bool finite = true;
+  for (int64_t l = 0; l < k; ++l) {
+    const float a = std::fabs(x[l]);
+    amax = std::max(amax, a);
+    finite &= a <= std::numeric_limits<float>::max();  // false for NaN and inf
+  }
+  if (!finite) {  // a NaN scale: the row's outputs are NaN, as in float, never silently finite
+    std::memset(q, 0, static_cast<size_t>(k));
+    return std::numeric_limits<float>::quiet_NaN();
+  }
+  if (!(amax > 0.0f)) {  // zero row
     std::memset(q, 0, static_cast<size_t>(k));
     return 0.0f;
   }

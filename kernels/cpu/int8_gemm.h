@@ -76,7 +76,8 @@ absl::StatusOr<Int8Weight> PackInt8Weight(const int8_t* q, const float* scales, 
 std::vector<float> DequantizeWeight(const Int8Weight& w);
 
 // One activation row x [k] to q [k] in [-127, 127]; returns its scale (max|x| / 127, 0 for a zero
-// row), x ~ q * scale. Every path and the reference quantize with this rounding.
+// row, NaN for a row holding a NaN or an infinity, so that its outputs are NaN as in float),
+// x ~ q * scale. Every path and the reference quantize with this rounding.
 float QuantizeActivationRow(const float* x, int64_t k, int8_t* q);
 
 enum class Int8Path : uint8_t { kAuto, kVnni, kDequantF32, kScalar, kAvx2, kAvxVnni };

@@ -148,7 +148,7 @@ TEST_P(QuantizedCheckpointTest, LoadsAndComputesWhatInt8AtLoadComputes) {
   ASSERT_LE(d.size(), b.size());
   EXPECT_NE(0, std::memcmp(d.data(), b.data(), d.size() * sizeof(float)));
   // A group size asked for that differs from the checkpoint's is ignored (with a warning).
-  auto other = MakeCpu(*q, ComputeDType::kInt8, c.group == 0 ? 32 : 0);
+  auto other = MakeCpu(*q, ComputeDType::kInt8, 32);
   ASSERT_TRUE(other);
   const std::vector<float> o = RunLogits(*other, 1);
   ASSERT_LE(o.size(), b.size());

@@ -191,8 +191,28 @@ TEST(ServerBinary, BadFlagsExitWithUsageError) {
   EXPECT_NE(std::system((bin + " --tls-cert only.pem > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --slots -1 > /dev/null 2>&1").c_str()), 0);
   EXPECT_NE(std::system((bin + " --http-idle-timeout 0 > /dev/null 2>&1").c_str()), 0);
-  EXPECT_NE(std::system((bin + " --dtype int4 > /dev/null 2>&1").c_str()), 0);
-  EXPECT_NE(std::system((bin + " --dtype int8 --int8-group-size 6 > /dev/null 2>&1").c_str()), 0);
+}
+
+// An unknown --dtype and an int8 group size that is not a multiple of 4 are refused at start-up
+// with a message naming the flag and the accepted values.
+TEST(ServerBinary, BadDtypeFlagsAreNamed) {
+  const fs::path log = fs::temp_directory_path() / ("mamba-dtype-" + std::to_string(getpid()));
+  auto run = [&](const std::string& flags) {
+    const std::string cmd = BinaryPath("mamba-server").string() + " --http-port 0 --grpc-port 0 " +
+                            flags + " > " + log.string() + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream in(log);
+    std::string out((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(rc, 0) << flags << ": " << out;
+    return out;
+  };
+  const std::string int4 = run("--dtype int4");
+  EXPECT_NE(int4.find("int4"), std::string::npos) << int4;
+  EXPECT_NE(int4.find("int8"), std::string::npos) << int4;  // the accepted values are listed
+  const std::string group = run("--dtype int8 --int8-group-size 6");
+  EXPECT_NE(group.find("--int8-group-size"), std::string::npos) << group;
+  EXPECT_NE(group.find("multiple of 4"), std::string::npos) << group;
+  fs::remove(log);
 }
 
 // An unknown --log-level is refused at start-up (usage error, exit code 2) with a message that

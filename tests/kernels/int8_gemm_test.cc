@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -226,6 +227,36 @@ TEST(Int8GemmPathsTest, AutoTakesTheFirstSupportedPathInOrder) {
   for (Int8Path p : {Int8Path::kVnni, Int8Path::kDequantF32, Int8Path::kAvx2, Int8Path::kAvxVnni}) {
     const absl::Status s = Int8Gemm({x.data(), 8, &*q, nullptr, y.data(), 16, 1, false, p});
     EXPECT_EQ(s.ok(), Int8GemmSupported(p)) << Int8PathName(p) << ": " << s;
+  }
+}
+
+// A NaN or an infinity in an activation row makes that row's outputs NaN on every integer path
+// (as in float; never a finite number quantized from a zeroed row), and leaves the other rows'
+// bits alone.
+TEST(Int8GemmPathsTest, NonFiniteActivationsGiveNaNRows) {
+  constexpr int64_t n = 37, k = 40, m = 4;
+  const std::vector<float> w = Random(n * k, 3);
+  auto q = QuantizeWeight(w.data(), DType::kF32, n, k, 8);
+  ASSERT_TRUE(q.ok());
+  std::vector<float> x = Random(m * k, 4), bias = Random(n, 5);
+  x[1 * k + 7] = std::numeric_limits<float>::quiet_NaN();
+  x[2 * k + 30] = -std::numeric_limits<float>::infinity();
+  for (Int8Path p : {Int8Path::kScalar, Int8Path::kAvx2, Int8Path::kAvxVnni, Int8Path::kVnni}) {
+    if (!Int8GemmSupported(p)) continue;
+    std::vector<float> y(m * n), clean(n);
+    ASSERT_TRUE(Int8Gemm({x.data(), k, &*q, bias.data(), y.data(), n, m, false, p}).ok());
+    for (int64_t r = 0; r < m; ++r) {
+      ASSERT_TRUE(
+          Int8Gemm({x.data() + r * k, k, &*q, bias.data(), clean.data(), n, 1, false, p}).ok());
+      for (int64_t j = 0; j < n; ++j) {
+        const float got = y[r * n + j];
+        if (r == 1 || r == 2) {
+          EXPECT_TRUE(std::isnan(got)) << Int8PathName(p) << " row " << r << " col " << j;
+        } else {
+          EXPECT_EQ(0, std::memcmp(&got, &clean[j], 4)) << Int8PathName(p) << " row " << r;
+        }
+      }
+    }
   }
 }
 
