@@ -12,6 +12,7 @@
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cpu/int8_gemm.h"
+#include "kernels/cpu/threading.h"
 #include "kernels/cuda/int8_gemm.h"
 
 namespace mamba::engine::cuda {
@@ -77,10 +78,22 @@ void MatrixShape(const TensorInfo& t, DeviceMatrix* m) {
 }
 
 // The inputs per scale the GPU kernels read for the CPU engine's grouping (QuantizeRowMajor,
-// a quantized checkpoint): group_size 0 is one group over k rounded up to 4, read as any group
-// size >= k.
+// a quantized checkpoint): at most k rounded up to 4 (k_pad), as Int8GroupCount and
+// NewInt8Weight cap it, so that ceil(k / group) cannot overflow; group_size 0 is one group over
+// k_pad, read as any group size >= k.
 int64_t Int8Group(int64_t k, int64_t group_size) {
-  return group_size > 0 ? group_size : (k + 3) / 4 * 4;
+  const int64_t k_pad = (k + 3) / 4 * 4;
+  return group_size > 0 ? std::min(group_size, k_pad) : k_pad;
+}
+
+// What PackInt8Weight refuses on the CPU: -128 (symmetric int8 is [-127, 127]).
+absl::Status RefuseMinus128(const TensorInfo& t, const int8_t* q, int64_t n, int64_t k) {
+  const int8_t* at = std::find(q, q + n * k, int8_t{-128});
+  if (at == q + n * k) return absl::OkStatus();
+  const int64_t i = at - q;
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "': int8 value -128 at [",
+                                                 i / k, ", ", i % k,
+                                                 "] (symmetric int8 is [-127, 127])"));
 }
 
 class Planner {
@@ -101,18 +114,32 @@ class Planner {
     m->x_dtype = to;
     *gemm_bytes += t.NumElements() * static_cast<int64_t>(kernels::SizeOf(to));
     if (t.dtype != DType::kI8) return Raw(t, to, &m->data);
-    const int64_t n = m->n, k = m->k, group = Int8Group(k, group_size);
+    const int64_t n = m->n, k = m->k, group = Int8Group(k, group_size),
+                  groups = kernels::cpu::Int8GroupCount(k, group);
     Add(static_cast<size_t>(n * k) * kernels::SizeOf(to), &m->data,
-        [&t, scale, n, k, group, to](std::byte* dst) -> absl::Status {
-          if (scale == nullptr) return absl::InternalError(absl::StrCat(t.name, ": no scales"));
-          const int64_t groups = kernels::cpu::Int8GroupCount(k, group);
+        [&t, scale, n, k, group, groups, to](std::byte* dst) -> absl::Status {
+          if (scale == nullptr || groups < 1 ||
+              scale->nbytes != static_cast<size_t>(n * groups) * 4) {
+            return absl::InternalError(
+                absl::StrCat(t.name, ": scales missing or not [", n, ", ", groups, "] fp32"));
+          }
+          const auto* q = reinterpret_cast<const int8_t*>(t.data);
+          MAMBA_RETURN_IF_ERROR(RefuseMinus128(t, q, n, k));
           std::vector<float> s(static_cast<size_t>(n * groups)), w(static_cast<size_t>(n * k));
           std::memcpy(s.data(), scale->data, s.size() * 4);  // maybe unaligned
-          const auto* q = reinterpret_cast<const int8_t*>(t.data);
-          for (int64_t i = 0; i < n * k; ++i) {
-            w[static_cast<size_t>(i)] = static_cast<float>(q[i]) *
-                                        s[static_cast<size_t>((i / k) * groups + (i % k) / group)];
-          }
+          // Row by row in parallel, one scale per group of `group` inputs.
+          kernels::cpu::ParallelFor(n, [&](int64_t j0, int64_t j1) {
+            for (int64_t j = j0; j < j1; ++j) {
+              const int8_t* qr = q + j * k;
+              const float* sr = s.data() + j * groups;
+              float* wr = w.data() + j * k;
+              for (int64_t g = 0, l0 = 0; l0 < k; ++g, l0 += group) {
+                const float scale_g = sr[g];
+                const int64_t l1 = std::min(k, l0 + group);
+                for (int64_t l = l0; l < l1; ++l) wr[l] = static_cast<float>(qr[l]) * scale_g;
+              }
+            }
+          });
           return UploadConverted(dst, reinterpret_cast<const std::byte*>(w.data()), DType::kF32, to,
                                  n * k, t.name);
         });
@@ -142,13 +169,9 @@ class Planner {
           return absl::InternalError(
               absl::StrCat(t.name, ": scales missing or not [", n, ", ", groups, "] fp32"));
         }
-        // What PackInt8Weight refuses on the CPU: -128 (symmetric int8 is [-127, 127]) and
-        // negative or non-finite scales.
+        // What PackInt8Weight refuses on the CPU: -128 and negative or non-finite scales.
         const auto* q = reinterpret_cast<const int8_t*>(t.data);
-        if (std::find(q, q + n * k, int8_t{-128}) != q + n * k) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("tensor '", t.name, "': -128 (int8 weights are in [-127, 127])"));
-        }
+        MAMBA_RETURN_IF_ERROR(RefuseMinus128(t, q, n, k));
         std::vector<float> s(static_cast<size_t>(n * groups));
         std::memcpy(s.data(), scale->data, s_bytes);  // maybe unaligned
         for (float v : s) {
@@ -288,9 +311,10 @@ absl::StatusOr<std::unique_ptr<CudaWeights>> UploadCudaWeights(const Checkpoint&
     gemm_matrix(*t.in_proj, t.in_proj_scale, &L.in_proj);
     if (!m2) {  // Mamba-2's dt, B and C come from in_proj
       gemm_matrix(*t.x_proj, t.x_proj_scale, &L.x_proj);
-      // fp32 from a float checkpoint; a stored int8 dt_proj stays int8 with int8 weights (its
-      // input, x_proj's output, is fp32).
-      if (int8 && t.dt_proj->dtype == DType::kI8) {
+      // fp32 in the float dtypes; int8 with int8 weights, quantized at load like the other
+      // matrices (or as stored), as the CPU engine does, so that a quantized checkpoint computes
+      // what --dtype int8 on its original computes. Its input, x_proj's output, is fp32.
+      if (int8) {
         plan.Int8Matrix(*t.dt_proj, t.dt_proj_scale, int8_group_size, DType::kF32, &L.dt_proj,
                         &cw.gemm_bytes, &cw.int8_workspace_bytes);
       } else {

@@ -23,8 +23,9 @@ struct DeviceMatrix {
   const void* data = nullptr;  // [n, k] in dtype
   kernels::DType dtype = kernels::DType::kF32;
   kernels::DType x_dtype = kernels::DType::kF32;  // its inputs' dtype: dtype, unless int8
-  const float* scales = nullptr;                  // int8: [n, ceil(k / group_size)]
-  int64_t group_size = 0;  // int8: inputs per scale (>= k: one scale per row)
+  const float* scales = nullptr;                  // int8: [n, Int8Groups(k, group_size)]
+  // int8: inputs per scale, at most k rounded up to 4 (>= k: one scale per row).
+  int64_t group_size = 0;
   int64_t n = 0;
   int64_t k = 0;
 };
@@ -34,8 +35,9 @@ struct DeviceMatrix {
 struct CudaLayerWeights {
   DeviceMatrix in_proj;  // [2*d_inner, d_model]; Mamba-2 [in_proj_size, d_model]
   DeviceMatrix x_proj;   // [dt_rank + 2*d_state, d_inner]; absent in Mamba-2
-  // [d_inner, dt_rank] always fp32 (int8 models too): its input is x_proj's fp32 output, so no
-  // cast kernel runs between the two GEMMs (this matrix is ~2% of a layer's bytes). Absent in
+  // [d_inner, dt_rank] fp32 in the float dtypes: its input is x_proj's fp32 output, so no cast
+  // kernel runs between the two GEMMs (this matrix is ~2% of a layer's bytes). With int8 weights
+  // int8 like the other matrices (as the CPU engine quantizes it), with fp32 x. Absent in
   // Mamba-2.
   DeviceMatrix dt_proj;
   DeviceMatrix out_proj;                 // [d_model, d_inner]; Mamba-2 [d_model, mlp + d_inner]

@@ -67,11 +67,11 @@ struct Expand16<__half> {
 // rows r < m <= M of x in fp32, and the warp sums its lanes. x (at most 8 rows) stays in cache
 // while every weight is read once.
 template <int M, typename XT, bool kVec>
-__global__ void __launch_bounds__(kGemvWarps * 32) Int8GemvKernel(Int8GemmArgs a) {
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    Int8GemvKernel(Int8GemmArgs a, int64_t groups) {  // groups: Int8Groups(a.k, a.group_size)
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5);
   if (j >= a.n) return;  // the whole warp leaves together
-  const int64_t groups = (a.k + a.group_size - 1) / a.group_size;
   const int8_t* q = a.q + j * a.k;
   const float* scale = a.scales + j * groups;
   const XT* x = static_cast<const XT*>(a.x);
@@ -144,10 +144,11 @@ cudaError_t LaunchGemv(const Int8GemmArgs& a, cudaStream_t stream) {
                    Aligned16(a.q) && Aligned16(a.x) &&
                    (a.ldx * static_cast<int64_t>(sizeof(XT))) % 16 == 0;
   const unsigned blocks = CeilDiv(a.n, kGemvWarps);
+  const int64_t groups = Int8Groups(a.k, a.group_size);
   if (vec) {
-    Int8GemvKernel<M, XT, true><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
+    Int8GemvKernel<M, XT, true><<<blocks, kGemvWarps * 32, 0, stream>>>(a, groups);
   } else {
-    Int8GemvKernel<M, XT, false><<<blocks, kGemvWarps * 32, 0, stream>>>(a);
+    Int8GemvKernel<M, XT, false><<<blocks, kGemvWarps * 32, 0, stream>>>(a, groups);
   }
   return cudaGetLastError();
 }
@@ -170,7 +171,9 @@ cudaError_t Int8Gemv(const Int8GemmArgs& a, cudaStream_t stream) {
 }
 
 cudaError_t Int8Dequantize(const Int8DequantArgs& a, cudaStream_t stream) {
-  if (a.rows < 0 || a.k < 1 || a.group_size < 1 || a.groups < 1) return cudaErrorInvalidValue;
+  if (a.rows < 0 || a.k < 1 || a.group_size < 1 || a.groups != Int8Groups(a.k, a.group_size)) {
+    return cudaErrorInvalidValue;
+  }
   if (a.rows == 0) return cudaSuccess;
   if (!a.q || !a.scales || !a.out) return cudaErrorInvalidValue;
   const unsigned blocks = static_cast<unsigned>(

@@ -31,7 +31,7 @@ struct Int8GemmArgs {
   int64_t ldx = 0;
   DType x_dtype = DType::kBF16;  // kBF16, kF16 or kF32
   const int8_t* q = nullptr;     // [n, k] row-major (device)
-  // [n, groups] with groups = ceil(k / group_size): w[j][l] = q[j][l] * scales[j * groups +
+  // [n, groups] with groups = Int8Groups(k, group_size): w[j][l] = q[j][l] * scales[j * groups +
   // l / group_size] (device).
   const float* scales = nullptr;
   int64_t group_size = 0;  // inputs per scale, >= 1; k or more: one scale per row
@@ -48,8 +48,11 @@ struct Int8GemmArgs {
   size_t workspace_bytes = 0;
 };
 
+// ceil(k / group_size), at least 1 and without overflow for any group size (one scale per row
+// from group_size >= k on; a group size < 1, which Int8Gemm refuses, also gives 1).
 inline int64_t Int8Groups(int64_t k, int64_t group_size) {
-  return (k + group_size - 1) / group_size;
+  if (group_size < 1 || k <= group_size) return 1;
+  return (k - 1) / group_size + 1;
 }
 
 // Workspace for W [n, k] dequantized to x_dtype a tile at a time: the whole matrix if it fits
@@ -67,7 +70,7 @@ namespace detail {  // the kernels' launchers (int8_gemm.cu), used by Int8Gemm (
 cudaError_t Int8Gemv(const Int8GemmArgs& a, cudaStream_t stream);
 
 // out[j, l] = x_dtype(q[j, l] * scales[j * groups + l / group_size]) for j < rows, l < k; out
-// rows are k apart.
+// rows are k apart. groups must be Int8Groups(k, group_size).
 struct Int8DequantArgs {
   const int8_t* q = nullptr;      // [rows, k]
   const float* scales = nullptr;  // [rows, groups]

@@ -23,7 +23,7 @@ struct ReferenceOptions {
   bool int8 = false;
   int64_t int8_group_size = 0;
   bool int8_activations = true;
-  bool int8_dt_proj = true;  // false: dt_proj stays float (the CUDA engine keeps it fp32)
+  bool int8_dt_proj = true;  // false: dt_proj stays float (neither engine does this any more)
 };
 
 class ReferenceModel {

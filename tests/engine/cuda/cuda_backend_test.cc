@@ -4,6 +4,7 @@
 // device (fails under MAMBA_REQUIRE_GPU=1), except the checks of what happens without one.
 #include "engine/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -46,9 +47,9 @@ BackendDevice CudaDevice() {
     return std::unique_ptr<Backend>(std::move(*b));
   };
   d.batch_invariant = [](const Backend&) { return false; };  // cuBLAS picks kernels by shape
-  // int8: weight-only (bf16 activations, not quantized), dt_proj kept fp32.
+  // int8: weight-only (bf16 activations, not quantized); dt_proj int8 too, as on the CPU.
   d.int8_scheme.int8_activations = false;
-  d.int8_scheme.int8_dt_proj = false;
+  d.int8_scheme.int8_dt_proj = true;
   d.int8_tolerances = DType::kBF16;
   return d;
 }
@@ -164,7 +165,8 @@ TEST_P(CudaBackendTest, GraphDecodeEqualsEagerDecode) {
 
 // A quantized checkpoint (WriteInt8Checkpoint, mamba-quantize) runs with its int8 matrices and
 // scales uploaded as stored, dt_proj included (int8 with fp32 inputs): prefill and decode against
-// the weight-only reference that quantizes dt_proj too, at bf16 tolerances.
+// the weight-only reference that quantizes dt_proj too, at bf16 tolerances, and bitwise what
+// --dtype int8 on the original computes (dt_proj quantized at load there).
 TEST_P(CudaBackendTest, QuantizedCheckpointMatchesReference) {
   if (GetParam().compute != ComputeDType::kInt8) GTEST_SKIP() << "int8 variants only";
   QuantizeCheckpointOptions qo;
@@ -186,13 +188,19 @@ TEST_P(CudaBackendTest, QuantizedCheckpointMatchesReference) {
   testing::ReferenceModel ref(*checkpoint_, ro);
   const auto tol = testing::TolerancesFor(DType::kBF16).reference;
   const auto prompt = RandomPrompt(13, vocab(), 41);
-  Logits got;
+  auto loaded = MakeBackend(2, bo.max_step_tokens);  // --dtype int8 on the float checkpoint
+  ASSERT_NE(loaded, nullptr);
+  Logits got, want;
   ChunkInput in{SlotId(1), prompt, true, true};
   ASSERT_TRUE((*b)->Prefill({&in, 1}, &got).ok());
+  ASSERT_TRUE(loaded->Prefill({&in, 1}, &want).ok());
   EXPECT_TRUE(AllClose(got.Row(0), ref.Forward(prompt), tol));
+  EXPECT_TRUE(std::ranges::equal(got.Row(0), want.Row(0))) << "prefill";
   for (TokenId t : {TokenId{3}, TokenId{7}}) {
     ASSERT_TRUE(Dec(**b, {SlotId(1)}, {t}, &got).ok());
+    ASSERT_TRUE(Dec(*loaded, {SlotId(1)}, {t}, &want).ok());
     EXPECT_TRUE(AllClose(got.Row(0), ref.Forward({&t, 1}), tol)) << "token " << t;
+    EXPECT_TRUE(std::ranges::equal(got.Row(0), want.Row(0))) << "token " << t;
   }
 }
 

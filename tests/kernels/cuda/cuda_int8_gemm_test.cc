@@ -11,11 +11,18 @@
 // sum of the magnitudes the result is made of. rtol: GEMV 2e-5 (fp32 products and sums: ~sqrt(k)
 // x 2^-24 expected); larger m with fp32 x 2e-5 (W dequantized to fp32, cuBLAS fp32 without TF32);
 // with bf16 / fp16 x 5e-3 / 1e-3 (each dequantized weight is rounded to x's dtype: at most 2^-8 /
-// 2^-11 relative, plus the sums). A wrong scale, group or row is off by O(1) of that sum.
+// 2^-11 relative, plus the sums). The weights of group g of row j are scaled by 2^((j + g) % 4)
+// before quantizing, so the scales of neighbouring groups and rows differ 2x to 8x: a wrong group
+// or row of scales changes those weights by 50% or more. Simulated in float64 for six of these
+// shapes (the largest error over a matrix's outputs, in units of the bf16 bound): the group index
+// one too high, 20x to 70x (grouped shapes); row 0's scales for every row, 18x to 67x; only the
+// last group's scale wrong, 3.5x to 53x. With uniform weights every scale is ~max|w| / 127 and
+// such mistakes stayed under the bound (0.03x to 0.98x) for k >= 512.
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -50,6 +57,20 @@ const Case kCases[] = {
     {"m300_group64_padded_x", 300, 257, 1000, 64, 3, 0},
     {"m300_rows_tiles", 300, 96, 768, 0, 0, 40},
 };
+
+// W [n, k] with group g of row j scaled by 2^((j + g) % 4) (group 0: one group per row), so that
+// scales differ strongly between neighbouring groups and rows.
+std::vector<float> Weights(int64_t n, int64_t k, int64_t group, uint64_t seed, float lo = -1.0f,
+                           float hi = 1.0f) {
+  std::vector<float> w = Random(static_cast<size_t>(n * k), seed, lo, hi);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t l = 0; l < k; ++l) {
+      const int64_t g = group > 0 ? l / group : 0;
+      w[static_cast<size_t>(j * k + l)] *= static_cast<float>(1 << ((j + g) % 4));
+    }
+  }
+  return w;
+}
 
 // W quantized on the host, and its row-major q [n, k] and scales [n, groups] for the device.
 struct Quantized {
@@ -119,7 +140,7 @@ TEST_P(CudaInt8GemmTest, MatchesReference) {
   const int64_t ldx = c.k + c.x_pad, ldy = c.n + 2;
   // x in t's precision (the reference reads the same values as fp32).
   const auto x = RoundTo(Random(static_cast<size_t>(c.m * ldx), 1), t);
-  const auto w = Random(static_cast<size_t>(c.n * c.k), 2, -0.3f, 0.3f);
+  const auto w = Weights(c.n, c.k, c.group, 2, -0.3f, 0.3f);
   const auto bias = Random(static_cast<size_t>(c.n), 3);
   const auto y0 = Random(static_cast<size_t>(c.m * ldy), 4);
   const Quantized qw = Quantize(w, c.n, c.k, c.group);
@@ -192,7 +213,7 @@ TEST_P(CudaInt8GemmTest, GraphCaptureGivesEagerBits) {
   const auto& [c, t] = GetParam();
   const int64_t ldx = c.k + c.x_pad, ldy = c.n;
   const auto x = RoundTo(Random(static_cast<size_t>(c.m * ldx), 5), t);
-  const Quantized qw = Quantize(Random(static_cast<size_t>(c.n * c.k), 6), c.n, c.k, c.group);
+  const Quantized qw = Quantize(Weights(c.n, c.k, c.group, 6), c.n, c.k, c.group);
   ASSERT_FALSE(qw.q.empty());
   DeviceArray<float> x32(t == DType::kF32 ? x : std::vector<float>{});
   DeviceArray<uint16_t> x16(t == DType::kF32 ? std::vector<uint16_t>{} : ToHalfBits(x, t));
@@ -274,6 +295,19 @@ TEST(CudaInt8GemmArgs, RefusesBadArguments) {
   MAMBA_CUDA_ASSERT(cudaStreamSynchronize(stream));
   blas->reset();
   cudaStreamDestroy(stream);
+}
+
+// Host-only: the group count is ceil(k / group_size), at least 1, without overflow for a huge
+// group size (one scale per row).
+TEST(CudaInt8GemmGroups, Count) {
+  EXPECT_EQ(Int8Groups(100, 20), 5);
+  EXPECT_EQ(Int8Groups(100, 64), 2);
+  EXPECT_EQ(Int8Groups(1000, 64), 16);
+  EXPECT_EQ(Int8Groups(100, 100), 1);
+  EXPECT_EQ(Int8Groups(100, 104), 1);
+  EXPECT_EQ(Int8Groups(100, std::numeric_limits<int64_t>::max()), 1);
+  EXPECT_EQ(Int8Groups(100, std::numeric_limits<int64_t>::max() - 3), 1);
+  EXPECT_EQ(Int8Groups(100, 0), 1);
 }
 
 // Host-only: the workspace holds the whole matrix when it fits kInt8TileBytes, else a tile.
