@@ -38,8 +38,8 @@ struct BackendDevice {
   // How the device computes with int8 weights (the reference follows it; `int8` and the group
   // size are set per variant).
   ReferenceOptions int8_scheme;
-  // The tolerances (TolerancesFor) of int8 variants: kI8, as tight as fp32, where activations
-  // stay fp32 (CPU); kBF16 where the GEMM inputs are bf16 (CUDA).
+  // The tolerances (TolerancesFor) of int8 variants: kI8 where activations stay fp32 and are
+  // quantized per row as the reference does (CPU); kBF16 where the GEMM inputs are bf16 (CUDA).
   kernels::DType int8_tolerances = kernels::DType::kI8;
 };
 
