@@ -133,28 +133,9 @@ absl::Status CopySmallFiles(const fs::path& from, const fs::path& to) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::StatusOr<QuantizeCheckpointResult> WriteInt8Checkpoint(const Checkpoint& in,
-                                                             const fs::path& out,
-                                                             const QuantizeCheckpointOptions& o) {
-  if (in.quantization().int8) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        in.dir().string(), " is already quantized (", kInt8QuantMethod, ", group size ",
-        in.quantization().group_size, "): quantize the unquantized checkpoint"));
-  }
-  if (kernels::cpu::Int8GroupCount(1, o.group_size) == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("group size must be 0 (one scale per row) or a positive multiple of 4, got ",
-                     o.group_size));
-  }
-  std::error_code ec;
-  if (fs::exists(out, ec) && (!fs::is_directory(out, ec) || !fs::is_empty(out, ec))) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(out.string(), ": exists and is not an empty directory"));
-  }
-  fs::create_directories(out, ec);
-  if (ec) return absl::InternalError(absl::StrCat(out.string(), ": ", ec.message()));
+// The files of WriteInt8Checkpoint into the (empty) directory `out`.
+absl::StatusOr<QuantizeCheckpointResult> WriteFiles(const Checkpoint& in, const fs::path& out,
+                                                    const QuantizeCheckpointOptions& o) {
   MAMBA_RETURN_IF_ERROR(CopySmallFiles(in.dir(), out));
 
   std::vector<std::string> modules;
@@ -194,6 +175,35 @@ absl::StatusOr<QuantizeCheckpointResult> WriteInt8Checkpoint(const Checkpoint& i
     MAMBA_RETURN_IF_ERROR(WriteJsonFile(
         out / "model.safetensors.index.json",
         json{{"metadata", {{"total_size", r.bytes_after}}}, {"weight_map", weight_map}}));
+  }
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizeCheckpointResult> WriteInt8Checkpoint(const Checkpoint& in,
+                                                             const fs::path& out,
+                                                             const QuantizeCheckpointOptions& o) {
+  if (in.quantization().int8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        in.dir().string(), " is already quantized (", kInt8QuantMethod, ", group size ",
+        in.quantization().group_size, "): quantize the unquantized checkpoint"));
+  }
+  if (kernels::cpu::Int8GroupCount(1, o.group_size) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("group size must be 0 (one scale per row) or a positive multiple of 4, got ",
+                     o.group_size));
+  }
+  std::error_code ec;
+  if (fs::exists(out, ec) && (!fs::is_directory(out, ec) || !fs::is_empty(out, ec))) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(out.string(), ": exists and is not an empty directory"));
+  }
+  fs::create_directories(out, ec);
+  if (ec) return absl::InternalError(absl::StrCat(out.string(), ": ", ec.message()));
+  absl::StatusOr<QuantizeCheckpointResult> r = WriteFiles(in, out, o);
+  if (!r.ok()) {  // leave `out` empty, as it was, so that a rerun is not refused
+    for (const auto& entry : fs::directory_iterator(out, ec)) fs::remove_all(entry.path(), ec);
   }
   return r;
 }

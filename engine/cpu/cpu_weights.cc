@@ -52,29 +52,19 @@ GemmWeight MakeGemmWeight(const TensorInfo& t, DType compute, CpuWeights* w) {
 }
 
 // A stored int8 matrix (`t` I8, `scale` F32 [n, groups]) dequantized to fp32 (q * scale), for a
-// quantized checkpoint run in float32/bfloat16/float16: the quantized model, in float. -128
-// (which quantization never writes) is refused here as PackInt8Weight refuses it for int8.
+// quantized checkpoint run in float32/bfloat16/float16: the quantized model, in float.
 absl::StatusOr<std::unique_ptr<std::byte[]>> Dequantize(const TensorInfo& t,
                                                         const TensorInfo& scale,
                                                         int64_t group_size) {
-  const int64_t n = t.shape[0], k = t.NumElements() / n, groups = scale.shape[1];
-  const int64_t k_pad = (k + 3) / 4 * 4;  // the grouping of kernels::cpu::Int8Weight
-  const int64_t group = group_size == 0 ? k_pad : std::min(group_size, k_pad);
-  const auto* all = reinterpret_cast<const int8_t*>(t.data);
-  if (std::find(all, all + n * k, int8_t{-128}) != all + n * k) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor '", t.name, "': int8 value -128 (symmetric int8 is -127..127)"));
-  }
+  const int64_t n = t.shape[0], k = t.NumElements() / n;
+  std::vector<float> s(static_cast<size_t>(scale.NumElements()));
+  std::memcpy(s.data(), scale.data, s.size() * 4);  // maybe unaligned in the mapping
   auto buf = std::make_unique<std::byte[]>(static_cast<size_t>(n * k) * 4);
-  kernels::cpu::ParallelFor(n, [&](int64_t r0, int64_t r1) {
-    std::vector<float> s(static_cast<size_t>(groups));
-    for (int64_t r = r0; r < r1; ++r) {
-      std::memcpy(s.data(), scale.data + r * groups * 4, s.size() * 4);  // maybe unaligned
-      const auto* q = reinterpret_cast<const int8_t*>(t.data) + r * k;
-      auto* out = reinterpret_cast<float*>(buf.get()) + r * k;
-      for (int64_t l = 0; l < k; ++l) out[l] = static_cast<float>(q[l]) * s[l / group];
-    }
-  });
+  const absl::Status st =
+      kernels::cpu::DequantizeRowMajor(reinterpret_cast<const int8_t*>(t.data), s.data(), n, k,
+                                       group_size, reinterpret_cast<float*>(buf.get()));
+  if (!st.ok())
+    return absl::Status(st.code(), absl::StrCat("tensor '", t.name, "': ", st.message()));
   return buf;
 }
 

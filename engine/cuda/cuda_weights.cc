@@ -123,23 +123,13 @@ class Planner {
             return absl::InternalError(
                 absl::StrCat(t.name, ": scales missing or not [", n, ", ", groups, "] fp32"));
           }
-          const auto* q = reinterpret_cast<const int8_t*>(t.data);
-          MAMBA_RETURN_IF_ERROR(RefuseMinus128(t, q, n, k));
           std::vector<float> s(static_cast<size_t>(n * groups)), w(static_cast<size_t>(n * k));
           std::memcpy(s.data(), scale->data, s.size() * 4);  // maybe unaligned
-          // Row by row in parallel, one scale per group of `group` inputs.
-          kernels::cpu::ParallelFor(n, [&](int64_t j0, int64_t j1) {
-            for (int64_t j = j0; j < j1; ++j) {
-              const int8_t* qr = q + j * k;
-              const float* sr = s.data() + j * groups;
-              float* wr = w.data() + j * k;
-              for (int64_t g = 0, l0 = 0; l0 < k; ++g, l0 += group) {
-                const float scale_g = sr[g];
-                const int64_t l1 = std::min(k, l0 + group);
-                for (int64_t l = l0; l < l1; ++l) wr[l] = static_cast<float>(qr[l]) * scale_g;
-              }
-            }
-          });
+          const absl::Status st = kernels::cpu::DequantizeRowMajor(
+              reinterpret_cast<const int8_t*>(t.data), s.data(), n, k, group, w.data());
+          if (!st.ok()) {
+            return absl::Status(st.code(), absl::StrCat("tensor '", t.name, "': ", st.message()));
+          }
           return UploadConverted(dst, reinterpret_cast<const std::byte*>(w.data()), DType::kF32, to,
                                  n * k, t.name);
         });

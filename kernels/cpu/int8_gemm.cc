@@ -156,6 +156,32 @@ int64_t Int8GroupCount(int64_t k, int64_t group_size) {
   return (k_pad + g - 1) / g;
 }
 
+absl::Status DequantizeRowMajor(const int8_t* q, const float* scales, int64_t n, int64_t k,
+                                int64_t group_size, float* w) {
+  const int64_t groups = Int8GroupCount(k, group_size);
+  if (n <= 0 || groups < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int8 dequantize: bad shape [", n, ", ", k, "] or group size ", group_size));
+  }
+  if (const int8_t* at = std::find(q, q + n * k, int8_t{-128}); at != q + n * k) {
+    return absl::InvalidArgumentError(absl::StrCat("int8 value -128 at [", (at - q) / k, ", ",
+                                                   (at - q) % k,
+                                                   "] (symmetric int8 is [-127, 127])"));
+  }
+  const int64_t k_pad = (k + 3) / 4 * 4;
+  const int64_t group = group_size == 0 ? k_pad : std::min(group_size, k_pad);
+  ParallelFor(n, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* s = scales + j * groups;
+      for (int64_t g = 0, l0 = 0; l0 < k; ++g, l0 += group) {
+        const int64_t l1 = std::min(k, l0 + group);
+        for (int64_t l = l0; l < l1; ++l) w[j * k + l] = static_cast<float>(q[j * k + l]) * s[g];
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int64_t n, int64_t k,
                                           int64_t group_size) {
   absl::StatusOr<Int8Weight> made = NewInt8Weight(n, k, group_size);

@@ -66,6 +66,12 @@ int64_t Int8GroupCount(int64_t k, int64_t group_size);
 absl::Status QuantizeRowMajor(const void* src, DType src_dtype, int64_t n, int64_t k,
                               int64_t group_size, int8_t* q, float* scales);
 
+// Row-major q [n, k] and scales [n, Int8GroupCount(k, group_size)] as QuantizeRowMajor writes
+// them, dequantized to fp32 w [n, k] (q * scale), rows in parallel: a quantized checkpoint run in
+// a float dtype. Refuses q = -128 (naming its position), as PackInt8Weight does.
+absl::Status DequantizeRowMajor(const int8_t* q, const float* scales, int64_t n, int64_t k,
+                                int64_t group_size, float* w);
+
 // The packed Int8Weight (offsets included) of row-major q [n, k] and scales [n, groups] as
 // QuantizeRowMajor writes them: PackInt8Weight(QuantizeRowMajor(W)) is QuantizeWeight(W), byte
 // for byte. Refuses q = -128 (symmetric int8 is [-127, 127]) and negative or non-finite scales.

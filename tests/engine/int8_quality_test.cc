@@ -2,7 +2,8 @@
 // perplexity on held-out text (Revelation, the last book, which training never saw; the text is
 // tests/testdata/kjv_revelation.txt, from Debian's bible-kjv) within 1 % of fp32 compute, and
 // the greedy continuation of 10 fixed prompts identical to fp32's for at least the first 16
-// tokens in at least 8 of them. Prints every number (the quality table in docs/PERF.md, "int8 weights (issue 17)").
+// tokens in at least 8 of them. Prints every number (the quality table in docs/PERF.md, "int8
+// weights (issue 17)").
 #include <cmath>
 #include <cstdio>
 #include <fstream>

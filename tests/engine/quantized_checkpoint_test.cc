@@ -425,6 +425,16 @@ TEST(QuantizedCheckpointTool, RefusesQuantizedInputAndNonEmptyOutput) {
   r = WriteInt8Checkpoint(**orig, dir.path() / "g6", qo);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("multiple of 4, got 6"));
+  // A failure part way (here: the input's config.json gone after opening, so the small files are
+  // copied and then the config cannot be read) leaves the output directory empty, so that a rerun
+  // is not refused.
+  std::ofstream(dir.path() / "orig" / "generation_config.json") << "{}";
+  fs::remove(dir.path() / "orig" / "config.json");
+  r = WriteInt8Checkpoint(**orig, dir.path() / "partial");
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("config.json"));
+  ASSERT_TRUE(fs::is_directory(dir.path() / "partial"));
+  EXPECT_TRUE(fs::is_empty(dir.path() / "partial"));
 }
 
 std::string RunCommand(const std::string& cmd, int* status) {

@@ -51,8 +51,8 @@ TEST(ModelFlags, ServedNamesAndStrictMode) {
 }
 
 // --dtype int8: the demo model served with int8 weights (quantized at load), reported as such,
-// and its greedy text starting as the float model's (docs/PERF.md, "int8 weights (issue 17)": the first 16
-// tokens of this prompt agree with fp32).
+// and its greedy text starting as the float model's (docs/PERF.md, "int8 weights (issue 17)": the
+// first 16 tokens of this prompt agree with fp32).
 void ExpectServesInt8(const std::vector<std::string>& flags) {
   auto server = ServerProcess::Start(flags);
   ASSERT_TRUE(server);
