@@ -16,8 +16,9 @@ constexpr uint64_t kU32Max = 0xffffffff;
 constexpr uint64_t kAlignment = 64;  // torch aligns every entry's data to 64 bytes
 constexpr size_t kBatch = 1000;      // pickle's SETITEMS batch size
 
+// n little-endian bytes of v (bytes past the 8th are 0: PutLe(out, 0, 18) writes 18 zeros).
 void PutLe(std::string* out, uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+  for (int i = 0; i < n; ++i) out->push_back(i < 8 ? static_cast<char>(v >> (8 * i)) : '\0');
 }
 
 // The pickle (protocol 2) Python's pickler writes for torch.save({name: tensor, ...}):
