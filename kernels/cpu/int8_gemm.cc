@@ -149,13 +149,6 @@ void PackWeightRow(Int8Weight& w, int64_t j, const int8_t* q) {
 
 }  // namespace
 
-int64_t Int8GroupCount(int64_t k, int64_t group_size) {
-  if (k <= 0 || group_size < 0 || group_size % 4 != 0) return 0;
-  const int64_t k_pad = (k + 3) / 4 * 4;
-  const int64_t g = group_size == 0 ? k_pad : std::min(group_size, k_pad);
-  return (k_pad + g - 1) / g;
-}
-
 absl::Status DequantizeRowMajor(const int8_t* q, const float* scales, int64_t n, int64_t k,
                                 int64_t group_size, float* w) {
   const int64_t groups = Int8GroupCount(k, group_size);

@@ -59,7 +59,13 @@ absl::StatusOr<Int8Weight> QuantizeWeight(const void* src, DType src_dtype, int6
 // The number of scales per row of a [n, k] weight quantized with `group_size` (0: per row): the
 // groups of Int8Weight, which cover k rounded up to 4 (k_pad). A quantized checkpoint's
 // `X.weight_scale` tensors are [n, Int8GroupCount(k, group_size)].
-int64_t Int8GroupCount(int64_t k, int64_t group_size);
+// Inline: Checkpoint::Open checks scale shapes with it without linking the kernels.
+inline int64_t Int8GroupCount(int64_t k, int64_t group_size) {
+  if (k <= 0 || group_size < 0 || group_size % 4 != 0) return 0;
+  const int64_t k_pad = (k + 3) / 4 * 4;
+  const int64_t g = group_size == 0 ? k_pad : (group_size < k_pad ? group_size : k_pad);
+  return (k_pad + g - 1) / g;
+}
 
 // W [n, k] quantized exactly as QuantizeWeight does (the same per-row routine), but row-major for
 // files: q [n, k] int8 and scales [n, Int8GroupCount(k, group_size)] fp32.
