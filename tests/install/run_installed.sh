@@ -24,6 +24,20 @@ if ! grep -qF -- "$want" <<<"$out"; then
 fi
 echo "run_installed: mamba-generate on the installed demo model: reference text"
 
+# int8 weights through the tools' flags: the greedy text starts as fp32's, and the group size
+# reaches the engine (6 is refused there, not by the flag parser).
+out=$("$bin/mamba-generate" --dtype int8 --int8-group-size 64 --json --max-new-tokens 8)
+if ! grep -qF -- " unto him, Go, and let us" <<<"$out"; then
+  echo "run_installed: mamba-generate --dtype int8 gave: $out" >&2
+  exit 1
+fi
+if out=$("$bin/mamba-generate" --dtype int8 --int8-group-size 6 --max-new-tokens 1 2>&1) ||
+  ! grep -qF -- "multiple of 4" <<<"$out"; then
+  echo "run_installed: mamba-generate --int8-group-size 6 was not refused: $out" >&2
+  exit 1
+fi
+echo "run_installed: mamba-generate --dtype int8: reference start; a bad group size refused"
+
 "$bin/mamba-server" --host 127.0.0.1 --http-port 0 --grpc-port 0 --dtype float32 \
   --ready-file "$work/ready.json" >"$work/server.log" 2>&1 &
 pid=$!
