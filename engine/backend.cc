@@ -33,6 +33,12 @@ const char* Name(ComputeDType t) {
   return "?";
 }
 
+absl::StatusOr<std::shared_ptr<const AdapterWeights>> Backend::LoadAdapter(
+    const LoraAdapter& /*adapter*/) {
+  return absl::UnimplementedError(
+      absl::StrCat("LoRA adapters are not supported by this backend (", Describe(), ")"));
+}
+
 absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, int64_t vocab_size) {
   std::unordered_set<int32_t> seen;
   for (size_t i = 0; i < chunks.size(); ++i) {
@@ -64,6 +70,7 @@ absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
     if (pass.chunks.empty()) return absl::OkStatus();
     absl::Status s = run(pass);
     pass.chunks.clear();
+    pass.adapters.clear();
     pass.tokens.clear();
     pass.logit_rows.clear();
     pass.first_row = row;
@@ -82,6 +89,7 @@ absl::Status ForEachPass(std::span<const ChunkInput> chunks, int64_t budget,
       int64_t take = std::min(n - done, budget - used);
       if (c.all_logits) take = std::min(take, rows_left);
       pass.chunks.push_back({used, take, c.slot.value});
+      pass.adapters.push_back(c.adapter);
       pass.tokens.insert(pass.tokens.end(), c.tokens.begin() + done,
                          c.tokens.begin() + done + take);
       done += take;

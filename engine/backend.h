@@ -62,6 +62,16 @@ struct BackendInfo {
   std::string model_fingerprint;  // Checkpoint::fingerprint(): which model a state belongs to
 };
 
+class LoraAdapter;
+
+// A LoRA adapter's weights as one backend holds them (its memory, its kernels' layout), made by
+// Backend::LoadAdapter. Chunks name theirs by pointer; it must outlive every call that uses it.
+class AdapterWeights {
+ public:
+  virtual ~AdapterWeights() = default;
+  virtual int64_t bytes() const = 0;  // memory it holds (host or device)
+};
+
 struct ChunkInput {
   SlotId slot;
   std::span<const TokenId> tokens;  // at least one
@@ -71,6 +81,9 @@ struct ChunkInput {
   // prompt log-probs; overrides want_logits. Only these rows pass the LM head, so chunks that
   // do not ask cost nothing extra.
   bool all_logits = false;
+  // The LoRA adapter applied to this chunk's tokens (engine/lora/lora_adapter.h), made by this
+  // backend's LoadAdapter; null: the base model. Chunks of one call may name different ones.
+  const AdapterWeights* adapter = nullptr;
   int64_t logit_rows() const {
     return all_logits ? static_cast<int64_t>(tokens.size()) : want_logits ? 1 : 0;
   }
@@ -105,6 +118,12 @@ class Backend {
   virtual absl::Status SaveSlot(SlotId slot, std::vector<float>* state) = 0;
   // Overwrites a slot's whole state with one SaveSlot wrote (size state_floats()).
   virtual absl::Status RestoreSlot(SlotId slot, std::span<const float> state) = 0;
+
+  // Lays a validated adapter out for this backend (converted, uploaded). Called from any thread,
+  // also while steps run: it must not touch what a step uses. Unimplemented where a backend has
+  // no LoRA support.
+  virtual absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadAdapter(
+      const LoraAdapter& adapter);
 
   // Seconds spent per op since creation, when created with profile = true.
   virtual std::vector<std::pair<std::string, double>> OpSeconds() const { return {}; }

@@ -15,7 +15,8 @@ namespace mamba::engine {
 
 // One pass of a backend: several chunks' tokens packed back to back ("varlen").
 struct Pass {
-  std::vector<kernels::SeqChunk> chunks;  // index rows of `tokens`
+  std::vector<kernels::SeqChunk> chunks;        // index rows of `tokens`
+  std::vector<const AdapterWeights*> adapters;  // per chunk (ChunkInput::adapter)
   std::vector<TokenId> tokens;
   std::vector<int32_t> logit_rows;  // rows of `tokens` whose logits the caller wants...
   int64_t first_row = 0;            // ...written from this row of the output on, in order

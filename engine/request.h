@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,8 @@
 #include "engine/types.h"
 
 namespace mamba::engine {
+
+struct ServedAdapter;
 
 using Clock = std::chrono::steady_clock;
 
@@ -31,6 +34,11 @@ struct Request {
   // from its session's state; see PromptEvent). With it, params.max_new_tokens may be 0: score
   // the prompt without generating.
   int32_t prompt_logprobs = -1;
+  // The LoRA adapter to run under (engine/lora/adapter_registry.h: the front end finds it by
+  // name); null: the base model. Held until the request ends, so unloading it meanwhile is safe.
+  // State-cache entries and sessions are keyed by it: a state computed under one adapter is
+  // never resumed under another or the base model.
+  std::shared_ptr<const ServedAdapter> adapter;
 };
 
 enum class Finish {
