@@ -276,15 +276,24 @@ absl::Status CpuBackend::Prefill(std::span<const ChunkInput> chunks, Logits* log
     if (c.start) ZeroSlot(c.slot.value);  // slots are distinct, so zeroing up front is safe
   }
   return ForEachPass(chunks, options_.max_step_tokens, [&](const Pass& pass) {
-    return Forward(pass.chunks, pass.tokens, pass.logit_rows, logits, pass.first_row);
+    return Forward(pass.chunks, pass.adapters, pass.tokens, pass.logit_rows, logits,
+                   pass.first_row);
   });
 }
 
-absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<const TokenId> tokens,
+absl::StatusOr<std::shared_ptr<const AdapterWeights>> CpuBackend::LoadAdapter(
+    const LoraAdapter& adapter) {
+  return CpuAdapterWeights::Make(adapter, config());
+}
+
+absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks,
+                                 std::span<const AdapterWeights* const> adapters,
+                                 std::span<const TokenId> tokens,
                                  std::span<const int32_t> logit_rows, Logits* logits,
                                  int64_t first_row) {
   const ModelConfig& c = config();
   const int64_t T = static_cast<int64_t>(tokens.size()), d = c.hidden_size;
+  lora_.Build(chunks, adapters);
   {
     OpTimer timer(options_.profile, &op_seconds_[kEmbed]);
     const TensorInfo& emb = *weights_->embedding;
@@ -293,6 +302,10 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
       kernels::ConvertToF32(emb.data + tokens[t] * row_bytes, emb.dtype, residual_.data() + t * d,
                             d);
     }
+  }
+  if (!lora_.empty()) {
+    OpTimer timer(options_.profile, &op_seconds_[kLora]);
+    lora_.ApplyEmbeddings(tokens, residual_.data(), d);
   }
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) MAMBA_RETURN_IF_ERROR(RunLayer(l, chunks, T));
   if (logit_rows.empty()) return absl::OkStatus();
@@ -306,9 +319,14 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks, std::span<con
   }
   kc::RmsNorm(
       {xc_.data(), d, weights_->norm_f.data(), normed_.data(), d, R, d, c.layer_norm_epsilon});
-  return weights_->lm_head.MatMul(normed_.data(), d, nullptr,
-                                  logits->data.data() + first_row * c.vocab_size, c.vocab_size, R,
-                                  false);
+  float* out = logits->data.data() + first_row * c.vocab_size;
+  MAMBA_RETURN_IF_ERROR(
+      weights_->lm_head.MatMul(normed_.data(), d, nullptr, out, c.vocab_size, R, false));
+  if (!lora_.empty()) {
+    lora_.BuildHead(logit_rows, T);
+    lora_.ApplyHead(normed_.data(), d, out, c.vocab_size);
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
@@ -329,6 +347,7 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
     MAMBA_RETURN_IF_ERROR(w.in_proj.MatMul(normed_.data(), d, bias(w.in_proj_bias), xz_.data(),
                                            c.in_proj_size(), T, false));
   }
+  Lora(l, LoraTarget::kInProj, normed_.data(), d, xz_.data(), c.in_proj_size());
   if (c.is_mamba2()) return RunMamba2Mixer(l, chunks, T);
   {
     OpTimer timer(prof, &op_seconds_[kConv]);
@@ -340,6 +359,10 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
     OpTimer timer(prof, &op_seconds_[kXProj]);
     MAMBA_RETURN_IF_ERROR(
         w.x_proj.MatMul(xc_.data(), e, nullptr, dbc_.data(), dbc_width, T, false));
+  }
+  Lora(l, LoraTarget::kXProj, xc_.data(), e, dbc_.data(), dbc_width);  // before the mixer norms
+  {
+    OpTimer timer(prof, &op_seconds_[kXProj]);
     if (c.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised in place
       const float* ones = weights_->mixer_norm_ones.data();
       for (auto [at, len] : {std::pair{int64_t{0}, r}, {r, n}, {r + n, n}}) {
@@ -353,14 +376,20 @@ absl::Status CpuBackend::RunLayer(int64_t l, std::span<const SeqChunk> chunks, i
     MAMBA_RETURN_IF_ERROR(
         w.dt_proj.MatMul(dbc_.data(), dbc_width, nullptr, dt_.data(), e, T, false));
   }
+  Lora(l, LoraTarget::kDtProj, dbc_.data(), dbc_width, dt_.data(), e);
   {
     OpTimer timer(prof, &op_seconds_[kScan]);
     kc::SelectiveScan({xc_.data(), e, dt_.data(), e, w.dt_bias.data(), w.a.data(), dbc_.data() + r,
                        dbc_.data() + r + n, dbc_width, w.d.data(), xz_.data() + e, 2 * e,
                        ssm_state_.data() + l * S * ssm_slot_floats_, y_.data(), e, e, n, chunks});
   }
-  OpTimer timer(prof, &op_seconds_[kOutProj]);
-  return w.out_proj.MatMul(y_.data(), e, bias(w.out_proj_bias), residual_.data(), d, T, true);
+  {
+    OpTimer timer(prof, &op_seconds_[kOutProj]);
+    MAMBA_RETURN_IF_ERROR(
+        w.out_proj.MatMul(y_.data(), e, bias(w.out_proj_bias), residual_.data(), d, T, true));
+  }
+  Lora(l, LoraTarget::kOutProj, y_.data(), e, residual_.data(), d);
+  return absl::OkStatus();
 }
 
 absl::Status CpuBackend::RunMamba2Mixer(int64_t l, std::span<const SeqChunk> chunks, int64_t T) {
@@ -422,14 +451,25 @@ absl::Status CpuBackend::RunMamba2Mixer(int64_t l, std::span<const SeqChunk> chu
       }
     }
   }
-  OpTimer timer(prof, &op_seconds_[kOutProj]);
-  return w.out_proj.MatMul(y_.data(), yw, bias(w.out_proj_bias), residual_.data(), d, T, true);
+  {
+    OpTimer timer(prof, &op_seconds_[kOutProj]);
+    MAMBA_RETURN_IF_ERROR(
+        w.out_proj.MatMul(y_.data(), yw, bias(w.out_proj_bias), residual_.data(), d, T, true));
+  }
+  Lora(l, LoraTarget::kOutProj, y_.data(), yw, residual_.data(), d);
+  return absl::OkStatus();
+}
+
+void CpuBackend::Lora(int64_t l, LoraTarget t, const float* x, int64_t ldx, float* y, int64_t ldy) {
+  if (lora_.empty()) return;
+  OpTimer timer(options_.profile, &op_seconds_[kLora]);
+  lora_.Apply(l, t, x, ldx, y, ldy);
 }
 
 std::vector<std::pair<std::string, double>> CpuBackend::OpSeconds() const {
   static constexpr const char* kNames[kNumOps] = {"embed",    "norm",    "in_proj", "conv",
                                                   "x_proj",   "dt_proj", "scan",    "gated_norm",
-                                                  "out_proj", "head"};
+                                                  "out_proj", "head",    "lora"};
   std::vector<std::pair<std::string, double>> out;
   for (int i = 0; i < kNumOps; ++i)
     out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/cpu/cpu_lora.h"
 #include "engine/cpu/cpu_weights.h"
 #include "kernels/packed_chunks.h"
 
@@ -32,6 +33,8 @@ class CpuBackend : public Backend {
   absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
   absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
   std::vector<std::pair<std::string, double>> OpSeconds() const override;
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadAdapter(
+      const LoraAdapter& adapter) override;
 
   int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }
 
@@ -47,6 +50,7 @@ class CpuBackend : public Backend {
     kGatedNorm,
     kOutProj,
     kHead,
+    kLora,
     kNumOps
   };
 
@@ -54,13 +58,17 @@ class CpuBackend : public Backend {
              std::unique_ptr<CpuWeights> weights);
   // One pass over at most max_step_tokens tokens: `chunks` index rows of `tokens`; logits of
   // the token rows listed in `logit_rows` are written to `logits` from row `first_row` on.
-  absl::Status Forward(std::span<const kernels::SeqChunk> chunks, std::span<const TokenId> tokens,
-                       std::span<const int32_t> logit_rows, Logits* logits, int64_t first_row);
+  absl::Status Forward(std::span<const kernels::SeqChunk> chunks,
+                       std::span<const AdapterWeights* const> adapters,
+                       std::span<const TokenId> tokens, std::span<const int32_t> logit_rows,
+                       Logits* logits, int64_t first_row);
   absl::Status RunLayer(int64_t layer, std::span<const kernels::SeqChunk> chunks, int64_t tokens);
   // Mamba-2's mixer after the shared norm and in_proj: conv over x|B|C -> multi-head scan ->
   // gated RMS norm -> out_proj.
   absl::Status RunMamba2Mixer(int64_t layer, std::span<const kernels::SeqChunk> chunks,
                               int64_t tokens);
+  // The layer's LoRA update of module `t` (x: the GEMM's input, y: its output), if any row has one.
+  void Lora(int64_t layer, LoraTarget t, const float* x, int64_t ldx, float* y, int64_t ldy);
   void ZeroSlot(int32_t slot);
   absl::Status CheckSlot(SlotId slot) const;
 
@@ -75,6 +83,7 @@ class CpuBackend : public Backend {
   int64_t ssm_slot_floats_ = 0;
   // Per-step scratch, sized for max_step_tokens rows.
   std::vector<float> residual_, normed_, xz_, xc_, dbc_, dt_, y_;
+  LoraRowGroups lora_;  // this pass's rows by adapter
   std::array<double, kNumOps> op_seconds_{};
 };
 
