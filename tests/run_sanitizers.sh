@@ -19,7 +19,7 @@ fi
 # ctest names; each is also the name of its target.
 asan_tests=(
   dtype_test cpu_kernels_test int8_gemm_test quantized_checkpoint_test
-  pytorch_bin_test checkpoint_bin_test
+  pytorch_bin_test checkpoint_bin_test lora_adapter_test
   model_config_test checkpoint_test sampling_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
   scheduler_test batch_loop_test state_store_test session_store_test

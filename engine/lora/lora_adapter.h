@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model_config.h"
+#include "nlohmann/json.hpp"
 
 namespace mamba::engine {
 
@@ -45,6 +46,27 @@ struct LoraModule {
 struct LoraLoadOptions {
   int64_t max_rank = 64;  // --max-lora-rank: an adapter with a larger rank anywhere is refused
 };
+
+// One module of the base model that an adapter_config.json targets, decided from the config
+// and the base model alone (before any tensor is read): the loader's plan, and what the random
+// adapter writer (lora_writer.h) generates, so that the two agree by construction.
+struct LoraModulePlan {
+  std::string key;  // PEFT's module key, e.g. "backbone.layers.3.mixer.in_proj", "lm_head"
+  LoraTarget target = LoraTarget::kInProj;
+  int64_t layer = -1;  // -1 for the embeddings and lm_head
+  int64_t rank = 0;
+  int64_t in = 0;   // as LoraModule
+  int64_t out = 0;  // as LoraModule
+  double alpha = 0;
+  float scale = 0;
+};
+
+// The modules `adapter_config` (a parsed adapter_config.json, in file order: rank_pattern's
+// order matters) targets in `config`'s model, per layer in LoraTarget order, then the
+// embeddings, then lm_head. InvalidArgument naming the field for anything refused (see Load).
+absl::StatusOr<std::vector<LoraModulePlan>> PlanLoraModules(
+    const nlohmann::ordered_json& adapter_config, const ModelConfig& config,
+    const LoraLoadOptions& options);
 
 class LoraAdapter {
  public:
