@@ -9,12 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/cuda/cuda_lora.h"
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/lora.h"
 #include "kernels/cuda/mamba2_scan.h"
 #include "kernels/cuda/packed_chunks.h"
 #include "kernels/cuda/sampling.h"
@@ -143,6 +145,7 @@ absl::Status CudaBackend::Init(DType dtype) {
   MAMBA_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
                                    "cudaStreamCreateWithFlags"));
   stream_ = stream;
+  lora_plan_ = std::make_unique<LoraPlan>();
   MAMBA_ASSIGN_OR_RETURN(gemm_, kc::CublasGemm::Create(stream_));
   const double t0 = Now();
   MAMBA_ASSIGN_OR_RETURN(weights_,
@@ -195,6 +198,7 @@ absl::Status CudaBackend::AllocateScratch() {
       {&slots_dev_, T * 4, "decode slots"},
       {&chunks_dev_, T * sizeof(kc::ChunkDesc), "chunk table"},
       {&rows_dev_, T * 4, "logit rows"},
+      {&lora_t_, T * kc::kMaxLoraRank * 4, "LoRA shrink output"},
   };
   for (const Want& w : wants) {
     MAMBA_ASSIGN_OR_RETURN(*w.buf, DeviceBuffer::Allocate(w.bytes, w.what));
@@ -526,7 +530,7 @@ absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out
 std::vector<std::pair<std::string, double>> CudaBackend::OpSeconds() const {
   static constexpr const char* kNames[kNumOps] = {"embed",    "norm",    "in_proj", "conv",
                                                   "x_proj",   "dt_proj", "scan",    "gated_norm",
-                                                  "out_proj", "head"};
+                                                  "out_proj", "head",    "lora"};
   std::vector<std::pair<std::string, double>> out;
   for (int i = 0; i < kNumOps; ++i)
     out.emplace_back(kNames[i], op_seconds_[static_cast<size_t>(i)]);

@@ -21,7 +21,13 @@ namespace mamba::kernels::cuda {
 class CublasGemm;
 }  // namespace mamba::kernels::cuda
 
+namespace mamba::engine {
+struct Pass;
+}  // namespace mamba::engine
+
 namespace mamba::engine::cuda {
+
+class LoraPlan;
 
 // CUDA-only knobs (BackendOptions covers the rest). num_slots == 0 in BackendOptions means:
 // as many slots as fit in state_memory_fraction of the memory left after weights and scratch.
@@ -58,6 +64,10 @@ class CudaBackend : public Backend {
   absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
   absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
   std::vector<std::pair<std::string, double>> OpSeconds() const override;
+  // Uploads the adapter (engine/cuda/cuda_lora.h: on a stream of its own, any thread, while steps
+  // run). Prefill applies it to the chunks that name it; Decode takes no adapters.
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadAdapter(
+      const LoraAdapter& adapter) override;
 
   // Decode that leaves the logits on the device for SampleGreedy (no [batch, vocab] copy to
   // the host): with SampleGreedy, the device-side sampling path proposed for the Backend
@@ -90,6 +100,7 @@ class CudaBackend : public Backend {
     kGatedNorm,
     kOutProj,
     kHead,
+    kLora,  // LoRA shrink/expand at every site
     kNumOps
   };
   // One pass over `tokens` rows. Decode: row i is a token of slot slots_dev_[i] (-1: padding),
@@ -100,6 +111,8 @@ class CudaBackend : public Backend {
     bool decode = false;
     int num_chunks = 0;
     int64_t logit_rows = 0;
+    // Prefill: the pass's LoRA segments (uploaded to lora_segments_dev_); null: no adapter.
+    const LoraPlan* lora = nullptr;
   };
 
   CudaBackend(std::shared_ptr<const Checkpoint> checkpoint, const BackendOptions& options,
@@ -115,9 +128,16 @@ class CudaBackend : public Backend {
   // RMS norm per group (+ the MLP split) -> out_proj.
   absl::Status EnqueueMamba2Layer(int64_t l, const PassShape& p);
   absl::Status EnqueueHead(const PassShape& p);
-  absl::Status RunPrefillPass(std::span<const kernels::SeqChunk> chunks,
-                              std::span<const TokenId> tokens, std::span<const int32_t> logit_rows,
-                              Logits* logits, int64_t first_row);
+  absl::Status RunPrefillPass(const Pass& pass, Logits* logits);
+  // LoRA (cuda_lora.cc's plan, kernels/cuda/lora.h): every chunk's adapter is one this backend
+  // loaded (InvalidArgument otherwise); the plan's segments to the device (buffers grow as
+  // needed, between passes); at one site, y[rows] += scale * (x A^T) B^T for the plan's rows.
+  absl::Status CheckAdapters(std::span<const ChunkInput> chunks) const;
+  absl::Status UploadLoraPlan();
+  absl::Status ApplyLora(const PassShape& p, int64_t site, const void* x, kernels::DType x_dtype,
+                         int64_t ldx, int64_t in, float* y, int64_t ldy, int64_t out,
+                         const char* name, int64_t layer);
+  absl::Status ApplyEmbeddingLora(const PassShape& p);
   // Validates a decode batch; *chunks receives it as 1-token chunks.
   absl::Status CheckDecode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
                            std::vector<ChunkInput>* chunks);
@@ -160,7 +180,13 @@ class CudaBackend : public Backend {
   int64_t max_tokens_ = 0, max_logit_rows_ = 0;
   DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, ssm_y_, y_, head_in_,
       logits_;
-  DeviceBuffer int8_workspace_;  // int8 weights, more than kInt8GemvMaxRows rows: dequantized tiles
+  DeviceBuffer int8_workspace_;
+  // LoRA: the shrink's output [max_tokens_, kMaxLoraRank] fp32; the current pass's plan and its
+  // segment table (pinned staging and device copy, grown when a pass needs more).
+  DeviceBuffer lora_t_, lora_segments_dev_;
+  PinnedBuffer lora_segments_stage_;
+  std::unique_ptr<LoraPlan>
+      lora_plan_;  // int8 weights, more than kInt8GemvMaxRows rows: dequantized tiles
   DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
   PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
   size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets

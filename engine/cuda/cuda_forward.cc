@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/backend_internal.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_lora.h"
 #include "engine/logging.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
@@ -70,6 +71,7 @@ absl::Status CudaBackend::Gemm(const DeviceMatrix& w, const void* x, int64_t ldx
 
 absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* logits) {
   MAMBA_RETURN_IF_ERROR(ValidateChunks(chunks, num_slots_, config().vocab_size));
+  MAMBA_RETURN_IF_ERROR(CheckAdapters(chunks));
   MAMBA_RETURN_IF_ERROR(Ready());
   last_logit_rows_ = -1;
   int64_t rows = 0;
@@ -85,17 +87,18 @@ absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
       chunks, max_tokens_,
       [&](const Pass& pass) {
         ++passes;
-        return RunPrefillPass(pass.chunks, pass.tokens, pass.logit_rows, logits, pass.first_row);
+        return RunPrefillPass(pass, logits);
       },
       max_logit_rows_));
   if (passes <= 1) last_logit_rows_ = rows;
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::RunPrefillPass(std::span<const SeqChunk> chunks,
-                                         std::span<const TokenId> tokens,
-                                         std::span<const int32_t> logit_rows, Logits* logits,
-                                         int64_t first_row) {
+absl::Status CudaBackend::RunPrefillPass(const Pass& pass, Logits* logits) {
+  const std::span<const SeqChunk> chunks = pass.chunks;
+  const std::span<const TokenId> tokens = pass.tokens;
+  const std::span<const int32_t> logit_rows = pass.logit_rows;
+  const int64_t first_row = pass.first_row;
   const auto T = static_cast<int64_t>(tokens.size());
   const auto C = static_cast<int64_t>(chunks.size());
   const auto R = static_cast<int64_t>(logit_rows.size());
@@ -124,7 +127,10 @@ absl::Status CudaBackend::RunPrefillPass(std::span<const SeqChunk> chunks,
         Launched(cudaMemcpyAsync(u.dst, stage + u.at, u.bytes, cudaMemcpyHostToDevice, stream_),
                  "cudaMemcpyAsync(pass inputs)", -1, kNumOps));
   }
-  MAMBA_RETURN_IF_ERROR(EnqueueForward(PassShape{T, false, static_cast<int>(C), R}));
+  lora_plan_->Build(chunks, pass.adapters, logit_rows, config().num_hidden_layers);
+  MAMBA_RETURN_IF_ERROR(UploadLoraPlan());
+  MAMBA_RETURN_IF_ERROR(EnqueueForward(PassShape{
+      T, false, static_cast<int>(C), R, lora_plan_->empty() ? nullptr : lora_plan_.get()}));
   if (R > 0) {
     const int64_t V = config().vocab_size;
     MAMBA_RETURN_IF_ERROR(
@@ -285,6 +291,7 @@ absl::Status CudaBackend::EnqueueForward(const PassShape& p) {
   emb.out_stride = c.hidden_size;
   emb.rows = p.tokens;
   MAMBA_RETURN_IF_ERROR(Launched(kc::Embedding(emb, stream_), "embedding", -1, kEmbed));
+  MAMBA_RETURN_IF_ERROR(ApplyEmbeddingLora(p));
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) MAMBA_RETURN_IF_ERROR(EnqueueLayer(l, p));
   return EnqueueHead(p);
 }
@@ -318,6 +325,8 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
 
   MAMBA_RETURN_IF_ERROR(
       Gemm(w.in_proj, normed_.get(), d, xz_.as<float>(), 2 * e, T, "in_proj", l, kInProj));
+  MAMBA_RETURN_IF_ERROR(ApplyLora(p, LoraLayerSite(l, LoraTarget::kInProj), normed_.get(), wt, d, d,
+                                  xz_.as<float>(), 2 * e, 2 * e, "in_proj LoRA", l));
 
   kc::CausalConvArgs cv;
   cv.x = xz_.as<float>();
@@ -347,6 +356,10 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
 
   MAMBA_RETURN_IF_ERROR(Gemm(w.x_proj, lowp ? xc_lowp_.get() : xc_.get(), e, dbc_.as<float>(),
                              dbc_width, T, "x_proj", l, kXProj));
+  // Before FalconMamba's mixer norms: the LoRA changes x_proj's output, which they normalise.
+  MAMBA_RETURN_IF_ERROR(ApplyLora(p, LoraLayerSite(l, LoraTarget::kXProj),
+                                  lowp ? xc_lowp_.get() : xc_.get(), lowp ? wt : DType::kF32, e, e,
+                                  dbc_.as<float>(), dbc_width, dbc_width, "x_proj LoRA", l));
   if (c.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised in place
     for (auto [at, len] : {std::pair{int64_t{0}, r}, {r, n}, {r + n, n}}) {
       kc::AddRmsNormArgs mn;
@@ -364,6 +377,9 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   }
   MAMBA_RETURN_IF_ERROR(
       Gemm(w.dt_proj, dbc_.get(), dbc_width, dt_.as<float>(), e, T, "dt_proj", l, kDtProj));
+  // The linear output: the scan adds dt_proj's bias and applies softplus after.
+  MAMBA_RETURN_IF_ERROR(ApplyLora(p, LoraLayerSite(l, LoraTarget::kDtProj), dbc_.get(), DType::kF32,
+                                  dbc_width, r, dt_.as<float>(), e, e, "dt_proj LoRA", l));
 
   kc::SelectiveScanArgs sc;
   sc.x = xc_.as<float>();
@@ -398,7 +414,10 @@ absl::Status CudaBackend::EnqueueLayer(int64_t l, const PassShape& p) {
   }
 
   // out_proj writes delta_; the next norm (or the final one) adds it to the residual.
-  return Gemm(w.out_proj, y_.get(), e, delta_.as<float>(), d, T, "out_proj", l, kOutProj);
+  MAMBA_RETURN_IF_ERROR(
+      Gemm(w.out_proj, y_.get(), e, delta_.as<float>(), d, T, "out_proj", l, kOutProj));
+  return ApplyLora(p, LoraLayerSite(l, LoraTarget::kOutProj), y_.get(), wt, e, e,
+                   delta_.as<float>(), d, d, "out_proj LoRA", l);
 }
 
 absl::Status CudaBackend::EnqueueHead(const PassShape& p) {
@@ -422,8 +441,12 @@ absl::Status CudaBackend::EnqueueHead(const PassShape& p) {
   fn.dim = d;
   fn.eps = c.layer_norm_epsilon;
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(fn, stream_), "final_norm", -1, kHead));
-  return Gemm(weights_->lm_head, head_in_.get(), d, logits_.as<float>(), c.vocab_size, R, "lm_head",
-              -1, kHead);
+  MAMBA_RETURN_IF_ERROR(Gemm(weights_->lm_head, head_in_.get(), d, logits_.as<float>(),
+                             c.vocab_size, R, "lm_head", -1, kHead));
+  // Over the logit rows (the head's input is compacted to them; the plan's head site indexes
+  // them). Only an lm_head LoRA changes the head, an embeddings one never does.
+  return ApplyLora(p, LoraHeadSite(c.num_hidden_layers), head_in_.get(), weights_->compute, d, d,
+                   logits_.as<float>(), c.vocab_size, c.vocab_size, "lm_head LoRA", -1);
 }
 
 }  // namespace mamba::engine::cuda

@@ -3,6 +3,7 @@
 // steps are captured in graphs as Mamba-1's are.
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/cuda/cuda_lora.h"
 #include "engine/status_macros.h"
 #include "kernels/cuda/causal_conv.h"
 #include "kernels/cuda/elementwise.h"
@@ -50,6 +51,8 @@ absl::Status CudaBackend::EnqueueMamba2Layer(int64_t l, const PassShape& p) {
   MAMBA_RETURN_IF_ERROR(Launched(kc::AddRmsNorm(norm, stream_), "add_rms_norm", l, kNorm));
 
   MAMBA_RETURN_IF_ERROR(Gemm(w.in_proj, normed_.get(), d, xz, ip, T, "in_proj", l, kInProj));
+  MAMBA_RETURN_IF_ERROR(ApplyLora(p, LoraLayerSite(l, LoraTarget::kInProj), normed_.get(), wt, d, d,
+                                  xz, ip, ip, "in_proj LoRA", l));
   if (w.in_proj_bias != nullptr) {  // five consumers read the row: add the bias once
     MAMBA_RETURN_IF_ERROR(Launched(kc::AddBias({xz, ip, w.in_proj_bias, T, ip}, stream_),
                                    "in_proj_bias", l, kInProj));
@@ -142,7 +145,10 @@ absl::Status CudaBackend::EnqueueMamba2Layer(int64_t l, const PassShape& p) {
   }
 
   // out_proj writes delta_; the next norm (or the final one) adds it to the residual.
-  return Gemm(w.out_proj, y_.get(), yw, delta_.as<float>(), d, T, "out_proj", l, kOutProj);
+  MAMBA_RETURN_IF_ERROR(
+      Gemm(w.out_proj, y_.get(), yw, delta_.as<float>(), d, T, "out_proj", l, kOutProj));
+  return ApplyLora(p, LoraLayerSite(l, LoraTarget::kOutProj), y_.get(), wt, yw, yw,
+                   delta_.as<float>(), d, d, "out_proj LoRA", l);
 }
 
 }  // namespace mamba::engine::cuda
