@@ -70,13 +70,14 @@ struct Pending {
 }  // namespace
 
 ojson RandomLoraConfigJson(const RandomLoraOptions& o) {
+  // PEFT users give lora_alpha as an integer (the default, 8, is one) and PEFT writes it as given.
+  auto number = [](double v) {
+    return v == std::floor(v) && std::abs(v) < 1e15 ? ojson(static_cast<int64_t>(v)) : ojson(v);
+  };
   ojson rank_pattern = ojson::object(), alpha_pattern = ojson::object();
   for (const auto& [k, v] : o.rank_pattern) rank_pattern[k] = v;
-  for (const auto& [k, v] : o.alpha_pattern) alpha_pattern[k] = v;
-  // PEFT writes an integral lora_alpha as an integer.
-  const ojson alpha = o.alpha == std::floor(o.alpha) && std::abs(o.alpha) < 1e15
-                          ? ojson(static_cast<int64_t>(o.alpha))
-                          : ojson(o.alpha);
+  for (const auto& [k, v] : o.alpha_pattern) alpha_pattern[k] = number(v);
+  const ojson alpha = number(o.alpha);
   ojson j = ojson::object();  // PEFT 0.13's keys, in its (sorted) order
   j["alpha_pattern"] = alpha_pattern;
   j["auto_mapping"] = nullptr;

@@ -2,7 +2,10 @@
 // rank/alpha patterns, target matching, model families) and one test per refusal.
 #include "engine/lora/lora_adapter.h"
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -474,6 +477,61 @@ TEST(LoraWriterTest, ConfigHasEveryKeyPeft013Writes) {
   EXPECT_TRUE(j["lora_alpha"].is_number_integer());
   EXPECT_EQ(j["rank_pattern"], (ojson{{"x_proj", 4}}));
   EXPECT_EQ(j["layers_to_transform"], ojson::array({0}));
+}
+
+// The tool end to end: --base reads a model directory's config.json; flags reach the adapter;
+// bad flags exit 2 naming the cause.
+std::string RunCommand(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return "popen failed";
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+TEST(MakeLoraTool, WritesWhatTheFlagsSay) {
+  TempDir t;
+  RandomCheckpointOptions co;
+  co.config = Preset("falcon-tiny");
+  ASSERT_TRUE(WriteRandomCheckpoint(co, t.path() / "model").ok());
+  const fs::path out = t.path() / "lora";
+  int status = 0;
+  std::string text = RunCommand(
+      absl::StrCat(MAMBA_MAKE_LORA_BIN, " --base ", (t.path() / "model").string(), " --out ",
+                   out.string(),
+                   " --targets in_proj,dt_proj --rank 4 --alpha 8 --rslora --dtype float16 "
+                   "--rank-pattern dt_proj=2 --alpha-pattern in_proj=2 --layers 1 --format bin "
+                   "--seed 3"),
+      &status);
+  ASSERT_EQ(status, 0) << text;
+  EXPECT_THAT(text, HasSubstr("in_proj,dt_proj, max rank 4, float16"));
+  EXPECT_TRUE(fs::exists(out / "adapter_model.bin"));
+  auto a = MustLoad(out, co.config);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->layer_module(0, LoraTarget::kInProj), nullptr);
+  EXPECT_EQ(a->layer_module(1, LoraTarget::kDtProj)->rank, 2);
+  EXPECT_EQ(a->layer_module(1, LoraTarget::kInProj)->scale, 1.0f);  // 2 / sqrt(4)
+  EXPECT_THAT(text, HasSubstr(a->fingerprint()));
+
+  const std::string bin = MAMBA_MAKE_LORA_BIN;
+  const fs::path bad = t.path() / "bad";
+  for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
+           {"--preset tiny --targets conv1d", "conv1d LoRA is not supported"},
+           {"--preset tiny --targets q_proj", "'q_proj' matches no module"},
+           {"--preset tiny --dtype int8", "--dtype must be"},
+           {"--preset tiny --format gguf", "--format must be"},
+           {"--preset tiny --rank-pattern in_proj", "--rank-pattern: 'in_proj' is not NAME=VALUE"},
+           {"--preset tiny --layers 0,x", "--layers: bad index 'x'"},
+           {"--preset nope", "nope"},
+           {"", "exactly one of --base DIR and --preset NAME"},
+           {"--preset tiny --bogus", "--bogus"}}) {
+    text = RunCommand(absl::StrCat(bin, " --out ", bad.string(), " ", flags), &status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << flags << ": " << text;
+    EXPECT_THAT(text, HasSubstr(message)) << flags;
+  }
 }
 
 // ---- Refusals: each names its cause.
