@@ -14,6 +14,8 @@
 #include "CLI/CLI.hpp"
 #include "engine/checkpoint_writer.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/lora/lora_adapter.h"
+#include "engine/lora/lora_writer.h"
 #include "engine/tools/bench_reference.h"
 #include "engine/tools/tool_common.h"
 #include "nlohmann/json.hpp"
@@ -53,12 +55,14 @@ json OpDelta(const std::map<std::string, double>& before, const Backend& b, doub
 
 // Seconds per Prefill of a `len`-token prompt (best of `reps`); `all_logits`: every position's
 // logits (prompt log-probs), else the last token's.
-absl::StatusOr<double> TimePrefill(Backend& b, int64_t len, int reps, bool all_logits = false) {
+// `adapter`: under that LoRA adapter.
+absl::StatusOr<double> TimePrefill(Backend& b, int64_t len, int reps, bool all_logits = false,
+                                   const AdapterWeights* adapter = nullptr) {
   auto toks = RandomTokens(len, b.config().vocab_size, 7);
   Logits logits;
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
-    ChunkInput c{SlotId(0), toks, true, true, all_logits};
+    ChunkInput c{SlotId(0), toks, true, true, all_logits, adapter};
     const double t0 = Now();
     if (absl::Status s = b.Prefill({&c, 1}, &logits); !s.ok()) return s;
     best = std::min(best, Now() - t0);
@@ -66,8 +70,11 @@ absl::StatusOr<double> TimePrefill(Backend& b, int64_t len, int reps, bool all_l
   return best;
 }
 
-// Seconds per decode step at `batch` (median of `steps` after warm-up).
-absl::StatusOr<double> TimeDecode(Backend& b, int batch, int steps) {
+// Seconds per decode step at `batch` (median of `steps` after warm-up). With `adapters`, row i
+// runs under adapters[i % size] (null: the base model) through Prefill's one-token chunks, the
+// path the engine's steps take (the CPU engine's Decode is the same path).
+absl::StatusOr<double> TimeDecode(Backend& b, int batch, int steps,
+                                  std::span<const AdapterWeights* const> adapters = {}) {
   std::vector<SlotId> slots;
   std::vector<std::vector<TokenId>> prompts;
   std::vector<ChunkInput> chunks;
@@ -75,14 +82,22 @@ absl::StatusOr<double> TimeDecode(Backend& b, int batch, int steps) {
     slots.push_back(SlotId(i));
     prompts.push_back(RandomTokens(8, b.config().vocab_size, 100 + i));
   }
-  for (int i = 0; i < batch; ++i) chunks.push_back(ChunkInput{slots[i], prompts[i], true, false});
+  auto adapter = [&](int i) { return adapters.empty() ? nullptr : adapters[i % adapters.size()]; };
+  for (int i = 0; i < batch; ++i)
+    chunks.push_back(ChunkInput{slots[i], prompts[i], true, false, false, adapter(i)});
   Logits logits;
   if (absl::Status s = b.Prefill(chunks, &logits); !s.ok()) return s;
   std::vector<TokenId> tokens = RandomTokens(batch, b.config().vocab_size, 5);
+  chunks.clear();
+  for (int i = 0; i < batch; ++i) {
+    chunks.push_back(ChunkInput{slots[i], {&tokens[i], 1}, false, true, false, adapter(i)});
+  }
   std::vector<double> times;
   for (int i = 0; i < steps + 2; ++i) {
     const double t0 = Now();
-    if (absl::Status s = b.Decode(slots, tokens, &logits); !s.ok()) return s;
+    absl::Status s =
+        adapters.empty() ? b.Decode(slots, tokens, &logits) : b.Prefill(chunks, &logits);
+    if (!s.ok()) return s;
     if (i >= 2) times.push_back(Now() - t0);
   }
   std::sort(times.begin(), times.end());
@@ -113,6 +128,97 @@ double OneDnnPrefillSeconds(const ModelConfig& c, int64_t len, mamba::kernels::D
   return layer * c.num_hidden_layers + MeasureOneDnnGemmSeconds(1, c.vocab_size, d, dt);
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Base vs LoRA, alternated `rounds` times per measurement (memory bandwidth drifts minute to
+// minute on shared hosts): tokens/s of each and the median ratio LoRA / base.
+absl::Status CompareLora(Backend& b, const std::string& model_dir, int n, int64_t rank,
+                         const std::vector<std::string>& targets,
+                         const std::vector<int64_t>& prefill_lens, const std::vector<int>& batches,
+                         int steps, int rounds, bool profile, json* out) {
+  std::vector<std::shared_ptr<const AdapterWeights>> held;
+  std::vector<const AdapterWeights*> adapters;
+  int64_t adapter_bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    RandomLoraOptions o;
+    o.config = b.config();
+    o.target_modules = targets;
+    o.rank = rank;
+    o.seed = 1000 + static_cast<uint64_t>(i);
+    const fs::path dir =
+        fs::path(model_dir) / "lora" / ("r" + std::to_string(rank) + "-" + std::to_string(i));
+    if (absl::Status s = WriteRandomLoraAdapter(o, dir); !s.ok()) return s;
+    auto host = LoraAdapter::Load(dir, b.config(), {.max_rank = rank});
+    if (!host.ok()) return host.status();
+    auto w = b.LoadAdapter(**host);
+    if (!w.ok()) return w.status();
+    adapter_bytes += (*w)->bytes();
+    held.push_back(*w);
+    adapters.push_back(w->get());
+  }
+  const AdapterWeights* const none = nullptr;
+  (*out)["adapters"] = n;
+  (*out)["rank"] = rank;
+  (*out)["targets"] = targets;
+  (*out)["adapter_mib"] = static_cast<double>(adapter_bytes) / (1 << 20);
+  std::printf("LoRA: %d adapters, r %lld on %zu targets, %.1f MiB each\n", n,
+              static_cast<long long>(rank), targets.size(),
+              static_cast<double>(adapter_bytes) / n / (1 << 20));
+  auto report = [&](json& j, const char* what, double work, std::vector<double>& base,
+                    std::vector<double>& lora) {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < base.size(); ++i) ratios.push_back(base[i] / lora[i]);
+    j = {{"base_tokens_per_s", work / Median(base)},
+         {"lora_tokens_per_s", work / Median(lora)},
+         {"ratio_median", Median(ratios)},
+         {"ratio_min", *std::min_element(ratios.begin(), ratios.end())},
+         {"ratio_max", *std::max_element(ratios.begin(), ratios.end())}};
+    std::printf("%s: base %.1f tokens/s, LoRA %.1f tokens/s: %.1f%% (rounds %.1f-%.1f%%)\n", what,
+                work / Median(base), work / Median(lora), 100 * Median(ratios),
+                100 * j["ratio_min"].get<double>(), 100 * j["ratio_max"].get<double>());
+  };
+  for (int64_t len : prefill_lens) {
+    std::vector<double> base, lora;
+    const auto before = OpMap(b);
+    for (int r = 0; r < rounds; ++r) {
+      auto tb = TimePrefill(b, len, 2, false, nullptr);
+      if (!tb.ok()) return tb.status();
+      auto tl = TimePrefill(b, len, 2, false, adapters[0]);
+      if (!tl.ok()) return tl.status();
+      base.push_back(*tb);
+      lora.push_back(*tl);
+    }
+    json& j = (*out)["prefill"][std::to_string(len)];
+    report(j, ("prefill " + std::to_string(len)).c_str(), static_cast<double>(len), base, lora);
+    if (profile) {  // the adapter's share of a LoRA run
+      j["lora_op_seconds_per_run"] = (OpMap(b).at("lora") - before.at("lora")) / (2 * rounds);
+    }
+  }
+  for (int batch : batches) {
+    if (batch > b.num_slots()) continue;
+    std::vector<double> base, lora;
+    const auto before = OpMap(b);
+    for (int r = 0; r < rounds; ++r) {
+      auto tb = TimeDecode(b, batch, steps, {&none, 1});
+      if (!tb.ok()) return tb.status();
+      auto tl = TimeDecode(b, batch, steps, adapters);
+      if (!tl.ok()) return tl.status();
+      base.push_back(*tb);
+      lora.push_back(*tl);
+    }
+    json& j = (*out)["decode"][std::to_string(batch)];
+    report(j, ("decode batch " + std::to_string(batch)).c_str(), batch, base, lora);
+    if (profile) {  // includes the 8-token prompt each round prefills first
+      j["lora_op_seconds_per_step"] =
+          (OpMap(b).at("lora") - before.at("lora")) / (rounds * (steps + 2));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,6 +245,18 @@ int main(int argc, char** argv) {
                "Also time each prefill with logits at every position (prompt log-probs)");
   app.add_flag("!--no-roofline", roofline, "Skip the bandwidth / oneDNN reference measurements");
   app.add_option("--json", json_path, "Also write the results as JSON to this file");
+  int lora_adapters = 0, lora_rounds = 5;
+  int64_t lora_rank = 8;
+  std::vector<std::string> lora_targets = {"in_proj", "x_proj", "out_proj", "embeddings"};
+  app.add_option("--lora-adapters", lora_adapters,
+                 "Also compare with N random LoRA adapters (decode rows spread over them; prefill "
+                 "under the first), base and LoRA runs alternated")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--lora-rank", lora_rank)->capture_default_str()->check(CLI::Range(1, 256));
+  app.add_option("--lora-targets", lora_targets)->delimiter(',')->capture_default_str();
+  app.add_option("--lora-rounds", lora_rounds, "Alternated base / LoRA rounds per measurement")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   CLI11_PARSE(app, argc, argv);
 
   json out;
@@ -203,6 +321,12 @@ int main(int argc, char** argv) {
     d = {{"step_seconds", *t}, {"tokens_per_s", batch / *t}};
     if (profile) d["op_seconds_per_step"] = OpDelta(before, b, 1.0 / (decode_steps + 2));
     std::printf("decode batch %3d: %9.1f tokens/s  (%.2f ms/step)\n", batch, batch / *t, *t * 1e3);
+  }
+  if (lora_adapters > 0) {
+    absl::Status s =
+        CompareLora(b, ef.model_dir, lora_adapters, lora_rank, lora_targets, prefill_lens, batches,
+                    decode_steps, lora_rounds, profile, &out["lora"]);
+    if (!s.ok()) return Fail(s);
   }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

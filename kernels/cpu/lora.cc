@@ -1,5 +1,6 @@
 #include "kernels/cpu/lora.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/threading.h"
@@ -8,57 +9,109 @@
 namespace mamba::kernels::cpu {
 namespace {
 
-// y[0, out) += sum_j t[j] * bt[j, :], j in order, 16 outputs at a time.
-MAMBA_INLINE void Expand(const float* t, const float* bt, int64_t rank, int64_t out, float* y) {
-  int64_t o = 0;
-  for (; o + kLanes <= out; o += kLanes) {
-    VecF acc = Load(y + o);
-    for (int64_t j = 0; j < rank; ++j) acc += Splat(t[j]) * Load(bt + j * out + o);
-    Store(y + o, acc);
+// Rows are taken R at a time so that each A and Bt block loaded serves R rows; every row still
+// runs the same operations in the same order as alone (R = 1), so its bits never depend on its
+// neighbours. kRows x kRanks vector accumulators in the shrink.
+constexpr int kRows = 4;
+constexpr int kRanks = 4;
+
+// t[i][j] = x[rows[i]] . a[j] for R rows and ranks [j0, j0 + J).
+template <int R, int J>
+MAMBA_INLINE void ShrinkTile(const LoraRowsArgs& a, const int32_t* rows, int64_t j0, float* t) {
+  const int64_t full = a.in / kLanes * kLanes;
+  const float* x[R];
+  for (int i = 0; i < R; ++i) x[i] = a.x + int64_t{rows[i]} * a.ldx;
+  VecF acc[R][J];
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < J; ++j) acc[i][j] = Splat(0.0f);
   }
-  if (o < out) {
-    const int n = static_cast<int>(out - o);
-    VecF acc = LoadN(y + o, n);
-    for (int64_t j = 0; j < rank; ++j) acc += Splat(t[j]) * LoadN(bt + j * out + o, n);
-    StoreN(y + o, acc, n);
+  for (int64_t k = 0; k < full; k += kLanes) {
+    VecF w[J];
+    for (int j = 0; j < J; ++j) w[j] = Load(a.a + (j0 + j) * a.in + k);
+    for (int i = 0; i < R; ++i) {
+      const VecF v = Load(x[i] + k);
+      for (int j = 0; j < J; ++j) acc[i][j] += v * w[j];
+    }
+  }
+  if (full < a.in) {
+    const int n = static_cast<int>(a.in - full);
+    for (int i = 0; i < R; ++i) {
+      const VecF v = LoadN(x[i] + full, n);
+      for (int j = 0; j < J; ++j) acc[i][j] += v * LoadN(a.a + (j0 + j) * a.in + full, n);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    for (int j = 0; j < J; ++j) t[i * a.rank + j0 + j] = HorizontalSum(acc[i][j]);
   }
 }
 
-MAMBA_CPU_CLONES void LoraRows(const LoraRowsArgs& a, int64_t begin, int64_t end) {
-  std::vector<float> t(static_cast<size_t>(a.rank));
-  const int64_t full = a.in / kLanes * kLanes;
-  for (int64_t i = begin; i < end; ++i) {
-    const int64_t r = a.rows[static_cast<size_t>(i)];
-    const float* x = a.x + r * a.ldx;
-    for (int64_t j = 0; j < a.rank; ++j) {
-      const float* w = a.a + j * a.in;
-      VecF acc = Splat(0.0f);
-      for (int64_t k = 0; k < full; k += kLanes) acc += Load(x + k) * Load(w + k);
-      if (full < a.in) {
-        const int n = static_cast<int>(a.in - full);
-        acc += LoadN(x + full, n) * LoadN(w + full, n);
-      }
-      t[j] = HorizontalSum(acc);
+template <int R>
+MAMBA_INLINE void Shrink(const LoraRowsArgs& a, const int32_t* rows, float* t) {
+  int64_t j = 0;
+  for (; j + kRanks <= a.rank; j += kRanks) ShrinkTile<R, kRanks>(a, rows, j, t);
+  for (; j < a.rank; ++j) ShrinkTile<R, 1>(a, rows, j, t);
+}
+
+// y[rows[i]][0, out) += sum_j t[i][j] * bt[j, :], j in order, 16 outputs at a time.
+template <int R>
+MAMBA_INLINE void Expand(const float* t, const float* bt, int64_t rank, int64_t out,
+                         float* const* y) {
+  int64_t o = 0;
+  for (; o + kLanes <= out; o += kLanes) {
+    VecF acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = Load(y[i] + o);
+    for (int64_t j = 0; j < rank; ++j) {
+      const VecF b = Load(bt + j * out + o);
+      for (int i = 0; i < R; ++i) acc[i] += Splat(t[i * rank + j]) * b;
     }
-    Expand(t.data(), a.bt, a.rank, a.out, a.y + r * a.ldy);
+    for (int i = 0; i < R; ++i) Store(y[i] + o, acc[i]);
   }
+  if (o < out) {
+    const int n = static_cast<int>(out - o);
+    VecF acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = LoadN(y[i] + o, n);
+    for (int64_t j = 0; j < rank; ++j) {
+      const VecF b = LoadN(bt + j * out + o, n);
+      for (int i = 0; i < R; ++i) acc[i] += Splat(t[i * rank + j]) * b;
+    }
+    for (int i = 0; i < R; ++i) StoreN(y[i] + o, acc[i], n);
+  }
+}
+
+template <int R>
+MAMBA_INLINE void RowsTile(const LoraRowsArgs& a, const int32_t* rows, float* t) {
+  Shrink<R>(a, rows, t);
+  float* y[R];
+  for (int i = 0; i < R; ++i) y[i] = a.y + int64_t{rows[i]} * a.ldy;
+  Expand<R>(t, a.bt, a.rank, a.out, y);
+}
+
+MAMBA_CPU_CLONES void LoraRows(const LoraRowsArgs& a, int64_t begin, int64_t end) {
+  std::vector<float> t(static_cast<size_t>(kRows * a.rank));
+  const int32_t* rows = a.rows.data();
+  int64_t i = begin;
+  for (; i + kRows <= end; i += kRows) RowsTile<kRows>(a, rows + i, t.data());
+  for (; i < end; ++i) RowsTile<1>(a, rows + i, t.data());
 }
 
 MAMBA_CPU_CLONES void EmbeddingRows(const LoraEmbeddingArgs& a, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; ++i) {
     const int64_t r = a.rows[static_cast<size_t>(i)];
-    Expand(a.at + int64_t{a.tokens[r]} * a.rank, a.bt, a.rank, a.out, a.y + r * a.ldy);
+    float* y = a.y + r * a.ldy;
+    Expand<1>(a.at + int64_t{a.tokens[r]} * a.rank, a.bt, a.rank, a.out, &y);
   }
 }
 
-// Rows are worth spreading over threads only when there is enough work in them.
+// Rows are worth spreading over threads only when there is enough work in them; each thread
+// gets whole tiles.
 template <typename F>
 void ForRows(int64_t rows, int64_t work_per_row, F&& f) {
   if (rows <= 1 || rows * work_per_row < (int64_t{1} << 16)) {
     f(0, rows);
     return;
   }
-  ParallelFor(rows, [&](int64_t b, int64_t e) { f(b, e); });
+  const int64_t tiles = (rows + kRows - 1) / kRows;
+  ParallelFor(tiles, [&](int64_t b, int64_t e) { f(b * kRows, std::min(rows, e * kRows)); });
 }
 
 }  // namespace

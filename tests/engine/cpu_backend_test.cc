@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/engine/backend_suite.h"
+#include "tests/engine/lora_backend_suite.h"
 #include "tests/engine/test_support.h"
 
 namespace mamba::engine {
@@ -15,6 +16,7 @@ using kernels::DType;
 using testing::BackendDevice;
 using testing::BackendErrorsTest;
 using testing::BackendTest;
+using testing::LoraBackendTest;
 using testing::TempDir;
 
 BackendDevice CpuDevice() {
@@ -46,6 +48,8 @@ INSTANTIATE_TEST_SUITE_P(Cpu, BackendTest, ::testing::ValuesIn(testing::BackendC
                          testing::CaseName);
 INSTANTIATE_TEST_SUITE_P(Cpu, BackendErrorsTest, ::testing::Values(CpuDevice()),
                          testing::DeviceName);
+INSTANTIATE_TEST_SUITE_P(Cpu, LoraBackendTest, ::testing::ValuesIn(testing::LoraCases(CpuDevice())),
+                         testing::LoraCaseName);
 
 TEST(CpuBackendOptions, UnsupportedOptions) {
   TempDir dir;

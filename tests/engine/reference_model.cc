@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <regex>
 
+#include "engine/pytorch_bin.h"
+#include "engine/safetensors.h"
 #include "kernels/cpu/int8_gemm.h"
+#include "nlohmann/json.hpp"
 
 namespace mamba::engine::testing {
 namespace {
@@ -100,10 +105,99 @@ ReferenceModel::ReferenceModel(const Checkpoint& ck, const ReferenceOptions& opt
             ToDouble(t.out_proj_bias),
             ToDouble(t.gated_norm),
             {},
+            {},
             {}};
     layers_.push_back(std::move(L));
   }
+  if (!options.lora_dir.empty()) ReadLora(options.lora_dir);
   Reset();
+}
+
+namespace {
+
+// PEFT's rule for rank_pattern / alpha_pattern: the first key K (in the file's order) for which
+// the module's name matches "(.*\.)?(K)$" from its start.
+template <typename Json>
+std::optional<double> PatternValue(const Json& patterns, const std::string& module) {
+  if (!patterns.is_object()) return std::nullopt;
+  for (auto it = patterns.begin(); it != patterns.end(); ++it) {
+    if (std::regex_match(module, std::regex("(.*\\.)?(" + it.key() + ")"))) {
+      return it.value().template get<double>();
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void ReferenceModel::ReadLora(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "adapter_config.json");
+  const auto config = nlohmann::ordered_json::parse(in);
+  std::unique_ptr<TensorFile> file;
+  if (std::filesystem::exists(dir / "adapter_model.safetensors")) {
+    file = *SafetensorsFile::Open(dir / "adapter_model.safetensors");
+  } else {
+    file = *PytorchBinFile::Open(dir / "adapter_model.bin");
+  }
+  const std::string prefix = "base_model.model.";
+  // module name (without the prefix) -> [A, B]
+  std::map<std::string, std::pair<const TensorInfo*, const TensorInfo*>> found;
+  for (const TensorInfo& t : file->tensors()) {
+    for (const auto& [suffix, is_a] : {std::pair{".lora_A.weight", true},
+                                       {".lora_B.weight", false},
+                                       {".lora_embedding_A", true},
+                                       {".lora_embedding_B", false}}) {
+      const std::string sfx = suffix;
+      if (t.name.size() > sfx.size() && t.name.ends_with(sfx)) {
+        const std::string module =
+            t.name.substr(prefix.size(), t.name.size() - prefix.size() - sfx.size());
+        (is_a ? found[module].first : found[module].second) = &t;
+      }
+    }
+  }
+  const auto r0 = config["r"].get<double>();
+  const auto alpha0 = config["lora_alpha"].get<double>();
+  const bool rslora = config.value("use_rslora", false);
+  for (const auto& [module, ab] : found) {
+    if (ab.first == nullptr || ab.second == nullptr) std::abort();  // the loader refuses these
+    Lora lora;
+    lora.rank = static_cast<size_t>(ab.first->shape[0]);
+    const double r = PatternValue(config["rank_pattern"], module).value_or(r0);
+    const double alpha = PatternValue(config["alpha_pattern"], module).value_or(alpha0);
+    if (static_cast<double>(lora.rank) != r) std::abort();  // the loader refuses these too
+    lora.scale = rslora ? alpha / std::sqrt(r) : alpha / r;
+    lora.a = ToDouble(ab.first);
+    lora.b = ToDouble(ab.second);
+    if (module == "backbone.embeddings") {
+      lora_embeddings_ = std::move(lora);
+    } else if (module == "lm_head") {
+      lora_head_ = std::move(lora);
+    } else {  // backbone.layers.{i}.mixer.{name}
+      const size_t at = std::string("backbone.layers.").size();
+      const size_t dot = module.find('.', at);
+      const auto layer = std::stoul(module.substr(at, dot - at));
+      const std::string name = module.substr(module.rfind('.') + 1);
+      layers_.at(layer).lora[name] = std::move(lora);
+    }
+  }
+}
+
+void ReferenceModel::Lora::AddTo(const std::vector<double>& x, std::vector<double>& y) const {
+  const size_t in = x.size(), out = y.size();
+  std::vector<double> t(rank, 0.0);
+  for (size_t j = 0; j < rank; ++j) {
+    for (size_t k = 0; k < in; ++k) t[j] += a[j * in + k] * x[k];
+  }
+  for (size_t o = 0; o < out; ++o) {
+    double acc = 0;
+    for (size_t j = 0; j < rank; ++j) acc += b[o * rank + j] * t[j];
+    y[o] += scale * acc;
+  }
+}
+
+void ReferenceModel::AddLora(const Layer& L, const char* name, const std::vector<double>& x,
+                             std::vector<double>& y) {
+  if (auto it = L.lora.find(name); it != L.lora.end()) it->second.AddTo(x, y);
 }
 
 void ReferenceModel::Reset() {
@@ -158,25 +252,38 @@ std::vector<double> ConvStep(std::vector<double>& state, const std::vector<doubl
 std::vector<double> ReferenceModel::Step(TokenId token) {
   const auto d = static_cast<size_t>(c_.hidden_size);
   std::vector<double> h(embedding_.begin() + token * d, embedding_.begin() + (token + 1) * d);
+  if (lora_embeddings_) {  // PEFT's Embedding: + scale * B A[:, token]
+    const Lora& e = *lora_embeddings_;
+    const auto vocab = e.a.size() / e.rank;
+    for (size_t i = 0; i < d; ++i) {
+      double acc = 0;
+      for (size_t j = 0; j < e.rank; ++j) acc += e.b[i * e.rank + j] * e.a[j * vocab + token];
+      h[i] += e.scale * acc;
+    }
+  }
   for (Layer& L : layers_) {
     const std::vector<double> u = RmsNorm(h, L.norm, c_.layer_norm_epsilon);
     const std::vector<double> out = c_.is_mamba2() ? Mamba2Mixer(L, u) : Mamba1Mixer(L, u);
     for (size_t i = 0; i < d; ++i) h[i] += out[i];
   }
-  return Project(lm_head_, {}, RmsNorm(h, norm_f_, c_.layer_norm_epsilon),
-                 static_cast<size_t>(c_.vocab_size));
+  const std::vector<double> normed = RmsNorm(h, norm_f_, c_.layer_norm_epsilon);
+  std::vector<double> logits = Project(lm_head_, {}, normed, static_cast<size_t>(c_.vocab_size));
+  if (lora_head_) lora_head_->AddTo(normed, logits);
+  return logits;
 }
 
 std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<double>& u) {
   const auto d = static_cast<size_t>(c_.hidden_size), e = static_cast<size_t>(c_.intermediate_size),
              n = static_cast<size_t>(c_.state_size), r = static_cast<size_t>(c_.time_step_rank),
              K = static_cast<size_t>(c_.conv_kernel);
-  const std::vector<double> xz = Project(L.in_proj, L.in_bias, u, 2 * e);
+  std::vector<double> xz = Project(L.in_proj, L.in_bias, u, 2 * e);
+  AddLora(L, "in_proj", u, xz);
   const std::vector<double> x =
       ConvStep(L.conv_state, L.conv, L.conv_bias, {xz.begin(), xz.begin() + long(e)}, K);
   std::vector<double> y(e);
   std::vector<double> dbc = Project(L.x_proj, {}, x, r + 2 * n);
-  if (c_.mixer_rms_norm()) {  // FalconMamba: dt, B and C each RMS-normalised, no weight
+  AddLora(L, "x_proj", x, dbc);  // before FalconMamba's norms: the LoRA is x_proj's
+  if (c_.mixer_rms_norm()) {     // FalconMamba: dt, B and C each RMS-normalised, no weight
     for (auto [at, len] : {std::pair{size_t{0}, r}, {r, n}, {r + n, n}}) {
       double sum = 0;
       for (size_t i = at; i < at + len; ++i) sum += dbc[i] * dbc[i];
@@ -185,8 +292,9 @@ std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<doub
     }
   }
   const std::vector<double> dt_in(dbc.begin(), dbc.begin() + static_cast<long>(r));
-  const std::vector<double> dt_lin = options_.int8_dt_proj ? Project(L.dt_proj, L.dt_bias, dt_in, e)
-                                                           : Linear(L.dt_proj, L.dt_bias, dt_in, e);
+  std::vector<double> dt_lin = options_.int8_dt_proj ? Project(L.dt_proj, L.dt_bias, dt_in, e)
+                                                     : Linear(L.dt_proj, L.dt_bias, dt_in, e);
+  AddLora(L, "dt_proj", dt_in, dt_lin);
   for (size_t i = 0; i < e; ++i) {
     const double dt = Softplus(dt_lin[i]);
     double acc = 0;
@@ -198,7 +306,9 @@ std::vector<double> ReferenceModel::Mamba1Mixer(Layer& L, const std::vector<doub
     }
     y[i] = (acc + L.d[i] * x[i]) * Silu(xz[e + i]);
   }
-  return Project(L.out_proj, L.out_bias, y, d);
+  std::vector<double> out = Project(L.out_proj, L.out_bias, y, d);
+  AddLora(L, "out_proj", y, out);
+  return out;
 }
 
 // HF Mamba2Mixer.torch_forward with a cache and one token (its decode branch): in_proj ->
@@ -213,7 +323,8 @@ std::vector<double> ReferenceModel::Mamba2Mixer(Layer& L, const std::vector<doub
              H = static_cast<size_t>(c_.num_heads), P = static_cast<size_t>(c_.head_dim),
              G = static_cast<size_t>(c_.n_groups), mlp = static_cast<size_t>(c_.mlp_size),
              cd = static_cast<size_t>(c_.conv_dim());
-  const std::vector<double> proj = Project(L.in_proj, L.in_bias, u, 2 * mlp + e + cd + H);
+  std::vector<double> proj = Project(L.in_proj, L.in_bias, u, 2 * mlp + e + cd + H);
+  AddLora(L, "in_proj", u, proj);
   const double* z0 = proj.data();
   const double* x0 = z0 + mlp;
   const double* z = x0 + mlp;
@@ -251,7 +362,9 @@ std::vector<double> ReferenceModel::Mamba2Mixer(Layer& L, const std::vector<doub
     const std::vector<double> normed = RmsNorm(part, w, c_.layer_norm_epsilon);
     std::copy(normed.begin(), normed.end(), full.begin() + long(mlp + g * gs));
   }
-  return Project(L.out_proj, L.out_bias, full, d);
+  std::vector<double> out = Project(L.out_proj, L.out_bias, full, d);
+  AddLora(L, "out_proj", full, out);
+  return out;
 }
 
 std::vector<TokenId> ReferenceGreedy(ReferenceModel& ref, std::span<const TokenId> prompt, size_t n,

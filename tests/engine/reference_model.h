@@ -4,7 +4,11 @@
 // compared with.
 #pragma once
 
+#include <filesystem>
+#include <map>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/checkpoint.h"
@@ -24,6 +28,10 @@ struct ReferenceOptions {
   int64_t int8_group_size = 0;
   bool int8_activations = true;
   bool int8_dt_proj = true;  // false: dt_proj stays float (neither engine does this any more)
+  // A PEFT LoRA adapter directory, applied as PEFT's unmerged forward does (read here from the
+  // files with this file's own reading of adapter_config.json, not through LoraAdapter); empty:
+  // none. Its input is never quantized (the engines run LoRA in fp32).
+  std::filesystem::path lora_dir;
 };
 
 class ReferenceModel {
@@ -36,12 +44,23 @@ class ReferenceModel {
   const ModelConfig& config() const { return c_; }
 
  private:
+  struct Lora {  // y += scale * B (A x)
+    size_t rank = 0;
+    double scale = 0;
+    std::vector<double> a, b;  // [rank, in], [out, rank]
+    void AddTo(const std::vector<double>& x, std::vector<double>& y) const;
+  };
   struct Layer {
     std::vector<double> norm, in_proj, in_bias, conv, conv_bias, x_proj, dt_proj, dt_bias, a_log, d,
         out_proj, out_bias, gated_norm;
-    std::vector<double> conv_state;  // [conv channels, d_conv]: last d_conv inputs, oldest first
-    std::vector<double> ssm_state;   // [d_inner, d_state]; Mamba-2 [heads, head_dim, d_state]
+    std::vector<double> conv_state;    // [conv channels, d_conv]: last d_conv inputs, oldest first
+    std::vector<double> ssm_state;     // [d_inner, d_state]; Mamba-2 [heads, head_dim, d_state]
+    std::map<std::string, Lora> lora;  // by module name: in_proj, x_proj, dt_proj, out_proj
   };
+  void ReadLora(const std::filesystem::path& dir);
+  // `y` plus the layer's LoRA update of module `name` for input `x` (y unchanged without one).
+  static void AddLora(const Layer& L, const char* name, const std::vector<double>& x,
+                      std::vector<double>& y);
   std::vector<double> Step(TokenId token);
   // W x (+ b) for the large matrices (the ones --dtype int8 quantizes).
   std::vector<double> Project(const std::vector<double>& w, const std::vector<double>& b,
@@ -53,6 +72,7 @@ class ReferenceModel {
   ModelConfig c_;
   ReferenceOptions options_;
   std::vector<double> embedding_, norm_f_, lm_head_;
+  std::optional<Lora> lora_embeddings_, lora_head_;  // embeddings: a [rank, vocab], b [d, rank]
   std::vector<Layer> layers_;
 };
 
