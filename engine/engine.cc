@@ -57,6 +57,22 @@ SessionModel SessionModelOf(const Backend& backend) {
   return m;
 }
 
+// A session turn under another adapter than the session's (or the base model vs an adapter):
+// its state was computed under the session's, and resuming it under another would give neither
+// model's output.
+absl::Status SessionAdapterMismatch(const Request& r, const std::string& session_fingerprint) {
+  const std::string was = session_fingerprint.empty()
+                              ? std::string("the base model")
+                              : absl::StrCat("LoRA adapter ", session_fingerprint);
+  const std::string is = r.adapter ? absl::StrCat("LoRA adapter '", r.adapter->name, "' (",
+                                                  r.adapter->host->fingerprint(), ")")
+                                   : std::string("the base model");
+  return InvalidField("model",
+                      absl::StrCat("session '", r.session_id, "' was created under ", was,
+                                   "; this request runs under ", is,
+                                   " (a session continues under the model it began with)"));
+}
+
 }  // namespace
 
 const char* Name(Finish f) {
@@ -101,7 +117,8 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
     : backend_(std::move(backend)),
       tokenizer_(std::move(tokenizer)),
       options_(options),
-      observer_(observer) {
+      observer_(observer),
+      adapters_(std::make_unique<AdapterRegistry>(*backend_, options_.lora)) {
   SchedulerOptions so;
   so.max_step_tokens = options_.max_step_tokens;
   so.prefill_chunk = options_.prefill_chunk;
@@ -214,7 +231,11 @@ absl::StatusOr<RequestId> Engine::Submit(Request request, std::shared_ptr<Reques
     if (l.ok()) {
       lease = std::move(*l);
       const std::vector<TokenId>& held = lease->content().tokens;
-      if (held.empty() && request.prompt.empty()) {
+      const std::string& fingerprint =
+          request.adapter ? request.adapter->host->fingerprint() : std::string();
+      if (!held.empty() && lease->content().adapter != fingerprint) {
+        s = SessionAdapterMismatch(request, lease->content().adapter);
+      } else if (held.empty() && request.prompt.empty()) {
         s = InvalidField("prompt", "the prompt is empty (a new session needs one)");
       } else if (static_cast<int64_t>(held.size() + request.prompt.size()) > max_session_tokens()) {
         s = InvalidField("prompt",
@@ -296,6 +317,8 @@ EngineStats Engine::Stats() const {
     s.waiting = queued_;
   }
   if (sessions_) s.sessions = sessions_->stats();
+  s.lora_resident = adapters_->resident();
+  s.lora_loaded = static_cast<int64_t>(adapters_->List().size());
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/logging.h"
+#include "engine/lora/adapter_registry.h"
 #include "engine/request.h"
 #include "engine/serving/session_store.h"
 #include "engine/serving/state_store.h"
@@ -49,6 +50,8 @@ struct EngineOptions {
   // max_new_tokens_limit beyond it; sessions.max_tokens (what an import may hold) defaults to
   // the sum.
   int64_t max_session_tokens = 0;
+  // LoRA adapters (engine/lora/adapter_registry.h): --max-loras, --max-lora-rank.
+  AdapterRegistryOptions lora;
 };
 
 // Point-in-time view for health, metrics and model info.
@@ -68,6 +71,8 @@ struct EngineStats {
   int64_t cache_snapshot_bytes = 0;  // bytes of every snapshot taken (store and sessions)
   int64_t session_restores = 0;      // session turns resumed from their session's state
   SessionStats sessions;
+  // LoRA adapters: loaded (found by name) and resident (loaded + unloaded but still in use).
+  int64_t lora_resident = 0, lora_loaded = 0;
 };
 
 // Observations for metrics; called on the scheduler thread, must not block.
@@ -125,6 +130,10 @@ class Engine {
   absl::StatusOr<std::string> ExportSession(std::string_view id);
   absl::StatusOr<SessionInfo> ImportSession(std::string_view id, std::string_view bytes);
   SessionStore* sessions() { return sessions_.get(); }  // null when sessions are off
+  // The LoRA adapters this engine serves (never null): front ends load and unload them, and
+  // resolve a request's adapter by name (Find) into Request::adapter.
+  AdapterRegistry* adapters() { return adapters_.get(); }
+  const AdapterRegistry* adapters() const { return adapters_.get(); }
 
   EngineStats Stats() const;
   const Backend& backend() const { return *backend_; }
@@ -150,6 +159,7 @@ class Engine {
   std::shared_ptr<const Tokenizer> tokenizer_;
   EngineOptions options_;
   EngineObserver* observer_;
+  std::unique_ptr<AdapterRegistry> adapters_;  // after backend_: it lays adapters out with it
 
   // Shared with front-end threads.
   mutable std::mutex mu_;

@@ -86,6 +86,7 @@ struct FinishEvent {
   double ttft_seconds = 0;     // submit -> first token (0 if none)
   double e2e_seconds = 0;      // submit -> finish
   int64_t session_tokens = 0;  // tokens the request's session holds after it (0: no session)
+  std::string adapter;         // the LoRA adapter's name (Request::adapter); empty: the base model
 };
 
 // Receives a request's events on the engine's scheduler thread, in order, per completion index:

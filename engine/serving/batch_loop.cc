@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/logging.h"
+#include "engine/lora/adapter_registry.h"
 #include "engine/status_macros.h"
 #include "spdlog/spdlog.h"
 
@@ -63,6 +64,10 @@ void BatchLoop::Start(LiveRequest& live, std::vector<SlotId> slots) {
   }
 }
 
+StateKey BatchLoop::KeyOf(const LiveRequest& live) const {
+  return StateKey{cache_.key.model, live.req.adapter ? live.req.adapter->key : 0};
+}
+
 // State cache: the longest cached prefix of a waiting request's prompt (restored at admission;
 // a session turn's own state unless the store holds more) and the branch point where a snapshot
 // would let siblings hit.
@@ -73,11 +78,12 @@ void BatchLoop::LookUp(LiveRequest& live, double now) {
   // Prompt log-probs need every reported position computed: no restore from the store (a
   // session turn still resumes from its session and reports the new tokens only).
   if (cache_.store && live.req.prompt_logprobs < 0) {
-    m = cache_.store->Lookup(cache_.key, prompt, L, now);
+    const StateKey key = KeyOf(live);
+    m = cache_.store->Lookup(key, prompt, L, now);
     // A snapshot of the whole prompt serves only with its logits; else one token must run.
     if (m.length == L && m.snapshot->logits.empty()) {
       const int64_t branch = m.branch;
-      m = cache_.store->Lookup(cache_.key, prompt, L - 1, now);
+      m = cache_.store->Lookup(key, prompt, L - 1, now);
       m.branch = branch;
     }
   }
@@ -101,11 +107,14 @@ int64_t CommonPrefix(std::span<const TokenId> a, std::span<const TokenId> b) {
 // Whether `live` should wait for a sibling being prefilled now (running, or admitted earlier in
 // this step) that shares a longer prefix with it than the store holds: the sibling then stops
 // at the branch point and snapshots it, and `live` is admitted on that snapshot instead of
-// computing the same prefix at the same time.
+// computing the same prefix at the same time. Only a sibling under the same adapter (or both
+// under the base model) computes a state `live` can use.
 bool BatchLoop::WaitForSibling(LiveRequest& live) {
   const std::span<const TokenId> prompt(live.req.prompt);
   const auto last = static_cast<int64_t>(prompt.size()) - 1;  // at least one token must run
+  const StateKey key = KeyOf(live);
   auto consider = [&](LiveRequest& sibling, int64_t sibling_at) {
+    if (KeyOf(sibling) != key) return false;
     const int64_t c = std::min(CommonPrefix(prompt, sibling.req.prompt), last);
     if (c < live.view.restore + kMinSharedPrefix || sibling_at >= c) return false;
     RequestView& v = sibling.view;
@@ -195,15 +204,15 @@ absl::Status BatchLoop::Admit(const StepPlan& plan) {
 
 // Stores the state of `slot` as the snapshot of prefix + suffix (with `logits` when not empty),
 // unless one is there already. A failure costs only the snapshot.
-void BatchLoop::Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
-                     std::span<const float> logits) {
+void BatchLoop::Save(const StateKey& key, SlotId slot, std::span<const TokenId> prefix,
+                     std::span<const TokenId> suffix, std::span<const float> logits) {
   std::vector<TokenId> tokens(prefix.begin(), prefix.end());
   tokens.insert(tokens.end(), suffix.begin(), suffix.end());
-  if (tokens.empty() || cache_.store->Contains(cache_.key, tokens)) return;
+  if (tokens.empty() || cache_.store->Contains(key, tokens)) return;
   std::shared_ptr<StateSnapshot> snapshot = TakeSnapshot(slot);
   if (!snapshot) return;
   snapshot->logits.assign(logits.begin(), logits.end());
-  Insert(std::move(tokens), std::move(snapshot));
+  Insert(key, std::move(tokens), std::move(snapshot));
 }
 
 std::shared_ptr<StateSnapshot> BatchLoop::TakeSnapshot(SlotId slot) {
@@ -221,9 +230,10 @@ std::shared_ptr<StateSnapshot> BatchLoop::TakeSnapshot(SlotId slot) {
   return snapshot;
 }
 
-void BatchLoop::Insert(std::vector<TokenId> tokens, std::shared_ptr<StateSnapshot> snapshot) {
+void BatchLoop::Insert(const StateKey& key, std::vector<TokenId> tokens,
+                       std::shared_ptr<StateSnapshot> snapshot) {
   const double now = Seconds(Clock::now() - started_);
-  if (cache_.store->Insert(cache_.key, tokens, std::move(snapshot), now)) {
+  if (cache_.store->Insert(key, tokens, std::move(snapshot), now)) {
     ++cache_counts_.snapshots;
   }
 }
@@ -240,11 +250,13 @@ absl::Status BatchLoop::CommitSession(LiveRequest& live, const Completion& c, Fi
   content.state_tokens =
       static_cast<int64_t>(content.tokens.size()) - (c.generated.empty() ? 0 : 1);
   if (c.generated.empty()) snapshot->logits = std::move(live.end_logits);
+  content.adapter = live.req.adapter ? live.req.adapter->host->fingerprint() : std::string();
   // The same state is the end-of-completion snapshot the store would take.
+  const StateKey key = KeyOf(live);
   if (cache_.store && c.generated.size() >= 2 &&
       !cache_.store->Contains(
-          cache_.key, std::span<const TokenId>(content.tokens).first(content.tokens.size() - 1))) {
-    Insert(std::vector<TokenId>(content.tokens.begin(), content.tokens.end() - 1), snapshot);
+          key, std::span<const TokenId>(content.tokens).first(content.tokens.size() - 1))) {
+    Insert(key, std::vector<TokenId>(content.tokens.begin(), content.tokens.end() - 1), snapshot);
   }
   content.state = std::move(snapshot);
   ev->session_tokens = live.session->Commit(std::move(content));
@@ -318,8 +330,11 @@ BatchLoop::StepResult BatchLoop::Step() {
                        .subspan(static_cast<size_t>(c.begin), static_cast<size_t>(c.count))
                  : std::span<const TokenId>(
                        &live.completions[static_cast<size_t>(c.completion)].last, 1);
-    chunks_.push_back(
-        {c.slot, tokens, c.start, c.want_logits, c.prompt && live.req.prompt_logprobs >= 0});
+    // Prompt chunks and decode tokens alike run under the request's adapter (its forks' slots
+    // hold states computed under it too).
+    chunks_.push_back({c.slot, tokens, c.start, c.want_logits,
+                       c.prompt && live.req.prompt_logprobs >= 0,
+                       live.req.adapter ? live.req.adapter->weights.get() : nullptr});
   }
   const Clock::time_point t0 = Clock::now();
   if (!chunks_.empty()) {
@@ -344,13 +359,14 @@ BatchLoop::StepResult BatchLoop::Step() {
     }
     if (!c.want_logits) continue;
     const std::span<const float> logits = all ? logits_.Row(row - 1) : logits_.Row(row++);
-    if (cache_.store) Save(c.slot, live.req.prompt, {}, logits);
+    if (cache_.store) Save(KeyOf(live), c.slot, live.req.prompt, {}, logits);
     Fork(live, plan, c.request, logits);
   }
   // Branch points the step's prompt chunks stopped at (no other work touched those slots).
   for (const StepPlan::Snapshot& sn : plan.snapshots) {
-    const std::span<const TokenId> prompt(running_[static_cast<size_t>(sn.request)]->req.prompt);
-    Save(sn.slot, prompt.first(static_cast<size_t>(sn.length)), {}, {});
+    const LiveRequest& live = *running_[static_cast<size_t>(sn.request)];
+    const std::span<const TokenId> prompt(live.req.prompt);
+    Save(KeyOf(live), sn.slot, prompt.first(static_cast<size_t>(sn.length)), {}, {});
   }
   for (int r : plan.cached_prompts) {
     LiveRequest& live = *running_[static_cast<size_t>(r)];
@@ -419,7 +435,7 @@ void BatchLoop::FinishCompletion(LiveRequest& live, int index, Finish reason, ab
   } else if (cache_.store && ok && c.generated.size() >= 2) {
     // The state after the last token fed (every generated token but the last): where the next
     // turn of a conversation (prompt + completion + new text) resumes.
-    Save(live.view.slots[static_cast<size_t>(index)], live.req.prompt,
+    Save(KeyOf(live), live.view.slots[static_cast<size_t>(index)], live.req.prompt,
          std::span<const TokenId>(c.generated).first(c.generated.size() - 1), {});
   }
   ev.index = index;
@@ -437,6 +453,7 @@ void BatchLoop::FinishCompletion(LiveRequest& live, int index, Finish reason, ab
   ev.queue_seconds = live.queue_seconds;
   ev.ttft_seconds = c.ttft;
   ev.e2e_seconds = Seconds(Clock::now() - live.submitted);
+  if (live.req.adapter) ev.adapter = live.req.adapter->name;
   if (observer_) observer_->OnFinish(ev);
   live.sink->OnFinish(ev);
   bool all = true;

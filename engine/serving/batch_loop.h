@@ -65,7 +65,9 @@ struct LiveRequest {
   std::vector<float> end_logits;
 };
 
-// The state cache a loop uses: where snapshots go and what, besides tokens, keys them.
+// The state cache a loop uses: where snapshots go and what, besides tokens, keys them. Only
+// key.model is used: each request's entries are keyed by its own adapter (Request::adapter's
+// key; 0 for the base model), so a prefix computed under one is never resumed under another.
 struct StateCache {
   StateStore* store = nullptr;  // null: no cache
   StateKey key;
@@ -138,14 +140,16 @@ class BatchLoop {
   void ResetTally() { tally_ = Tally{}; }
 
  private:
+  StateKey KeyOf(const LiveRequest& live) const;  // the state cache's key for its states
   void SelectAdmissible(size_t free_slots);
   void LookUp(LiveRequest& live, double now);
   bool WaitForSibling(LiveRequest& live);
   absl::Status Admit(const StepPlan& plan);
-  void Save(SlotId slot, std::span<const TokenId> prefix, std::span<const TokenId> suffix,
-            std::span<const float> logits);
+  void Save(const StateKey& key, SlotId slot, std::span<const TokenId> prefix,
+            std::span<const TokenId> suffix, std::span<const float> logits);
   std::shared_ptr<StateSnapshot> TakeSnapshot(SlotId slot);  // null on failure (logged)
-  void Insert(std::vector<TokenId> tokens, std::shared_ptr<StateSnapshot> snapshot);
+  void Insert(const StateKey& key, std::vector<TokenId> tokens,
+              std::shared_ptr<StateSnapshot> snapshot);
   absl::Status CommitSession(LiveRequest& live, const Completion& c, FinishEvent* ev);
   void RunCachedPrompt(LiveRequest& live, const StepPlan& plan, int request);
   void Fork(LiveRequest& live, const StepPlan& plan, int request, std::span<const float> logits);

@@ -110,6 +110,7 @@ std::string EncodeSessionFile(const SessionModel& model, std::string_view id,
                             {"created_ms", absl::StrCat(created_ms)},
                             {"last_used_ms", absl::StrCat(last_used_ms)},
                             {"checksum", checksum.Hex()}};
+  if (!content.adapter.empty()) header["__metadata__"]["adapter_fingerprint"] = content.adapter;
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');
   std::string out;
@@ -153,6 +154,13 @@ absl::StatusOr<DecodedSession> DecodeSessionFile(const SessionModel& model,
   DecodedSession out;
   if (meta.contains("session_id") && meta["session_id"].is_string()) {
     out.id = meta["session_id"].get<std::string>();
+  }
+  if (meta.contains("adapter_fingerprint")) {  // absent: the base model
+    const json& a = meta["adapter_fingerprint"];
+    if (!a.is_string() || a.get<std::string>().empty() || a.get<std::string>().size() > 128) {
+      return Invalid("metadata 'adapter_fingerprint' is not a LoRA adapter's fingerprint");
+    }
+    out.content.adapter = a.get<std::string>();
   }
   absl::StatusOr<int64_t> tokens = MetaInt(meta, "tokens");
   absl::StatusOr<int64_t> state_tokens = MetaInt(meta, "state_tokens");

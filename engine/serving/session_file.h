@@ -42,13 +42,17 @@ struct SessionContent {
   std::vector<TokenId> tokens;
   std::shared_ptr<const StateSnapshot> state;  // null when the session holds no token yet
   int64_t state_tokens = 0;
+  // The LoRA adapter the state was computed under (LoraAdapter::fingerprint()); empty: the base
+  // model. A turn under another is refused (Engine::Submit).
+  std::string adapter;
 };
 
 // Encodes a session as a safetensors file: per layer `layers.{i}.conv_state` [d_conv-1, d_inner]
 // and `layers.{i}.ssm_state` [d_state, d_inner] (F32; Mamba-2's shapes above), `tokens` [n] (I32),
 // `logits` [vocab] (F32) when the state covers every token; metadata: format, session id, model
-// fingerprint, dtype, token and state-token counts, created/last used times and a checksum of the
-// data.
+// fingerprint, dtype, token and state-token counts, created/last used times, a checksum of the
+// data and, for a session under a LoRA adapter, `adapter_fingerprint` (absent: the base model, as
+// in files written before adapters existed).
 std::string EncodeSessionFile(const SessionModel& model, std::string_view id,
                               const SessionContent& content, int64_t created_ms,
                               int64_t last_used_ms);

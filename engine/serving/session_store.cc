@@ -156,6 +156,7 @@ SessionInfo SessionStore::InfoLocked(const std::string& id, const Entry& e) cons
   i.last_used_ms = e.last_used_ms;
   i.expires_ms = e.last_used_ms + static_cast<int64_t>(options_.ttl_seconds * 1000);
   i.in_use = e.in_use;
+  i.adapter = e.content.adapter;
   return i;
 }
 

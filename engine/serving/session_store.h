@@ -48,6 +48,8 @@ struct SessionInfo {
   int64_t bytes = 0;   // memory it takes (state + tokens)
   int64_t created_ms = 0, last_used_ms = 0, expires_ms = 0;
   bool in_use = false;  // a request is running on it now
+  // The LoRA adapter its state was computed under (its fingerprint); empty: the base model.
+  std::string adapter;
 };
 
 struct SessionStats {

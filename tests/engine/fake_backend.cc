@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "engine/lora/lora_adapter.h"
 
 namespace mamba::engine::testing {
 namespace {
@@ -16,6 +17,17 @@ uint64_t Mix(uint64_t x) {  // splitmix64's finalizer
   x *= 0x94d049bb133111ebull;
   return x ^ (x >> 31);
 }
+
+// An adapter as the fake holds it: only the salt its tokens' steps are mixed with.
+class FakeAdapterWeights : public AdapterWeights {
+ public:
+  explicit FakeAdapterWeights(uint64_t salt) : salt_(salt) {}
+  int64_t bytes() const override { return 8; }
+  uint64_t salt() const { return salt_; }
+
+ private:
+  uint64_t salt_;
+};
 
 }  // namespace
 
@@ -44,6 +56,32 @@ uint64_t FakeBackend::Next(uint64_t state, TokenId token) {
   return Mix(state ^ (static_cast<uint64_t>(token) + 0x632be59bd9b4e019ull));
 }
 
+uint64_t FakeBackend::Next(uint64_t state, TokenId token, uint64_t salt) {
+  return salt == 0 ? Next(state, token) : Mix(Next(state, token) ^ salt);
+}
+
+uint64_t FakeBackend::SaltOf(const std::string& fingerprint) {
+  uint64_t h = 0x51ed27037c8a5d31ull;
+  for (unsigned char c : fingerprint) h = Mix(h ^ c);
+  return h == 0 ? 1 : h;
+}
+
+uint64_t FakeBackend::SaltOf(const AdapterWeights* weights) {
+  return weights ? static_cast<const FakeAdapterWeights*>(weights)->salt() : 0;
+}
+
+absl::StatusOr<std::shared_ptr<const AdapterWeights>> FakeBackend::LoadAdapter(
+    const LoraAdapter& adapter) {
+  if (!lora_) return Backend::LoadAdapter(adapter);
+  if (load_hook_) load_hook_();
+  if (!fail_next_load_.ok()) {
+    absl::Status s = std::move(fail_next_load_);
+    fail_next_load_ = absl::OkStatus();
+    return s;
+  }
+  return std::make_shared<FakeAdapterWeights>(SaltOf(adapter.fingerprint()));
+}
+
 void FakeBackend::LogitsOf(uint64_t state, std::span<float> row) const {
   const uint64_t h = Mix(state);
   for (size_t v = 0; v < row.size(); ++v) {
@@ -67,12 +105,13 @@ absl::Status FakeBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
   for (const ChunkInput& c : chunks) {
     if (record_calls_) {
       call.chunks.push_back(
-          {c.slot.value, {c.tokens.begin(), c.tokens.end()}, c.start, c.want_logits});
+          {c.slot.value, {c.tokens.begin(), c.tokens.end()}, c.start, c.want_logits, c.adapter});
     }
+    const uint64_t salt = SaltOf(c.adapter);
     uint64_t& s = state_[static_cast<size_t>(c.slot.value)];
     if (c.start) s = kStart;
     for (TokenId t : c.tokens) {
-      s = Next(s, t);
+      s = Next(s, t, salt);
       if (c.all_logits) LogitsOf(s, logits->Row(row++));  // one row per token
     }
     if (c.want_logits && !c.all_logits) LogitsOf(s, logits->Row(row++));

@@ -3,9 +3,14 @@
 // state is a hash of every token it consumed since its start, and the logits are a fixed
 // function of that hash. So chunked prefill equals token-by-token decode, CopySlot forks
 // exactly, and any mix-up of slots or tokens changes the output. It records each call's chunks.
+// LoRA adapters (LoadAdapter) salt each token's step with a hash of the adapter's fingerprint,
+// so a token fed under another adapter (or the base model) gives another state.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -41,11 +46,19 @@ class FakeBackend : public Backend {
   int64_t state_floats() const override { return 2; }  // the 64-bit hash, bit for bit
   absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override;
   absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override;
+  // Unimplemented after set_lora(false), as a backend without LoRA support.
+  absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadAdapter(
+      const LoraAdapter& adapter) override;
 
   // The logits row a state gives (what Prefill returns for it).
   void LogitsOf(uint64_t state, std::span<float> row) const;
   uint64_t state(SlotId slot) const { return state_[static_cast<size_t>(slot.value)]; }
   static uint64_t Next(uint64_t state, TokenId token);
+  // A token's step under an adapter of salt `salt` (0: the base model, = Next).
+  static uint64_t Next(uint64_t state, TokenId token, uint64_t salt);
+  // The salt of adapters with this fingerprint, and of one this backend laid out (0: null).
+  static uint64_t SaltOf(const std::string& fingerprint);
+  static uint64_t SaltOf(const AdapterWeights* weights);
 
   // Every Prefill call so far: (slot, tokens, start, want_logits) per chunk.
   struct Call {
@@ -53,11 +66,17 @@ class FakeBackend : public Backend {
       int32_t slot;
       std::vector<TokenId> tokens;
       bool start, want_logits;
+      const AdapterWeights* adapter = nullptr;
     };
     std::vector<Chunk> chunks;
   };
   const std::vector<Call>& calls() const { return calls_; }
   void FailNextCall(absl::Status status) { fail_next_ = std::move(status); }
+  void set_lora(bool on) { lora_ = on; }
+  void FailNextLoadAdapter(absl::Status status) { fail_next_load_ = std::move(status); }
+  // Called inside LoadAdapter (on the loading thread) before it returns: tests hold a load
+  // half way with it.
+  void set_load_adapter_hook(std::function<void()> hook) { load_hook_ = std::move(hook); }
 
  private:
   ModelConfig config_;
@@ -66,6 +85,9 @@ class FakeBackend : public Backend {
   std::vector<uint64_t> state_;
   std::vector<Call> calls_;
   absl::Status fail_next_;
+  bool lora_ = true;
+  absl::Status fail_next_load_;
+  std::function<void()> load_hook_;
 };
 
 }  // namespace mamba::engine::testing

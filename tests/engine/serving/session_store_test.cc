@@ -9,10 +9,12 @@
 
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "tests/support/temp_dir.h"
 
@@ -54,6 +56,7 @@ SessionContent Content(const SessionModel& m, uint64_t seed, int64_t n, bool log
 
 void ExpectSame(const SessionContent& a, const SessionContent& b) {
   EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.adapter, b.adapter);
   EXPECT_EQ(a.state_tokens, b.state_tokens);
   ASSERT_EQ(a.state == nullptr, b.state == nullptr);
   if (a.state) {
@@ -160,6 +163,83 @@ TEST(SessionFileTest, RefusesEveryDamage) {
   small.vocab_size = 2;
   EXPECT_FALSE(DecodeSessionFile(small, good).ok());
   EXPECT_FALSE(DecodeSessionFile(m, "not a safetensors file at all").ok());
+}
+
+// `bytes` (a session file) with its metadata changed by `edit`; the checksum covers the tensor
+// data only, so the result still passes every other check.
+std::string EditMetadata(const std::string& bytes,
+                         const std::function<void(nlohmann::json&)>& edit) {
+  uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = len << 8 | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, len));
+  edit(header["__metadata__"]);
+  std::string h = header.dump();
+  while (h.size() % 8 != 0) h.push_back(' ');
+  std::string out;
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>(static_cast<uint64_t>(h.size()) >> (8 * i)));
+  return out + h + bytes.substr(8 + len);
+}
+
+// A session under a LoRA adapter keeps the adapter's fingerprint through the file; a file without
+// one (every file written before adapters existed) is the base model's; a malformed one is
+// refused.
+TEST(SessionFileTest, AdapterFingerprintRoundTripsAndOldFilesAreBase) {
+  const SessionModel m = TestModel();
+  SessionContent c = Content(m, 3, 12);
+  c.adapter = "fedcba9876543210fedcba9876543210";
+  const std::string bytes = EncodeSessionFile(m, "lora", c, 1, 2);
+  EXPECT_NE(bytes.find("adapter_fingerprint"), std::string::npos);
+  auto d = DecodeSessionFile(m, bytes);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ExpectSame(d->content, c);
+  // The base model's session writes no field at all (the file old servers wrote and read).
+  const std::string base = EncodeSessionFile(m, "base", Content(m, 3, 12), 1, 2);
+  EXPECT_EQ(base.find("adapter_fingerprint"), std::string::npos);
+  auto old = DecodeSessionFile(
+      m, EditMetadata(bytes, [](nlohmann::json& meta) { meta.erase("adapter_fingerprint"); }));
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->content.adapter, "");
+  for (const nlohmann::json& bad :
+       {nlohmann::json(""), nlohmann::json(7), nlohmann::json(std::string(129, 'f')),
+        nlohmann::json::array()}) {
+    auto refused = DecodeSessionFile(
+        m, EditMetadata(bytes, [&](nlohmann::json& meta) { meta["adapter_fingerprint"] = bad; }));
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_NE(refused.status().message().find("adapter_fingerprint"), std::string::npos)
+        << refused.status();
+  }
+}
+
+// The adapter stays with the session through a fork, an export / import, the session directory,
+// and is reported in SessionInfo.
+TEST(SessionStoreTest, TheAdapterFollowsTheSession) {
+  TempDir dir;
+  SessionOptions o = Memory();
+  o.dir = dir.path() / "sessions";
+  const std::string fp = "00112233445566778899aabbccddeeff";
+  {
+    auto store = Store(o);
+    SessionContent c = Content(store->model(), 1, 10);
+    c.adapter = fp;
+    ASSERT_TRUE((*store->Acquire("a"))->Commit(c));
+    ASSERT_TRUE((*store->Acquire("plain"))->Commit(Content(store->model(), 2, 10)));
+    EXPECT_EQ(store->Get("a")->adapter, fp);
+    EXPECT_EQ(store->Get("plain")->adapter, "");
+    auto fork = store->Fork("a", "b");
+    ASSERT_TRUE(fork.ok()) << fork.status();
+    EXPECT_EQ(fork->adapter, fp);
+    auto bytes = store->Export("a");
+    ASSERT_TRUE(bytes.ok());
+    auto imported = store->Import("c", *bytes);
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    EXPECT_EQ(imported->adapter, fp);
+    EXPECT_EQ((*store->Acquire("c"))->content().adapter, fp);
+    store->Flush();
+  }
+  auto reloaded = Store(o);
+  for (const char* id : {"a", "b", "c"}) EXPECT_EQ(reloaded->Get(id)->adapter, fp) << id;
+  EXPECT_EQ(reloaded->Get("plain")->adapter, "");
 }
 
 TEST(SessionStoreTest, OneTurnAtATimeAndFailedTurnsChangeNothing) {
