@@ -28,6 +28,7 @@ struct Pass;
 namespace mamba::engine::cuda {
 
 class LoraPlan;
+struct CudaLoraModule;
 
 // CUDA-only knobs (BackendOptions covers the rest). num_slots == 0 in BackendOptions means:
 // as many slots as fit in state_memory_fraction of the memory left after weights and scratch.
@@ -180,13 +181,13 @@ class CudaBackend : public Backend {
   int64_t max_tokens_ = 0, max_logit_rows_ = 0;
   DeviceBuffer residual_, delta_, normed_, xz_, xc_, xc_lowp_, dbc_, dt_, ssm_y_, y_, head_in_,
       logits_;
-  DeviceBuffer int8_workspace_;
+  DeviceBuffer int8_workspace_;  // int8 weights, more than kInt8GemvMaxRows rows: dequantized tiles
   // LoRA: the shrink's output [max_tokens_, kMaxLoraRank] fp32; the current pass's plan and its
   // segment table (pinned staging and device copy, grown when a pass needs more).
   DeviceBuffer lora_t_, lora_segments_dev_;
   PinnedBuffer lora_segments_stage_;
-  std::unique_ptr<LoraPlan>
-      lora_plan_;  // int8 weights, more than kInt8GemvMaxRows rows: dequantized tiles
+  std::unique_ptr<LoraPlan> lora_plan_;
+  std::vector<const CudaLoraModule*> lora_modules_;  // the pass's chunks' module tables
   DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
   PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
   size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets

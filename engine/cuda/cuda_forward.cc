@@ -127,7 +127,11 @@ absl::Status CudaBackend::RunPrefillPass(const Pass& pass, Logits* logits) {
         Launched(cudaMemcpyAsync(u.dst, stage + u.at, u.bytes, cudaMemcpyHostToDevice, stream_),
                  "cudaMemcpyAsync(pass inputs)", -1, kNumOps));
   }
-  lora_plan_->Build(chunks, pass.adapters, logit_rows, config().num_hidden_layers);
+  lora_modules_.clear();  // CheckAdapters made sure they are this engine's
+  for (const AdapterWeights* a : pass.adapters) {
+    lora_modules_.push_back(a ? static_cast<const CudaAdapterWeights*>(a)->modules() : nullptr);
+  }
+  lora_plan_->Build(chunks, lora_modules_, logit_rows, config().num_hidden_layers);
   MAMBA_RETURN_IF_ERROR(UploadLoraPlan());
   MAMBA_RETURN_IF_ERROR(EnqueueForward(PassShape{
       T, false, static_cast<int>(C), R, lora_plan_->empty() ? nullptr : lora_plan_.get()}));

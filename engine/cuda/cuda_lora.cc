@@ -169,11 +169,11 @@ CudaAdapterWeights::~CudaAdapterWeights() {
 }
 
 void LoraPlan::Build(std::span<const kernels::SeqChunk> chunks,
-                     std::span<const AdapterWeights* const> adapters,
+                     std::span<const CudaLoraModule* const> modules,
                      std::span<const int32_t> logit_rows, int64_t layers) {
   segments_.clear();
   sites_.assign(static_cast<size_t>(LoraNumSites(layers)), LoraSiteSegments{});
-  if (std::none_of(adapters.begin(), adapters.end(), [](auto* a) { return a != nullptr; })) return;
+  if (std::none_of(modules.begin(), modules.end(), [](auto* m) { return m != nullptr; })) return;
   // Appends `rows` rows from `row` under `m` to the site being built (the last one), joining
   // the previous segment when it is the same module and ends where these rows begin.
   auto add = [&](LoraSiteSegments& site, const CudaLoraModule& m, int64_t row, int64_t rows) {
@@ -197,15 +197,12 @@ void LoraPlan::Build(std::span<const kernels::SeqChunk> chunks,
     ++site.count;
     site.max_rows = std::max(site.max_rows, rows);
   };
-  auto weights = [&](size_t i) { return static_cast<const CudaAdapterWeights*>(adapters[i]); };
   const int64_t head = LoraHeadSite(layers);
   for (int64_t s = 0; s < head; ++s) {
     LoraSiteSegments& site = sites_[static_cast<size_t>(s)];
     site.offset = static_cast<int64_t>(segments_.size());
     for (size_t i = 0; i < chunks.size(); ++i) {
-      if (const CudaAdapterWeights* w = weights(i)) {
-        add(site, w->module(s), chunks[i].begin, chunks[i].length);
-      }
+      if (const CudaLoraModule* m = modules[i]) add(site, m[s], chunks[i].begin, chunks[i].length);
     }
   }
   // The head's rows are the logit rows, in their order; each belongs to the chunk holding it.
@@ -217,9 +214,7 @@ void LoraPlan::Build(std::span<const kernels::SeqChunk> chunks,
                          [](int64_t row, const kernels::SeqChunk& c) { return row < c.begin; });
     if (it == chunks.begin()) continue;
     const auto i = static_cast<size_t>(it - chunks.begin() - 1);
-    if (const CudaAdapterWeights* w = weights(i)) {
-      add(site, w->module(head), static_cast<int64_t>(r), 1);
-    }
+    if (const CudaLoraModule* m = modules[i]) add(site, m[head], static_cast<int64_t>(r), 1);
   }
 }
 

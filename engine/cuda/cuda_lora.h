@@ -51,6 +51,8 @@ class CudaAdapterWeights : public AdapterWeights {
   const void* owner() const { return owner_; }
   // The module at `site` (LoraLayerSite, ...); rank 0 when absent.
   const CudaLoraModule& module(int64_t site) const { return modules_[static_cast<size_t>(site)]; }
+  // All of them, [LoraNumSites(layers)] (LoraPlan::Build's input).
+  const CudaLoraModule* modules() const { return modules_.data(); }
 
  private:
   CudaAdapterWeights() = default;
@@ -72,9 +74,10 @@ struct LoraSiteSegments {
 // adapter share a segment; rows of the base model or of an adapter without the module get none.
 class LoraPlan {
  public:
-  // adapters[i] is chunk i's (null: the base model), each a CudaAdapterWeights of this model.
+  // modules[i] is chunk i's adapter's module table (CudaAdapterWeights::modules(), one entry per
+  // site of a model of `layers` layers); null: the base model. Chunks are in row order.
   void Build(std::span<const kernels::SeqChunk> chunks,
-             std::span<const AdapterWeights* const> adapters, std::span<const int32_t> logit_rows,
+             std::span<const CudaLoraModule* const> modules, std::span<const int32_t> logit_rows,
              int64_t layers);
   bool empty() const { return segments_.empty(); }
   const std::vector<kernels::cuda::LoraSegment>& segments() const { return segments_; }

@@ -1,9 +1,11 @@
 // LoRA adapters on the CUDA engine (issue 15): logits against the CPU engine with the same random
 // checkpoint and random PEFT adapters (each target alone and all together, r 1/8/64), a pass
 // mixing 4 adapters and the base model against each alone, the adapter checks, loading while
-// steps run, and the shrink/expand kernels (reference, row invariance, argument checks). Label
-// `gpu`; skips without a usable device (fails under MAMBA_REQUIRE_GPU=1), except the kernels'
-// argument checks, which never reach the device.
+// steps run, the pass plan's segments, and the shrink/expand kernels (reference, row invariance,
+// argument checks). Label `gpu`; skips without a usable device (fails under MAMBA_REQUIRE_GPU=1),
+// except the plan and the kernels' argument checks, which never reach the device.
+#include "engine/cuda/cuda_lora.h"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -433,6 +436,62 @@ TEST_F(CudaLoraErrors, LoadAdapterRefusesXProjOnMamba2) {
   const absl::Status s = gpu->LoadAdapter(*a).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("no x_proj"), std::string::npos) << s;
+}
+
+// ---- The pass plan (host code: runs everywhere) ----
+
+// Runs of rows per site: neighbouring chunks on one adapter join, the base model's rows and an
+// adapter's missing modules get none, the head's segments index the logit rows.
+TEST(CudaLoraPlan, SegmentsAreRunsOfRowsUnderOneModule) {
+  const int64_t layers = 2;
+  const float a[6] = {}, b[6] = {};
+  using cuda::CudaLoraModule;
+  std::vector<CudaLoraModule> x(static_cast<size_t>(cuda::LoraNumSites(layers)));
+  std::vector<CudaLoraModule> y = x;
+  x[static_cast<size_t>(cuda::LoraLayerSite(0, LoraTarget::kInProj))] = {&a[0], &b[0], 4, 0.5f};
+  x[static_cast<size_t>(cuda::LoraHeadSite(layers))] = {&a[1], &b[1], 2, 2.0f};
+  y[static_cast<size_t>(cuda::LoraLayerSite(0, LoraTarget::kInProj))] = {&a[2], &b[2], 8, 1.0f};
+  y[static_cast<size_t>(cuda::LoraEmbeddingsSite(layers))] = {&a[3], &b[3], 1, 3.0f};
+  // Rows [0, 3) x, [3, 5) x, [5, 9) base, [9, 10) y, [10, 14) x.
+  const std::vector<kernels::SeqChunk> chunks = {
+      {0, 3, 0}, {3, 2, 1}, {5, 4, 2}, {9, 1, 3}, {10, 4, 4}};
+  const std::vector<const CudaLoraModule*> modules = {x.data(), x.data(), nullptr, y.data(),
+                                                      x.data()};
+  // Logit rows: the last of chunks 0, 2, 3; all of chunks 1 and 4.
+  const std::vector<int32_t> logit_rows = {2, 3, 4, 8, 9, 10, 11, 12, 13};
+  cuda::LoraPlan plan;
+  plan.Build(chunks, modules, logit_rows, layers);
+  ASSERT_FALSE(plan.empty());
+  auto segments = [&](int64_t site) {
+    const cuda::LoraSiteSegments& s = plan.site(site);
+    std::vector<std::tuple<int64_t, int64_t, const float*, int32_t, float>> out;
+    for (int64_t i = s.offset; i < s.offset + s.count; ++i) {
+      const kc::LoraSegment& g = plan.segments()[static_cast<size_t>(i)];
+      out.emplace_back(g.row_begin, g.rows, g.a, g.rank, g.scale);
+    }
+    return out;
+  };
+  using Seg = std::tuple<int64_t, int64_t, const float*, int32_t, float>;
+  const int64_t in0 = cuda::LoraLayerSite(0, LoraTarget::kInProj);
+  EXPECT_EQ(
+      segments(in0),
+      (std::vector<Seg>{{0, 5, &a[0], 4, 0.5f}, {9, 1, &a[2], 8, 1.0f}, {10, 4, &a[0], 4, 0.5f}}));
+  EXPECT_EQ(plan.site(in0).max_rows, 5);
+  EXPECT_EQ(segments(cuda::LoraEmbeddingsSite(layers)), (std::vector<Seg>{{9, 1, &a[3], 1, 3.0f}}));
+  // Logit rows 0-2 (rows 2, 3, 4) and 5-8 (rows 10-13) are x's; 3 is the base's, 4 y's (no head).
+  EXPECT_EQ(segments(cuda::LoraHeadSite(layers)),
+            (std::vector<Seg>{{0, 3, &a[1], 2, 2.0f}, {5, 4, &a[1], 2, 2.0f}}));
+  EXPECT_EQ(plan.site(cuda::LoraHeadSite(layers)).max_rows, 4);
+  for (int64_t s :
+       {cuda::LoraLayerSite(0, LoraTarget::kXProj), cuda::LoraLayerSite(0, LoraTarget::kOutProj),
+        cuda::LoraLayerSite(1, LoraTarget::kInProj)}) {
+    EXPECT_EQ(plan.site(s).count, 0) << "site " << s;
+  }
+  EXPECT_EQ(plan.segments().size(), 6u);
+  // Only the base model: no plan (the pass runs as without LoRA).
+  const std::vector<const CudaLoraModule*> none(chunks.size(), nullptr);
+  plan.Build(chunks, none, logit_rows, layers);
+  EXPECT_TRUE(plan.empty());
 }
 
 // ---- The kernels ----
