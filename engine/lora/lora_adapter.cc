@@ -225,7 +225,8 @@ absl::Status ReadLayers(const ojson& j, const ModelConfig& c, ModuleSelector* s)
 struct Pattern {
   std::string key;
   std::regex regex;
-  double value = 0;
+  double value = 0;  // alpha_pattern
+  int64_t rank = 0;  // rank_pattern (a double would not hold every int64)
 };
 
 absl::StatusOr<std::vector<Pattern>> ReadPatterns(const ojson& j, const char* field, bool integer) {
@@ -240,7 +241,8 @@ absl::StatusOr<std::vector<Pattern>> ReadPatterns(const ojson& j, const char* fi
     }
     MAMBA_ASSIGN_OR_RETURN(std::regex re, CompileRegex(absl::StrCat("(.*\\.)?(", key, ")"),
                                                        absl::StrCat(field, " key '", key, "'")));
-    out.push_back({key, std::move(re), value.get<double>()});
+    out.push_back(
+        {key, std::move(re), value.get<double>(), integer ? value.get<int64_t>() : int64_t{0}});
   }
   return out;
 }
@@ -431,7 +433,7 @@ absl::StatusOr<std::vector<LoraModulePlan>> PlanLoraModules(const ojson& j,
     p.layer = m.layer;
     const Pattern* rp = FirstMatch(rank_pattern, m.key);
     const Pattern* ap = FirstMatch(alpha_pattern, m.key);
-    p.rank = rp ? static_cast<int64_t>(rp->value) : r;
+    p.rank = rp ? rp->rank : r;
     p.alpha = ap ? ap->value : alpha;
     if (p.rank > options.max_rank) {
       return Bad(absl::StrCat("rank ", p.rank, " of ", m.key,
@@ -439,7 +441,11 @@ absl::StatusOr<std::vector<LoraModulePlan>> PlanLoraModules(const ojson& j,
                               " exceeds --max-lora-rank ", options.max_rank));
     }
     const double rank = static_cast<double>(p.rank);
-    p.scale = static_cast<float>(rslora ? p.alpha / std::sqrt(rank) : p.alpha / rank);
+    const double scale = rslora ? p.alpha / std::sqrt(rank) : p.alpha / rank;
+    if (!(std::abs(scale) <= 1e30)) {  // a float must hold it
+      return Bad(absl::StrCat("lora_alpha ", p.alpha, " of ", m.key, " gives the scale ", scale));
+    }
+    p.scale = static_cast<float>(scale);
     Features(config, p.target, &p.in, &p.out);
     plan.push_back(std::move(p));
   }

@@ -707,6 +707,13 @@ TEST(LoraAdapterRefusalTest, ConfigFields) {
        "layer_replication is [[0,1]]: not supported"},
       {"rank_zero", [](ojson& j) { j["r"] = 0; }, "r must be a positive integer"},
       {"alpha_type", [](ojson& j) { j["lora_alpha"] = "x"; }, "lora_alpha must be a number"},
+      {"alpha_huge", [](ojson& j) { j["lora_alpha"] = 1e300; }, "gives the scale"},
+      {"rank_pattern_huge",
+       [](ojson& j) {
+         j["rank_pattern"] = {{"in_proj", INT64_MAX}};
+       },
+       "rank 9223372036854775807 of backbone.layers.0.mixer.in_proj (rank_pattern 'in_proj') "
+       "exceeds --max-lora-rank 64"},
       {"rslora_type", [](ojson& j) { j["use_rslora"] = 1; }, "use_rslora must be true or false"},
       {"dora_type", [](ojson& j) { j["use_dora"] = "no"; }, "use_dora must be true or false"},
       {"fan_type", [](ojson& j) { j["fan_in_fan_out"] = "yes"; },
