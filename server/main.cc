@@ -12,6 +12,7 @@
 #include "engine/backend_factory.h"
 #include "engine/checkpoint.h"
 #include "engine/logging.h"
+#include "engine/lora/adapter_registry.h"
 #include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/metrics.h"
@@ -82,6 +83,29 @@ int Fail(const std::string& what, const absl::Status& s) {
   return 1;
 }
 
+// The --lora adapters, loaded before serving starts. A bad one stops start-up as a bad flag does
+// (exit code 2), naming the adapter and the reason.
+int LoadLoras(const ServerConfig& c, const std::vector<std::string>& served_names,
+              engine::AdapterRegistry& adapters) {
+  absl::StatusOr<std::vector<LoraFlag>> loras = ParseLoraFlags(c, served_names);
+  if (!loras.ok()) {
+    Log()->critical("{}", std::string(loras.status().message()));
+    return 2;
+  }
+  for (const LoraFlag& l : *loras) {
+    auto a = adapters.Load(l.name, l.dir);
+    if (!a.ok()) {
+      Log()->critical("cannot start with --lora {}={}: {}", l.name, l.dir, a.status().ToString());
+      return 2;
+    }
+    Log()->info("LoRA adapter '{}' loaded from {} (rank up to {})", l.name, l.dir,
+                (*a)->host->max_rank());
+  }
+  Log()->info("LoRA adapters: {} loaded; up to {} at once (--max-loras), rank up to {}",
+              loras->size(), c.max_loras, c.max_lora_rank);
+  return 0;
+}
+
 int Run(const ServerConfig& c, const sigset_t& signals) {
   const bool demo = c.model_dir.empty();
   const std::string dir = demo ? DefaultModelDir() : c.model_dir;
@@ -123,10 +147,12 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   LogSessions(engine_options.sessions);
   auto eng = engine::Engine::Create(std::move(*backend), tokenizer, engine_options, &metrics);
   if (!eng.ok()) return Fail("cannot start the engine", eng.status());
+  const std::vector<std::string> served_names = ServedModelNames(c, dir);
+  if (int rc = LoadLoras(c, served_names, *(*eng)->adapters()); rc != 0) return rc;
   ServingState state;
   state.engine = eng->get();
   state.tokenizer = tokenizer.get();
-  state.served_model_names = ServedModelNames(c, dir);
+  state.served_model_names = served_names;
   state.model_name = state.served_model_names.front();
   state.strict_model_name = c.strict_model_name;
   state.generation_defaults = *defaults;

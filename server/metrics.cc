@@ -114,6 +114,18 @@ Metrics::Metrics()
       session_disk_evictions_(Counter(*registry_, "mamba_session_disk_evictions_total",
                                       "Session files removed to stay within "
                                       "--session-dir-bytes")),
+      lora_requests_(CounterFamily(*registry_, "mamba_lora_requests_total",
+                                   "Finished requests run under a LoRA adapter, by adapter")),
+      lora_prompt_tokens_(CounterFamily(*registry_, "mamba_lora_prompt_tokens_total",
+                                        "Prompt tokens of finished requests run under a LoRA "
+                                        "adapter, by adapter")),
+      lora_generation_tokens_(CounterFamily(*registry_, "mamba_lora_generation_tokens_total",
+                                            "Tokens generated under a LoRA adapter, by adapter")),
+      lora_loaded_(
+          Gauge(*registry_, "mamba_lora_adapters_loaded", "LoRA adapters loaded (found by name)")),
+      lora_resident_(Gauge(*registry_, "mamba_lora_adapters_resident",
+                           "LoRA adapters held in memory: loaded, or unloaded but still used by a "
+                           "request (bounded by --max-loras)")),
       ttft_(MakeHistogram(*registry_, "mamba_time_to_first_token_seconds",
                           "Submit to first generated token, per completion",
                           LatencyBuckets(0.001, 100))),
@@ -180,6 +192,16 @@ void Metrics::OnFinish(const engine::FinishEvent& event) {
   if (event.queue_seconds > 0 || event.usage.completion_tokens > 0) {
     queue_wait_.Observe(event.queue_seconds);
   }
+  if (!event.adapter.empty()) {
+    // prometheus-cpp escapes label values in the exposition text.
+    const prometheus::Labels labels = {{"adapter", event.adapter}};
+    if (event.index == 0) {
+      lora_requests_.Add(labels).Increment();
+      lora_prompt_tokens_.Add(labels).Increment(static_cast<double>(event.usage.prompt_tokens));
+    }
+    lora_generation_tokens_.Add(labels).Increment(
+        static_cast<double>(event.usage.completion_tokens));
+  }
 }
 
 void Metrics::OnRejected(absl::StatusCode code) {
@@ -212,6 +234,8 @@ std::string Metrics::Render(const engine::EngineStats& stats) {
   slots_used_.Set(static_cast<double>(stats.slots_used));
   slots_total_.Set(static_cast<double>(stats.slots_total));
   draining_.Set(stats.draining ? 1 : 0);
+  lora_loaded_.Set(static_cast<double>(stats.lora_loaded));
+  lora_resident_.Set(static_cast<double>(stats.lora_resident));
   std::lock_guard<std::mutex> lock(render_mu_);
   auto catch_up = [](prometheus::Counter& c, int64_t total) {
     const double delta = static_cast<double>(total) - c.Value();

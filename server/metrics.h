@@ -19,7 +19,7 @@
 namespace mamba::server {
 
 // Thread-safe. The observer methods run on the engine's scheduler thread and only touch
-// atomics or a histogram's short lock.
+// atomics or short locks (a histogram's, a labelled family's).
 class Metrics : public engine::EngineObserver {
  public:
   Metrics();
@@ -87,6 +87,13 @@ class Metrics : public engine::EngineObserver {
   prometheus::Counter& session_disk_writes_;
   prometheus::Counter& session_disk_write_failures_;
   prometheus::Counter& session_disk_evictions_;
+  // LoRA adapters (issue 15): requests and tokens by adapter name (base requests not counted
+  // here), adapters loaded and resident (sampled at Render).
+  prometheus::Family<prometheus::Counter>& lora_requests_;
+  prometheus::Family<prometheus::Counter>& lora_prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& lora_generation_tokens_;
+  prometheus::Gauge& lora_loaded_;
+  prometheus::Gauge& lora_resident_;
 
   prometheus::Histogram& ttft_;
   prometheus::Histogram& inter_token_;

@@ -166,6 +166,21 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
       ->envname("MAMBA_LOG_JSON");
   app.add_option("--ready-file", c->ready_file,
                  "Write {\"http_port\", \"grpc_port\"} here once serving");
+  app.add_option("--lora", c->loras,
+                 "Serve the PEFT LoRA adapter in directory DIR as NAME=DIR (repeat the flag or "
+                 "separate with commas); a request selects it with \"model\": NAME (OpenAI), "
+                 "\"adapter_id\": NAME (TGI) or GenerateRequest.adapter (gRPC)")
+      ->delimiter(',')
+      ->envname("MAMBA_LORA");
+  app.add_option("--max-loras", c->max_loras,
+                 "LoRA adapters held at once (loaded, or unloaded but still used by a request); "
+                 "a load beyond it is refused")
+      ->envname("MAMBA_MAX_LORAS")
+      ->capture_default_str();
+  app.add_option("--max-lora-rank", c->max_lora_rank,
+                 "Largest LoRA rank accepted (any module's r, rank_pattern included)")
+      ->envname("MAMBA_MAX_LORA_RANK")
+      ->capture_default_str();
 }
 
 absl::Status ValidateConfig(const ServerConfig& c) {
@@ -204,7 +219,51 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.state_cache_policy != "cost" && c.state_cache_policy != "lru") {
     return absl::InvalidArgumentError("--state-cache-policy must be cost or lru");
   }
+  if (c.max_loras < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-loras must be at least 1, got ", c.max_loras));
+  }
+  if (c.max_lora_rank < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max-lora-rank must be at least 1, got ", c.max_lora_rank));
+  }
+  const std::string dir = c.model_dir.empty() ? DefaultModelDir() : c.model_dir;
+  if (absl::StatusOr<std::vector<LoraFlag>> l = ParseLoraFlags(c, ServedModelNames(c, dir));
+      !l.ok()) {
+    return l.status();
+  }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<LoraFlag>> ParseLoraFlags(const ServerConfig& c,
+                                                     const std::vector<std::string>& served_names) {
+  std::vector<LoraFlag> out;
+  for (const std::string& value : c.loras) {
+    const size_t eq = value.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == value.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--lora takes NAME=DIR (an adapter name and its directory), got '", value, "'"));
+    }
+    LoraFlag f{value.substr(0, eq), value.substr(eq + 1)};
+    for (const LoraFlag& other : out) {
+      if (other.name == f.name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--lora: the adapter name '", f.name, "' is given twice"));
+      }
+    }
+    if (std::find(served_names.begin(), served_names.end(), f.name) != served_names.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--lora: the adapter name '", f.name,
+                       "' is the served model's name; a request's \"model\" selects the base "
+                       "model by it, so give the adapter another name"));
+    }
+    out.push_back(std::move(f));
+  }
+  if (static_cast<int64_t>(out.size()) > c.max_loras) {
+    return absl::InvalidArgumentError(absl::StrCat(out.size(), " --lora adapters but --max-loras ",
+                                                   c.max_loras, ": raise --max-loras"));
+  }
+  return out;
 }
 
 std::vector<std::string> ServedModelNames(const ServerConfig& c, const std::string& model_dir) {
@@ -289,6 +348,8 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   o.max_session_tokens = c.max_session_tokens;  // the engine bounds imports by it + a completion
   o.sessions.dir = c.session_dir;
   o.sessions.dir_max_bytes = c.session_dir_bytes;
+  o.lora.max_loras = c.max_loras;
+  o.lora.load.max_rank = c.max_lora_rank;
   return o;
 }
 

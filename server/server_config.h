@@ -53,6 +53,16 @@ struct ServerConfig {
   std::string log_level = "info";
   bool log_json = false;
   std::string ready_file;  // written with the bound ports once serving (for scripts and tests)
+  // LoRA adapters (issue 15): NAME=DIR loaded at start-up, and the registry's bounds.
+  std::vector<std::string> loras;
+  int max_loras = 8;
+  int64_t max_lora_rank = 64;
+};
+
+// One --lora NAME=DIR.
+struct LoraFlag {
+  std::string name;
+  std::string dir;
 };
 
 // Registers every option on `app` (also readable from --config FILE, TOML/INI).
@@ -60,6 +70,12 @@ void AddServerFlags(CLI::App& app, ServerConfig* config);
 
 // Checks values that CLI11 cannot (ports, TLS pairs, timeouts).
 absl::Status ValidateConfig(const ServerConfig& c);
+
+// The --lora flags split into names and directories: InvalidArgument for a value without '=',
+// an empty name or directory, a name given twice or equal to one of `served_names` (a request's
+// `model` could not tell them apart), or more adapters than --max-loras.
+absl::StatusOr<std::vector<LoraFlag>> ParseLoraFlags(const ServerConfig& c,
+                                                     const std::vector<std::string>& served_names);
 
 // The default budgets of the state cache and of sessions: the smaller of 2 GiB and 25 % of the
 // memory the process may use (RAM, or its cgroup limit).

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
 #include "engine/generation_config.h"
+#include "engine/lora/adapter_registry.h"
 #include "engine/request_validation.h"
 
 namespace mamba::server {
@@ -73,6 +74,50 @@ inline std::optional<std::string> ResolveModelName(const ServingState& s,
   }
   if (s.strict_model_name) return std::nullopt;
   return s.model_name;
+}
+
+// What a request's `model` selects: the name the answer reports and the LoRA adapter to run
+// under (null: the base model).
+struct ModelSelection {
+  std::string name;
+  std::shared_ptr<const engine::ServedAdapter> adapter;
+};
+
+// ResolveModelName, with LoRA adapters (issue 15): a served name selects the base model, a
+// loaded adapter's name that adapter (vLLM's convention), any other name the base model unless
+// strict (then nullopt). Adapter names never equal a served name (the load refuses them).
+inline std::optional<ModelSelection> SelectModel(const ServingState& s,
+                                                 std::string_view requested) {
+  if (!requested.empty() && s.engine != nullptr) {
+    const std::vector<std::string> names = ServedModelNames(s);
+    if (std::find(names.begin(), names.end(), requested) == names.end()) {
+      if (auto a = s.engine->adapters()->Find(requested)) return ModelSelection{a->name, a};
+    }
+  }
+  std::optional<std::string> base = ResolveModelName(s, requested);
+  if (!base) return std::nullopt;
+  return ModelSelection{*std::move(base), nullptr};
+}
+
+// Every name a request's `model` selects something by: the served names, then the loaded
+// adapters' (by name).
+inline std::vector<std::string> ModelIds(const ServingState& s) {
+  std::vector<std::string> ids = ServedModelNames(s);
+  if (s.engine != nullptr) {
+    for (const auto& a : s.engine->adapters()->List()) ids.push_back(a->name);
+  }
+  return ids;
+}
+
+// TGI's `adapter_id` / gRPC's GenerateRequest.adapter: empty selects the base model, else a
+// loaded adapter by name (NotFound naming `field` otherwise).
+inline absl::StatusOr<std::shared_ptr<const engine::ServedAdapter>> FindAdapter(
+    const ServingState& s, std::string_view name, const char* field) {
+  if (name.empty() || s.engine == nullptr) return nullptr;
+  if (auto a = s.engine->adapters()->Find(name)) return a;
+  return engine::WithField(absl::NotFoundError(absl::StrCat(field, ": no LoRA adapter '",
+                                                            std::string(name), "' is loaded")),
+                           field, "adapter_not_found");
 }
 
 // The text of token ids a client sent, for /detokenize and echo: every id below the model's

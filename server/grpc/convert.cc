@@ -147,6 +147,10 @@ absl::StatusOr<PreparedRequest> PrepareRequest(const v1::GenerateRequest& in,
     }
     r.session_id = in.session_id();
   }
+  absl::StatusOr<std::shared_ptr<const engine::ServedAdapter>> adapter =
+      FindAdapter(state, in.adapter(), "adapter");
+  if (!adapter.ok()) return adapter.status();
+  r.adapter = *std::move(adapter);
   // The engine's validator, here and not only at Submit: the unary call sizes its reply (n
   // Completions) first.
   if (absl::Status s = state.engine->Validate(r); !s.ok()) return s;
@@ -342,6 +346,21 @@ void FillSessionInfo(const engine::SessionInfo& info, v1::SessionInfo* out) {
   out->set_last_used_unix_ms(info.last_used_ms);
   out->set_expires_unix_ms(info.expires_ms);
   out->set_in_use(info.in_use);
+}
+
+}  // namespace mamba::server
+
+namespace mamba::server {
+
+void FillAdapterInfo(const engine::ServedAdapter& adapter, v1::LoraAdapterInfo* out) {
+  out->set_name(adapter.name);
+  out->set_path(adapter.path.string());
+  out->set_loaded_unix_ms(adapter.loaded_ms);
+  if (adapter.host) {
+    out->set_max_rank(adapter.host->max_rank());
+    for (engine::LoraTarget t : adapter.host->targets()) out->add_targets(engine::Name(t));
+    out->set_bytes(adapter.host->bytes());
+  }
 }
 
 }  // namespace mamba::server

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "engine/lora/adapter_registry.h"
 #include "engine/request.h"
 #include "engine/serving/session_store.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -26,8 +27,9 @@ struct PreparedRequest {
   int returned = 1;            // completions answered: request.n, or fewer (best_of > n)
 };
 
-// Converts the prompt and options, applies the documented defaults, and checks the result with
-// Engine::Validate (the one validator; the unary call sizes its reply by n before Submit).
+// Converts the prompt and options, applies the documented defaults, finds the adapter (NotFound
+// when none has the name), and checks the result with Engine::Validate (the one validator; the
+// unary call sizes its reply by n before Submit).
 // With best_of > n, request.n is best_of and `returned` n. Errors: InvalidArgument (no prompt,
 // invalid UTF-8, a bad session id or n > 1 with one, best_of < n or with a session, and
 // every range or limit the engine checks: an empty or too long prompt, n, sampling),
@@ -68,5 +70,7 @@ void FillPromptLogprobs(const engine::PromptEvent& event, const engine::Tokenize
 void FillModelInfo(const ServingState& state, v1::ModelInfo* out);
 
 void FillSessionInfo(const engine::SessionInfo& info, v1::SessionInfo* out);
+
+void FillAdapterInfo(const engine::ServedAdapter& adapter, v1::LoraAdapterInfo* out);
 
 }  // namespace mamba::server

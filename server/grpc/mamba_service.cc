@@ -1,5 +1,6 @@
 #include "server/grpc/mamba_service.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -193,6 +194,43 @@ absl::Status MambaServiceImpl::AdmitSession(const ::grpc::CallbackServerContext&
     response->set_created(!existed);
   }
   return Answer(context, info.status());
+}
+
+}  // namespace mamba::server
+
+namespace mamba::server {
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::LoadLoraAdapter(
+    ::grpc::CallbackServerContext* context, const v1::LoadLoraAdapterRequest* request,
+    v1::LoraAdapterInfo* response) {
+  if (absl::Status s = Admit(*context, false); !s.ok()) return Answer(context, s);
+  const std::vector<std::string> served = ServedModelNames(*state_);
+  if (std::find(served.begin(), served.end(), request->name()) != served.end()) {
+    return Answer(context, absl::InvalidArgumentError(absl::StrCat(
+                               "name: '", request->name(),
+                               "' is the served model's name; give the adapter another name")));
+  }
+  auto adapter = state_->engine->adapters()->Load(request->name(), request->path());
+  if (adapter.ok()) FillAdapterInfo(**adapter, response);
+  return Answer(context, adapter.status());
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::UnloadLoraAdapter(
+    ::grpc::CallbackServerContext* context, const v1::UnloadLoraAdapterRequest* request,
+    v1::UnloadLoraAdapterResponse*) {
+  if (absl::Status s = Admit(*context, false); !s.ok()) return Answer(context, s);
+  return Answer(context, state_->engine->adapters()->Unload(request->name()));
+}
+
+::grpc::ServerUnaryReactor* MambaServiceImpl::ListLoraAdapters(
+    ::grpc::CallbackServerContext* context, const v1::ListLoraAdaptersRequest*,
+    v1::ListLoraAdaptersResponse* response) {
+  if (absl::Status s = Admit(*context, false); !s.ok()) return Answer(context, s);
+  const engine::AdapterRegistry& registry = *state_->engine->adapters();
+  for (const auto& a : registry.List()) FillAdapterInfo(*a, response->add_adapters());
+  response->set_max_loras(registry.options().max_loras);
+  response->set_resident(registry.resident());
+  return Answer(context, absl::OkStatus());
 }
 
 }  // namespace mamba::server

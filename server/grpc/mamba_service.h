@@ -1,6 +1,6 @@
 // mamba.v1.MambaService over the callback API: checks the API key, then hands Generate and
 // GenerateStream to their reactors (generate_calls.h) and answers the small RPCs (tokenizer,
-// model info, sessions) inline. The
+// model info, sessions, LoRA adapters) inline. The
 // calls whose requests carry text take raw bytes and parse them themselves, so that invalid
 // UTF-8 is INVALID_ARGUMENT rather than gRPC's bare UNIMPLEMENTED for an unparsable message.
 #pragma once
@@ -57,6 +57,19 @@ class MambaServiceImpl final : public MambaServiceBase {
   ::grpc::ServerUnaryReactor* ImportSession(::grpc::CallbackServerContext* context,
                                             const v1::ImportSessionRequest* request,
                                             v1::ImportSessionResponse* response) override;
+
+  // LoRA adapters: the registry's answers as they are (INVALID_ARGUMENT, NOT_FOUND,
+  // ALREADY_EXISTS, RESOURCE_EXHAUSTED, UNIMPLEMENTED), INVALID_ARGUMENT for a name that is the
+  // served model's. The load runs on the calling gRPC thread.
+  ::grpc::ServerUnaryReactor* LoadLoraAdapter(::grpc::CallbackServerContext* context,
+                                              const v1::LoadLoraAdapterRequest* request,
+                                              v1::LoraAdapterInfo* response) override;
+  ::grpc::ServerUnaryReactor* UnloadLoraAdapter(::grpc::CallbackServerContext* context,
+                                                const v1::UnloadLoraAdapterRequest* request,
+                                                v1::UnloadLoraAdapterResponse* response) override;
+  ::grpc::ServerUnaryReactor* ListLoraAdapters(::grpc::CallbackServerContext* context,
+                                               const v1::ListLoraAdaptersRequest* request,
+                                               v1::ListLoraAdaptersResponse* response) override;
 
  private:
   // Unauthenticated (API key set, `authorization` metadata not "Bearer <key>") or Unavailable

@@ -15,7 +15,7 @@ namespace mamba::server::http {
 
 struct CompletionSpec {
   std::vector<Prompt> prompts;  // choices are indexed prompt_index * n + i
-  std::string model;            // the served name answers report (ResolveModelName)
+  std::string model;            // the name answers report (SelectModel: a served or adapter name)
   engine::Request request;      // everything but the prompt; request.n completions run
   int32_t n = 1;                // completions returned per prompt: request.n, or fewer (best_of)
   bool stream = false;
@@ -27,7 +27,8 @@ struct CompletionSpec {
   std::optional<int> prompt_logprobs;
 };
 
-// Fields (OpenAI): model (any name unless ServingState::strict_model_name), prompt (string |
+// Fields (OpenAI): model (a LoRA adapter's name runs under that adapter; any other name the base
+// model unless ServingState::strict_model_name), prompt (string |
 // [string] | [int] | [[int]]), max_tokens (16), temperature, top_p, n, best_of (>= n: best_of
 // run, the n with the highest cumulative log-prob returned; not with stream), logit_bias
 // ({"<id>": bias in [-100, 100]}, at most 300), stream, stream_options.include_usage, stop,

@@ -164,18 +164,19 @@ absl::Status ParseCompletionRequest(const Json& body, const HandlerContext& ctx,
                                     CompletionSpec* out) {
   std::string model;
   MAMBA_RETURN_IF_ERROR(ReadString(body, "model", &model));
-  std::optional<std::string> served = ResolveModelName(*ctx.state, model);
+  std::optional<ModelSelection> served = SelectModel(*ctx.state, model);
   if (!served) {
     return engine::WithField(absl::NotFoundError(absl::StrCat(
                                  "the model '", model, "' does not exist; this server serves '",
-                                 absl::StrJoin(ServedModelNames(*ctx.state), "', '"), "'")),
+                                 absl::StrJoin(ModelIds(*ctx.state), "', '"), "'")),
                              "model", "model_not_found");
   }
-  out->model = *std::move(served);
+  out->model = served->name;
   std::string user;  // accepted and ignored (OpenAI's end-user id for abuse monitoring)
   MAMBA_RETURN_IF_ERROR(ReadString(body, "user", &user));
 
   engine::Request& r = out->request;
+  r.adapter = std::move(served->adapter);  // null: the base model
   MAMBA_RETURN_IF_ERROR(ReadSessionId(body, &r.session_id));
   const bool session = !r.session_id.empty();
   MAMBA_RETURN_IF_ERROR(ReadInt(body, "n", kIntMin, kIntMax, &r.n));

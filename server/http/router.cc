@@ -13,6 +13,7 @@
 #include "server/http/api_error.h"
 #include "server/http/completions.h"
 #include "server/http/json_util.h"
+#include "server/http/lora.h"
 #include "server/http/sessions.h"
 #include "server/http/tgi.h"
 #include "server/metrics.h"
@@ -33,6 +34,8 @@ enum class Route {
   kTokenize,
   kDetokenize,
   kSessions,  // every /v1/sessions route (sessions.h)
+  kLoadLora,
+  kUnloadLora,
   kNone
 };
 
@@ -66,6 +69,8 @@ RouteInfo Find(std::string_view path) {
   if (path == "/info") return {Route::kTgiInfo, "GET"};
   if (path == "/tokenize") return {Route::kTokenize, "POST"};
   if (path == "/detokenize") return {Route::kDetokenize, "POST"};
+  if (path == "/v1/load_lora_adapter") return {Route::kLoadLora, "POST"};
+  if (path == "/v1/unload_lora_adapter") return {Route::kUnloadLora, "POST"};
   return {Route::kNone, ""};
 }
 
@@ -252,14 +257,25 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
       for (const std::string& name : ServedModelNames(*ctx_.state)) {
         data.push_back(ModelCard(ctx_, name, created_));
       }
+      if (ctx_.state->engine != nullptr) {
+        for (const auto& a : ctx_.state->engine->adapters()->List()) {
+          data.push_back(AdapterCard(*a, ctx_.state->model_name));
+        }
+      }
       return exchange->Respond(JsonResponse({{"object", "list"}, {"data", std::move(data)}}));
     }
     case Route::kModel: {
-      // A lookup of what exists: the served names only, even when any `model` is accepted.
+      // A lookup of what exists: the served names and adapters only, even when any `model` is
+      // accepted.
       const std::string id = std::string(
           std::string_view(request.path).substr(std::string_view("/v1/models/").size()));
       const std::vector<std::string> names = ServedModelNames(*ctx_.state);
       if (std::find(names.begin(), names.end(), id) == names.end()) {
+        if (ctx_.state->engine != nullptr) {
+          if (auto a = ctx_.state->engine->adapters()->Find(id)) {
+            return exchange->Respond(JsonResponse(AdapterCard(*a, ctx_.state->model_name)));
+          }
+        }
         return exchange->Respond(
             ErrorResponse({.status = 404,
                            .message = absl::StrCat("the model '", id, "' does not exist"),
@@ -283,6 +299,10 @@ void Router::Handle(const HttpRequest& request, std::shared_ptr<Exchange> exchan
       return exchange->Respond(JsonOrError(Detokenize(ctx_, request)));
     case Route::kSessions:
       return exchange->Respond(HandleSessionRequest(ctx_, request, *info.session));
+    case Route::kLoadLora:
+      return exchange->Respond(HandleLoadLora(ctx_, request));
+    case Route::kUnloadLora:
+      return exchange->Respond(HandleUnloadLora(ctx_, request));
     case Route::kNone:
       break;
   }

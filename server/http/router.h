@@ -1,6 +1,6 @@
 // The HTTP routes: authentication, dispatch by path and method, per-route body limits, and the
 // small endpoints (health, metrics, models, tokenize, detokenize). Generation is in
-// completions.h and tgi.h, session management in sessions.h.
+// completions.h and tgi.h, session management in sessions.h, LoRA adapters in lora.h.
 #pragma once
 
 #include <cstdint>

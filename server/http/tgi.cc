@@ -306,6 +306,12 @@ absl::Status ParseTgiRequest(const Json& body, const HandlerContext& ctx, TgiSpe
       return engine::InvalidField("parameters", "'parameters' must be an object");
     }
     MAMBA_RETURN_IF_ERROR(ParseParameters(*p, ctx.state->generation_defaults, max_best_of, out));
+    std::string adapter_id;  // TGI's multi-LoRA field: a loaded adapter's name
+    MAMBA_RETURN_IF_ERROR(ReadString(*p, "adapter_id", &adapter_id));
+    absl::StatusOr<std::shared_ptr<const engine::ServedAdapter>> adapter =
+        FindAdapter(*ctx.state, adapter_id, "adapter_id");
+    if (!adapter.ok()) return adapter.status();
+    out->request.adapter = *std::move(adapter);
     float timeout = 0;
     MAMBA_RETURN_IF_ERROR(ReadFloat(*p, "timeout", &timeout));
     if (timeout < 0) return engine::InvalidField("timeout", "'timeout' must be >= 0 seconds");

@@ -25,7 +25,8 @@ struct TgiSpec {
 
 // {"inputs": str, "parameters": {max_new_tokens (100), do_sample (false = greedy whatever the
 // temperature), temperature, top_k, top_p, repetition_penalty, frequency_penalty, stop, seed,
-// details, decoder_input_details, top_n_tokens, return_full_text, best_of; extensions: timeout
+// details, decoder_input_details, top_n_tokens, return_full_text, best_of, adapter_id (a loaded
+// LoRA adapter's name, 404 when none has it; absent or "": the base model); extensions: timeout
 // (seconds), ignore_eos}, "session_id" (extension: continue that session; "inputs" is then the
 // turn's new text, possibly "")}. A sampled request
 // without a seed gets a random one, reported in details as TGI does. best_of (1 to the engine's
