@@ -496,13 +496,31 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoraAdapter::Load(const fs::p
                : std::make_pair(base + ".lora_A.weight", base + ".lora_B.weight");
   };
   std::unordered_set<std::string> expected;
+  // PEFT's save_embedding_layers="auto" also saves the base weight of a targeted lm_head (and of
+  // the embeddings when both are targeted) as <key>.base_layer.weight: a copy of the base
+  // model's own matrix, which a LoRA leaves frozen. Tolerated (and not held) at the base shape;
+  // another shape means a resized vocabulary, which is refused.
+  std::unordered_set<std::string> base_copies;
   for (const LoraModulePlan& p : *plan) {
     auto [a, b] = names(p);
     expected.insert(a);
     expected.insert(b);
+    if (p.target == LoraTarget::kEmbeddings || p.target == LoraTarget::kLmHead) {
+      base_copies.insert(absl::StrCat("base_model.model.", p.key, ".base_layer.weight"));
+    }
   }
   const fs::path& weights = (*file)->path();
   for (const TensorInfo& t : (*file)->tensors()) {
+    if (base_copies.count(t.name) != 0) {
+      const std::vector<int64_t> base_shape = {config.vocab_size, config.hidden_size};
+      if (t.shape != base_shape) {
+        return fail(Bad(absl::StrCat("tensor '", t.name, "' has shape ", ShapeString(t.shape),
+                                     ", not the base model's ", ShapeString(base_shape),
+                                     ": an adapter with a resized vocabulary is not supported")),
+                    weights);
+      }
+      continue;
+    }
     if (expected.count(t.name) == 0) {
       return fail(Bad(absl::StrCat("unexpected tensor '", t.name,
                                    "': not a LoRA tensor of a module adapter_config.json "

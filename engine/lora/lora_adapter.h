@@ -74,7 +74,9 @@ class LoraAdapter {
   // NotFound for a missing directory / file) and say what is wrong, naming the file and tensor:
   // use_dora, bias other than "none", modules_to_save, a target the model lacks (or conv1d, or a
   // norm), a rank above max_rank, shapes that do not fit, missing or extra tensors, a corrupt
-  // file, a peft_type other than LORA. `name` is only used in messages.
+  // file, a peft_type other than LORA. `name` is only used in messages, as the prefix
+  // "adapter 'NAME': ". The base-weight copy PEFT saves with a targeted lm_head or embeddings
+  // (<key>.base_layer.weight, save_embedding_layers="auto") is ignored at the base shape.
   static absl::StatusOr<std::shared_ptr<const LoraAdapter>> Load(const std::filesystem::path& dir,
                                                                  const ModelConfig& config,
                                                                  const LoraLoadOptions& options,

@@ -373,6 +373,44 @@ TEST(LoraAdapterTest, FalconMambaTakesEveryLinearAndAnUntiedHead) {
   EXPECT_EQ(head->out, c.vocab_size);
 }
 
+// PEFT saves a targeted lm_head's base weight too (save_embedding_layers="auto"): a copy of the
+// base model's, ignored; at another shape (a resized vocabulary) it is refused.
+TEST(LoraAdapterTest, PeftsCopyOfATargetedHeadIsIgnored) {
+  TempDir t;
+  const ModelConfig c = Preset("tiny");
+  const fs::path dir = Write(t, "a", Options(c, {"in_proj", "lm_head"}));
+  const std::string fp = MustLoad(dir, c)->fingerprint();
+  std::vector<OwnedTensor> tensors = ReadTensors(dir);
+  const std::string name = "base_model.model.lm_head.base_layer.weight";
+  tensors.push_back(
+      {name,
+       kernels::DType::kF32,
+       {c.vocab_size, c.hidden_size},
+       std::vector<std::byte>(static_cast<size_t>(4 * c.vocab_size * c.hidden_size))});
+  WriteTensors(dir, tensors);
+  auto a = MustLoad(dir, c);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->fingerprint(), fp);
+  EXPECT_EQ(a->lm_head()->out, c.vocab_size);
+  tensors.back().shape = {c.vocab_size + 8, c.hidden_size};
+  tensors.back().bytes.resize(static_cast<size_t>(4 * (c.vocab_size + 8) * c.hidden_size));
+  WriteTensors(dir, tensors);
+  EXPECT_THAT(ErrorOf(dir, c), HasSubstr(absl::StrCat("tensor '", name,
+                                                      "' has shape [520, 64], "
+                                                      "not the base model's [512, 64]: an adapter "
+                                                      "with a resized vocabulary")));
+  // Only for a targeted module: without lm_head in target_modules the copy is extra.
+  const fs::path other = Write(t, "b", Options(c, {"in_proj"}));
+  tensors = ReadTensors(other);
+  tensors.push_back(
+      {name,
+       kernels::DType::kF32,
+       {c.vocab_size, c.hidden_size},
+       std::vector<std::byte>(static_cast<size_t>(4 * c.vocab_size * c.hidden_size))});
+  WriteTensors(other, tensors);
+  EXPECT_THAT(ErrorOf(other, c), HasSubstr(absl::StrCat("unexpected tensor '", name, "'")));
+}
+
 TEST(LoraAdapterTest, FingerprintFollowsValuesAndConfig) {
   TempDir t;
   const ModelConfig c = Preset("tiny");
