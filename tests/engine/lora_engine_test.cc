@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -705,6 +706,85 @@ TEST_F(LoraEngineTest, UnloadWhileARequestRunsLetsItFinish) {
   Fake engine = MakeFake(2);
   Fake reference = MakeFake(1);
   UnloadWhileRunning(*engine.engine, *reference.engine, Path("a"));
+}
+
+// Hot load and unload under load: submitters pick adapters by name while another thread loads
+// and unloads them (all but `a`, which stays); whatever each request found (an adapter or, when
+// its name was not loaded, the base model) it runs under to the end, exactly; none is lost;
+// nothing stays resident. The submitters keep pace with the loader's rounds (no timing).
+TEST_F(LoraEngineTest, HotLoadAndUnloadUnderLoadLosesNothing) {
+  EngineOptions eo;
+  eo.max_step_tokens = 16;
+  eo.max_queue = 512;
+  eo.state_cache_bytes = int64_t{1} << 20;
+  eo.lora.max_loras = 64;  // more than the loader's rounds: every load fits
+  Fake served = MakeFake(4, eo);
+  Fake reference = MakeFake(1);
+  LoadAll(*reference.engine);
+  AdapterRegistry& reg = *served.engine->adapters();
+  ASSERT_TRUE(reg.Load("a", Path("a")).ok());
+  const char* names[] = {"a", "b", "c", "d"};
+  std::vector<std::vector<TokenId>> prompts;
+  for (uint64_t i = 0; i < 4; ++i) prompts.push_back(testing::RandomPrompt(10 + 7 * i, 96, 50 + i));
+  constexpr int kRequests = 40;
+  std::atomic<int> rounds{0};
+  std::thread loader([&] {
+    std::mt19937 rng(1);
+    for (int round = 0; round < kRequests; ++round) {
+      const char* name = names[1 + rng() % 3];
+      if (reg.Find(name)) {
+        EXPECT_TRUE(reg.Unload(name).ok());
+      } else {
+        auto s = reg.Load(name, Path(name));
+        EXPECT_TRUE(s.ok()) << s.status();
+      }
+      rounds = round + 1;
+    }
+  });
+  struct Sent {
+    Request request;  // without its adapter (only the engine holds that)
+    std::string adapter;
+    std::shared_ptr<Collector> sink;
+  };
+  std::vector<std::vector<Sent>> sent(3);
+  std::vector<std::thread> submitters;
+  for (size_t t = 0; t < sent.size(); ++t) {
+    submitters.emplace_back([&, t] {
+      std::mt19937 rng(10 + static_cast<unsigned>(t));
+      for (int i = 0; i < kRequests; ++i) {
+        while (rounds.load() < i) std::this_thread::yield();
+        Request r = Greedy(prompts[rng() % prompts.size()], 3 + static_cast<int>(rng() % 6),
+                           reg.Find(names[i % 4 == 0 ? 0 : rng() % 4]));
+        auto sink = std::make_shared<Collector>();
+        const std::string adapter = r.adapter ? r.adapter->name : "";
+        Request copy = r;
+        copy.adapter.reset();
+        EXPECT_TRUE(served.engine->Submit(std::move(r), sink).ok());
+        sent[t].push_back({std::move(copy), adapter, sink});
+      }
+    });
+  }
+  for (std::thread& s : submitters) s.join();
+  loader.join();
+  int64_t under_adapters = 0;
+  for (const auto& batch : sent) {
+    for (const Sent& x : batch) {
+      ASSERT_TRUE(x.sink->Wait());
+      EXPECT_EQ(x.sink->finish().reason, Finish::kLength);
+      EXPECT_EQ(x.sink->finish().adapter, x.adapter);
+      Request r = x.request;
+      if (!x.adapter.empty()) r.adapter = reference.engine->adapters()->Find(x.adapter);
+      auto want = RunAndWait(*reference.engine, r);
+      ASSERT_TRUE(want);
+      EXPECT_EQ(x.sink->tokens(), want->tokens());
+      EXPECT_EQ(x.sink->logprobs(), want->logprobs());
+      if (!x.adapter.empty()) ++under_adapters;
+    }
+  }
+  EXPECT_GT(under_adapters, kRequests / 4);
+  ASSERT_TRUE(served.engine->WaitIdle(30s));
+  const EngineStats st = served.engine->Stats();
+  EXPECT_EQ(st.lora_resident, st.lora_loaded);
 }
 
 // ---- The CPU engine ----
