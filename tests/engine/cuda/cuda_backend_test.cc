@@ -1,7 +1,8 @@
-// The CUDA engine: the backend suite (tests/engine/backend_suite.h) instantiated for it, and what
-// only the CUDA engine has: logits and greedy tokens against the CPU engine, graphs against eager
-// steps, device-side greedy sampling, device selection. Label `gpu`; skips without a usable
-// device (fails under MAMBA_REQUIRE_GPU=1), except the checks of what happens without one.
+// The CUDA engine: the backend suites (tests/engine/backend_suite.h, lora_backend_suite.h)
+// instantiated for it, and what only the CUDA engine has: logits and greedy tokens against the
+// CPU engine, graphs against eager steps, device-side greedy sampling, device selection. Label
+// `gpu`; skips without a usable device (fails under MAMBA_REQUIRE_GPU=1), except the checks of
+// what happens without one.
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cuda/device.h"
 #include "tests/engine/backend_suite.h"
+#include "tests/engine/lora_backend_suite.h"
 #include "tests/engine/reference_model.h"
 #include "tests/engine/test_support.h"
 
@@ -26,6 +28,7 @@ using testing::BackendDevice;
 using testing::BackendErrorsTest;
 using testing::BackendTest;
 using testing::Dec;
+using testing::LoraBackendTest;
 using testing::RandomPrompt;
 using testing::TempDir;
 using Variant = testing::BackendVariant;
@@ -59,6 +62,10 @@ INSTANTIATE_TEST_SUITE_P(Cuda, BackendTest,
                          testing::CaseName);
 INSTANTIATE_TEST_SUITE_P(Cuda, BackendErrorsTest, ::testing::Values(CudaDevice()),
                          testing::DeviceName);
+// LoRA adapters (issue 15) against the float64 reference; cuda_lora_test has the CUDA-only cases.
+INSTANTIATE_TEST_SUITE_P(Cuda, LoraBackendTest,
+                         ::testing::ValuesIn(testing::LoraCases(CudaDevice())),
+                         testing::LoraCaseName);
 
 std::vector<double> D(std::span<const float> v) { return {v.begin(), v.end()}; }
 
