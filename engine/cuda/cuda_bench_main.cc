@@ -2,17 +2,24 @@
 // per batch size (logits copied to the host, as Backend::Decode returns them, and kept on the
 // device with greedy sampling there), against the floor set by reading the weights (and the
 // states) once per step at the measured device-to-device copy bandwidth.
+// With --lora-rank R: the same prefill, and steps of one token per sequence (as the engine runs
+// decodes under adapters: Prefill chunks), under random rank-R LoRA adapters against the base
+// model, alternated round by round (issue 15).
 // Prints "RESULT key=value ..." lines for tests/gpu/run_all.sh, and optionally JSON.
 #include <cuda_runtime.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "CLI/CLI.hpp"
 #include "engine/cuda/cuda_backend.h"
+#include "engine/lora/lora_adapter.h"
+#include "engine/lora/lora_writer.h"
 #include "kernels/cuda/device.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -68,6 +75,94 @@ double CopyBandwidth() {
   return 2.0 * static_cast<double>(bytes) / (best * 1e-3) / 1e9;
 }
 
+// Base model against 4 random rank-`rank` adapters (in_proj, x_proj, out_proj, embeddings;
+// Mamba-2: in_proj, out_proj, embeddings), alternated: prefill of each length under one adapter,
+// and one-token steps of each batch (<= slots) spread over the 4 adapters.
+int LoraBench(cuda::CudaBackend& b, int64_t rank, const std::vector<int64_t>& prefill_lens,
+              const std::vector<int>& batches, int rounds, const std::string& label, json* out) {
+  const ModelConfig& c = b.config();
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("mamba-cuda-bench-lora-" + std::to_string(getpid()));
+  std::vector<std::shared_ptr<const AdapterWeights>> adapters;
+  for (uint64_t i = 0; i < 4; ++i) {
+    RandomLoraOptions o;
+    o.config = c;
+    o.target_modules =
+        c.is_mamba2() ? std::vector<std::string>{"in_proj", "out_proj", "embeddings"}
+                      : std::vector<std::string>{"in_proj", "x_proj", "out_proj", "embeddings"};
+    o.rank = rank;
+    o.seed = i;
+    const auto path = dir / std::to_string(i);
+    absl::Status s = WriteRandomLoraAdapter(o, path);
+    if (!s.ok()) return Fail(s);
+    LoraLoadOptions lo;
+    lo.max_rank = rank;
+    auto host = LoraAdapter::Load(path, c, lo, "bench");
+    if (!host.ok()) return Fail(host.status());
+    auto w = b.LoadAdapter(**host);
+    if (!w.ok()) return Fail(w.status());
+    adapters.push_back(*w);
+  }
+  std::filesystem::remove_all(dir);
+  // Median seconds of run(adapter or null) for base and LoRA, interleaved call by call.
+  auto compare = [&](auto&& run) -> absl::StatusOr<std::pair<double, double>> {
+    std::vector<double> base, lora;
+    for (int i = 0; i <= rounds; ++i) {
+      for (bool with : {false, true}) {
+        const double s0 = Now();
+        if (absl::Status s = run(with); !s.ok()) return s;
+        if (i > 0) (with ? lora : base).push_back(Now() - s0);
+      }
+    }
+    std::sort(base.begin(), base.end());
+    std::sort(lora.begin(), lora.end());
+    return std::pair{base[base.size() / 2], lora[lora.size() / 2]};
+  };
+  const int64_t vocab = c.vocab_size;
+  Logits logits;
+  for (int64_t len : prefill_lens) {
+    const auto toks = RandomTokens(len, vocab, 7);
+    auto t = compare([&](bool with) {
+      ChunkInput in{SlotId(0), toks, true, true, false, with ? adapters[0].get() : nullptr};
+      return b.Prefill({&in, 1}, &logits);
+    });
+    if (!t.ok()) return Fail(t.status());
+    (*out)["lora_prefill"][std::to_string(len)] = {
+        {"base_seconds", t->first}, {"lora_seconds", t->second}, {"rank", rank}};
+    std::printf(
+        "RESULT kind=lora_prefill model=%s tokens=%lld rank=%lld base_s=%.4f lora_s=%.4f "
+        "lora_rate_pct=%.1f\n",
+        label.c_str(), static_cast<long long>(len), static_cast<long long>(rank), t->first,
+        t->second, 100 * t->first / t->second);
+  }
+  for (int batch : batches) {
+    if (batch > b.num_slots()) continue;
+    const auto toks = RandomTokens(batch, vocab, 9);
+    std::vector<ChunkInput> chunks;
+    for (int i = 0; i < batch; ++i) {
+      chunks.push_back({SlotId(i),
+                        std::span<const TokenId>(toks).subspan(static_cast<size_t>(i), 1), false,
+                        true});
+    }
+    auto t = compare([&](bool with) {
+      for (int i = 0; i < batch; ++i) {
+        chunks[static_cast<size_t>(i)].adapter =
+            with ? adapters[static_cast<size_t>(i % 4)].get() : nullptr;
+      }
+      return b.Prefill(chunks, &logits);
+    });
+    if (!t.ok()) return Fail(t.status());
+    (*out)["lora_step"][std::to_string(batch)] = {
+        {"base_seconds", t->first}, {"lora_seconds", t->second}, {"rank", rank}};
+    std::printf(
+        "RESULT kind=lora_step model=%s batch=%d rank=%lld adapters=%d base_ms=%.3f "
+        "lora_ms=%.3f lora_rate_pct=%.1f\n",
+        label.c_str(), batch, static_cast<long long>(rank), std::min(batch, 4), t->first * 1e3,
+        t->second * 1e3, 100 * t->first / t->second);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -78,6 +173,7 @@ int main(int argc, char** argv) {
   std::vector<int> batches = {1, 8, 64, 256};
   std::vector<int64_t> prefill_lens = {2048};
   bool no_graphs = false;
+  int64_t lora_rank = 0;
   app.add_option("--model", model, "Model directory")->required();
   app.add_option("--label", label, "Name in the RESULT lines (default: the directory name)");
   app.add_option("--device", device)->capture_default_str();
@@ -93,6 +189,9 @@ int main(int argc, char** argv) {
   app.add_option("--prefill", prefill_lens)->delimiter(',')->capture_default_str();
   app.add_option("--decode-steps", decode_steps)->capture_default_str();
   app.add_flag("--no-graphs", no_graphs, "Run decode steps without CUDA graphs");
+  app.add_option("--lora-rank", lora_rank,
+                 "Also compare the base model with random LoRA adapters of this rank (1..64)")
+      ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON");
   CLI11_PARSE(app, argc, argv);
   if (label.empty()) label = std::filesystem::path(model).filename().string();
@@ -184,6 +283,12 @@ int main(int argc, char** argv) {
         "floor_ms=%.3f x_floor=%.2f tokens_per_s=%.0f\n",
         label.c_str(), batch, *host * 1e3, *dev * 1e3, floor_s * 1e3,
         floor_s > 0 ? *dev / floor_s : 0.0, batch / *dev);
+  }
+  if (lora_rank > 0) {
+    if (const int rc = LoraBench(b, lora_rank, prefill_lens, batches, decode_steps, label, &out);
+        rc != 0) {
+      return rc;
+    }
   }
   out["graphs_captured"] = b.graphs_captured();
   if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";

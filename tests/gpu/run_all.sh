@@ -3,7 +3,8 @@
 # the kernel benchmarks and the engine benchmarks (130m, 1.4b, 2.8b and mamba2-130m random-weight
 # presets in bfloat16; 130m and 1.4b also with int8 weights quantized at load), and prints a short
 # table: kernel bandwidth against the device-to-device copy bandwidth, decode step time at batch
-# 1/8/64/256, prefill tokens/s for a 2048-token prompt.
+# 1/8/64/256, prefill tokens/s for a 2048-token prompt, and the 130m's rate under rank-8 LoRA
+# adapters against the base model's (prefill 512; one-token steps at batch 1 and 32 over 4).
 # Bounded to fit ~8 minutes on an H100/H200 with 16 cores (every step has a timeout).
 # Usage: bash tests/gpu/run_all.sh [build-dir]      (default build-gpu; logs in <build>/gpu-results)
 # Env: MAMBA_CUDA_ARCHITECTURES (default 90), MAMBA_GPU_MODELS (default /tmp/mamba-gpu-models).
@@ -79,6 +80,14 @@ for p in 130m 1.4b; do
     --batches 1,8,64,256 --prefill 2048 --decode-steps 10 --json "$res/engine-$p-int8.json" \
     >"$res/engine-$p-int8.log" 2>&1 || { status=1; tail -5 "$res/engine-$p-int8.log"; }
 done
+# LoRA (issue 15): 130m, rank 8 on in_proj, x_proj, out_proj, embeddings, against the base model
+# (one-token steps go through Prefill, as the engine runs decodes under adapters).
+if [[ -f $models/130m-bf16/config.json ]]; then
+  log "engine benchmark 130m LoRA r8"
+  timeout 120 "$build/bin/mamba-cuda-bench" --model "$models/130m-bf16" --label 130m-lora --slots 64 \
+    --batches 1,32 --prefill 512 --decode-steps 10 --lora-rank 8 --json "$res/engine-130m-lora.json" \
+    >"$res/engine-130m-lora.log" 2>&1 || { status=1; tail -5 "$res/engine-130m-lora.log"; }
+fi
 
 # ---- summary ----
 results() { cat "$res"/kernels.log "$res"/engine-*.log 2>/dev/null | grep '^RESULT '; }
@@ -101,6 +110,11 @@ done
 echo "== prefill, 2048-token prompt"
 results | grep 'kind=prefill' | while read -r line; do
   printf '%-6s %10s tokens/s (%s s)\n' "$(val model <<<"$line")" "$(val tokens_per_s <<<"$line")" "$(val seconds <<<"$line")"
+done
+echo "== LoRA r8 (130m): rate with adapters as % of the base model's (same path)"
+results | grep -E 'kind=lora_(prefill|step)' | while read -r line; do
+  printf '%-13s %-12s %8s%%\n' "$(val kind <<<"$line")" "tokens/batch=$(val tokens <<<"$line")$(val batch <<<"$line")" \
+    "$(val lora_rate_pct <<<"$line")"
 done
 echo "== goals"
 b1=$(results | grep 'kind=decode model=2.8b batch=1 ' | val x_floor)
