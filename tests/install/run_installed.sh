@@ -38,6 +38,19 @@ if out=$("$bin/mamba-generate" --dtype int8 --int8-group-size 6 --max-new-tokens
 fi
 echo "run_installed: mamba-generate --dtype int8: reference start; a bad group size refused"
 
+# LoRA: the installed mamba-make-lora writes a PEFT adapter (for the tiny preset's shape), and the
+# installed server on the demo model refuses it at start-up, exit code 2, naming the mismatch.
+"$bin/mamba-make-lora" --preset tiny --out "$work/lora-tiny" --rank 4 >/dev/null
+code=0
+out=$("$bin/mamba-server" --host 127.0.0.1 --http-port 0 --grpc-port 0 \
+  --lora tiny="$work/lora-tiny" 2>&1) || code=$?
+if [ "$code" != 2 ] || ! grep -qF -- "adapter 'tiny'" <<<"$out" ||
+  ! grep -qF -- "expected [4, 192]" <<<"$out"; then
+  echo "run_installed: the demo server with a misfit --lora (exit $code): $out" >&2
+  exit 1
+fi
+echo "run_installed: mamba-make-lora wrote an adapter; a misfit --lora stops the server (exit 2)"
+
 "$bin/mamba-server" --host 127.0.0.1 --http-port 0 --grpc-port 0 --dtype float32 \
   --ready-file "$work/ready.json" >"$work/server.log" 2>&1 &
 pid=$!
