@@ -335,6 +335,46 @@ absl::Status ReadTensor(const std::unordered_map<std::string, const TensorInfo*>
   return absl::OkStatus();
 }
 
+// A module's two tensor names, in PEFT's state dict naming (the adapter name removed).
+std::pair<std::string, std::string> TensorNames(const LoraModulePlan& p) {
+  const std::string base = absl::StrCat("base_model.model.", p.key);
+  return p.target == LoraTarget::kEmbeddings
+             ? std::make_pair(base + ".lora_embedding_A", base + ".lora_embedding_B")
+             : std::make_pair(base + ".lora_A.weight", base + ".lora_B.weight");
+}
+
+// Every tensor of the file must be one the plan expects (missing ones are found as they are
+// read). PEFT's save_embedding_layers="auto" also saves the base weight of a targeted lm_head
+// (and of the embeddings when both are targeted) as <key>.base_layer.weight: a copy of the base
+// model's own matrix, which a LoRA leaves frozen. Tolerated (and not held) at the base shape;
+// another shape means a resized vocabulary, which is refused.
+absl::Status CheckTensorNames(const TensorFile& file, const std::vector<LoraModulePlan>& plan,
+                              const ModelConfig& config) {
+  std::unordered_set<std::string> expected, base_copies;
+  for (const LoraModulePlan& p : plan) {
+    auto [a, b] = TensorNames(p);
+    expected.insert(a);
+    expected.insert(b);
+    if (p.target == LoraTarget::kEmbeddings || p.target == LoraTarget::kLmHead) {
+      base_copies.insert(absl::StrCat("base_model.model.", p.key, ".base_layer.weight"));
+    }
+  }
+  const std::vector<int64_t> base_shape = {config.vocab_size, config.hidden_size};
+  for (const TensorInfo& t : file.tensors()) {
+    if (base_copies.count(t.name) != 0 && t.shape != base_shape) {
+      return Bad(absl::StrCat("tensor '", t.name, "' has shape ", ShapeString(t.shape),
+                              ", not the base model's ", ShapeString(base_shape),
+                              ": an adapter with a resized vocabulary is not supported"));
+    }
+    if (base_copies.count(t.name) == 0 && expected.count(t.name) == 0) {
+      return Bad(absl::StrCat("unexpected tensor '", t.name,
+                              "': not a LoRA tensor of a module adapter_config.json targets in "
+                              "this model"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<TensorFile>> OpenWeights(const fs::path& dir) {
   std::error_code ec;
   if (fs::exists(dir / "adapter_model.safetensors", ec)) {
@@ -486,48 +526,10 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoraAdapter::Load(const fs::p
   absl::StatusOr<std::unique_ptr<TensorFile>> file = OpenWeights(dir);
   if (!file.ok()) return fail(file.status(), {});  // names the file already
 
+  const fs::path& weights = (*file)->path();
+  if (absl::Status s = CheckTensorNames(**file, *plan, config); !s.ok()) return fail(s, weights);
   std::unordered_map<std::string, const TensorInfo*> by_name;
   for (const TensorInfo& t : (*file)->tensors()) by_name[t.name] = &t;
-  // Each module's two tensor names, in PEFT's state dict naming (adapter name removed).
-  auto names = [](const LoraModulePlan& p) {
-    const std::string base = absl::StrCat("base_model.model.", p.key);
-    return p.target == LoraTarget::kEmbeddings
-               ? std::make_pair(base + ".lora_embedding_A", base + ".lora_embedding_B")
-               : std::make_pair(base + ".lora_A.weight", base + ".lora_B.weight");
-  };
-  std::unordered_set<std::string> expected;
-  // PEFT's save_embedding_layers="auto" also saves the base weight of a targeted lm_head (and of
-  // the embeddings when both are targeted) as <key>.base_layer.weight: a copy of the base
-  // model's own matrix, which a LoRA leaves frozen. Tolerated (and not held) at the base shape;
-  // another shape means a resized vocabulary, which is refused.
-  std::unordered_set<std::string> base_copies;
-  for (const LoraModulePlan& p : *plan) {
-    auto [a, b] = names(p);
-    expected.insert(a);
-    expected.insert(b);
-    if (p.target == LoraTarget::kEmbeddings || p.target == LoraTarget::kLmHead) {
-      base_copies.insert(absl::StrCat("base_model.model.", p.key, ".base_layer.weight"));
-    }
-  }
-  const fs::path& weights = (*file)->path();
-  for (const TensorInfo& t : (*file)->tensors()) {
-    if (base_copies.count(t.name) != 0) {
-      const std::vector<int64_t> base_shape = {config.vocab_size, config.hidden_size};
-      if (t.shape != base_shape) {
-        return fail(Bad(absl::StrCat("tensor '", t.name, "' has shape ", ShapeString(t.shape),
-                                     ", not the base model's ", ShapeString(base_shape),
-                                     ": an adapter with a resized vocabulary is not supported")),
-                    weights);
-      }
-      continue;
-    }
-    if (expected.count(t.name) == 0) {
-      return fail(Bad(absl::StrCat("unexpected tensor '", t.name,
-                                   "': not a LoRA tensor of a module adapter_config.json "
-                                   "targets in this model")),
-                  weights);
-    }
-  }
 
   std::shared_ptr<LoraAdapter> adapter(new LoraAdapter());
   adapter->path_ = dir;
@@ -542,7 +544,7 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoraAdapter::Load(const fs::p
     m.out = p.out;
     m.alpha = p.alpha;
     m.scale = p.scale;
-    auto [a, b] = names(p);
+    auto [a, b] = TensorNames(p);
     absl::Status s = ReadTensor(by_name, a, {p.rank, p.in}, p, &m.a);
     if (s.ok()) s = ReadTensor(by_name, b, {p.out, p.rank}, p, &m.b);
     if (!s.ok()) return fail(s, weights);
