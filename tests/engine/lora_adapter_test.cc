@@ -732,6 +732,16 @@ TEST(LoraAdapterRefusalTest, ConfigFields) {
        "target module 'q_proj' matches no module of this model"},
       {"norm_f", [](ojson& j) { j["target_modules"] = {"norm_f"}; },
        "selects backbone.norm_f, which is a norm layer"},
+      {"activation",
+       [](ojson& j) {
+         j["target_modules"] = {"in_proj", "act"};
+       },
+       "selects backbone.layers.0.mixer.act, which is an activation function"},
+      {"trainable_tokens",
+       [](ojson& j) {
+         j["trainable_token_indices"] = {1, 2};
+       },
+       "trainable_token_indices is [1,2]: not supported"},
       {"container", [](ojson& j) { j["target_modules"] = {"mixer"}; },
        "which is a container of modules"},
       {"no_targets", [](ojson& j) { j.erase("target_modules"); }, "target_modules is missing"},
