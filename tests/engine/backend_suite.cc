@@ -10,6 +10,8 @@ using kernels::DType;
 
 std::vector<double> D(std::span<const float> v) { return {v.begin(), v.end()}; }
 
+}  // namespace
+
 DType ComputeOf(const BackendVariant& v) {
   switch (v.compute) {
     case ComputeDType::kFloat32:
@@ -25,7 +27,16 @@ DType ComputeOf(const BackendVariant& v) {
   }
 }
 
-}  // namespace
+::testing::AssertionResult SameLogits(bool bitwise, std::span<const float> a,
+                                      std::span<const float> b, const Tolerance& tol) {
+  if (bitwise) {
+    if (a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << "not bitwise equal: " << AllClose(a, D(b), 0, 0);
+  }
+  return AllClose(a, D(b), tol);
+}
 
 BackendTolerances TolerancesFor(DType compute) {
   if (compute == DType::kF32) return {{2e-4, 1e-3}, {1e-4, 1e-4}};
@@ -146,13 +157,7 @@ std::unique_ptr<Backend> BackendTest::MakeBackend(int slots, int64_t step_tokens
 
 ::testing::AssertionResult BackendTest::Same(std::span<const float> a,
                                              std::span<const float> b) const {
-  if (GetParam().device.batch_invariant(*backend_)) {
-    if (a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0) {
-      return ::testing::AssertionSuccess();
-    }
-    return ::testing::AssertionFailure() << "not bitwise equal: " << AllClose(a, D(b), 0, 0);
-  }
-  return AllClose(a, D(b), tol_.consistency);
+  return SameLogits(GetParam().device.batch_invariant(*backend_), a, b, tol_.consistency);
 }
 
 void BackendErrorsTest::SetUp() {

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,14 @@ struct BackendTolerances {
 // fp32 compute is checked tightly; 16-bit compute rounds activations at every GEMM, and a GEMM
 // implementation may pick other kernels for other shapes.
 BackendTolerances TolerancesFor(kernels::DType compute);
+
+// The dtype a variant computes in (its compute dtype, or its stored one for kAuto).
+kernels::DType ComputeOf(const BackendVariant& v);
+
+// Same logits: bitwise when `bitwise` (a backend that promises batch invariance), else within
+// `tol`.
+::testing::AssertionResult SameLogits(bool bitwise, std::span<const float> a,
+                                      std::span<const float> b, const Tolerance& tol);
 
 // The random-checkpoint configurations every device runs.
 std::vector<BackendVariant> BackendVariants();

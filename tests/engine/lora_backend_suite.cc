@@ -22,19 +22,6 @@ BackendVariant Model(const char* name) {
   std::abort();  // a name below that the suite lacks
 }
 
-DType ComputeOf(const BackendVariant& v) {
-  switch (v.compute) {
-    case ComputeDType::kFloat32:
-      return DType::kF32;
-    case ComputeDType::kBFloat16:
-      return DType::kBF16;
-    case ComputeDType::kInt8:
-      return DType::kI8;
-    default:
-      return v.stored;
-  }
-}
-
 }  // namespace
 
 std::vector<LoraVariant> LoraVariants() {
@@ -153,13 +140,7 @@ std::shared_ptr<const AdapterWeights> LoraBackendTest::Adapter(Backend& backend,
 
 ::testing::AssertionResult LoraBackendTest::Same(const Backend& b, std::span<const float> x,
                                                  std::span<const float> y) const {
-  if (GetParam().device.batch_invariant(b)) {
-    if (x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size_bytes()) == 0) {
-      return ::testing::AssertionSuccess();
-    }
-    return ::testing::AssertionFailure() << "not bitwise equal: " << AllClose(x, D(y), 0, 0);
-  }
-  return AllClose(x, D(y), tol_.consistency);
+  return SameLogits(GetParam().device.batch_invariant(b), x, y, tol_.consistency);
 }
 
 // Prefill (two chunks) then decode under the adapter match the reference with it, and the
