@@ -51,6 +51,9 @@ struct GenerateSpec {
   // A server-side session (OpenAI and TGI bodies' "session_id", gRPC GenerateRequest.session_id):
   // the prompt is then only the new input, appended to what the session holds. Empty: none.
   std::string session_id;
+  // A LoRA adapter loaded on the server (gRPC GenerateRequest.adapter, OpenAI "model" (in place
+  // of `model`), TGI parameters.adapter_id). Empty: the base model.
+  std::string adapter;
 };
 
 struct Alternative {

@@ -115,6 +115,7 @@ v1::GenerateRequest ToGenerateRequest(const GenerateSpec& spec) {
   r.set_top_logprobs(s.top_logprobs);
   r.set_n(s.n);
   r.set_session_id(spec.session_id);
+  r.set_adapter(spec.adapter);
   return r;
 }
 

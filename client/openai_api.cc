@@ -82,6 +82,7 @@ std::optional<std::string> ApplyChunk(const Json& chunk, GenerateResult* result,
 Json CompletionBody(const GenerateSpec& spec, bool stream) {
   Json body = Json::object();
   if (!spec.model.empty()) body["model"] = spec.model;
+  if (!spec.adapter.empty()) body["model"] = spec.adapter;  // vLLM's convention
   if (spec.prompt.use_ids) {
     body["prompt"] = spec.prompt.ids;
   } else {

@@ -31,6 +31,7 @@ absl::StatusOr<Json> TgiBody(const GenerateSpec& spec) {
   if (s.top_logprobs > 0) p["top_n_tokens"] = s.top_logprobs;
   if (s.min_tokens) p["min_new_tokens"] = *s.min_tokens;
   if (s.ignore_eos) p["ignore_eos"] = true;
+  if (!spec.adapter.empty()) p["adapter_id"] = spec.adapter;
   p["details"] = true;
   Json body = {{"inputs", spec.prompt.text}, {"parameters", p}};
   if (!spec.session_id.empty()) body["session_id"] = spec.session_id;

@@ -155,6 +155,7 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
   state.served_model_names = served_names;
   state.model_name = state.served_model_names.front();
   state.strict_model_name = c.strict_model_name;
+  state.adapters_loaded = !c.loras.empty();
   state.generation_defaults = *defaults;
   state.device = info.device;
 

@@ -49,6 +49,10 @@ struct ServingState {
   // One model is served, so by default any `model` selects it (as TGI and llama.cpp's server
   // do; Hugging Face's client sends the endpoint URL). Strict: a name not served is NotFound.
   bool strict_model_name = false;
+  // Set once a LoRA adapter has been loaded (--lora or at run time), and never cleared: from then
+  // on names are strict too, so that a misspelt or unloaded adapter's name is NotFound rather
+  // than silently the base model.
+  std::atomic<bool> adapters_loaded{false};
   // The model's sampling defaults (generation_config.json): what a request that leaves a field
   // unset is sampled with, on every front end, before the API's own default.
   engine::GenerationDefaults generation_defaults;
@@ -85,18 +89,20 @@ struct ModelSelection {
 
 // ResolveModelName, with LoRA adapters (issue 15): a served name selects the base model, a
 // loaded adapter's name that adapter (vLLM's convention), any other name the base model unless
-// strict (then nullopt). Adapter names never equal a served name (the load refuses them).
+// strict or adapters_loaded (then nullopt). Adapter names never equal a served name (the loads
+// refuse them).
 inline std::optional<ModelSelection> SelectModel(const ServingState& s,
                                                  std::string_view requested) {
-  if (!requested.empty() && s.engine != nullptr) {
-    const std::vector<std::string> names = ServedModelNames(s);
-    if (std::find(names.begin(), names.end(), requested) == names.end()) {
-      if (auto a = s.engine->adapters()->Find(requested)) return ModelSelection{a->name, a};
-    }
+  if (requested.empty()) return ModelSelection{s.model_name, nullptr};
+  const std::vector<std::string> names = ServedModelNames(s);
+  if (std::find(names.begin(), names.end(), requested) != names.end()) {
+    return ModelSelection{std::string(requested), nullptr};
   }
-  std::optional<std::string> base = ResolveModelName(s, requested);
-  if (!base) return std::nullopt;
-  return ModelSelection{*std::move(base), nullptr};
+  if (s.engine != nullptr) {
+    if (auto a = s.engine->adapters()->Find(requested)) return ModelSelection{a->name, a};
+  }
+  if (s.strict_model_name || s.adapters_loaded.load()) return std::nullopt;
+  return ModelSelection{s.model_name, nullptr};
 }
 
 // Every name a request's `model` selects something by: the served names, then the loaded

@@ -17,6 +17,7 @@
 #include "client/generators.h"
 #include "client/grpc_api.h"
 #include "client/http_api.h"
+#include "client/lora_api.h"
 #include "client/openai_api.h"
 #include "client/session_api.h"
 #include "client/tgi_api.h"
@@ -247,6 +248,7 @@ int RunGenerate(const GlobalOptions& g, const GenerateOptions& o) {
   spec.model = g.model;
   spec.timeout_s = g.timeout_s;
   spec.session_id = o.session;
+  spec.adapter = o.adapter;
   if (o.json) return GenerateJson(*t, g, spec);
 
   GeneratorFactory factory(t->endpoint, t->api, t->connect);
@@ -468,6 +470,33 @@ absl::StatusOr<std::string> ReadIn(const std::string& path) {
 }
 
 }  // namespace
+
+int RunLora(const GlobalOptions& g, const LoraCommand& c) {
+  absl::StatusOr<Target> t = ResolveTarget(g);
+  if (!t.ok()) return Fail(t.status(), g);
+  absl::StatusOr<std::unique_ptr<LoraApi>> api =
+      MakeLoraApi(t->endpoint, g.api_key, t->connect.http, t->connect.grpc, g.timeout_s);
+  if (!api.ok()) return Fail(api.status(), g);
+  if (c.action == "list") {
+    absl::StatusOr<std::vector<LoraInfo>> list = (*api)->List();
+    if (!list.ok()) return Fail(list.status(), g);
+    Json data = Json::array();
+    for (const LoraInfo& info : *list) data.push_back(info.ToJson());
+    PrintJson(Json{{"object", "list"}, {"data", std::move(data)}});
+    return 0;
+  }
+  if (c.action == "load") {
+    if (absl::Status s = (*api)->Load(c.name, c.path); !s.ok()) return Fail(s, g);
+    std::printf("loaded %s\n", c.name.c_str());
+    return 0;
+  }
+  if (c.action == "unload") {
+    if (absl::Status s = (*api)->Unload(c.name); !s.ok()) return Fail(s, g);
+    std::printf("unloaded %s\n", c.name.c_str());
+    return 0;
+  }
+  return Fail(absl::InvalidArgumentError(absl::StrCat("unknown lora command ", c.action)), g);
+}
 
 int RunSession(const GlobalOptions& g, const SessionCommand& c) {
   absl::StatusOr<Target> t = ResolveTarget(g);

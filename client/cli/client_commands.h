@@ -32,6 +32,7 @@ struct GenerateOptions {
   bool json = false;
   bool stats = false;
   std::string session;  // continue this server-side session (the prompt may then be empty)
+  std::string adapter;  // run under this LoRA adapter loaded on the server (empty: the base model)
 };
 
 // `session get|list|delete|fork|export|import`.
@@ -56,6 +57,13 @@ struct ScoreOptions {
 
 int RunGenerate(const GlobalOptions& g, const GenerateOptions& o);
 int RunScore(const GlobalOptions& g, const ScoreOptions& o);
+// `lora load NAME DIR | unload NAME | list`.
+struct LoraCommand {
+  std::string action;  // "load", "unload", "list"
+  std::string name;
+  std::string path;  // load: the adapter's directory on the server
+};
+int RunLora(const GlobalOptions& g, const LoraCommand& c);
 int RunTokenize(const GlobalOptions& g, const PromptSource& prompt, bool show_tokens, bool json);
 int RunDetokenize(const GlobalOptions& g, const std::vector<std::string>& ids, bool skip_special,
                   bool json);

@@ -1,5 +1,6 @@
 // mamba-client: talk to a MambaServe server (or any server with the same gRPC / OpenAI / TGI
-// API) from a terminal: generate (streamed), score, tokenize, detokenize, info, health, session.
+// API) from a terminal: generate (streamed), score, tokenize, detokenize, info, health, session,
+// lora.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -111,6 +112,9 @@ int main(int argc, char** argv) {
   generate->add_option("--session", gen.session,
                        "Continue this server-side session (created on first use): send only the "
                        "turn's new text, which may be empty; its token count goes to stderr");
+  generate->add_option("--adapter", gen.adapter,
+                       "Run under this LoRA adapter loaded on the server (gRPC adapter, OpenAI "
+                       "model, TGI adapter_id; default: the base model)");
   generate->add_flag("--json", gen.json, "Print the server's whole (non-streamed) answer as JSON");
   generate->add_flag("--stats", gen.stats,
                      "Print token counts and timing to stderr (default when it is a terminal)");
@@ -185,6 +189,24 @@ int main(int argc, char** argv) {
       ->add_option("file", session_cmd.file, "Input file (- for stdin)")
       ->required();
 
+  // lora load|unload|list
+  mamba::client::cli::LoraCommand lora_cmd;
+  CLI::App* lora = app.add_subcommand(
+      "lora", "Manage the server's LoRA adapters (selected with generate --adapter)");
+  lora->require_subcommand(1);
+  CLI::App* lora_load = lora->add_subcommand("load", "Load an adapter directory under a name");
+  lora_load->add_option("name", lora_cmd.name, "The adapter's name")->required();
+  lora_load->add_option("dir", lora_cmd.path, "Its PEFT directory, on the server's file system")
+      ->required();
+  lora_load->final_callback([&lora_cmd] { lora_cmd.action = "load"; });
+  lora->add_subcommand("unload", "Unload an adapter (running requests finish under it)")
+      ->final_callback([&lora_cmd] { lora_cmd.action = "unload"; })
+      ->add_option("name", lora_cmd.name, "The adapter's name")
+      ->required();
+  lora->add_subcommand("list", "List the loaded adapters as JSON")->final_callback([&lora_cmd] {
+    lora_cmd.action = "list";
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -206,5 +228,6 @@ int main(int argc, char** argv) {
   if (*info) return mamba::client::cli::RunInfo(g, info_json);
   if (*health) return mamba::client::cli::RunHealth(g, service);
   if (*session) return mamba::client::cli::RunSession(g, session_cmd);
+  if (*lora) return mamba::client::cli::RunLora(g, lora_cmd);
   return 1;
 }

@@ -221,6 +221,10 @@ void AddFlags(CLI::App& app, Flags* f) {
   app.add_flag("--session", f->session,
                "Run each conversation on a server session: a turn sends only its new input; the "
                "sessions are deleted at the end");
+  app.add_option("--adapters", L.adapters,
+                 "Spread the conversations round-robin over these LoRA adapters loaded on the "
+                 "server (\"base\" = the base model): a,b,c")
+      ->delimiter(',');
   app.add_option("--vocab-size", f->vocab_size,
                  "Random token ids below this (default: from the server)");
   app.add_flag("--respect-eos", f->respect_eos,

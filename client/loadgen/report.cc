@@ -262,7 +262,8 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
        itls = Json::array(), e2els = Json::array(), starts = Json::array(), errors = Json::array(),
        codes = Json::array(), queue = Json::array(), cancelled = Json::array(),
        conversations = Json::array(), turns = Json::array(), texts = Json::array(),
-       session_tokens = Json::array();
+       session_tokens = Json::array(), adapters = Json::array();
+  bool any_adapter = false;
   for (const RequestRecord& r : run.requests) {
     input_lens.push_back(r.input_tokens);
     output_lens.push_back(r.output_tokens);
@@ -278,6 +279,8 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
     turns.push_back(r.turn);
     if (with_texts) texts.push_back(r.text);
     session_tokens.push_back(r.session_tokens ? Json(*r.session_tokens) : Json(nullptr));
+    adapters.push_back(r.adapter);
+    any_adapter = any_adapter || !r.adapter.empty();
   }
   j["input_lens"] = std::move(input_lens);
   j["output_lens"] = std::move(output_lens);
@@ -290,6 +293,7 @@ Json ResultJson(const RunInfo& info, const RunResult& run, const Metrics& m,
   j["turns"] = std::move(turns);
   j["cancelled_requests"] = std::move(cancelled);
   if (sessions) j["session_tokens"] = std::move(session_tokens);
+  if (any_adapter) j["adapters"] = std::move(adapters);  // per request; "" = the base model
   j["error_codes"] = std::move(codes);
   j["errors"] = std::move(errors);
   if (with_texts) j["generated_texts"] = std::move(texts);

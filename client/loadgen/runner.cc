@@ -299,6 +299,11 @@ Runner::Request Runner::RunRequest(Generator& gen, const Conversation& c, int tu
   spec.sampling.max_tokens = c.turns[static_cast<size_t>(turn)].max_tokens;
   spec.timeout_s = o_.request_timeout_s;
   if (session != nullptr) spec.session_id = session->id;
+  if (!o_.adapters.empty()) {
+    const std::string& a = o_.adapters[static_cast<size_t>(c.index) % o_.adapters.size()];
+    spec.adapter = a == "base" ? "" : a;
+    rec.adapter = spec.adapter;
+  }
   auto token = std::make_shared<CancelToken>();
   if (o_.cancel_fraction > 0) {
     std::mt19937_64 rng(Mix(o_.seed ^ 0xcafe0000ull ^ Mix(static_cast<uint64_t>(rec.index))));

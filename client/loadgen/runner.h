@@ -46,11 +46,14 @@ struct LoadOptions {
   double cancel_fraction = 0;
   double cancel_after_ms = 0;
   double request_timeout_s = 600;
-  double think_time_ms = 0;                 // between turns of a conversation
-  bool progress = false;                    // live line on stderr
-  bool keep_texts = false;                  // keep generated texts in the records
-  bool sessions = false;                    // --session
-  std::string session_prefix;               // empty: "lg-<16 random hex digits>-"
+  double think_time_ms = 0;    // between turns of a conversation
+  bool progress = false;       // live line on stderr
+  bool keep_texts = false;     // keep generated texts in the records
+  bool sessions = false;       // --session
+  std::string session_prefix;  // empty: "lg-<16 random hex digits>-"
+  // LoRA adapters the conversations are spread over, round-robin by conversation index (so a
+  // conversation, and its session, stays on one); "base" is the base model. Empty: base only.
+  std::vector<std::string> adapters;
   const std::atomic<bool>* stop = nullptr;  // when it turns true: start nothing more, cancel all
 };
 
@@ -74,6 +77,7 @@ struct RequestRecord {
   bool cancel_scheduled = false;
   std::string error_kind;  // errors.h kinds: http_429, grpc_resource_exhausted, ...
   std::string error;
+  std::string adapter;                    // LoadOptions::adapters' pick ("" = the base model)
   std::string text;                       // with keep_texts
   std::optional<int64_t> session_tokens;  // what the server says the session holds after it
 };

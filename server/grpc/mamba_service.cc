@@ -211,7 +211,10 @@ namespace mamba::server {
                                "' is the served model's name; give the adapter another name")));
   }
   auto adapter = state_->engine->adapters()->Load(request->name(), request->path());
-  if (adapter.ok()) FillAdapterInfo(**adapter, response);
+  if (adapter.ok()) {
+    state_->adapters_loaded = true;
+    FillAdapterInfo(**adapter, response);
+  }
   return Answer(context, adapter.status());
 }
 

@@ -28,7 +28,7 @@ struct CompletionSpec {
 };
 
 // Fields (OpenAI): model (a LoRA adapter's name runs under that adapter; any other name the base
-// model unless ServingState::strict_model_name), prompt (string |
+// model unless ServingState::strict_model_name or adapters_loaded), prompt (string |
 // [string] | [int] | [[int]]), max_tokens (16), temperature, top_p, n, best_of (>= n: best_of
 // run, the n with the highest cumulative log-prob returned; not with stream), logit_bias
 // ({"<id>": bias in [-100, 100]}, at most 300), stream, stream_options.include_usage, stop,

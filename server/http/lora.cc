@@ -52,6 +52,7 @@ HttpResponse HandleLoadLora(const HandlerContext& ctx, const HttpRequest& reques
                                   "the base model by it; give the adapter another name")));
   }
   absl::StatusOr<std::shared_ptr<const engine::ServedAdapter>> a = (*registry)->Load(name, path);
+  if (a.ok()) ctx.state->adapters_loaded = true;
   if (!a.ok()) {
     // The field at fault where the code tells it (an InvalidArgument may be either).
     switch (a.status().code()) {

@@ -1,7 +1,8 @@
 // LoRA adapters on the real mamba-server (the bundled demo model): --lora NAME=DIR serves the
 // adapter from start-up (listed by /v1/models, selected by "model"), with the same output as a
 // server that loads it at run time; MAMBA_LORA does the same; a bad --lora stops start-up with
-// exit code 2 and a message naming the adapter and the reason.
+// exit code 2 and a message naming the adapter and the reason; mamba-client's lora commands and
+// generate --adapter, and mamba-loadgen --adapters, against it.
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/client/test_util.h"
 #include "tests/support/http_client.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
@@ -113,6 +115,63 @@ TEST(LoraServer, LoraEnvironmentVariable) {
   ASSERT_EQ(data.size(), 3u) << models->body;
   EXPECT_EQ(data[1]["id"], "x");
   EXPECT_EQ(data[2]["id"], "y");
+  // With adapters, a name that is neither the model's nor an adapter's is 404 (no
+  // --strict-model-name needed): a misspelt adapter never silently runs the base model.
+  const json body = {{"model", "z"}, {"prompt", "And God said"}, {"max_tokens", 2}};
+  std::optional<Response> r = HttpRequest(server->http_port(), "POST", "/v1/completions",
+                                          body.dump(), {"Content-Type: application/json"});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404) << r->body;
+  EXPECT_EQ(r->Json()["error"]["code"], "model_not_found") << r->body;
+}
+
+TEST(LoraServer, ClientAndLoadgen) {
+  using client::testing::ProcessResult;
+  using client::testing::RunProcess;
+  TempDir dir;
+  const std::string a = WriteDemoAdapter(dir.path(), "a", 1);
+  auto server = ServerProcess::Start({"--lora", "a=" + a});
+  ASSERT_TRUE(server);
+  const std::string adapted = Complete(*server, "a");
+  const std::string client = BinaryPath("mamba-client").string();
+  for (const std::string& target : {server->grpc(), server->http()}) {
+    SCOPED_TRACE(target);
+    auto run = [&](std::vector<std::string> args) {
+      args.insert(args.begin(), {client, "-t", target});
+      return RunProcess(args);
+    };
+    ProcessResult r = run({"lora", "load", "b", a});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    r = run({"lora", "list"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const json list = json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(list.is_object()) << r.out;
+    ASSERT_EQ(list["data"].size(), 2u) << r.out;
+    EXPECT_EQ(list["data"][1]["id"], "b");
+    EXPECT_EQ(list["data"][1]["root"], a);
+    for (const char* api : {"openai", "tgi"}) {
+      r = run({"--http-api", api, "generate", "--adapter", "b", "-m", "12", "--temperature", "0",
+               "--ignore-eos", "And God said"});
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(r.out, adapted + "\n") << api;
+    }
+    r = run({"lora", "unload", "b"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    r = run({"lora", "unload", "b"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_THAT(r.err, HasSubstr("'b'"));
+    r = run({"generate", "--adapter", "b", "-m", "2", "x"});
+    EXPECT_EQ(r.exit_code, 1);
+  }
+  const fs::path report = dir.path() / "lg.json";
+  ProcessResult lg =
+      RunProcess({BinaryPath("mamba-loadgen").string(), "-t", server->http(), "--adapters",
+                  "a,base", "-n", "6", "-c", "2", "--json", report.string()});
+  ASSERT_EQ(lg.exit_code, 0) << lg.err;
+  json j;
+  std::ifstream(report) >> j;
+  EXPECT_EQ(j["completed"], 6) << j.dump();
+  EXPECT_EQ(j["adapters"], json({"a", "", "a", "", "a", ""})) << j.dump();
 }
 
 TEST(LoraServer, BadLoraStopsStartUp) {

@@ -256,21 +256,32 @@ TEST(HttpLoraTest, SelectionGivesTheAdaptersOutput) {
               "model");
 }
 
-// Without --strict-model-name an unknown `model` still selects the base model (as before
-// adapters); an adapter's name selects the adapter.
-TEST(HttpLoraTest, LenientNamesStillSelectAdapters) {
+// Without --strict-model-name any `model` selects the base model (as before adapters) until an
+// adapter is loaded; from then on an unknown name is 404, so that a misspelt or unloaded
+// adapter's name never silently runs the base model, even once no adapter is left.
+TEST(HttpLoraTest, NamesTurnStrictOnceAnAdapterIsLoaded) {
   TempDir dir;
   auto s = HttpTestServer::Start();
   ASSERT_TRUE(s);
   const int port = s->port();
   const std::string base = Complete(port, "");
-  ASSERT_EQ(Load(port, "a", WriteTinyAdapter(dir.path(), "a", 1).string())->status, 200);
-  EXPECT_NE(Complete(port, "a"), base);
   std::optional<Response> other = PostJson(port, "/v1/completions", Greedy("whatever"));
   ASSERT_TRUE(other);
   ASSERT_EQ(other->status, 200) << other->body;
   EXPECT_EQ(other->Json()["choices"][0]["text"], base);
   EXPECT_EQ(other->Json()["model"], kModelName);
+  // A failed load changes nothing.
+  ExpectError(Load(port, "a", (dir.path() / "missing").string()), 404, "no directory");
+  EXPECT_EQ(PostJson(port, "/v1/completions", Greedy("whatever"))->status, 200);
+
+  ASSERT_EQ(Load(port, "a", WriteTinyAdapter(dir.path(), "a", 1).string())->status, 200);
+  EXPECT_NE(Complete(port, "a"), base);
+  ExpectError(PostJson(port, "/v1/completions", Greedy("whatever")), 404, "unknown", "whatever",
+              "model");
+  ASSERT_EQ(Unload(port, "a")->status, 200);
+  ExpectError(PostJson(port, "/v1/completions", Greedy("a")), 404, "unloaded", "a", "model");
+  EXPECT_EQ(Complete(port, kModelName), base);
+  EXPECT_EQ(Complete(port, ""), base);
 }
 
 TEST(HttpLoraTest, ModelsListsTheAdapters) {
