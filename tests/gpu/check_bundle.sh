@@ -64,6 +64,9 @@ run_bundle() {  # name env...
   [[ $rc != 90 && $rc != 91 ]] || { cat "$tmp/$name.log"; log "the base image is not minimal"; exit 1; }
   [[ -f $tmp/$name/summary.txt && -f $tmp/$name/logs.tar.gz ]] ||
     { cat "$tmp/$name.log"; log "$name: no summary.txt / logs.tar.gz under \$OUT"; exit 1; }
+  if grep -q 'libraries not found' "$tmp/$name/summary.txt"; then
+    cat "$tmp/$name/summary.txt"; log "$name: the bundle is not self-contained"; exit 1
+  fi
   mkdir -p "$tmp/$name/unpacked"
   tar -C "$tmp/$name/unpacked" -xzf "$tmp/$name/logs.tar.gz"
 }
