@@ -284,6 +284,32 @@ TEST(HttpLoraTest, NamesTurnStrictOnceAnAdapterIsLoaded) {
   EXPECT_EQ(Complete(port, ""), base);
 }
 
+// A session stays on the adapter (or base model) its first turn ran under: a turn under another
+// is 400 naming `model`, and the session goes on under its own.
+TEST(HttpLoraTest, SessionsStayOnTheirAdapter) {
+  TempDir dir;
+  ServerSetup setup = Strict();
+  setup.engine.sessions.max_bytes = 64 << 20;
+  auto s = HttpTestServer::Start(setup);
+  ASSERT_TRUE(s);
+  const int port = s->port();
+  ASSERT_EQ(Load(port, "a", WriteTinyAdapter(dir.path(), "a", 1).string())->status, 200);
+  ASSERT_EQ(Load(port, "b", WriteTinyAdapter(dir.path(), "b", 2).string())->status, 200);
+  auto turn = [&](const std::string& model, const std::string& session) {
+    json body = Greedy(model, " and");
+    body["session_id"] = session;
+    return PostJson(port, "/v1/completions", body);
+  };
+  ASSERT_EQ(turn("a", "chat")->status, 200);
+  ExpectError(turn("b", "chat"), 400, "another adapter", "", "model");
+  ExpectError(turn("", "chat"), 400, "the base model", "", "model");
+  std::optional<Response> again = turn("a", "chat");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200) << again->body;
+  ASSERT_EQ(turn("", "plain")->status, 200);
+  ExpectError(turn("a", "plain"), 400, "an adapter on a base session", "", "model");
+}
+
 TEST(HttpLoraTest, ModelsListsTheAdapters) {
   TempDir dir;
   ServerSetup setup = Strict();
