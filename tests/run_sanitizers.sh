@@ -19,15 +19,15 @@ fi
 # ctest names; each is also the name of its target.
 asan_tests=(
   dtype_test cpu_kernels_test int8_gemm_test quantized_checkpoint_test
-  pytorch_bin_test checkpoint_bin_test lora_adapter_test
+  pytorch_bin_test checkpoint_bin_test lora_adapter_test lora_kernel_test
   model_config_test checkpoint_test sampling_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
   scheduler_test batch_loop_test state_store_test session_store_test lora_engine_test
   http_server_test http_errors_test http_sessions_test grpc_convert_test grpc_server_test
-  sampling_defaults_test http_compat_test grpc_compat_test
+  sampling_defaults_test http_compat_test grpc_compat_test http_lora_test grpc_lora_test
   client_http_test client_generators_test client_loadgen_test
   client_server_test server_binary_test fault_test soak_test  # integration: the binaries below
-  session_test session_cli_test
+  session_test session_cli_test lora_server_test
 )
 asan_binaries=(mamba-server mamba-client mamba-loadgen)
 # Not grpc_server_test: Debian's gRPC and abseil are not TSan-instrumented, so the hand-offs

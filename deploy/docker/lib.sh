@@ -13,7 +13,7 @@ log() { printf '[docker-ci %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 ensure_packages() {
   local missing=()
-  for p in docker.io docker-compose debootstrap; do
+  for p in docker.io docker-compose debootstrap xz-utils; do  # xz: the GPU bundle (tests/gpu)
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
