@@ -101,20 +101,15 @@ void LoraRowGroups::BuildHead(std::span<const int32_t> logit_rows, int64_t token
   }
 }
 
-namespace {
-
-void ApplyModule(const CpuLoraModule& m, std::span<const int32_t> rows, const float* x, int64_t ldx,
-                 float* y, int64_t ldy) {
-  kc::LoraAddRows({x, ldx, m.a.data(), m.bt.data(), y, ldy, m.in, m.out, m.rank, rows});
-}
-
-}  // namespace
-
 void LoraRowGroups::Apply(int64_t layer, LoraTarget t, const float* x, int64_t ldx, float* y,
-                          int64_t ldy) const {
+                          int64_t ldy) {
+  updates_.clear();
   for (const auto& [a, rows] : groups_) {
-    if (const CpuLoraModule* m = a->layer(layer, t)) ApplyModule(*m, rows, x, ldx, y, ldy);
+    if (const CpuLoraModule* m = a->layer(layer, t)) {
+      updates_.push_back({x, ldx, m->a.data(), m->bt.data(), y, ldy, m->in, m->out, m->rank, rows});
+    }
   }
+  if (!updates_.empty()) kc::LoraAddRows(updates_);
 }
 
 void LoraRowGroups::ApplyEmbeddings(std::span<const TokenId> tokens, float* y, int64_t ldy) const {
@@ -126,8 +121,13 @@ void LoraRowGroups::ApplyEmbeddings(std::span<const TokenId> tokens, float* y, i
   }
 }
 
-void LoraRowGroups::ApplyHead(const float* x, int64_t ldx, float* y, int64_t ldy) const {
-  for (const auto& [a, rows] : head_groups_) ApplyModule(*a->lm_head(), rows, x, ldx, y, ldy);
+void LoraRowGroups::ApplyHead(const float* x, int64_t ldx, float* y, int64_t ldy) {
+  updates_.clear();
+  for (const auto& [a, rows] : head_groups_) {
+    const CpuLoraModule& m = *a->lm_head();
+    updates_.push_back({x, ldx, m.a.data(), m.bt.data(), y, ldy, m.in, m.out, m.rank, rows});
+  }
+  if (!updates_.empty()) kc::LoraAddRows(updates_);
 }
 
 }  // namespace mamba::engine::cpu

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
 #include "engine/lora/lora_adapter.h"
+#include "kernels/cpu/lora.h"
 #include "kernels/packed_chunks.h"
 
 namespace mamba::engine::cpu {
@@ -53,16 +54,17 @@ class LoraRowGroups {
   bool empty() const { return groups_.empty(); }
 
   // y[rows] += the layer's `t` update of x[rows], for every adapter having one.
-  void Apply(int64_t layer, LoraTarget t, const float* x, int64_t ldx, float* y, int64_t ldy) const;
+  void Apply(int64_t layer, LoraTarget t, const float* x, int64_t ldx, float* y, int64_t ldy);
   // The embeddings' update of every token row.
   void ApplyEmbeddings(std::span<const TokenId> tokens, float* y, int64_t ldy) const;
   // The LM head's update of the gathered rows (BuildHead).
-  void ApplyHead(const float* x, int64_t ldx, float* y, int64_t ldy) const;
+  void ApplyHead(const float* x, int64_t ldx, float* y, int64_t ldy);
 
  private:
   using Groups = std::vector<std::pair<const CpuAdapterWeights*, std::vector<int32_t>>>;
   Groups groups_, head_groups_;
   std::vector<const CpuAdapterWeights*> row_adapter_;  // per token row (Build)
+  std::vector<kernels::cpu::LoraRowsArgs> updates_;    // Apply's and ApplyHead's, reused
 };
 
 }  // namespace mamba::engine::cpu

@@ -116,9 +116,31 @@ void ForRows(int64_t rows, int64_t work_per_row, F&& f) {
 
 }  // namespace
 
-void LoraAddRows(const LoraRowsArgs& a) {
-  const auto n = static_cast<int64_t>(a.rows.size());
-  ForRows(n, a.rank * (a.in + a.out), [&](int64_t b, int64_t e) { LoraRows(a, b, e); });
+void LoraAddRows(const LoraRowsArgs& a) { LoraAddRows(std::span<const LoraRowsArgs>(&a, 1)); }
+
+void LoraAddRows(std::span<const LoraRowsArgs> updates) {
+  // Tiles of kRows rows, numbered across the updates; threads take contiguous runs of them.
+  std::vector<int64_t> first_tile(updates.size() + 1, 0);
+  int64_t work = 0;
+  for (size_t u = 0; u < updates.size(); ++u) {
+    const auto n = static_cast<int64_t>(updates[u].rows.size());
+    first_tile[u + 1] = first_tile[u] + (n + kRows - 1) / kRows;
+    work += n * updates[u].rank * (updates[u].in + updates[u].out);
+  }
+  auto run = [&](int64_t begin, int64_t end) {
+    for (size_t u = 0; u < updates.size(); ++u) {
+      const int64_t b = std::max(begin, first_tile[u]), e = std::min(end, first_tile[u + 1]);
+      if (b >= e) continue;
+      const auto n = static_cast<int64_t>(updates[u].rows.size());
+      LoraRows(updates[u], (b - first_tile[u]) * kRows, std::min(n, (e - first_tile[u]) * kRows));
+    }
+  };
+  const int64_t tiles = first_tile.back();
+  if (tiles <= 1 || work < (int64_t{1} << 16)) {
+    run(0, tiles);
+    return;
+  }
+  ParallelFor(tiles, run);
 }
 
 void LoraAddEmbeddingRows(const LoraEmbeddingArgs& a) {

@@ -21,6 +21,9 @@ struct LoraRowsArgs {
 
 // For each listed row r: t = x[r] A^T (rank floats), then y[r] += t Bt. Threads split the rows.
 void LoraAddRows(const LoraRowsArgs& args);
+// Several such updates (e.g. one per adapter in a step; their rows distinct) in one parallel
+// region: a step mixing adapters pays one fork-join per site, not one per adapter.
+void LoraAddRows(std::span<const LoraRowsArgs> updates);
 
 struct LoraEmbeddingArgs {
   const float* at = nullptr;        // [vocab, rank]: PEFT's lora_embedding_A transposed

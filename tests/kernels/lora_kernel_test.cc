@@ -68,6 +68,42 @@ TEST_P(LoraKernelTest, MatchesFloat64AndRowsAreIndependent) {
   SetNumThreads(threads);
 }
 
+// Several updates in one call (one per adapter of a step, rows distinct): each row gets its own
+// update, bitwise what that update alone gives it on one thread.
+TEST_P(LoraKernelTest, SeveralUpdatesInOneCallEqualEachAlone) {
+  const Shape s = GetParam();
+  const int64_t rows = 41;
+  const auto x = Random(static_cast<size_t>(rows * s.in), 11);
+  const auto y0 = Random(static_cast<size_t>(rows * s.out), 12);
+  std::vector<std::vector<float>> a, bt;
+  std::vector<std::vector<int32_t>> listed(3);
+  for (int u = 0; u < 3; ++u) {
+    a.push_back(Random(static_cast<size_t>(s.rank * s.in), 20 + u, -0.3f, 0.3f));
+    bt.push_back(Random(static_cast<size_t>(s.rank * s.out), 30 + u, -0.2f, 0.2f));
+  }
+  for (int32_t r = 0; r < rows; ++r) {
+    if (r % 4 != 3) listed[static_cast<size_t>(r % 4)].push_back(r);  // every 4th row: none
+  }
+  auto args = [&](size_t u, float* y) {
+    return LoraRowsArgs{x.data(), s.in, a[u].data(), bt[u].data(), y,
+                        s.out,    s.in, s.out,       s.rank,       listed[u]};
+  };
+  std::vector<float> together = y0;
+  const std::vector<LoraRowsArgs> all = {args(0, together.data()), args(1, together.data()),
+                                         args(2, together.data())};
+  LoraAddRows(all);
+  const int threads = NumThreads();
+  SetNumThreads(1);
+  std::vector<float> alone = y0;
+  for (size_t u = 0; u < 3; ++u) LoraAddRows(args(u, alone.data()));
+  SetNumThreads(threads);
+  EXPECT_EQ(0, std::memcmp(alone.data(), together.data(), alone.size() * 4));
+  for (int32_t r = 3; r < rows; r += 4) {  // rows under no update are untouched
+    EXPECT_EQ(0, std::memcmp(y0.data() + r * s.out, together.data() + r * s.out,
+                             static_cast<size_t>(s.out) * 4));
+  }
+}
+
 TEST_P(LoraKernelTest, EmbeddingRowsMatchFloat64) {
   const Shape s = GetParam();  // in = the vocabulary
   const int64_t rows = 11;
