@@ -168,7 +168,10 @@ TEST_P(QuantizedCheckpointTest, LoadsAndComputesWhatInt8AtLoadComputes) {
   // The float64 reference reads the stored int8 values too: it matches the int8 run with the
   // activations quantized as the engine does (at int8's tolerance: see TolerancesFor), and the
   // float32 run with them as they are.
-  testing::ReferenceModel ref_int8(ck, testing::ReferenceOptions{true, c.group, true, true});
+  testing::ReferenceOptions int8_options;
+  int8_options.int8 = true;
+  int8_options.int8_group_size = c.group;
+  testing::ReferenceModel ref_int8(ck, int8_options);
   testing::ReferenceModel ref_float(ck);
   const auto prompt = RandomPrompt(13, ck.config().vocab_size, 3);
   const auto V = static_cast<size_t>(ck.config().vocab_size);
