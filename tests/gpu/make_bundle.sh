@@ -2,7 +2,8 @@
 # Collects a self-contained GPU bundle from a built Release tree with CUDA, for a device machine
 # that has the CUDA 13 runtime (cuBLAS) and a driver but none of our apt dependencies:
 #   <out>-tree/mamba-gpu/bin   stripped copies of the GPU tests, mamba-cuda-bench, cuda_kernels_bench
-#                              and the server tools (server, client, loadgen, make-checkpoint, make-lora)
+#                              and the server tools (server, client, loadgen, make-checkpoint, make-lora,
+#                              generate)
 #   <out>-tree/mamba-gpu/lib   every shared library they load that is neither glibc nor CUDA's (the
 #                              ldd closure: abseil, gRPC, protobuf, oneDNN, spdlog, fmt, OpenSSL,
 #                              libgomp...), stripped; lib/gcc: libstdc++ and libgcc_s
@@ -24,8 +25,9 @@ limit=$((64 * 1024 * 1024))  # what one device call may carry, the working tree 
 
 gpu_tests=(cuda_kernels_test cuda_gemm_sampling_test cuda_int8_gemm_test cuda_mamba2_test
   cuda_backend_test cuda_lora_test)
+# mamba-generate: the engines' logits dumps for the HF oracle (tests/gpu/hf_oracle.py).
 tools=(cuda_kernels_bench mamba-cuda-bench mamba-server mamba-client mamba-loadgen
-  mamba-make-checkpoint mamba-make-lora)
+  mamba-make-checkpoint mamba-make-lora mamba-generate)
 # Loaded from the system on any Linux (glibc) or from the device's CUDA installation / driver.
 system_lib='^(linux-vdso|ld-linux|libc|libm|libpthread|libdl|librt|libutil|libresolv|libanl)\.so'
 cuda_lib='^lib(cuda|cublas|cublasLt|cudart|nvidia-|nvrtc|nvJitLink)'

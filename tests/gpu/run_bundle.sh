@@ -4,16 +4,25 @@
 # checks of the tools: mamba-make-checkpoint and mamba-make-lora write a tiny preset and adapter,
 # mamba-cuda-bench times it, mamba-server serves the demo model on the GPU and answers one greedy
 # completion over HTTP and over gRPC (mamba-client, the same text both ways) and a short
-# mamba-loadgen run. Every step has a timeout and the whole run a budget (8 minutes by default).
+# mamba-loadgen run. Then (issue 18), with a GPU: the HF oracle (tests/gpu/hf_oracle.py: our CUDA
+# and CPU engines against transformers + peft on tiny Mamba-1, FalconMamba, Mamba-2 checkpoints
+# and a LoRA adapter), mamba-cuda-bench on the 130m, 1.4b and 2.8b bf16 presets (written in the
+# background from the start; prefill 512/2048, decode b1/8/32/128/256) and mamba-server
+# --device cuda on each under mamba-loadgen at concurrency 1, 32, 256 over gRPC and HTTP, and a
+# results block for docs/PERF.md ("## GPU"). Every step has a timeout and the whole run a budget
+# (8 minutes by default); a step the budget cannot fit is recorded as not run.
 # Usage: bash tests/gpu/run_bundle.sh [build-gpu-bundle/mamba-gpu.tar.xz | bundle-dir]
 # Results: $OUT/summary.txt (one line per step: PASS/FAIL/SKIP, exit code, seconds, detail; the
-# environment: glibc, GPU, where cuBLAS came from) and $OUT/logs.tar.gz (every step's log and the
-# gtest XML). Env: OUT (default /tmp/mamba-gpu-out), MAMBA_REQUIRE_GPU (default 1; 0: a test or
-# tool finding no device skips, for the CPU-only rehearsal in tests/gpu/check_bundle.sh),
-# MAMBA_BUNDLE_DEVICE (server --device, default cuda), MAMBA_BUNDLE_TEST_TIMEOUT (s per test,
-# default 240), MAMBA_BUNDLE_DEADLINE (s for the whole run, default 480: a step gets at most what
-# is left, and a step left with under 10 s fails as not run), MAMBA_BUNDLE_BENCH=1 (also
-# cuda_kernels_bench, ~2 min), MAMBA_CUBLAS_DIR (where libcublas.so.13 is, if not found).
+# environment: glibc, GPU, where cuBLAS came from; the PERF block) and $OUT/logs.tar.gz (every
+# step's log, the gtest XML, the benchmarks' JSON). Env: OUT (default /tmp/mamba-gpu-out),
+# MAMBA_REQUIRE_GPU (default 1; 0: a test or tool finding no device skips, for the CPU-only
+# rehearsal in tests/gpu/check_bundle.sh), MAMBA_BUNDLE_DEVICE (server --device, default cuda),
+# MAMBA_BUNDLE_TEST_TIMEOUT (s per test, default 240), MAMBA_BUNDLE_DEADLINE (s for the whole
+# run, default 480: a step gets at most what is left, and a step left with under 10 s fails as
+# not run), MAMBA_BUNDLE_BENCH=1 (also cuda_kernels_bench, ~2 min: its GEMM peak then replaces
+# the nominal one in the PERF block), MAMBA_CUBLAS_DIR (where libcublas.so.13 is, if not found),
+# MAMBA_BUNDLE_ONLY (the parts to run, of: tests tools oracle bench serve; default all: for a
+# second, shorter device call), MAMBA_BUNDLE_PRESETS (default "130m 1.4b 2.8b").
 set -uo pipefail
 src=${1:-$(dirname "$0")}
 out=${OUT:-/tmp/mamba-gpu-out}
@@ -30,9 +39,13 @@ summary=$out/summary.txt
 note() { printf '[run_bundle %4ds] %s\n' $((SECONDS - t0)) "$*" | tee -a "$summary"; }
 failed=0
 server_pid=
+only=" ${MAMBA_BUNDLE_ONLY:-tests tools oracle bench serve} "
+want() { [[ $only == *" $1 "* ]]; }
+declare -A ckpt_pid=()
 
 finish() {
   [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null
+  for pid in "${ckpt_pid[@]}"; do kill "$pid" 2>/dev/null; done
   # Only 8 files come back from $OUT: the logs travel as one archive.
   tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$logs"
   rm -rf "$work"
@@ -93,6 +106,25 @@ if [[ -n $missing ]]; then
   exit 1
 fi
 
+# A GPU as nvidia-smi lists it. Without one (the CPU rehearsal) the issue-18 steps below are not
+# run: SKIP, or FAIL under MAMBA_REQUIRE_GPU=1; they would write gigabytes for nothing.
+# MAMBA_BUNDLE_HAVE_GPU=1 forces them (with MAMBA_BUNDLE_PRESETS=tiny and --device auto: a CPU
+# rehearsal of these steps' plumbing).
+have_gpu=0
+nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && have_gpu=1
+have_gpu=${MAMBA_BUNDLE_HAVE_GPU:-$have_gpu}
+presets=(${MAMBA_BUNDLE_PRESETS:-130m 1.4b 2.8b})
+# The bf16 presets, written in parallel in the background from the start (130m ~3 s, 2.8b about a
+# minute on one core): the GPU tests run meanwhile. Each is waited for before its benchmark.
+if [[ $have_gpu == 1 ]] && { want bench || want serve; }; then
+  for p in "${presets[@]}"; do
+    timeout -k 5 300 "$bin/mamba-make-checkpoint" --preset "$p" --dtype bfloat16 --out "$work/$p-bf16" \
+      --tokenizer "$models/gpt-neox-20b/tokenizer.json" >"$logs/checkpoint-$p.log" 2>&1 &
+    ckpt_pid[$p]=$!
+  done
+  note "writing the ${presets[*]} bf16 presets in the background"
+fi
+
 # gtest's closing counts: "[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, listed below:".
 gtest_count() {  # PASSED|SKIPPED|FAILED log
   local n
@@ -103,6 +135,14 @@ gtest_count() {  # PASSED|SKIPPED|FAILED log
 # gpu_step: the same, but a failure is a SKIP when MAMBA_REQUIRE_GPU is not 1 (no device here).
 step() { run_step FAIL "$@"; }
 gpu_step() { run_step "$([[ $require == 1 ]] && echo FAIL || echo SKIP)" "$@"; }
+# not_run NAME WHY: a step that cannot run here: FAIL under MAMBA_REQUIRE_GPU=1, else SKIP.
+not_run() {
+  local result=SKIP
+  [[ $require == 1 ]] && { result=FAIL; failed=1; }
+  printf '%-4s %-26s not run: %s\n' "$result" "$1" "$2" | tee -a "$summary"
+}
+# The seconds left of the budget.
+time_left() { echo $((deadline - (SECONDS - t0))); }
 run_step() {
   local on_error=$1 name=$2 limit=$3 s=$SECONDS rc detail= result=PASS
   shift 3
@@ -131,7 +171,7 @@ run_step() {
 }
 
 # ---- the GPU tests ----
-for t in $(sed -n 's/^gpu_tests: //p' "$root/MANIFEST.txt"); do
+want tests && for t in $(sed -n 's/^gpu_tests: //p' "$root/MANIFEST.txt"); do
   step "$t" "$test_timeout" env MAMBA_REQUIRE_GPU="$require" "$bin/$t" --gtest_output="xml:$logs/$t.xml"
 done
 if [[ ${MAMBA_BUNDLE_BENCH:-0} == 1 ]]; then
@@ -139,6 +179,7 @@ if [[ ${MAMBA_BUNDLE_BENCH:-0} == 1 ]]; then
 fi
 
 # ---- the tools ----
+if want tools; then
 step make-checkpoint 60 "$bin/mamba-make-checkpoint" --preset tiny --out "$work/tiny" \
   --tokenizer "$models/gpt-neox-20b/tokenizer.json"
 step make-lora 60 "$bin/mamba-make-lora" --base "$work/tiny" --out "$work/tiny-lora" --rank 4
@@ -182,6 +223,172 @@ else
   printf '%-4s %-26s %s\n' FAIL server "did not start (--device $device): $(tail -1 "$logs/server.log" | cut -c1-160)" |
     tee -a "$summary"
   failed=1
+fi
+fi  # tools
+
+# ---- issue 18: the HF oracle ----
+# Our engines' dumps (mamba-generate --dump-logits, fp32) against transformers + peft on the
+# device's PyTorch. Seconds: tiny presets, a 12-token prompt, 16 greedy steps.
+if want oracle; then
+  oracle=$repo/tests/gpu/hf_oracle.py
+  engines=cpu
+  [[ $have_gpu == 1 || $require == 1 ]] && engines=cuda,cpu
+  if [[ ! -x $bin/mamba-generate ]]; then
+    not_run hf-oracle "the bundle has no mamba-generate (remake it: tests/gpu/make_bundle.sh)"
+  elif [[ ! -f $oracle ]]; then
+    not_run hf-oracle "no $oracle"
+  elif ! why=$(python3 -c 'import torch, transformers, peft' 2>&1); then
+    not_run hf-oracle "python3 with torch, transformers and peft: $(tail -1 <<<"$why" | cut -c1-120)"
+  else
+    gpu_step hf-oracle 150 python3 "$oracle" --bin "$bin" --engines "$engines" --work "$work/oracle" \
+      --log "$logs/hf-oracle-tools.log"
+    grep -E '^(PASS|FAIL) hf-oracle ' "$logs/hf-oracle.log" | sed 's/^/  /' | tee -a "$summary"
+  fi
+fi
+
+# ---- issue 18: mamba-cuda-bench on the real shapes ----
+# wait_checkpoint PRESET: true once its background write succeeded (waits at most what is left).
+wait_checkpoint() {
+  local p=$1 pid=${ckpt_pid[$1]:-} rc
+  [[ -n $pid ]] || return 1
+  while kill -0 "$pid" 2>/dev/null && (($(time_left) > 10)); do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null
+    echo "still being written when the budget ran out" >>"$logs/checkpoint-$p.log"
+  fi
+  wait "$pid"
+  rc=$?
+  ckpt_pid[$p]=
+  [[ $rc == 0 && -f $work/$p-bf16/config.json ]] && touch "$work/$p-bf16.ok"
+  [[ -f $work/$p-bf16.ok ]]
+}
+checkpoint_ok() {  # PRESET: written (waiting for it if needed), else a not-run line for STEP
+  local p=$1 step=$2
+  if [[ $have_gpu != 1 ]]; then
+    not_run "$step" "no GPU (nvidia-smi -L lists none)"
+    return 1
+  fi
+  [[ -f $work/$p-bf16.ok ]] && return 0
+  if ! wait_checkpoint "$p"; then
+    not_run "$step" "no $p checkpoint: $(tail -1 "$logs/checkpoint-$p.log" 2>/dev/null | cut -c1-120)"
+    return 1
+  fi
+}
+if want bench; then
+  for p in "${presets[@]}"; do
+    checkpoint_ok "$p" "cuda-bench-$p" || continue
+    gpu_step "cuda-bench-$p" 120 "$bin/mamba-cuda-bench" --model "$work/$p-bf16" --label "$p" --slots 256 \
+      --batches 1,8,32,128,256 --prefill 512,2048 --decode-steps 10 --json "$logs/cuda-bench-$p.json"
+  done
+fi
+
+# ---- issue 18: the server on the GPU under load ----
+# serve_shape PRESET: mamba-server --device cuda on the preset (256 slots), then mamba-loadgen
+# closed loops at concurrency 1, 32, 256 over gRPC (streaming: TTFT) and HTTP (OpenAI
+# completions), each bounded in requests and seconds; SIGTERM and a clean exit.
+serve_shape() {
+  local p=$1 s=server-$p pid http= grpc= c proto target
+  if (($(time_left) < 40)); then
+    not_run "$s" "under 40 s of the $deadline s budget left"
+    return
+  fi
+  "$bin/mamba-server" --model "$work/$p-bf16" --device "$device" --host 127.0.0.1 --http-port 0 \
+    --grpc-port 0 --slots 256 --max-step-tokens 4096 --max-queue 1024 >"$logs/$s.log" 2>&1 &
+  pid=$!
+  server_pid=$pid
+  for _ in $(seq 1 120); do
+    http=$(sed -n 's/.*http: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/$s.log" | head -1)
+    grpc=$(sed -n 's/.*grpc: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/$s.log" | head -1)
+    [[ -n $http && -n $grpc ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if [[ -z $http || -z $grpc ]]; then
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    server_pid=
+    printf '%-4s %-26s %s\n' FAIL "$s" "did not start (--device $device): $(tail -1 "$logs/$s.log" | cut -c1-160)" |
+      tee -a "$summary"
+    failed=1
+    return
+  fi
+  # Random prompt ids below the model's vocabulary (over HTTP loadgen cannot ask the server).
+  local vocab
+  vocab=$(tr -d ' \n' <"$work/$p-bf16/config.json" | sed -n 's/.*"vocab_size":\([0-9]*\).*/\1/p')
+  note "$s up on HTTP $http, gRPC $grpc: $(grep -m1 'engine: ' "$logs/$s.log" | sed 's/.*engine: /engine: /' | cut -c1-120)"
+  for proto in grpc http; do
+    target=grpc://127.0.0.1:$grpc
+    [[ $proto == http ]] && target=http://127.0.0.1:$http
+    for c in 1 32 256; do
+      # Enough requests to hold the concurrency twice over, and at most 8 s of arrivals.
+      step "loadgen-$p-$proto-c$c" 45 "$bin/mamba-loadgen" --target "$target" -c "$c" -n $((c < 8 ? 16 : 2 * c)) \
+        --duration 8 --input-len 128 --output-len 64 --request-timeout 30 --vocab-size "${vocab:-50280}" --no-progress --no-metrics \
+        --json "$logs/loadgen-$p-$proto-c$c.json"
+    done
+  done
+  kill -TERM "$pid"
+  local rc
+  if timeout 30 tail --pid="$pid" -f /dev/null; then  # a drain that hangs must not eat the budget
+    wait "$pid"
+    rc=$?
+  else
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rc=137
+  fi
+  server_pid=
+  [[ $rc == 0 ]] && note "PASS $s drained and exited 0" || { note "FAIL $s exit code $rc"; failed=1; }
+}
+if want serve; then
+  for p in "${presets[@]}"; do
+    checkpoint_ok "$p" "server-$p" || continue
+    serve_shape "$p"
+  done
+fi
+
+# ---- issue 18: the PERF block (docs/PERF.md "## GPU"), from the RESULT lines and loadgen ----
+perf_block() {
+  local gpu copy peak peak_src p cfg flops_tok line
+  gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+  copy=$(sed -n 's/^D2D copy bandwidth: \([0-9.]*\) GB\/s.*/\1/p' "$logs"/cuda-bench-*.log 2>/dev/null | sort -n | tail -1)
+  # The GEMM peak: cuda_kernels_bench's best bf16 GEMM when it ran, else the data sheet's dense
+  # bf16 figure for an H100/H200 SXM (989 TFLOP/s).
+  peak=$(sed -n 's/^RESULT kind=gemm name=gemm_bf16 .*tflops=\([0-9.]*\).*/\1/p' "$logs/cuda_kernels_bench.log" 2>/dev/null | sort -n | tail -1)
+  peak_src="measured (cuda_kernels_bench)"
+  [[ -z $peak ]] && { peak=989; peak_src="nominal (H100/H200 SXM dense bf16)"; }
+  echo "== PERF (docs/PERF.md \"## GPU\"): device ${gpu:-?}; D2D copy ${copy:-?} GB/s; GEMM peak $peak TFLOP/s $peak_src"
+  for p in "${presets[@]}"; do
+    cfg=$work/$p-bf16/config.json
+    [[ -f $cfg ]] || continue
+    # GEMM FLOPs per prompt token: 2 x (in_proj + x_proj + dt_proj + out_proj) per layer.
+    flops_tok=$(tr -d ' \n' <"$cfg" | awk -F'[,{}]' '{for (i = 1; i <= NF; i++) {split($i, kv, ":"); gsub(/"/, "", kv[1]); v[kv[1]] = kv[2]}}
+      END {d = v["hidden_size"]; e = v["intermediate_size"]; n = v["state_size"]; r = v["time_step_rank"]; l = v["num_hidden_layers"];
+           printf "%.0f", 2 * l * (d * 2 * e + e * (r + 2 * n) + r * e + e * d)}')
+    grep -h '^RESULT kind=prefill' "$logs/cuda-bench-$p.log" 2>/dev/null | while read -r line; do
+      awk -v l="$line" -v f="$flops_tok" -v pk="$peak" -v p="$p" 'BEGIN {
+        n = split(l, a, " "); for (i = 1; i <= n; i++) {split(a[i], kv, "="); v[kv[1]] = kv[2]}
+        printf "| %s | prefill %s | %s tok/s | %.1f %% of the GEMM floor (%.2f GFLOP/token) |\n", p, v["tokens"],
+          v["tokens_per_s"], 100 * v["tokens_per_s"] * f / (pk * 1e12), f / 1e9}'
+    done
+    grep -h '^RESULT kind=decode' "$logs/cuda-bench-$p.log" 2>/dev/null | while read -r line; do
+      awk -v l="$line" -v p="$p" 'BEGIN {
+        n = split(l, a, " "); for (i = 1; i <= n; i++) {split(a[i], kv, "="); v[kv[1]] = kv[2]}
+        printf "| %s | decode b%s | %s ms (host logits %s ms) | floor %s ms: %sx; %s tok/s |\n", p, v["batch"],
+          v["device_sampling_step_ms"], v["step_ms"], v["floor_ms"], v["x_floor"], v["tokens_per_s"]}'
+    done
+    for proto in grpc http; do
+      for c in 1 32 256; do
+        line=$logs/loadgen-$p-$proto-c$c.log
+        [[ -f $line ]] || continue
+        printf '| %s | served %s c=%s | %s tok/s | TTFT median %s ms; failed %s |\n' "$p" "$proto" "$c" \
+          "$(sed -n 's/^Output token throughput (tok\/s): *//p' "$line")" \
+          "$(awk '$1 == "TTFT" {print $3}' "$line")" "$(sed -n 's/^Failed requests: *//p' "$line")"
+      done
+    done
+  done
+}
+if [[ $have_gpu == 1 ]] && { want bench || want serve; }; then
+  perf_block | tee -a "$summary"
 fi
 
 note "done: $([[ $failed == 0 ]] && echo 'all passed' || echo 'FAILURES') (MAMBA_REQUIRE_GPU=$require)"
