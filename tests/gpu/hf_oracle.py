@@ -15,6 +15,9 @@ transformers takes its slow path itself) and peft's PeftModel (unmerged), and co
   every token must agree up to the first step where HF's top-2 margin is < 1e-3 (a near-tie may
   legitimately go either way; from there on nothing is compared).
 
+Our tools run with MAMBA_TOOLS_LD_LIBRARY_PATH as their LD_LIBRARY_PATH when it is set (the GPU
+bundle's libraries, which run_bundle.sh keeps away from Python itself).
+
 One line per case and engine: `PASS|FAIL hf-oracle CASE ENGINE: detail`; exit 0 only if all pass,
 1 on any FAIL, 2 when torch / transformers / peft cannot be imported (named on stderr).
 
@@ -183,7 +186,10 @@ def hf_reference(model, prompt, steps, device):
 def run(cmd, log):
     log.write("$ %s\n" % " ".join(cmd))
     log.flush()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ)
+    if "MAMBA_TOOLS_LD_LIBRARY_PATH" in env:  # the bundle's libraries, for our tools only
+        env["LD_LIBRARY_PATH"] = env["MAMBA_TOOLS_LD_LIBRARY_PATH"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log.write(p.stdout)
     if p.returncode != 0:
         raise RuntimeError("%s exited %d: %s" % (os.path.basename(cmd[0]), p.returncode,
@@ -225,7 +231,7 @@ def main_oracle(args):
     print("hf-oracle: reference on %s (torch %s), engines %s, prompt %d tokens, %d greedy steps, "
           "work %s" % (device, torch.__version__, ",".join(engines), len(PROMPT), args.steps,
                        work), flush=True)
-    failed = 0
+    failed = passed = 0
     for name in [c for c in args.cases.split(",") if c]:
         preset, lora = CASES[name]
         try:
@@ -252,6 +258,8 @@ def main_oracle(args):
             print("%s hf-oracle %s %s: %s" % ("PASS" if ok else "FAIL", name, engine, detail),
                   flush=True)
             failed += 0 if ok else 1
+            passed += 1 if ok else 0
+    print("hf-oracle: %d passed, %d failed" % (passed, failed), flush=True)
     return 1 if failed else 0
 
 

@@ -86,6 +86,9 @@ if [[ -z $cublas ]] && ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.13 ';
     [[ -n $f ]] && cublas=$(dirname "$f")
   fi
 fi
+# Python (the HF oracle) keeps the device's own: the bundle's Debian 12 libstdc++, zlib, OpenSSL
+# could shadow newer ones that PyTorch needs.
+python_ld_path=${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH=$libpath${cublas:+:$cublas}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # The models come from the repository this script lives in (the device call's working tree).
 repo=${MAMBA_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -237,10 +240,12 @@ if want oracle; then
     not_run hf-oracle "the bundle has no mamba-generate (remake it: tests/gpu/make_bundle.sh)"
   elif [[ ! -f $oracle ]]; then
     not_run hf-oracle "no $oracle"
-  elif ! why=$(python3 -c 'import torch, transformers, peft' 2>&1); then
+  elif ! why=$(LD_LIBRARY_PATH=$python_ld_path python3 -c 'import torch, transformers, peft' 2>&1); then
     not_run hf-oracle "python3 with torch, transformers and peft: $(tail -1 <<<"$why" | cut -c1-120)"
   else
-    gpu_step hf-oracle 150 python3 "$oracle" --bin "$bin" --engines "$engines" --work "$work/oracle" \
+    # The tools it runs get the bundle's libraries (MAMBA_TOOLS_LD_LIBRARY_PATH), Python not.
+    gpu_step hf-oracle 150 env LD_LIBRARY_PATH="$python_ld_path" MAMBA_TOOLS_LD_LIBRARY_PATH="$LD_LIBRARY_PATH" \
+      PYTHONUNBUFFERED=1 python3 "$oracle" --bin "$bin" --engines "$engines" --work "$work/oracle" \
       --log "$logs/hf-oracle-tools.log"
     grep -E '^(PASS|FAIL) hf-oracle ' "$logs/hf-oracle.log" | sed 's/^/  /' | tee -a "$summary"
   fi

@@ -114,5 +114,10 @@ class TorchMamba1:
                 self.lora["lm_head.lora_B.weight"].T * self.scale
         return types.SimpleNamespace(logits=logits[None])
 
+    def to(self, device):
+        self.w = {k: v.to(device) for k, v in self.w.items()}
+        self.lora = {k: v.to(device) for k, v in self.lora.items()}
+        return self
+
     def eval(self):
         return self
