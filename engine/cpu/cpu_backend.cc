@@ -293,7 +293,7 @@ absl::Status CpuBackend::Forward(std::span<const SeqChunk> chunks,
                                  int64_t first_row) {
   const ModelConfig& c = config();
   const int64_t T = static_cast<int64_t>(tokens.size()), d = c.hidden_size;
-  lora_.Build(chunks, adapters);
+  MAMBA_RETURN_IF_ERROR(lora_.Build(chunks, adapters));
   {
     OpTimer timer(options_.profile, &op_seconds_[kEmbed]);
     const TensorInfo& emb = *weights_->embedding;

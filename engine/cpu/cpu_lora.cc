@@ -63,15 +63,18 @@ absl::StatusOr<std::shared_ptr<const CpuAdapterWeights>> CpuAdapterWeights::Make
   return std::shared_ptr<const CpuAdapterWeights>(std::move(w));
 }
 
-void LoraRowGroups::Build(std::span<const kernels::SeqChunk> chunks,
-                          std::span<const AdapterWeights* const> adapters) {
+absl::Status LoraRowGroups::Build(std::span<const kernels::SeqChunk> chunks,
+                                  std::span<const AdapterWeights* const> adapters) {
   groups_.clear();
   head_groups_.clear();
   row_adapter_.clear();
   for (size_t i = 0; i < chunks.size(); ++i) {
-    // Backends are never mixed in one process's calls: a chunk's adapter is ours.
-    const auto* a =
-        static_cast<const CpuAdapterWeights*>(i < adapters.size() ? adapters[i] : nullptr);
+    const AdapterWeights* given = i < adapters.size() ? adapters[i] : nullptr;
+    const auto* a = dynamic_cast<const CpuAdapterWeights*>(given);
+    if (given != nullptr && a == nullptr) {
+      return absl::InvalidArgumentError(
+          "a chunk's LoRA adapter was not loaded by the CPU engine (Backend::LoadAdapter)");
+    }
     const kernels::SeqChunk& c = chunks[i];
     if (row_adapter_.size() < static_cast<size_t>(c.begin + c.length)) {
       row_adapter_.resize(static_cast<size_t>(c.begin + c.length), nullptr);
@@ -85,6 +88,7 @@ void LoraRowGroups::Build(std::span<const kernels::SeqChunk> chunks,
       row_adapter_[static_cast<size_t>(r)] = a;
     }
   }
+  return absl::OkStatus();
 }
 
 void LoraRowGroups::BuildHead(std::span<const int32_t> logit_rows, int64_t tokens) {

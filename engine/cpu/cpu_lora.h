@@ -46,9 +46,10 @@ class CpuAdapterWeights : public AdapterWeights {
 // The rows of one pass that run under each adapter (rows under none are left out).
 class LoraRowGroups {
  public:
-  // Token rows, from the pass's chunks and their adapters (Pass::adapters).
-  void Build(std::span<const kernels::SeqChunk> chunks,
-             std::span<const AdapterWeights* const> adapters);
+  // Token rows, from the pass's chunks and their adapters (Pass::adapters). InvalidArgument for
+  // an adapter another backend made.
+  absl::Status Build(std::span<const kernels::SeqChunk> chunks,
+                     std::span<const AdapterWeights* const> adapters);
   // The LM head's rows: row i is token row logit_rows[i]. Call after Build.
   void BuildHead(std::span<const int32_t> logit_rows, int64_t tokens);
   bool empty() const { return groups_.empty(); }

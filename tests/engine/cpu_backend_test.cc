@@ -51,6 +51,28 @@ INSTANTIATE_TEST_SUITE_P(Cpu, BackendErrorsTest, ::testing::Values(CpuDevice()),
 INSTANTIATE_TEST_SUITE_P(Cpu, LoraBackendTest, ::testing::ValuesIn(testing::LoraCases(CpuDevice())),
                          testing::LoraCaseName);
 
+// An adapter another backend laid out is refused, not reinterpreted.
+TEST(CpuBackendLora, ForeignAdapterIsInvalidArgument) {
+  struct Foreign : AdapterWeights {
+    int64_t bytes() const override { return 0; }
+  } foreign;
+  TempDir dir;
+  RandomCheckpointOptions o;
+  o.config = testing::SmallConfig();
+  auto ck = Checkpoint::Open(testing::WriteModel(dir, "m", o));
+  ASSERT_TRUE(ck.ok());
+  BackendOptions bo;
+  bo.num_slots = 2;
+  auto b = cpu::CpuBackend::Create(*ck, bo);
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::vector<TokenId> prompt = {1, 2, 3};
+  ChunkInput c{SlotId(0), prompt, true, true, false, &foreign};
+  Logits logits;
+  const absl::Status s = (*b)->Prefill({&c, 1}, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("not loaded by the CPU engine"), std::string::npos) << s;
+}
+
 TEST(CpuBackendOptions, UnsupportedOptions) {
   TempDir dir;
   RandomCheckpointOptions o;
