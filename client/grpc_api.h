@@ -52,6 +52,15 @@ class GrpcClient {
   v1::MambaService::Stub& stub() { return *stub_; }
   // Sets the deadline and the API key metadata of a call.
   void Prepare(::grpc::ClientContext* context, double timeout_s) const;
+  // One unary RPC of the stub, e.g. Unary(&Stub::ListLoraAdapters, request, &response, 10).
+  template <typename Request, typename Response>
+  absl::Status Unary(::grpc::Status (v1::MambaService::Stub::*method)(::grpc::ClientContext*,
+                                                                      const Request&, Response*),
+                     const Request& request, Response* response, double timeout_s) {
+    ::grpc::ClientContext context;
+    Prepare(&context, timeout_s);
+    return FromGrpcStatus((stub().*method)(&context, request, response));
+  }
 
  private:
   std::shared_ptr<::grpc::Channel> channel_;

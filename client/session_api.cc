@@ -183,9 +183,7 @@ class GrpcSessions final : public SessionApi {
   absl::Status Call(::grpc::Status (v1::MambaService::Stub::*method)(::grpc::ClientContext*,
                                                                      const Request&, Response*),
                     const Request& request, Response* response) {
-    ::grpc::ClientContext context;
-    client_.Prepare(&context, timeout_s_);
-    return FromGrpcStatus((client_.stub().*method)(&context, request, response));
+    return client_.Unary(method, request, response, timeout_s_);
   }
 
   GrpcClient client_;
