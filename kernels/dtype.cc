@@ -18,6 +18,13 @@ const char* Name(DType t) {
   return "?";
 }
 
+std::optional<DType> FloatDTypeFromName(std::string_view name) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16}) {
+    if (name == Name(t)) return t;
+  }
+  return std::nullopt;
+}
+
 float F16ToF32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string_view>
 
 namespace mamba::kernels {
@@ -12,6 +13,8 @@ enum class DType : uint8_t { kF32, kF16, kBF16, kI8 };
 
 inline constexpr size_t SizeOf(DType t) { return t == DType::kF32 ? 4 : t == DType::kI8 ? 1 : 2; }
 const char* Name(DType t);  // "float32", "float16", "bfloat16", "int8"
+// The float dtype Name() calls `name` ("float32", "float16" or "bfloat16"); nullopt otherwise.
+std::optional<DType> FloatDTypeFromName(std::string_view name);
 
 inline float Bf16ToF32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;

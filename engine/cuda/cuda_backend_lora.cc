@@ -57,6 +57,25 @@ absl::Status CudaBackend::UploadLoraPlan() {
                   "cudaMemcpyAsync(LoRA segments)", -1, kNumOps);
 }
 
+namespace {
+
+// The expand launch of a site: y[rows] += t B^T for its segments (t: the shrink's output).
+kc::LoraExpandArgs ExpandArgs(const LoraSiteSegments& s, const kc::LoraSegment* segs, float* t,
+                              float* y, int64_t ldy, int64_t out) {
+  kc::LoraExpandArgs ex;
+  ex.t = t;
+  ex.ldt = kc::kMaxLoraRank;
+  ex.segments = segs;
+  ex.num_segments = s.count;
+  ex.max_rows = s.max_rows;
+  ex.y = y;
+  ex.ldy = ldy;
+  ex.out = out;
+  return ex;
+}
+
+}  // namespace
+
 absl::Status CudaBackend::ApplyLora(const PassShape& p, int64_t site, const void* x,
                                     kernels::DType x_dtype, int64_t ldx, int64_t in, float* y,
                                     int64_t ldy, int64_t out, const char* name, int64_t layer) {
@@ -75,16 +94,8 @@ absl::Status CudaBackend::ApplyLora(const PassShape& p, int64_t site, const void
   sh.t = lora_t_.as<float>();
   sh.ldt = kc::kMaxLoraRank;
   MAMBA_RETURN_IF_ERROR(Launched(kc::LoraShrink(sh, stream_), name, layer, kLora));
-  kc::LoraExpandArgs ex;
-  ex.t = lora_t_.as<float>();
-  ex.ldt = kc::kMaxLoraRank;
-  ex.segments = segs;
-  ex.num_segments = s.count;
-  ex.max_rows = s.max_rows;
-  ex.y = y;
-  ex.ldy = ldy;
-  ex.out = out;
-  return Launched(kc::LoraExpand(ex, stream_), name, layer, kLora);
+  return Launched(kc::LoraExpand(ExpandArgs(s, segs, lora_t_.as<float>(), y, ldy, out), stream_),
+                  name, layer, kLora);
 }
 
 absl::Status CudaBackend::ApplyEmbeddingLora(const PassShape& p) {
@@ -103,16 +114,10 @@ absl::Status CudaBackend::ApplyEmbeddingLora(const PassShape& p) {
   sh.ldt = kc::kMaxLoraRank;
   MAMBA_RETURN_IF_ERROR(
       Launched(kc::LoraEmbeddingShrink(sh, stream_), "embeddings LoRA", -1, kLora));
-  kc::LoraExpandArgs ex;
-  ex.t = lora_t_.as<float>();
-  ex.ldt = kc::kMaxLoraRank;
-  ex.segments = segs;
-  ex.num_segments = s.count;
-  ex.max_rows = s.max_rows;
-  ex.y = residual_.as<float>();
-  ex.ldy = c.hidden_size;
-  ex.out = c.hidden_size;
-  return Launched(kc::LoraExpand(ex, stream_), "embeddings LoRA", -1, kLora);
+  return Launched(kc::LoraExpand(ExpandArgs(s, segs, lora_t_.as<float>(), residual_.as<float>(),
+                                            c.hidden_size, c.hidden_size),
+                                 stream_),
+                  "embeddings LoRA", -1, kLora);
 }
 
 }  // namespace mamba::engine::cuda

@@ -70,16 +70,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: --format must be safetensors or bin\n");
     return 2;
   }
-  if (dtype == "float32") {
-    o.dtype = mamba::kernels::DType::kF32;
-  } else if (dtype == "bfloat16") {
-    o.dtype = mamba::kernels::DType::kBF16;
-  } else if (dtype == "float16") {
-    o.dtype = mamba::kernels::DType::kF16;
-  } else {
+  const auto stored = mamba::kernels::FloatDTypeFromName(dtype);
+  if (!stored) {
     std::fprintf(stderr, "error: --dtype must be float32, bfloat16 or float16\n");
     return 2;
   }
+  o.dtype = *stored;
   o.tokenizer_json = tokenizer;
   if (absl::Status s = WriteRandomCheckpoint(o, out); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());

@@ -122,15 +122,9 @@ int main(int argc, char** argv) {
   } else if (format != "safetensors") {
     return Fail(2, "--format must be safetensors or bin");
   }
-  if (dtype == "float32") {
-    o.dtype = mamba::kernels::DType::kF32;
-  } else if (dtype == "bfloat16") {
-    o.dtype = mamba::kernels::DType::kBF16;
-  } else if (dtype == "float16") {
-    o.dtype = mamba::kernels::DType::kF16;
-  } else {
-    return Fail(2, "--dtype must be float32, bfloat16 or float16");
-  }
+  const auto stored = mamba::kernels::FloatDTypeFromName(dtype);
+  if (!stored) return Fail(2, "--dtype must be float32, bfloat16 or float16");
+  o.dtype = *stored;
 
   if (absl::Status s = WriteRandomLoraAdapter(o, out); !s.ok()) {
     // A bad target set or pattern is a bad flag; anything else (I/O) is not.

@@ -18,10 +18,13 @@
 #include "engine/safetensors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 
 namespace mamba::engine {
 namespace {
+
+using ::mamba::testing::RunCommand;
 
 namespace fs = std::filesystem;
 using ::mamba::testing::TempDir;
@@ -519,17 +522,6 @@ TEST(LoraWriterTest, ConfigHasEveryKeyPeft013Writes) {
 
 // The tool end to end: --base reads a model directory's config.json; flags reach the adapter;
 // bad flags exit 2 naming the cause.
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
-
 TEST(MakeLoraTool, WritesWhatTheFlagsSay) {
   TempDir t;
   RandomCheckpointOptions co;

@@ -21,9 +21,12 @@
 #include "gtest/gtest.h"
 #include "tests/engine/reference_model.h"
 #include "tests/engine/test_support.h"
+#include "tests/support/server_process.h"
 
 namespace mamba::engine {
 namespace {
+
+using ::mamba::testing::RunCommand;
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -438,17 +441,6 @@ TEST(QuantizedCheckpointTool, RefusesQuantizedInputAndNonEmptyOutput) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("config.json"));
   ASSERT_TRUE(fs::is_directory(dir.path() / "partial"));
   EXPECT_TRUE(fs::is_empty(dir.path() / "partial"));
-}
-
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return "popen failed";
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
 }
 
 // The installed tool end to end: a sharded pytorch_model.bin input with tokenizer and generation

@@ -7,6 +7,15 @@
 namespace mamba::kernels {
 namespace {
 
+// The tools' --dtype names: Name() of each float dtype, and nothing else.
+TEST(DType, FloatDTypeFromNameInvertsName) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16})
+    EXPECT_EQ(FloatDTypeFromName(Name(t)), t);
+  for (const char* bad : {"int8", "fp32", "Float32", "", "bf16"}) {
+    EXPECT_EQ(FloatDTypeFromName(bad), std::nullopt) << bad;
+  }
+}
+
 TEST(DType, F16RoundTripsEveryValue) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float f = F16ToF32(static_cast<uint16_t>(h));

@@ -14,6 +14,9 @@
 
 namespace mamba::testing {
 
+// Runs `cmd` through the shell, stdout and stderr together; *status gets pclose's wait status.
+std::string RunCommand(const std::string& cmd, int* status);
+
 class ServerProcess {
  public:
   // The binary: $MAMBA_SERVER_BIN, else mamba-server beside the test binary, else
