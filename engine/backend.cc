@@ -1,9 +1,11 @@
 #include "engine/backend.h"
 
+#include <algorithm>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "engine/backend_internal.h"
+#include "engine/status_macros.h"
 
 namespace mamba::engine {
 
@@ -33,10 +35,56 @@ const char* Name(ComputeDType t) {
   return "?";
 }
 
+absl::StatusOr<DecodePath> ParseDecodePath(std::string_view name) {
+  if (name == "auto") return DecodePath::kAuto;
+  if (name == "prefill") return DecodePath::kPrefill;
+  if (name == "decode") return DecodePath::kDecode;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown decode path '", std::string(name), "' (auto, prefill, decode)"));
+}
+
+const char* Name(DecodePath p) {
+  switch (p) {
+    case DecodePath::kAuto:
+      return "auto";
+    case DecodePath::kPrefill:
+      return "prefill";
+    case DecodePath::kDecode:
+      return "decode";
+  }
+  return "?";
+}
+
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> Backend::LoadAdapter(
     const LoraAdapter& /*adapter*/) {
   return absl::UnimplementedError(
       absl::StrCat("LoRA adapters are not supported by this backend (", Describe(), ")"));
+}
+
+absl::Status Backend::DecodeAndDraw(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                                    std::span<const std::optional<DrawRule>> rules,
+                                    std::vector<SampledToken>* drawn, Logits* logits) {
+  if (rules.size() != slots.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecodeAndDraw: ", slots.size(), " slots but ", rules.size(), " rules"));
+  }
+  Logits all;
+  MAMBA_RETURN_IF_ERROR(Decode(slots, tokens, &all));
+  const int64_t V = all.vocab;
+  const auto host_rows = static_cast<int64_t>(
+      std::count_if(rules.begin(), rules.end(), [](const auto& r) { return !r.has_value(); }));
+  logits->Resize(host_rows, V);
+  drawn->assign(rules.size(), SampledToken{});
+  int64_t next = 0;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const auto row = all.Row(static_cast<int64_t>(i));
+    if (rules[i]) {
+      (*drawn)[i] = DrawByRule(row, *rules[i]);
+    } else {
+      std::copy(row.begin(), row.end(), logits->Row(next++).begin());
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateChunks(std::span<const ChunkInput> chunks, int num_slots, int64_t vocab_size) {

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "engine/checkpoint.h"
 #include "engine/model_config.h"
+#include "engine/sampling.h"
 #include "engine/types.h"
 #include "kernels/dtype.h"
 
@@ -72,6 +74,15 @@ class AdapterWeights {
   virtual int64_t bytes() const = 0;  // memory it holds (host or device)
 };
 
+// How the batching loop runs a step's decode rows. kAuto: as the backend prefers
+// (Backend::fast_decode). kDecode: through Backend::DecodeAndDraw (rows whose sampler can
+// offload are drawn by the backend, the rest sampled on the host), except rows under a LoRA
+// adapter, which stay one-token prefill chunks; kPrefill: as one-token chunks of the step's
+// Prefill call, with the prompt chunks.
+enum class DecodePath { kAuto, kPrefill, kDecode };
+absl::StatusOr<DecodePath> ParseDecodePath(std::string_view name);  // auto|prefill|decode
+const char* Name(DecodePath p);
+
 struct ChunkInput {
   SlotId slot;
   std::span<const TokenId> tokens;  // at least one
@@ -106,6 +117,18 @@ class Backend {
   // One token for each slot (distinct); logits gets one row per slot, in order.
   virtual absl::Status Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
                               Logits* logits) = 0;
+  // Whether the engine should send a step's decode rows through DecodeAndDraw rather than as
+  // one-token Prefill chunks: where decode has a faster path of its own (CUDA: slot-indexed
+  // state updates, CUDA graphs per batch size, sampling on the device). The CPU engine's decode
+  // is a one-token prefill, and prompt chunks batch with decodes in one pass there.
+  virtual bool fast_decode() const { return false; }
+  // Decode (one token per slot, the base model: no adapter), then rows with a rule (rules[i]
+  // set) are drawn here by DrawByRule's definition: `drawn` gets one entry per row, filled for
+  // those rows; only the other rows' logits come back, in row order (logits->rows = the rows
+  // without a rule). This default decodes to host memory and draws there.
+  virtual absl::Status DecodeAndDraw(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                                     std::span<const std::optional<DrawRule>> rules,
+                                     std::vector<SampledToken>* drawn, Logits* logits);
   virtual absl::Status ResetSlot(SlotId slot) = 0;
   // Copies a whole state (all layers), e.g. to fork a prompt for n > 1 completions.
   virtual absl::Status CopySlot(SlotId from, SlotId to) = 0;

@@ -132,6 +132,7 @@ Engine::Engine(std::unique_ptr<Backend> backend, std::shared_ptr<const Tokenizer
     cache.key.model = ModelKey(backend_->info().model_fingerprint);
   }
   loop_ = std::make_unique<BatchLoop>(*backend_, tokenizer_, so, observer_, cache);
+  loop_->set_decode_path(options_.decode_path);
   loop_->set_on_admit([this](int64_t admitted) { Account(admitted, 0, 0); });
   stats_.slots_total = backend_->num_slots();
   log_ = NamedLogger("engine");

@@ -52,6 +52,9 @@ struct EngineOptions {
   int64_t max_session_tokens = 0;
   // LoRA adapters (engine/lora/adapter_registry.h): --max-loras, --max-lora-rank.
   AdapterRegistryOptions lora;
+  // How decode rows run (--decode-path): the backend's choice unless a test or a benchmark
+  // asks for the other path.
+  DecodePath decode_path = DecodePath::kAuto;
 };
 
 // Point-in-time view for health, metrics and model info.

@@ -63,6 +63,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(Backend& backend,
   so.max_step_tokens = options.max_step_tokens;
   so.prefill_chunk = options.prefill_chunk;
   BatchLoop loop(backend, nullptr, so, nullptr);
+  loop.set_decode_path(options.decode_path);
   std::vector<GenerationResult> results(requests.size());
   std::vector<std::shared_ptr<ResultSink>> sinks;
   // Requests enter the loop at their arrival step, in order (the loop admits FCFS).

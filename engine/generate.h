@@ -33,6 +33,7 @@ struct GenerateOptions {
   int64_t prefill_chunk = 0;  // max prompt tokens per request per step; 0 = whole prompt
   int64_t max_step_tokens = int64_t{1} << 40;  // token budget of one step (default: unbounded)
   uint64_t seed = 0;                           // fallback seed for request i without one: seed + i
+  DecodePath decode_path = DecodePath::kAuto;  // how decode rows run (engine/backend.h)
   // Called after every sampled token: (request index, token).
   std::function<void(size_t, const SampledToken&)> on_token;
 };

@@ -340,6 +340,91 @@ SampledToken LogProbOf(std::span<const float> logits, TokenId id, int32_t top) {
   return out;
 }
 
+std::optional<DrawRule> Sampler::Offload() {
+  if (track_occurrences_ || !params_.logit_bias.empty()) return std::nullopt;
+  const bool masks =
+      (!params_.ignore_eos && !eos_token_ids_.empty()) || !params_.stop_token_ids.empty();
+  if (num_generated_ < params_.min_new_tokens && masks) return std::nullopt;
+  DrawRule rule;
+  rule.temperature = params_.temperature;
+  rule.top_k = params_.top_k;
+  rule.top_p = params_.top_p;
+  rule.min_p = params_.min_p;
+  rule.logprobs = params_.logprobs;
+  rule.top_logprobs = params_.top_logprobs;
+  if (params_.temperature >= kMinTemperature) rule.uniform = NextUniform();  // as DrawRandom
+  return rule;
+}
+
+namespace {
+
+// DrawByRule's pick: rank the finite logits (Before), cut the ranking at top-k, top-p and min-p,
+// then walk the kept tokens in id order.
+TokenId PickByRule(std::span<const float> logits, const DrawRule& rule) {
+  if (rule.temperature < kMinTemperature) return Argmax(logits);
+  const float max_logit = MaxLogit(logits);
+  if (!(max_logit > kNegInf) || std::isinf(max_logit)) return Argmax(logits);
+  struct Ranked {
+    float p;  // the logit while ranking, then exp((logit - max) / T)
+    TokenId id;
+  };
+  std::vector<Ranked> ranked;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > kNegInf) ranked.push_back({logits[i], static_cast<TokenId>(i)});
+  }
+  std::sort(ranked.begin(), ranked.end(), Before<Ranked>);
+  size_t keep = ranked.size();
+  if (rule.top_k > 0) keep = std::min(keep, static_cast<size_t>(rule.top_k));
+  ranked.resize(keep);
+  const float inv_temperature = 1.0f / rule.temperature;
+  double mass = 0.0;
+  for (Ranked& r : ranked) {
+    r.p = ExpNonPositive((r.p - max_logit) * inv_temperature);
+    mass += r.p;
+  }
+  if (rule.top_p < 1.0f) {
+    const double target = rule.top_p * mass;
+    double cumulative = 0.0;
+    for (size_t i = 0; i < keep; ++i) {
+      cumulative += ranked[i].p;
+      if (cumulative >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  if (rule.min_p > 0.0f) {
+    while (keep > 1 && ranked[keep - 1].p < rule.min_p) --keep;  // the max's p is 1
+  }
+  ranked.resize(keep);
+  std::sort(ranked.begin(), ranked.end(),
+            [](const Ranked& a, const Ranked& b) { return a.id < b.id; });
+  double kept = 0.0;
+  for (const Ranked& r : ranked) kept += r.p;
+  const double target = rule.uniform * kept;
+  double cumulative = 0.0;
+  for (const Ranked& r : ranked) {
+    cumulative += r.p;
+    if (cumulative > target) return r.id;
+  }
+  return ranked.back().id;  // only reached through rounding
+}
+
+}  // namespace
+
+SampledToken DrawByRule(std::span<const float> logits, const DrawRule& rule) {
+  const TokenId id = PickByRule(logits, rule);
+  if (!rule.logprobs && rule.top_logprobs <= 0) {
+    SampledToken out;
+    out.id = id;
+    return out;
+  }
+  SampledToken out = LogProbOf(logits, id, rule.top_logprobs);
+  out.rank = 0;  // as Sample reports a generated token
+  if (!rule.logprobs) out.logprob = 0.0f;
+  return out;
+}
+
 TokenId Sampler::DrawRandom(std::span<float> logits) {
   const double u = NextUniform();  // first, so that every path consumes exactly one draw
   const float max_logit = MaxLogit(logits);

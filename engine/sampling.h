@@ -66,6 +66,30 @@ struct SampledToken {
   int32_t rank = 0;
 };
 
+// How one row's next token is picked where its logits are (Backend::DecodeAndDraw: on the GPU
+// only token ids and requested log-probs come back): the Sampler's rule for a token that needs
+// none of its logit processing (Sampler::Offload), with the request's uniform already drawn.
+// DrawByRule defines it.
+struct DrawRule {
+  float temperature = 0.0f;  // below 1e-5: greedy
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  double uniform = 0.0;  // in [0, 1): this token's draw from the request's RNG (unused if greedy)
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
+};
+
+// The token `rule` picks from a raw row (left as it is), with the log-probs it asks for.
+// Greedy: exactly Sampler::Sample's argmax and log-probs. Otherwise the Sampler's kept set
+// (p = exp((logit - max) / T); the top_k best, ties -> lower id; of those the smallest ranked
+// prefix whose mass reaches top_p of theirs; then p >= min_p, the max's p being 1) and an
+// inverse-CDF walk over the kept tokens in id order, which a parallel sampler can repeat. The
+// Sampler walks its candidates in whatever order its selection left them, so a seed's tokens
+// differ between the two (same distribution). O(vocab log vocab): the reference for device
+// samplers and the default Backend::DecodeAndDraw.
+SampledToken DrawByRule(std::span<const float> logits, const DrawRule& rule);
+
 // The raw log-prob (log_softmax of `logits`) of token `id`, its rank and the `top` best
 // alternatives (best first, ties -> lowest id), as Sampler::Sample reports a sampled token: e.g. a
 // prompt token's. O(vocab).
@@ -103,6 +127,14 @@ class Sampler {
   // Picks the next token from one row of model output (size = vocab) and records it for the
   // penalties and the length count. `logits` is used as scratch and left modified.
   SampledToken Sample(std::span<float> logits);
+
+  // When the next token needs none of steps 1b-4 (no logit_bias, no penalty, no min-length mask
+  // left to apply): the rule that picks it, having drawn its uniform (non-greedy), so that the
+  // row can be drawn where it lies (DrawByRule); the caller then passes the token to Accept.
+  // nullopt: the row must come to Sample.
+  std::optional<DrawRule> Offload();
+  // Records a token picked by Offload's rule, as Sample records its own.
+  void Accept(TokenId id) { Record(id); }
 
   // Steps 1b-4 above, in place: what Sample does to the row before temperature and picking.
   // Public so that the processors can be checked exactly and reused without a draw.

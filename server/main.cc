@@ -145,6 +145,14 @@ int Run(const ServerConfig& c, const sigset_t& signals) {
     Log()->info("state cache: off (--state-cache-bytes 0)");
   }
   LogSessions(engine_options.sessions);
+  const bool decode_path =
+      engine_options.decode_path == engine::DecodePath::kDecode ||
+      (engine_options.decode_path == engine::DecodePath::kAuto && (*backend)->fast_decode());
+  Log()->info("decode tokens: {} (--decode-path {})",
+              decode_path ? "through the decode path, sampled where the logits are when no host "
+                            "processing is needed"
+                          : "as one-token chunks of each step's prefill",
+              c.decode_path);
   auto eng = engine::Engine::Create(std::move(*backend), tokenizer, engine_options, &metrics);
   if (!eng.ok()) return Fail("cannot start the engine", eng.status());
   const std::vector<std::string> served_names = ServedModelNames(c, dir);

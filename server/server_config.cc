@@ -102,6 +102,13 @@ void AddServerFlags(CLI::App& app, ServerConfig* c) {
   app.add_option("--max-step-tokens", c->max_step_tokens, "Token budget of one engine step")
       ->envname("MAMBA_MAX_STEP_TOKENS")
       ->capture_default_str();
+  app.add_option("--decode-path", c->decode_path,
+                 "How decode tokens run: auto (the engine's choice: the decode kernels, CUDA "
+                 "graphs and sampling on the device on a GPU; with the prompt chunks on the "
+                 "CPU), decode, or prefill (one-token prompt chunks; for comparisons)")
+      ->envname("MAMBA_DECODE_PATH")
+      ->check(CLI::IsMember({"auto", "prefill", "decode"}))
+      ->capture_default_str();
   app.add_option("--max-prompt-tokens", c->max_prompt_tokens, "Longest prompt accepted")
       ->envname("MAMBA_MAX_PROMPT_TOKENS")
       ->capture_default_str();
@@ -215,6 +222,9 @@ absl::Status ValidateConfig(const ServerConfig& c) {
   }
   if (c.session_bytes == 0 && !c.session_dir.empty()) {
     return absl::InvalidArgumentError("--session-dir needs sessions on (--session-bytes is 0)");
+  }
+  if (!engine::ParseDecodePath(c.decode_path).ok()) {
+    return absl::InvalidArgumentError("--decode-path must be auto, prefill or decode");
   }
   if (c.state_cache_policy != "cost" && c.state_cache_policy != "lru") {
     return absl::InvalidArgumentError("--state-cache-policy must be cost or lru");
@@ -337,6 +347,7 @@ engine::EngineOptions ToEngineOptions(const ServerConfig& c) {
   engine::EngineOptions o;
   o.max_step_tokens = c.max_step_tokens;
   o.max_queue = c.max_queue;
+  o.decode_path = engine::ParseDecodePath(c.decode_path).value_or(engine::DecodePath::kAuto);
   o.max_prompt_tokens = c.max_prompt_tokens;
   o.max_new_tokens_limit = c.max_new_tokens_limit;
   o.state_cache_bytes = c.state_cache_bytes;

@@ -30,6 +30,7 @@ struct ServerConfig {
   int threads = 0;
   int slots = 16;
   int64_t max_step_tokens = 512;
+  std::string decode_path = "auto";  // auto | prefill | decode (engine/backend.h DecodePath)
   int64_t max_prompt_tokens = 65536;
   int64_t max_session_tokens = int64_t{1} << 24;
   int32_t max_new_tokens_limit = 16384;

@@ -322,33 +322,27 @@ BatchLoop::StepResult BatchLoop::Step() {
   if (plan.empty()) return result;
   result.ran = true;
 
-  chunks_.clear();
-  for (const StepPlan::Chunk& c : plan.chunks) {
-    LiveRequest& live = *running_[static_cast<size_t>(c.request)];
-    std::span<const TokenId> tokens =
-        c.prompt ? std::span<const TokenId>(live.req.prompt)
-                       .subspan(static_cast<size_t>(c.begin), static_cast<size_t>(c.count))
-                 : std::span<const TokenId>(
-                       &live.completions[static_cast<size_t>(c.completion)].last, 1);
-    // Prompt chunks and decode tokens alike run under the request's adapter (its forks' slots
-    // hold states computed under it too).
-    chunks_.push_back({c.slot, tokens, c.start, c.want_logits,
-                       c.prompt && live.req.prompt_logprobs >= 0,
-                       live.req.adapter ? live.req.adapter->weights.get() : nullptr});
-  }
   const Clock::time_point t0 = Clock::now();
-  if (!chunks_.empty()) {
-    if (absl::Status s = backend_.Prefill(chunks_, &logits_); !s.ok()) {
-      FailStep(s);
-      result.counts.retired += Retire();
-      return result;
-    }
+  if (absl::Status s = RunStep(plan); !s.ok()) {
+    FailStep(s);
+    result.counts.retired += Retire();
+    return result;
   }
-  int64_t row = 0;
-  for (const StepPlan::Chunk& c : plan.chunks) {
+  int64_t row = 0, host_row = 0;
+  for (size_t k = 0; k < plan.chunks.size(); ++k) {
+    const StepPlan::Chunk& c = plan.chunks[k];
     LiveRequest& live = *running_[static_cast<size_t>(c.request)];
     if (!c.prompt) {
-      SampleAndEmit(live, c.completion, logits_.Row(row++));
+      const int32_t d = decode_row_[k];
+      if (d < 0) {
+        SampleAndEmit(live, c.completion, logits_.Row(row++));
+      } else if (decode_rules_[static_cast<size_t>(d)]) {
+        SampledToken& tok = drawn_[static_cast<size_t>(d)];
+        live.completions[static_cast<size_t>(c.completion)].sampler->Accept(tok.id);
+        Emit(live, c.completion, std::move(tok));
+      } else {
+        SampleAndEmit(live, c.completion, decode_logits_.Row(host_row++));
+      }
       continue;
     }
     live.view.computed += c.count;
@@ -375,23 +369,65 @@ BatchLoop::StepResult BatchLoop::Step() {
   }
   const double step_seconds = Seconds(Clock::now() - t0);
   if (observer_) {
-    observer_->OnStep(
-        {static_cast<int>(chunks_.size()), plan.prompt_tokens, plan.decode_tokens, step_seconds});
+    observer_->OnStep({static_cast<int>(plan.chunks.size()), plan.prompt_tokens, plan.decode_tokens,
+                       step_seconds});
   }
   if (tally_.steps++ == 0) tally_.since = t0;
   tally_.decode_tokens += plan.decode_tokens;
   tally_.prompt_tokens += plan.prompt_tokens;
   tally_.busy_seconds += step_seconds;
-  log_->debug("step: {} chunks, {} decode + {} prompt tokens, {:.2f} ms", chunks_.size(),
+  log_->debug("step: {} chunks, {} decode + {} prompt tokens, {:.2f} ms", plan.chunks.size(),
               plan.decode_tokens, plan.prompt_tokens, 1e3 * step_seconds);
   result.counts.retired += Retire();
   return result;
 }
 
+absl::Status BatchLoop::RunStep(const StepPlan& plan) {
+  const bool split = decode_path_ == DecodePath::kDecode ||
+                     (decode_path_ == DecodePath::kAuto && backend_.fast_decode());
+  chunks_.clear();
+  decode_slots_.clear();
+  decode_tokens_.clear();
+  decode_rules_.clear();
+  decode_row_.assign(plan.chunks.size(), -1);
+  for (size_t k = 0; k < plan.chunks.size(); ++k) {
+    const StepPlan::Chunk& c = plan.chunks[k];
+    LiveRequest& live = *running_[static_cast<size_t>(c.request)];
+    // Prompt chunks and decode tokens alike run under the request's adapter (its forks' slots
+    // hold states computed under it too); the decode path has none, so those stay chunks.
+    if (!c.prompt && split && !live.req.adapter) {
+      Completion& comp = live.completions[static_cast<size_t>(c.completion)];
+      decode_row_[k] = static_cast<int32_t>(decode_slots_.size());
+      decode_slots_.push_back(c.slot);
+      decode_tokens_.push_back(comp.last);
+      decode_rules_.push_back(comp.finished ? std::nullopt : comp.sampler->Offload());
+      continue;
+    }
+    std::span<const TokenId> tokens =
+        c.prompt ? std::span<const TokenId>(live.req.prompt)
+                       .subspan(static_cast<size_t>(c.begin), static_cast<size_t>(c.count))
+                 : std::span<const TokenId>(
+                       &live.completions[static_cast<size_t>(c.completion)].last, 1);
+    chunks_.push_back({c.slot, tokens, c.start, c.want_logits,
+                       c.prompt && live.req.prompt_logprobs >= 0,
+                       live.req.adapter ? live.req.adapter->weights.get() : nullptr});
+  }
+  if (!decode_slots_.empty()) {
+    MAMBA_RETURN_IF_ERROR(backend_.DecodeAndDraw(decode_slots_, decode_tokens_, decode_rules_,
+                                                 &drawn_, &decode_logits_));
+  }
+  if (!chunks_.empty()) MAMBA_RETURN_IF_ERROR(backend_.Prefill(chunks_, &logits_));
+  return absl::OkStatus();
+}
+
 void BatchLoop::SampleAndEmit(LiveRequest& live, int index, std::span<float> logits) {
   Completion& c = live.completions[static_cast<size_t>(index)];
   if (c.finished) return;
-  SampledToken tok = c.sampler->Sample(logits);
+  Emit(live, index, c.sampler->Sample(logits));
+}
+
+void BatchLoop::Emit(LiveRequest& live, int index, SampledToken tok) {
+  Completion& c = live.completions[static_cast<size_t>(index)];
   const Clock::time_point now = Clock::now();
   if (c.sampler->num_generated() == 1) {
     c.ttft = Seconds(now - live.submitted);

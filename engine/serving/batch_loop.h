@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -124,6 +125,9 @@ class BatchLoop {
   // client can see the first token (and send the next request).
   void set_on_admit(std::function<void(int64_t)> f) { on_admit_ = std::move(f); }
 
+  // Takes effect from the next step.
+  void set_decode_path(DecodePath path) { decode_path_ = path; }
+
   bool Idle() const { return waiting_.empty() && running_.empty(); }
   size_t num_waiting() const { return waiting_.size(); }
   size_t num_running() const { return running_.size(); }
@@ -156,6 +160,10 @@ class BatchLoop {
   void ScorePrompt(LiveRequest& live, int64_t begin, int64_t count, int64_t first_row);
   void Start(LiveRequest& live, std::vector<SlotId> slots);
   void SampleAndEmit(LiveRequest& live, int index, std::span<float> logits);
+  // After completion `index`'s sampler picked (and recorded) `tok`: stream it, check its end.
+  void Emit(LiveRequest& live, int index, SampledToken tok);
+  // Splits the plan's chunks between Prefill (chunks_) and DecodeAndDraw (decode_*), runs both.
+  absl::Status RunStep(const StepPlan& plan);
   void FinishCompletion(LiveRequest& live, int index, Finish reason, absl::Status status);
   void End(LiveRequest& live, Finish reason, const absl::Status& status);
   void FailStep(const absl::Status& status);
@@ -181,7 +189,16 @@ class BatchLoop {
   static constexpr int kMaxWaitingScan = 64;
   // Reused across steps.
   std::vector<size_t> admit_index_;  // waiting_ positions of the requests the plan may admit
+  DecodePath decode_path_ = DecodePath::kAuto;
   std::vector<ChunkInput> chunks_;
+  // The step's DecodeAndDraw rows: slot, token and rule per row, and per plan chunk its row there
+  // (-1: in chunks_); what the backend drew and the logits of the rows it did not.
+  std::vector<SlotId> decode_slots_;
+  std::vector<TokenId> decode_tokens_;
+  std::vector<std::optional<DrawRule>> decode_rules_;
+  std::vector<int32_t> decode_row_;
+  std::vector<SampledToken> drawn_;
+  Logits decode_logits_;
   std::vector<const RequestView*> waiting_views_, running_views_;
   Logits logits_;
   std::vector<float> scratch_;

@@ -3,6 +3,7 @@
 // on slot pressure.
 #include "engine/generate.h"
 
+#include <algorithm>
 #include <random>
 
 #include "engine/cpu/cpu_backend.h"
@@ -136,6 +137,118 @@ TEST_F(GenerateTest, FalconMambaGreedyEqualsTheFloat64Reference) {
     compared += static_cast<int>(want.size());
   }
   EXPECT_GT(compared, 60);
+}
+
+// Forwards to a backend and counts the decode rows DecodeAndDraw ran, and how many of them it
+// drew: which path a step's decode rows took.
+class CountingBackend : public Backend {
+ public:
+  explicit CountingBackend(Backend& inner) : inner_(inner) {}
+  const ModelConfig& config() const override { return inner_.config(); }
+  std::string Describe() const override { return inner_.Describe(); }
+  BackendInfo info() const override { return inner_.info(); }
+  kernels::DType compute_dtype() const override { return inner_.compute_dtype(); }
+  int num_slots() const override { return inner_.num_slots(); }
+  absl::Status Prefill(std::span<const ChunkInput> chunks, Logits* logits) override {
+    return inner_.Prefill(chunks, logits);
+  }
+  absl::Status Decode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                      Logits* logits) override {
+    return inner_.Decode(slots, tokens, logits);
+  }
+  absl::Status DecodeAndDraw(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                             std::span<const std::optional<DrawRule>> rules,
+                             std::vector<SampledToken>* drawn, Logits* logits) override {
+    rows += static_cast<int64_t>(slots.size());
+    drawn_rows += std::count_if(rules.begin(), rules.end(), [](const auto& r) { return r; });
+    return inner_.DecodeAndDraw(slots, tokens, rules, drawn, logits);
+  }
+  absl::Status ResetSlot(SlotId slot) override { return inner_.ResetSlot(slot); }
+  absl::Status CopySlot(SlotId from, SlotId to) override { return inner_.CopySlot(from, to); }
+  int64_t state_floats() const override { return inner_.state_floats(); }
+  absl::Status SaveSlot(SlotId slot, std::vector<float>* state) override {
+    return inner_.SaveSlot(slot, state);
+  }
+  absl::Status RestoreSlot(SlotId slot, std::span<const float> state) override {
+    return inner_.RestoreSlot(slot, state);
+  }
+  int64_t rows = 0, drawn_rows = 0;
+
+ private:
+  Backend& inner_;
+};
+
+// The decode path (what a GPU engine takes) against one-token prefill chunks (the CPU engine's
+// own): greedy tokens, and tokens the Sampler must process on the host (penalties, logit bias),
+// come out bitwise equal with their log-probs; seeded tokens drawn by the backend's rule
+// (DrawByRule walks the kept set in id order, the Sampler in its own) do not depend on the batch.
+TEST_F(GenerateTest, TheDecodePathChangesNoGreedyOrHostSampledToken) {
+  std::vector<GenerationRequest> reqs = Requests(18, 0.0f);
+  enum Kind { kGreedy, kHost, kDrawn };
+  auto kind = [](size_t i) { return static_cast<Kind>(i % 3); };
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    SamplingParams& p = reqs[i].params;
+    p.top_logprobs = static_cast<int32_t>(i % 4);
+    if (kind(i) == kHost) {
+      p.temperature = 0.8f;
+      if (i % 2)
+        p.repetition_penalty = 1.3f;
+      else
+        p.logit_bias = {{7, 2.0f}};
+    } else if (kind(i) == kDrawn) {
+      p.temperature = 0.9f;
+      p.top_p = 0.9f;
+      p.top_k = i % 2 ? 20 : 0;
+    }
+  }
+  auto run = [&](DecodePath path, std::span<const GenerationRequest> rs, int64_t* rows,
+                 int64_t* drawn) {
+    auto cpu = Make(4);
+    CountingBackend b(*cpu);
+    GenerateOptions go;
+    go.prefill_chunk = 5;
+    go.max_step_tokens = 16;
+    go.decode_path = path;
+    auto out = Generate(b, rs, go);
+    EXPECT_TRUE(out.ok()) << out.status();
+    *rows += b.rows;
+    *drawn += b.drawn_rows;
+    return out.ok() ? *out : std::vector<GenerationResult>{};
+  };
+  const bool exact = Make(1)->Describe().find("packed") != std::string::npos;
+  int64_t prefill_rows = 0, prefill_drawn = 0, rows = 0, drawn = 0;
+  const auto want = run(DecodePath::kPrefill, reqs, &prefill_rows, &prefill_drawn);
+  const auto got = run(DecodePath::kDecode, reqs, &rows, &drawn);
+  EXPECT_EQ(prefill_rows, 0);  // the CPU engine's own path never calls DecodeAndDraw
+  int64_t decode_tokens = 0;
+  for (const auto& r : want) decode_tokens += static_cast<int64_t>(r.tokens.size()) - 1;
+  EXPECT_EQ(rows, decode_tokens);  // every decode row went through DecodeAndDraw
+  EXPECT_GT(drawn, 0);
+  EXPECT_LT(drawn, rows);  // the host-sampled requests' rows came back as logits
+  ASSERT_EQ(got.size(), reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (kind(i) == kDrawn) {
+      ASSERT_EQ(got[i].tokens.size(), want[i].tokens.size());
+      EXPECT_EQ(got[i].tokens[0].id, want[i].tokens[0].id);  // from the prompt's logits
+      int64_t r = 0, d = 0;
+      const auto alone = run(DecodePath::kDecode, {&reqs[i], 1}, &r, &d);
+      ASSERT_EQ(alone.size(), 1u);
+      EXPECT_EQ(Ids(alone[0]), Ids(got[i])) << "request " << i;
+      continue;
+    }
+    ASSERT_EQ(got[i].tokens.size(), want[i].tokens.size()) << "request " << i;
+    for (size_t k = 0; k < got[i].tokens.size(); ++k) {
+      const SampledToken &a = got[i].tokens[k], &b = want[i].tokens[k];
+      ASSERT_EQ(a.id, b.id) << "request " << i << " token " << k;
+      ASSERT_EQ(a.top.size(), b.top.size());
+      if (!exact) continue;  // the oneDNN fallback: log-probs equal within rounding only
+      EXPECT_EQ(a.logprob, b.logprob);
+      for (size_t j = 0; j < a.top.size(); ++j) {
+        EXPECT_EQ(a.top[j].id, b.top[j].id);
+        EXPECT_EQ(a.top[j].logprob, b.top[j].logprob);
+      }
+    }
+  }
 }
 
 TEST_F(GenerateTest, StopsOnStopTokensAndLength) {

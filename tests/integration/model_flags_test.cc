@@ -93,6 +93,39 @@ TEST(ModelFlags, AnyNameWithoutStrictMode) {
   EXPECT_EQ(server->Terminate(), 0);
 }
 
+// --decode-path decode: decode tokens through Backend::DecodeAndDraw (what a GPU takes) give the
+// demo model's greedy text exactly; a bad value stops the start-up naming the flag.
+TEST(ModelFlags, DecodePath) {
+  for (const char* path : {"decode", "prefill"}) {
+    SCOPED_TRACE(path);
+    auto server = ServerProcess::Start({"--dtype", "float32", "--decode-path", path});
+    ASSERT_TRUE(server);
+    EXPECT_NE(server->Log().find(std::string("(--decode-path ") + path + ")"), std::string::npos)
+        << server->Log();
+    auto r = Complete(server->http_port(), {{"prompt", "And God said"},
+                                            {"max_tokens", 30},
+                                            {"temperature", 0},
+                                            {"ignore_eos", true},
+                                            {"n", 2},
+                                            {"logprobs", 2}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json body = json::parse(r->body);
+    for (int i = 0; i < 2; ++i) EXPECT_EQ(body["choices"][i]["text"], kReference);
+    EXPECT_EQ(server->Terminate(), 0);
+  }
+  TempDir dir;
+  const std::string log = (dir.path() / "log").string();
+  const std::string cmd = BinaryPath("mamba-server").string() +
+                          " --http-port 0 --grpc-port 0 --decode-path fast > " + log + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc)) << rc;
+  EXPECT_NE(WEXITSTATUS(rc), 0);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(text.find("--decode-path"), std::string::npos) << text;
+}
+
 TEST(ModelFlags, GenerationConfig) {
   TempDir dir;
   const fs::path file = dir.path() / "generation_config.json";
