@@ -1,11 +1,12 @@
-// CudaBackend set-up, state slots, error handling and device-side greedy sampling; the passes
-// themselves are in cuda_forward.cc.
+// CudaBackend set-up, state slots, error handling and the fast decode path (DecodeAndDraw:
+// sampling on the device); the passes themselves are in cuda_forward.cc.
 #include "engine/cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -40,6 +41,19 @@ constexpr int kBucketSizes[] = {1,   2,   4,   8,   16,  24,  32,  40,  48,
 constexpr size_t kAutoSlotReserve = size_t{512} << 20;
 
 size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// DecodeAndDraw's buffers (device and pinned alike), for up to `rows` draws: the rules, then
+// token [rows] | logprob [rows] | top ids [rows, top stride] | top log-probs [rows, top stride].
+struct DrawLayout {
+  explicit DrawLayout(size_t rows)
+      : token(AlignUp(rows * sizeof(kc::DrawRow), 64)),
+        logprob(token + AlignUp(rows * 4, 64)),
+        top_ids(logprob + AlignUp(rows * 4, 64)),
+        top_logprobs(top_ids + AlignUp(rows * kc::kMaxTopN * 4, 64)),
+        bytes(top_logprobs + rows * kc::kMaxTopN * 4) {}
+  static constexpr size_t rules = 0;
+  size_t token, logprob, top_ids, top_logprobs, bytes;
+};
 
 DType ResolveDType(const Checkpoint& ckpt, ComputeDType want) {
   switch (want) {
@@ -259,11 +273,10 @@ absl::Status CudaBackend::AllocateSlotsAndLogits() {
   const size_t R = static_cast<size_t>(max_logit_rows_);
   MAMBA_ASSIGN_OR_RETURN(head_in_, DeviceBuffer::Allocate(R * d * ws, "LM head input"));
   MAMBA_ASSIGN_OR_RETURN(logits_, DeviceBuffer::Allocate(R * vocab * 4, "logits"));
-  const size_t sample_bytes = R * (2 + 2 * kc::kMaxTopN) * 4;
-  MAMBA_ASSIGN_OR_RETURN(sample_dev_,
-                         DeviceBuffer::Allocate(sample_bytes, "greedy sampling output"));
-  MAMBA_ASSIGN_OR_RETURN(sample_host_,
-                         PinnedBuffer::Allocate(sample_bytes, "greedy sampling output"));
+  const size_t draw_bytes = DrawLayout(R).bytes;
+  MAMBA_ASSIGN_OR_RETURN(draw_dev_, DeviceBuffer::Allocate(draw_bytes, "draw rules and results"));
+  MAMBA_ASSIGN_OR_RETURN(draw_host_, PinnedBuffer::Allocate(draw_bytes, "draw rules and results"));
+  MAMBA_ASSIGN_OR_RETURN(logits_host_, PinnedBuffer::Allocate(R * vocab * 4, "logits (host)"));
   const size_t S = static_cast<size_t>(num_slots_);
   MAMBA_ASSIGN_OR_RETURN(
       conv_state_,
@@ -468,61 +481,125 @@ absl::Status CudaBackend::RestoreSlot(SlotId slot, std::span<const float> state)
   return Sync(absl::StrCat("restore of slot ", slot.value));
 }
 
-// ---- Greedy sampling on the device ----
+// ---- Decode with sampling on the device ----
 
-absl::Status CudaBackend::SampleGreedy(int top_n, std::vector<SampledToken>* out) {
-  if (top_n < 0 || top_n > kMaxTopLogprobs) {
+absl::Status CudaBackend::DecodeAndDraw(std::span<const SlotId> slots,
+                                        std::span<const TokenId> tokens,
+                                        std::span<const std::optional<DrawRule>> rules,
+                                        std::vector<SampledToken>* drawn, Logits* logits) {
+  if (rules.size() != slots.size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("top_n must be in [0, ", kMaxTopLogprobs, "], got ", top_n));
+        absl::StrCat("DecodeAndDraw: ", slots.size(), " slots but ", rules.size(), " rules"));
   }
-  if (last_logit_rows_ < 0) {
-    return absl::FailedPreconditionError(
-        "SampleGreedy needs the logits of the last Decode or single-pass Prefill");
-  }
-  MAMBA_RETURN_IF_ERROR(Ready());
-  out->clear();
-  const int64_t R = last_logit_rows_, cap = max_logit_rows_;
-  if (R == 0) return absl::OkStatus();
-  auto* dev = sample_dev_.as<std::byte>();
-  auto* host = sample_host_.as<std::byte>();
-  // Layout (both sides): token [cap] | logprob [cap] | top ids [cap, top_n] | top logprobs.
-  const size_t tok_at = 0, lp_at = static_cast<size_t>(cap) * 4,
-               ids_at = static_cast<size_t>(cap) * 8,
-               tlp_at = ids_at + static_cast<size_t>(cap * kc::kMaxTopN) * 4;
-  kc::GreedyArgs g;
-  g.logits = logits_.as<float>();
-  g.logits_stride = config().vocab_size;
-  g.rows = R;
-  g.vocab = config().vocab_size;
-  g.top_n = top_n;
-  g.token = reinterpret_cast<int32_t*>(dev + tok_at);
-  g.logprob = reinterpret_cast<float*>(dev + lp_at);
-  g.top_ids = reinterpret_cast<int32_t*>(dev + ids_at);
-  g.top_logprobs = reinterpret_cast<float*>(dev + tlp_at);
-  MAMBA_RETURN_IF_ERROR(Launched(kc::GreedySample(g, stream_), "greedy_sample", -1, kNumOps));
-  const size_t n4 = static_cast<size_t>(R) * 4, top4 = static_cast<size_t>(R * top_n) * 4;
-  const std::pair<size_t, size_t> copies[] = {
-      {tok_at, n4}, {lp_at, n4}, {ids_at, top4}, {tlp_at, top4}};
-  for (const auto& [at, bytes] : copies) {
-    if (bytes == 0) continue;
-    MAMBA_RETURN_IF_ERROR(
-        Launched(cudaMemcpyAsync(host + at, dev + at, bytes, cudaMemcpyDeviceToHost, stream_),
-                 "cudaMemcpyAsync(sampled tokens)", -1, kNumOps));
-  }
-  MAMBA_RETURN_IF_ERROR(Sync("greedy sampling"));
-  const auto* tok = reinterpret_cast<const int32_t*>(host + tok_at);
-  const auto* lp = reinterpret_cast<const float*>(host + lp_at);
-  const auto* ids = reinterpret_cast<const int32_t*>(host + ids_at);
-  const auto* tlp = reinterpret_cast<const float*>(host + tlp_at);
-  out->resize(static_cast<size_t>(R));
-  for (int64_t r = 0; r < R; ++r) {
-    SampledToken& s = (*out)[static_cast<size_t>(r)];
-    s.id = tok[r];
-    s.logprob = lp[r];
-    for (int k = 0; k < top_n; ++k) {
-      const int32_t id = ids[r * top_n + k];
-      if (id >= 0) s.top.push_back(TokenLogprob{id, tlp[r * top_n + k]});
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (rules[i] && (rules[i]->top_logprobs < 0 || rules[i]->top_logprobs > kMaxTopLogprobs)) {
+      return absl::InvalidArgumentError(absl::StrCat("DecodeAndDraw: row ", i, " asks for ",
+                                                     rules[i]->top_logprobs,
+                                                     " top log-probs; at most ", kMaxTopLogprobs));
     }
+  }
+  std::vector<ChunkInput> chunks;
+  MAMBA_RETURN_IF_ERROR(CheckDecode(slots, tokens, &chunks));
+  const auto B = static_cast<int64_t>(slots.size());
+  if (B > max_tokens_ || B > max_logit_rows_) {
+    return Backend::DecodeAndDraw(slots, tokens, rules, drawn, logits);  // several passes
+  }
+  const int64_t V = config().vocab_size;
+  const auto host_rows = static_cast<int64_t>(
+      std::count_if(rules.begin(), rules.end(), [](const auto& r) { return !r.has_value(); }));
+  logits->Resize(host_rows, V);
+  drawn->assign(rules.size(), SampledToken{});
+  if (B == 0) return absl::OkStatus();
+  const DrawLayout at(static_cast<size_t>(max_logit_rows_));
+  auto* host = draw_host_.as<std::byte>();
+  auto* dev = draw_dev_.as<std::byte>();
+  auto* staged = reinterpret_cast<kc::DrawRow*>(host + at.rules);
+  int64_t draws = 0;
+  int top_stride = 0;
+  for (int64_t i = 0; i < B; ++i) {
+    const std::optional<DrawRule>& r = rules[static_cast<size_t>(i)];
+    if (!r) continue;
+    kc::DrawRow& d = staged[draws++];
+    d = kc::DrawRow{};
+    d.uniform = r->uniform;
+    d.temperature = r->temperature;
+    d.top_k = r->top_k;
+    d.top_p = r->top_p;
+    d.min_p = r->min_p;
+    d.row = static_cast<int32_t>(i);
+    d.top_n = r->top_logprobs;
+    d.want_logprob = r->logprobs ? 1 : 0;
+    top_stride = std::max(top_stride, static_cast<int>(r->top_logprobs));
+  }
+  // After the step's forward, before its synchronization: the draws, then the copies back.
+  auto tail = [&]() -> absl::Status {
+    if (draws > 0) {
+      MAMBA_RETURN_IF_ERROR(
+          Launched(cudaMemcpyAsync(dev + at.rules, host + at.rules,
+                                   static_cast<size_t>(draws) * sizeof(kc::DrawRow),
+                                   cudaMemcpyHostToDevice, stream_),
+                   "cudaMemcpyAsync(draw rules)", -1, kNumOps));
+      kc::DrawArgs a;
+      a.logits = logits_.as<float>();
+      a.logits_stride = V;
+      a.logits_rows = B;
+      a.vocab = V;
+      a.rules = reinterpret_cast<const kc::DrawRow*>(dev + at.rules);
+      a.draws = draws;
+      a.top_stride = top_stride;
+      a.token = reinterpret_cast<int32_t*>(dev + at.token);
+      a.logprob = reinterpret_cast<float*>(dev + at.logprob);
+      a.top_ids = reinterpret_cast<int32_t*>(dev + at.top_ids);
+      a.top_logprobs = reinterpret_cast<float*>(dev + at.top_logprobs);
+      MAMBA_RETURN_IF_ERROR(Launched(kc::DrawSample(a, stream_), "draw_sample", -1, kNumOps));
+      const size_t n4 = static_cast<size_t>(draws) * 4,
+                   top4 = static_cast<size_t>(draws * top_stride) * 4;
+      const std::pair<size_t, size_t> copies[] = {
+          {at.token, n4}, {at.logprob, n4}, {at.top_ids, top4}, {at.top_logprobs, top4}};
+      for (const auto& [offset, bytes] : copies) {
+        if (bytes == 0) continue;
+        MAMBA_RETURN_IF_ERROR(Launched(
+            cudaMemcpyAsync(host + offset, dev + offset, bytes, cudaMemcpyDeviceToHost, stream_),
+            "cudaMemcpyAsync(drawn tokens)", -1, kNumOps));
+      }
+    }
+    // The rule-less rows' logits, one copy per run of consecutive rows.
+    int64_t next = 0;
+    for (int64_t i = 0; i < B;) {
+      if (rules[static_cast<size_t>(i)]) {
+        ++i;
+        continue;
+      }
+      int64_t end = i + 1;
+      while (end < B && !rules[static_cast<size_t>(end)]) ++end;
+      MAMBA_RETURN_IF_ERROR(Launched(
+          cudaMemcpyAsync(logits_host_.as<float>() + next * V, logits_.as<float>() + i * V,
+                          static_cast<size_t>((end - i) * V) * 4, cudaMemcpyDeviceToHost, stream_),
+          "cudaMemcpyAsync(logits)", -1, kNumOps));
+      next += end - i;
+      i = end;
+    }
+    return absl::OkStatus();
+  };
+  MAMBA_RETURN_IF_ERROR(DecodeStep(slots, tokens, tail));
+  if (host_rows > 0) {
+    std::memcpy(logits->data.data(), logits_host_.get(), static_cast<size_t>(host_rows * V) * 4);
+  }
+  const auto* tok = reinterpret_cast<const int32_t*>(host + at.token);
+  const auto* lp = reinterpret_cast<const float*>(host + at.logprob);
+  const auto* ids = reinterpret_cast<const int32_t*>(host + at.top_ids);
+  const auto* tlp = reinterpret_cast<const float*>(host + at.top_logprobs);
+  int64_t k = 0;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (!rules[i]) continue;
+    SampledToken& s = (*drawn)[i];
+    s.id = tok[k];
+    if (rules[i]->logprobs) s.logprob = lp[k];
+    for (int32_t n = 0; n < rules[i]->top_logprobs; ++n) {
+      const int64_t j = k * top_stride + n;
+      if (ids[j] >= 0) s.top.push_back(TokenLogprob{ids[j], tlp[j]});
+    }
+    ++k;
   }
   return absl::OkStatus();
 }

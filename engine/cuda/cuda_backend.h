@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,17 +71,17 @@ class CudaBackend : public Backend {
   absl::StatusOr<std::shared_ptr<const AdapterWeights>> LoadAdapter(
       const LoraAdapter& adapter) override;
 
-  // Decode that leaves the logits on the device for SampleGreedy (no [batch, vocab] copy to
-  // the host): with SampleGreedy, the device-side sampling path proposed for the Backend
-  // interface. The batch must fit one pass (<= max_step_tokens rows).
-  absl::Status DecodeOnDevice(std::span<const SlotId> slots, std::span<const TokenId> tokens);
-
-  // Greedy tokens with log-probs computed on the device from the logits rows of the last
-  // Decode (or single-pass Prefill): argmax (ties -> lowest id), its log-prob and the top_n
-  // (0..kMaxTopLogprobs) log-probs, best first, as Sampler reports them for temperature 0.
-  // Only [rows, 1 + top_n] values are copied back. (Sampling with temperature, top-k/p, min-p
-  // or penalties still needs the host row and engine/sampling.h's Sampler.)
-  absl::Status SampleGreedy(int top_n, std::vector<SampledToken>* out);
+  // The fast decode path (engine/backend.h): the decode step as Decode runs it (graphs
+  // included), with the logits left on the device; rows with a rule are drawn there
+  // (kernels/cuda/sampling.h's DrawSample: DrawByRule's definition, float64 masses in another
+  // order than the host's) and only their tokens and requested log-probs come back; the other
+  // rows' logits come back through pinned memory. A batch larger than one pass goes through
+  // Backend::DecodeAndDraw. InvalidArgument as Decode, and for rules.size() != slots.size() or
+  // a rule's top_logprobs outside [0, kMaxTopLogprobs].
+  bool fast_decode() const override { return true; }
+  absl::Status DecodeAndDraw(std::span<const SlotId> slots, std::span<const TokenId> tokens,
+                             std::span<const std::optional<DrawRule>> rules,
+                             std::vector<SampledToken>* drawn, Logits* logits) override;
 
   int device() const { return device_; }
   int64_t weight_bytes_per_token() const { return weights_->gemm_bytes; }
@@ -142,9 +143,10 @@ class CudaBackend : public Backend {
   // Validates a decode batch; *chunks receives it as 1-token chunks.
   absl::Status CheckDecode(std::span<const SlotId> slots, std::span<const TokenId> tokens,
                            std::vector<ChunkInput>* chunks);
-  // One decode pass; logits == nullptr leaves them on the device only.
+  // One decode pass; `tail` enqueues what reads its logits (rows [0, slots.size()) of
+  // logits_) before the step synchronizes.
   absl::Status DecodeStep(std::span<const SlotId> slots, std::span<const TokenId> tokens,
-                          Logits* logits);
+                          const std::function<absl::Status()>& tail);
   void CaptureGraph(size_t bucket);
 
   // Error plumbing: Launched checks one enqueued op (and times it when profiling, unless op is
@@ -191,14 +193,15 @@ class CudaBackend : public Backend {
   DeviceBuffer tokens_dev_, slots_dev_, chunks_dev_, rows_dev_;
   PinnedBuffer staging_;  // host side of tokens / slots / chunk table / logit rows
   size_t stage_tokens_ = 0, stage_slots_ = 0, stage_chunks_ = 0, stage_rows_ = 0;  // offsets
-  DeviceBuffer sample_dev_;
-  PinnedBuffer sample_host_;
+  // DecodeAndDraw: rules then results, [max_logit_rows_] each (DrawLayout in cuda_backend.cc),
+  // on the device and in pinned memory; the rule-less rows' logits in pinned memory.
+  DeviceBuffer draw_dev_;
+  PinnedBuffer draw_host_, logits_host_;
   // Decode graphs: buckets_[i] rows, graphs_[i] null until captured.
   std::vector<int> buckets_;
   std::vector<CUgraphExec_st*> graphs_;
   bool graphs_enabled_ = false;
   bool capturing_ = false;
-  int64_t last_logit_rows_ = -1;  // rows of logits_ valid for SampleGreedy; -1 = none
   absl::Status broken_;
   std::array<double, kNumOps> op_seconds_{};
   double profile_mark_ = 0;  // profiling: when the previous op finished (steady clock, s)

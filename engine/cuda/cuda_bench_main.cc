@@ -1,11 +1,11 @@
 // mamba-cuda-bench: the CUDA engine on one model directory. Prefill tokens/s, decode step time
-// per batch size (logits copied to the host, as Backend::Decode returns them, and kept on the
-// device with greedy sampling there), against the floor set by reading the weights (and the
-// states) once per step at the measured device-to-device copy bandwidth.
-// With --lora-rank R: the same prefill, and steps of one token per sequence (as the engine runs
-// decodes under adapters: Prefill chunks), under random rank-R LoRA adapters against the base
-// model, alternated round by round (issue 15).
-// Prints "RESULT key=value ..." lines for tests/gpu/run_all.sh, and optionally JSON.
+// per batch size (logits copied to the host, as Backend::Decode returns them, and the server's
+// fast decode path: DecodeAndDraw with greedy rules, sampling on the device), against the floor set
+// by reading the weights (and the states) once per step at the measured device-to-device copy
+// bandwidth. With --lora-rank R: the same prefill, and steps of one token per sequence (as the
+// engine runs decodes under adapters: Prefill chunks), under random rank-R LoRA adapters against
+// the base model, alternated round by round (issue 15). Prints "RESULT key=value ..." lines for
+// tests/gpu/run_all.sh, and optionally JSON.
 #include <cuda_runtime.h>
 #include <unistd.h>
 
@@ -255,13 +255,14 @@ int main(int argc, char** argv) {
     Logits logits;
     if (absl::Status s = b.Prefill(chunks, &logits); !s.ok()) return Fail(s);
     std::vector<TokenId> tokens = RandomTokens(batch, vocab, 5);
+    const std::vector<std::optional<DrawRule>> greedy(static_cast<size_t>(batch), DrawRule{});
     auto median = [&](bool on_device) -> absl::StatusOr<double> {
       std::vector<double> times;
       std::vector<SampledToken> sampled;
       for (int i = 0; i < decode_steps + 3; ++i) {  // the first steps capture the graph
         const double s0 = Now();
-        absl::Status s = on_device ? b.DecodeOnDevice(ids, tokens) : b.Decode(ids, tokens, &logits);
-        if (s.ok() && on_device) s = b.SampleGreedy(0, &sampled);
+        absl::Status s = on_device ? b.DecodeAndDraw(ids, tokens, greedy, &sampled, &logits)
+                                   : b.Decode(ids, tokens, &logits);
         if (!s.ok()) return s;
         if (i >= 3) times.push_back(Now() - s0);
       }

@@ -73,7 +73,6 @@ absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
   MAMBA_RETURN_IF_ERROR(ValidateChunks(chunks, num_slots_, config().vocab_size));
   MAMBA_RETURN_IF_ERROR(CheckAdapters(chunks));
   MAMBA_RETURN_IF_ERROR(Ready());
-  last_logit_rows_ = -1;
   int64_t rows = 0;
   for (const ChunkInput& c : chunks) rows += c.logit_rows();
   logits->Resize(rows, config().vocab_size);
@@ -82,16 +81,9 @@ absl::Status CudaBackend::Prefill(std::span<const ChunkInput> chunks, Logits* lo
     if (c.start) MAMBA_RETURN_IF_ERROR(ZeroSlotAsync(c.slot.value));
   }
   // ForEachPass caps a pass's logit rows at max_logit_rows_ (all-logits chunks are split).
-  int passes = 0;
-  MAMBA_RETURN_IF_ERROR(ForEachPass(
-      chunks, max_tokens_,
-      [&](const Pass& pass) {
-        ++passes;
-        return RunPrefillPass(pass, logits);
-      },
-      max_logit_rows_));
-  if (passes <= 1) last_logit_rows_ = rows;
-  return absl::OkStatus();
+  return ForEachPass(
+      chunks, max_tokens_, [&](const Pass& pass) { return RunPrefillPass(pass, logits); },
+      max_logit_rows_);
 }
 
 absl::Status CudaBackend::RunPrefillPass(const Pass& pass, Logits* logits) {
@@ -167,36 +159,24 @@ absl::Status CudaBackend::Decode(std::span<const SlotId> slots, std::span<const 
   std::vector<ChunkInput> chunks;
   MAMBA_RETURN_IF_ERROR(CheckDecode(slots, tokens, &chunks));
   const auto B = static_cast<int64_t>(slots.size());
+  const int64_t V = config().vocab_size;
   if (B == 0) {
-    logits->Resize(0, config().vocab_size);
-    last_logit_rows_ = 0;
+    logits->Resize(0, V);
     return absl::OkStatus();
   }
   // More rows than the scratch holds: the prefill path splits it into passes.
   if (B > max_tokens_ || B > max_logit_rows_) return Prefill(chunks, logits);
-  return DecodeStep(slots, tokens, logits);
-}
-
-absl::Status CudaBackend::DecodeOnDevice(std::span<const SlotId> slots,
-                                         std::span<const TokenId> tokens) {
-  std::vector<ChunkInput> chunks;
-  MAMBA_RETURN_IF_ERROR(CheckDecode(slots, tokens, &chunks));
-  const auto B = static_cast<int64_t>(slots.size());
-  if (B > max_tokens_ || B > max_logit_rows_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("DecodeOnDevice: batch ", B, " exceeds one pass (",
-                     std::min(max_tokens_, max_logit_rows_), " rows)"));
-  }
-  if (B == 0) {
-    last_logit_rows_ = 0;
-    return absl::OkStatus();
-  }
-  return DecodeStep(slots, tokens, nullptr);
+  return DecodeStep(slots, tokens, [&] {
+    logits->Resize(B, V);
+    return Launched(
+        cudaMemcpyAsync(logits->data.data(), logits_.get(), static_cast<size_t>(B * V) * 4,
+                        cudaMemcpyDeviceToHost, stream_),
+        "cudaMemcpyAsync(logits)", -1, kNumOps);
+  });
 }
 
 absl::Status CudaBackend::DecodeStep(std::span<const SlotId> slots, std::span<const TokenId> tokens,
-                                     Logits* logits) {
-  last_logit_rows_ = -1;
+                                     const std::function<absl::Status()>& tail) {
   const auto B = static_cast<int64_t>(slots.size());
   int bucket = -1;
   if (graphs_enabled_) {
@@ -230,16 +210,8 @@ absl::Status CudaBackend::DecodeStep(std::span<const SlotId> slots, std::span<co
   } else {
     MAMBA_RETURN_IF_ERROR(EnqueueForward(PassShape{T, true, 0, T}));
   }
-  if (logits != nullptr) {
-    const int64_t V = config().vocab_size;
-    logits->Resize(B, V);
-    MAMBA_RETURN_IF_ERROR(
-        Launched(cudaMemcpyAsync(logits->data.data(), logits_.get(), static_cast<size_t>(B * V) * 4,
-                                 cudaMemcpyDeviceToHost, stream_),
-                 "cudaMemcpyAsync(logits)", -1, kNumOps));
-  }
+  MAMBA_RETURN_IF_ERROR(tail());
   MAMBA_RETURN_IF_ERROR(Sync(absl::StrCat("decode step of batch ", B)));
-  last_logit_rows_ = B;
   // The first step of a bucket ran eagerly (loading kernels, choosing cuBLAS algorithms);
   // capture its graph for the next ones.
   if (bucket >= 0 && graph == nullptr) CaptureGraph(static_cast<size_t>(bucket));

@@ -1,8 +1,8 @@
 // The CUDA engine: the backend suites (tests/engine/backend_suite.h, lora_backend_suite.h)
 // instantiated for it, and what only the CUDA engine has: logits and greedy tokens against the
-// CPU engine, graphs against eager steps, device-side greedy sampling, device selection. Label
-// `gpu`; skips without a usable device (fails under MAMBA_REQUIRE_GPU=1), except the checks of
-// what happens without one.
+// CPU engine, graphs against eager steps, greedy draws of the fast decode path against the host
+// Sampler, device selection. Label `gpu`; skips without a usable device (fails under
+// MAMBA_REQUIRE_GPU=1), except the checks of what happens without one.
 #include "engine/cuda/cuda_backend.h"
 
 #include <algorithm>
@@ -211,43 +211,51 @@ TEST_P(CudaBackendTest, QuantizedCheckpointMatchesReference) {
   }
 }
 
-// Greedy sampling on the device reports what the host Sampler reports at temperature 0.
-TEST_P(CudaBackendTest, DeviceGreedySamplingMatchesHostSampler) {
-  std::vector<ChunkInput> chunks;
+// The fast decode path's greedy draws (sampling on the device) report what the host Sampler
+// reports at temperature 0 for the same step's logits (the step run twice from saved states),
+// and a row without a rule gets its logits.
+TEST_P(CudaBackendTest, DecodeAndDrawGreedyMatchesHostSampler) {
+  const std::vector<SlotId> slots = {SlotId(2), SlotId(0), SlotId(1)};
   std::vector<std::vector<TokenId>> prompts;
-  for (int i = 0; i < 3; ++i)
-    prompts.push_back(RandomPrompt(4 + i, vocab(), 60 + static_cast<uint64_t>(i)));
-  for (int i = 0; i < 3; ++i)
-    chunks.push_back({SlotId(i), prompts[static_cast<size_t>(i)], true, true});
+  std::vector<ChunkInput> chunks;
+  for (size_t i = 0; i < 3; ++i) {
+    prompts.push_back(RandomPrompt(4 + static_cast<int64_t>(i), vocab(), 60 + i));
+  }
+  for (size_t i = 0; i < 3; ++i) chunks.push_back({slots[i], prompts[i], true, false});
   Logits logits;
   ASSERT_TRUE(backend_->Prefill(chunks, &logits).ok());
+  std::vector<std::vector<float>> saved(3);
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(backend_->SaveSlot(slots[i], &saved[i]).ok());
+  const std::vector<TokenId> tokens = RandomPrompt(3, vocab(), 70);
+  ASSERT_TRUE(backend_->Decode(slots, tokens, &logits).ok());
+  for (size_t i = 0; i < 3; ++i) ASSERT_TRUE(backend_->RestoreSlot(slots[i], saved[i]).ok());
+  DrawRule greedy;
+  greedy.logprobs = true;
+  greedy.top_logprobs = 5;
+  const std::vector<std::optional<DrawRule>> rules = {greedy, std::nullopt, greedy};
   std::vector<SampledToken> got;
-  ASSERT_TRUE(backend_->SampleGreedy(5, &got).ok());
+  Logits rest;
+  ASSERT_TRUE(backend_->DecodeAndDraw(slots, tokens, rules, &got, &rest).ok());
   ASSERT_EQ(got.size(), 3u);
+  ASSERT_EQ(rest.rows, 1);
+  EXPECT_TRUE(AllClose(rest.Row(0), D(logits.Row(1)), 1e-6, 1e-6));
   SamplingParams p;
   p.temperature = 0;
   p.logprobs = true;
   p.top_logprobs = 5;
-  for (size_t r = 0; r < 3; ++r) {
+  for (int64_t r : {0, 2}) {
     Sampler sampler(p, {}, {}, 1);
-    std::vector<float> row(logits.Row(static_cast<int64_t>(r)).begin(),
-                           logits.Row(static_cast<int64_t>(r)).end());
+    std::vector<float> row(logits.Row(r).begin(), logits.Row(r).end());
     const SampledToken want = sampler.Sample(row);
-    EXPECT_EQ(got[r].id, want.id) << "row " << r;
-    EXPECT_NEAR(got[r].logprob, want.logprob, 1e-4);
-    ASSERT_EQ(got[r].top.size(), want.top.size());
+    const SampledToken& g = got[static_cast<size_t>(r)];
+    EXPECT_EQ(g.id, want.id) << "row " << r;
+    EXPECT_NEAR(g.logprob, want.logprob, 1e-5);
+    ASSERT_EQ(g.top.size(), want.top.size());
     for (size_t k = 0; k < want.top.size(); ++k) {
-      EXPECT_EQ(got[r].top[k].id, want.top[k].id) << "row " << r << " rank " << k;
-      EXPECT_NEAR(got[r].top[k].logprob, want.top[k].logprob, 1e-4);
+      EXPECT_EQ(g.top[k].id, want.top[k].id) << "row " << r << " rank " << k;
+      EXPECT_NEAR(g.top[k].logprob, want.top[k].logprob, 1e-5);
     }
   }
-  // Decode without copying logits to the host, then sample there.
-  ASSERT_TRUE(
-      backend_
-          ->DecodeOnDevice(std::vector<SlotId>{SlotId(0), SlotId(2)}, std::vector<TokenId>{1, 2})
-          .ok());
-  ASSERT_TRUE(backend_->SampleGreedy(0, &got).ok());
-  EXPECT_EQ(got.size(), 2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Configs, CudaBackendTest, ::testing::ValuesIn(testing::BackendVariants()),
@@ -293,21 +301,11 @@ TEST_F(CudaBackendErrors, DeviceSelection) {
   }
 }
 
-// What only the CUDA engine has to check (the common argument checks are in the suite): the
-// top-k bound of device-side greedy sampling, and the code of a negative slot count.
-TEST_F(CudaBackendErrors, SampleGreedyAndSlotCountArguments) {
+// What only the CUDA engine has to check (the common argument checks are in the suite; those of
+// DecodeAndDraw in cuda_draw_test): the code of a negative slot count.
+TEST_F(CudaBackendErrors, SlotCountArgument) {
   MAMBA_SKIP_UNLESS_AVAILABLE(CudaDevice());
   BackendOptions bo;
-  bo.num_slots = 2;
-  auto created = cuda::CudaBackend::Create(checkpoint_, bo, 0);
-  ASSERT_TRUE(created.ok()) << created.status();
-  cuda::CudaBackend& b = **created;
-  Logits l;
-  std::vector<TokenId> ok = {1, 2};
-  std::vector<SampledToken> s;
-  EXPECT_EQ(b.SampleGreedy(21, &s).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(b.Prefill(std::vector<ChunkInput>{{SlotId(1), ok}}, &l).ok());
-  EXPECT_TRUE(b.SampleGreedy(3, &s).ok());
   bo.num_slots = -1;
   EXPECT_EQ(cuda::CudaBackend::Create(checkpoint_, bo, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
