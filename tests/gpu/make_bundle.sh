@@ -23,8 +23,10 @@ stage=$out-tree  # the unpacked tree, beside (not in) the folder the device call
 root=$stage/mamba-gpu
 limit=$((64 * 1024 * 1024))  # what one device call may carry, the working tree included
 
-gpu_tests=(cuda_kernels_test cuda_gemm_sampling_test cuda_int8_gemm_test cuda_mamba2_test
-  cuda_backend_test cuda_lora_test)
+# Every test labelled `gpu` (tests/CMakeLists.txt's mamba_test names a test after its binary), so
+# that a new GPU test is shipped and run without being added here.
+mapfile -t gpu_tests < <(ctest --test-dir "$build" -N -L '^gpu$' | sed -n 's/^ *Test *#[0-9]*: //p')
+((${#gpu_tests[@]} > 0)) || { echo "make_bundle: ctest lists no test labelled gpu in $build" >&2; exit 1; }
 # mamba-generate: the engines' logits dumps for the HF oracle (tests/gpu/hf_oracle.py).
 tools=(cuda_kernels_bench mamba-cuda-bench mamba-server mamba-client mamba-loadgen
   mamba-make-checkpoint mamba-make-lora mamba-generate)

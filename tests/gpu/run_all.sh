@@ -41,8 +41,8 @@ for p in "${presets[@]}"; do
 done
 
 log "build engine, tests and benchmarks (-j$jobs)"
-gpu_tests=(cuda_kernels_test cuda_mamba2_test cuda_gemm_sampling_test cuda_int8_gemm_test cuda_backend_test
-  cuda_lora_test)
+# Every test labelled gpu (each named after its binary): what ctest -L gpu runs below.
+mapfile -t gpu_tests < <(ctest --test-dir "$build" -N -L '^gpu$' | sed -n 's/^ *Test *#[0-9]*: //p')
 if ! cmake --build "$build" -j"$jobs" --target "${gpu_tests[@]}" cuda_kernels_bench mamba-cuda-bench >>"$res/build.log" 2>&1; then
   tail -40 "$res/build.log"
   exit 1

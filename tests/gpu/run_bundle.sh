@@ -128,6 +128,22 @@ if [[ $have_gpu == 1 ]] && { want bench || want serve; }; then
   note "writing the ${presets[*]} bf16 presets in the background"
 fi
 
+# wait_checkpoint PRESET: true once its background write succeeded (waits at most what is left).
+wait_checkpoint() {
+  local p=$1 pid=${ckpt_pid[$1]:-} rc
+  [[ -n $pid ]] || return 1
+  while kill -0 "$pid" 2>/dev/null && (($(time_left) > 10)); do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null
+    echo "still being written when the budget ran out" >>"$logs/checkpoint-$p.log"
+  fi
+  wait "$pid"
+  rc=$?
+  ckpt_pid[$p]=
+  [[ $rc == 0 && -f $work/$p-bf16/config.json ]] && touch "$work/$p-bf16.ok"
+  [[ -f $work/$p-bf16.ok ]]
+}
+
 # gtest's closing counts: "[  PASSED  ] 3 tests.", "[  SKIPPED ] 2 tests, listed below:".
 gtest_count() {  # PASSED|SKIPPED|FAILED log
   local n
@@ -174,9 +190,24 @@ run_step() {
 }
 
 # ---- the GPU tests ----
-want tests && for t in $(sed -n 's/^gpu_tests: //p' "$root/MANIFEST.txt"); do
-  step "$t" "$test_timeout" env MAMBA_REQUIRE_GPU="$require" "$bin/$t" --gtest_output="xml:$logs/$t.xml"
-done
+# cuda_engine_test (the CUDA engine against the CPU engine at the 130m and 1.4b shapes) runs last:
+# it takes the bf16 1.4b preset the background writes (MAMBA_TEST_1P4B_CHECKPOINT) rather than
+# spending ~30 s writing its own, and the other tests run meanwhile. Its "[real-shape]" lines
+# (the largest logit differences, the tokens compared) go to the summary.
+if want tests; then
+  gpu_tests=$(sed -n 's/^gpu_tests: //p' "$root/MANIFEST.txt")
+  for t in $gpu_tests; do
+    [[ $t == cuda_engine_test ]] && continue
+    step "$t" "$test_timeout" env MAMBA_REQUIRE_GPU="$require" "$bin/$t" --gtest_output="xml:$logs/$t.xml"
+  done
+  if [[ " $gpu_tests " == *" cuda_engine_test "* ]]; then
+    ck_1p4b=
+    if [[ -f $work/1.4b-bf16.ok ]] || wait_checkpoint 1.4b; then ck_1p4b=$work/1.4b-bf16; fi
+    step cuda_engine_test "$test_timeout" env MAMBA_REQUIRE_GPU="$require" MAMBA_TEST_1P4B_CHECKPOINT="$ck_1p4b" \
+      "$bin/cuda_engine_test" --gtest_output="xml:$logs/cuda_engine_test.xml"
+    grep -h '^\[real-shape\]' "$logs/cuda_engine_test.log" | sed 's/^/  /' | tee -a "$summary"
+  fi
+fi
 if [[ ${MAMBA_BUNDLE_BENCH:-0} == 1 ]]; then
   gpu_step cuda_kernels_bench 150 "$bin/cuda_kernels_bench"
 fi
@@ -252,21 +283,6 @@ if want oracle; then
 fi
 
 # ---- issue 18: mamba-cuda-bench on the real shapes ----
-# wait_checkpoint PRESET: true once its background write succeeded (waits at most what is left).
-wait_checkpoint() {
-  local p=$1 pid=${ckpt_pid[$1]:-} rc
-  [[ -n $pid ]] || return 1
-  while kill -0 "$pid" 2>/dev/null && (($(time_left) > 10)); do sleep 1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null
-    echo "still being written when the budget ran out" >>"$logs/checkpoint-$p.log"
-  fi
-  wait "$pid"
-  rc=$?
-  ckpt_pid[$p]=
-  [[ $rc == 0 && -f $work/$p-bf16/config.json ]] && touch "$work/$p-bf16.ok"
-  [[ -f $work/$p-bf16.ok ]]
-}
 checkpoint_ok() {  # PRESET: written (waiting for it if needed), else a not-run line for STEP
   local p=$1 step=$2
   if [[ $have_gpu != 1 ]]; then
