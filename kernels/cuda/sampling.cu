@@ -362,7 +362,8 @@ __device__ int32_t Draw(const RowCtx& c, const DrawRow& rule, DrawScratch* s) {
   if (rule.top_k > 0 && rule.top_k < all.ge) cut = CutAtCount(c, rule.top_k, max_key, s->tally);
   if (rule.top_p < 1.0f) cut = CutAtMass(c, cut, rule.top_p, max_key, s->tally);
   if (rule.min_p > 0.0f) {
-    // p falls with the rank, so the entries with p >= min_p are a ranked prefix.
+    // p falls with the rank (ExpNonPositive is monotone: checked over every float in [-87, 0]),
+    // so the entries with p >= min_p are a ranked prefix.
     const int32_t kept = cut.above + cut.m;
     const int32_t keep = max(1, min(kept, CountAtLeast(c, rule.min_p, s->tally)));
     if (keep < kept) cut = CutAtCount(c, keep, max_key, s->tally);

@@ -87,8 +87,7 @@ bool NearBoundary(std::span<const float> row, const DrawRule& rule) {
       }
     }
   }
-  if (rule.min_p > 0.0f) {
-    for (const Ranked& r : ranked) near |= std::fabs(r.p - rule.min_p) <= 1e-6f * rule.min_p;
+  if (rule.min_p > 0.0f) {  // exact on the device: p is the host's, and monotone in the logit
     while (ranked.size() > 1 && ranked.back().p < rule.min_p) ranked.pop_back();
   }
   std::sort(ranked.begin(), ranked.end(),
