@@ -304,17 +304,22 @@ if want bench; then
 fi
 
 # ---- issue 18: the server on the GPU under load ----
-# serve_shape PRESET: mamba-server --device cuda on the preset (256 slots), then mamba-loadgen
-# closed loops at concurrency 1, 32, 256 over gRPC (streaming: TTFT) and HTTP (OpenAI
-# completions), each bounded in requests and seconds; SIGTERM and a clean exit.
+# serve_shape PRESET [prefill]: mamba-server --device cuda on the preset (256 slots), then
+# mamba-loadgen closed loops at concurrency 1, 32, 256 over gRPC (streaming: TTFT) and HTTP
+# (OpenAI completions), each bounded in requests and seconds; SIGTERM and a clean exit. With
+# "prefill": the server with --decode-path prefill (decode tokens as one-token prefill chunks,
+# sampled on the host), gRPC at concurrency 32 only: what the decode path buys.
 serve_shape() {
-  local p=$1 s=server-$p pid http= grpc= c proto target
+  local p=$1 path=${2:-auto} s=server-$1 pid http= grpc= c proto target tag= protos=(grpc http) levels=(1 32 256)
+  if [[ $path == prefill ]]; then
+    s=server-$p-prefill tag=-prefill protos=(grpc) levels=(32)
+  fi
   if (($(time_left) < 40)); then
     not_run "$s" "under 40 s of the $deadline s budget left"
     return
   fi
   "$bin/mamba-server" --model "$work/$p-bf16" --device "$device" --host 127.0.0.1 --http-port 0 \
-    --grpc-port 0 --slots 256 --max-step-tokens 4096 --max-queue 1024 >"$logs/$s.log" 2>&1 &
+    --grpc-port 0 --slots 256 --max-step-tokens 4096 --max-queue 1024 --decode-path "$path" >"$logs/$s.log" 2>&1 &
   pid=$!
   server_pid=$pid
   for _ in $(seq 1 120); do
@@ -337,14 +342,14 @@ serve_shape() {
   local vocab
   vocab=$(tr -d ' \n' <"$work/$p-bf16/config.json" | sed -n 's/.*"vocab_size":\([0-9]*\).*/\1/p')
   note "$s up on HTTP $http, gRPC $grpc: $(grep -m1 'engine: ' "$logs/$s.log" | sed 's/.*engine: /engine: /' | cut -c1-120)"
-  for proto in grpc http; do
+  for proto in "${protos[@]}"; do
     target=grpc://127.0.0.1:$grpc
     [[ $proto == http ]] && target=http://127.0.0.1:$http
-    for c in 1 32 256; do
+    for c in "${levels[@]}"; do
       # Enough requests to hold the concurrency twice over, and at most 8 s of arrivals.
-      step "loadgen-$p-$proto-c$c" 45 "$bin/mamba-loadgen" --target "$target" -c "$c" -n $((c < 8 ? 16 : 2 * c)) \
+      step "loadgen-$p-$proto-c$c$tag" 45 "$bin/mamba-loadgen" --target "$target" -c "$c" -n $((c < 8 ? 16 : 2 * c)) \
         --duration 8 --input-len 128 --output-len 64 --request-timeout 30 --vocab-size "${vocab:-50280}" --no-progress --no-metrics \
-        --json "$logs/loadgen-$p-$proto-c$c.json"
+        --json "$logs/loadgen-$p-$proto-c$c$tag.json"
     done
   done
   kill -TERM "$pid"
@@ -364,6 +369,8 @@ if want serve; then
   for p in "${presets[@]}"; do
     checkpoint_ok "$p" "server-$p" || continue
     serve_shape "$p"
+    # The A/B against decode tokens as prefill chunks, on the smallest preset served.
+    [[ $p == "${presets[0]}" ]] && serve_shape "$p" prefill
   done
 fi
 
@@ -398,10 +405,11 @@ perf_block() {
           v["device_sampling_step_ms"], v["step_ms"], v["floor_ms"], v["x_floor"], v["tokens_per_s"]}'
     done
     for proto in grpc http; do
-      for c in 1 32 256; do
+      for c in 1 32 256 32-prefill; do
         line=$logs/loadgen-$p-$proto-c$c.log
         [[ -f $line ]] || continue
-        printf '| %s | served %s c=%s | %s tok/s | TTFT median %s ms; failed %s |\n' "$p" "$proto" "$c" \
+        printf '| %s | served %s c=%s | %s tok/s | TTFT median %s ms; failed %s |\n' "$p" "$proto" \
+          "${c/-prefill/ (--decode-path prefill)}" \
           "$(sed -n 's/^Output token throughput (tok\/s): *//p' "$line")" \
           "$(awk '$1 == "TTFT" {print $3}' "$line")" "$(sed -n 's/^Failed requests: *//p' "$line")"
       done

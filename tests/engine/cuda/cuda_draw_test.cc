@@ -35,7 +35,9 @@ class CudaDrawTest : public ::testing::Test {
   void SetUp() override {
     std::string why;
     if (kernels::cuda::UsableDeviceCount(&why) == 0) {
-      if (mamba::testing::GpuRequired()) FAIL() << "no usable CUDA device: " << why;
+      if (mamba::testing::GpuRequired()) {
+        FAIL() << "no usable CUDA device (MAMBA_REQUIRE_GPU=1): " << why;
+      }
       GTEST_SKIP() << "no usable CUDA device: " << why;
     }
     RandomCheckpointOptions o;
