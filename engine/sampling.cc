@@ -9,6 +9,7 @@
 #include <bit>
 #include <cassert>
 #include <cmath>
+#include <cstddef>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -358,31 +359,58 @@ std::optional<DrawRule> Sampler::Offload() {
 
 namespace {
 
-// DrawByRule's pick: rank the finite logits (Before), cut the ranking at top-k, top-p and min-p,
-// then walk the kept tokens in id order.
+// DrawByRule's pick: rank the candidates (Before on the logit), cut the ranking at top-k, top-p
+// and min-p, then walk the kept tokens in id order. Without top-k only tokens that can be kept
+// are ranked, so a draw costs O(vocab) plus a sort of the likely ones.
 TokenId PickByRule(std::span<const float> logits, const DrawRule& rule) {
   if (rule.temperature < kMinTemperature) return Argmax(logits);
   const float max_logit = MaxLogit(logits);
   if (!(max_logit > kNegInf) || std::isinf(max_logit)) return Argmax(logits);
-  struct Ranked {
-    float p;  // the logit while ranking, then exp((logit - max) / T)
-    TokenId id;
-  };
-  std::vector<Ranked> ranked;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] > kNegInf) ranked.push_back({logits[i], static_cast<TokenId>(i)});
-  }
-  std::sort(ranked.begin(), ranked.end(), Before<Ranked>);
-  size_t keep = ranked.size();
-  if (rule.top_k > 0) keep = std::min(keep, static_cast<size_t>(rule.top_k));
-  ranked.resize(keep);
   const float inv_temperature = 1.0f / rule.temperature;
-  double mass = 0.0;
-  for (Ranked& r : ranked) {
-    r.p = ExpNonPositive((r.p - max_logit) * inv_temperature);
-    mass += r.p;
+  struct Ranked {
+    float p;  // exp((logit - max) / T)
+    TokenId id;
+    float logit;
+  };
+  const auto by_rank = [](const Ranked& a, const Ranked& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
+  const bool top_k = rule.top_k > 0 && static_cast<size_t>(rule.top_k) < logits.size();
+  const bool top_p = rule.top_p<1.0f, min_p = rule.min_p> 0.0f;
+  std::vector<Ranked> ranked;
+  double mass = 0.0;  // what top-p is measured against: the top-k set, or every token
+  if (top_k) {
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] > kNegInf) ranked.push_back({0.0f, static_cast<TokenId>(i), logits[i]});
+    }
+    const auto k = static_cast<size_t>(rule.top_k);
+    if (ranked.size() > k) {
+      std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(k),
+                       ranked.end(), by_rank);
+      ranked.resize(k);
+    }
+    std::sort(ranked.begin(), ranked.end(), by_rank);
+    for (Ranked& r : ranked) {
+      r.p = ExpNonPositive((r.logit - max_logit) * inv_temperature);
+      mass += r.p;
+    }
+  } else {
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (logits[i] > kNegInf) mass += ExpNonPositive((logits[i] - max_logit) * inv_temperature);
+    }
+    // Tokens below (1 - top_p) * mass / vocab hold less than (1 - top_p) of the mass together,
+    // so the nucleus lies above that; min-p drops what lies below min_p.
+    double threshold = min_p ? rule.min_p : 0.0;
+    if (top_p) threshold = std::max(threshold, (1.0 - rule.top_p) * mass / logits.size());
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (!(logits[i] > kNegInf)) continue;
+      const float p = ExpNonPositive((logits[i] - max_logit) * inv_temperature);
+      if (p >= threshold) ranked.push_back({p, static_cast<TokenId>(i), logits[i]});
+    }
+    if (top_p || min_p) std::sort(ranked.begin(), ranked.end(), by_rank);
   }
-  if (rule.top_p < 1.0f) {
+  size_t keep = ranked.size();
+  if (top_p) {
     const double target = rule.top_p * mass;
     double cumulative = 0.0;
     for (size_t i = 0; i < keep; ++i) {
@@ -393,12 +421,14 @@ TokenId PickByRule(std::span<const float> logits, const DrawRule& rule) {
       }
     }
   }
-  if (rule.min_p > 0.0f) {
+  if (min_p) {
     while (keep > 1 && ranked[keep - 1].p < rule.min_p) --keep;  // the max's p is 1
   }
   ranked.resize(keep);
-  std::sort(ranked.begin(), ranked.end(),
-            [](const Ranked& a, const Ranked& b) { return a.id < b.id; });
+  if (top_k || top_p || min_p) {
+    std::sort(ranked.begin(), ranked.end(),
+              [](const Ranked& a, const Ranked& b) { return a.id < b.id; });
+  }
   double kept = 0.0;
   for (const Ranked& r : ranked) kept += r.p;
   const double target = rule.uniform * kept;
