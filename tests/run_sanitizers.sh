@@ -20,9 +20,9 @@ fi
 asan_tests=(
   dtype_test cpu_kernels_test int8_gemm_test quantized_checkpoint_test
   pytorch_bin_test checkpoint_bin_test lora_adapter_test lora_kernel_test
-  model_config_test checkpoint_test sampling_test stop_matcher_test tokenizer_test
+  model_config_test checkpoint_test sampling_test draw_rule_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
-  scheduler_test batch_loop_test state_store_test session_store_test lora_engine_test
+  scheduler_test batch_loop_test decode_path_test state_store_test session_store_test lora_engine_test
   http_server_test http_errors_test http_sessions_test grpc_convert_test grpc_server_test
   sampling_defaults_test http_compat_test grpc_compat_test http_lora_test grpc_lora_test
   client_http_test client_generators_test client_loadgen_test
