@@ -19,7 +19,8 @@ fi
 # ctest names; each is also the name of its target.
 asan_tests=(
   dtype_test cpu_kernels_test int8_gemm_test quantized_checkpoint_test
-  pytorch_bin_test checkpoint_bin_test lora_adapter_test lora_kernel_test
+  pytorch_bin_test checkpoint_bin_test lora_adapter_test lora_writer_test
+  lora_kernel_test adapter_registry_test
   model_config_test checkpoint_test sampling_test draw_rule_test stop_matcher_test tokenizer_test
   cpu_backend_test generate_test kjv_model_test engine_test
   scheduler_test batch_loop_test decode_path_test state_store_test session_store_test lora_engine_test
@@ -36,7 +37,8 @@ asan_binaries=(mamba-server mamba-client mamba-loadgen)
 # suppressions that silence them (any frame in libgrpc++) would also hide races in our handlers.
 # The gRPC front end runs under ASan/UBSan; under TSan the engine loop is covered by engine_test
 # and the HTTP front end (Boost.Asio/Beast, header-only, so fully instrumented) by its tests.
-tsan_tests=(engine_test lora_engine_test http_server_test http_errors_test http_sessions_test)
+tsan_tests=(engine_test lora_engine_test adapter_registry_test http_server_test http_errors_test
+  http_sessions_test)
 
 # Reports go to files (one per process) so that those of the mamba-server processes the
 # integration tests start, and often SIGKILL, are seen too; any file fails the stage.
