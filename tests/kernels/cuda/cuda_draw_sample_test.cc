@@ -25,6 +25,10 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // of) to a top-p cut or to the walk's target, the device's float64 sums, added in another order,
 // may fall on the other side: the only mismatch allowed. (They differ by ~1e-12 relative.)
 constexpr double kBoundaryEps = 1e-9;
+// Log-probs: DrawByRule's LogSumExp adds the row's p in 8 float lanes (the device in float64),
+// which on these rows is off by up to 6.6e-6 at vocab 50280 (measured on the host against a
+// float64 sum), plus one float ulp (1.9e-6) at |log-prob| ~ 24: 7.6e-6 seen, too close to 1e-5.
+constexpr float kLogprobTol = 3e-5f;
 
 // engine/sampling.cc's ExpNonPositive (not exported), so that the boundary check below sees the
 // host's p bit for bit.
@@ -269,7 +273,7 @@ TEST_P(CudaDrawSampleTest, MatchesDrawByRule) {
       continue;
     }
     if (rule.logprobs) {
-      EXPECT_TRUE(Same(got.logprob[d], want.logprob, 1e-5f))
+      EXPECT_TRUE(Same(got.logprob[d], want.logprob, kLogprobTol))
           << where << ": " << got.logprob[d] << " vs " << want.logprob;
     }
     std::vector<std::pair<int32_t, float>> top;
@@ -280,7 +284,7 @@ TEST_P(CudaDrawSampleTest, MatchesDrawByRule) {
     ASSERT_EQ(top.size(), want.top.size()) << where;
     for (size_t k = 0; k < top.size(); ++k) {
       EXPECT_EQ(top[k].first, want.top[k].id) << where << " rank " << k;
-      EXPECT_TRUE(Same(top[k].second, want.top[k].logprob, 1e-5f)) << where << " rank " << k;
+      EXPECT_TRUE(Same(top[k].second, want.top[k].logprob, kLogprobTol)) << where << " rank " << k;
     }
   }
   // Near-boundary mismatches are rare (each needs a sum within ~1e-12 of a cut).
