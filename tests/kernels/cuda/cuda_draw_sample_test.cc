@@ -289,12 +289,18 @@ TEST_P(CudaDrawSampleTest, MatchesDrawByRule) {
   }
   // Near-boundary mismatches are rare (each needs a sum within ~1e-12 of a cut).
   EXPECT_LE(mismatched, 1 + sampled / 200) << near << " near-boundary mismatches";
-  // The same draws in another order and batch give the same tokens.
-  std::vector<DrawRow> reversed(device_rules.rbegin(), device_rules.rbegin() + 97);
+  // The same draws in another order and batch give the same tokens: every 7th, last first (every
+  // row kind: the last 97 alone would all come from the last row, which is all -inf).
+  std::vector<size_t> picked;
+  for (size_t d = device_rules.size(); d-- > 0;) {
+    if (d % 7 == 0) picked.push_back(d);
+  }
+  std::vector<DrawRow> reordered;
+  for (size_t d : picked) reordered.push_back(device_rules[d]);
   Result again;
-  ASSERT_NO_FATAL_FAILURE(RunDraws(dl, vocab, rows, reversed, &again));
-  for (size_t i = 0; i < reversed.size(); ++i) {
-    EXPECT_EQ(again.token[i], got.token[device_rules.size() - 1 - i]) << "draw " << i;
+  ASSERT_NO_FATAL_FAILURE(RunDraws(dl, vocab, rows, reordered, &again));
+  for (size_t i = 0; i < picked.size(); ++i) {
+    EXPECT_EQ(again.token[i], got.token[picked[i]]) << "draw " << picked[i];
   }
 }
 
