@@ -43,18 +43,6 @@ absl::StatusOr<DecodePath> ParseDecodePath(std::string_view name) {
       absl::StrCat("unknown decode path '", std::string(name), "' (auto, prefill, decode)"));
 }
 
-const char* Name(DecodePath p) {
-  switch (p) {
-    case DecodePath::kAuto:
-      return "auto";
-    case DecodePath::kPrefill:
-      return "prefill";
-    case DecodePath::kDecode:
-      return "decode";
-  }
-  return "?";
-}
-
 absl::StatusOr<std::shared_ptr<const AdapterWeights>> Backend::LoadAdapter(
     const LoraAdapter& /*adapter*/) {
   return absl::UnimplementedError(

@@ -81,7 +81,6 @@ class AdapterWeights {
 // Prefill call, with the prompt chunks.
 enum class DecodePath { kAuto, kPrefill, kDecode };
 absl::StatusOr<DecodePath> ParseDecodePath(std::string_view name);  // auto|prefill|decode
-const char* Name(DecodePath p);
 
 struct ChunkInput {
   SlotId slot;

@@ -86,8 +86,9 @@ struct DrawRule {
 // prefix whose mass reaches top_p of theirs; then p >= min_p, the max's p being 1) and an
 // inverse-CDF walk over the kept tokens in id order, which a parallel sampler can repeat. The
 // Sampler walks its candidates in whatever order its selection left them, so a seed's tokens
-// differ between the two (same distribution). O(vocab log vocab): the reference for device
-// samplers and the default Backend::DecodeAndDraw.
+// differ between the two (same distribution). O(vocab) plus a sort of the tokens that can be
+// kept (under top-k, of the k best): the reference for device samplers and the
+// default Backend::DecodeAndDraw.
 SampledToken DrawByRule(std::span<const float> logits, const DrawRule& rule);
 
 // The raw log-prob (log_softmax of `logits`) of token `id`, its rank and the `top` best
