@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) GreedyKernel(GreedyArgs a) {
 
 // ---- DrawSample ----
 
-// engine/sampling.cc's ExpNonPositive operation for operation (no contraction into FMAs), so
+// engine/sampling_exp.h's ExpNonPositive operation for operation (no contraction into FMAs), so
 // that p is bit for bit the host's: exp(x) for x in [-87, 0], 0 otherwise (NaN included).
 __device__ __forceinline__ float ExpNonPositive(float x) {
   constexpr uint32_t kMinus87 = 0xC2AE0000u;

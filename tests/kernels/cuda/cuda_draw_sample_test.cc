@@ -2,13 +2,13 @@
 // random rows: greedy ids, log-probs and top lists; draws with temperature / top-k / top-p /
 // min-p over rows with ties, -inf and NaN entries. Skips without a usable device (fails under
 // MAMBA_REQUIRE_GPU=1), except the launcher's argument checks.
-#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <span>
 
 #include "engine/sampling.h"
+#include "engine/sampling_exp.h"
 #include "kernels/cuda/sampling.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
 
@@ -29,26 +29,6 @@ constexpr double kBoundaryEps = 1e-9;
 // which on these rows is off by up to 6.6e-6 at vocab 50280 (measured on the host against a
 // float64 sum), plus one float ulp (1.9e-6) at |log-prob| ~ 24: 7.6e-6 seen, too close to 1e-5.
 constexpr float kLogprobTol = 3e-5f;
-
-// engine/sampling.cc's ExpNonPositive (not exported), so that the boundary check below sees the
-// host's p bit for bit.
-float ExpNonPositive(float x) {
-  constexpr uint32_t kMinus87 = 0xC2AE0000u;
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  const uint32_t keep = ((bits >= 0x80000000u && bits <= kMinus87) || bits == 0u) ? ~0u : 0u;
-  x = std::bit_cast<float>(bits & keep);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(p * std::bit_cast<float>(scale)) & keep);
-}
 
 // Whether one of DrawByRule's decisions for `rule` lies within kBoundaryEps of its boundary
 // (DrawByRule's steps repeated, with the margins measured).
@@ -75,7 +55,7 @@ bool NearBoundary(std::span<const float> row, const DrawRule& rule) {
   const float inv_t = 1.0f / rule.temperature;
   double mass = 0.0;
   for (Ranked& r : ranked) {
-    r.p = ExpNonPositive((r.logit - mx) * inv_t);
+    r.p = engine::ExpNonPositive((r.logit - mx) * inv_t);
     mass += r.p;
   }
   bool near = false;
