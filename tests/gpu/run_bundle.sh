@@ -162,6 +162,18 @@ not_run() {
 }
 # The seconds left of the budget.
 time_left() { echo $((deadline - (SECONDS - t0))); }
+# wait_for_ports LOG PID: sets http and grpc to the ports a server started with --http-port 0
+# --grpc-port 0 logs it listens on (up to 60 s; empty if it exits or never says).
+wait_for_ports() {
+  http= grpc=
+  for _ in $(seq 1 120); do
+    http=$(sed -n 's/.*http: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+    grpc=$(sed -n 's/.*grpc: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+    [[ -n $http && -n $grpc ]] && return
+    kill -0 "$2" 2>/dev/null || return
+    sleep 0.5
+  done
+}
 run_step() {
   local on_error=$1 name=$2 limit=$3 s=$SECONDS rc detail= result=PASS
   shift 3
@@ -225,14 +237,7 @@ step make-lora 60 "$bin/mamba-make-lora" --base "$work/tiny" --out "$work/tiny-l
 "$bin/mamba-server" --model "$models/kjv-mamba-4x192" --device "$device" --host 127.0.0.1 --http-port 0 --grpc-port 0 --slots 8 \
   >"$logs/server.log" 2>&1 &
 server_pid=$!
-http= grpc=
-for _ in $(seq 1 120); do
-  http=$(sed -n 's/.*http: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/server.log" | head -1)
-  grpc=$(sed -n 's/.*grpc: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/server.log" | head -1)
-  [[ -n $http && -n $grpc ]] && break
-  kill -0 "$server_pid" 2>/dev/null || break
-  sleep 0.5
-done
+wait_for_ports "$logs/server.log" "$server_pid"
 if [[ -n $http && -n $grpc ]]; then
   note "server up on HTTP $http, gRPC $grpc: $(grep -i -m1 'engine' "$logs/server.log" | cut -c1-160)"
   gen=(generate "And God said" --max-tokens 12 --temperature 0)
@@ -322,13 +327,7 @@ serve_shape() {
     --grpc-port 0 --slots 256 --max-step-tokens 4096 --max-queue 1024 --decode-path "$path" >"$logs/$s.log" 2>&1 &
   pid=$!
   server_pid=$pid
-  for _ in $(seq 1 120); do
-    http=$(sed -n 's/.*http: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/$s.log" | head -1)
-    grpc=$(sed -n 's/.*grpc: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$logs/$s.log" | head -1)
-    [[ -n $http && -n $grpc ]] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
+  wait_for_ports "$logs/$s.log" "$pid"
   if [[ -z $http || -z $grpc ]]; then
     kill "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
