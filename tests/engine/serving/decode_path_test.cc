@@ -158,5 +158,18 @@ TEST_F(DecodePathTest, AFailedDrawEndsTheStepsRequestsWithItsError) {
   EXPECT_EQ(loop.slots().num_used(), 0);
 }
 
+// The host default refuses a call whose rules do not match its rows, naming both counts.
+TEST(DecodeAndDrawTest, RulesMustMatchTheRows) {
+  FakeBackend fake(testing::SmallConfig(), 2);
+  const SlotId slots[] = {SlotId(0), SlotId(1)};
+  const TokenId tokens[] = {1, 2};
+  const std::optional<DrawRule> rules[] = {DrawRule{}};
+  std::vector<SampledToken> drawn;
+  Logits logits;
+  const absl::Status s = fake.Backend::DecodeAndDraw(slots, tokens, rules, &drawn, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("2 slots but 1 rules"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace mamba::engine
